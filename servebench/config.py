@@ -1,0 +1,63 @@
+"""Run configuration: validated once at the edge (CLI or file), then plain data inside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class LoadConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests: int = Field(1000, ge=1)
+    concurrency: int | None = Field(None, ge=1)  # closed loop; with rate: a cap on in-flight
+    rate: float | None = Field(None, gt=0)  # requests/s, open loop
+    arrival: Literal["poisson", "constant"] = "poisson"
+    duration_s: float | None = Field(None, gt=0)  # stop releasing new requests after this
+    warmup: int = Field(2, ge=0)
+    seed: int = 0
+    workers: int = Field(1, ge=1)
+    request_timeout_s: float = Field(600.0, gt=0)
+
+    @property
+    def mode(self) -> str:
+        if self.rate is not None:
+            return "rate"
+        if self.concurrency is not None:
+            return "concurrency"
+        return "burst"
+
+
+class WorkloadConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input_tokens: int = Field(512, ge=1)
+    output_tokens: int = Field(128, ge=1)
+    prompts_file: Path | None = None  # JSONL: {"prompt": ..., "output_tokens": optional}
+    tokenizer: str | None = None  # defaults to the model
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str = "vllm"
+    model: str = "tiny"
+    served_model_name: str | None = None  # the name the API expects; defaults to the model
+    endpoint: str | None = None  # benchmark a server that is already up
+    launcher: str = "process"
+    api: str | None = None  # adapter override, e.g. "openai-chat"; default from the spec
+    gpus: list[int] | None = None
+    server_args: list[str] = Field(default_factory=list)
+    load: LoadConfig = Field(default_factory=LoadConfig)
+    workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
+    results_dir: Path = Path("results")
+    name: str | None = None
+    telemetry: bool = True
+
+    @model_validator(mode="after")
+    def _endpoint_means_external(self) -> "RunConfig":
+        if self.endpoint is not None:
+            self.launcher = "external"
+        return self

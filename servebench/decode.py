@@ -1,0 +1,138 @@
+"""Post-run stream decoding: raw (recv_ns, body bytes) reads -> per-token timestamps and counts.
+
+Definitions (docs/metrics.md builds on these):
+- A token event is a stream event that carries at least one new output token (what counts as
+  one is the adapter's call, documented in each adapter module).
+- Its timestamp is the recv_ns of the read that COMPLETED the event (the read holding its
+  terminating blank line), i.e. the earliest moment a client could have acted on it. An event
+  split across reads is stamped when its last piece arrived; several events completed by one
+  read share that read's stamp.
+- token_counts[i] is how many tokens event i carried (1 unless the engine batches them).
+- server_input_tokens / server_output_tokens / finish_reason are the engine's own figures, the
+  last value it reported (OpenAI usage chunk, TGI details, LightLLM / SGLang running counts).
+
+rec.error (one line) is set for: a non-2xx status (message from the JSON error body), a
+malformed event, an error event in the stream, and a stream that ended before the engine's
+final event (truncated). An error already set by the transport is kept; decoding still fills
+what the received bytes allow. Events after the final one are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from servebench.adapters._json import error_text, loads, one_line
+from servebench.adapters.base import Adapter
+from servebench.adapters.sse import ErrorPayload, SSEDecoder
+from servebench.records import RequestRecord
+
+
+def decode_records(adapter: Adapter, records: Iterable[RequestRecord]) -> None:
+    for rec in records:
+        decode_record(adapter, rec)
+
+
+def decode_record(adapter: Adapter, rec: RequestRecord) -> None:
+    # decoding again (e.g. a re-report of stored raw records) must give the same result
+    rec.token_ns = []
+    rec.token_counts = []
+    rec.server_input_tokens = None
+    rec.server_output_tokens = None
+    rec.finish_reason = None
+    err = _decode(adapter, rec)
+    if err is not None and rec.error is None:
+        rec.error = one_line(err)
+
+
+def _decode(adapter: Adapter, rec: RequestRecord) -> str | None:
+    if not 200 <= rec.status < 300:
+        if rec.status == 0:
+            return "no HTTP response"
+        return f"HTTP {rec.status}: {body_error(b''.join(c for _, c in rec.chunks))}"
+    dec = SSEDecoder()
+    state: dict[str, Any] = {}
+    events = 0
+    try:
+        for recv_ns, data in rec.chunks:
+            for payload in dec.feed(data):
+                events += 1
+                out = _apply(adapter, payload, recv_ns, state, rec)
+                if out is not None:
+                    return None if out is True else out
+    except _Malformed as e:
+        return e.message
+    # the connection closed: an event still open was never terminated by the server
+    last_ns = rec.chunks[-1][0] if rec.chunks else 0
+    for payload in dec.close():
+        events += 1
+        try:
+            out = _apply(adapter, payload, last_ns, state, rec)
+        except _Malformed:
+            return f"truncated: stream ended inside event {events}"
+        if out is not None:
+            return None if out is True else out
+    if events == 0:
+        body = b"".join(c for _, c in rec.chunks)
+        if not body:
+            return "empty response body"
+        return f"no SSE events in the response body: {body[:80].decode('utf-8', 'replace')}"
+    return f"truncated: stream ended after {events} events without the final one"
+
+
+class _Malformed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _apply(adapter: Adapter, payload: bytes, recv_ns: int, state: dict[str, Any], rec: RequestRecord):
+    """Fold one payload into rec. Returns None to go on, True at the final event, or an error."""
+    if type(payload) is ErrorPayload:
+        return f"error event in stream: {_payload_error(payload)}"
+    try:
+        ev = adapter.parse(payload, state)
+    except ValueError as e:
+        raise _Malformed(f"malformed event ({e}): {payload[:80]!r}") from None
+    if ev is None:
+        return None
+    if ev.error is not None:
+        return f"error event in stream: {ev.error}"
+    if ev.tokens:
+        rec.token_ns.append(recv_ns)
+        rec.token_counts.append(ev.tokens)
+    if ev.prompt_tokens is not None:
+        rec.server_input_tokens = ev.prompt_tokens
+    if ev.output_tokens is not None:
+        rec.server_output_tokens = ev.output_tokens
+    if ev.finish_reason is not None:
+        rec.finish_reason = ev.finish_reason
+    return True if ev.done else None
+
+
+def _payload_error(payload: bytes) -> str:
+    try:
+        obj = loads(payload)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        msg = error_text(obj, body=True)
+        if msg:
+            return msg
+    return payload.decode("utf-8", "replace") or "(no message)"
+
+
+def body_error(body: bytes) -> str:
+    """One line describing a non-2xx response body: the JSON error message when there is one."""
+    try:
+        obj = loads(body)
+    except ValueError:
+        obj = None
+    msg = None
+    if isinstance(obj, dict):
+        msg = error_text(obj, body=True)
+    elif isinstance(obj, str):
+        msg = obj
+    if not msg:
+        msg = body.decode("utf-8", "replace").strip() or "(empty body)"
+    return one_line(msg)

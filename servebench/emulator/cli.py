@@ -1,0 +1,57 @@
+"""`servebench emulate`: serve a fake engine on known token deadlines."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from pydantic import ValidationError
+
+from servebench.emulator.core import EmulatorConfig
+
+
+@click.command("emulate")
+@click.option("--format", "fmt", type=click.Choice(["openai", "openai-chat", "tgi", "lightllm", "sglang"]),
+              default="openai", show_default=True, help="Engine wire format to speak.")
+@click.option("--ttft-ms", type=float, default=50.0, show_default=True, help="Arrival to first token.")
+@click.option("--itl-ms", type=float, default=10.0, show_default=True, help="Gap between tokens.")
+@click.option("--jitter", "jitter_ms", type=float, default=0.0, show_default=True,
+              help="Delay each token's deadline by U(0, MS) ms (seeded; does not accumulate).")
+@click.option("--fail-rate", type=float, default=0.0, show_default=True,
+              help="Fraction of requests that fail (HTTP 500 or a mid-stream abort).")
+@click.option("--fail-mode", type=click.Choice(["mixed", "error", "abort"]), default="mixed", show_default=True)
+@click.option("--batch-slowdown", type=float, default=0.0, show_default=True,
+              help="ITL *= 1 + F*(running streams - 1).")
+@click.option("--max-running", type=int, default=None, help="Streams generating at once; the rest wait.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=0, show_default=True, help="0: any free port (printed).")
+@click.option("--log", type=click.Path(dir_okay=False), default=None,
+              help="JSONL log: arrival and every token's write time (perf_counter_ns) per request.")
+@click.option("--model", default="emulator", show_default=True, help="Name served on /v1/models.")
+@click.option("--tokenizer", default=None, help="tokenizer.json (or its folder) to count prompt tokens.")
+def emulate(fmt, ttft_ms, itl_ms, jitter_ms, fail_rate, fail_mode, batch_slowdown, max_running, seed,
+            host, port, log, model, tokenizer) -> None:
+    """Serve a streaming LLM endpoint whose token timing is known exactly."""
+    try:
+        cfg = EmulatorConfig(format=fmt, ttft_ms=ttft_ms, itl_ms=itl_ms, jitter_ms=jitter_ms,
+                             fail_rate=fail_rate, fail_mode=fail_mode, batch_slowdown=batch_slowdown,
+                             max_running=max_running, seed=seed, host=host, port=port, log=log,
+                             model=model, tokenizer=tokenizer)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise click.BadParameter(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+    from servebench.emulator.server import run
+
+    def ready(info: dict) -> None:
+        click.echo(json.dumps(info))
+        sys.stdout.flush()
+
+    try:
+        run(cfg, ready)
+    except OSError as e:  # port in use, unwritable log, missing tokenizer file
+        raise click.ClickException(f"emulator: {e.strerror or e}") from None
+    except Exception as e:  # a tokenizer file that does not parse
+        raise click.ClickException(f"emulator: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None

@@ -1,0 +1,259 @@
+"""The emulator's clock: token deadlines, failure injection, the request log.
+
+One heap of (deadline_ns, seq, stream) for every live stream and ONE loop timer armed for the
+earliest deadline. A timer per token per stream would cost a TimerHandle and a heap push inside
+the event loop anyway; doing it here lets a single wake-up serve every stream that is due.
+
+Deadlines are absolute: token i of a stream is due at start + TTFT + i*ITL (plus seeded
+jitter that does not accumulate), so a late wake-up delays one token, never the rest.
+A token is never written before its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from heapq import heappop, heappush
+from time import perf_counter_ns
+from typing import IO, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from servebench.emulator.formats import FORMATS, Gen
+
+FormatName = Literal["openai", "openai-chat", "tgi", "lightllm", "sglang"]
+
+
+class EmulatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format: FormatName = "openai"
+    ttft_ms: float = Field(50.0, ge=0)
+    itl_ms: float = Field(10.0, ge=0)
+    jitter_ms: float = Field(0.0, ge=0)  # each deadline delayed by U(0, jitter), not accumulated
+    fail_rate: float = Field(0.0, ge=0, le=1)
+    fail_mode: Literal["mixed", "error", "abort"] = "mixed"
+    batch_slowdown: float = Field(0.0, ge=0)  # ITL *= 1 + F * (running - 1)
+    max_running: int | None = Field(None, ge=1)  # beyond this, requests wait (vllm:num_requests_waiting)
+    seed: int = 0
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    log: str | None = None  # JSONL request log; None: keep no log
+    flush_s: float = Field(1.0, gt=0)
+    model: str = "emulator"
+    tokenizer: str | None = None  # tokenizer.json (or its directory) to count prompt tokens; else words
+    loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+
+
+@dataclass(slots=True, eq=False)  # identity semantics: streams live in a set
+class Stream:
+    conn: Any  # server.Conn: begin_stream, write, send_whole, send_error, end_stream, abort_stream
+    gen: Gen
+    seq: int
+    arrival_ns: int
+    start_ns: int = 0
+    nominal_ns: int = 0  # deadline without jitter; jitter never feeds back into it
+    deadline_ns: int = 0
+    i: int = 0  # tokens emitted so far
+    fail_at: int = -1  # abort after this many tokens (-1: never)
+    rng: random.Random | None = None
+    dead: bool = False
+    token_ns: list[int] = field(default_factory=list)
+
+
+class Emulator:
+    def __init__(self, cfg: EmulatorConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.cfg = cfg
+        self.fmt = FORMATS[cfg.format]
+        self.loop = loop
+        self.ttft_ns = int(cfg.ttft_ms * 1e6)
+        self.itl_ns = int(cfg.itl_ms * 1e6)
+        self.jitter_ns = int(cfg.jitter_ms * 1e6)
+        self.heap: list[tuple[int, int, Stream]] = []
+        self.tick = itertools.count()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0
+        self.seq = itertools.count()
+        self.running: set[Stream] = set()
+        self.waiting: deque[Stream] = deque()
+        self.n_ok = self.n_failed = self.gen_tokens = self.prompt_tokens = 0
+        self.count = _counter(cfg.tokenizer)
+        self.pending: list[str] = []
+        self.log: IO[str] | None = open(cfg.log, "w", encoding="utf-8") if cfg.log else None
+        if self.log:
+            self.log.write(json.dumps({"kind": "config", **cfg.model_dump()}) + "\n")
+            self.log.flush()
+            self.flusher = loop.call_later(cfg.flush_s, self._flush_tick)
+
+    # -- requests in
+    def next_seq(self) -> int:
+        return next(self.seq)
+
+    def admit(self, conn: Any, gen: Gen, seq: int, arrival_ns: int) -> Stream | None:
+        """A parsed generation request. Returns None when it was failed up front (500 sent)."""
+        s = Stream(conn, gen, seq, arrival_ns)
+        cfg = self.cfg
+        if self.jitter_ns or cfg.fail_rate:
+            s.rng = random.Random(cfg.seed * 1_000_003 + seq)
+        self.prompt_tokens += gen.prompt_tokens
+        if cfg.fail_rate and s.rng.random() < cfg.fail_rate:
+            n = gen.max_tokens
+            mode = cfg.fail_mode if cfg.fail_mode != "mixed" else ("error" if s.rng.random() < 0.5 else "abort")
+            if mode == "abort" and n >= 2:
+                s.fail_at = s.rng.randint(1, n - 1)
+            else:
+                conn.send_error(500, "emulated failure")
+                self._done(s, "error", perf_counter_ns(), 500)
+                return None
+        if gen.stream:
+            conn.begin_stream()
+        if cfg.max_running is not None and len(self.running) >= cfg.max_running:
+            self.waiting.append(s)
+        else:
+            self._start(s, arrival_ns)
+        return s
+
+    def _start(self, s: Stream, now: int) -> None:
+        self.running.add(s)
+        s.start_ns = now
+        s.nominal_ns = now + self.ttft_ns
+        d = s.nominal_ns + (int(s.rng.random() * self.jitter_ns) if self.jitter_ns else 0)
+        s.deadline_ns = d
+        heappush(self.heap, (d, next(self.tick), s))
+        if self.timer is None or d < self.timer_at:
+            self._arm(d)
+
+    def _arm(self, at_ns: int) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer_at = at_ns
+        self.timer = self.loop.call_later(max(0.0, (at_ns - perf_counter_ns()) * 1e-9), self._fire)
+
+    # -- the hot loop
+    def _fire(self) -> None:
+        self.timer = None
+        heap = self.heap
+        fmt = self.fmt
+        now = perf_counter_ns()
+        while heap and heap[0][0] <= now:
+            s = heappop(heap)[2]
+            if s.dead:
+                continue
+            g = s.gen
+            i = s.i
+            last = i == g.max_tokens - 1
+            if g.stream:
+                data = fmt.token(g, i)
+                frame = b"%x\r\n%b\r\n" % (len(data), data)
+                if last:
+                    tail = fmt.tail(g)
+                    frame += (b"%x\r\n%b\r\n" % (len(tail), tail) if tail else b"") + b"0\r\n\r\n"
+                now = perf_counter_ns()
+                s.conn.write(frame)
+                s.token_ns.append(now)
+            s.i = i = i + 1
+            if last:
+                if not g.stream:
+                    g.extra.update(total_ms=(now - s.arrival_ns) / 1e6, queue_ms=(s.start_ns - s.arrival_ns) / 1e6,
+                                   inference_ms=(now - s.start_ns) / 1e6)
+                    now = perf_counter_ns()
+                    s.conn.send_whole(*fmt.whole(g))
+                self._done(s, "ok", now, 200)
+                s.conn.end_stream()
+            elif i == s.fail_at:
+                self._done(s, "abort", now, 200)
+                s.conn.abort_stream()
+            else:
+                itl = self.itl_ns
+                if self.cfg.batch_slowdown:
+                    itl = int(itl * (1 + self.cfg.batch_slowdown * (len(self.running) - 1)))
+                s.nominal_ns += itl
+                d = s.nominal_ns
+                if self.jitter_ns:
+                    d = max(d + int(s.rng.random() * self.jitter_ns), s.deadline_ns)
+                s.deadline_ns = d
+                heappush(heap, (d, next(self.tick), s))
+            now = perf_counter_ns()
+        if heap:
+            self._arm(heap[0][0])
+
+    # -- requests out
+    def client_gone(self, s: Stream) -> None:
+        if not s.dead:
+            self._done(s, "client_closed", perf_counter_ns(), 200)
+
+    def _done(self, s: Stream, outcome: str, end_ns: int, status: int) -> None:
+        s.dead = True
+        if s in self.running:
+            self.running.discard(s)
+            if self.waiting:
+                self._start(self.waiting.popleft(), end_ns)
+        elif s in self.waiting:
+            self.waiting.remove(s)
+        if outcome == "ok":
+            self.n_ok += 1
+        else:
+            self.n_failed += 1
+        self.gen_tokens += s.i
+        if self.log is not None:
+            g = s.gen
+            self.pending.append(json.dumps({
+                "kind": "request", "id": g.rid, "seq": s.seq, "path": g.path, "stream": g.stream,
+                "prompt_tokens": g.prompt_tokens, "prompt_chars": g.prompt_chars,
+                "max_tokens": g.max_tokens, "arrival_ns": s.arrival_ns, "start_ns": s.start_ns,
+                "token_ns": s.token_ns, "end_ns": end_ns, "status": status, "outcome": outcome,
+            }, separators=(",", ":")))
+
+    def _flush_tick(self) -> None:
+        self.flush()
+        self.flusher = self.loop.call_later(self.cfg.flush_s, self._flush_tick)
+
+    def flush(self) -> None:
+        if self.log is not None and self.pending:
+            self.log.write("\n".join(self.pending) + "\n")
+            self.log.flush()
+            self.pending.clear()
+
+    def close(self) -> None:
+        """Shutdown: streams still live are logged as such, then the log is closed."""
+        now = perf_counter_ns()
+        for s in list(self.running) + list(self.waiting):
+            self._done(s, "shutdown", now, 200)
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.log is not None:
+            self.flusher.cancel()
+            self.flush()
+            self.log.close()
+            self.log = None
+
+    def metrics(self) -> bytes:
+        m = json.dumps(self.cfg.model)
+        rows = [
+            ("vllm:num_requests_running", "gauge", len(self.running)),
+            ("vllm:num_requests_waiting", "gauge", len(self.waiting)),
+            ("vllm:request_success_total", "counter", self.n_ok),
+            ("vllm:request_failure_total", "counter", self.n_failed),
+            ("vllm:generation_tokens_total", "counter", self.gen_tokens),
+            ("vllm:prompt_tokens_total", "counter", self.prompt_tokens),
+        ]
+        out = []
+        for name, kind, v in rows:
+            out.append(f"# TYPE {name} {kind}\n{name}{{model_name={m}}} {float(v)}\n")
+        return "".join(out).encode()
+
+
+def _counter(tokenizer: str | None):
+    if not tokenizer:
+        from servebench.emulator.formats import count_words
+        return count_words
+    from pathlib import Path
+
+    from tokenizers import Tokenizer
+    p = Path(tokenizer)
+    tok = Tokenizer.from_file(str(p / "tokenizer.json" if p.is_dir() else p))
+    return lambda text: len(tok.encode(text, add_special_tokens=False).ids)

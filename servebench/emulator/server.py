@@ -1,0 +1,238 @@
+"""The emulator's HTTP/1.1 side: a raw asyncio.Protocol, keep-alive, chunked responses.
+
+Raw protocol rather than asyncio streams: no task or StreamReader per connection, and the
+arrival stamp is taken first thing in `data_received`, before any parsing. One request at a
+time per connection (a pipelined request waits in the buffer until the response is done).
+
+Run as a process: `python -m servebench.emulator.server '<EmulatorConfig JSON>'`; it prints one
+JSON line {"url", "port", "pid", "log"} when it listens and exits cleanly on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from time import perf_counter_ns
+
+from servebench.emulator.core import Emulator, EmulatorConfig, Stream
+from servebench.emulator.formats import BadRequest, Gen, now_created
+
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+            413: "Payload Too Large", 422: "Unprocessable Entity", 431: "Request Header Fields Too Large",
+            500: "Internal Server Error", 501: "Not Implemented"}
+_MAX_HEAD = 64 * 1024
+_MAX_BODY = 64 * 1024 * 1024
+
+
+class Conn(asyncio.Protocol):
+    __slots__ = ("emu", "t", "buf", "stream", "keep", "closed", "rid")
+
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+        self.t: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.stream: Stream | None = None  # the response in progress, if any
+        self.keep = True
+        self.closed = False
+        self.rid = ""
+
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.t = transport
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.stream is not None:
+            self.emu.client_gone(self.stream)
+            self.stream = None
+
+    def data_received(self, data: bytes) -> None:
+        now = perf_counter_ns()  # the last byte of a request is here: its arrival
+        self.buf += data
+        if self.stream is None:
+            self._next(now)
+
+    # -- requests
+    def _next(self, now: int) -> None:
+        while self.stream is None and not self.closed and self.buf:
+            buf = self.buf
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > _MAX_HEAD:
+                    self._reply(431, b"", close=True)
+                return
+            lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ")
+            if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+                self._reply(400, b'{"error":"malformed request line"}', close=True)
+                return
+            method, target, version = parts
+            headers = {}
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                headers[k.strip().lower()] = v.strip()
+            if "transfer-encoding" in headers:
+                self._reply(501, b'{"error":"chunked request bodies are not supported"}', close=True)
+                return
+            try:
+                n = int(headers.get("content-length", "0"))
+                if not 0 <= n <= _MAX_BODY:
+                    raise ValueError
+            except ValueError:
+                self._reply(400, b'{"error":"bad content-length"}', close=True)
+                return
+            if len(buf) < end + 4 + n:
+                return
+            body = bytes(buf[end + 4 : end + 4 + n])
+            del buf[: end + 4 + n]
+            conn_hdr = headers.get("connection", "").lower()
+            self.keep = conn_hdr != "close" if version == "HTTP/1.1" else conn_hdr == "keep-alive"
+            self._dispatch(method, target.split("?", 1)[0], headers, body, now)
+
+    def _dispatch(self, method: str, path: str, headers: dict, body: bytes, now: int) -> None:
+        emu = self.emu
+        if method == "GET":
+            if path in ("/health", "/healthz"):
+                return self._reply(200, b"", ctype=None)
+            if path == "/v1/models":
+                d = {"object": "list", "data": [{"id": emu.cfg.model, "object": "model", "created": now_created(),
+                                                 "owned_by": "servebench-emulator"}]}
+                return self._reply(200, json.dumps(d).encode())
+            if path == "/metrics":
+                return self._reply(200, emu.metrics(), ctype="text/plain; version=0.0.4")
+            if path == "/info":
+                return self._reply(200, json.dumps({"model_id": emu.cfg.model, "version": "emulator",
+                                                    "max_concurrent_requests": 1 << 16}).encode())
+        fmt = emu.fmt
+        mode = fmt.routes.get(path)
+        if mode is None:
+            return self._reply(404, fmt.error(404, f"no route {method} {path}"))
+        if method != "POST":
+            return self._reply(405, fmt.error(405, f"{path} takes POST"))
+        seq = emu.next_seq()
+        self.rid = rid = headers.get("x-request-id") or str(seq)
+        try:
+            req = json.loads(body)
+            if not isinstance(req, dict):
+                raise BadRequest("body must be a JSON object")
+            kw = fmt.parse(path, req, emu.count)
+        except (ValueError, BadRequest) as e:  # json.JSONDecodeError is a ValueError
+            return self._reply(422 if emu.cfg.format in ("tgi", "lightllm") else 400, fmt.error(400, str(e)))
+        stream = kw.pop("stream", mode is True) if mode == "body" else mode
+        gen = Gen(rid=rid, path=path, stream=stream, created=now_created(), **kw)
+        if "model" not in kw:
+            gen.model = emu.cfg.model
+        fmt.prepare(gen)
+        self.stream = emu.admit(self, gen, seq, now)
+
+    def _reply(self, status: int, body: bytes, ctype: str | None = "application/json",
+               headers: list[tuple[str, str]] = (), close: bool = False) -> None:
+        keep = self.keep and not close
+        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}", f"content-length: {len(body)}"]
+        if ctype:
+            head.append(f"content-type: {ctype}")
+        if self.rid:
+            head.append(f"x-request-id: {self.rid}")
+        head += [f"{k}: {v}" for k, v in headers]
+        if not keep:
+            head.append("connection: close")
+        self.t.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "replace") + body)
+        self.rid = ""
+        if not keep:
+            self.closed = True
+            self.t.close()
+
+    # -- called by the Emulator's clock
+    def write(self, data: bytes) -> None:
+        self.t.write(data)
+
+    def begin_stream(self) -> None:
+        # headers go out on arrival, as the engines do; tokens follow on their deadlines
+        self.t.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+                     b"cache-control: no-cache\r\nx-request-id: %b\r\ntransfer-encoding: chunked\r\n\r\n"
+                     % self.rid.encode("latin-1", "replace"))
+
+    def send_error(self, status: int, msg: str) -> None:
+        self._reply(status, self.emu.fmt.error(status, msg))
+
+    def send_whole(self, body: bytes, headers: list[tuple[str, str]]) -> None:
+        self._reply(200, body, headers=headers)
+
+    def end_stream(self) -> None:
+        self.stream = None
+        self.rid = ""
+        if self.closed:
+            return
+        if not self.keep:
+            self.closed = True
+            self.t.close()
+        elif self.buf:
+            self._next(perf_counter_ns())
+
+    def abort_stream(self) -> None:
+        """Mid-stream failure: drop the connection without the terminating chunk."""
+        self.stream = None
+        self.closed = True
+        self.t.close()
+
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+            return uvloop.new_event_loop()
+        except ImportError:
+            if kind == "uvloop":
+                raise
+    return asyncio.new_event_loop()
+
+
+async def start(cfg: EmulatorConfig) -> tuple[Emulator, asyncio.base_events.Server, int]:
+    loop = asyncio.get_running_loop()
+    emu = Emulator(cfg, loop)
+    srv = await loop.create_server(lambda: Conn(emu), cfg.host, cfg.port, backlog=4096, reuse_address=True)
+    port = srv.sockets[0].getsockname()[1]
+    return emu, srv, port
+
+
+async def serve(cfg: EmulatorConfig, ready=None, stop: asyncio.Event | None = None) -> None:
+    """Serve until `stop` is set (or SIGTERM/SIGINT in the main thread). `ready(info)` is called
+    once listening, with {"url", "port", "pid", "log"}."""
+    emu, srv, port = await start(cfg)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if hasattr(signal, "SIGTERM") and _main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    info = {"url": f"http://{cfg.host}:{port}", "port": port, "pid": os.getpid(), "log": cfg.log}
+    if ready:
+        ready(info)
+    try:
+        await stop.wait()
+    finally:
+        srv.close()
+        emu.close()
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def run(cfg: EmulatorConfig, ready=None) -> None:
+    loop = new_loop(cfg.loop)
+    try:
+        loop.run_until_complete(serve(cfg, ready))
+    finally:
+        loop.close()
+
+
+def _print_ready(info: dict) -> None:
+    sys.stdout.write(json.dumps(info) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    run(EmulatorConfig.model_validate_json(sys.argv[1]), _print_ready)

@@ -1,0 +1,80 @@
+"""External launcher: a server that is already up (URL or SageMaker endpoint). Starts and
+stops nothing; checks once that it answers so a typo fails before any load is generated."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from servebench.launchers.base import LaunchError, LaunchRequest, Server
+from servebench.launchers.readiness import one_line
+from servebench.specs import SpecError, load_spec
+
+SAGEMAKER_SCHEME = "sagemaker://"
+
+
+class ExternalLauncher:
+    name = "external"
+
+    def __init__(self, *, sagemaker_client: Any = None, timeout_s: float = 5.0) -> None:
+        self._sm = sagemaker_client
+        self.timeout_s = timeout_s
+
+    def start(self, req: LaunchRequest) -> Server:
+        target = (req.options.get("base_url") or req.options.get("endpoint") or "").rstrip("/")
+        if not target:
+            raise LaunchError("external launcher needs an endpoint: a URL or sagemaker://<endpoint-name>")
+        try:
+            spec = load_spec(req.engine)
+        except SpecError as e:
+            raise LaunchError(str(e)) from None
+        adapter = req.options.get("adapter") or spec.adapter
+        info = {"launcher": self.name, "served_model_name": req.options.get("served_model_name") or req.model}
+        if target.startswith(SAGEMAKER_SCHEME):
+            name = target[len(SAGEMAKER_SCHEME):]
+            info["endpoint_status"] = self._check_sagemaker(name, req.options.get("region"))
+            return Server(base_url=target, engine=spec.name, adapter=adapter, info=info)
+        if not target.startswith(("http://", "https://")):
+            raise LaunchError(f"endpoint {target!r} is neither an http(s) URL nor sagemaker://<name>")
+        info["health"] = self._check_http(target, spec.health_path, adapter)
+        return Server(base_url=target, engine=spec.name, adapter=adapter, info=info)
+
+    def _check_http(self, base_url: str, health_path: str, adapter: str) -> str:
+        paths = [health_path]
+        if adapter.startswith("openai"):
+            paths.append("/v1/models")  # OpenAI-compatible servers without a /health route
+        last = ""
+        with httpx.Client(timeout=self.timeout_s) as client:
+            for path in paths:
+                try:
+                    r = client.get(base_url + path)
+                except httpx.HTTPError as e:
+                    raise LaunchError(f"endpoint {base_url} is unreachable: {one_line(str(e)) or type(e).__name__}") from None
+                if r.status_code == 200:
+                    return path
+                last = f"GET {path} -> HTTP {r.status_code}"
+        raise LaunchError(f"endpoint {base_url} is not healthy: {last}")
+
+    def _check_sagemaker(self, name: str, region: str | None) -> str:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            sm = self._sm or _boto_client("sagemaker", region)
+            status = sm.describe_endpoint(EndpointName=name)["EndpointStatus"]
+        except ClientError as e:
+            raise LaunchError(f"SageMaker endpoint {name!r}: {one_line(e.response['Error'].get('Message', str(e)))}") from None
+        except BotoCoreError as e:
+            raise LaunchError(f"SageMaker endpoint {name!r}: {one_line(str(e))}") from None
+        if status != "InService":
+            raise LaunchError(f"SageMaker endpoint {name!r} is {status}, not InService")
+        return status
+
+    def stop(self) -> None:
+        """Nothing was started."""
+
+
+def _boto_client(service: str, region: str | None) -> Any:
+    import boto3
+
+    return boto3.client(service, region_name=region) if region else boto3.client(service)

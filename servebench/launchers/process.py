@@ -1,0 +1,136 @@
+"""Process launcher: the engine's own command as a child process group on this host."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from servebench.launchers.base import LaunchError, LaunchRequest, Server
+from servebench.launchers.readiness import free_port, log_tail, redact_env, wait_ready
+from servebench.specs import EngineSpec, SpecError, load_spec, render_command
+
+
+class ProcessLauncher:
+    name = "process"
+
+    def __init__(self, *, python: str = sys.executable, host: str = "127.0.0.1",
+                 poll_s: float = 0.5, stop_timeout_s: float = 20.0) -> None:
+        self.python = python
+        self.host = host
+        self.poll_s = poll_s
+        self.stop_timeout_s = stop_timeout_s
+        self.proc: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+
+    def command(self, spec: EngineSpec, req: LaunchRequest, port: int) -> list[str]:
+        if spec.process is None:
+            raise SpecError(f"{spec.name} has no process section in {spec.source}; use --launcher docker")
+        values = {"python": self.python, "model": req.model, "host": self.host, "port": port,
+                  "served_model_name": served_name(req)}
+        return render_command(spec, spec.process, values, gpus=req.gpus, options=req.options,
+                              extra_args=req.extra_args)
+
+    def env(self, spec: EngineSpec, req: LaunchRequest) -> tuple[dict[str, str], dict[str, str]]:
+        """(full child env, the part servebench chose, for run.json). The user's exported
+        variables beat the spec's defaults; explicit req.env and --gpus beat both."""
+        assert spec.process is not None
+        chosen = {k: v for k, v in spec.process.env.items() if k not in os.environ}
+        chosen.update(req.env)
+        if req.gpus:
+            chosen["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, req.gpus))
+        return {**os.environ, **chosen}, chosen
+
+    def start(self, req: LaunchRequest) -> Server:
+        try:
+            spec = load_spec(req.engine)
+            port = req.port or free_port(self.host)
+            argv = self.command(spec, req, port)
+        except SpecError as e:
+            raise LaunchError(str(e)) from None
+        env, chosen = self.env(spec, req)
+        run_dir = Path(req.run_dir) if req.run_dir else Path(tempfile.mkdtemp(prefix=f"servebench-{spec.name}-"))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = run_dir / "server.log"
+        try:
+            with open(self.log_path, "ab") as log:
+                # own session = own process group, so stop() reaches every worker the engine spawns
+                self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                             env=env, start_new_session=True)
+        except OSError as e:
+            raise LaunchError(f"cannot start {spec.name}: {argv[0]}: {e.strerror}") from None
+        atexit.register(self.stop)
+        base_url = f"http://{self.host}:{port}"
+        adapter = req.options.get("adapter") or spec.adapter
+        try:
+            ready_s = wait_ready(spec, base_url, adapter=adapter, model=served_name(req), timeout_s=req.ready_timeout_s,
+                                 exited=self._exited, tail=lambda: log_tail(self.log_path), poll_s=self.poll_s)
+        except BaseException:  # KeyboardInterrupt included: never leave the server behind
+            self.stop()
+            raise
+        return Server(base_url=base_url, engine=spec.name, adapter=adapter, time_to_ready_s=ready_s,
+                      pid=self.proc.pid, info={
+                          "launcher": self.name, "command": shlex.join(argv), "argv": argv,
+                          "env": redact_env(chosen), "log": str(self.log_path), "port": port,
+                          "served_model_name": served_name(req), "spec": spec.source})
+
+    def _exited(self) -> str | None:
+        rc = self.proc.poll() if self.proc else None
+        if rc is None:
+            return None
+        return f"was killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        atexit.unregister(self.stop)
+        pgid = proc.pid  # session leader: its pid is the group id, valid while any member lives
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_timeout_s
+        try:
+            proc.wait(timeout=self.stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+        # workers may outlive the leader; wait for the whole group, then force it
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+            proc.wait()
+
+
+def served_name(req: LaunchRequest) -> str:
+    return req.options.get("served_model_name") or req.model
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # zombies count for killpg; where no init reaps them (containers) they would never leave
+    for p in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False

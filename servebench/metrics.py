@@ -1,0 +1,170 @@
+"""Metrics: pure functions of decoded request records. Definitions: docs/metrics.md.
+
+Every number here is computed from RequestRecord timestamps (perf_counter_ns) and counts;
+nothing is measured here. Percentiles use numpy's default (linear interpolation), as
+`vllm bench serve` does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from servebench.records import RequestRecord
+
+PERCENTILES = (50, 90, 95, 99)
+MS = 1e6  # ns per ms
+
+
+def dist(values: Sequence[float]) -> dict[str, float | None]:
+    """mean, p50, p90, p95, p99, min, max, std of a sample (None when empty)."""
+    if len(values) == 0:
+        return {k: None for k in ("mean", "p50", "p90", "p95", "p99", "min", "max", "std", "n")}
+    a = np.asarray(values, dtype=np.float64)
+    out: dict[str, float | None] = {"mean": float(a.mean())}
+    for p, v in zip(PERCENTILES, np.percentile(a, PERCENTILES)):
+        out[f"p{p}"] = float(v)
+    out.update(min=float(a.min()), max=float(a.max()), std=float(a.std()), n=int(a.size))
+    return out
+
+
+def output_tokens(r: RequestRecord) -> int:
+    """Server-reported count first; the streamed count only when the server says nothing.
+    (Re-tokenizing generated text is never used: random-weight text re-tokenizes 2-3x longer.)"""
+    return r.server_output_tokens if r.server_output_tokens is not None else sum(r.token_counts)
+
+
+def input_tokens(r: RequestRecord) -> int:
+    return r.server_input_tokens if r.server_input_tokens is not None else r.input_tokens
+
+
+def ttft_ns(r: RequestRecord) -> int | None:
+    return r.token_ns[0] - r.sent_ns if r.token_ns else None
+
+
+def e2e_ns(r: RequestRecord) -> int:
+    return r.end_ns - r.sent_ns
+
+
+def itl_gaps_ns(r: RequestRecord) -> list[float]:
+    """Gaps between token-bearing events. An event carrying k > 1 tokens (SGLang, or a
+    server that coalesces) contributes k gaps of gap/k, so sum(gaps) = last - first token."""
+    t, c = r.token_ns, r.token_counts
+    out: list[float] = []
+    for j in range(1, len(t)):
+        g = t[j] - t[j - 1]
+        k = c[j] if c[j] > 0 else 1
+        out.extend([g / k] * k) if k > 1 else out.append(g)
+    return out
+
+
+def tpot_ns(r: RequestRecord) -> float | None:
+    n = output_tokens(r)
+    ttft = ttft_ns(r)
+    if ttft is None or n < 2:
+        return None
+    return (e2e_ns(r) - ttft) / (n - 1)
+
+
+def in_flight(records: Iterable[RequestRecord], start_ns: int, end_ns: int) -> dict[str, float]:
+    """Requests in flight (sent, not yet ended) over [start, end]: time-weighted mean and max."""
+    events: list[tuple[int, int]] = []
+    for r in records:
+        if r.sent_ns and r.end_ns:
+            events.append((r.sent_ns, 1))
+            events.append((r.end_ns, -1))
+    if not events or end_ns <= start_ns:
+        return {"mean": 0.0, "max": 0}
+    events.sort(key=lambda e: (e[0], e[1]))  # an end before a start at the same ns
+    level = peak = 0
+    area = 0
+    prev = start_ns
+    for t, d in events:
+        tc = min(max(t, start_ns), end_ns)
+        area += level * (tc - prev)
+        prev = tc
+        level += d
+        peak = max(peak, level)
+    area += level * (end_ns - prev)
+    return {"mean": area / (end_ns - start_ns), "max": peak}
+
+
+def summarize(records: Sequence[RequestRecord], *, target_concurrency: int | None = None, target_rate: float | None = None) -> dict:
+    """The run summary (summary.json's core) from decoded records; warm-up excluded."""
+    measured = [r for r in records if not r.warmup and r.sent_ns]
+    ok = [r for r in measured if r.ok]
+    failed = [r for r in measured if not r.ok]
+    start = min((r.sent_ns for r in measured), default=0)
+    end = max((r.end_ns for r in measured if r.end_ns), default=start)
+    dur_s = (end - start) / 1e9 if end > start else 0.0
+
+    out_tok = [output_tokens(r) for r in ok]
+    in_tok = [input_tokens(r) for r in ok]
+    streamed = [sum(r.token_counts) for r in ok]
+    per = lambda xs: (sum(xs) / dur_s) if dur_s > 0 else 0.0  # noqa: E731
+
+    ttft = [v / MS for r in ok if (v := ttft_ns(r)) is not None]
+    itl = [g / MS for r in ok for g in itl_gaps_ns(r)]
+    tpot = [v / MS for r in ok if (v := tpot_ns(r)) is not None]
+    e2e = [e2e_ns(r) / MS for r in ok]
+    ms_tok = [e2e_ns(r) / MS / n for r, n in zip(ok, out_tok) if n > 0]
+
+    req_out = [r.output_tokens for r in ok]
+    req_in = [r.input_tokens for r in ok]
+    sched = sorted(r.scheduled_ns for r in measured)
+    sent = sorted(r.sent_ns for r in measured)
+    flight = in_flight(measured, start, end)
+    errors = Counter((r.error or f"HTTP {r.status}") for r in failed)
+
+    summary = {
+        "completed": len(ok),
+        "failed": len(failed),
+        "error_rate": len(failed) / len(measured) if measured else 0.0,
+        "errors": dict(errors.most_common(10)),
+        "duration_s": dur_s,
+        "request_throughput": per([1] * len(ok)),
+        "output_token_throughput": per(out_tok),
+        "total_token_throughput": per(out_tok) + per(in_tok),
+        "ttft_ms": dist(ttft),
+        "tpot_ms": dist(tpot),
+        "itl_ms": dist(itl),
+        "e2e_ms": dist(e2e),
+        "ms_per_token": dist(ms_tok),
+        "input_tokens": {
+            "requested_mean": float(np.mean(req_in)) if req_in else None,
+            "server_mean": float(np.mean(in_tok)) if in_tok else None,
+            "total": int(sum(in_tok)),
+            "mismatched_requests": sum(
+                1 for r in ok if r.server_input_tokens is not None and r.server_input_tokens != r.input_tokens
+            ),
+            "server_reported": sum(1 for r in ok if r.server_input_tokens is not None),
+        },
+        "output_tokens": {
+            "requested_mean": float(np.mean(req_out)) if req_out else None,
+            "achieved_mean": float(np.mean(out_tok)) if out_tok else None,
+            "total": int(sum(out_tok)),
+            "shortfall_requests": sum(1 for r, n in zip(ok, out_tok) if n < r.output_tokens),
+            "server_reported": sum(1 for r in ok if r.server_output_tokens is not None),
+            "streamed_total": int(sum(streamed)),
+            "count_mismatches": sum(
+                1 for r, s in zip(ok, streamed) if r.server_output_tokens is not None and r.server_output_tokens != s
+            ),
+        },
+        "concurrency": {
+            "target": target_concurrency,
+            "mean_in_flight": flight["mean"],
+            "max_in_flight": flight["max"],
+        },
+        "rate": {
+            "target": target_rate,
+            "achieved": (len(sent) - 1) / ((sent[-1] - sent[0]) / 1e9) if len(sent) > 1 and sent[-1] > sent[0] else None,
+        },
+        "slot_wait_ms": dist([(r.slot_ns - r.scheduled_ns) / MS for r in measured if r.slot_ns]),
+        "dispatch_lag_ms": dist([(r.sent_ns - (r.slot_ns or r.scheduled_ns)) / MS for r in measured]),
+        "connect_ms": dist([r.connect_ns / MS for r in measured if r.connect_ns]),
+        "release_spread_ms": (sched[-1] - sched[0]) / MS if sched else None,
+        "send_spread_ms": (sent[-1] - sent[0]) / MS if sent else None,
+    }
+    return summary

@@ -1,0 +1,200 @@
+"""Timeline of one run: load, throughput and telemetry on one time axis.
+
+Reads the run dir (requests.parquet, and gpu/process/server_metrics.parquet when present)
+and writes timeline.png (matplotlib) and timeline.html (plotly, self-contained so it opens
+offline). Time 0 is the first measured (non-warm-up) send; warm-up and start-up show at
+negative times; the shaded band is the measured window (first send to last response end).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+
+GIB = 1024**3
+
+
+class PlotError(ValueError):
+    """The run dir can't be plotted (message is one line)."""
+
+
+@dataclass(slots=True)
+class Series:
+    label: str
+    x: np.ndarray  # seconds from t0
+    y: np.ndarray
+    step: bool = False  # piecewise constant from each x to the next
+    dash: bool = False
+
+
+@dataclass(slots=True)
+class Panel:
+    title: str
+    unit: str
+    series: list[Series] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Timeline:
+    t0_ns: int
+    window_s: tuple[float, float] | None
+    panels: list[Panel]
+
+
+def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
+    p = run_dir / name
+    if not p.exists():
+        return None
+    try:
+        return pd.read_parquet(p)
+    except Exception as e:
+        raise PlotError(f"cannot read {p}: {type(e).__name__}: {e}".splitlines()[0]) from e
+
+
+def in_flight(sent_ns: np.ndarray, end_ns: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
+    """Step series of requests in flight: +1 at each send, -1 at each end (ends before sends
+    at the same instant, so a back-to-back closed loop doesn't spike)."""
+    t = np.concatenate([end_ns, sent_ns])
+    d = np.concatenate([-np.ones(len(end_ns)), np.ones(len(sent_ns))])
+    order = np.lexsort((d, t))  # by time, then -1 before +1
+    t, d = t[order], d[order]
+    return (t - t0_ns) / 1e9, np.cumsum(d)
+
+
+def tokens_per_s(token_ns: np.ndarray, counts: np.ndarray, t0_ns: int, t_end_ns: int, bin_s: float = 1.0):
+    """Output tokens per second in bins of `bin_s` from t0; the last, partial bin is divided
+    by its own width so the end of the run doesn't look like a drop."""
+    span = max(t_end_ns - t0_ns, 1) / 1e9
+    edges = np.arange(0.0, span, bin_s)
+    edges = np.append(edges, span) if edges[-1] < span else edges
+    x = (token_ns - t0_ns) / 1e9
+    sums, _ = np.histogram(x, bins=edges, weights=counts)
+    return edges[:-1], sums / np.diff(edges)
+
+
+def build(run_dir: str | Path) -> Timeline:
+    run_dir = Path(run_dir)
+    req = _read(run_dir, "requests.parquet")
+    if req is None:
+        raise PlotError(f"{run_dir}: no requests.parquet (not a run dir?)")
+    missing = {"sent_ns", "end_ns", "token_ns", "warmup"} - set(req.columns)
+    if missing:
+        raise PlotError(f"{run_dir / 'requests.parquet'}: missing columns {sorted(missing)}")
+    req = req[req["sent_ns"] > 0]
+    meas = req[~req["warmup"].astype(bool)]
+    if meas.empty:
+        raise PlotError(f"{run_dir}: no measured (non-warm-up) requests to plot")
+    t0 = int(meas["sent_ns"].min())
+    last_end = int(meas["end_ns"].max())
+    tok_ns, tok_n = [], []
+    for ts, cs in zip(meas["token_ns"], meas["token_counts"] if "token_counts" in meas else [None] * len(meas)):
+        ts = np.asarray(ts if ts is not None else [], dtype=np.int64)
+        cs = np.asarray(cs if cs is not None and len(cs) == len(ts) else np.ones(len(ts)), dtype=np.float64)
+        tok_ns.append(ts)
+        tok_n.append(cs)
+    tok_ns_a = np.concatenate(tok_ns) if tok_ns else np.zeros(0, np.int64)
+    tok_n_a = np.concatenate(tok_n) if tok_n else np.zeros(0)
+    # A request without an end (failed before any response) stays in flight to the end.
+    ends = meas["end_ns"].to_numpy(np.int64)
+    ends = np.where(ends > 0, ends, max(last_end, int(tok_ns_a.max()) if tok_ns_a.size else 0))
+
+    flight = Panel("Requests in flight", "requests")
+    flight.series.append(Series("client", *in_flight(meas["sent_ns"].to_numpy(np.int64), ends, t0), step=True))
+    tps = Panel("Output tokens/s (1 s bins)", "tokens/s")
+    tps.series.append(Series("client", *tokens_per_s(tok_ns_a, tok_n_a, t0, max(last_end, t0 + 1)), step=True))
+    panels = [flight, tps]
+
+    def rel(df: pd.DataFrame) -> np.ndarray:
+        return (df["t_ns"].to_numpy(np.int64) - t0) / 1e9
+
+    gpu = _read(run_dir, "gpu.parquet")
+    if gpu is not None and not gpu.empty:
+        util, mem = Panel("GPU utilisation", "%"), Panel("GPU memory used", "GiB")
+        for g, df in gpu.groupby("gpu"):
+            util.series.append(Series(f"GPU {g}", rel(df), df["util_gpu_pct"].to_numpy(float)))
+            mem.series.append(Series(f"GPU {g}", rel(df), df["mem_used_bytes"].to_numpy(float) / GIB))
+        panels += [util, mem]
+    proc = _read(run_dir, "process.parquet")
+    if proc is not None and not proc.empty:
+        panels.append(Panel("Server CPU", "cores", [Series("process tree", rel(proc), proc["cpu_cores"].to_numpy(float))]))  # fmt: skip
+        if gpu is None or gpu.empty:
+            panels.append(Panel("Server RSS", "GiB", [Series("process tree", rel(proc), proc["rss_bytes"].to_numpy(float) / GIB)]))  # fmt: skip
+    sm = _read(run_dir, "server_metrics.parquet")
+    if sm is not None and not sm.empty:
+        sm = sm[sm["status"] == 200]
+        for col, label in (("running", "server running"), ("waiting", "server waiting")):
+            if sm[col].notna().any():
+                flight.series.append(Series(label, rel(sm), sm[col].to_numpy(float), dash=True))
+        if sm["kv_cache_usage"].notna().any():
+            panels.append(Panel("KV-cache use", "%", [Series("server", rel(sm), sm["kv_cache_usage"].to_numpy(float) * 100)]))  # fmt: skip
+    return Timeline(t0, (0.0, (last_end - t0) / 1e9), panels)
+
+
+def _png(tl: Timeline, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(tl.panels)
+    fig, axes = plt.subplots(n, 1, sharex=True, figsize=(11, 2.1 * n + 0.6), squeeze=False)
+    for ax, p in zip(axes[:, 0], tl.panels):
+        for s in p.series:
+            kw = {"label": s.label, "linestyle": "--" if s.dash else "-", "linewidth": 1.2}
+            ax.step(s.x, s.y, where="post", **kw) if s.step else ax.plot(s.x, s.y, **kw)
+        if tl.window_s:
+            ax.axvspan(*tl.window_s, color="tab:green", alpha=0.07, linewidth=0)
+        ax.set_title(p.title, fontsize=9, loc="left")
+        ax.set_ylabel(p.unit, fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+        if len(p.series) > 1:
+            ax.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("seconds from first measured send (shaded: measured window)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _html(tl: Timeline, path: Path) -> None:
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    n = len(tl.panels)
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, subplot_titles=[p.title for p in tl.panels], vertical_spacing=0.04)  # fmt: skip
+    for i, p in enumerate(tl.panels, start=1):
+        for s in p.series:
+            line = {"shape": "hv" if s.step else "linear", "dash": "dash" if s.dash else "solid"}
+            fig.add_trace(go.Scatter(x=s.x, y=s.y, name=f"{p.title}: {s.label}", mode="lines", line=line), row=i, col=1)  # fmt: skip
+        fig.update_yaxes(title_text=p.unit, row=i, col=1)
+        if tl.window_s:
+            fig.add_vrect(x0=tl.window_s[0], x1=tl.window_s[1], fillcolor="green", opacity=0.07, line_width=0, row=i, col=1)  # fmt: skip
+    fig.update_xaxes(title_text="seconds from first measured send", row=n, col=1)
+    fig.update_layout(height=230 * n + 80, showlegend=True, template="plotly_white")
+    # Embed plotly.js: the report must open on a machine without network.
+    fig.write_html(path, include_plotlyjs=True, full_html=True)
+
+
+def plot_run(run_dir: str | Path) -> list[str]:
+    """Write timeline.png and timeline.html into run_dir; return their paths."""
+    run_dir = Path(run_dir)
+    tl = build(run_dir)
+    png, html = run_dir / "timeline.png", run_dir / "timeline.html"
+    _png(tl, png)
+    _html(tl, html)
+    return [str(png), str(html)]
+
+
+@click.command("plot")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+def plot(run_dir: Path) -> None:
+    """Draw timeline.png and timeline.html for a run directory."""
+    try:
+        for p in plot_run(run_dir):
+            click.echo(p)
+    except PlotError as e:
+        raise click.ClickException(str(e)) from None

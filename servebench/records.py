@@ -1,0 +1,52 @@
+"""What the hot loop writes: raw timestamps and raw bytes, nothing derived.
+
+Everything here is `time.perf_counter_ns()` (CLOCK_MONOTONIC on Linux, so comparable across
+processes on one host). Parsing the stream and every metric happen after the run, from these
+records, so the loop does as little as possible per token and every number can be traced back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    index: int
+    warmup: bool = False
+    input_tokens: int = 0  # requested prompt length (tokens under the served tokenizer)
+    output_tokens: int = 0  # requested output length
+    # -- set by the schedule / runner
+    scheduled_ns: int = 0  # when the schedule wanted it released (burst: t0 for all)
+    slot_ns: int = 0  # when it held a concurrency slot; slot_ns - scheduled_ns is slot wait
+    # -- set by the transport
+    connect_ns: int = 0  # connection set-up time if the request had to open one (0: reused)
+    sent_ns: int = 0  # taken immediately before the request bytes are written
+    first_byte_ns: int = 0  # first byte of the response (status line), not the first token
+    end_ns: int = 0  # response complete (or failed)
+    status: int = 0  # HTTP status; 0 when no response arrived
+    error: str | None = None
+    chunks: list[tuple[int, bytes]] = field(default_factory=list)  # (recv_ns, body bytes)
+    # -- set by decode (after the run), from chunks
+    token_ns: list[int] = field(default_factory=list)  # arrival of each token-bearing event
+    token_counts: list[int] = field(default_factory=list)  # tokens in that event (usually 1)
+    server_input_tokens: int | None = None
+    server_output_tokens: int | None = None
+    finish_reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and 200 <= self.status < 300 and self.end_ns > 0
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    """One parsed stream event (an SSE `data:` payload, or a whole JSON body)."""
+
+    tokens: int = 0  # new output tokens carried by this event (0: usage/meta-only event)
+    text: str = ""
+    done: bool = False
+    prompt_tokens: int | None = None  # as counted by the server, when it says
+    output_tokens: int | None = None  # cumulative output tokens as counted by the server
+    finish_reason: str | None = None
+    error: str | None = None

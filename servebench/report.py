@@ -1,0 +1,94 @@
+"""Console report, rebuilt from a run directory alone (summary.json + run.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from servebench.store import load_summary, read_json
+
+
+def _f(v, nd: int = 2) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    return f"{v:,}"
+
+
+def warnings(s: dict) -> list[str]:
+    """Things a reader must not miss: they change what the numbers mean."""
+    out = []
+    o, i, c = s["output_tokens"], s["input_tokens"], s.get("concurrency") or {}
+    if s["failed"]:
+        out.append(f"{s['failed']} request(s) failed ({s['error_rate']:.1%}): " + "; ".join(f"{k} x{v}" for k, v in s.get("errors", {}).items()))
+    if o.get("shortfall_requests"):
+        out.append(
+            f"output shortfall: {o['shortfall_requests']} request(s) produced fewer tokens than requested "
+            f"(requested {_f(o['requested_mean'], 1)}, achieved mean {_f(o['achieved_mean'], 1)})"
+        )
+    if o.get("count_mismatches"):
+        out.append(f"{o['count_mismatches']} request(s): server-reported output tokens differ from streamed chunks")
+    if i.get("mismatched_requests"):
+        out.append(f"{i['mismatched_requests']} request(s): server-counted prompt tokens differ from the requested length")
+    tgt = c.get("target")
+    if tgt and s["completed"] >= 2 * tgt and c.get("mean_in_flight", 0) < 0.95 * tgt:
+        out.append(f"target concurrency {tgt} not held: mean in flight {c['mean_in_flight']:.2f}")
+    if s.get("status") and s["status"] != "complete":
+        out.append(f"run {s['status']}: numbers cover only what was measured before it stopped")
+    return out
+
+
+def render(run_dir: Path, console: Console | None = None) -> None:
+    console = console or Console()
+    s = load_summary(run_dir)
+    run = read_json(Path(run_dir) / "run.json") if (Path(run_dir) / "run.json").exists() else {}
+    cfg = run.get("config", {})
+    load = cfg.get("load", {})
+    wl = cfg.get("workload", {})
+    mode = "rate %s/s" % load["rate"] if load.get("rate") else (f"concurrency {load['concurrency']}" if load.get("concurrency") else "burst")
+    engine = run.get("engine", {})
+    console.print(
+        f"[bold]{engine.get('name', cfg.get('backend', '?'))}[/] {engine.get('version') or ''}  model={run.get('model', cfg.get('model'))}  "
+        f"{mode}  {wl.get('input_tokens')}→{wl.get('output_tokens')} tokens  status={s['status']}"
+    )
+
+    t = Table(title="Throughput", show_header=True, header_style="bold")
+    for col in ("completed", "failed", "duration s", "req/s", "output tok/s", "total tok/s", "mean in flight"):
+        t.add_column(col, justify="right")
+    c = s.get("concurrency") or {}
+    t.add_row(
+        _f(s["completed"]), _f(s["failed"]), _f(s["duration_s"]), _f(s["request_throughput"]),
+        _f(s["output_token_throughput"], 1), _f(s["total_token_throughput"], 1), _f(c.get("mean_in_flight")),
+    )
+    console.print(t)
+
+    lat = Table(title="Latency (ms)", show_header=True, header_style="bold")
+    lat.add_column("metric")
+    for col in ("mean", "p50", "p90", "p95", "p99"):
+        lat.add_column(col, justify="right")
+    for key, label in (("ttft_ms", "TTFT"), ("itl_ms", "ITL"), ("tpot_ms", "TPOT"), ("e2e_ms", "end-to-end"), ("ms_per_token", "ms/token (e2e/tokens)")):
+        d = s[key]
+        lat.add_row(label, *(_f(d.get(k)) for k in ("mean", "p50", "p90", "p95", "p99")))
+    console.print(lat)
+
+    o, i = s["output_tokens"], s["input_tokens"]
+    console.print(
+        f"tokens: input requested {_f(i['requested_mean'], 1)}, server-counted {_f(i['server_mean'], 1)} | "
+        f"output requested {_f(o['requested_mean'], 1)}, achieved {_f(o['achieved_mean'], 1)} "
+        f"(server-reported for {o['server_reported']}/{s['completed']})"
+    )
+    client = [f"slot wait p99 {_f((s.get('slot_wait_ms') or {}).get('p99'))} ms", f"dispatch lag p99 {_f((s.get('dispatch_lag_ms') or {}).get('p99'))} ms"]
+    if s.get("loop_lag_ms"):
+        client.append(f"event-loop lag p99 {_f(s['loop_lag_ms'].get('p99'))} ms")
+    console.print("client: " + ", ".join(client))
+    tel = s.get("telemetry") or {}
+    for name, ts in tel.items():
+        if isinstance(ts, dict) and ts.get("available") is False:
+            console.print(f"telemetry {name}: unavailable ({ts.get('reason')})")
+        elif isinstance(ts, dict) and ts.get("headline"):
+            console.print(f"telemetry {name}: {ts['headline']}")
+    for w in warnings(s):
+        console.print(f"[yellow]warning:[/] {w}")

@@ -1,0 +1,43 @@
+"""When each request is released. Pure: offsets from t0, decided before the run."""
+
+from __future__ import annotations
+
+import random
+
+from servebench.config import LoadConfig
+
+
+def release_offsets_ns(load: LoadConfig, n: int) -> list[int] | None:
+    """Offsets (ns after t0) at which requests 0..n-1 are released, or None for a closed loop
+    (fixed concurrency: a request is released when a slot frees).
+
+    burst: every request at 0. rate: Poisson (exponential gaps, seeded) or constant gaps; the
+    first request goes at 0 so the measured window starts with load.
+    """
+    if load.mode == "concurrency":
+        return None
+    if load.mode == "burst":
+        return [0] * n
+    rate = float(load.rate)  # type: ignore[arg-type]
+    if load.arrival == "constant":
+        return [round(i * 1e9 / rate) for i in range(n)]
+    rng = random.Random(load.seed)
+    t, out = 0.0, []
+    for i in range(n):
+        out.append(round(t * 1e9))
+        t += rng.expovariate(rate)
+    return out
+
+
+def split_plan(indices: list[int], offsets: list[int] | None, concurrency: int | None, workers: int):
+    """Split one global plan across worker processes so the whole still honours it: requests
+    round-robin (keeping each one's global release time), concurrency divided as evenly as
+    possible. Returns [(indices, offsets_or_None, concurrency_or_None)] per worker."""
+    workers = max(1, min(workers, len(indices), concurrency or len(indices)))
+    parts = []
+    for w in range(workers):
+        idx = indices[w::workers]
+        offs = offsets[w::workers] if offsets is not None else None
+        conc = None if concurrency is None else concurrency // workers + (1 if w < concurrency % workers else 0)
+        parts.append((idx, offs, conc))
+    return parts

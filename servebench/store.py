@@ -1,0 +1,114 @@
+"""Results on disk: results/<run-id>/{run.json, requests.parquet, summary.json, ...}.
+
+requests.parquet keeps the raw perf_counter_ns timestamps (one row per request, per-token
+arrival times as a list column), so every summary number can be recomputed from it
+(`load_records` + `metrics.summarize`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ConfigDict
+
+from servebench import SCHEMA_VERSION
+from servebench.records import RequestRecord
+
+_COLUMNS: list[tuple[str, pa.DataType]] = [
+    ("index", pa.int64()),
+    ("warmup", pa.bool_()),
+    ("input_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),
+    ("scheduled_ns", pa.int64()),
+    ("slot_ns", pa.int64()),
+    ("connect_ns", pa.int64()),
+    ("sent_ns", pa.int64()),
+    ("first_byte_ns", pa.int64()),
+    ("end_ns", pa.int64()),
+    ("status", pa.int32()),
+    ("error", pa.string()),
+    ("token_ns", pa.list_(pa.int64())),
+    ("token_counts", pa.list_(pa.int32())),
+    ("server_input_tokens", pa.int64()),
+    ("server_output_tokens", pa.int64()),
+    ("finish_reason", pa.string()),
+]
+
+
+class Summary(BaseModel):
+    """summary.json: the fields every reader may rely on; metrics add more (extra=allow)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int = SCHEMA_VERSION
+    status: str  # complete | interrupted | failed
+    completed: int
+    failed: int
+    duration_s: float
+    request_throughput: float
+    output_token_throughput: float
+    total_token_throughput: float
+    ttft_ms: dict
+    tpot_ms: dict
+    itl_ms: dict
+    e2e_ms: dict
+    ms_per_token: dict
+    input_tokens: dict
+    output_tokens: dict
+
+
+def new_run_dir(results_dir: Path, name: str | None, backend: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", name or backend).strip("-") or "run"
+    path = Path(results_dir) / f"{stamp}-{base}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = Path(results_dir) / f"{stamp}-{base}-{n}"
+    path.mkdir(parents=True)
+    return path
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.replace(path)  # a reader never sees half a file, even after Ctrl-C
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def write_records(path: Path, records: list[RequestRecord]) -> None:
+    cols = {name: [getattr(r, name) for r in records] for name, _ in _COLUMNS}
+    table = pa.table({name: pa.array(cols[name], type=t) for name, t in _COLUMNS})
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+
+
+def load_records(path: Path) -> list[RequestRecord]:
+    rows = pq.read_table(path).to_pylist()
+    return [RequestRecord(**{name: row[name] for name, _ in _COLUMNS}) for row in rows]
+
+
+def write_summary(run_dir: Path, summary: dict) -> dict:
+    checked = Summary(**summary).model_dump(mode="json")
+    write_json(run_dir / "summary.json", checked)
+    return checked
+
+
+def load_summary(run_dir: Path) -> dict:
+    path = Path(run_dir) / "summary.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no summary.json in {run_dir}")
+    data = read_json(path)
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {data.get('schema_version')} (this servebench reads {SCHEMA_VERSION})")
+    return Summary(**data).model_dump(mode="json")

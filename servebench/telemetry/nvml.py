@@ -1,0 +1,318 @@
+"""GPU sampler over NVML (nvidia-ml-py): memory, utilisation, power, SM clock, energy.
+
+The nvml module is injected (tests pass a fake); by default `import pynvml`. Only the run's
+GPUs are sampled, resolved to NVML devices through CUDA_VISIBLE_DEVICES (indices or UUIDs).
+Energy is the driver's total-energy counter (mJ) read at the window edges, not integrated
+power: the counter is exact, power readings are already averaged by the driver.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from servebench.telemetry.periodic import PeriodicSampler, Unavailable, one_line
+from servebench.telemetry.summary import finite, interp_delta, mean_in, peak_in, unavailable
+
+COLUMNS = (
+    "seq", "t_ns", "gpu", "nvml_index", "uuid", "mem_used_bytes", "mem_total_bytes",
+    "util_gpu_pct", "util_mem_pct", "power_w", "sm_clock_mhz", "energy_mj",
+)  # fmt: skip
+# Metric groups in read order; energy first so its stamp is the tightest.
+_GROUPS = ("energy", "memory", "utilization", "power", "sm_clock")
+# Errors that mean "this metric will never work on this device": skip it from then on.
+_SKIP = ("NVMLError_NotSupported", "NVMLError_NoPermission", "NVMLError_FunctionNotFound")
+# Errors that mean the device is gone: stop sampling it, keep the others.
+_LOST = ("NVMLError_GpuIsLost", "NVMLError_Unknown", "NVMLError_GpuNotFound")
+
+
+def _text(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _errors(nvml: Any, names: tuple[str, ...]) -> tuple[type, ...]:
+    return tuple(c for n in names if isinstance(c := getattr(nvml, n, None), type))
+
+
+def is_local(base_url: str) -> bool:
+    """True when the server runs on this host (so its GPUs are our GPUs)."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False  # sagemaker://..., anything we can't place
+    host = parts.hostname
+    if host in ("localhost", "0.0.0.0", "::"):
+        return True
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return True
+    except ValueError:
+        return False  # a DNS name other than localhost: assume another machine
+    try:
+        import psutil
+
+        return any(a.address == host for addrs in psutil.net_if_addrs().values() for a in addrs)
+    except Exception:
+        return False
+
+
+def parse_visible(value: str | None) -> list[str] | None:
+    """CUDA_VISIBLE_DEVICES -> tokens (indices or UUIDs); None when unset."""
+    if value is None:
+        return None
+    toks = [t.strip() for t in value.split(",")]
+    out: list[str] = []
+    for t in toks:
+        # CUDA stops at the first invalid entry; "-1" or empty hides every device.
+        if not t or t.startswith("-"):
+            break
+        out.append(t)
+    return out
+
+
+@dataclass(slots=True)
+class _Device:
+    pos: int  # position in the run's GPU list (0..n-1)
+    index: int  # NVML index
+    uuid: str
+    name: str
+    handle: Any
+    skipped: dict[str, str] = field(default_factory=dict)  # group -> reason
+    lost: str | None = None
+    mem_total: int | None = None
+
+
+def resolve_devices(nvml: Any, gpus: list[int] | None, visible: list[str] | None) -> list[_Device]:
+    """Map the run's GPUs to NVML devices by UUID.
+
+    --gpus are CUDA indices as this process sees them, i.e. positions in CUDA_VISIBLE_DEVICES
+    when that is set. Bare indices are NVML (PCI bus) order, which equals CUDA's order only
+    with CUDA_DEVICE_ORDER=PCI_BUS_ID; UUIDs (or unique UUID prefixes, as CUDA accepts) are
+    unambiguous.
+    """
+    count = int(nvml.nvmlDeviceGetCount())
+    all_devs = []
+    for i in range(count):
+        h = nvml.nvmlDeviceGetHandleByIndex(i)
+        all_devs.append((i, h, _text(nvml.nvmlDeviceGetUUID(h))))
+    if visible is not None:
+        if gpus is None:
+            tokens = visible
+        else:
+            bad = [g for g in gpus if not 0 <= g < len(visible)]
+            if bad:
+                raise Unavailable(f"GPU {bad[0]} is not in CUDA_VISIBLE_DEVICES={','.join(visible)}")
+            tokens = [visible[g] for g in gpus]
+    else:
+        tokens = [str(g) for g in gpus] if gpus is not None else [str(i) for i in range(count)]
+    if not tokens:
+        raise Unavailable("no GPUs selected (CUDA_VISIBLE_DEVICES hides every device)")
+    out: list[_Device] = []
+    for pos, tok in enumerate(tokens):
+        if tok.isdigit():
+            hits = [d for d in all_devs if d[0] == int(tok)]
+        else:
+            hits = [d for d in all_devs if d[2] == tok] or [d for d in all_devs if d[2].startswith(tok)]
+        if len(hits) != 1:
+            what = "matches no" if not hits else "matches several"
+            raise Unavailable(f"GPU '{tok}' {what} NVML device ({count} visible to NVML)")
+        i, h, uuid = hits[0]
+        out.append(_Device(pos=pos, index=i, uuid=uuid, name=_text(nvml.nvmlDeviceGetName(h)), handle=h))
+    return out
+
+
+class NvmlSampler(PeriodicSampler):
+    name = "gpu"
+
+    def __init__(
+        self,
+        gpus: list[int] | None = None,
+        interval_s: float = 0.1,
+        nvml: Any = None,
+        env: Mapping[str, str] | None = None,
+        base_url: str | None = None,
+    ) -> None:
+        super().__init__(interval_s)
+        self._nvml = nvml
+        self._gpus = list(gpus) if gpus is not None else None
+        self._env = os.environ if env is None else env
+        self._base_url = base_url
+        self.devices: list[_Device] = []
+        self.rows: list[tuple] = []
+        self._seq = 0
+        self._info: dict[str, Any] = {}
+
+    def _open(self) -> None:
+        if self._base_url is not None and not is_local(self._base_url):
+            raise Unavailable(f"server {self._base_url} is not on this host; its GPUs can't be sampled here")
+        if self._nvml is None:
+            try:
+                import pynvml
+            except ImportError as e:
+                raise Unavailable(f"nvidia-ml-py is not installed ({one_line(e)})") from e
+            self._nvml = pynvml
+        nv = self._nvml
+        base = _errors(nv, ("NVMLError",)) or (Exception,)
+        try:
+            nv.nvmlInit()
+        except base as e:
+            raise Unavailable(f"NVML unavailable: {one_line(e)}") from e
+        try:
+            self.devices = resolve_devices(nv, self._gpus, parse_visible(self._env.get("CUDA_VISIBLE_DEVICES")))
+            self._info = self._read_host_info()
+        except BaseException:
+            self._close()
+            raise
+        self._skip, self._lost = _errors(nv, _SKIP), _errors(nv, _LOST)
+
+    def _close(self) -> None:
+        try:
+            self._nvml.nvmlShutdown()
+        except Exception:
+            pass
+
+    def _read_host_info(self) -> dict[str, Any]:
+        nv = self._nvml
+        info: dict[str, Any] = {"available": True}
+        for key, fn in (("driver_version", "nvmlSystemGetDriverVersion"), ("cuda_driver_version", "nvmlSystemGetCudaDriverVersion")):  # fmt: skip
+            try:
+                v = getattr(nv, fn)()
+                # NVML reports CUDA as 1000*major + 10*minor (12040 -> "12.4").
+                info[key] = f"{v // 1000}.{v % 1000 // 10}" if isinstance(v, int) else _text(v)
+            except Exception:
+                info[key] = None
+        gpus = []
+        for d in self.devices:
+            try:
+                d.mem_total = int(nv.nvmlDeviceGetMemoryInfo(d.handle).total)
+            except Exception:
+                pass
+            gpus.append({"gpu": d.pos, "nvml_index": d.index, "uuid": d.uuid, "name": d.name, "memory_total_bytes": d.mem_total})  # fmt: skip
+        info["gpus"] = gpus
+        info["cuda_visible_devices"] = self._env.get("CUDA_VISIBLE_DEVICES")
+        info["cuda_device_order"] = self._env.get("CUDA_DEVICE_ORDER")
+        return info
+
+    def host_info(self) -> dict[str, Any]:
+        """GPU facts for run.json: driver and CUDA versions, names, UUIDs, memory."""
+        if not self.ensure_open():
+            return unavailable(self.reason or "NVML not opened")
+        return dict(self._info)
+
+    def _read(self, d: _Device, group: str) -> tuple:
+        nv, h = self._nvml, d.handle
+        if group == "energy":
+            return (int(nv.nvmlDeviceGetTotalEnergyConsumption(h)),)
+        if group == "memory":
+            m = nv.nvmlDeviceGetMemoryInfo(h)
+            return int(m.used), int(m.total)
+        if group == "utilization":
+            u = nv.nvmlDeviceGetUtilizationRates(h)
+            return float(u.gpu), float(u.memory)
+        if group == "power":
+            return (nv.nvmlDeviceGetPowerUsage(h) / 1000.0,)  # mW -> W
+        return (float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),)
+
+    def _sample(self, now_ns: int) -> None:
+        seq = self._seq
+        self._seq += 1
+        for d in self.devices:
+            if d.lost is not None:
+                continue
+            vals: dict[str, tuple] = {}
+            t_ns = time.perf_counter_ns()  # per device: stamps the energy read that follows
+            for g in _GROUPS:
+                if g in d.skipped:
+                    continue
+                try:
+                    vals[g] = self._read(d, g)
+                except self._skip as e:
+                    d.skipped[g] = one_line(e)
+                except self._lost as e:
+                    d.lost = f"device lost at t_ns={t_ns}: {one_line(e)}"
+                    break
+                except Exception:
+                    pass  # transient (timeout, not ready): this value is missing this time
+            if d.lost is not None:
+                continue
+            e, m, u = vals.get("energy", (None,)), vals.get("memory", (None, None)), vals.get("utilization", (None, None))  # fmt: skip
+            self.rows.append(
+                (seq, t_ns, d.pos, d.index, d.uuid, m[0], m[1], u[0], u[1], vals.get("power", (None,))[0], vals.get("sm_clock", (None,))[0], e[0])  # fmt: skip
+            )
+        if self.devices and all(d.lost for d in self.devices):
+            raise RuntimeError("every GPU was lost")
+
+    def _has_data(self) -> bool:
+        return bool(self.rows)
+
+    def write(self, run_dir: Path) -> list[str]:
+        if not self.rows:
+            return []
+        import pandas as pd
+
+        pd.DataFrame(self.rows, columns=list(COLUMNS)).to_parquet(Path(run_dir) / "gpu.parquet", index=False)
+        return ["gpu.parquet"]
+
+    def summary(self, output_tokens: int | None = None) -> dict[str, Any]:
+        try:
+            out = self._unavailable_summary() or self._summarize()
+        except Exception as e:
+            return unavailable(f"summary failed: {one_line(e)}")
+        if output_tokens is not None:
+            from servebench.telemetry.summary import finalize
+
+            out = finalize(out, output_tokens)
+        return out
+
+    def _summarize(self) -> dict[str, Any]:
+        col = {c: i for i, c in enumerate(COLUMNS)}
+        w = self.window
+        per_gpu, energies, totals_by_seq = [], [], {}
+        for d in self.devices:
+            rows = [r for r in self.rows if r[col["gpu"]] == d.pos]
+            t = [r[col["t_ns"]] for r in rows]
+            get = lambda c: [r[col[c]] for r in rows]  # noqa: E731
+            energy_mj = interp_delta(t, get("energy_mj"), w) if w else None
+            energies.append(None if energy_mj is None else energy_mj / 1000.0)
+            for r in rows:
+                if (w is None or w[0] <= r[col["t_ns"]] <= w[1]) and r[col["mem_used_bytes"]] is not None:
+                    totals_by_seq[r[0]] = totals_by_seq.get(r[0], 0) + r[col["mem_used_bytes"]]
+            peak_mem = peak_in(t, get("mem_used_bytes"), w)
+            per_gpu.append({
+                "gpu": d.pos, "nvml_index": d.index, "uuid": d.uuid, "name": d.name,
+                "samples_in_window": int(sum(1 for x in t if w is None or w[0] <= x <= w[1])),
+                "peak_mem_used_bytes": None if peak_mem is None else int(peak_mem),
+                "mem_total_bytes": d.mem_total,
+                "mean_util_gpu_pct": finite(mean_in(t, get("util_gpu_pct"), w), 2),
+                "mean_util_mem_pct": finite(mean_in(t, get("util_mem_pct"), w), 2),
+                "mean_power_w": finite(mean_in(t, get("power_w"), w), 3),
+                "peak_power_w": finite(peak_in(t, get("power_w"), w), 3),
+                "mean_sm_clock_mhz": finite(mean_in(t, get("sm_clock_mhz"), w), 1),
+                "energy_j": finite(energies[-1], 3),
+                "skipped": dict(d.skipped),
+                "lost": d.lost,
+            })  # fmt: skip
+        powers = [g["mean_power_w"] for g in per_gpu]
+        utils = [g["mean_util_gpu_pct"] for g in per_gpu if g["mean_util_gpu_pct"] is not None]
+        total = {
+            # Peak of the summed memory at one sample instant, not the sum of per-GPU peaks.
+            "peak_mem_used_bytes": max(totals_by_seq.values()) if totals_by_seq else None,
+            "mean_util_gpu_pct": finite(sum(utils) / len(utils), 2) if utils else None,
+            "mean_power_w": finite(sum(powers), 3) if powers and None not in powers else None,
+            "energy_j": finite(sum(energies), 3) if energies and None not in energies else None,
+        }
+        out: dict[str, Any] = {
+            "available": True,
+            "interval_s": self.interval_s,
+            "window_ns": list(w) if w else None,
+            "energy_method": "NVML total-energy counter, linearly interpolated at the window marks",
+            "gpus": per_gpu,
+            "total": total,
+        }
+        if self.reason:
+            out["stopped_early"] = self.reason
+        return out

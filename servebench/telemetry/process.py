@@ -1,0 +1,128 @@
+"""CPU and memory of the server's process tree (psutil), re-discovered every sample.
+
+vLLM, SGLang and TGI spawn workers after start-up (and may respawn them), so the tree is
+walked from the launcher's process-group leader each time. CPU is computed from CPU-time
+differences between samples, in cores (1.0 = one core busy for the whole interval).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from servebench.telemetry.periodic import PeriodicSampler, Unavailable, one_line
+from servebench.telemetry.summary import finite, mean_in, peak_in, unavailable
+
+COLUMNS = ("t_ns", "cpu_cores", "rss_bytes", "num_procs")
+
+
+class ProcessSampler(PeriodicSampler):
+    name = "process"
+
+    def __init__(self, pid: int | None, interval_s: float = 0.1) -> None:
+        super().__init__(interval_s)
+        self.pid = pid
+        self.rows: list[tuple] = []
+        # (pid, create_time) -> cumulative CPU seconds at the previous sample; create_time
+        # keeps a recycled pid from inheriting a dead process's CPU time.
+        self._cpu: dict[tuple[int, float], float] = {}
+        self._procs: dict[tuple[int, float], Any] = {}
+        self._prev_ns: int | None = None
+        self._prev_wall: float = 0.0
+
+    def _open(self) -> None:
+        if self.pid is None:
+            raise Unavailable("no local server process to sample (external, container or remote server)")
+        import psutil
+
+        try:
+            self._root = psutil.Process(self.pid)
+            self._root.cpu_times()
+        except psutil.NoSuchProcess as e:
+            raise Unavailable(f"server process {self.pid} does not exist") from e
+        except psutil.AccessDenied as e:
+            raise Unavailable(f"no permission to read server process {self.pid}") from e
+        self._psutil = psutil
+
+    def _tree(self) -> list[Any]:
+        ps = self._psutil
+        try:
+            procs = [self._root, *self._root.children(recursive=True)]
+        except ps.NoSuchProcess as e:
+            raise RuntimeError(f"server process {self.pid} exited") from e
+        out = []
+        for p in procs:
+            try:
+                key = (p.pid, p.create_time())
+            except (ps.NoSuchProcess, ps.AccessDenied):
+                continue
+            # Reuse Process objects: psutil caches per-object facts, and a stable object per
+            # (pid, create_time) is cheaper than re-reading them each sample.
+            out.append(self._procs.setdefault(key, p))
+        return out
+
+    def _sample(self, now_ns: int) -> None:
+        ps = self._psutil
+        wall = time.time()
+        cpu_now: dict[tuple[int, float], float] = {}
+        busy = 0.0
+        rss = 0
+        for p in self._tree():
+            try:
+                with p.oneshot():
+                    ct = p.cpu_times()
+                    mem = p.memory_info().rss
+            except (ps.NoSuchProcess, ps.AccessDenied, ps.ZombieProcess):
+                continue
+            key = (p.pid, p.create_time())
+            total = ct.user + ct.system
+            cpu_now[key] = total
+            prev = self._cpu.get(key)
+            if prev is not None:
+                busy += max(0.0, total - prev)
+            elif self._prev_ns is not None and key[1] >= self._prev_wall:
+                busy += total  # born since the last sample: all its CPU time is in this interval
+            rss += mem
+        t_ns = time.perf_counter_ns()
+        cores = None if self._prev_ns is None else busy / ((t_ns - self._prev_ns) / 1e9)
+        self._procs = {k: v for k, v in self._procs.items() if k in cpu_now}
+        self._cpu, self._prev_ns, self._prev_wall = cpu_now, t_ns, wall
+        self.rows.append((t_ns, cores, rss, len(cpu_now)))
+
+    def _has_data(self) -> bool:
+        return len(self.rows) > 1
+
+    def write(self, run_dir: Path) -> list[str]:
+        if not self.rows:
+            return []
+        import pandas as pd
+
+        pd.DataFrame(self.rows, columns=list(COLUMNS)).to_parquet(Path(run_dir) / "process.parquet", index=False)
+        return ["process.parquet"]
+
+    def summary(self) -> dict[str, Any]:
+        try:
+            out = self._unavailable_summary()
+            if out is not None:
+                return out
+            t = [r[0] for r in self.rows]
+            cpu, rss, n = ([r[i] for r in self.rows] for i in (1, 2, 3))
+            w = self.window
+            peak_rss = peak_in(t, rss, w)
+            out = {
+                "available": True,
+                "pid": self.pid,
+                "interval_s": self.interval_s,
+                "host_cpus": os.cpu_count(),
+                "mean_cpu_cores": finite(mean_in(t, cpu, w), 3),
+                "peak_cpu_cores": finite(peak_in(t, cpu, w), 3),
+                "peak_rss_bytes": None if peak_rss is None else int(peak_rss),
+                "peak_num_procs": None if not n else int(peak_in(t, n, w) or 0),
+            }
+            if self.reason:
+                out["stopped_early"] = self.reason
+            return out
+        except Exception as e:
+            return unavailable(f"summary failed: {one_line(e)}")

@@ -1,0 +1,306 @@
+"""A minimal HTTP/1.1 streaming client built on asyncio.Protocol.
+
+Why not aiohttp/httpx: their request call stamps before the pool hands out a connection and
+before the request is serialized, so connection set-up and event-loop queueing land in TTFT,
+and they cost tens of microseconds per chunk. Here connections are opened and kept alive before
+t0, the request is serialized before t0, `sent_ns` is taken immediately before
+`transport.write`, and each read is stamped first thing in `data_received` and stored as raw
+body bytes (chunked framing removed). Stream parsing happens after the run (servebench.decode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from time import perf_counter_ns
+from urllib.parse import urlsplit
+
+from servebench import __version__
+from servebench.adapters.base import Request
+from servebench.records import RequestRecord
+
+_HEAD, _SIZE, _DATA, _DATA_END, _TRAILER, _LENGTH, _EOF, _IDLE = range(8)
+
+
+class TransportError(RuntimeError):
+    pass
+
+
+class _Conn(asyncio.Protocol):
+    """One keep-alive connection; serves one request at a time."""
+
+    __slots__ = ("transport", "pool", "rec", "fut", "state", "buf", "need", "keep_alive", "closed", "used")
+
+    def __init__(self, pool: "HttpTransport") -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.rec: RequestRecord | None = None
+        self.fut: asyncio.Future | None = None
+        self.state = _IDLE
+        self.buf = b""
+        self.need = 0
+        self.keep_alive = True
+        self.closed = False
+        self.used = False
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        now = perf_counter_ns()
+        rec = self.rec
+        if rec is None:  # bytes with no request in flight: the server broke framing
+            self._abort()
+            return
+        if not rec.first_byte_ns:
+            rec.first_byte_ns = now
+        if self.state == _HEAD:
+            data = self.buf + data
+            end = data.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = data
+                return
+            self.buf = b""
+            try:
+                self._parse_head(data[:end])
+            except (ValueError, IndexError):
+                self._finish(now, f"malformed HTTP response head: {data[:60]!r}")
+                return
+            data = data[end + 4 :]
+            if self.state == _LENGTH and self.need == 0:
+                self._finish(now)
+                return
+            if not data:
+                return
+        if self.state == _LENGTH:
+            rec.chunks.append((now, data[: self.need]))
+            self.need -= len(data)
+            if self.need <= 0:
+                self._finish(now)
+        elif self.state == _EOF:
+            rec.chunks.append((now, data))
+        else:
+            self._chunked(data, now, rec)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.pool._forget(self)
+        if self.rec is not None:
+            if self.state == _EOF:
+                self._finish(perf_counter_ns())
+            else:
+                why = f": {exc}" if exc else ""
+                self._finish(perf_counter_ns(), f"connection closed before the response ended{why}")
+
+    # -- framing
+    def _parse_head(self, head: bytes) -> None:
+        lines = head.split(b"\r\n")
+        status_line = lines[0].split(b" ", 2)
+        if not status_line[0].startswith(b"HTTP/"):
+            raise ValueError("not HTTP")
+        self.rec.status = int(status_line[1])  # type: ignore[union-attr]
+        length = None
+        chunked = False
+        self.keep_alive = status_line[0] != b"HTTP/1.0"
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value.strip())
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                v = value.strip().lower()
+                self.keep_alive = v == b"keep-alive" or (v != b"close" and self.keep_alive)
+        if chunked:
+            self.state, self.need = _SIZE, 0
+        elif length is not None:
+            self.state, self.need = _LENGTH, length
+        else:
+            self.state, self.keep_alive = _EOF, False
+
+    def _chunked(self, data: bytes, now: int, rec: RequestRecord) -> None:
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        pos, n = 0, len(data)
+        out: list[bytes] = []
+        while pos < n:
+            st = self.state
+            if st == _DATA:
+                take = min(self.need, n - pos)
+                out.append(data[pos : pos + take])
+                pos += take
+                self.need -= take
+                if self.need == 0:
+                    self.state = _DATA_END
+            elif st == _DATA_END or st == _SIZE or st == _TRAILER:
+                eol = data.find(b"\r\n", pos)
+                if eol < 0:
+                    self.buf = data[pos:]
+                    break
+                line = data[pos:eol]
+                pos = eol + 2
+                if st == _DATA_END:
+                    self.state = _SIZE  # the CRLF after a chunk's data
+                elif st == _SIZE:
+                    try:
+                        size = int(line.split(b";", 1)[0], 16)
+                    except ValueError:
+                        self._emit(out, now, rec)
+                        self._finish(now, f"malformed chunk size line: {line[:40]!r}")
+                        return
+                    if size == 0:
+                        self.state = _TRAILER
+                    else:
+                        self.state, self.need = _DATA, size
+                elif not line:  # empty line ends the trailers: response complete
+                    self._emit(out, now, rec)
+                    self._finish(now)
+                    return
+        self._emit(out, now, rec)
+
+    @staticmethod
+    def _emit(out: list[bytes], now: int, rec: RequestRecord) -> None:
+        if out:
+            rec.chunks.append((now, out[0] if len(out) == 1 else b"".join(out)))
+
+    # -- request lifecycle
+    def begin(self, rec: RequestRecord, fut: asyncio.Future) -> None:
+        self.rec, self.fut, self.state, self.buf, self.used = rec, fut, _HEAD, b"", True
+
+    def _finish(self, now: int, error: str | None = None) -> None:
+        rec, fut = self.rec, self.fut
+        self.rec = self.fut = None
+        reuse = error is None and self.keep_alive and not self.closed
+        self.state = _IDLE
+        if rec is not None:
+            rec.end_ns = now
+            if error is not None and rec.error is None:
+                rec.error = error
+        if reuse:
+            self.pool._release(self)
+        else:
+            self._abort()
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+        self.pool._forget(self)
+
+
+class HttpTransport:
+    """Keep-alive connection pool to one origin. `prepare` before t0; `send` during the load."""
+
+    name = "http"
+
+    def __init__(self, base_url: str, *, timeout_s: float = 600.0, api_key: str | None = None) -> None:
+        u = urlsplit(base_url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise TransportError(f"endpoint must be an http(s) URL, got {base_url!r}")
+        self.host = u.hostname
+        self.port = u.port or (443 if u.scheme == "https" else 80)
+        self.ssl = ssl.create_default_context() if u.scheme == "https" else None
+        self.prefix = u.path.rstrip("/")
+        self.host_header = u.netloc
+        self.timeout_s = timeout_s
+        self.api_key = api_key
+        self._idle: list[_Conn] = []
+        self._all: set[_Conn] = set()
+        self.connect_ns: list[int] = []  # set-up time of every connection opened
+
+    # -- before t0
+    def encode(self, req: Request, request_id: int | None = None) -> bytes:
+        """Serialize one request to wire bytes (done before t0, never in the hot path)."""
+        lines = [
+            f"{req.method} {self.prefix}{req.path} HTTP/1.1",
+            f"Host: {self.host_header}",
+            f"User-Agent: servebench/{__version__}",
+            "Accept: text/event-stream, application/json",
+            f"Content-Length: {len(req.body)}",
+        ]
+        lines += [f"{k}: {v}" for k, v in req.headers]
+        if self.api_key:
+            lines.append(f"Authorization: Bearer {self.api_key}")
+        if request_id is not None:
+            lines.append(f"X-Request-Id: {request_id}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + req.body
+
+    async def prepare(self, n: int, parallel: int = 64) -> None:
+        """Open `n` keep-alive connections now, so set-up never lands inside a measurement."""
+        sem = asyncio.Semaphore(parallel)
+
+        async def one() -> None:
+            async with sem:
+                self._idle.append(await self._open())
+
+        missing = max(0, n - len(self._idle))
+        await asyncio.gather(*(one() for _ in range(missing)))
+
+    async def _open(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        t = perf_counter_ns()
+        try:
+            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port, ssl=self.ssl)
+        except OSError as e:
+            raise TransportError(f"cannot connect to {self.host}:{self.port}: {e.strerror or e}") from None
+        self.connect_ns.append(perf_counter_ns() - t)
+        self._all.add(conn)
+        return conn
+
+    # -- during the load
+    async def send(self, wire: bytes, rec: RequestRecord) -> None:
+        """Send one prepared request and wait until its response ends; never raises for
+        server or network faults (they go to rec.error)."""
+        for attempt in (0, 1):
+            conn = self._idle.pop() if self._idle else None
+            reused = conn is not None
+            if conn is None:
+                t = perf_counter_ns()
+                try:
+                    conn = await self._open()
+                except TransportError as e:
+                    rec.error, rec.end_ns = str(e), perf_counter_ns()
+                    return
+                rec.connect_ns += perf_counter_ns() - t
+            fut = asyncio.get_running_loop().create_future()
+            conn.begin(rec, fut)
+            rec.sent_ns = perf_counter_ns()
+            conn.transport.write(wire)  # type: ignore[union-attr]
+            try:
+                await asyncio.wait_for(fut, self.timeout_s) if self.timeout_s else await fut
+            except asyncio.TimeoutError:
+                conn.fut = None
+                conn._finish(perf_counter_ns(), f"timeout: no complete response after {self.timeout_s:g}s")
+                return
+            except asyncio.CancelledError:
+                conn._finish(perf_counter_ns(), "cancelled")
+                raise
+            # A kept-alive connection the server closed while idle fails before any byte
+            # arrives; the request never reached the engine, so it is safe to resend once.
+            if reused and attempt == 0 and rec.status == 0 and not rec.first_byte_ns and rec.error:
+                rec.error, rec.end_ns, rec.chunks = None, 0, []
+                continue
+            return
+
+    def _release(self, conn: _Conn) -> None:
+        if not conn.closed:
+            self._idle.append(conn)
+
+    def _forget(self, conn: _Conn) -> None:
+        self._all.discard(conn)
+        if conn in self._idle:
+            self._idle.remove(conn)
+
+    async def close(self) -> None:
+        for c in list(self._all):
+            c.closed = True
+            if c.transport is not None:
+                c.transport.close()
+        self._all.clear()
+        self._idle.clear()
+        await asyncio.sleep(0)

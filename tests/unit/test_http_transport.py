@@ -1,0 +1,223 @@
+"""The raw HTTP/1.1 client against a scripted server that writes exact bytes at set times."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from servebench.adapters.base import Request
+from servebench.records import RequestRecord
+from servebench.transport.http import HttpTransport, TransportError
+
+
+class Scripted:
+    """A server whose every response is a list of (delay_s, bytes) writes."""
+
+    def __init__(self, script, close_after=False):
+        self.script = script
+        self.close_after = close_after
+        self.requests: list[bytes] = []
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = await reader.readexactly(length)
+                self.requests.append(head + body)
+                for delay, data in self.script:
+                    if delay:
+                        await asyncio.sleep(delay)
+                    writer.write(data)
+                    await writer.drain()
+                if self.close_after:
+                    writer.close()
+                    return
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            writer.close()
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.url = "http://127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+
+
+HEAD_CHUNKED = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+REQ = Request("POST", "/v1/completions", b'{"prompt":"hi"}')
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_chunked_stream_records_body_bytes_per_read_with_framing_removed():
+    events = [b'data: {"a":1}\n\n', b'data: {"a":2}\n\n', b"data: [DONE]\n\n"]
+    script = [(0, HEAD_CHUNKED)] + [(0.02, chunk(e)) for e in events] + [(0.02, b"0\r\n\r\n")]
+
+    async def go():
+        async with Scripted(script) as srv:
+            tr = HttpTransport(srv.url)
+            await tr.prepare(1)
+            rec = RequestRecord(index=0)
+            await tr.send(tr.encode(REQ, 7), rec)
+            await tr.close()
+            return srv, rec
+
+    srv, rec = run(go())
+    assert rec.ok and rec.status == 200 and rec.error is None
+    assert b"".join(b for _, b in rec.chunks) == b"".join(events)
+    assert len(rec.chunks) == 3  # one read per event: each stamped on its own
+    ts = [t for t, _ in rec.chunks]
+    assert rec.sent_ns < rec.first_byte_ns <= ts[0] < ts[1] < ts[2] <= rec.end_ns
+    assert ts[1] - ts[0] >= 15_000_000  # 20 ms apart on the server -> apart here too
+    assert b"X-Request-Id: 7\r\n" in srv.requests[0] and srv.requests[0].endswith(b'{"prompt":"hi"}')
+
+
+def test_chunk_framing_split_at_every_byte_boundary():
+    body = b'data: {"t":"\xc3\xa9"}\n\n'
+    wire = HEAD_CHUNKED + chunk(body) + chunk(body) + b"0\r\n\r\n"
+    # one byte per write, with a pause so each arrives as its own read
+    script = [(0.001, wire[i : i + 1]) for i in range(len(wire))]
+
+    async def go():
+        async with Scripted(script) as srv:
+            tr = HttpTransport(srv.url)
+            rec = RequestRecord(index=0)
+            await tr.send(tr.encode(REQ), rec)
+            await tr.close()
+            return rec
+
+    rec = run(go())
+    assert rec.ok
+    assert b"".join(b for _, b in rec.chunks) == body * 2
+
+
+def test_keep_alive_reuses_prepared_connections_and_send_stamp_excludes_connect():
+    script = [(0, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")]
+
+    async def go():
+        async with Scripted(script) as srv:
+            tr = HttpTransport(srv.url)
+            await tr.prepare(2)
+            recs = [RequestRecord(index=i) for i in range(6)]
+            for r in recs:
+                await tr.send(tr.encode(REQ), r)
+            await tr.close()
+            return srv, tr, recs
+
+    srv, tr, recs = run(go())
+    assert all(r.ok for r in recs)
+    assert [b"".join(b for _, b in r.chunks) for r in recs] == [b"ok"] * 6
+    assert srv.connections == 2 and len(tr.connect_ns) == 2
+    assert all(r.connect_ns == 0 for r in recs)  # no request paid for a connection
+
+
+def test_connection_opened_during_load_is_recorded_apart():
+    script = [(0, b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")]
+
+    async def go():
+        async with Scripted(script) as srv:
+            tr = HttpTransport(srv.url)
+            rec = RequestRecord(index=0)
+            await tr.send(tr.encode(REQ), rec)
+            await tr.close()
+            return rec
+
+    rec = run(go())
+    assert rec.ok and rec.connect_ns > 0 and rec.sent_ns > 0
+
+
+def test_server_closing_idle_keepalive_connection_is_retried_once():
+    script = [(0, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")]
+
+    async def go():
+        async with Scripted(script, close_after=True) as srv:
+            tr = HttpTransport(srv.url)
+            a, b = RequestRecord(index=0), RequestRecord(index=1)
+            await tr.send(tr.encode(REQ), a)
+            await asyncio.sleep(0.05)
+            await tr.send(tr.encode(REQ), b)
+            await tr.close()
+            return a, b
+
+    a, b = run(go())
+    assert a.ok and b.ok and b.chunks[0][1] == b"ok"
+
+
+def test_error_status_body_is_kept_and_request_not_ok():
+    body = b'{"error":"Input validation error","error_type":"validation"}'
+    script = [(0, b"HTTP/1.1 422 Unprocessable Entity\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))]
+
+    async def go():
+        async with Scripted(script) as srv:
+            tr = HttpTransport(srv.url)
+            rec = RequestRecord(index=0)
+            await tr.send(tr.encode(REQ), rec)
+            await tr.close()
+            return rec
+
+    rec = run(go())
+    assert rec.status == 422 and not rec.ok and rec.chunks[0][1] == body
+
+
+def test_stream_cut_mid_response_is_an_error():
+    script = [(0, HEAD_CHUNKED + chunk(b"data: {}\n\n"))]
+
+    async def go():
+        async with Scripted(script, close_after=True) as srv:
+            tr = HttpTransport(srv.url)
+            rec = RequestRecord(index=0)
+            await tr.send(tr.encode(REQ), rec)
+            await tr.close()
+            return rec
+
+    rec = run(go())
+    assert not rec.ok and "closed before the response ended" in rec.error and rec.end_ns > 0
+
+
+def test_timeout_marks_request_and_does_not_hang():
+    script = [(0, HEAD_CHUNKED), (5, b"0\r\n\r\n")]
+
+    async def go():
+        async with Scripted(script) as srv:
+            tr = HttpTransport(srv.url, timeout_s=0.1)
+            rec = RequestRecord(index=0)
+            await tr.send(tr.encode(REQ), rec)
+            await tr.close()
+            return rec
+
+    rec = run(go())
+    assert not rec.ok and rec.error.startswith("timeout")
+
+
+def test_unreachable_endpoint_is_a_one_line_error():
+    async def go():
+        tr = HttpTransport("http://127.0.0.1:9")
+        with pytest.raises(TransportError, match="cannot connect"):
+            await tr.prepare(1)
+        rec = RequestRecord(index=0)
+        await tr.send(tr.encode(REQ), rec)
+        return rec
+
+    rec = run(go())
+    assert rec.error.startswith("cannot connect") and "\n" not in rec.error
+
+
+def test_bad_url_rejected():
+    with pytest.raises(TransportError):
+        HttpTransport("localhost:8000")
