@@ -77,6 +77,8 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Run name (part of the run directory).")
 @click.option("--no-telemetry", is_flag=True, help="Do not sample GPUs, processes or /metrics.")
+@click.option("--max-error-rate", default=0.0, show_default=True, type=float,
+              help="Exit non-zero when more than this fraction of requests failed.")
 def run(**o) -> None:
     """Benchmark one server: launch (or use --endpoint), load, measure, report."""
     from pydantic import ValidationError
@@ -90,6 +92,7 @@ def run(**o) -> None:
             backend=o["backend"], model=o["model"], served_model_name=o["served_model_name"], endpoint=o["endpoint"],
             launcher=o["launcher"], api=o["api"], gpus=_ints(o["gpus"]), server_args=list(o["server_args"]),
             results_dir=o["results_dir"], name=o["name"], telemetry=not o["no_telemetry"],
+            max_error_rate=o["max_error_rate"],
             load=dict(requests=o["requests"], concurrency=o["concurrency"], rate=o["rate"], arrival=o["arrival"],
                       duration_s=o["duration"], warmup=o["warmup"], seed=o["seed"], workers=o["workers"],
                       request_timeout_s=o["request_timeout_s"]),
@@ -112,14 +115,22 @@ def run(**o) -> None:
             run_dir, error = e.run_dir, str(e)
         except (ValueError, OSError, RuntimeError) as e:  # config, spec, model, tokenizer: before any load
             error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if run_dir is not None and (run_dir / "summary.json").exists():
-        report.render(run_dir, Console())
+    if run_dir is not None and (run_dir / "summary.json").exists() and (run_dir / "requests.parquet").exists():
+        if _measured(run_dir):
+            report.render(run_dir, Console())
     if error:
         click.echo(f"error: {error}", err=True)
         if run_dir is not None:
             click.echo(str(run_dir))
         raise SystemExit(1)
     click.echo(str(run_dir))
+
+
+def _measured(run_dir: Path) -> bool:
+    import json
+
+    s = json.loads((run_dir / "summary.json").read_text())
+    return bool(s.get("completed") or s.get("failed"))
 
 
 class _progress:
@@ -138,7 +149,7 @@ class _progress:
         return self.update, self.phase
 
     def phase(self, msg: str) -> None:
-        self.console.log(msg)
+        self.console.print(f"[dim]{msg}…[/]")
 
     def update(self, done: int, total: int) -> None:
         if self.task is None:

@@ -55,6 +55,7 @@ class RunConfig(BaseModel):
     results_dir: Path = Path("results")
     name: str | None = None
     telemetry: bool = True
+    max_error_rate: float = Field(0.0, ge=0, le=1)  # above this fraction of failed requests: exit 1
 
     @model_validator(mode="after")
     def _endpoint_means_external(self) -> "RunConfig":

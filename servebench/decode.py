@@ -10,6 +10,8 @@ Definitions (docs/metrics.md builds on these):
 - token_counts[i] is how many tokens event i carried (1 unless the engine batches them).
 - server_input_tokens / server_output_tokens / finish_reason are the engine's own figures, the
   last value it reported (OpenAI usage chunk, TGI details, LightLLM / SGLang running counts).
+  sum(token_counts) can differ from server_output_tokens where a stream's chunks do not say
+  how many tokens they hold (OpenAI text chunks); the server's figure is the total to trust.
 
 rec.error (one line) is set for: a non-2xx status (message from the JSON error body), a
 malformed event, an error event in the stream, and a stream that ended before the engine's
@@ -112,7 +114,7 @@ def _apply(adapter: Adapter, payload: bytes, recv_ns: int, state: dict[str, Any]
 
 def _payload_error(payload: bytes) -> str:
     try:
-        obj = loads(payload)
+        obj = loads(bytes(payload))  # orjson refuses bytes subclasses
     except ValueError:
         obj = None
     if isinstance(obj, dict):

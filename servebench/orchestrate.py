@@ -83,9 +83,15 @@ def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_p
         for s in st.samplers:
             _quietly(s.stop)
         launcher.stop()
-        _write(cfg, st, adapter, model_dir, tokenizer, t_start)
+        summary = _write(cfg, st, adapter, model_dir, tokenizer, t_start)
     if st.error:
         raise RunError(st.error, st.run_dir)
+    failed, measured = summary["failed"], summary["failed"] + summary["completed"]
+    if measured == 0:
+        raise RunError("no request was measured", st.run_dir)
+    if failed and failed / measured > cfg.max_error_rate:
+        top = next(iter(summary["errors"]), "unknown error")
+        raise RunError(f"{failed} of {measured} requests failed (first cause: {top})", st.run_dir)
     return st.run_dir
 
 
@@ -183,12 +189,21 @@ def _connections_needed(cfg: RunConfig, warm: list[RequestRecord]) -> int:
     return min(n, load.concurrency or n, guess)
 
 
-def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start: float) -> None:
+def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start: float) -> dict:
     """Write whatever exists; each piece on its own so one failure never loses the rest."""
     run_dir = st.run_dir
-    _quietly(decode_records, adapter, st.records)
+    failures: list[str] = []
+
+    def attempt(what: str, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 - reported below, never silently lost
+            failures.append(f"{what}: {e}")
+            return None
+
+    attempt("decode", decode_records, adapter, st.records)
     sent = [r for r in st.records if r.sent_ns]
-    _quietly(store.write_records, run_dir / "requests.parquet", sent)
+    attempt("requests.parquet", store.write_records, run_dir / "requests.parquet", sent)
     summary = summarize(sent, target_concurrency=cfg.load.concurrency, target_rate=cfg.load.rate)
     summary["status"] = st.status
     summary["error"] = st.error
@@ -198,13 +213,16 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
     end = max((r.end_ns for r in sent if not r.warmup), default=0)
     tel: dict[str, Any] = {}
     for s in st.samplers:
-        _quietly(s.mark_window, start, end)
-        _quietly(s.write, run_dir)
-        tel[s.name] = _quietly(s.summary) or {"available": False, "reason": "summary failed"}
+        attempt(f"{s.name} window", s.mark_window, start, end)
+        attempt(f"{s.name} samples", s.write, run_dir)
+        tel[s.name] = attempt(f"{s.name} summary", s.summary) or {"available": False, "reason": "summary failed"}
     if tel:
         summary["telemetry"] = tel
-    _quietly(store.write_summary, run_dir, summary)
-    _quietly(store.write_json, run_dir / "run.json", _run_info(cfg, st, model_dir, tokenizer, t_start))
+    attempt("run.json", store.write_json, run_dir / "run.json", _run_info(cfg, st, model_dir, tokenizer, t_start))
+    attempt("summary.json", store.write_summary, run_dir, summary)
+    if failures and not st.error:
+        st.error = "could not write all results: " + "; ".join(failures)
+    return summary
 
 
 def _run_info(cfg: RunConfig, st: RunState, model_dir, tokenizer, t_start: float) -> dict:

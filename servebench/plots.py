@@ -56,24 +56,26 @@ def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
 
 
 def in_flight(sent_ns: np.ndarray, end_ns: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """Step series of requests in flight: +1 at each send, -1 at each end (ends before sends
-    at the same instant, so a back-to-back closed loop doesn't spike)."""
+    """Step series of requests in flight: +1 at each send, -1 at each end; events at the
+    same instant are netted (a closed loop's back-to-back requests don't draw spikes)."""
     t = np.concatenate([end_ns, sent_ns])
     d = np.concatenate([-np.ones(len(end_ns)), np.ones(len(sent_ns))])
-    order = np.lexsort((d, t))  # by time, then -1 before +1
-    t, d = t[order], d[order]
-    return (t - t0_ns) / 1e9, np.cumsum(d)
+    order = np.argsort(t, kind="stable")
+    t, level = t[order], np.cumsum(d[order])
+    last = np.append(t[1:] != t[:-1], True)  # the level after all events at that instant
+    return (t[last] - t0_ns) / 1e9, level[last]
 
 
 def tokens_per_s(token_ns: np.ndarray, counts: np.ndarray, t0_ns: int, t_end_ns: int, bin_s: float = 1.0):
-    """Output tokens per second in bins of `bin_s` from t0; the last, partial bin is divided
-    by its own width so the end of the run doesn't look like a drop."""
+    """Output tokens per second in bins of `bin_s` from t0 -> (edges, rates), one more edge
+    than rates. The last, partial bin is divided by its own width, so the end of the run
+    doesn't look like a drop."""
     span = max(t_end_ns - t0_ns, 1) / 1e9
     edges = np.arange(0.0, span, bin_s)
     edges = np.append(edges, span) if edges[-1] < span else edges
     x = (token_ns - t0_ns) / 1e9
     sums, _ = np.histogram(x, bins=edges, weights=counts)
-    return edges[:-1], sums / np.diff(edges)
+    return edges, sums / np.diff(edges)
 
 
 def build(run_dir: str | Path) -> Timeline:
@@ -105,7 +107,9 @@ def build(run_dir: str | Path) -> Timeline:
     flight = Panel("Requests in flight", "requests")
     flight.series.append(Series("client", *in_flight(meas["sent_ns"].to_numpy(np.int64), ends, t0), step=True))
     tps = Panel("Output tokens/s (1 s bins)", "tokens/s")
-    tps.series.append(Series("client", *tokens_per_s(tok_ns_a, tok_n_a, t0, max(last_end, t0 + 1)), step=True))
+    edges, rate = tokens_per_s(tok_ns_a, tok_n_a, t0, max(last_end, t0 + 1))
+    # Repeat the last rate at the final edge so a step plot draws the last bin too.
+    tps.series.append(Series("client", edges, np.append(rate, rate[-1]), step=True))
     panels = [flight, tps]
 
     def rel(df: pd.DataFrame) -> np.ndarray:
@@ -148,6 +152,8 @@ def _png(tl: Timeline, path: Path) -> None:
             ax.step(s.x, s.y, where="post", **kw) if s.step else ax.plot(s.x, s.y, **kw)
         if tl.window_s:
             ax.axvspan(*tl.window_s, color="tab:green", alpha=0.07, linewidth=0)
+        # Everything plotted is non-negative; a zero baseline keeps flat series honest.
+        ax.set_ylim(bottom=0, top=105 if p.unit == "%" else None)
         ax.set_title(p.title, fontsize=9, loc="left")
         ax.set_ylabel(p.unit, fontsize=8)
         ax.tick_params(labelsize=8)
@@ -170,7 +176,7 @@ def _html(tl: Timeline, path: Path) -> None:
         for s in p.series:
             line = {"shape": "hv" if s.step else "linear", "dash": "dash" if s.dash else "solid"}
             fig.add_trace(go.Scatter(x=s.x, y=s.y, name=f"{p.title}: {s.label}", mode="lines", line=line), row=i, col=1)  # fmt: skip
-        fig.update_yaxes(title_text=p.unit, row=i, col=1)
+        fig.update_yaxes(title_text=p.unit, rangemode="tozero", row=i, col=1)
         if tl.window_s:
             fig.add_vrect(x0=tl.window_s[0], x1=tl.window_s[1], fillcolor="green", opacity=0.07, line_width=0, row=i, col=1)  # fmt: skip
     fig.update_xaxes(title_text="seconds from first measured send", row=n, col=1)

@@ -5,6 +5,7 @@ JSONL file. Deterministic by seed; built before any server starts so a bad token
 from __future__ import annotations
 
 import json
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ class Prompt:
 
 
 def load_tokenizer(name_or_path: str | Path):
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found" noise
     try:
         from transformers import AutoTokenizer
     except ImportError as e:  # pragma: no cover - transformers is a dependency

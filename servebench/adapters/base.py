@@ -30,6 +30,7 @@ class Adapter(Protocol):
 
     def parse(self, payload: bytes, state: dict[str, Any]) -> StreamEvent | None:
         """Parse one SSE data payload. `state` is a per-request dict the adapter may use
-        (e.g. SGLang's cumulative counts). Return None for payloads that carry nothing
-        (`[DONE]`). Raise ValueError on a malformed payload."""
+        (e.g. SGLang's cumulative counts). `[DONE]` is a final event (done=True), so a
+        stream cut before it is detected as truncated; return None only for payloads that
+        carry nothing. Raise ValueError on a malformed payload."""
         ...

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import json
 import random
 from collections import deque
@@ -70,6 +71,7 @@ class Emulator:
         self.cfg = cfg
         self.fmt = FORMATS[cfg.format]
         self.loop = loop
+        self.ceil_ms = type(loop).__module__.startswith("uvloop")
         self.ttft_ns = int(cfg.ttft_ms * 1e6)
         self.itl_ns = int(cfg.itl_ms * 1e6)
         self.jitter_ns = int(cfg.jitter_ms * 1e6)
@@ -131,7 +133,10 @@ class Emulator:
         if self.timer is not None:
             self.timer.cancel()
         self.timer_at = at_ns
-        self.timer = self.loop.call_later(max(0.0, (at_ns - perf_counter_ns()) * 1e-9), self._fire)
+        delay = max(0.0, (at_ns - perf_counter_ns()) * 1e-9)
+        if self.ceil_ms:
+            delay = math.ceil(delay * 1e3) * 1e-3
+        self.timer = self.loop.call_later(delay, self._fire)
 
     # -- the hot loop
     def _fire(self) -> None:

@@ -102,6 +102,8 @@ class Conn(asyncio.Protocol):
                 return self._reply(200, json.dumps(d).encode())
             if path == "/metrics":
                 return self._reply(200, emu.metrics(), ctype="text/plain; version=0.0.4")
+            if path == "/version":
+                return self._reply(200, b'{"version":"emulator"}')
             if path == "/info":
                 return self._reply(200, json.dumps({"model_id": emu.cfg.model, "version": "emulator",
                                                     "max_concurrent_requests": 1 << 16}).encode())
@@ -119,7 +121,8 @@ class Conn(asyncio.Protocol):
                 raise BadRequest("body must be a JSON object")
             kw = fmt.parse(path, req, emu.count)
         except (ValueError, BadRequest) as e:  # json.JSONDecodeError is a ValueError
-            return self._reply(422 if emu.cfg.format in ("tgi", "lightllm") else 400, fmt.error(400, str(e)))
+            status = 422 if emu.cfg.format in ("tgi", "lightllm") else 400  # TGI's validation status
+            return self._reply(status, fmt.error(status, str(e)))
         stream = kw.pop("stream", mode is True) if mode == "body" else mode
         gen = Gen(rid=rid, path=path, stream=stream, created=now_created(), **kw)
         if "model" not in kw:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
-from servebench.launchers.readiness import one_line
+from servebench.launchers.readiness import one_line, served_name
 from servebench.specs import SpecError, load_spec
 
 SAGEMAKER_SCHEME = "sagemaker://"
@@ -30,7 +30,7 @@ class ExternalLauncher:
         except SpecError as e:
             raise LaunchError(str(e)) from None
         adapter = req.options.get("adapter") or spec.adapter
-        info = {"launcher": self.name, "served_model_name": req.options.get("served_model_name") or req.model}
+        info = {"launcher": self.name, "served_model_name": served_name(req)}
         if target.startswith(SAGEMAKER_SCHEME):
             name = target[len(SAGEMAKER_SCHEME):]
             info["endpoint_status"] = self._check_sagemaker(name, req.options.get("region"))

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
-from servebench.launchers.readiness import free_port, log_tail, redact_env, wait_ready
+from servebench.launchers.readiness import free_port, log_tail, redact_env, served_name, wait_ready
 from servebench.specs import EngineSpec, SpecError, load_spec, render_command
 
 
@@ -106,10 +106,6 @@ class ProcessLauncher:
         if _group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)
             proc.wait()
-
-
-def served_name(req: LaunchRequest) -> str:
-    return req.options.get("served_model_name") or req.model
 
 
 def _signal_group(pgid: int, sig: int) -> None:

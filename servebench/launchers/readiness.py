@@ -16,7 +16,7 @@ from typing import Callable
 
 import httpx
 
-from servebench.launchers.base import LaunchError
+from servebench.launchers.base import LaunchError, LaunchRequest
 from servebench.specs import EngineSpec
 
 PROBE_PROMPT = "Hello"
@@ -50,6 +50,11 @@ def is_secret(name: str) -> bool:
 def redact_env(env: dict[str, str]) -> dict[str, str]:
     """What may be written to run.json: values of secret-looking names never are."""
     return {k: ("<redacted>" if is_secret(k) else v) for k, v in sorted(env.items())}
+
+
+def served_name(req: LaunchRequest) -> str:
+    """The model name the API expects: an explicit served name, else what was launched."""
+    return req.options.get("served_model_name") or req.model
 
 
 def one_line(text: str, width: int = 300) -> str:

@@ -85,6 +85,8 @@ class ProcessSampler(PeriodicSampler):
             elif self._prev_ns is not None and key[1] >= self._prev_wall:
                 busy += total  # born since the last sample: all its CPU time is in this interval
             rss += mem
+        if not cpu_now:
+            raise RuntimeError(f"server process {self.pid} exited")
         t_ns = time.perf_counter_ns()
         cores = None if self._prev_ns is None else busy / ((t_ns - self._prev_ns) / 1e9)
         self._procs = {k: v for k, v in self._procs.items() if k in cpu_now}

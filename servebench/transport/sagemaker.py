@@ -1,0 +1,121 @@
+"""SageMaker transport: `invoke_endpoint_with_response_stream`, recorded like the HTTP one.
+
+Each PayloadPart's bytes go into `RequestRecord.chunks` as (perf_counter_ns at receipt, bytes),
+exactly as the HTTP transport stores de-chunked body reads, so the same SSE decoding runs after
+the run. Parts are not re-framed here: one TGI event may be split across parts (mid-line, even
+mid-UTF-8 character), which the SSE decoder already handles for TCP reads.
+
+boto3 is blocking, so each request runs in a thread of a pool sized before t0 (the default
+executor would silently cap concurrency at cpu+4). Timing limits, stated so numbers can be
+read honestly: `first_byte_ns` is taken when boto3 returns the response (its head has been
+read), and each part is stamped after botocore has parsed its event-stream frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from time import perf_counter_ns
+from typing import Any
+
+from servebench.adapters.base import Request
+from servebench.records import RequestRecord
+
+SCHEME = "sagemaker://"
+
+
+def _one_line(text: str, width: int = 300) -> str:
+    return " ".join(str(text).split())[:width]
+
+
+class SageMakerTransport:
+    name = "sagemaker"
+
+    def __init__(self, base_url: str, *, timeout_s: float = 600.0, client: Any = None,
+                 region: str | None = None) -> None:
+        if not base_url.startswith(SCHEME) or len(base_url) == len(SCHEME):
+            raise ValueError(f"SageMaker endpoint must look like sagemaker://<endpoint-name>, got {base_url!r}")
+        self.endpoint = base_url[len(SCHEME):].rstrip("/")
+        self.timeout_s = timeout_s
+        self.region = region
+        self.client = client
+        self._pool: ThreadPoolExecutor | None = None
+        self._size = 0
+
+    # -- before t0
+    def encode(self, req: Request, request_id: int | None = None) -> bytes:
+        """The invocation body: the adapter's TGI body plus `"stream": true` (the container
+        streams /invocations only when asked in the body)."""
+        body = json.loads(req.body)
+        body["stream"] = True
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    async def prepare(self, n: int, parallel: int = 64) -> None:
+        """Create the client and `n` threads now, so neither lands inside a measurement."""
+        if self.client is None:
+            import boto3
+            from botocore.config import Config
+
+            # no retries: a retried streaming call would hide a failure and double its latency
+            cfg = Config(max_pool_connections=max(n, 10), read_timeout=self.timeout_s,
+                         retries={"total_max_attempts": 1, "mode": "standard"})
+            self.client = boto3.client("sagemaker-runtime", region_name=self.region, config=cfg)
+        if n > self._size:
+            old, self._pool, self._size = self._pool, ThreadPoolExecutor(n, thread_name_prefix="sagemaker"), n
+            if old is not None:
+                old.shutdown(wait=False)
+            # start every worker before t0
+            await asyncio.gather(*(asyncio.get_running_loop().run_in_executor(self._pool, lambda: None) for _ in range(n)))
+
+    # -- during the load
+    async def send(self, wire: bytes | Request, rec: RequestRecord) -> None:
+        """Never raises for endpoint or network faults: they go to rec.error."""
+        if isinstance(wire, Request):
+            wire = self.encode(wire)
+        if self._pool is None:
+            await self.prepare(1)
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._send_blocking, wire, rec)
+
+    def _send_blocking(self, body: bytes, rec: RequestRecord) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        rec.sent_ns = perf_counter_ns()
+        try:
+            resp = self.client.invoke_endpoint_with_response_stream(
+                EndpointName=self.endpoint, Body=body, ContentType="application/json")
+        except ClientError as e:  # the endpoint answered with an error status
+            rec.end_ns = perf_counter_ns()
+            rec.status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            rec.error = _client_error(e)
+            return
+        except BotoCoreError as e:  # no answer: connection, timeout, credentials
+            rec.end_ns = perf_counter_ns()
+            rec.error = f"{type(e).__name__}: {_one_line(e)}"
+            return
+        rec.first_byte_ns = perf_counter_ns()
+        rec.status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 200)
+        chunks = rec.chunks
+        try:
+            for event in resp["Body"]:
+                now = perf_counter_ns()
+                part = event.get("PayloadPart")
+                if part is not None:
+                    chunks.append((now, part["Bytes"]))
+        except ClientError as e:
+            # ModelStreamError / InternalStreamFailure arrive as error events after the 200
+            # head: the HTTP status stays what the server sent; the error says what happened
+            rec.error = _client_error(e)
+        except BotoCoreError as e:
+            rec.error = f"{type(e).__name__}: {_one_line(e)}"
+        rec.end_ns = perf_counter_ns()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool, self._size = None, 0
+
+
+def _client_error(e: Any) -> str:
+    err = e.response.get("Error", {})
+    return _one_line(f"{err.get('Code') or type(e).__name__}: {err.get('Message') or e}")

@@ -1,0 +1,242 @@
+"""Docker launcher against a fake docker client that records the SDK calls servebench makes.
+
+The fake "container" is an in-process HTTP server on the host port servebench mapped, so the
+real readiness code (health poll + one generation request) runs against it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import docker
+import pytest
+
+from servebench.launchers.base import LaunchError, LaunchRequest
+from servebench.launchers.docker import DockerLauncher
+from servebench.launchers.readiness import free_port
+from servebench.specs import load_spec
+
+HUB = "meta-llama/Llama-2-7b-hf"
+
+
+class FakeContainer:
+    def __init__(self, kwargs: dict, behaviour: str):
+        self.name, self.id = kwargs["name"], "c0ffee"
+        self.status, self.attrs = "running", {"State": {"ExitCode": 0}}
+        self.behaviour = behaviour
+        self.removed = threading.Event()
+        self.remove_calls: list[dict] = []
+        self.httpd = None
+        (cport, (host, port)), = kwargs["ports"].items()
+        if behaviour == "crash":
+            self.status, self.attrs = "exited", {"State": {"ExitCode": 1}}
+        elif behaviour in ("ok", "never_healthy"):
+            self.httpd = _serve(host, port, healthy=behaviour == "ok")
+
+    def reload(self):
+        if self.behaviour == "interrupt":
+            raise KeyboardInterrupt
+        if self.removed.is_set():
+            raise docker.errors.NotFound("gone")
+
+    def logs(self, stream: bool, follow: bool):
+        assert stream and follow
+        yield b"Loading weights\n"
+        if self.behaviour == "crash":
+            yield b"torch.OutOfMemoryError: CUDA out of memory (fake)\n"
+            return
+        yield b"Ready\n"
+        self.removed.wait(10)
+
+    def remove(self, force: bool = False):
+        self.remove_calls.append({"force": force})
+        if self.httpd:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+        self.removed.set()
+
+
+class FakeDocker:
+    def __init__(self, behaviour: str = "ok", have_image: bool = True, pull_events: list[dict] | None = None):
+        self.calls: list[tuple] = []
+        self.behaviour, self.have_image = behaviour, have_image
+        self.pull_events = pull_events or []
+        self.containers, self.images, self.api = self, self, self
+        self.created: list[FakeContainer] = []
+
+    def get(self, image):  # images.get
+        self.calls.append(("images.get", image))
+        if not self.have_image:
+            raise docker.errors.ImageNotFound("no such image")
+
+    def pull(self, repo, tag=None, stream=False, decode=False):  # api.pull
+        self.calls.append(("api.pull", repo, tag))
+        assert stream and decode
+        yield from self.pull_events
+
+    def run(self, **kwargs):  # containers.run
+        self.calls.append(("containers.run", kwargs))
+        c = FakeContainer(kwargs, self.behaviour)
+        self.created.append(c)
+        return c
+
+
+def _serve(host: str, port: int, healthy: bool) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            self.send_response(200 if healthy else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b'data: {"choices":[{"index":0,"text":"x","finish_reason":"length"}]}\n\ndata: [DONE]\n\n'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def gpu_request(ids):
+    return [docker.types.DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
+
+
+EXPECTED = {
+    "vllm": dict(image="vllm/vllm-openai:v0.11.0", port=8000, cache="/root/.cache/huggingface", shm=None, ipc="host",
+                 command=["--model", HUB, "--served-model-name", HUB, "--host", "0.0.0.0", "--port", "8000",
+                          "--tensor-parallel-size", "2"]),
+    "tgi": dict(image="ghcr.io/huggingface/text-generation-inference:3.3.5", port=80, cache="/data", shm="1g", ipc=None,
+                command=["--model-id", HUB, "--num-shard", "2"]),
+    "lightllm": dict(image="ghcr.io/modeltc/lightllm:main", port=8080, cache="/root/.cache/huggingface", shm="1g",
+                     ipc=None, command=["python", "-m", "lightllm.server.api_server", "--model_dir", HUB, "--host",
+                                        "0.0.0.0", "--port", "8080", "--tp", "2"]),
+    "sglang": dict(image="lmsysorg/sglang:v0.4.7.post1-cu124", port=30000, cache="/root/.cache/huggingface",
+                   shm=None, ipc="host", command=["python3", "-m", "sglang.launch_server", "--model-path", HUB,
+                                                  "--served-model-name", HUB, "--host", "0.0.0.0", "--port", "30000",
+                                                  "--enable-metrics", "--tp", "2"]),
+}
+
+
+@pytest.mark.parametrize("engine", sorted(EXPECTED))
+def test_container_spec_field_by_field(engine, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_s3cret")
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    e = EXPECTED[engine]
+    req = LaunchRequest(engine=engine, model=HUB, gpus=[2, 3], options={"hf_cache": str(tmp_path / "hf")})
+    plan = DockerLauncher(client=FakeDocker()).plan(load_spec(engine), req, 40001)
+    kw = plan["kwargs"]
+    assert kw["image"] == e["image"]
+    assert kw["command"] == e["command"]
+    assert kw["device_requests"] == gpu_request(["2", "3"])
+    assert kw.get("shm_size") == e["shm"] and kw.get("ipc_mode") == e["ipc"]
+    assert kw["ports"] == {f"{e['port']}/tcp": ("127.0.0.1", 40001)}
+    assert kw["volumes"] == {str(tmp_path / "hf"): {"bind": e["cache"], "mode": "rw"}}
+    assert kw["environment"] == {"HF_TOKEN": "hf_s3cret"}
+    assert kw["detach"] is True and kw["labels"]["servebench.engine"] == engine
+    assert plan["env_shown"] == {"HF_TOKEN": "<redacted>"}
+    line = plan["docker_run"]
+    assert "hf_s3cret" not in line and " -e HF_TOKEN " in line
+    assert f"-p 127.0.0.1:40001:{e['port']}" in line and """--gpus '"device=2,3"'""" in line
+    assert line.endswith(e["image"] + " " + " ".join(e["command"]))
+
+
+def test_local_model_dir_is_mounted_read_only(tmp_path):
+    model = tmp_path / "tiny"
+    model.mkdir()
+    req = LaunchRequest(engine="vllm", model=str(model), gpus=None, options={"hf_cache": str(tmp_path / "hf"),
+                                                                              "served_model_name": "tiny"})
+    kw = DockerLauncher(client=FakeDocker()).plan(load_spec("vllm"), req, 1)["kwargs"]
+    assert kw["volumes"][str(model)] == {"bind": "/model", "mode": "ro"}
+    assert kw["command"][:4] == ["--model", "/model", "--served-model-name", "tiny"]
+    assert kw["device_requests"] == [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])]  # all GPUs
+    assert DockerLauncher(client=FakeDocker()).plan(load_spec("vllm"), LaunchRequest(
+        engine="vllm", model="m", gpus=[]), 1)["kwargs"]["device_requests"] == []
+
+
+def start(tmp_path, client, **opts):
+    launcher = DockerLauncher(client=client, progress=lambda m: None, poll_s=0.05)
+    req = LaunchRequest(engine="vllm", model=HUB, gpus=[0], run_dir=tmp_path, ready_timeout_s=opts.pop("timeout", 20),
+                        env={"HF_TOKEN": "hf_s3cret", "MY_FLAG": "1"}, options={"hf_cache": str(tmp_path / "hf"), **opts})
+    return launcher, launcher.start(req)
+
+
+def test_success_then_removed(tmp_path):
+    client = FakeDocker()
+    launcher, server = start(tmp_path, client)
+    (name, kw), = [c for c in client.calls if c[0] == "containers.run"]
+    c = client.created[0]
+    assert server.base_url == f"http://127.0.0.1:{kw['ports']['8000/tcp'][1]}" and server.adapter == "openai-completions"
+    assert server.time_to_ready_s is not None and server.info["container"] == kw["name"]
+    assert server.info["env"] == {"HF_TOKEN": "<redacted>", "MY_FLAG": "1"}
+    assert "hf_s3cret" not in json.dumps(server.info)
+    assert server.info["docker_run"].startswith("docker run --rm --name servebench-vllm-")
+    assert not c.remove_calls
+    launcher.stop()
+    launcher.stop()
+    assert c.remove_calls == [{"force": True}]
+    log = (tmp_path / "server.log").read_text()
+    assert "Loading weights" in log and "Ready" in log and "hf_s3cret" not in log
+    assert client.calls[0] == ("images.get", "vllm/vllm-openai:v0.11.0")
+
+
+def test_crash_removes_container_and_reports_logs(tmp_path):
+    client = FakeDocker(behaviour="crash")
+    with pytest.raises(LaunchError) as ei:
+        start(tmp_path, client)
+    msg = str(ei.value)
+    assert "container exited with code 1 during start-up" in msg and "CUDA out of memory (fake)" in msg
+    assert "\n" not in msg and client.created[0].remove_calls == [{"force": True}]
+
+
+def test_readiness_timeout_removes_container(tmp_path):
+    client = FakeDocker(behaviour="never_healthy")
+    with pytest.raises(LaunchError, match=r"vllm not healthy after 1s .*HTTP 503.*Loading weights"):
+        start(tmp_path, client, timeout=1.0)
+    assert client.created[0].remove_calls == [{"force": True}]
+
+
+def test_ctrl_c_removes_container(tmp_path):
+    client = FakeDocker(behaviour="interrupt")
+    with pytest.raises(KeyboardInterrupt):
+        start(tmp_path, client)
+    assert client.created[0].remove_calls == [{"force": True}]
+
+
+def test_pull_with_progress(tmp_path):
+    events = [{"status": "Pulling from vllm/vllm-openai", "id": "v0.11.0"},
+              {"status": "Pulling fs layer", "id": "a"}, {"status": "Pulling fs layer", "id": "b"},
+              {"status": "Downloading", "id": "a", "progress": "[=>  ] 1MB/9MB"},
+              {"status": "Pull complete", "id": "a"}, {"status": "Already exists", "id": "b"}]
+    client = FakeDocker(have_image=False, pull_events=events)
+    msgs: list[str] = []
+    launcher = DockerLauncher(client=client, progress=msgs.append, poll_s=0.05)
+    launcher.start(LaunchRequest(engine="vllm", model=HUB, run_dir=tmp_path, options={"hf_cache": str(tmp_path)}))
+    launcher.stop()
+    assert ("api.pull", "vllm/vllm-openai", "v0.11.0") in client.calls
+    assert "pulling vllm/vllm-openai:v0.11.0: 1/2 layers" in msgs and "pulling vllm/vllm-openai:v0.11.0: 2/2 layers" in msgs
+
+
+def test_pull_error_starts_nothing(tmp_path):
+    client = FakeDocker(have_image=False, pull_events=[{"error": "manifest unknown\n"}])
+    with pytest.raises(LaunchError, match=r"^docker pull vllm/vllm-openai:nope failed: manifest unknown$"):
+        DockerLauncher(client=client, progress=lambda m: None).start(
+            LaunchRequest(engine="vllm", model=HUB, run_dir=tmp_path, options={"tag": "nope"}))
+    assert not client.created
+
+
+def test_docker_api_error_is_one_line(tmp_path):
+    class Broken(FakeDocker):
+        def run(self, **kwargs):
+            raise docker.errors.APIError("500 Server Error: could not select device driver \"\" with capabilities: [[gpu]]")
+
+    with pytest.raises(LaunchError, match=r"^docker: 500 Server Error: could not select device driver"):
+        DockerLauncher(client=Broken(), progress=lambda m: None).start(
+            LaunchRequest(engine="tgi", model=HUB, port=free_port(), run_dir=tmp_path))

@@ -1,0 +1,87 @@
+"""Process-tree sampler against real child processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pandas as pd
+
+from servebench.telemetry.process import ProcessSampler
+
+# Parent spins, then starts a spinning grandchild: the tree changes under the sampler.
+SPIN = r"""
+import subprocess, sys, time
+end = time.time() + float(sys.argv[1])
+child = None
+while time.time() < end:
+    if child is None and time.time() > end - float(sys.argv[1]) / 2:
+        child = subprocess.Popen([sys.executable, "-c", "import time\nend=time.time()+0.5\nwhile time.time()<end: pass\ntime.sleep(30)"])
+if child: child.kill(); child.wait()
+time.sleep(30)
+"""
+
+
+def test_samples_cpu_and_rss_of_the_whole_tree(tmp_path):
+    p = subprocess.Popen([sys.executable, "-c", SPIN, "0.8"])
+    try:
+        s = ProcessSampler(p.pid, interval_s=0.02)
+        s.start()
+        w0 = time.perf_counter_ns()
+        time.sleep(0.8)
+        w1 = time.perf_counter_ns()
+        s.mark_window(w0, w1)
+        s.stop()
+    finally:
+        p.kill()
+        p.wait()
+    summ = s.summary()
+    assert summ["available"] is True and summ["pid"] == p.pid
+    # The spinning parent alone is ~1 core; the machine is shared, so only demand clearly > 0.
+    assert summ["mean_cpu_cores"] > 0.2 and summ["peak_cpu_cores"] >= summ["mean_cpu_cores"]
+    assert summ["peak_rss_bytes"] > 5 * 2**20
+    assert summ["peak_num_procs"] == 2  # the grandchild was found after the start
+    assert s.write(tmp_path) == ["process.parquet"]
+    df = pd.read_parquet(tmp_path / "process.parquet")
+    assert list(df.columns) == ["t_ns", "cpu_cores", "rss_bytes", "num_procs"]
+    assert pd.isna(df["cpu_cores"].iloc[0]) and df["t_ns"].is_monotonic_increasing  # no rate without a previous sample
+
+
+def test_idle_process_is_near_zero_cpu():
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.2)  # let the interpreter finish starting
+        s = ProcessSampler(p.pid, interval_s=0.02)
+        s.start()
+        time.sleep(0.2)
+        s.stop()
+    finally:
+        p.kill()
+        p.wait()
+    summ = s.summary()
+    assert summ["available"] is True and summ["peak_cpu_cores"] < 0.2 and summ["peak_num_procs"] == 1
+
+
+def test_server_exit_mid_run_keeps_data_with_reason():
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    s = ProcessSampler(p.pid, interval_s=0.02)
+    s.start()
+    p.wait()
+    time.sleep(0.15)
+    s.stop()
+    summ = s.summary()
+    assert summ["available"] is True and "exited" in summ["stopped_early"]
+
+
+def test_no_pid_or_missing_process_is_unavailable():
+    s = ProcessSampler(None)
+    s.start()
+    s.stop()
+    assert s.summary()["available"] is False and "no local server process" in s.summary()["reason"]
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    s = ProcessSampler(p.pid)
+    s.start()
+    s.stop()
+    assert s.summary() == {"available": False, "reason": f"server process {p.pid} does not exist"}
