@@ -106,6 +106,7 @@ def run(**o) -> None:
 
     if cfg.launcher not in LAUNCHERS:
         _fail(f"unknown launcher {cfg.launcher!r} (known: {', '.join(sorted(LAUNCHERS))})", 2)
+    _interruptible()
     console = Console(stderr=True)
     run_dir, error = None, None
     with _progress(console) as (update, phase):
@@ -124,6 +125,19 @@ def run(**o) -> None:
             click.echo(str(run_dir))
         raise SystemExit(1)
     click.echo(str(run_dir))
+
+
+def _interruptible() -> None:
+    """SIGINT and SIGTERM both end a run the Ctrl-C way: measured data written, servers
+    stopped. (A shell starts background jobs with SIGINT ignored; a benchmark must still stop.)"""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, term)
 
 
 def _measured(run_dir: Path) -> bool:

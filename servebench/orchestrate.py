@@ -73,7 +73,7 @@ def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_p
         for s in st.samplers:
             s.start()
         phase("running load")
-        _drive_all(cfg, st, adapter, prompts, served, progress)
+        _drive_all(cfg, st, adapter, prompts, served, progress, spec.request_extra.get(api))
         st.status = "complete"
     except KeyboardInterrupt:
         st.status, st.error = "interrupted", "interrupted by Ctrl-C"
@@ -134,13 +134,11 @@ def _samplers(cfg: RunConfig, server: Server) -> list:
     return make_samplers(server, cfg.gpus)
 
 
-def _drive_all(cfg: RunConfig, st: RunState, adapter, prompts, served: str, progress) -> None:
-    from servebench.transport import transport_class
-
+def _drive_all(cfg: RunConfig, st: RunState, adapter, prompts, served: str, progress, extra: dict | None) -> None:
     server = st.server
     kind = "sagemaker" if server.base_url.startswith("sagemaker://") else "http"
     load = cfg.load
-    reqs = [adapter.build(p.text, p.output_tokens, model=served) for p in prompts]
+    reqs = [adapter.build(p.text, p.output_tokens, model=served, extra=extra) for p in prompts]
     st.records = [
         RequestRecord(index=i - load.warmup, warmup=i < load.warmup, input_tokens=p.input_tokens, output_tokens=p.output_tokens)
         for i, p in enumerate(prompts)

@@ -93,7 +93,8 @@ def build(run_dir: str | Path) -> Timeline:
     t0 = int(meas["sent_ns"].min())
     last_end = int(meas["end_ns"].max())
     tok_ns, tok_n = [], []
-    for ts, cs in zip(meas["token_ns"], meas["token_counts"] if "token_counts" in meas else [None] * len(meas)):
+    counts = meas["token_counts"] if "token_counts" in meas else [None] * len(meas)
+    for ts, cs in zip(meas["token_ns"], counts):
         ts = np.asarray(ts if ts is not None else [], dtype=np.int64)
         cs = np.asarray(cs if cs is not None and len(cs) == len(ts) else np.ones(len(ts)), dtype=np.float64)
         tok_ns.append(ts)
@@ -105,7 +106,8 @@ def build(run_dir: str | Path) -> Timeline:
     ends = np.where(ends > 0, ends, max(last_end, int(tok_ns_a.max()) if tok_ns_a.size else 0))
 
     flight = Panel("Requests in flight", "requests")
-    flight.series.append(Series("client", *in_flight(meas["sent_ns"].to_numpy(np.int64), ends, t0), step=True))
+    sends = meas["sent_ns"].to_numpy(np.int64)
+    flight.series.append(Series("client", *in_flight(sends, ends, t0), step=True))
     tps = Panel("Output tokens/s (1 s bins)", "tokens/s")
     edges, rate = tokens_per_s(tok_ns_a, tok_n_a, t0, max(last_end, t0 + 1))
     # Repeat the last rate at the final edge so a step plot draws the last bin too.
@@ -124,9 +126,11 @@ def build(run_dir: str | Path) -> Timeline:
         panels += [util, mem]
     proc = _read(run_dir, "process.parquet")
     if proc is not None and not proc.empty:
-        panels.append(Panel("Server CPU", "cores", [Series("process tree", rel(proc), proc["cpu_cores"].to_numpy(float))]))  # fmt: skip
+        x = rel(proc)
+        panels.append(Panel("Server CPU", "cores", [Series("process tree", x, proc["cpu_cores"].to_numpy(float))]))
         if gpu is None or gpu.empty:
-            panels.append(Panel("Server RSS", "GiB", [Series("process tree", rel(proc), proc["rss_bytes"].to_numpy(float) / GIB)]))  # fmt: skip
+            rss = proc["rss_bytes"].to_numpy(float) / GIB
+            panels.append(Panel("Server RSS", "GiB", [Series("process tree", x, rss)]))
     sm = _read(run_dir, "server_metrics.parquet")
     if sm is not None and not sm.empty:
         sm = sm[sm["status"] == 200]
@@ -134,7 +138,8 @@ def build(run_dir: str | Path) -> Timeline:
             if sm[col].notna().any():
                 flight.series.append(Series(label, rel(sm), sm[col].to_numpy(float), dash=True))
         if sm["kv_cache_usage"].notna().any():
-            panels.append(Panel("KV-cache use", "%", [Series("server", rel(sm), sm["kv_cache_usage"].to_numpy(float) * 100)]))  # fmt: skip
+            kv = sm["kv_cache_usage"].to_numpy(float) * 100  # the engines report a fraction
+            panels.append(Panel("KV-cache use", "%", [Series("server", rel(sm), kv)]))
     return Timeline(t0, (0.0, (last_end - t0) / 1e9), panels)
 
 
@@ -171,14 +176,17 @@ def _html(tl: Timeline, path: Path) -> None:
     from plotly.subplots import make_subplots
 
     n = len(tl.panels)
-    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, subplot_titles=[p.title for p in tl.panels], vertical_spacing=0.04)  # fmt: skip
+    titles = [p.title for p in tl.panels]
+    fig = make_subplots(rows=n, cols=1, shared_xaxes=True, subplot_titles=titles, vertical_spacing=0.04)
     for i, p in enumerate(tl.panels, start=1):
         for s in p.series:
             line = {"shape": "hv" if s.step else "linear", "dash": "dash" if s.dash else "solid"}
-            fig.add_trace(go.Scatter(x=s.x, y=s.y, name=f"{p.title}: {s.label}", mode="lines", line=line), row=i, col=1)  # fmt: skip
+            trace = go.Scatter(x=s.x, y=s.y, name=f"{p.title}: {s.label}", mode="lines", line=line)
+            fig.add_trace(trace, row=i, col=1)
         fig.update_yaxes(title_text=p.unit, rangemode="tozero", row=i, col=1)
         if tl.window_s:
-            fig.add_vrect(x0=tl.window_s[0], x1=tl.window_s[1], fillcolor="green", opacity=0.07, line_width=0, row=i, col=1)  # fmt: skip
+            x0, x1 = tl.window_s
+            fig.add_vrect(x0=x0, x1=x1, fillcolor="green", opacity=0.07, line_width=0, row=i, col=1)
     fig.update_xaxes(title_text="seconds from first measured send", row=n, col=1)
     fig.update_layout(height=230 * n + 80, showlegend=True, template="plotly_white")
     # Embed plotly.js: the report must open on a machine without network.

@@ -123,8 +123,8 @@ async def _open_loop(transport, plan: LoadPlan, stats: LoadStats, t0_ns: int, en
 
     async def one(i: int) -> None:
         rec = plan.records[i]
-        if sem is None:
-            rec.slot_ns = perf_counter_ns()
+        if sem is None:  # nothing to wait for: any delay to the write is dispatch lag
+            rec.slot_ns = rec.scheduled_ns
             await transport.send(plan.wires[i], rec)
         else:
             async with sem:

@@ -83,6 +83,8 @@ class EngineSpec(_Strict):
     flags: Flags = Field(default_factory=Flags)
     output_length: OutputLength
     passthrough_env: list[str] = Field(default_factory=list)  # copied from the user's env if set
+    # extra request fields per adapter, e.g. vLLM's return_token_ids: exact tokens per chunk
+    request_extra: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: dict[str, list[str]] = Field(default_factory=dict)  # common name -> engine names
     process: ProcessSpec | None = None
     docker: DockerSpec | None = None

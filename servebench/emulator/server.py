@@ -28,7 +28,7 @@ _MAX_BODY = 64 * 1024 * 1024
 
 
 class Conn(asyncio.Protocol):
-    __slots__ = ("emu", "t", "buf", "stream", "keep", "closed", "rid")
+    __slots__ = ("emu", "t", "buf", "stream", "keep", "closed", "rid", "rx_ns", "queued")
 
     def __init__(self, emu: Emulator) -> None:
         self.emu = emu
@@ -38,6 +38,8 @@ class Conn(asyncio.Protocol):
         self.keep = True
         self.closed = False
         self.rid = ""
+        self.rx_ns = 0  # when the last bytes arrived: a request completed by them arrived then
+        self.queued = False
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.t = transport
@@ -49,10 +51,18 @@ class Conn(asyncio.Protocol):
             self.stream = None
 
     def data_received(self, data: bytes) -> None:
-        now = perf_counter_ns()  # the last byte of a request is here: its arrival
+        # Stamp and defer: when many requests land in one poll (a burst), each socket's
+        # callback only stamps, so the 50th arrival is not stamped after 49 parses.
+        self.rx_ns = perf_counter_ns()
         self.buf += data
+        if self.stream is None and not self.queued:
+            self.queued = True
+            self.emu.loop.call_soon(self._deferred)
+
+    def _deferred(self) -> None:
+        self.queued = False
         if self.stream is None:
-            self._next(now)
+            self._next(self.rx_ns)
 
     # -- requests
     def _next(self, now: int) -> None:

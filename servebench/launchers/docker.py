@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
-from servebench.launchers.readiness import free_port, is_secret, log_tail, one_line, redact_env, served_name, wait_ready
+from servebench.launchers.readiness import free_port, is_secret, log_dir, log_tail, one_line, redact_env, served_name, wait_ready
 from servebench.specs import EngineSpec, SpecError, load_spec, render_command
 
 
@@ -96,9 +96,7 @@ class DockerLauncher:
         except SpecError as e:
             raise LaunchError(str(e)) from None
         kw = plan["kwargs"]
-        run_dir = Path(req.run_dir) if req.run_dir else Path.cwd()
-        self.log_path = run_dir / "server.log"
-        run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir(req, spec.name) / "server.log"
         adapter = req.options.get("adapter") or spec.adapter
         try:
             self._ensure_image(kw["image"], req.options.get("pull", "missing"))

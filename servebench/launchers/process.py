@@ -8,14 +8,13 @@ import shlex
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
-from servebench.launchers.readiness import free_port, log_tail, redact_env, served_name, wait_ready
+from servebench.launchers.readiness import free_port, log_dir, log_tail, redact_env, served_name, wait_ready
 from servebench.specs import EngineSpec, SpecError, load_spec, render_command
 
 
@@ -57,9 +56,7 @@ class ProcessLauncher:
         except SpecError as e:
             raise LaunchError(str(e)) from None
         env, chosen = self.env(spec, req)
-        run_dir = Path(req.run_dir) if req.run_dir else Path(tempfile.mkdtemp(prefix=f"servebench-{spec.name}-"))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = run_dir / "server.log"
+        self.log_path = log_dir(req, spec.name) / "server.log"
         try:
             with open(self.log_path, "ab") as log:
                 # own session = own process group, so stop() reaches every worker the engine spawns

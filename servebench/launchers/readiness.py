@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -50,6 +51,13 @@ def is_secret(name: str) -> bool:
 def redact_env(env: dict[str, str]) -> dict[str, str]:
     """What may be written to run.json: values of secret-looking names never are."""
     return {k: ("<redacted>" if is_secret(k) else v) for k, v in sorted(env.items())}
+
+
+def log_dir(req: LaunchRequest, engine: str) -> Path:
+    """Where server.log goes: the run dir, or a fresh temp dir (never the caller's cwd)."""
+    d = Path(req.run_dir) if req.run_dir else Path(tempfile.mkdtemp(prefix=f"servebench-{engine}-"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 def served_name(req: LaunchRequest) -> str:

@@ -8,16 +8,14 @@ power: the counter is exact, power readings are already averaged by the driver.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
-from urllib.parse import urlsplit
 
+from servebench.telemetry.gpus import Device, is_local, parse_visible, resolve_devices, text
 from servebench.telemetry.periodic import PeriodicSampler, Unavailable, one_line
-from servebench.telemetry.summary import finite, interp_delta, mean_in, peak_in, unavailable
+from servebench.telemetry.summary import finalize, finite, interp_delta, mean_in, peak_in, unavailable
 
 COLUMNS = (
     "seq", "t_ns", "gpu", "nvml_index", "uuid", "mem_used_bytes", "mem_total_bytes",
@@ -29,100 +27,11 @@ _GROUPS = ("energy", "memory", "utilization", "power", "sm_clock")
 _SKIP = ("NVMLError_NotSupported", "NVMLError_NoPermission", "NVMLError_FunctionNotFound")
 # Errors that mean the device is gone: stop sampling it, keep the others.
 _LOST = ("NVMLError_GpuIsLost", "NVMLError_Unknown", "NVMLError_GpuNotFound")
-
-
-def _text(x: Any) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
+_VALUES = COLUMNS[5:]  # the measured columns, after seq/t_ns/gpu/nvml_index/uuid
 
 
 def _errors(nvml: Any, names: tuple[str, ...]) -> tuple[type, ...]:
     return tuple(c for n in names if isinstance(c := getattr(nvml, n, None), type))
-
-
-def is_local(base_url: str) -> bool:
-    """True when the server runs on this host (so its GPUs are our GPUs)."""
-    parts = urlsplit(base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return False  # sagemaker://..., anything we can't place
-    host = parts.hostname
-    if host in ("localhost", "0.0.0.0", "::"):
-        return True
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return True
-    except ValueError:
-        return False  # a DNS name other than localhost: assume another machine
-    try:
-        import psutil
-
-        return any(a.address == host for addrs in psutil.net_if_addrs().values() for a in addrs)
-    except Exception:
-        return False
-
-
-def parse_visible(value: str | None) -> list[str] | None:
-    """CUDA_VISIBLE_DEVICES -> tokens (indices or UUIDs); None when unset."""
-    if value is None:
-        return None
-    toks = [t.strip() for t in value.split(",")]
-    out: list[str] = []
-    for t in toks:
-        # CUDA stops at the first invalid entry; "-1" or empty hides every device.
-        if not t or t.startswith("-"):
-            break
-        out.append(t)
-    return out
-
-
-@dataclass(slots=True)
-class _Device:
-    pos: int  # position in the run's GPU list (0..n-1)
-    index: int  # NVML index
-    uuid: str
-    name: str
-    handle: Any
-    skipped: dict[str, str] = field(default_factory=dict)  # group -> reason
-    lost: str | None = None
-    mem_total: int | None = None
-
-
-def resolve_devices(nvml: Any, gpus: list[int] | None, visible: list[str] | None) -> list[_Device]:
-    """Map the run's GPUs to NVML devices by UUID.
-
-    --gpus are CUDA indices as this process sees them, i.e. positions in CUDA_VISIBLE_DEVICES
-    when that is set. Bare indices are NVML (PCI bus) order, which equals CUDA's order only
-    with CUDA_DEVICE_ORDER=PCI_BUS_ID; UUIDs (or unique UUID prefixes, as CUDA accepts) are
-    unambiguous.
-    """
-    count = int(nvml.nvmlDeviceGetCount())
-    all_devs = []
-    for i in range(count):
-        h = nvml.nvmlDeviceGetHandleByIndex(i)
-        all_devs.append((i, h, _text(nvml.nvmlDeviceGetUUID(h))))
-    if visible is not None:
-        if gpus is None:
-            tokens = visible
-        else:
-            bad = [g for g in gpus if not 0 <= g < len(visible)]
-            if bad:
-                raise Unavailable(f"GPU {bad[0]} is not in CUDA_VISIBLE_DEVICES={','.join(visible)}")
-            tokens = [visible[g] for g in gpus]
-    else:
-        tokens = [str(g) for g in gpus] if gpus is not None else [str(i) for i in range(count)]
-    if not tokens:
-        raise Unavailable("no GPUs selected (CUDA_VISIBLE_DEVICES hides every device)")
-    out: list[_Device] = []
-    for pos, tok in enumerate(tokens):
-        if tok.isdigit():
-            hits = [d for d in all_devs if d[0] == int(tok)]
-        else:
-            hits = [d for d in all_devs if d[2] == tok] or [d for d in all_devs if d[2].startswith(tok)]
-        if len(hits) != 1:
-            what = "matches no" if not hits else "matches several"
-            raise Unavailable(f"GPU '{tok}' {what} NVML device ({count} visible to NVML)")
-        i, h, uuid = hits[0]
-        out.append(_Device(pos=pos, index=i, uuid=uuid, name=_text(nvml.nvmlDeviceGetName(h)), handle=h))
-    return out
 
 
 class NvmlSampler(PeriodicSampler):
@@ -141,7 +50,7 @@ class NvmlSampler(PeriodicSampler):
         self._gpus = list(gpus) if gpus is not None else None
         self._env = os.environ if env is None else env
         self._base_url = base_url
-        self.devices: list[_Device] = []
+        self.devices: list[Device] = []
         self.rows: list[tuple] = []
         self._seq = 0
         self._info: dict[str, Any] = {}
@@ -162,7 +71,8 @@ class NvmlSampler(PeriodicSampler):
         except base as e:
             raise Unavailable(f"NVML unavailable: {one_line(e)}") from e
         try:
-            self.devices = resolve_devices(nv, self._gpus, parse_visible(self._env.get("CUDA_VISIBLE_DEVICES")))
+            visible = parse_visible(self._env.get("CUDA_VISIBLE_DEVICES"))
+            self.devices = resolve_devices(nv, self._gpus, visible)
             self._info = self._read_host_info()
         except BaseException:
             self._close()
@@ -178,20 +88,23 @@ class NvmlSampler(PeriodicSampler):
     def _read_host_info(self) -> dict[str, Any]:
         nv = self._nvml
         info: dict[str, Any] = {"available": True}
-        for key, fn in (("driver_version", "nvmlSystemGetDriverVersion"), ("cuda_driver_version", "nvmlSystemGetCudaDriverVersion")):  # fmt: skip
-            try:
-                v = getattr(nv, fn)()
-                # NVML reports CUDA as 1000*major + 10*minor (12040 -> "12.4").
-                info[key] = f"{v // 1000}.{v % 1000 // 10}" if isinstance(v, int) else _text(v)
-            except Exception:
-                info[key] = None
+        try:
+            info["driver_version"] = text(nv.nvmlSystemGetDriverVersion())
+        except Exception:
+            info["driver_version"] = None
+        try:
+            v = int(nv.nvmlSystemGetCudaDriverVersion())
+            info["cuda_driver_version"] = f"{v // 1000}.{v % 1000 // 10}"  # 12040 -> "12.4"
+        except Exception:
+            info["cuda_driver_version"] = None
         gpus = []
         for d in self.devices:
             try:
                 d.mem_total = int(nv.nvmlDeviceGetMemoryInfo(d.handle).total)
             except Exception:
                 pass
-            gpus.append({"gpu": d.pos, "nvml_index": d.index, "uuid": d.uuid, "name": d.name, "memory_total_bytes": d.mem_total})  # fmt: skip
+            gpus.append({"gpu": d.pos, "nvml_index": d.index, "uuid": d.uuid, "name": d.name,
+                         "memory_total_bytes": d.mem_total})  # fmt: skip
         info["gpus"] = gpus
         info["cuda_visible_devices"] = self._env.get("CUDA_VISIBLE_DEVICES")
         info["cuda_device_order"] = self._env.get("CUDA_DEVICE_ORDER")
@@ -203,19 +116,19 @@ class NvmlSampler(PeriodicSampler):
             return unavailable(self.reason or "NVML not opened")
         return dict(self._info)
 
-    def _read(self, d: _Device, group: str) -> tuple:
+    def _read(self, d: Device, group: str) -> dict[str, float | int]:
         nv, h = self._nvml, d.handle
         if group == "energy":
-            return (int(nv.nvmlDeviceGetTotalEnergyConsumption(h)),)
+            return {"energy_mj": int(nv.nvmlDeviceGetTotalEnergyConsumption(h))}
         if group == "memory":
             m = nv.nvmlDeviceGetMemoryInfo(h)
-            return int(m.used), int(m.total)
+            return {"mem_used_bytes": int(m.used), "mem_total_bytes": int(m.total)}
         if group == "utilization":
             u = nv.nvmlDeviceGetUtilizationRates(h)
-            return float(u.gpu), float(u.memory)
+            return {"util_gpu_pct": float(u.gpu), "util_mem_pct": float(u.memory)}
         if group == "power":
-            return (nv.nvmlDeviceGetPowerUsage(h) / 1000.0,)  # mW -> W
-        return (float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM)),)
+            return {"power_w": nv.nvmlDeviceGetPowerUsage(h) / 1000.0}  # mW -> W
+        return {"sm_clock_mhz": float(nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM))}
 
     def _sample(self, now_ns: int) -> None:
         seq = self._seq
@@ -223,13 +136,13 @@ class NvmlSampler(PeriodicSampler):
         for d in self.devices:
             if d.lost is not None:
                 continue
-            vals: dict[str, tuple] = {}
+            vals: dict[str, float | int] = {}
             t_ns = time.perf_counter_ns()  # per device: stamps the energy read that follows
             for g in _GROUPS:
                 if g in d.skipped:
                     continue
                 try:
-                    vals[g] = self._read(d, g)
+                    vals.update(self._read(d, g))
                 except self._skip as e:
                     d.skipped[g] = one_line(e)
                 except self._lost as e:
@@ -239,10 +152,7 @@ class NvmlSampler(PeriodicSampler):
                     pass  # transient (timeout, not ready): this value is missing this time
             if d.lost is not None:
                 continue
-            e, m, u = vals.get("energy", (None,)), vals.get("memory", (None, None)), vals.get("utilization", (None, None))  # fmt: skip
-            self.rows.append(
-                (seq, t_ns, d.pos, d.index, d.uuid, m[0], m[1], u[0], u[1], vals.get("power", (None,))[0], vals.get("sm_clock", (None,))[0], e[0])  # fmt: skip
-            )
+            self.rows.append((seq, t_ns, d.pos, d.index, d.uuid, *(vals.get(c) for c in _VALUES)))
         if self.devices and all(d.lost for d in self.devices):
             raise RuntimeError("every GPU was lost")
 
@@ -254,7 +164,8 @@ class NvmlSampler(PeriodicSampler):
             return []
         import pandas as pd
 
-        pd.DataFrame(self.rows, columns=list(COLUMNS)).to_parquet(Path(run_dir) / "gpu.parquet", index=False)
+        path = Path(run_dir) / "gpu.parquet"
+        pd.DataFrame(self.rows, columns=list(COLUMNS)).to_parquet(path, index=False)
         return ["gpu.parquet"]
 
     def summary(self, output_tokens: int | None = None) -> dict[str, Any]:
@@ -262,11 +173,7 @@ class NvmlSampler(PeriodicSampler):
             out = self._unavailable_summary() or self._summarize()
         except Exception as e:
             return unavailable(f"summary failed: {one_line(e)}")
-        if output_tokens is not None:
-            from servebench.telemetry.summary import finalize
-
-            out = finalize(out, output_tokens)
-        return out
+        return finalize(out, output_tokens) if output_tokens is not None else out
 
     def _summarize(self) -> dict[str, Any]:
         col = {c: i for i, c in enumerate(COLUMNS)}

@@ -34,6 +34,7 @@ class PeriodicSampler:
         self.window: tuple[int, int] | None = None
         self.reason: str | None = None  # set: unavailable (before any data) or stopped early
         self._opened = False
+        self._closed = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -74,7 +75,7 @@ class PeriodicSampler:
     def sample_now(self) -> None:
         """Take one sample right now, in the caller's thread (e.g. at the window marks, so
         counters are read at the boundary instead of up to one interval away)."""
-        if self._opened and self.reason is None:
+        if self._opened and not self._closed and self.reason is None:
             self._guarded_sample()
 
     def mark_window(self, start_ns: int, end_ns: int) -> None:
@@ -85,7 +86,8 @@ class PeriodicSampler:
         if self._thread is not None:
             # A sample is bounded by its own timeouts; don't hang teardown on a stuck driver.
             self._thread.join(timeout=max(5.0, 3 * self.interval_s))
-        if self._opened:
+        if self._opened and not self._closed:
+            self._closed = True  # close once: NVML counts inits and shutdowns
             try:
                 self._close()
             except Exception:

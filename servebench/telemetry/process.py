@@ -16,6 +16,7 @@ from servebench.telemetry.periodic import PeriodicSampler, Unavailable, one_line
 from servebench.telemetry.summary import finite, mean_in, peak_in, unavailable
 
 COLUMNS = ("t_ns", "cpu_cores", "rss_bytes", "num_procs")
+_PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
 
 
 class ProcessSampler(PeriodicSampler):
@@ -46,20 +47,40 @@ class ProcessSampler(PeriodicSampler):
             raise Unavailable(f"no permission to read server process {self.pid}") from e
         self._psutil = psutil
 
+    def _tree_pids(self) -> list[int]:
+        """The root and all its descendants. Linux: walk /proc/<pid>/task/<tid>/children,
+        which costs per process in the tree; psutil's children() reads every process on the
+        host, several times slower, and this runs in the load generator's process."""
+        if not _PROC_CHILDREN:
+            return [self.pid, *(c.pid for c in self._root.children(recursive=True))]
+        out, stack = [], [self.pid]
+        while stack:
+            pid = stack.pop()
+            out.append(pid)
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue  # exited meanwhile
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                        stack.extend(int(x) for x in f.read().split())
+                except OSError:
+                    pass
+        return out
+
     def _tree(self) -> list[Any]:
         ps = self._psutil
-        try:
-            procs = [self._root, *self._root.children(recursive=True)]
-        except ps.NoSuchProcess as e:
-            raise RuntimeError(f"server process {self.pid} exited") from e
+        if not self._root.is_running():
+            raise RuntimeError(f"server process {self.pid} exited")
         out = []
-        for p in procs:
+        for pid in self._tree_pids():
             try:
-                key = (p.pid, p.create_time())
+                p = ps.Process(pid) if pid != self.pid else self._root
+                key = (pid, p.create_time())
             except (ps.NoSuchProcess, ps.AccessDenied):
                 continue
-            # Reuse Process objects: psutil caches per-object facts, and a stable object per
-            # (pid, create_time) is cheaper than re-reading them each sample.
+            # Keep one Process per (pid, create_time): psutil caches per-object facts.
             out.append(self._procs.setdefault(key, p))
         return out
 
@@ -101,7 +122,8 @@ class ProcessSampler(PeriodicSampler):
             return []
         import pandas as pd
 
-        pd.DataFrame(self.rows, columns=list(COLUMNS)).to_parquet(Path(run_dir) / "process.parquet", index=False)
+        path = Path(run_dir) / "process.parquet"
+        pd.DataFrame(self.rows, columns=list(COLUMNS)).to_parquet(path, index=False)
         return ["process.parquet"]
 
     def summary(self) -> dict[str, Any]:

@@ -49,8 +49,9 @@ ENGINE_METRICS: dict[str, dict[str, list[str]]] = {
         "generation_tokens_total": ["lightllm_request_generated_tokens_sum"],
     },
 }
-COMMON = ("running", "waiting", "kv_cache_usage", "batch_tokens", "prompt_tokens_total", "generation_tokens_total")
+GAUGES = ("running", "waiting", "kv_cache_usage", "batch_tokens")
 COUNTERS = ("prompt_tokens_total", "generation_tokens_total")
+COMMON = GAUGES + COUNTERS
 # Several series of one name (data-parallel engines, per-rank labels) are summed, except a
 # usage fraction: summing fractions is meaningless, so report the fullest engine.
 _MAX_AGG = {"kv_cache_usage"}
@@ -147,7 +148,7 @@ class PromScraper(PeriodicSampler):
             self.failures += 1
             if status:
                 self.last_error = f"GET {self.url} -> {status}"
-            self.rows.append((t_send + (t_recv - t_send) // 2, t_send, t_recv, status, *([None] * len(COMMON))))
+            self.rows.append((t_send + (t_recv - t_send) // 2, t_send, t_recv, status, *(None for _ in COMMON)))
             return
         if self.mapping is None:
             self.engine = detect_engine(body)
@@ -196,7 +197,7 @@ class PromScraper(PeriodicSampler):
             "failed_scrapes": self.failures,
             "sources": dict(self.sources),
         }
-        for g in ("running", "waiting", "kv_cache_usage", "batch_tokens"):
+        for g in GAUGES:
             vs = [r[col[g]] for r in self.rows]
             out[g] = None if g not in self.sources else {
                 "mean": finite(mean_in(t, vs, w), 4), "peak": finite(peak_in(t, vs, w), 4),

@@ -23,7 +23,10 @@ def _clean(ts: Sequence[int], vs: Sequence[float | None]) -> tuple[np.ndarray, n
     return t[keep], v[keep]
 
 
-def window_values(ts: Sequence[int], vs: Sequence[float | None], window: tuple[int, int] | None) -> np.ndarray:
+Window = tuple[int, int]
+
+
+def window_values(ts: Sequence[int], vs: Sequence[float | None], window: Window | None) -> np.ndarray:
     """Values of samples taken inside [start, end] (all samples when there is no window)."""
     t, v = _clean(ts, vs)
     if window is not None:

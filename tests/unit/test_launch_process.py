@@ -171,3 +171,17 @@ def test_bad_engine_is_one_line_launch_error(tmp_path):
         ProcessLauncher().start(LaunchRequest(engine="nope", model="m", run_dir=tmp_path))
     with pytest.raises(LaunchError, match=r"does not know quantization 'int3'"):
         ProcessLauncher().start(LaunchRequest(engine="vllm", model="m", run_dir=tmp_path, options={"quantize": "int3"}))
+
+
+@pytest.mark.parametrize("adapter", ["openai-completions", "openai-chat", "tgi", "lightllm", "sglang"])
+def test_readiness_probe_speaks_every_adapter(tmp_path, adapter):
+    spec = yaml.safe_load(Path(fake_spec(tmp_path, "serve.py")).read_text())
+    spec.update(adapter=adapter, adapters=[adapter])
+    path = tmp_path / "fake.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    launcher = ProcessLauncher(poll_s=0.05)
+    server = launcher.start(LaunchRequest(engine=str(path), model="m", run_dir=tmp_path, ready_timeout_s=30))
+    launcher.stop()
+    path_used = {"openai-completions": "/v1/completions", "openai-chat": "/v1/chat/completions",
+                 "tgi": "/generate_stream", "lightllm": "/generate_stream", "sglang": "/generate"}[adapter]
+    assert server.adapter == adapter and f"POST {path_used} " in (tmp_path / "server.log").read_text()

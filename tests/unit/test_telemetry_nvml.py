@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from servebench.telemetry import finalize, make_samplers
-from servebench.telemetry.nvml import NvmlSampler, is_local, parse_visible, resolve_devices
+from servebench.telemetry.gpus import is_local, parse_visible, resolve_devices
+from servebench.telemetry.nvml import NvmlSampler
 from servebench.launchers.base import Server
 
 
@@ -135,6 +136,8 @@ def test_samples_summary_and_energy_by_counter(tmp_path):
     assert summ["total"]["peak_mem_used_bytes"] == 21 * 2**30  # summed at one instant
     assert g0["samples_in_window"] >= 5
     assert nv.inited == 0  # shut down on stop
+    s.stop()
+    assert nv.inited == 0  # and only once
 
     out = finalize({"gpu": summ}, output_tokens=1000)["gpu"]
     assert out["total"]["joules_per_output_token"] == pytest.approx(summ["total"]["energy_j"] / 1000, rel=1e-4)

@@ -7,7 +7,9 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 
+from servebench.telemetry import process as process_mod
 from servebench.telemetry.process import ProcessSampler
 
 # Parent spins, then starts a spinning grandchild: the tree changes under the sampler.
@@ -23,7 +25,11 @@ time.sleep(30)
 """
 
 
-def test_samples_cpu_and_rss_of_the_whole_tree(tmp_path):
+@pytest.mark.parametrize("proc_children", [True, False], ids=["proc-walk", "psutil-children"])
+def test_samples_cpu_and_rss_of_the_whole_tree(tmp_path, monkeypatch, proc_children):
+    if proc_children and not process_mod._PROC_CHILDREN:
+        pytest.fail("this Linux has no /proc/<pid>/task/<tid>/children: the fast path is untested")
+    monkeypatch.setattr(process_mod, "_PROC_CHILDREN", proc_children)
     p = subprocess.Popen([sys.executable, "-c", SPIN, "0.8"])
     try:
         s = ProcessSampler(p.pid, interval_s=0.02)

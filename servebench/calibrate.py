@@ -1,0 +1,175 @@
+"""How right is the load generator? Measured against the emulator's own log.
+
+The emulator logs when each request fully arrived and when each token was written
+(perf_counter_ns, CLOCK_MONOTONIC: the same clock as the client's stamps on one Linux host).
+The client's error on a request is then exact, not estimated:
+
+    TTFT error = client TTFT - emulator TTFT
+               = (arrival - sent_ns)                  send lag: stamped too early
+               + (client first-token read - write)    receive lag: read too late
+    e2e error  = (end_ns - sent_ns) - (last write - arrival)
+    ITL error  = client gap j - emulator gap j
+
+A client that stamps before opening its connection or serializing the request shows it as send
+lag. `compare` computes these; `measure_floor` runs a short self-check (the client's TTFT
+overhead and CPU per streamed token) and `load_warning` says when a requested load is beyond it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from time import perf_counter_ns
+from typing import Any, Sequence
+
+from servebench.metrics import dist, e2e_ns, itl_gaps_ns, ttft_ns
+from servebench.records import RequestRecord
+
+MS = 1e6
+DEFAULT_STREAMS_THRESHOLD = 100  # loads above this many streams get the self-check by default
+CPU_BUDGET = 0.5  # share of a core a worker may spend ingesting before reads queue behind each other
+
+
+def compare(records: Sequence[RequestRecord], emu_records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Errors of servebench's decoded records against the emulator log, matched on
+    X-Request-Id == record index. Warm-up and failed requests are left out."""
+    by_id = {r["id"]: r for r in emu_records}
+    ttft, e2e, itl, send, recv = [], [], [], [], []
+    matched = unmatched = violations = 0
+    for rec in records:
+        if rec.warmup or not rec.ok or not rec.token_ns:
+            continue
+        e = by_id.get(str(rec.index))
+        if e is None or e["outcome"] != "ok" or not e["token_ns"]:
+            unmatched += 1
+            continue
+        matched += 1
+        w = e["token_ns"]
+        ttft.append((ttft_ns(rec) - (w[0] - e["arrival_ns"])) / MS)
+        e2e.append((e2e_ns(rec) - (e["end_ns"] - e["arrival_ns"])) / MS)
+        send.append((e["arrival_ns"] - rec.sent_ns) / MS)
+        if all(c == 1 for c in rec.token_counts) and len(rec.token_ns) == len(w):
+            got = rec.token_ns
+            lags = [(a - b) / MS for a, b in zip(got, w)]
+            recv.extend(lags)
+            itl.extend((g - (b - a)) / MS for g, a, b in zip(itl_gaps_ns(rec), w, w[1:]))
+            bad = min(lags) < 0
+        else:
+            recv.append((rec.token_ns[0] - w[0]) / MS)
+            bad = recv[-1] < 0
+        # a stamp before the cause (sent after arrival, read before write) means the clocks or
+        # the matching are wrong, and every number above with them
+        violations += bad or send[-1] < 0
+    return {
+        "matched": matched, "unmatched": unmatched, "causality_violations": violations,
+        "ttft_err_ms": dist(ttft), "e2e_err_ms": dist(e2e), "itl_err_ms": dist(itl),
+        "send_lag_ms": dist(send), "recv_lag_ms": dist(recv),
+    }
+
+
+async def drive_http(url: str, records: list[RequestRecord], bodies: list, *, offsets_ns: list[int] | None,
+                     concurrency: int | None, transport=None, t0_delay_ns: int = 20_000_000) -> None:
+    """Send `bodies` (adapter Requests) with the servebench HTTP transport and runner; fills
+    `records` (undecoded). `transport` replaces the transport (e.g. a deliberately bad one)."""
+    from servebench.runner import LoadPlan, drive
+    from servebench.transport.http import HttpTransport
+
+    tr = transport or HttpTransport(url)
+    if transport is None:
+        wires = [tr.encode(b, r.index) for b, r in zip(bodies, records)]
+        await tr.prepare(concurrency or len(records))
+    else:
+        wires = bodies
+    try:
+        await drive(tr, LoadPlan(wires, records, offsets_ns, concurrency), perf_counter_ns() + t0_delay_ns)
+    finally:
+        if hasattr(tr, "close"):
+            await tr.close()
+
+
+def run_plan(url: str, n: int, *, concurrency: int | None = None, output_tokens: int = 16,
+             api: str = "openai-completions", id_base: int = 0, transport=None, workers: int = 1) -> list[RequestRecord]:
+    """n requests against `url`: closed loop at `concurrency`, or a burst when it is None.
+    Returns decoded records whose index (and X-Request-Id) starts at id_base."""
+    from servebench.adapters import ADAPTERS
+    from servebench.decode import decode_records
+    from servebench.runner import new_loop
+
+    adapter = ADAPTERS[api]
+    bodies = [adapter.build("hello world", output_tokens, model="emulator") for _ in range(n)]
+    records = [RequestRecord(index=id_base + i, output_tokens=output_tokens) for i in range(n)]
+    offsets = None if concurrency else [0] * n
+    if workers > 1:
+        from servebench.transport.http import HttpTransport
+        from servebench.workers import run_split
+
+        enc = HttpTransport(url)
+        run_split(url, "http", [enc.encode(b, r.index) for b, r in zip(bodies, records)], records,
+                  offsets, concurrency, None, workers)
+    else:
+        loop = new_loop()
+        try:
+            loop.run_until_complete(drive_http(url, records, bodies, offsets_ns=offsets,
+                                               concurrency=concurrency, transport=transport))
+        finally:
+            loop.close()
+    decode_records(adapter, records)
+    return records
+
+
+@dataclass(slots=True)
+class Floor:
+    ttft_overhead_ms: float  # median client TTFT minus the emulator's, one stream at a time
+    us_per_token: float  # client CPU per streamed token at load
+    ingest_tok_s: float  # tokens/s one worker takes in within CPU_BUDGET of a core
+
+    def as_dict(self) -> dict[str, float]:
+        return {"ttft_overhead_ms": self.ttft_overhead_ms, "us_per_token": self.us_per_token,
+                "ingest_tok_s": self.ingest_tok_s}
+
+
+def measure_floor(streams: int = 50, tokens: int = 100, itl_ms: float = 2.0) -> Floor:
+    """About two seconds against a private emulator: 5 sequential requests for the TTFT
+    overhead, then `streams` concurrent streams at a high token rate for CPU per token."""
+    from servebench.emulator import start_emulator
+
+    with start_emulator("openai", ttft_ms=10, itl_ms=itl_ms) as h:
+        seq = run_plan(h.url, 5, concurrency=1, output_tokens=4)
+        cpu0 = time.process_time()
+        load = run_plan(h.url, streams, output_tokens=tokens, id_base=1000)
+        cpu = time.process_time() - cpu0
+        h.stop()
+        emu = h.records()
+        os.unlink(h.log)
+    ttft = compare(seq, emu)["ttft_err_ms"]["p50"]
+    got = sum(sum(r.token_counts) for r in load if r.ok)
+    if ttft is None or not got:
+        raise RuntimeError("self-check against the emulator failed: no request completed")
+    us = cpu * 1e6 / got
+    return Floor(ttft, us, CPU_BUDGET * 1e6 / us)
+
+
+def load_warning(floor: Floor, streams: int, tok_s_per_stream: float, workers: int = 1) -> str | None:
+    """One line when `streams` streams at `tok_s_per_stream` each need more token ingest than
+    `workers` workers have (each capped by the host's cores), else None."""
+    usable = max(1, min(workers, os.cpu_count() or 1))
+    need, have = streams * tok_s_per_stream, floor.ingest_tok_s * usable
+    if need <= have:
+        return None
+    more = f"; try --workers {min(os.cpu_count() or 1, int(need / floor.ingest_tok_s) + 1)}" if usable < (os.cpu_count() or 1) else ""
+    return (f"requested load needs ~{need:,.0f} tokens/s of stream reads but this client measured "
+            f"{floor.us_per_token:.1f} us/token (~{have:,.0f} tokens/s with {usable} worker(s)); "
+            f"TTFT/ITL will include client queueing{more}")
+
+
+def warn_for_load(streams: int, warm: Sequence[RequestRecord], workers: int = 1) -> str | None:
+    """The orchestrator's hook: per-stream token rate from the warm-up requests, then the floor."""
+    rates = []
+    for r in warm:
+        if r.ok and len(r.token_ns) > 1:
+            rates.append((sum(r.token_counts) - r.token_counts[0]) * 1e9 / (r.token_ns[-1] - r.token_ns[0]))
+    if not rates:
+        return None
+    return load_warning(measure_floor(), streams, max(rates), workers)
+

@@ -1,0 +1,101 @@
+"""`servebench launch ENGINE --model M`: start a server, print its URL, hold it until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import click
+
+from servebench.launchers import LAUNCHERS, LaunchError, LaunchRequest, get_launcher
+from servebench.specs import load_spec
+
+
+def _gpus(_ctx, _param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(g) for g in value.split(",") if g.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected GPU indices like 0,1 (got {value!r})") from None
+
+
+def _model(model: str, launcher: str) -> str:
+    """A preset name or local dir becomes a path; anything else (a hub id) passes through."""
+    try:
+        from servebench.presets import resolve_model
+    except ImportError:
+        return model
+    try:
+        return str(resolve_model(model))
+    except ValueError:
+        if launcher == "process" and not Path(model).exists() and "/" not in model:
+            raise
+        return model
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("engine")
+@click.option("--model", "-m", required=True, help="Preset name, model directory, or hub id.")
+@click.option("--launcher", "launcher_name", type=click.Choice(sorted(LAUNCHERS)), default="process", show_default=True)
+@click.option("--gpus", callback=_gpus, help="GPU indices, e.g. 0,1 (sets the engine's tensor-parallel flag).")
+@click.option("--port", type=int, help="Host port (default: a free one).")
+@click.option("--served-model-name", help="Name the API expects (default: the model).")
+@click.option("--quantize", help="Quantization method, passed with the engine's own flag.")
+@click.option("--max-input-tokens", type=int)
+@click.option("--max-total-tokens", type=int)
+@click.option("--ready-timeout", type=float, default=900.0, show_default=True, help="Seconds to wait for readiness.")
+@click.option("--run-dir", type=click.Path(path_type=Path), help="Where server.log goes (default: a temp dir).")
+@click.option("--image", help="docker: image reference instead of the spec's image:tag.")
+@click.option("--endpoint", help="external/sagemaker: URL or sagemaker://<name> of a running server.")
+@click.option("--instance-type", help="sagemaker: e.g. ml.g5.2xlarge.")
+@click.option("--role-arn", help="sagemaker: execution role for the model.")
+@click.option("--region", help="sagemaker: AWS region.")
+@click.argument("server_args", nargs=-1, type=click.UNPROCESSED)
+def launch(engine, model, launcher_name, gpus, port, served_model_name, quantize, max_input_tokens, max_total_tokens,
+           ready_timeout, run_dir, image, endpoint, instance_type, role_arn, region, server_args):
+    """Start ENGINE serving MODEL and hold it until Ctrl-C. Arguments after `--` go to the engine."""
+    options = {k: v for k, v in {
+        "served_model_name": served_model_name, "quantize": quantize, "max_input_tokens": max_input_tokens,
+        "max_total_tokens": max_total_tokens, "image": image, "base_url": endpoint, "endpoint": endpoint,
+        "instance_type": instance_type, "role_arn": role_arn, "region": region}.items() if v is not None}
+    try:
+        load_spec(engine)  # a typo in the engine fails before any model is resolved or generated
+        req = LaunchRequest(engine=engine, model=_model(model, launcher_name), gpus=gpus, port=port,
+                            extra_args=list(server_args), ready_timeout_s=ready_timeout, run_dir=run_dir, options=options)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    launcher = get_launcher(launcher_name)
+    # SIGTERM (e.g. from a supervisor) tears down like Ctrl-C does
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        click.echo(f"starting {engine} with the {launcher_name} launcher ...", err=True)
+        server = launcher.start(req)
+        click.echo(f"{engine} ready in {server.time_to_ready_s or 0:.1f}s; log: {server.info.get('log', '-')}", err=True)
+        if "command" in server.info:
+            click.echo(f"command: {server.info['command']}", err=True)
+        click.echo(server.base_url)
+        click.echo("press Ctrl-C to stop", err=True)
+        _hold(launcher)
+    except LaunchError as e:
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        click.echo("stopping ...", err=True)
+    finally:
+        launcher.stop()
+    click.echo("stopped", err=True)
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def _hold(launcher) -> None:
+    """Sleep until Ctrl-C; leave early if a launched process or container dies."""
+    exited = getattr(launcher, "_exited", None)
+    while True:
+        time.sleep(1.0)
+        gone = exited() if exited else None
+        if gone is not None:
+            raise LaunchError(f"server {gone}; see its log")

@@ -1,0 +1,264 @@
+"""`--workers N`: one load plan driven by N processes, each with its own event loop.
+
+One Python event loop reads every stream on one core; past a few hundred fast streams its
+reads queue behind each other and that queueing lands in TTFT/ITL. Worker processes split
+the reads. The parent computes the global plan and splits it (schedule.split_plan: requests
+round-robin with their global release offsets, concurrency divided as evenly as possible), every
+worker opens its connections, and only then the parent picks ONE t0 (perf_counter_ns:
+CLOCK_MONOTONIC, the same clock in every process on a host) for all. Records come back over a
+pipe and are merged by position into one run.
+
+Ctrl-C: workers ignore SIGINT; the parent tells them to stop, collects what they measured and
+re-raises, so an interrupted run still keeps its records.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection, wait
+from time import perf_counter_ns
+from typing import Any, Callable
+
+from servebench.records import RequestRecord
+from servebench.runner import LoadPlan, LoadStats, drive, new_loop
+from servebench.schedule import split_plan
+
+START_MARGIN_NS = 50_000_000  # t0 this far after the last worker is ready: time to deliver it
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+def run_split(base_url: str, kind: str, wires: list[Any], records: list[RequestRecord],
+              offsets_ns: list[int] | None, concurrency: int | None, duration_ns: int | None,
+              workers: int, *, connections: int | None = None, timeout_s: float = 600.0,
+              progress: Callable[[int, int], None] | None = None, stats: LoadStats | None = None) -> LoadStats:
+    """Drive `wires` (prepared requests) across `workers` processes from one shared t0.
+    `records[i]` is replaced by the worker's filled copy. `connections`: how many to open
+    before t0 in total (default: the concurrency, or one per request)."""
+    n = len(records)
+    parts = split_plan(list(range(n)), offsets_ns, concurrency, workers)
+    total_conns = connections or concurrency or n
+    procs, pipes = [], []
+    for w, (idx, offs, conc) in enumerate(parts):
+        job = dict(base_url=base_url, kind=kind, timeout_s=timeout_s, wires=[wires[i] for i in idx],
+                   records=[records[i] for i in idx], offsets=offs, concurrency=conc, duration_ns=duration_ns,
+                   connections=max(1, min(len(idx), conc or len(idx), -(-total_conns // len(parts)))))
+        # a fresh interpreter (not fork: it would copy the parent's threads, e.g. telemetry
+        # samplers; not multiprocessing spawn: it re-imports the caller's __main__)
+        mine, theirs = socket.socketpair()
+        p = subprocess.Popen([sys.executable, "-m", "servebench.workers", str(theirs.fileno())],
+                             pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        theirs.close()
+        conn = Connection(mine.detach())
+        procs.append(p)
+        pipes.append(conn)
+        conn.send(job)
+    stats = stats or LoadStats()
+    try:
+        _collect(procs, pipes, parts, records, stats, progress, n)
+    finally:
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for c in pipes:
+            c.close()
+    return stats
+
+
+def _collect(procs, pipes, parts, records, stats, progress, n) -> None:
+    state = {id(c): "starting" for c in pipes}
+    done_counts = {id(c): 0 for c in pipes}
+    error: str | None = None
+    interrupted = False
+    started = False
+    deadline = time.monotonic() + 120  # workers must be ready (connections open) by then
+    while any(s not in ("done", "dead") for s in state.values()):
+        try:
+            ready = wait([c for c in pipes if state[id(c)] not in ("done", "dead")], timeout=0.25)
+            for c in ready:
+                try:
+                    msg = c.recv()
+                except (EOFError, OSError):
+                    state[id(c)] = "dead"
+                    error = error or "a load worker exited without reporting"
+                    continue
+                kind = msg[0]
+                if kind == "ready":
+                    state[id(c)] = "ready"
+                elif kind == "progress":
+                    done_counts[id(c)] = msg[1]
+                elif kind == "done":
+                    w = pipes.index(c)
+                    for i, rec in zip(parts[w][0], msg[1]):
+                        records[i] = rec
+                    _merge(stats, msg[2])
+                    state[id(c)] = "done"
+                elif kind == "error":
+                    state[id(c)] = "dead"
+                    error = error or msg[1]
+            if error and not interrupted:  # one worker failed: stop the others, keep their records
+                interrupted = True
+                _tell(pipes, state, ("stop",))
+            if not started and all(s == "ready" for s in state.values()):
+                started = True
+                stats.t0_ns = perf_counter_ns() + START_MARGIN_NS
+                _tell(pipes, state, ("t0", stats.t0_ns))
+            elif not started and time.monotonic() > deadline and not error:
+                error = "load workers did not get ready within 120 s"
+                _tell(pipes, state, ("stop",))
+            for p, c in zip(procs, pipes):
+                if p.poll() is not None and state[id(c)] not in ("done", "dead") and not c.poll():
+                    state[id(c)] = "dead"
+                    error = error or f"load worker {p.pid} died (exit code {p.returncode})"
+            if progress is not None and started:
+                progress(sum(done_counts.values()), n)
+        except KeyboardInterrupt:
+            if interrupted:  # a second Ctrl-C: give up on the workers
+                raise
+            interrupted = True
+            error = error or "interrupted"
+            _tell(pipes, state, ("stop",))
+    if error == "interrupted":
+        raise KeyboardInterrupt
+    if error:
+        raise WorkerError(error)
+
+
+def _tell(pipes: list[Connection], state: dict, msg: tuple) -> None:
+    for c in pipes:
+        if state[id(c)] not in ("done", "dead"):
+            try:
+                c.send(msg)
+            except (OSError, ValueError):
+                pass
+
+
+def _merge(into: LoadStats, part: LoadStats) -> None:
+    into.released += part.released
+    into.done += part.done
+    into.loop_lag_ns.extend(part.loop_lag_ns)
+
+
+# -- the worker process
+def _worker_main(conn: Connection, job: dict) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    loop = new_loop()
+    try:
+        loop.run_until_complete(_worker(conn, job))
+    except BaseException as e:  # reported, never a traceback in the user's terminal
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        try:
+            conn.send(("error", f"load worker: {msg}"))
+        except OSError:
+            pass
+    finally:
+        loop.close()
+        conn.close()
+
+
+async def _worker(conn: Connection, job: dict) -> None:
+    import asyncio
+
+    from servebench.transport import transport_class
+
+    loop = asyncio.get_running_loop()
+    tr = transport_class(job["kind"])(job["base_url"], timeout_s=job["timeout_s"])
+    records: list[RequestRecord] = job["records"]
+    stats = LoadStats()
+    t0_fut: asyncio.Future = loop.create_future()
+    stop = asyncio.Event()
+
+    def reader() -> None:  # the pipe is read in a thread so the event loop never blocks on it
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                msg = ("stop",)
+            if msg[0] == "t0":
+                loop.call_soon_threadsafe(lambda: t0_fut.done() or t0_fut.set_result(msg[1]))
+            else:
+                loop.call_soon_threadsafe(stop.set)
+                return
+
+    threading.Thread(target=reader, daemon=True).start()
+    try:
+        await tr.prepare(job["connections"])
+        conn.send(("ready",))
+        waiter = asyncio.ensure_future(stop.wait())
+        await asyncio.wait([t0_fut, waiter], return_when=asyncio.FIRST_COMPLETED)
+        if not t0_fut.done():
+            conn.send(("done", records, stats))
+            return
+        plan = LoadPlan(job["wires"], records, job["offsets"], job["concurrency"], job["duration_ns"])
+        run = asyncio.ensure_future(drive(tr, plan, t0_fut.result(), stats=stats))
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(0.25)
+                conn.send(("progress", stats.done))
+
+        ticker = asyncio.ensure_future(report())
+        await asyncio.wait([run, waiter], return_when=asyncio.FIRST_COMPLETED)
+        ticker.cancel()
+        if not run.done():
+            run.cancel()
+        await asyncio.gather(run, return_exceptions=True)
+        waiter.cancel()
+    finally:
+        await tr.close()
+    conn.send(("done", records, stats))
+
+
+def _child() -> None:
+    conn = Connection(int(sys.argv[1]))
+    _worker_main(conn, conn.recv())
+
+
+def drive_workers(cfg, base_url: str, kind: str, reqs: list, st, progress) -> None:
+    """orchestrate's entry for load.workers > 1: warm-up in this process (as with one worker),
+    then the measured plan across the workers."""
+    import asyncio
+
+    from servebench.orchestrate import _connections_needed
+    from servebench.schedule import release_offsets_ns
+    from servebench.transport import transport_class
+
+    load = cfg.load
+    enc = transport_class(kind)(base_url, timeout_s=load.request_timeout_s)
+    wires = [enc.encode(r, rec.index) for r, rec in zip(reqs, st.records)]
+    w = load.warmup
+    if w:
+        async def warm() -> None:
+            tr = transport_class(kind)(base_url, timeout_s=load.request_timeout_s)
+            plan = LoadPlan(wires[:w], st.records[:w], None, min(w, load.concurrency or w))
+            try:
+                await tr.prepare(plan.concurrency)
+                await drive(tr, plan, perf_counter_ns())
+            finally:
+                await tr.close()
+
+        runner = asyncio.Runner(loop_factory=new_loop)
+        try:
+            runner.run(warm())
+        finally:
+            runner.close()
+    measured = st.records[w:]
+    run_split(base_url, kind, wires[w:], measured, release_offsets_ns(load, len(measured)), load.concurrency,
+              int(load.duration_s * 1e9) if load.duration_s else None, load.workers,
+              connections=_connections_needed(cfg, st.records[:w]), timeout_s=load.request_timeout_s,
+              progress=progress, stats=st.stats)
+    st.records[w:] = measured
+
+
+if __name__ == "__main__":
+    _child()

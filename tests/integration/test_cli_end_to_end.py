@@ -1,0 +1,63 @@
+"""The CLI as a user meets it: bad input fails in one line, and `--launcher process` starts,
+measures and tears down its own vLLM server."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import psutil
+import pytest
+
+from tests.integration._cli import assert_one_line_error, load_run, servebench
+
+pytestmark = pytest.mark.integration
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:  # bound then closed: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unknown_backend(vllm_server, tmp_path):
+    res = servebench("run", "--backend", "nosuch", "--endpoint", vllm_server.base_url, "--requests", "2",
+                     "--results-dir", str(tmp_path), cwd=tmp_path, timeout=120)
+    assert_one_line_error(res, r"unknown engine 'nosuch'")
+
+
+def test_unreachable_endpoint(tmp_path):
+    url = f"http://127.0.0.1:{_closed_port()}"
+    res = servebench("run", "--backend", "vllm", "--model", "tiny", "--endpoint", url, "--requests", "2",
+                     "--results-dir", str(tmp_path), cwd=tmp_path, timeout=120)
+    assert_one_line_error(res, r"unreachable")
+
+
+@pytest.mark.parametrize("launcher", [["--launcher", "process"], ["--endpoint", "http://127.0.0.1:9"]])
+def test_missing_model_path(tmp_path, launcher):
+    missing = tmp_path / "no-such-model"
+    res = servebench("run", "--backend", "vllm", "--model", str(missing), *launcher, "--requests", "2",
+                     "--results-dir", str(tmp_path), cwd=tmp_path, timeout=120)
+    assert_one_line_error(res, r"model path not found: .*no-such-model")
+
+
+def test_launcher_process_end_to_end(tiny_model, tmp_path):
+    res = servebench("run", "--backend", "vllm", "--model", "tiny", "--launcher", "process",
+                     "--requests", "12", "--concurrency", "4", "--input-tokens", "256", "--output-tokens", "32",
+                     "--results-dir", str(tmp_path), "--name", "launched", cwd=tmp_path)
+    run_dir = res.expect_ok()
+    run, summary, df = load_run(run_dir)
+    m = df[~df["warmup"]]
+    assert summary["completed"] == 12 and summary["failed"] == 0
+    assert (m["server_input_tokens"] == 256).all() and (m["server_output_tokens"] == 32).all()
+
+    server = run["server"]
+    assert server["info"]["launcher"] == "process" and server["time_to_ready_s"] > 0
+    assert str(tiny_model) in server["info"]["command"]
+    # the launched server's whole process group is gone once the CLI has returned
+    pid = server["pid"] if "pid" in server else server["info"].get("pid")
+    assert pid, json.dumps(server)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(run_dir) in " ".join(p.info["cmdline"] or [])]
+    assert not leftovers
+    assert (run_dir / "server.log").is_file()
