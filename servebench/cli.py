@@ -14,6 +14,7 @@ from servebench import __version__
 _EXTERNAL = {
     "launch": "servebench.launchers.cli:launch",
     "emulate": "servebench.emulator.cli:emulate",
+    "plot": "servebench.plots:plot",
 }
 
 
@@ -77,6 +78,9 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Run name (part of the run directory).")
 @click.option("--no-telemetry", is_flag=True, help="Do not sample GPUs, processes or /metrics.")
+@click.option("--no-plots", is_flag=True, help="Do not draw timeline.png / timeline.html.")
+@click.option("--launcher-opt", "launcher_opts", multiple=True, metavar="KEY=VALUE",
+              help="Launcher option, e.g. instance_type=ml.g5.2xlarge, region=us-west-2, quantize=gptq.")
 @click.option("--max-error-rate", default=0.0, show_default=True, type=float,
               help="Exit non-zero when more than this fraction of requests failed.")
 def run(**o) -> None:
@@ -92,7 +96,7 @@ def run(**o) -> None:
             backend=o["backend"], model=o["model"], served_model_name=o["served_model_name"], endpoint=o["endpoint"],
             launcher=o["launcher"], api=o["api"], gpus=_ints(o["gpus"]), server_args=list(o["server_args"]),
             results_dir=o["results_dir"], name=o["name"], telemetry=not o["no_telemetry"],
-            max_error_rate=o["max_error_rate"],
+            max_error_rate=o["max_error_rate"], plots=not o["no_plots"], launcher_options=_kv(o["launcher_opts"]),
             load=dict(requests=o["requests"], concurrency=o["concurrency"], rate=o["rate"], arrival=o["arrival"],
                       duration_s=o["duration"], warmup=o["warmup"], seed=o["seed"], workers=o["workers"],
                       request_timeout_s=o["request_timeout_s"]),
@@ -125,6 +129,16 @@ def run(**o) -> None:
             click.echo(str(run_dir))
         raise SystemExit(1)
     click.echo(str(run_dir))
+
+
+def _kv(pairs) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {p!r}", param_hint="--launcher-opt")
+        out[key.strip()] = value
+    return out
 
 
 def _interruptible() -> None:

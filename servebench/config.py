@@ -50,11 +50,13 @@ class RunConfig(BaseModel):
     api: str | None = None  # adapter override, e.g. "openai-chat"; default from the spec
     gpus: list[int] | None = None
     server_args: list[str] = Field(default_factory=list)
+    launcher_options: dict[str, str] = Field(default_factory=dict)  # e.g. instance_type, region
     load: LoadConfig = Field(default_factory=LoadConfig)
     workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
     results_dir: Path = Path("results")
     name: str | None = None
     telemetry: bool = True
+    plots: bool = True  # timeline.png / timeline.html in the run dir
     max_error_rate: float = Field(0.0, ge=0, le=1)  # above this fraction of failed requests: exit 1
 
     @model_validator(mode="after")

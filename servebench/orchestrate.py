@@ -46,6 +46,7 @@ class RunState:
     samplers: list = field(default_factory=list)
     status: str = "failed"
     error: str | None = None
+    connect_ns: list[int] = field(default_factory=list)  # set-up of connections opened before t0
 
 
 def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_phase: Callable[[str], None] | None = None) -> Path:
@@ -69,7 +70,7 @@ def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_p
         served = cfg.served_model_name or st.server.info.get("served_model_name") or cfg.model
         if cfg.launcher == "external":
             served = cfg.served_model_name or _served_model(st.server.base_url) or served
-        st.samplers = _samplers(cfg, st.server)
+        st.samplers = _samplers(cfg, st.server, spec.metrics)
         for s in st.samplers:
             s.start()
         phase("running load")
@@ -115,7 +116,7 @@ def _prompts(cfg: RunConfig, tokenizer) -> list[workload.Prompt]:
 
 
 def _launch_request(cfg: RunConfig, model_dir: Path | None, api: str, run_dir: Path) -> LaunchRequest:
-    opts: dict[str, Any] = {"adapter": api, "served_model_name": cfg.served_model_name or cfg.model}
+    opts: dict[str, Any] = {**cfg.launcher_options, "adapter": api, "served_model_name": cfg.served_model_name or cfg.model}
     if cfg.endpoint:
         opts["base_url"] = cfg.endpoint
     return LaunchRequest(
@@ -124,14 +125,18 @@ def _launch_request(cfg: RunConfig, model_dir: Path | None, api: str, run_dir: P
     )
 
 
-def _samplers(cfg: RunConfig, server: Server) -> list:
+def _samplers(cfg: RunConfig, server: Server, metric_map: dict) -> list:
     if not cfg.telemetry:
         return []
-    try:
-        from servebench.telemetry import make_samplers
-    except ImportError:
-        return []
-    return make_samplers(server, cfg.gpus)
+    from servebench.telemetry import make_samplers
+
+    return make_samplers(server, cfg.gpus, metric_map=metric_map or None)
+
+
+def _mark(samplers: list) -> None:
+    """A sample exactly at a window edge, so counters (energy, server tokens) are read there."""
+    for s in samplers:
+        _quietly(s.sample_now)
 
 
 def _drive_all(cfg: RunConfig, st: RunState, adapter, prompts, served: str, progress, extra: dict | None) -> None:
@@ -170,8 +175,11 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunSt
         plan = LoadPlan(wires[w:], st.records[w:], release_offsets_ns(load, len(wires) - w), load.concurrency,
                         int(load.duration_s * 1e9) if load.duration_s else None)
         await tr.prepare(_connections_needed(cfg, st.records[:w]))
+        _mark(st.samplers)
         await drive(tr, plan, perf_counter_ns() + 20_000_000, progress, st.stats)
+        _mark(st.samplers)
     finally:
+        st.connect_ns = list(tr.connect_ns)
         await tr.close()
 
 
@@ -207,6 +215,7 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
     summary["error"] = st.error
     summary["not_released"] = sum(1 for r in st.records if not r.warmup and not r.sent_ns)
     summary["loop_lag_ms"] = dist([v / 1e6 for v in st.stats.loop_lag_ns])
+    summary["connections"] = {"opened": len(st.connect_ns), "setup_ms": dist([v / 1e6 for v in st.connect_ns])}
     start = min((r.sent_ns for r in sent if not r.warmup), default=0)
     end = max((r.end_ns for r in sent if not r.warmup), default=0)
     tel: dict[str, Any] = {}
@@ -215,9 +224,15 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
         attempt(f"{s.name} samples", s.write, run_dir)
         tel[s.name] = attempt(f"{s.name} summary", s.summary) or {"available": False, "reason": "summary failed"}
     if tel:
-        summary["telemetry"] = tel
+        from servebench.telemetry import finalize
+
+        summary["telemetry"] = attempt("telemetry finalize", finalize, tel, summary["output_tokens"]["total"]) or tel
     attempt("run.json", store.write_json, run_dir / "run.json", _run_info(cfg, st, model_dir, tokenizer, t_start))
     attempt("summary.json", store.write_summary, run_dir, summary)
+    if sent and cfg.plots:
+        from servebench.plots import plot_run
+
+        attempt("timeline plot", plot_run, run_dir)
     if failures and not st.error:
         st.error = "could not write all results: " + "; ".join(failures)
     return summary

@@ -56,12 +56,13 @@ def render(run_dir: Path, console: Console | None = None) -> None:
     )
 
     t = Table(title="Throughput", show_header=True, header_style="bold")
-    for col in ("completed", "failed", "duration s", "req/s", "output tok/s", "total tok/s", "mean in flight"):
+    for col in ("completed", "failed", "duration s", "req/s", "output tok/s", "total tok/s", "in flight: target / mean / max"):
         t.add_column(col, justify="right")
     c = s.get("concurrency") or {}
     t.add_row(
         _f(s["completed"]), _f(s["failed"]), _f(s["duration_s"]), _f(s["request_throughput"]),
-        _f(s["output_token_throughput"], 1), _f(s["total_token_throughput"], 1), _f(c.get("mean_in_flight")),
+        _f(s["output_token_throughput"], 1), _f(s["total_token_throughput"], 1),
+        f"{_f(c.get('target'))} / {_f(c.get('mean_in_flight'))} / {_f(c.get('max_in_flight'))}",
     )
     console.print(t)
 

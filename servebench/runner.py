@@ -51,8 +51,9 @@ async def _ticker(stats: LoadStats, total: int, progress: Callable[[int, int], N
 
 
 async def _sleep_until(t_ns: int) -> None:
-    delay = t_ns - perf_counter_ns()
-    if delay > 0:
+    # a loop: uvloop's millisecond timers can wake up to ~1 ms early, which would send a
+    # request before its scheduled time (sent_ns < scheduled_ns)
+    while (delay := t_ns - perf_counter_ns()) > 0:
         await asyncio.sleep(delay / 1e9)
 
 

@@ -95,6 +95,9 @@ class EngineSpec(_Strict):
     def _default_adapter_listed(self) -> "EngineSpec":
         if self.adapter not in self.adapters:
             raise ValueError(f"default adapter {self.adapter!r} is not in adapters {self.adapters}")
+        stray = sorted(set(self.request_extra) - set(self.adapters))
+        if stray:
+            raise ValueError(f"request_extra names adapters not in adapters: {', '.join(stray)}")
         return self
 
 
@@ -139,7 +142,8 @@ def render_command(
     try:
         argv = [a.format_map(values) for a in section.command + section.args]
     except (KeyError, IndexError, ValueError) as e:
-        raise SpecError(f"spec {spec.name}: bad template in command ({e!r}); use {{{'}, {'.join(TEMPLATE_KEYS)}}}") from None
+        keys = ", ".join("{%s}" % k for k in TEMPLATE_KEYS)
+        raise SpecError(f"spec {spec.name}: bad template in command ({e!r}); known: {keys}") from None
     if gpus:
         if spec.flags.gpus is None:
             if len(gpus) > 1:
@@ -153,7 +157,8 @@ def render_command(
         flag = getattr(spec.flags, key)
         if flag is None:
             raise SpecError(f"{spec.name} has no flag for {key} (spec {spec.source})")
-        if key == "quantize" and spec.flags.quantize_values and opts[key] not in spec.flags.quantize_values:
-            raise SpecError(f"{spec.name} does not know quantization {opts[key]!r} (known: {', '.join(spec.flags.quantize_values)})")
+        known = spec.flags.quantize_values
+        if key == "quantize" and known and opts[key] not in known:
+            raise SpecError(f"{spec.name} does not know quantization {opts[key]!r} (known: {', '.join(known)})")
         argv += [flag, str(opts[key])]
     return argv + list(extra_args or [])

@@ -164,8 +164,8 @@ class Conn(asyncio.Protocol):
     def begin_stream(self) -> None:
         # headers go out on arrival, as the engines do; tokens follow on their deadlines
         self.t.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
-                     b"cache-control: no-cache\r\nx-request-id: %b\r\ntransfer-encoding: chunked\r\n\r\n"
-                     % self.rid.encode("latin-1", "replace"))
+                     b"cache-control: no-cache\r\nx-request-id: %b\r\ntransfer-encoding: chunked\r\n%b\r\n"
+                     % (self.rid.encode("latin-1", "replace"), b"" if self.keep else b"connection: close\r\n"))
 
     def send_error(self, status: int, msg: str) -> None:
         self._reply(status, self.emu.fmt.error(status, msg))

@@ -39,6 +39,7 @@ class DockerLauncher:
         self.poll_s = poll_s
         self.host = host
         self.container: Any = None
+        self._name: str | None = None
         self.log_path: Path | None = None
         self._log_thread: threading.Thread | None = None
 
@@ -102,11 +103,13 @@ class DockerLauncher:
             self._ensure_image(kw["image"], req.options.get("pull", "missing"))
             self.progress(f"starting {kw['image']} as {kw['name']} on {self.host}:{port}")
             atexit.register(self.stop)
+            self._name = kw["name"]  # so stop() finds a container whose run() call was interrupted
             self.container = self.client.containers.run(**kw)
             self._log_thread = threading.Thread(target=self._stream_logs, args=(self.container,), daemon=True)
             self._log_thread.start()
-            ready_s = wait_ready(spec, f"http://{self.host}:{port}", adapter=adapter, model=served_name(req), timeout_s=req.ready_timeout_s,
-                                 exited=self._exited, tail=self._tail, poll_s=self.poll_s)
+            ready_s = wait_ready(spec, f"http://{self.host}:{port}", adapter=adapter, model=served_name(req),
+                                 timeout_s=req.ready_timeout_s, exited=self._exited, tail=self._tail,
+                                 poll_s=self.poll_s)
         except BaseException as e:  # readiness failure, docker error, Ctrl-C: never leave it running
             self.stop()
             if isinstance(e, Exception) and not isinstance(e, LaunchError) and _is_docker_error(e):
@@ -170,7 +173,13 @@ class DockerLauncher:
 
     def stop(self) -> None:
         container, self.container = self.container, None
+        name, self._name = self._name, None
         atexit.unregister(self.stop)
+        if container is None and name is not None:
+            try:
+                container = self.client.containers.get(name)
+            except Exception:  # never created (NotFound), or the daemon is gone: nothing to remove
+                return
         if container is None:
             return
         try:

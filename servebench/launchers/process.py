@@ -46,6 +46,7 @@ class ProcessLauncher:
         chosen.update(req.env)
         if req.gpus:
             chosen["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, req.gpus))
+            chosen["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order NVML (and nvidia-smi) use
         return {**os.environ, **chosen}, chosen
 
     def start(self, req: LaunchRequest) -> Server:
@@ -64,10 +65,10 @@ class ProcessLauncher:
                                              env=env, start_new_session=True)
         except OSError as e:
             raise LaunchError(f"cannot start {spec.name}: {argv[0]}: {e.strerror}") from None
-        atexit.register(self.stop)
         base_url = f"http://{self.host}:{port}"
         adapter = req.options.get("adapter") or spec.adapter
         try:
+            atexit.register(self.stop)
             ready_s = wait_ready(spec, base_url, adapter=adapter, model=served_name(req), timeout_s=req.ready_timeout_s,
                                  exited=self._exited, tail=lambda: log_tail(self.log_path), poll_s=self.poll_s)
         except BaseException:  # KeyboardInterrupt included: never leave the server behind

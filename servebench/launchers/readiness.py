@@ -79,6 +79,7 @@ def probe_generation(
     if adapter_name not in ADAPTERS:
         raise LaunchError(f"unknown adapter {adapter_name!r} (known: {', '.join(sorted(ADAPTERS))})")
     req = ADAPTERS[adapter_name].build(PROBE_PROMPT, PROBE_TOKENS, model=model)
+    what = f"{spec.name}: first generation request to {req.path}"
     own = client is None
     client = client or httpx.Client()
     try:
@@ -86,14 +87,14 @@ def probe_generation(
                            timeout=max(timeout_s, 1.0))
         body = r.read()
     except httpx.TimeoutException:
-        raise LaunchError(f"{spec.name}: first generation request to {req.path} timed out after {timeout_s:.0f}s") from None
+        raise LaunchError(f"{what} timed out after {timeout_s:.0f}s") from None
     except httpx.HTTPError as e:
-        raise LaunchError(f"{spec.name}: first generation request to {req.path} failed: {one_line(str(e)) or type(e).__name__}") from None
+        raise LaunchError(f"{what} failed: {one_line(str(e)) or type(e).__name__}") from None
     finally:
         if own:
             client.close()
     if not 200 <= r.status_code < 300:
-        raise LaunchError(f"{spec.name}: first generation request to {req.path} got HTTP {r.status_code}: "
+        raise LaunchError(f"{what} got HTTP {r.status_code}: "
                           f"{one_line(body.decode('utf-8', 'replace'), 200)}")
 
 

@@ -1,8 +1,8 @@
 """SageMaker launcher: deploy the Hugging Face LLM inference container (TGI) with boto3.
 
-An orphaned endpoint bills by the hour, so every resource created is remembered the moment
-its create call returns and deleted by stop() on every exit path (failure while waiting,
-Ctrl-C, atexit). An existing endpoint given by name is only checked: never deployed or deleted.
+An orphaned endpoint bills by the hour, so every resource is remembered as its create call
+is made and deleted by stop() on every exit path (failure while waiting, Ctrl-C, atexit).
+An existing endpoint given by name is only checked: never deployed or deleted.
 """
 
 from __future__ import annotations
@@ -94,16 +94,13 @@ class SageMakerLauncher:
         t0 = time.monotonic()
         atexit.register(self.stop)
         try:
-            self.sm.create_model(ModelName=name, ExecutionRoleArn=o["role_arn"],
-                                 PrimaryContainer={"Image": image, "Environment": env})
-            self.created.append(("model", name))
-            self.sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
+            self._create("model", name, ModelName=name, ExecutionRoleArn=o["role_arn"],
+                         PrimaryContainer={"Image": image, "Environment": env})
+            self._create("endpoint_config", name, EndpointConfigName=name, ProductionVariants=[{
                 "VariantName": "AllTraffic", "ModelName": name, "InstanceType": o["instance_type"],
                 "InitialInstanceCount": int(o.get("instance_count", 1)),
                 "ContainerStartupHealthCheckTimeoutInSeconds": int(o.get("startup_timeout_s", 900))}])
-            self.created.append(("endpoint_config", name))
-            self.sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-            self.created.append(("endpoint", name))
+            self._create("endpoint", name, EndpointName=name, EndpointConfigName=name)
             self._wait_in_service(name, t0 + req.ready_timeout_s)
             self._probe(name)
         except BaseException as e:
@@ -116,6 +113,19 @@ class SageMakerLauncher:
                           "launcher": self.name, "endpoint": name, "model": name, "endpoint_config": name,
                           "image": image, "instance_type": o["instance_type"], "region": region,
                           "env": redact_env(env), "deployed": True, "served_model_name": req.model})
+
+    def _create(self, kind: str, name: str, **kwargs: Any) -> None:
+        """Remembered before the call: a Ctrl-C or lost connection mid-call may still have
+        created it, and deleting one that does not exist is harmless. A refusal by the service
+        created nothing, and the name may be someone else's, so it is forgotten."""
+        from botocore.exceptions import ClientError
+
+        self.created.append((kind, name))
+        try:
+            getattr(self.sm, f"create_{kind}")(**kwargs)
+        except ClientError:
+            self.created.pop()
+            raise
 
     def _existing(self, spec: EngineSpec, name: str, o: dict[str, Any]) -> Server:
         try:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from servebench.telemetry.gpus import Device, is_local, parse_visible, resolve_devices, text
 from servebench.telemetry.periodic import PeriodicSampler, Unavailable, one_line
-from servebench.telemetry.summary import finalize, finite, interp_delta, mean_in, peak_in, unavailable
+from servebench.telemetry.summary import finalize, finite, headline, interp_delta, mean_in, peak_in, unavailable
 
 COLUMNS = (
     "seq", "t_ns", "gpu", "nvml_index", "uuid", "mem_used_bytes", "mem_total_bytes",
@@ -87,11 +87,11 @@ class NvmlSampler(PeriodicSampler):
 
     def _read_host_info(self) -> dict[str, Any]:
         nv = self._nvml
-        info: dict[str, Any] = {"available": True}
+        info: dict[str, Any] = {}
         try:
-            info["driver_version"] = text(nv.nvmlSystemGetDriverVersion())
+            info["nvidia_driver_version"] = text(nv.nvmlSystemGetDriverVersion())
         except Exception:
-            info["driver_version"] = None
+            info["nvidia_driver_version"] = None
         try:
             v = int(nv.nvmlSystemGetCudaDriverVersion())
             info["cuda_driver_version"] = f"{v // 1000}.{v % 1000 // 10}"  # 12040 -> "12.4"
@@ -111,9 +111,11 @@ class NvmlSampler(PeriodicSampler):
         return info
 
     def host_info(self) -> dict[str, Any]:
-        """GPU facts for run.json: driver and CUDA versions, names, UUIDs, memory."""
+        """GPU facts for run.json's host section (keys made to merge into it): `gpus` (name,
+        UUID, NVML index, memory), `nvidia_driver_version`, `cuda_driver_version`, ...; with
+        no GPUs to read, `gpus: []` and `gpus_unavailable: reason`. Works after stop()."""
         if not self.ensure_open():
-            return unavailable(self.reason or "NVML not opened")
+            return {"gpus": [], "gpus_unavailable": self.reason or "NVML not opened"}
         return dict(self._info)
 
     def _read(self, d: Device, group: str) -> dict[str, float | int]:
@@ -212,8 +214,14 @@ class NvmlSampler(PeriodicSampler):
             "mean_power_w": finite(sum(powers), 3) if powers and None not in powers else None,
             "energy_j": finite(sum(energies), 3) if energies and None not in energies else None,
         }
+        mem = total["peak_mem_used_bytes"]
+        line = headline([
+            ("util %", total["mean_util_gpu_pct"], ".0f"), ("power W", total["mean_power_w"], ".0f"),
+            ("energy J", total["energy_j"], ".4g"), ("peak memory GiB", None if mem is None else mem / 2**30, ".2f"),
+        ])  # fmt: skip
         out: dict[str, Any] = {
             "available": True,
+            "headline": f"{len(per_gpu)} GPU(s): {line}",
             "interval_s": self.interval_s,
             "window_ns": list(w) if w else None,
             "energy_method": "NVML total-energy counter, linearly interpolated at the window marks",

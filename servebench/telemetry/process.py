@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from servebench.telemetry.periodic import PeriodicSampler, Unavailable, one_line
-from servebench.telemetry.summary import finite, mean_in, peak_in, unavailable
+from servebench.telemetry.summary import finite, headline, mean_in, peak_in, unavailable
 
 COLUMNS = ("t_ns", "cpu_cores", "rss_bytes", "num_procs")
 _PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
@@ -145,6 +145,11 @@ class ProcessSampler(PeriodicSampler):
                 "peak_rss_bytes": None if peak_rss is None else int(peak_rss),
                 "peak_num_procs": None if not n else int(peak_in(t, n, w) or 0),
             }
+            out["headline"] = headline([
+                ("CPU cores mean", out["mean_cpu_cores"], ".2f"), ("peak", out["peak_cpu_cores"], ".2f"),
+                ("RSS peak GiB", None if peak_rss is None else peak_rss / 2**30, ".2f"),
+                ("processes", out["peak_num_procs"], "d"),
+            ])  # fmt: skip
             if self.reason:
                 out["stopped_early"] = self.reason
             return out

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from servebench.telemetry.periodic import PeriodicSampler, Unavailable, one_line
-from servebench.telemetry.summary import bracket_delta, finite, mean_in, peak_in, unavailable
+from servebench.telemetry.summary import bracket_delta, finite, headline, mean_in, peak_in, unavailable
 
 # Common name -> the engine's series, first present wins (older names last). Histogram
 # _sum series count tokens of finished requests only; per-step counters also count tokens of
@@ -104,10 +104,11 @@ class PromScraper(PeriodicSampler):
         interval_s: float = 1.0,
         timeout_s: float = 2.0,
         metric_map: Mapping[str, list[str]] | None = None,
-        path: str = "/metrics",
+        path: str | None = "/metrics",
     ) -> None:
         super().__init__(interval_s)
-        self.url = base_url.rstrip("/") + path
+        self.url = base_url.rstrip("/") + (path or "")
+        self._no_route = path is None  # the engine spec says it has no /metrics
         self.engine = engine
         self.timeout_s = timeout_s
         self.mapping = dict(metric_map) if metric_map else ENGINE_METRICS.get(engine or "")
@@ -117,11 +118,14 @@ class PromScraper(PeriodicSampler):
         self.last_error: str | None = None
 
     def _open(self) -> None:
+        if self._no_route:
+            raise Unavailable(f"engine {self.engine!r} serves no Prometheus metrics (its spec has no metrics_path)")
         if not self.url.startswith(("http://", "https://")):
             raise Unavailable(f"no HTTP /metrics for {self.url.rsplit('/', 1)[0]}")
         import httpx
 
-        self._client = httpx.Client(timeout=self.timeout_s)
+        # No proxy from the environment: scrape the same server the load goes to directly.
+        self._client = httpx.Client(timeout=self.timeout_s, trust_env=False)
 
     def _close(self) -> None:
         self._client.close()
@@ -209,6 +213,15 @@ class PromScraper(PeriodicSampler):
             if d is not None:
                 d = {k: finite(v, 4) for k, v in d.items()}
             out[key] = d
+        def pick(key: str, field: str) -> float | None:
+            return (out.get(key) or {}).get(field)
+
+        kv = pick("kv_cache_usage", "peak")
+        out["headline"] = headline([
+            ("running mean", pick("running", "mean"), ".1f"), ("peak", pick("running", "peak"), ".0f"),
+            ("waiting peak", pick("waiting", "peak"), ".0f"), ("KV-cache peak %", None if kv is None else kv * 100, ".0f"),
+            ("server-counted output tokens", pick("generation_tokens", "delta"), ".0f"),
+        ])  # fmt: skip
         if self.last_error:
             out["last_error"] = self.last_error
         if self.reason:

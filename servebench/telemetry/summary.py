@@ -88,6 +88,11 @@ def bracket_delta(
     }
 
 
+def headline(parts: list[tuple[str, float | None, str]]) -> str:
+    """One line for the console report: "label value" pairs, skipping what is unknown."""
+    return ", ".join(f"{label} {format(v, fmt)}".strip() for label, v, fmt in parts if v is not None)
+
+
 def finite(x: float | None, ndigits: int = 6) -> float | None:
     """Round for JSON; NaN/inf become None (JSON has no NaN)."""
     if x is None or not math.isfinite(x):
@@ -115,6 +120,9 @@ def finalize(telemetry: dict[str, Any], output_tokens: int | None) -> dict[str, 
 
     if isinstance(out.get("total"), dict):
         out["total"] = per_token(out["total"])
+        jpt = out["total"]["joules_per_output_token"]
+        if jpt is not None and out.get("headline"):
+            out["headline"] += f", J/output token {jpt:.4g}"
     if isinstance(out.get("gpus"), list):
         out["gpus"] = [per_token(g) for g in out["gpus"]]
     return out

@@ -41,8 +41,9 @@ def check_run(run_dir, n: int):
     assert (m["input_tokens"] == INPUT).all() and (m["server_input_tokens"] == INPUT).all()
     assert (m["output_tokens"] == OUTPUT).all() and (m["server_output_tokens"] == OUTPUT).all()
     assert (m["finish_reason"] == "length").all()
-    # every generated token arrived as its own timed stream event
+    # every generated token is in a timed stream event (under load vLLM may put 2 in one)
     assert m["token_counts"].map(lambda c: int(np.sum(c))).eq(OUTPUT).all()
+    assert (m["token_counts"].map(len) > OUTPUT // 2).all()
     for r in m.itertuples():
         t = np.asarray(r.token_ns)
         assert r.scheduled_ns <= r.sent_ns < r.first_byte_ns <= t[0] and t[-1] <= r.end_ns
@@ -62,8 +63,11 @@ def check_run(run_dir, n: int):
     assert summary["ttft_ms"]["p99"] == pytest.approx(np.percentile(ttft, 99), rel=1e-9)
     assert summary["e2e_ms"]["mean"] == pytest.approx(e2e.mean(), rel=1e-9)
     assert summary["e2e_ms"]["max"] == pytest.approx(e2e.max(), rel=1e-9)
-    gaps = np.concatenate([np.diff(np.asarray(t)) for t in m["token_ns"]]) / 1e6
-    assert summary["itl_ms"]["n"] == len(gaps) == n * (OUTPUT - 1)
+    # ITL as docs/metrics.md defines it: an event carrying k tokens gives k gaps of gap/k
+    gaps = np.concatenate([np.repeat(np.diff(np.asarray(t)) / c[1:], c[1:])
+                           for t, c in zip(m["token_ns"], m["token_counts"])]) / 1e6
+    firsts = m["token_counts"].map(lambda c: int(c[0]))
+    assert summary["itl_ms"]["n"] == len(gaps) == n * OUTPUT - firsts.sum()
     assert summary["itl_ms"]["mean"] == pytest.approx(gaps.mean(), rel=1e-9)
     assert summary["concurrency"]["max_in_flight"] == max_overlap(m)
     return run, summary, m, df

@@ -57,29 +57,51 @@ class FakeContainer:
         self.removed.set()
 
 
+class _Images:
+    def __init__(self, d: "FakeDocker"):
+        self.d = d
+
+    def get(self, image):
+        self.d.calls.append(("images.get", image))
+        if not self.d.have_image:
+            raise docker.errors.ImageNotFound("no such image")
+
+
+class _Containers:
+    def __init__(self, d: "FakeDocker"):
+        self.d = d
+
+    def run(self, **kwargs):
+        self.d.calls.append(("containers.run", kwargs))
+        c = FakeContainer(kwargs, self.d.behaviour)
+        self.d.created.append(c)
+        if self.d.behaviour == "interrupt_in_run":  # Ctrl-C after the daemon created it
+            raise KeyboardInterrupt
+        return c
+
+    def get(self, name):
+        self.d.calls.append(("containers.get", name))
+        for c in self.d.created:
+            if c.name == name and not c.removed.is_set():
+                return c
+        raise docker.errors.NotFound(name)
+
+
 class FakeDocker:
+    """The SDK surface servebench uses: images.get, api.pull, containers.run/get, and the
+    container's reload/status/attrs/logs/remove."""
+
     def __init__(self, behaviour: str = "ok", have_image: bool = True, pull_events: list[dict] | None = None):
         self.calls: list[tuple] = []
         self.behaviour, self.have_image = behaviour, have_image
         self.pull_events = pull_events or []
-        self.containers, self.images, self.api = self, self, self
+        self.images, self.containers, self.api = _Images(self), _Containers(self), self
         self.created: list[FakeContainer] = []
-
-    def get(self, image):  # images.get
-        self.calls.append(("images.get", image))
-        if not self.have_image:
-            raise docker.errors.ImageNotFound("no such image")
 
     def pull(self, repo, tag=None, stream=False, decode=False):  # api.pull
         self.calls.append(("api.pull", repo, tag))
         assert stream and decode
         yield from self.pull_events
-
-    def run(self, **kwargs):  # containers.run
-        self.calls.append(("containers.run", kwargs))
-        c = FakeContainer(kwargs, self.behaviour)
-        self.created.append(c)
-        return c
 
 
 def _serve(host: str, port: int, healthy: bool) -> ThreadingHTTPServer:
@@ -210,6 +232,14 @@ def test_ctrl_c_removes_container(tmp_path):
     assert client.created[0].remove_calls == [{"force": True}]
 
 
+def test_ctrl_c_inside_run_still_removes_the_created_container(tmp_path):
+    client = FakeDocker(behaviour="interrupt_in_run")
+    with pytest.raises(KeyboardInterrupt):
+        start(tmp_path, client)
+    name = client.created[0].name
+    assert ("containers.get", name) in client.calls and client.created[0].remove_calls == [{"force": True}]
+
+
 def test_pull_with_progress(tmp_path):
     events = [{"status": "Pulling from vllm/vllm-openai", "id": "v0.11.0"},
               {"status": "Pulling fs layer", "id": "a"}, {"status": "Pulling fs layer", "id": "b"},
@@ -233,10 +263,12 @@ def test_pull_error_starts_nothing(tmp_path):
 
 
 def test_docker_api_error_is_one_line(tmp_path):
-    class Broken(FakeDocker):
+    class Broken(_Containers):
         def run(self, **kwargs):
             raise docker.errors.APIError("500 Server Error: could not select device driver \"\" with capabilities: [[gpu]]")
 
+    client = FakeDocker()
+    client.containers = Broken(client)
     with pytest.raises(LaunchError, match=r"^docker: 500 Server Error: could not select device driver"):
-        DockerLauncher(client=Broken(), progress=lambda m: None).start(
+        DockerLauncher(client=client, progress=lambda m: None).start(
             LaunchRequest(engine="tgi", model=HUB, port=free_port(), run_dir=tmp_path))

@@ -179,3 +179,13 @@ def test_scraper_unreachable_and_non_http():
     s.start()
     s.stop()
     assert s.summary()["available"] is False and "no HTTP /metrics" in s.summary()["reason"]
+
+
+@pytest.mark.parametrize("engine,name", [("vllm", "vllm.txt"), ("tgi", "tgi.txt"), ("sglang", "sglang.txt"), ("lightllm", "lightllm.txt")])  # fmt: skip
+def test_engine_spec_names_match_the_fixtures(engine, name):
+    """The names in backends/<engine>/spec.yaml find every series the defaults find."""
+    from servebench.specs import load_spec
+
+    spec_vals, _ = parse_metrics(fixture(name), load_spec(engine).metrics)
+    default_vals, _ = parse_metrics(fixture(name), ENGINE_METRICS[engine])
+    assert spec_vals == default_vals and {"running", "waiting", "generation_tokens_total"} <= set(spec_vals)

@@ -85,8 +85,10 @@ def test_deploy_wait_probe_then_delete_in_order(monkeypatch):
         assert msgs == ["sagemaker endpoint bench-1: Creating", "sagemaker endpoint bench-1: InService"]
         expect_delete(s)
         la.stop()
-        la.stop()  # idempotent: no further calls (the Stubber would fail on an unexpected one)
+        n = len(msgs)
+        la.stop()  # idempotent: nothing more is deleted or attempted
         s.assert_no_pending_responses()
+        assert len(msgs) == n == 5
 
 
 def test_failure_during_wait_deletes_everything():
@@ -112,6 +114,17 @@ def test_failure_at_create_deletes_what_exists():
         with pytest.raises(LaunchError, match=r"^sagemaker deploy of bench-1 failed: ResourceLimitExceeded: account-level service limit$"):
             launcher(sm, rt, []).start(request())
         s.assert_no_pending_responses()
+
+
+def test_name_taken_by_someone_else_is_never_deleted():
+    sm, rt = clients()
+    with Stubber(sm) as s:
+        s.add_client_error("create_model", "ValidationException", 'Cannot create already existing model "bench-1".')
+        msgs: list[str] = []
+        with pytest.raises(LaunchError, match="already existing model"):
+            launcher(sm, rt, msgs).start(request())
+        s.assert_no_pending_responses()
+    assert msgs == []  # no delete attempted (stop() reports every delete, done or failed)
 
 
 def test_ctrl_c_while_waiting_deletes_everything():
@@ -166,12 +179,14 @@ def test_delete_failure_is_reported_with_the_manual_command():
 
 def test_existing_endpoint_is_neither_deployed_nor_deleted():
     sm, rt = clients()
+    msgs: list[str] = []
     with Stubber(sm) as s:
         s.add_response("describe_endpoint", describe("InService"), {"EndpointName": "bench-1"})
-        la = launcher(sm, rt, [])
+        la = launcher(sm, rt, msgs)
         server = la.start(LaunchRequest(engine="tgi", model="m", options={"endpoint": "sagemaker://bench-1"}))
-        la.stop()  # any call here would be unexpected by the Stubber
+        la.stop()
         s.assert_no_pending_responses()
+    assert msgs == []  # nothing deleted or attempted
     assert server.base_url == "sagemaker://bench-1" and server.info["deployed"] is False
 
 

@@ -81,8 +81,17 @@ def test_user_spec_file(tmp_path):
     assert render_command(s, s.process, VALUES, gpus=[0]) == ["my-server", "--port", "1234"]
 
 
+def test_metric_names_are_telemetrys_common_names():
+    from servebench.telemetry.prom import COMMON
+
+    for n in ENGINES:
+        m = load_spec(n).metrics
+        assert set(m) <= set(COMMON) and {"running", "waiting"} <= set(m) and all(m.values()), n
+
+
 @pytest.mark.parametrize("over, msg", [
     ({"adapter": "tgi"}, r"default adapter 'tgi' is not in adapters"),
+    ({"request_extra": {"tgi": {"top_k": 1}}}, r"request_extra names adapters not in adapters: tgi"),
     ({"output_length": None}, r"output_length: Input should be"),
     ({"healthpath": "/h"}, r"healthpath: Extra inputs are not permitted"),
 ])

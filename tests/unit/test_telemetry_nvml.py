@@ -229,7 +229,7 @@ def test_bad_gpu_selection_is_unavailable_with_reason(env, gpus, needle):
 def test_host_info():
     s = NvmlSampler(gpus=[1], nvml=FakeNvml(), env={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
     info = s.host_info()
-    assert info["driver_version"] == "550.54.15" and info["cuda_driver_version"] == "12.4"
+    assert info["nvidia_driver_version"] == "550.54.15" and info["cuda_driver_version"] == "12.4"
     assert info["gpus"] == [{"gpu": 0, "nvml_index": 1, "uuid": "GPU-bbb", "name": "NVIDIA A100-SXM4-40GB", "memory_total_bytes": 24 * 2**30}]  # fmt: skip
     assert info["cuda_device_order"] == "PCI_BUS_ID"
 
@@ -242,7 +242,7 @@ def test_remote_server_is_unavailable_without_touching_nvml(url):
     s.stop()
     assert s.summary()["available"] is False and "not on this host" in s.summary()["reason"]
     assert nv.calls == {} and nv.inited == 0
-    assert s.host_info()["available"] is False
+    assert s.host_info() == {"gpus": [], "gpus_unavailable": s.summary()["reason"]}
 
 
 def test_is_local():
@@ -279,6 +279,7 @@ def test_real_pynvml_path_on_this_machine(tmp_path):
     if truth is not None:
         assert summ["available"] is False
         assert summ["reason"].startswith("NVML unavailable: NVMLError") and truth in summ["reason"]
-        assert gpu.write(tmp_path) == [] and gpu.host_info()["available"] is False
+        assert gpu.write(tmp_path) == [] and gpu.host_info()["gpus"] == []
+        assert truth in gpu.host_info()["gpus_unavailable"]
     else:
         assert summ["available"] is True and summ["gpus"]
