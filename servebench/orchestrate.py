@@ -216,6 +216,13 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
     summary["not_released"] = sum(1 for r in st.records if not r.warmup and not r.sent_ns)
     summary["loop_lag_ms"] = dist([v / 1e6 for v in st.stats.loop_lag_ns])
     summary["connections"] = {"opened": len(st.connect_ns), "setup_ms": dist([v / 1e6 for v in st.connect_ns])}
+    streamed = summary["output_tokens"]["streamed_total"]
+    summary["client"] = {  # servebench's own cost during the load window (decoding comes after)
+        "cpu_s": st.stats.cpu_ns / 1e9,
+        "cpu_cores": st.stats.cpu_ns / 1e9 / summary["duration_s"] if summary["duration_s"] else None,
+        "cpu_us_per_token": st.stats.cpu_ns / 1e3 / streamed if streamed else None,
+        "workers": cfg.load.workers,
+    }
     start = min((r.sent_ns for r in sent if not r.warmup), default=0)
     end = max((r.end_ns for r in sent if not r.warmup), default=0)
     tel: dict[str, Any] = {}

@@ -84,6 +84,9 @@ def render(run_dir: Path, console: Console | None = None) -> None:
     client = [f"slot wait p99 {_f((s.get('slot_wait_ms') or {}).get('p99'))} ms", f"dispatch lag p99 {_f((s.get('dispatch_lag_ms') or {}).get('p99'))} ms"]
     if s.get("loop_lag_ms"):
         client.append(f"event-loop lag p99 {_f(s['loop_lag_ms'].get('p99'))} ms")
+    cl = s.get("client") or {}
+    if cl.get("cpu_us_per_token") is not None:
+        client.append(f"CPU {_f(cl['cpu_cores'])} cores, {_f(cl['cpu_us_per_token'], 1)} µs/token")
     console.print("client: " + ", ".join(client))
     tel = s.get("telemetry") or {}
     for name, ts in tel.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from time import perf_counter_ns
+from time import perf_counter_ns, process_time_ns
 from typing import Any, Callable, Protocol
 
 from servebench.records import RequestRecord
@@ -34,6 +34,7 @@ class LoadStats:
     released: int = 0
     done: int = 0
     loop_lag_ns: list[int] = field(default_factory=list)  # event-loop wake-up lateness probes
+    cpu_ns: int = 0  # this process's CPU time (all threads) from t0 to the last response
 
 
 async def _lag_probe(stats: LoadStats, period_s: float = 0.01) -> None:
@@ -74,8 +75,10 @@ async def drive(
     if progress is not None:
         helpers.append(asyncio.create_task(_ticker(stats, n, progress)))
     tasks: list[asyncio.Task] = []
+    cpu0 = 0
     try:
         await _sleep_until(t0_ns)
+        cpu0 = process_time_ns()
         if plan.offsets_ns is None:
             await _closed_loop(transport, plan, stats, end_release)
         else:
@@ -88,6 +91,8 @@ async def drive(
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
     finally:
+        if cpu0:
+            stats.cpu_ns += process_time_ns() - cpu0
         for h in helpers:
             h.cancel()
         if progress is not None:
