@@ -32,14 +32,15 @@ TTFT_MS, ITL_MS = 50.0, 10.0
 # name: (requests, concurrency or None for a burst, output tokens)
 SHAPES = {"1 stream": (5, 1, 100), "50 streams": (150, 50, 100), "500 streams": (1000, 500, 100),
           "burst 200": (200, None, 100)}
+EXTRA = {"1000 streams": (2000, 1000, 100)}  # only with --shapes: the emulator's own limit
 QUICK = {"1 stream": (3, 1, 50), "50 streams": (100, 50, 50), "burst 200": (200, None, 50)}
 CLIENTS = ("servebench", "servebench x2", "vllm bench serve")
 BEGIN, END = "<!-- loadgen:begin -->", "<!-- loadgen:end -->"
 
 
 def _cpu() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    """This process's CPU seconds, all threads (high resolution, unlike os.times' ticks)."""
+    return time.process_time()
 
 
 # -- children: one client, one load, results to a JSON file
@@ -60,26 +61,24 @@ def child_servebench(spec: dict) -> dict:
     enc = HttpTransport(spec["url"])
     wires = [enc.encode(ad.build("hello world", tokens, model="emulator"), i) for i in range(n)]
     offsets = None if conc else [0] * n
-    if workers > 1:
-        cpu0 = _cpu()
-        run_split(spec["url"], "http", wires, recs, offsets, conc, None, workers)
-        cpu1 = _cpu()
+    if workers > 1:  # LoadStats.cpu_ns: the workers' load loops, summed; plus the parent waiting
+        c0 = _cpu()
+        stats = run_split(spec["url"], "http", wires, recs, offsets, conc, None, workers)
+        cpu = stats.cpu_ns / 1e9 + (_cpu() - c0)
     else:
         async def go() -> float:
             tr = HttpTransport(spec["url"])
             await tr.prepare(conc or n)  # before t0, as a real run does; outside the CPU window
-            c0 = _cpu()
-            await drive(tr, LoadPlan(wires, recs, offsets, conc), perf_counter_ns() + 20_000_000)
-            c = _cpu() - c0
+            st = await drive(tr, LoadPlan(wires, recs, offsets, conc), perf_counter_ns() + 20_000_000)
             await tr.close()
-            return c
+            return st.cpu_ns / 1e9
 
         loop = new_loop()
-        cpu0, cpu1 = 0.0, loop.run_until_complete(go())
+        cpu = loop.run_until_complete(go())
         loop.close()
     c2 = _cpu()
     decode_records(ad, recs)
-    return {"cpu_loop_s": cpu1 - cpu0, "cpu_decode_s": _cpu() - c2, "records": [
+    return {"cpu_loop_s": cpu, "cpu_decode_s": _cpu() - c2, "records": [
         {"index": r.index, "sent_ns": r.sent_ns, "token_ns": r.token_ns, "token_counts": r.token_counts,
          "end_ns": r.end_ns, "status": r.status, "error": r.error} for r in recs]}
 
@@ -122,9 +121,12 @@ def child_vllm(spec: dict) -> dict:
 def run_one(client: str, shape: tuple, work: Path) -> dict:
     from servebench.emulator import start_emulator
 
+    import psutil
+
     n, conc, tokens = shape
     out = work / "child.json"
     with start_emulator("openai", TTFT_MS, ITL_MS, log=work / "emu.jsonl") as h:
+        emu_cpu = psutil.Process(h.pid).cpu_times()
         spec = {"url": h.url, "n": n, "concurrency": conc, "tokens": tokens, "out": str(out),
                 "workers": 2 if client == "servebench x2" else 1}
         py = str(VENV_PY) if client == "vllm bench serve" else sys.executable
@@ -133,9 +135,20 @@ def run_one(client: str, shape: tuple, work: Path) -> dict:
         if p.returncode != 0:
             tail = [ln for ln in (p.stderr or p.stdout).splitlines() if "leaked" not in ln][-3:]
             raise SystemExit(f"{client} failed: {' | '.join(tail)}")
+        c = psutil.Process(h.pid).cpu_times()
+        emu_cpu = c.user + c.system - emu_cpu.user - emu_cpu.system
         h.stop()
         emu = h.records()
-    return errors(client, json.loads(out.read_text()), emu, n)
+    row = errors(client, json.loads(out.read_text()), emu, n)
+    row["emulator_us_per_token"] = emu_cpu * 1e6 / row["tokens"] if row["tokens"] else None
+    late = [(t - r["start_ns"]) / 1e6 - TTFT_MS - i * ITL_MS for r in emu for i, t in enumerate(r["token_ns"])]
+    row["emulator_late_ms"] = dist(late)
+    return row
+
+
+def dist(v):
+    from servebench.metrics import dist as d
+    return d(v)
 
 
 def held(emu: list[dict]) -> tuple[int, float]:
@@ -193,13 +206,15 @@ def _ids(client: str, n: int) -> set[str]:
 def table(rows: list[dict]) -> str:
     f = lambda v, d=2: "—" if v is None else f"{v:.{d}f}"
     out = ["| load | client | CPU µs/token | streams held (peak / mean) | TTFT error p50 / p99 (ms) "
-           "| ITL error p50 / p99 (ms) | e2e error p50 (ms) | send lag p50 (ms) | failed |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| ITL error p50 / p99 (ms) | e2e error p50 (ms) | send lag p50 (ms) | failed "
+           "| emulator µs/token, late p50 / p99 (ms) |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['shape']} | {r['client']} | {f(r['us_per_token'], 1)} | {r['held_peak']} / {r['held_mean']:.0f} "
                    f"| {f(r['ttft_err_ms']['p50'])} / {f(r['ttft_err_ms']['p99'])} "
                    f"| {f(r['itl_err_ms']['p50'])} / {f(r['itl_err_ms']['p99'])} | {f(r['e2e_err_ms']['p50'])} "
-                   f"| {f(r['send_lag_ms']['p50'])} | {r['failed']} |")
+                   f"| {f(r['send_lag_ms']['p50'])} | {r['failed']} | {f(r['emulator_us_per_token'], 1)}, "
+                   f"{f(r['emulator_late_ms']['p50'])} / {f(r['emulator_late_ms']['p99'])} |")
     return "\n".join(out)
 
 
@@ -220,6 +235,7 @@ def main() -> None:
     ap.add_argument("spec", nargs="?", help=argparse.SUPPRESS)
     ap.add_argument("--quick", action="store_true", help="smaller loads (no 500-stream row)")
     ap.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated subset of: " + ", ".join(CLIENTS))
+    ap.add_argument("--shapes", default=None, help="comma-separated subset of the load names (e.g. 'burst 200')")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_loadgen.json"), help="raw results (JSON)")
     ap.add_argument("--write-docs", action="store_true", help="replace the table in docs/performance.md")
     a = ap.parse_args()
@@ -234,8 +250,15 @@ def main() -> None:
         raise SystemExit(f"unknown client(s): {', '.join(sorted(unknown))}")
     if "vllm bench serve" in clients and not VENV_PY.exists():
         raise SystemExit("vllm bench serve needs .venv: run scripts/setup.sh (or pass --clients without it)")
+    shapes = QUICK if a.quick else SHAPES
+    if a.shapes:
+        known = {**shapes, **EXTRA}
+        pick = [x.strip() for x in a.shapes.split(",")]
+        if set(pick) - set(known):
+            raise SystemExit(f"unknown load(s): {', '.join(sorted(set(pick) - set(known)))}; known: {', '.join(known)}")
+        shapes = {k: known[k] for k in pick}
     rows = []
-    for shape, spec in (QUICK if a.quick else SHAPES).items():
+    for shape, spec in shapes.items():
         for client in clients:
             with tempfile.TemporaryDirectory() as d:
                 t = time.time()

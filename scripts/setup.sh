@@ -45,8 +45,18 @@ command -v "$PYTHON" >/dev/null || die "$PYTHON not found (need Python >= 3.11)"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
   || die "$PYTHON is $("$PYTHON" -V 2>&1); need Python >= 3.11"
 
+# Two callers at once (a developer and a test run) would corrupt one venv: serialize them.
+if command -v flock >/dev/null; then
+  exec 9<"$ROOT/scripts/setup.sh"
+  flock 9
+fi
+
+# vLLM and servebench import, and the tiny preset exists (it is regenerated if the model
+# cache was cleared; SERVEBENCH_HOME decides where).
+READY_CHECK='import vllm; from servebench.presets import resolve_model; print(resolve_model("tiny"))'
+
 want="$(inputs_hash)"
-if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && "$VPY" -c 'import vllm, servebench' >/dev/null 2>&1; then
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && "$VPY" -c "$READY_CHECK" >/dev/null 2>&1; then
   step "environment up to date ($VENV)"
   exit 0
 fi
@@ -96,7 +106,7 @@ run_logged "$VPY" -m pip install -q -c "$CONSTRAINTS" -e ".[test]"
   || { tail -n 20 "$LOG" >&2; die "'import vllm, servebench' fails in $VENV"; }
 
 step "generating the tiny model preset"
-"$VPY" -c 'from servebench.presets import resolve_model; print(resolve_model("tiny"))' >>"$LOG" 2>&1 \
+"$VPY" -c "$READY_CHECK" >>"$LOG" 2>&1 \
   || { tail -n 20 "$LOG" >&2; die "generating the tiny preset failed"; }
 
 echo "$want" >"$STAMP"

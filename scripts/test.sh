@@ -4,4 +4,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest tests -q "$@"
+# arguments replace the default selection, e.g. `scripts/test.sh tests/integration -x`
+exec .venv/bin/python -m pytest -q "${@:-tests}"

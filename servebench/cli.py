@@ -78,6 +78,8 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Run name (part of the run directory).")
 @click.option("--no-telemetry", is_flag=True, help="Do not sample GPUs, processes or /metrics.")
+@click.option("--self-check/--no-self-check", default=None,
+              help="Calibrate the client against the built-in emulator first (default: above 100 streams).")
 @click.option("--no-plots", is_flag=True, help="Do not draw timeline.png / timeline.html.")
 @click.option("--launcher-opt", "launcher_opts", multiple=True, metavar="KEY=VALUE",
               help="Launcher option, e.g. instance_type=ml.g5.2xlarge, region=us-west-2, quantize=gptq.")
@@ -99,7 +101,7 @@ def run(**o) -> None:
             max_error_rate=o["max_error_rate"], plots=not o["no_plots"], launcher_options=_kv(o["launcher_opts"]),
             load=dict(requests=o["requests"], concurrency=o["concurrency"], rate=o["rate"], arrival=o["arrival"],
                       duration_s=o["duration"], warmup=o["warmup"], seed=o["seed"], workers=o["workers"],
-                      request_timeout_s=o["request_timeout_s"]),
+                      request_timeout_s=o["request_timeout_s"], self_check=o["self_check"]),
             workload=dict(input_tokens=o["input_tokens"], output_tokens=o["output_tokens"],
                           prompts_file=o["prompts_file"], tokenizer=o["tokenizer"]),
         )

@@ -46,6 +46,7 @@ class RunState:
     samplers: list = field(default_factory=list)
     status: str = "failed"
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
     connect_ns: list[int] = field(default_factory=list)  # set-up of connections opened before t0
 
 
@@ -148,19 +149,16 @@ def _drive_all(cfg: RunConfig, st: RunState, adapter, prompts, served: str, prog
         RequestRecord(index=i - load.warmup, warmup=i < load.warmup, input_tokens=p.input_tokens, output_tokens=p.output_tokens)
         for i, p in enumerate(prompts)
     ]
-    if load.workers > 1:
-        from servebench.workers import drive_workers
-
-        drive_workers(cfg, server.base_url, kind, reqs, st, progress)
-        return
     loop_runner = asyncio.Runner(loop_factory=new_loop)
     try:
-        loop_runner.run(_drive_async(cfg, kind, server.base_url, reqs, st, progress))
+        rest = loop_runner.run(_drive_async(cfg, kind, server.base_url, reqs, st, progress))
     finally:
         loop_runner.close()
+    if rest is not None:  # --workers N: the measured part runs in N processes (blocking here)
+        _drive_workers(cfg, kind, server.base_url, *rest, st, progress)
 
 
-async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunState, progress) -> None:
+async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunState, progress):
     from servebench.transport import transport_class
 
     load = cfg.load
@@ -172,15 +170,47 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunSt
             warm = LoadPlan(wires[:w], st.records[:w], None, min(w, load.concurrency or w))
             await tr.prepare(warm.concurrency)
             await drive(tr, warm, perf_counter_ns())
-        plan = LoadPlan(wires[w:], st.records[w:], release_offsets_ns(load, len(wires) - w), load.concurrency,
-                        int(load.duration_s * 1e9) if load.duration_s else None)
-        await tr.prepare(_connections_needed(cfg, st.records[:w]))
+        await _self_check(load, st)
+        offsets = release_offsets_ns(load, len(wires) - w)
+        duration_ns = int(load.duration_s * 1e9) if load.duration_s else None
+        conns = _connections_needed(cfg, st.records[:w])
+        if load.workers > 1:
+            return wires[w:], offsets, duration_ns, conns  # the workers open their own connections
+        plan = LoadPlan(wires[w:], st.records[w:], offsets, load.concurrency, duration_ns)
+        await tr.prepare(conns)
         _mark(st.samplers)
         await drive(tr, plan, perf_counter_ns() + 20_000_000, progress, st.stats)
         _mark(st.samplers)
     finally:
-        st.connect_ns = list(tr.connect_ns)
+        st.connect_ns.extend(tr.connect_ns)
         await tr.close()
+
+
+def _drive_workers(cfg, kind, base_url, wires, offsets, duration_ns, conns, st: RunState, progress) -> None:
+    """--workers N: N processes, one shared t0, records merged back in place (also on Ctrl-C)."""
+    from servebench.workers import run_split
+
+    load, w = cfg.load, cfg.load.warmup
+    measured = st.records[w:]
+    try:
+        run_split(base_url, kind, wires, measured, offsets, load.concurrency, duration_ns, load.workers,
+                  connections=conns, timeout_s=load.request_timeout_s, progress=progress, stats=st.stats,
+                  connect_ns=st.connect_ns, on_t0=lambda: _mark(st.samplers))
+        _mark(st.samplers)
+    finally:
+        st.records[w:] = measured
+
+
+async def _self_check(load, st: RunState) -> None:
+    """Measure the client's own floor against the built-in emulator (in a thread: it runs its
+    own event loop) and warn when the requested load is beyond it."""
+    from servebench import calibrate
+
+    warning = await asyncio.get_running_loop().run_in_executor(
+        None, calibrate.self_check, load, st.records[: load.warmup], load.self_check
+    )
+    if warning:
+        st.warnings.append(warning)
 
 
 def _connections_needed(cfg: RunConfig, warm: list[RequestRecord]) -> int:
@@ -213,6 +243,7 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
     summary = summarize(sent, target_concurrency=cfg.load.concurrency, target_rate=cfg.load.rate)
     summary["status"] = st.status
     summary["error"] = st.error
+    summary["warnings"] = list(st.warnings)
     summary["not_released"] = sum(1 for r in st.records if not r.warmup and not r.sent_ns)
     summary["loop_lag_ms"] = dist([v / 1e6 for v in st.stats.loop_lag_ns])
     summary["connections"] = {"opened": len(st.connect_ns), "setup_ms": dist([v / 1e6 for v in st.connect_ns])}

@@ -20,7 +20,7 @@ def _f(v, nd: int = 2) -> str:
 
 def warnings(s: dict) -> list[str]:
     """Things a reader must not miss: they change what the numbers mean."""
-    out = []
+    out = list(s.get("warnings") or [])
     o, i, c = s["output_tokens"], s["input_tokens"], s.get("concurrency") or {}
     if s["failed"]:
         out.append(f"{s['failed']} request(s) failed ({s['error_rate']:.1%}): " + "; ".join(f"{k} x{v}" for k, v in s.get("errors", {}).items()))

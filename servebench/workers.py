@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import fields
 from multiprocessing.connection import Connection, wait
 from time import perf_counter_ns
 from typing import Any, Callable
@@ -38,10 +39,13 @@ class WorkerError(RuntimeError):
 def run_split(base_url: str, kind: str, wires: list[Any], records: list[RequestRecord],
               offsets_ns: list[int] | None, concurrency: int | None, duration_ns: int | None,
               workers: int, *, connections: int | None = None, timeout_s: float = 600.0,
-              progress: Callable[[int, int], None] | None = None, stats: LoadStats | None = None) -> LoadStats:
+              progress: Callable[[int, int], None] | None = None, stats: LoadStats | None = None,
+              connect_ns: list[int] | None = None, on_t0: Callable[[], None] | None = None) -> LoadStats:
     """Drive `wires` (prepared requests) across `workers` processes from one shared t0.
     `records[i]` is replaced by the worker's filled copy. `connections`: how many to open
-    before t0 in total (default: the concurrency, or one per request)."""
+    before t0 in total (default: the concurrency, or one per request). The returned stats
+    pool every worker's (cpu_ns: the sum of the workers' load-loop CPU); `connect_ns` gets the
+    set-up time of every connection the workers opened. `on_t0()` runs once t0 is sent."""
     n = len(records)
     parts = split_plan(list(range(n)), offsets_ns, concurrency, workers)
     total_conns = connections or concurrency or n
@@ -62,7 +66,7 @@ def run_split(base_url: str, kind: str, wires: list[Any], records: list[RequestR
         conn.send(job)
     stats = stats or LoadStats()
     try:
-        _collect(procs, pipes, parts, records, stats, progress, n)
+        _collect(procs, pipes, parts, records, stats, progress, n, connect_ns, on_t0)
     finally:
         for p in procs:
             try:
@@ -75,7 +79,7 @@ def run_split(base_url: str, kind: str, wires: list[Any], records: list[RequestR
     return stats
 
 
-def _collect(procs, pipes, parts, records, stats, progress, n) -> None:
+def _collect(procs, pipes, parts, records, stats, progress, n, connect_ns, on_t0) -> None:
     state = {id(c): "starting" for c in pipes}
     done_counts = {id(c): 0 for c in pipes}
     error: str | None = None
@@ -102,6 +106,8 @@ def _collect(procs, pipes, parts, records, stats, progress, n) -> None:
                     for i, rec in zip(parts[w][0], msg[1]):
                         records[i] = rec
                     _merge(stats, msg[2])
+                    if connect_ns is not None:
+                        connect_ns.extend(msg[3])
                     state[id(c)] = "done"
                 elif kind == "error":
                     state[id(c)] = "dead"
@@ -113,6 +119,8 @@ def _collect(procs, pipes, parts, records, stats, progress, n) -> None:
                 started = True
                 stats.t0_ns = perf_counter_ns() + START_MARGIN_NS
                 _tell(pipes, state, ("t0", stats.t0_ns))
+                if on_t0 is not None:
+                    on_t0()
             elif not started and time.monotonic() > deadline and not error:
                 error = "load workers did not get ready within 120 s"
                 _tell(pipes, state, ("stop",))
@@ -144,9 +152,15 @@ def _tell(pipes: list[Connection], state: dict, msg: tuple) -> None:
 
 
 def _merge(into: LoadStats, part: LoadStats) -> None:
-    into.released += part.released
-    into.done += part.done
-    into.loop_lag_ns.extend(part.loop_lag_ns)
+    """Counters add up (CPU too: the run's client CPU is every worker's); samples pool."""
+    for f in fields(LoadStats):
+        if f.name == "t0_ns":
+            continue
+        v = getattr(part, f.name)
+        if isinstance(v, list):
+            getattr(into, f.name).extend(v)
+        elif isinstance(v, (int, float)):
+            setattr(into, f.name, getattr(into, f.name) + v)
 
 
 # -- the worker process
@@ -197,7 +211,7 @@ async def _worker(conn: Connection, job: dict) -> None:
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait([t0_fut, waiter], return_when=asyncio.FIRST_COMPLETED)
         if not t0_fut.done():
-            conn.send(("done", records, stats))
+            conn.send(("done", records, stats, list(tr.connect_ns)))
             return
         plan = LoadPlan(job["wires"], records, job["offsets"], job["concurrency"], job["duration_ns"])
         run = asyncio.ensure_future(drive(tr, plan, t0_fut.result(), stats=stats))
@@ -216,48 +230,12 @@ async def _worker(conn: Connection, job: dict) -> None:
         waiter.cancel()
     finally:
         await tr.close()
-    conn.send(("done", records, stats))
+    conn.send(("done", records, stats, list(getattr(tr, "connect_ns", []))))
 
 
 def _child() -> None:
     conn = Connection(int(sys.argv[1]))
     _worker_main(conn, conn.recv())
-
-
-def drive_workers(cfg, base_url: str, kind: str, reqs: list, st, progress) -> None:
-    """orchestrate's entry for load.workers > 1: warm-up in this process (as with one worker),
-    then the measured plan across the workers."""
-    import asyncio
-
-    from servebench.orchestrate import _connections_needed
-    from servebench.schedule import release_offsets_ns
-    from servebench.transport import transport_class
-
-    load = cfg.load
-    enc = transport_class(kind)(base_url, timeout_s=load.request_timeout_s)
-    wires = [enc.encode(r, rec.index) for r, rec in zip(reqs, st.records)]
-    w = load.warmup
-    if w:
-        async def warm() -> None:
-            tr = transport_class(kind)(base_url, timeout_s=load.request_timeout_s)
-            plan = LoadPlan(wires[:w], st.records[:w], None, min(w, load.concurrency or w))
-            try:
-                await tr.prepare(plan.concurrency)
-                await drive(tr, plan, perf_counter_ns())
-            finally:
-                await tr.close()
-
-        runner = asyncio.Runner(loop_factory=new_loop)
-        try:
-            runner.run(warm())
-        finally:
-            runner.close()
-    measured = st.records[w:]
-    run_split(base_url, kind, wires[w:], measured, release_offsets_ns(load, len(measured)), load.concurrency,
-              int(load.duration_s * 1e9) if load.duration_s else None, load.workers,
-              connections=_connections_needed(cfg, st.records[:w]), timeout_s=load.request_timeout_s,
-              progress=progress, stats=st.stats)
-    st.records[w:] = measured
 
 
 if __name__ == "__main__":

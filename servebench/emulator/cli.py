@@ -51,7 +51,8 @@ def emulate(fmt, ttft_ms, itl_ms, jitter_ms, fail_rate, fail_mode, batch_slowdow
 
     try:
         run(cfg, ready)
-    except OSError as e:  # port in use, unwritable log, missing tokenizer file
-        raise click.ClickException(f"emulator: {e.strerror or e}") from None
-    except Exception as e:  # a tokenizer file that does not parse
-        raise click.ClickException(f"emulator: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    except OSError as e:  # port in use, unwritable log
+        where = f": {e.filename}" if e.filename else ""
+        raise click.ClickException(f"emulator: {e.strerror or e}{where}") from None
+    except ValueError as e:  # a tokenizer that does not load
+        raise click.ClickException(f"emulator: {e}") from None

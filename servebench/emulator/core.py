@@ -26,6 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from servebench.emulator.formats import FORMATS, Gen
 
+# Token writes per event-loop turn. Requests are stamped on arrival in data_received, which
+# only runs between turns: 500 streams due at once would otherwise hold arrivals for ~5 ms.
+WRITES_PER_TURN = 32
+
 FormatName = Literal["openai", "openai-chat", "tgi", "lightllm", "sglang"]
 
 
@@ -87,7 +91,9 @@ class Emulator:
         self.pending: list[str] = []
         self.log: IO[str] | None = open(cfg.log, "w", encoding="utf-8") if cfg.log else None
         if self.log:
-            self.log.write(json.dumps({"kind": "config", **cfg.model_dump()}) + "\n")
+            from servebench.emulator.sock import SO_TIMESTAMPNS
+            clock = "kernel receive timestamp" if SO_TIMESTAMPNS is not None else "read time"
+            self.log.write(json.dumps({"kind": "config", **cfg.model_dump(), "arrival_clock": clock}) + "\n")
             self.log.flush()
             self.flusher = loop.call_later(cfg.flush_s, self._flush_tick)
 
@@ -142,49 +148,76 @@ class Emulator:
     def _fire(self) -> None:
         self.timer = None
         heap = self.heap
-        fmt = self.fmt
         now = perf_counter_ns()
+        budget = WRITES_PER_TURN
         while heap and heap[0][0] <= now:
+            budget -= 1
+            if budget < 0:  # let the loop stamp arrivals before writing more (see WRITES_PER_TURN)
+                self.timer = self.loop.call_soon(self._fire)
+                self.timer_at = now
+                return
             s = heappop(heap)[2]
-            if s.dead:
-                continue
-            g = s.gen
+            if not s.dead:
+                self._emit(s, now)
+            now = perf_counter_ns()
+        if heap:
+            self._arm(heap[0][0])
+
+    def _emit(self, s: Stream, now: int) -> None:
+        """Write every token of `s` due by `now` in ONE write: normally one token, but a loop
+        that fell behind catches up with one send per stream instead of one per token (which
+        is what made it fall behind). Tokens written together are logged with the same time."""
+        g, fmt = s.gen, self.fmt
+        parts: list[bytes] = []
+        n = 0
+        while True:
             i = s.i
             last = i == g.max_tokens - 1
             if g.stream:
                 data = fmt.token(g, i)
-                frame = b"%x\r\n%b\r\n" % (len(data), data)
+                parts.append(b"%x\r\n%b\r\n" % (len(data), data))
                 if last:
                     tail = fmt.tail(g)
-                    frame += (b"%x\r\n%b\r\n" % (len(tail), tail) if tail else b"") + b"0\r\n\r\n"
-                now = perf_counter_ns()
-                s.conn.write(frame)
-                s.token_ns.append(now)
+                    if tail:
+                        parts.append(b"%x\r\n%b\r\n" % (len(tail), tail))
+                    parts.append(b"0\r\n\r\n")
             s.i = i = i + 1
-            if last:
-                if not g.stream:
-                    g.extra.update(total_ms=(now - s.arrival_ns) / 1e6, queue_ms=(s.start_ns - s.arrival_ns) / 1e6,
-                                   inference_ms=(now - s.start_ns) / 1e6)
-                    now = perf_counter_ns()
-                    s.conn.send_whole(*fmt.whole(g))
-                self._done(s, "ok", now, 200)
-                s.conn.end_stream()
-            elif i == s.fail_at:
-                self._done(s, "abort", now, 200)
-                s.conn.abort_stream()
+            n += 1
+            if last or i == s.fail_at:
+                break
+            d = self._next_deadline(s)
+            if d > now:
+                heappush(self.heap, (d, next(self.tick), s))
+                break
+        t = perf_counter_ns()
+        if g.stream:
+            s.conn.write(parts[0] if len(parts) == 1 else b"".join(parts))
+            if n == 1:
+                s.token_ns.append(t)
             else:
-                itl = self.itl_ns
-                if self.cfg.batch_slowdown:
-                    itl = int(itl * (1 + self.cfg.batch_slowdown * (len(self.running) - 1)))
-                s.nominal_ns += itl
-                d = s.nominal_ns
-                if self.jitter_ns:
-                    d = max(d + int(s.rng.random() * self.jitter_ns), s.deadline_ns)
-                s.deadline_ns = d
-                heappush(heap, (d, next(self.tick), s))
-            now = perf_counter_ns()
-        if heap:
-            self._arm(heap[0][0])
+                s.token_ns.extend([t] * n)
+        if last:
+            if not g.stream:
+                g.extra.update(total_ms=(t - s.arrival_ns) / 1e6, queue_ms=(s.start_ns - s.arrival_ns) / 1e6,
+                               inference_ms=(t - s.start_ns) / 1e6)
+                t = perf_counter_ns()
+                s.conn.send_whole(*fmt.whole(g))
+            self._done(s, "ok", t, 200)
+            s.conn.end_stream()
+        elif i == s.fail_at:
+            self._done(s, "abort", t, 200)
+            s.conn.abort_stream()
+
+    def _next_deadline(self, s: Stream) -> int:
+        itl = self.itl_ns
+        if self.cfg.batch_slowdown:
+            itl = int(itl * (1 + self.cfg.batch_slowdown * (len(self.running) - 1)))
+        s.nominal_ns += itl
+        d = s.nominal_ns
+        if self.jitter_ns:
+            d = max(d + int(s.rng.random() * self.jitter_ns), s.deadline_ns)
+        s.deadline_ns = d
+        return d
 
     # -- requests out
     def client_gone(self, s: Stream) -> None:
@@ -260,5 +293,9 @@ def _counter(tokenizer: str | None):
 
     from tokenizers import Tokenizer
     p = Path(tokenizer)
-    tok = Tokenizer.from_file(str(p / "tokenizer.json" if p.is_dir() else p))
+    p = p / "tokenizer.json" if p.is_dir() else p
+    try:
+        tok = Tokenizer.from_file(str(p))
+    except Exception as e:  # tokenizers raises a bare Exception for a missing or bad file
+        raise ValueError(f"cannot load tokenizer {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     return lambda text: len(tok.encode(text, add_special_tokens=False).ids)

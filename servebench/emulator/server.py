@@ -1,8 +1,9 @@
-"""The emulator's HTTP/1.1 side: a raw asyncio.Protocol, keep-alive, chunked responses.
+"""The emulator's HTTP/1.1 side: keep-alive, chunked responses, one request at a time per
+connection (a pipelined request waits in the buffer until the response is done).
 
-Raw protocol rather than asyncio streams: no task or StreamReader per connection, and the
-arrival stamp is taken first thing in `data_received`, before any parsing. One request at a
-time per connection (a pipelined request waits in the buffer until the response is done).
+Sockets are driven directly (emulator.sock) rather than through asyncio transports, so that a
+request's arrival is the kernel's receive timestamp of its last bytes, not the moment this
+loop got round to reading them.
 
 Run as a process: `python -m servebench.emulator.server '<EmulatorConfig JSON>'`; it prints one
 JSON line {"url", "port", "pid", "log"} when it listens and exits cleanly on SIGTERM/SIGINT.
@@ -19,6 +20,7 @@ from time import perf_counter_ns
 
 from servebench.emulator.core import Emulator, EmulatorConfig, Stream
 from servebench.emulator.formats import BadRequest, Gen, now_created
+from servebench.emulator.sock import Listener, SockConn
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             413: "Payload Too Large", 422: "Unprocessable Entity", 431: "Request Header Fields Too Large",
@@ -27,42 +29,28 @@ _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024
 
 
-class Conn(asyncio.Protocol):
-    __slots__ = ("emu", "t", "buf", "stream", "keep", "closed", "rid", "rx_ns", "queued")
+class Conn(SockConn):
+    __slots__ = ("emu", "buf", "stream", "keep", "closed", "rid")
 
-    def __init__(self, emu: Emulator) -> None:
+    def __init__(self, emu: Emulator, loop, sock, owner) -> None:
         self.emu = emu
-        self.t: asyncio.Transport | None = None
         self.buf = bytearray()
         self.stream: Stream | None = None  # the response in progress, if any
         self.keep = True
-        self.closed = False
+        self.closed = False  # no more requests are read (closing, or gone)
         self.rid = ""
-        self.rx_ns = 0  # when the last bytes arrived: a request completed by them arrived then
-        self.queued = False
+        super().__init__(loop, sock, owner)
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
-        self.t = transport
-
-    def connection_lost(self, exc) -> None:
+    def on_lost(self) -> None:
         self.closed = True
         if self.stream is not None:
             self.emu.client_gone(self.stream)
             self.stream = None
 
-    def data_received(self, data: bytes) -> None:
-        # Stamp and defer: when many requests land in one poll (a burst), each socket's
-        # callback only stamps, so the 50th arrival is not stamped after 49 parses.
-        self.rx_ns = perf_counter_ns()
+    def on_data(self, data: bytes, arrival_ns: int) -> None:
         self.buf += data
-        if self.stream is None and not self.queued:
-            self.queued = True
-            self.emu.loop.call_soon(self._deferred)
-
-    def _deferred(self) -> None:
-        self.queued = False
         if self.stream is None:
-            self._next(self.rx_ns)
+            self._next(arrival_ns)
 
     # -- requests
     def _next(self, now: int) -> None:
@@ -151,19 +139,19 @@ class Conn(asyncio.Protocol):
         head += [f"{k}: {v}" for k, v in headers]
         if not keep:
             head.append("connection: close")
-        self.t.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "replace") + body)
+        self.send(("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "replace") + body)
         self.rid = ""
         if not keep:
             self.closed = True
-            self.t.close()
+            self.close()
 
     # -- called by the Emulator's clock
     def write(self, data: bytes) -> None:
-        self.t.write(data)
+        self.send(data)
 
     def begin_stream(self) -> None:
         # headers go out on arrival, as the engines do; tokens follow on their deadlines
-        self.t.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+        self.send(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
                      b"cache-control: no-cache\r\nx-request-id: %b\r\ntransfer-encoding: chunked\r\n%b\r\n"
                      % (self.rid.encode("latin-1", "replace"), b"" if self.keep else b"connection: close\r\n"))
 
@@ -180,7 +168,7 @@ class Conn(asyncio.Protocol):
             return
         if not self.keep:
             self.closed = True
-            self.t.close()
+            self.close()
         elif self.buf:
             self._next(perf_counter_ns())
 
@@ -188,7 +176,7 @@ class Conn(asyncio.Protocol):
         """Mid-stream failure: drop the connection without the terminating chunk."""
         self.stream = None
         self.closed = True
-        self.t.close()
+        self.close()
 
 
 def new_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -202,12 +190,15 @@ def new_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-async def start(cfg: EmulatorConfig) -> tuple[Emulator, asyncio.base_events.Server, int]:
+async def start(cfg: EmulatorConfig) -> tuple[Emulator, Listener, int]:
     loop = asyncio.get_running_loop()
     emu = Emulator(cfg, loop)
-    srv = await loop.create_server(lambda: Conn(emu), cfg.host, cfg.port, backlog=4096, reuse_address=True)
-    port = srv.sockets[0].getsockname()[1]
-    return emu, srv, port
+    try:
+        srv = Listener(loop, cfg.host, cfg.port, lambda lp, sock, owner: Conn(emu, lp, sock, owner))
+    except BaseException:
+        emu.close()
+        raise
+    return emu, srv, srv.port
 
 
 async def serve(cfg: EmulatorConfig, ready=None, stop: asyncio.Event | None = None) -> None:
@@ -225,8 +216,8 @@ async def serve(cfg: EmulatorConfig, ready=None, stop: asyncio.Event | None = No
     try:
         await stop.wait()
     finally:
+        emu.close()  # live streams are logged as "shutdown" before their sockets go
         srv.close()
-        emu.close()
 
 
 def _main_thread() -> bool:

@@ -1,4 +1,4 @@
-"""One real vLLM CPU server for the whole session, plus helpers to drive the real CLI.
+"""One real vLLM CPU server for the whole session (helpers for the CLI are in _cli.py).
 
 These tests never skip: CI has no GPU and no other engine, so a skipped integration test
 would be a silently untested benchmarker. Without vLLM they fail and say how to fix it.

@@ -19,8 +19,8 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unknown_backend(vllm_server, tmp_path):
-    res = servebench("run", "--backend", "nosuch", "--endpoint", vllm_server.base_url, "--requests", "2",
+def test_unknown_backend(tmp_path):
+    res = servebench("run", "--backend", "nosuch", "--endpoint", f"http://127.0.0.1:{_closed_port()}", "--requests", "2",
                      "--results-dir", str(tmp_path), cwd=tmp_path, timeout=120)
     assert_one_line_error(res, r"unknown engine 'nosuch'")
 

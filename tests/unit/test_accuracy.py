@@ -22,8 +22,12 @@ from servebench.transport.http import HttpTransport
 
 TTFT_MS, ITL_MS, TOKENS = 20.0, 5.0, 16
 # median TTFT / e2e error allowed, per load shape (ms); ITL: |median gap error|
-TOL = {"c1": 0.5, "c20": 0.8, "burst50": 2.0}
+TOL = {"c1": 0.25, "c20": 0.4, "burst50": 1.0}
 TOL_ITL_MS = 0.2
+# arrival (kernel receive stamp) - sent_ns: only the write syscall lies between them for a
+# client that stamps right before writing, whatever the load; stamping before connecting or
+# serializing puts that work here
+TOL_SEND_MS = 0.03  # measured: good client 0.002-0.01 ms; connect-after-stamp 0.07 ms and up
 SHAPES = {"c1": (10, 1), "c20": (60, 20), "burst50": (50, None)}
 ids = itertools.count(0, 1000)
 
@@ -72,34 +76,44 @@ def measure(h, shape: str, bad: bool = False, workers: int = 1) -> dict:
     return acc
 
 
-def best_of(h, shape: str, key: str, **kw) -> tuple[float, list[dict]]:
-    """A good client stops at its first attempt within tolerance (up to 5); a bad one gets 3."""
+def within(acc: dict, shape: str) -> bool:
+    return (acc["ttft_err_ms"]["p50"] < TOL[shape] and acc["e2e_err_ms"]["p50"] < TOL[shape] + 0.5
+            and abs(acc["itl_err_ms"]["p50"]) < TOL_ITL_MS and acc["send_lag_ms"]["p50"] < TOL_SEND_MS)
+
+
+def attempts(h, shape: str, **kw) -> list[dict]:
+    """Up to 5 attempts, stopping at the first within tolerance: the same rule for every client."""
     runs = []
-    for _ in range(3 if kw.get("bad") else 5):
+    for _ in range(5):
         runs.append(measure(h, shape, **kw))
-        if runs[-1][key]["p50"] < TOL[shape] and not kw.get("bad"):
+        if within(runs[-1], shape):
             break
-    return min(r[key]["p50"] for r in runs), runs
+    return runs
+
+
+def brief(runs: list[dict]) -> str:
+    return "; ".join(f"TTFT {r['ttft_err_ms']['p50']:.3f} e2e {r['e2e_err_ms']['p50']:.3f} "
+                     f"ITL {r['itl_err_ms']['p50']:.3f} send {r['send_lag_ms']['p50']:.3f} ms" for r in runs)
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
-def test_ttft_and_e2e_match_the_emulator(emu, shape):
-    best, runs = best_of(emu, shape, "ttft_err_ms")
-    assert best < TOL[shape], f"TTFT error p50 {best:.3f} ms"
-    quiet = min(runs, key=lambda r: r["ttft_err_ms"]["p50"])
-    assert quiet["e2e_err_ms"]["p50"] < TOL[shape] + 0.5
-    assert abs(quiet["itl_err_ms"]["p50"]) < TOL_ITL_MS
-    assert quiet["send_lag_ms"]["min"] >= 0 and quiet["recv_lag_ms"]["min"] >= 0
+def test_ttft_e2e_and_itl_match_the_emulator(emu, shape):
+    runs = attempts(emu, shape)
+    assert within(runs[-1], shape), f"p50 errors per attempt: {brief(runs)}"
 
 
-@pytest.mark.parametrize("shape", ["c20", "burst50"])
+@pytest.mark.parametrize("shape", list(SHAPES))
 def test_a_client_that_stamps_before_connecting_fails_the_tolerance(emu, shape):
-    best, runs = best_of(emu, shape, "ttft_err_ms", bad=True)
-    assert best > TOL[shape], f"the bad client passed: TTFT error p50 {best:.3f} ms"
+    # Its TTFT error alone is not always enough: at 1 and 20 streams a fresh loopback connection
+    # costs as little as 0.07-0.3 ms, and it has measured 0.22-0.24 ms TTFT error, inside the
+    # tolerance. Its send lag is not: the good client's is the write syscall (~5 us).
+    runs = attempts(emu, shape, bad=True)
+    assert not within(runs[-1], shape), f"the bad client passed: {brief(runs)}"
+    assert all(r["send_lag_ms"]["p50"] > TOL_SEND_MS for r in runs), brief(runs)
     # and the error is where the bad client puts it: on the sending side
-    assert min(r["send_lag_ms"]["p50"] for r in runs) > TOL[shape] - 0.5
+    assert all(r["send_lag_ms"]["p50"] > TOL[shape] / 2 for r in runs)
 
 
 def test_two_workers_keep_the_burst_accurate(emu):
-    best, runs = best_of(emu, "burst50", "ttft_err_ms", workers=2)
-    assert best < TOL["burst50"], f"TTFT error p50 {best:.3f} ms"
+    runs = attempts(emu, "burst50", workers=2)
+    assert within(runs[-1], "burst50"), f"p50 errors per attempt: {brief(runs)}"

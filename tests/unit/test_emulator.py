@@ -253,7 +253,7 @@ def test_start_failure_is_one_line(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        with pytest.raises(EmulatorError, match="emulator did not start: .*address already in use") as ei:
+        with pytest.raises(EmulatorError, match="(?i)emulator did not start: .*address already in use") as ei:
             start_emulator("openai", port=s.getsockname()[1], log=tmp_path / "x.jsonl", timeout_s=20)
     assert "\n" not in str(ei.value)
 
@@ -274,3 +274,24 @@ def test_cli_port_in_use_is_one_line():
         s.listen()
         res = CliRunner().invoke(emulate, ["--port", str(s.getsockname()[1])])
     assert res.exit_code == 1 and res.output.startswith("Error: emulator:") and "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--tokenizer", "/nonexistent/tok.json"], "emulator: cannot load tokenizer /nonexistent/tok.json"),
+    (["--log", "/nonexistent/dir/x.jsonl"], "emulator: No such file or directory: /nonexistent/dir/x.jsonl"),
+])
+def test_cli_bad_files_are_one_line(args, msg):
+    res = CliRunner().invoke(emulate, args)
+    assert res.exit_code == 1 and msg in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_prompt_tokens_counted_with_a_tokenizer_file(emu, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, "a": 1}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()  # "a,b" -> a , b: 3 tokens, 1 word
+    tok.save(str(tmp_path / "tokenizer.json"))
+    h = emu("openai", tokenizer=str(tmp_path))
+    body = {"prompt": "a,b c", "max_tokens": 1, "stream": True, "stream_options": {"include_usage": True}}
+    _, _, raw = post(h, "/v1/completions", body)
+    assert json.loads(sse_payloads(raw)[-2])["usage"]["prompt_tokens"] == 4

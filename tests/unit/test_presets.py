@@ -137,3 +137,17 @@ def test_bf16_rounding():
     assert back[0] == 1.0 and back[1] == -2.5
     assert back[2] == 1.0  # halfway between 1.0 and 1.0078125: ties to even
     assert abs(back[3] - 3.0e-3) / 3.0e-3 < 2**-8
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_shapes_are_servable(name):
+    spec = PRESETS[name]
+    assert spec.num_attention_heads % spec.num_key_value_heads == 0  # grouped-query attention
+    # head sizes vLLM's CPU attention accepts (v1/attention/backends/cpu_attn.py, 0.32)
+    assert spec.head_dim in (32, 64, 80, 96, 112, 128, 160, 192, 224, 256)
+    assert spec.max_position_embeddings >= 1024  # 512 in + 128 out, with room
+
+
+def test_small_is_larger_than_tiny():
+    tiny, small = PRESETS["tiny"], PRESETS["small"]
+    assert small.hidden_size > tiny.hidden_size and small.num_hidden_layers >= tiny.num_hidden_layers

@@ -1,0 +1,78 @@
+"""calibrate: the error arithmetic against an emulator log, and the client's floor."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from servebench.calibrate import Floor, compare, load_warning, measure_floor, self_check, warn_for_load
+from servebench.records import RequestRecord
+
+MS = 1_000_000
+
+
+def pair(sent=0, arrival=100_000, writes=(50 * MS, 60 * MS, 70 * MS), recv_lag=200_000, idx=0):
+    """A client record and the emulator entry for the same request, with known lags."""
+    reads = [w + recv_lag for w in writes]
+    rec = RequestRecord(index=idx, sent_ns=sent, status=200, end_ns=reads[-1] + 50_000,
+                        token_ns=reads, token_counts=[1] * len(reads))
+    emu = {"id": str(idx), "outcome": "ok", "arrival_ns": arrival, "token_ns": list(writes), "end_ns": writes[-1]}
+    return rec, emu
+
+
+def test_compare_splits_the_error_into_send_and_receive_lag():
+    rec, emu = pair(sent=0, arrival=300_000, recv_lag=200_000)
+    acc = compare([rec], [emu])
+    assert acc["matched"] == 1 and acc["causality_violations"] == 0
+    assert acc["send_lag_ms"]["p50"] == pytest.approx(0.3)
+    assert acc["recv_lag_ms"]["p50"] == pytest.approx(0.2)
+    assert acc["ttft_err_ms"]["p50"] == pytest.approx(0.5)  # = send lag + receive lag
+    assert acc["e2e_err_ms"]["p50"] == pytest.approx(0.55)  # + the 50 us tail after the last token
+    assert acc["itl_err_ms"]["max"] == pytest.approx(0.0)
+
+
+def test_compare_flags_a_read_before_its_write_and_skips_what_it_cannot_match():
+    bad, emu = pair(recv_lag=-200_000)
+    other, _ = pair(idx=7)
+    warm, _ = pair(idx=0)
+    warm.warmup = True
+    acc = compare([bad, other, warm], [emu])
+    assert acc["causality_violations"] == 1 and acc["matched"] == 1 and acc["unmatched"] == 1
+
+
+def test_load_warning_compares_token_demand_with_the_measured_floor():
+    floor = Floor(ttft_overhead_ms=0.2, us_per_token=10.0, ingest_tok_s=50_000)
+    assert load_warning(floor, 100, 100.0) is None  # 10k tokens/s
+    msg = load_warning(floor, 1000, 100.0)  # 100k tokens/s
+    assert msg is not None and "100,000 tokens/s" in msg and "10.0 us/token" in msg and "\n" not in msg
+    if (os.cpu_count() or 1) >= 2:
+        assert "--workers 2" in msg
+
+
+def test_measure_floor_against_a_private_emulator():
+    f = measure_floor(streams=20, tokens=50)
+    assert 0 < f.ttft_overhead_ms < 20
+    assert 0 < f.us_per_token < 1000 and f.ingest_tok_s == pytest.approx(0.5e6 / f.us_per_token)
+
+
+def test_warn_for_load_uses_the_warm_up_token_rate():
+    warm = RequestRecord(index=0, warmup=True, status=200, end_ns=1, token_ns=[i * 10 * MS for i in range(11)],
+                         token_counts=[1] * 11)  # 100 tokens/s per stream
+    assert warn_for_load(2, [warm]) is None
+    assert warn_for_load(10_000_000, [warm]) is not None
+    assert warn_for_load(10_000_000, []) is None  # nothing to go on: no self-check, no warning
+
+
+def test_self_check_is_on_by_default_only_above_100_streams():
+    from servebench.config import LoadConfig
+
+    warm = [RequestRecord(index=-1, warmup=True, status=200, sent_ns=1, end_ns=2 * 10**9,
+                          token_ns=[i * MS for i in range(11)], token_counts=[1] * 11)]  # 1000 tokens/s
+    assert self_check(LoadConfig(concurrency=100_000), warm, enabled=False) is None
+    # 100 streams is the threshold: not checked even though the demand is absurd for one worker
+    assert self_check(LoadConfig(concurrency=100), warm) is None
+    assert self_check(LoadConfig(requests=10_000_000), warm) is not None  # a burst of 10M streams
+    # open loop: 1e6 req/s x 2 s latency in flight
+    assert self_check(LoadConfig(rate=1e6), warm) is not None
+    assert self_check(LoadConfig(rate=1.0), warm) is None  # ~3 streams: below the threshold

@@ -1,0 +1,131 @@
+"""--workers N: one plan, N processes, one t0; records merged back by position."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from servebench.adapters import ADAPTERS
+from servebench.calibrate import run_plan
+from servebench.emulator import start_emulator
+from servebench.records import RequestRecord
+from servebench.transport.http import HttpTransport
+from servebench.workers import WorkerError, run_split
+
+MS = 1_000_000
+
+
+def overlap_peak(log: list[dict]) -> int:
+    ev = sorted([(r["arrival_ns"], 1) for r in log] + [(r["end_ns"], -1) for r in log])
+    cur = peak = 0
+    for _, d in ev:
+        cur += d
+        peak = max(peak, cur)
+    return peak
+
+
+def wires(url: str, n: int, tokens: int = 4) -> list[bytes]:
+    ad, enc = ADAPTERS["openai-completions"], HttpTransport(url)
+    return [enc.encode(ad.build("x", tokens, model="m"), i) for i in range(n)]
+
+
+def test_concurrency_is_split_and_held_across_workers(tmp_path):
+    with start_emulator("openai", 5, 2, log=tmp_path / "e.jsonl") as h:
+        recs = run_plan(h.url, 30, concurrency=5, output_tokens=6, workers=2)
+        h.stop()
+        log = h.records()
+    assert [r.index for r in recs] == list(range(30)) and all(r.ok for r in recs)
+    assert sorted(int(r["id"]) for r in log) == list(range(30))
+    # 3 + 2 slots: the emulator never sees more than 5 at once, and does see 5
+    assert overlap_peak(log) == 5
+
+
+def test_rate_plan_keeps_global_release_times_from_one_t0(tmp_path):
+    n = 20
+    offsets = [i * 4 * MS for i in range(n)]
+    with start_emulator("openai", 2, 1, log=tmp_path / "e.jsonl") as h:
+        recs = [RequestRecord(index=i) for i in range(n)]
+        stats = run_split(h.url, "http", wires(h.url, n), recs, offsets, None, None, 2, connections=4)
+    assert stats.released == stats.done == n
+    # both workers released on the same clock: each request at t0 + its global offset
+    assert [r.scheduled_ns - stats.t0_ns for r in recs] == offsets
+    lags = sorted(r.sent_ns - r.scheduled_ns for r in recs)
+    assert lags[0] >= 0 and lags[n // 2] < 5 * MS
+    assert all(r.status == 200 and r.end_ns > r.sent_ns for r in recs)
+
+
+def test_burst_across_workers_releases_everything_at_t0(tmp_path):
+    with start_emulator("openai", 2, 1, log=tmp_path / "e.jsonl") as h:
+        recs = [RequestRecord(index=i) for i in range(16)]
+        stats = run_split(h.url, "http", wires(h.url, 16), recs, [0] * 16, None, None, 2)
+    assert {r.scheduled_ns for r in recs} == {stats.t0_ns}
+    assert min(r.sent_ns for r in recs) >= stats.t0_ns
+
+
+def test_unreachable_server_is_a_one_line_worker_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, never listening: connections are refused
+        url = f"http://127.0.0.1:{port}"
+        with pytest.raises(WorkerError, match=r"^load worker: cannot connect to 127\.0\.0\.1") as ei:
+            run_split(url, "http", wires(url, 4), [RequestRecord(index=i) for i in range(4)], None, 2, None, 2)
+    assert "\n" not in str(ei.value)
+
+
+def test_servebench_run_with_two_workers_end_to_end(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    with start_emulator("openai", 10, 2, log=tmp_path / "e.jsonl") as h:
+        p = subprocess.run([sys.executable, "-m", "servebench.cli", "run", "--endpoint", h.url, "--model", "tiny",
+                            "--requests", "20", "--input-tokens", "16", "--output-tokens", "6", "--concurrency", "4",
+                            "--warmup", "1", "--workers", "2", "--results-dir", str(tmp_path), "--no-telemetry"],
+                           capture_output=True, text=True, timeout=120)
+        h.stop()
+        log = h.records()
+    assert p.returncode == 0, p.stderr
+    run_dir = tmp_path / p.stdout.strip().splitlines()[-1].split("/")[-1]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["completed"] == 20 and summary["failed"] == 0
+    assert summary["client"]["workers"] == 2 and summary["client"]["cpu_s"] > 0  # the workers' CPU, merged
+    assert summary["connections"]["opened"] >= 4  # opened by the workers before t0
+    # warm-up (index -1) in the parent, then 0..19 across the workers, each matched by X-Request-Id
+    assert sorted(int(r["id"]) for r in log) == list(range(-1, 20))
+    assert overlap_peak([r for r in log if r["id"] != "-1"]) == 4
+
+
+def test_ctrl_c_stops_the_workers_and_keeps_what_they_measured(tmp_path):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import psutil
+
+    with start_emulator("openai", 10, 10, log=tmp_path / "e.jsonl") as h:
+        p = subprocess.Popen([sys.executable, "-m", "servebench.cli", "run", "--endpoint", h.url, "--model", "tiny",
+                              "--requests", "40", "--input-tokens", "16", "--output-tokens", "300", "--concurrency",
+                              "4", "--warmup", "0", "--workers", "2", "--results-dir", str(tmp_path),
+                              "--no-telemetry"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while 'vllm:num_requests_running{model_name="emulator"} 4.0' not in httpx.get(h.url + "/metrics").text:
+                assert time.monotonic() < deadline and p.poll() is None, "the load never started"
+                time.sleep(0.05)
+            workers = psutil.Process(p.pid).children(recursive=True)
+            os.killpg(p.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+            out, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 1 and "interrupted" in err and "Traceback" not in err
+    assert len(workers) == 2 and not [w for w in workers if w.is_running() and w.status() != psutil.STATUS_ZOMBIE]
+    summary = json.loads((tmp_path / out.strip().splitlines()[-1].split("/")[-1] / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["failed"] + summary["completed"] >= 4  # the 4 in flight were kept, as cancelled
