@@ -80,6 +80,7 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--no-telemetry", is_flag=True, help="Do not sample GPUs, processes or /metrics.")
 @click.option("--self-check/--no-self-check", default=None,
               help="Calibrate the client against the built-in emulator first (default: above 100 streams).")
+@click.option("--no-realtime", is_flag=True, help="Keep the load loop at normal scheduling priority.")
 @click.option("--no-plots", is_flag=True, help="Do not draw timeline.png / timeline.html.")
 @click.option("--launcher-opt", "launcher_opts", multiple=True, metavar="KEY=VALUE",
               help="Launcher option, e.g. instance_type=ml.g5.2xlarge, region=us-west-2, quantize=gptq.")
@@ -101,7 +102,7 @@ def run(**o) -> None:
             max_error_rate=o["max_error_rate"], plots=not o["no_plots"], launcher_options=_kv(o["launcher_opts"]),
             load=dict(requests=o["requests"], concurrency=o["concurrency"], rate=o["rate"], arrival=o["arrival"],
                       duration_s=o["duration"], warmup=o["warmup"], seed=o["seed"], workers=o["workers"],
-                      request_timeout_s=o["request_timeout_s"], self_check=o["self_check"]),
+                      request_timeout_s=o["request_timeout_s"], self_check=o["self_check"], realtime=not o["no_realtime"]),
             workload=dict(input_tokens=o["input_tokens"], output_tokens=o["output_tokens"],
                           prompts_file=o["prompts_file"], tokenizer=o["tokenizer"]),
         )
@@ -112,7 +113,9 @@ def run(**o) -> None:
 
     if cfg.launcher not in LAUNCHERS:
         _fail(f"unknown launcher {cfg.launcher!r} (known: {', '.join(sorted(LAUNCHERS))})", 2)
-    _interruptible()
+    from servebench.signals import interruptible
+
+    interruptible()
     console = Console(stderr=True)
     run_dir, error = None, None
     with _progress(console) as (update, phase):
@@ -141,19 +144,6 @@ def _kv(pairs) -> dict[str, str]:
             raise click.BadParameter(f"expected KEY=VALUE, got {p!r}", param_hint="--launcher-opt")
         out[key.strip()] = value
     return out
-
-
-def _interruptible() -> None:
-    """SIGINT and SIGTERM both end a run the Ctrl-C way: measured data written, servers
-    stopped. (A shell starts background jobs with SIGINT ignored; a benchmark must still stop.)"""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, term)
 
 
 def _measured(run_dir: Path) -> bool:

@@ -20,6 +20,7 @@ class LoadConfig(BaseModel):
     seed: int = 0
     workers: int = Field(1, ge=1)
     request_timeout_s: float = Field(600.0, gt=0)
+    realtime: bool = True  # run the load loop under SCHED_RR when permitted (runner.realtime_on)
     self_check: bool | None = None  # client-floor calibration; None: on above 100 streams
 
     @property

@@ -169,7 +169,7 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunSt
         if w:  # same path as the measured requests; records kept, flagged, excluded from metrics
             warm = LoadPlan(wires[:w], st.records[:w], None, min(w, load.concurrency or w))
             await tr.prepare(warm.concurrency)
-            await drive(tr, warm, perf_counter_ns())
+            await drive(tr, warm, perf_counter_ns(), realtime=load.realtime)
         await _self_check(load, st)
         offsets = release_offsets_ns(load, len(wires) - w)
         duration_ns = int(load.duration_s * 1e9) if load.duration_s else None
@@ -179,7 +179,7 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunSt
         plan = LoadPlan(wires[w:], st.records[w:], offsets, load.concurrency, duration_ns)
         await tr.prepare(conns)
         _mark(st.samplers)
-        await drive(tr, plan, perf_counter_ns() + 20_000_000, progress, st.stats)
+        await drive(tr, plan, perf_counter_ns() + 20_000_000, progress, st.stats, realtime=load.realtime)
         _mark(st.samplers)
     finally:
         st.connect_ns.extend(tr.connect_ns)
@@ -253,6 +253,7 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
         "cpu_cores": st.stats.cpu_ns / 1e9 / summary["duration_s"] if summary["duration_s"] else None,
         "cpu_us_per_token": st.stats.cpu_ns / 1e3 / streamed if streamed else None,
         "workers": cfg.load.workers,
+        "scheduling": st.stats.scheduling,
     }
     start = min((r.sent_ns for r in sent if not r.warmup), default=0)
     end = max((r.end_ns for r in sent if not r.warmup), default=0)

@@ -161,6 +161,8 @@ def _merge(into: LoadStats, part: LoadStats) -> None:
             getattr(into, f.name).extend(v)
         elif isinstance(v, (int, float)):
             setattr(into, f.name, getattr(into, f.name) + v)
+        elif isinstance(v, str) and v not in getattr(into, f.name):  # e.g. scheduling
+            setattr(into, f.name, "; ".join(x for x in (getattr(into, f.name), v) if x))
 
 
 # -- the worker process

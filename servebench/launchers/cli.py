@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
 import click
 
+from servebench.signals import interruptible
 from servebench.launchers import LAUNCHERS, LaunchError, LaunchRequest, get_launcher
 from servebench.specs import load_spec
 
@@ -67,8 +67,7 @@ def launch(engine, model, launcher_name, gpus, port, served_model_name, quantize
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     launcher = get_launcher(launcher_name)
-    # SIGTERM (e.g. from a supervisor) tears down like Ctrl-C does
-    signal.signal(signal.SIGTERM, _interrupt)
+    interruptible()  # SIGTERM (a supervisor) and SIGINT (even in a background job) tear down
     try:
         click.echo(f"starting {engine} with the {launcher_name} launcher ...", err=True)
         server = launcher.start(req)
@@ -85,10 +84,6 @@ def launch(engine, model, launcher_name, gpus, port, served_model_name, quantize
     finally:
         launcher.stop()
     click.echo("stopped", err=True)
-
-
-def _interrupt(*_) -> None:
-    raise KeyboardInterrupt
 
 
 def _hold(launcher) -> None:

@@ -110,5 +110,14 @@ def test_concurrency_4(vllm_server, tmp_path):
 
     assert summary["concurrency"]["target"] == 4
     assert max_overlap(m) == 4  # never more than 4, and the closed loop did reach 4
-    # closed loop: a finished request's slot is refilled at once, so ~4 are always busy
-    assert 3.0 < summary["concurrency"]["mean_in_flight"] <= 4.0
+    # a slot takes its next request only after its previous one ended: the k-th send
+    # comes after the (k-4)-th end
+    sends, ends = np.sort(m["sent_ns"].to_numpy()), np.sort(m["end_ns"].to_numpy())
+    assert (sends[4:] >= ends[:-4]).all()
+    # mean in flight is Σ latency / span, from the raw stamps. Its value is not asserted:
+    # on a starved 2-core host (another vLLM server running) the client's event loop can
+    # stall for 100s of ms, and the summary then warns that C was not held.
+    span = m["end_ns"].max() - m["sent_ns"].min()
+    held = (m["end_ns"] - m["sent_ns"]).sum() / span
+    assert summary["concurrency"]["mean_in_flight"] == pytest.approx(held, rel=1e-6)
+    assert 1.0 <= held <= 4.0

@@ -106,3 +106,26 @@ def test_poisson_offsets_are_seeded_and_have_the_right_mean():
     assert release_offsets_ns(LoadConfig(requests=5, seed=4, rate=50.0), 5) != a[:5]
     assert release_offsets_ns(LoadConfig(requests=3), 3) == [0, 0, 0]
     assert release_offsets_ns(LoadConfig(requests=3, concurrency=2), 3) is None
+
+
+def test_load_loop_runs_realtime_when_permitted_and_restores_policy():
+    import os
+
+    seen = []
+
+    class Probe(FakeTransport):
+        async def send(self, wire, rec):
+            seen.append(os.sched_getscheduler(0))
+            await super().send(wire, rec)
+
+    p = plan(3, [0, 0, 0])
+    stats = asyncio.run(drive(Probe(0.001), p, perf_counter_ns()))
+    if stats.scheduling == "SCHED_RR":  # root or CAP_SYS_NICE (CI runs as root)
+        assert set(seen) == {os.SCHED_RR}
+    else:
+        assert stats.scheduling.startswith("normal") and set(seen) == {os.SCHED_OTHER}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # restored: decoding and reports run normally
+    p = plan(2, [0, 0])
+    seen.clear()
+    stats = asyncio.run(drive(Probe(0.001), p, perf_counter_ns(), realtime=False))
+    assert set(seen) == {os.SCHED_OTHER} and stats.scheduling.startswith("normal")
