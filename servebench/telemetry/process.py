@@ -19,6 +19,9 @@ COLUMNS = ("t_ns", "cpu_cores", "rss_bytes", "num_procs")
 _PROC_CHILDREN = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
 
 
+MIN_RATE_INTERVAL_NS = 50_000_000  # shortest interval a CPU rate is computed over
+
+
 class ProcessSampler(PeriodicSampler):
     name = "process"
 
@@ -109,8 +112,13 @@ class ProcessSampler(PeriodicSampler):
         if not cpu_now:
             raise RuntimeError(f"server process {self.pid} exited")
         t_ns = time.perf_counter_ns()
-        cores = None if self._prev_ns is None else busy / ((t_ns - self._prev_ns) / 1e9)
         self._procs = {k: v for k, v in self._procs.items() if k in cpu_now}
+        if self._prev_ns is not None and t_ns - self._prev_ns < MIN_RATE_INTERVAL_NS:
+            # CPU times tick in 10 ms; over a few ms (a sample_now at a window mark right after
+            # a periodic one) one tick reads as many cores. Keep the baseline; no rate here.
+            self.rows.append((t_ns, None, rss, len(cpu_now)))
+            return
+        cores = None if self._prev_ns is None else busy / ((t_ns - self._prev_ns) / 1e9)
         self._cpu, self._prev_ns, self._prev_wall = cpu_now, t_ns, wall
         self.rows.append((t_ns, cores, rss, len(cpu_now)))
 

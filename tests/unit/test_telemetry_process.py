@@ -91,3 +91,24 @@ def test_no_pid_or_missing_process_is_unavailable():
     s.start()
     s.stop()
     assert s.summary() == {"available": False, "reason": f"server process {p.pid} does not exist"}
+
+
+def test_sample_right_after_another_gives_no_cpu_rate():
+    """CPU times tick in 10 ms: a window-mark sample 1 ms after a periodic one must not turn
+    one tick into ten cores (it once reported 16 cores on a 2-core host)."""
+    p = subprocess.Popen([sys.executable, "-c", "import time\nend=time.time()+3\nwhile time.time()<end: pass"])
+    try:
+        s = ProcessSampler(p.pid, interval_s=10)
+        assert s.ensure_open()
+        s.sample_now()
+        time.sleep(0.2)
+        s.sample_now()
+        s.sample_now()  # immediately after: no rate, the baseline stays
+        time.sleep(0.2)
+        s.sample_now()
+        cores = [r[1] for r in s.rows]
+        assert cores[0] is None and cores[2] is None
+        assert 0.5 < cores[1] <= 1.2 and 0.5 < cores[3] <= 1.2  # one spinning process
+    finally:
+        p.kill()
+        p.wait()
