@@ -160,7 +160,12 @@ def commands(args, url: str, served: str, model_dir: Path, conc: int | None, out
     if conc:
         sb += ["--concurrency", str(conc)]
         vb += ["--max-concurrency", str(conc)]
-    return {"servebench": (sb, servebench_records), "vllm bench serve": (vb, vllm_records)}
+    # servebench runs its load loop under SCHED_RR when permitted; the other two rows put both
+    # tools on the same footing (both normal, both real-time) so the CPU numbers compare fairly.
+    return {"servebench": (sb, servebench_records),
+            "servebench --no-realtime": (sb + ["--no-realtime"], servebench_records),
+            "vllm bench serve": (vb, vllm_records),
+            "vllm bench serve (chrt -r 10)": (["chrt", "-r", "10", *vb], vllm_records)}
 
 
 def measure(tool: str, mode: str, n: int, argv: list[str], records, url: str, out_dir: Path) -> Result:
@@ -237,7 +242,8 @@ def main() -> None:
     ap.add_argument("--input-tokens", type=int, default=512)
     ap.add_argument("--output-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3, help="runs per client and load (interleaved)")
-    ap.add_argument("--tools", default="servebench,vllm bench serve", help="comma-separated")
+    ap.add_argument("--tools", default="servebench,servebench --no-realtime,vllm bench serve,vllm bench serve (chrt -r 10)",
+                    help="comma-separated")
     ap.add_argument("--note", default="", help="a line to put under the table (e.g. machine state)")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--write-docs", action="store_true", help=f"replace the table in {DOC.relative_to(ROOT)}")

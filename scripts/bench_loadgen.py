@@ -32,7 +32,7 @@ TTFT_MS, ITL_MS = 50.0, 10.0
 # name: (requests, concurrency or None for a burst, output tokens)
 SHAPES = {"1 stream": (5, 1, 100), "50 streams": (150, 50, 100), "500 streams": (1000, 500, 100),
           "burst 200": (200, None, 100)}
-EXTRA = {"1000 streams": (2000, 1000, 100)}  # only with --shapes: the emulator's own limit
+EXTRA = {"100 streams": (300, 100, 100), "1000 streams": (2000, 1000, 100)}  # only with --shapes: the emulator's own limit
 QUICK = {"1 stream": (3, 1, 50), "50 streams": (100, 50, 50), "burst 200": (200, None, 50)}
 CLIENTS = ("servebench", "servebench x2", "vllm bench serve")
 BEGIN, END = "<!-- loadgen:begin -->", "<!-- loadgen:end -->"

@@ -62,7 +62,7 @@ class LoadStats:
     scheduling: str = ""  # the load loop's scheduling policy (realtime_on)
 
 
-async def _lag_probe(stats: LoadStats, period_s: float = 0.01) -> None:
+async def _lag_probe(stats: LoadStats, period_s: float = 0.05) -> None:
     """How late the event loop wakes: a stand-in for receive lag (a read waits as long)."""
     while True:
         want = perf_counter_ns() + int(period_s * 1e9)
