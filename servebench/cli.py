@@ -195,5 +195,25 @@ def report_cmd(run_dir: Path) -> None:
         _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
+def entry() -> None:
+    """The console script. When torch was imported (transformers pulls it in beside a local
+    vLLM), its bindings print hundreds of "leaked" lines during interpreter teardown; every
+    result is written and every server stopped by then, so exit without the teardown."""
+    import os
+    import sys
+
+    try:
+        main.main(prog_name="servebench")  # raises SystemExit, as click does
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+        if "torch" not in sys.modules:
+            raise
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    entry()

@@ -47,6 +47,7 @@ class RunState:
     status: str = "failed"
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    engine_version: str | None = None
     connect_ns: list[int] = field(default_factory=list)  # set-up of connections opened before t0
 
 
@@ -68,6 +69,7 @@ def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_p
     try:
         phase(f"starting {cfg.backend} ({cfg.launcher})" if cfg.launcher != "external" else "checking endpoint")
         st.server = launcher.start(_launch_request(cfg, model_dir, api, st.run_dir))
+        st.engine_version = _engine_version(st.server.base_url)  # asked now: the server is stopped before run.json
         served = cfg.served_model_name or st.server.info.get("served_model_name") or cfg.model
         if cfg.launcher == "external":
             served = cfg.served_model_name or _served_model(st.server.base_url) or served
@@ -294,7 +296,7 @@ def _run_info(cfg: RunConfig, st: RunState, model_dir, tokenizer, t_start: float
         "model": cfg.model,
         "model_dir": str(model_dir) if model_dir else None,
         "tokenizer": getattr(tokenizer, "name_or_path", None),
-        "engine": {"name": cfg.backend, "version": _engine_version(server.base_url) if server else None},
+        "engine": {"name": cfg.backend, "version": st.engine_version},
         "server": {"base_url": server.base_url, "time_to_ready_s": server.time_to_ready_s, "info": server.info} if server else None,
         "host": host,
         "clock": "time.perf_counter_ns (CLOCK_MONOTONIC)",

@@ -50,6 +50,7 @@ def check_run(run_dir, n: int):
         assert (np.diff(t) >= 0).all()
 
     assert summary["status"] == "complete" and run["status"] == "complete"
+    assert run["engine"]["name"] == "vllm" and run["engine"]["version"].startswith("0.32")
     assert summary["completed"] == n and summary["failed"] == 0
     assert summary["input_tokens"]["total"] == int(m["server_input_tokens"].sum())
     assert summary["output_tokens"]["total"] == int(m["server_output_tokens"].sum())

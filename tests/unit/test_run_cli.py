@@ -33,6 +33,7 @@ def test_run_against_emulated_engine_writes_consistent_results(tmp_path, fmt, ba
     run = json.loads((run_dir / "run.json").read_text())
     records = load_records(run_dir / "requests.parquet")
     assert run["config"]["backend"] == backend and run["status"] == "complete"
+    assert run["engine"]["version"]  # asked while the server was up (/version or /info)
     assert len(records) == 13 and sum(r.warmup for r in records) == 1
     assert summary["completed"] == 12 and summary["failed"] == 0
     assert summary["output_tokens"]["achieved_mean"] == 8
