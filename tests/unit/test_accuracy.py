@@ -109,9 +109,8 @@ def test_a_client_that_stamps_before_connecting_fails_the_tolerance(emu, shape):
     # tolerance. Its send lag is not: the good client's is the write syscall (~5 us).
     runs = attempts(emu, shape, bad=True)
     assert not within(runs[-1], shape), f"the bad client passed: {brief(runs)}"
+    # and on every attempt the error shows where the bad client puts it: on the sending side
     assert all(r["send_lag_ms"]["p50"] > TOL_SEND_MS for r in runs), brief(runs)
-    # and the error is where the bad client puts it: on the sending side
-    assert all(r["send_lag_ms"]["p50"] > TOL[shape] / 2 for r in runs)
 
 
 def test_two_workers_keep_the_burst_accurate(emu):
