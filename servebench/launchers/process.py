@@ -32,7 +32,8 @@ class ProcessLauncher:
 
     def command(self, spec: EngineSpec, req: LaunchRequest, port: int) -> list[str]:
         if spec.process is None:
-            raise SpecError(f"{spec.name} has no process section in {spec.source}; use --launcher docker")
+            hint = "use --launcher docker" if spec.docker is not None else "benchmark a running server with --endpoint URL"
+            raise SpecError(f"{spec.name} has no process section in {spec.source}; {hint}")
         values = {"python": self.python, "model": req.model, "host": self.host, "port": port,
                   "served_model_name": served_name(req)}
         return render_command(spec, spec.process, values, gpus=req.gpus, options=req.options,

@@ -13,7 +13,7 @@ from servebench.emulator.handle import start_emulator
 from servebench.metrics import summarize
 from servebench.store import load_records
 
-FORMATS = [("openai", "vllm"), ("tgi", "tgi"), ("lightllm", "lightllm"), ("sglang", "sglang")]
+FORMATS = [("openai", "vllm"), ("openai", "openai"), ("tgi", "tgi"), ("lightllm", "lightllm"), ("sglang", "sglang")]
 
 
 def sb(*args, timeout=120):
@@ -71,6 +71,7 @@ def test_server_errors_exit_nonzero_and_keep_measurements(tmp_path):
         (["--model", "/no/such/model", "--endpoint", "http://127.0.0.1:9"], "model path not found"),
         (["--concurrency", "0"], "invalid option"),
         (["--launcher", "teleport"], "unknown launcher"),
+        (["--backend", "openai"], "benchmark a running server with --endpoint URL"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):

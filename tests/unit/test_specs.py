@@ -14,7 +14,9 @@ VALUES = {"python": "PY", "model": "MODEL", "served_model_name": "NAME", "host":
 
 
 def test_shipped_specs():
-    assert spec_names() == ENGINES
+    assert spec_names() == sorted(ENGINES + ["openai"])
+    generic = load_spec("openai")  # nothing to launch: endpoints only
+    assert generic.process is None and generic.docker is None and generic.request_extra == {}
 
 
 def test_every_spec_has_an_adapter_and_every_adapter_a_spec():
@@ -102,7 +104,7 @@ def test_bad_user_spec_is_one_line(tmp_path, over, msg):
 
 
 def test_bad_files(tmp_path):
-    with pytest.raises(SpecError, match=r"^unknown engine 'nope' \(known: lightllm, sglang, tgi, vllm"):
+    with pytest.raises(SpecError, match=r"^unknown engine 'nope' \(known: lightllm, openai, sglang, tgi, vllm"):
         load_spec("nope")
     with pytest.raises(SpecError, match="cannot read spec"):
         load_spec(tmp_path / "missing.yaml")
