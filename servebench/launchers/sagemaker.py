@@ -86,7 +86,8 @@ class SageMakerLauncher:
             return self._existing(spec, existing, o)
         for need in ("instance_type", "role_arn"):
             if not o.get(need):
-                raise LaunchError(f"sagemaker deploy needs --{need.replace('_', '-')} (or an existing endpoint name)")
+                raise LaunchError(f"sagemaker deploy needs --{need.replace('_', '-')} (servebench run: "
+                                  f"--launcher-opt {need}=...) or an existing endpoint name")
         region = self.region or getattr(self.sm.meta, "region_name", None) or "us-east-1"
         image = o.get("image_uri") or spec.sagemaker.image_uri.format(region=region)
         name = o.get("name") or _resource_name(spec.name, req.model)
