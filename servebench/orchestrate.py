@@ -10,6 +10,7 @@ import os
 import platform
 import socket
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter_ns
@@ -83,6 +84,7 @@ def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_p
         st.status, st.error = "interrupted", "interrupted by Ctrl-C"
     except Exception as e:  # one line for the user; the run dir keeps what was measured
         st.error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        _quietly((st.run_dir / "error.log").write_text, traceback.format_exc())  # the whole story, on disk
     finally:
         for s in st.samplers:
             _quietly(s.stop)
@@ -106,8 +108,10 @@ def _model_dir(cfg: RunConfig) -> Path | None:
     try:
         return resolve_model(cfg.model)
     except ValueError:
-        if cfg.launcher in ("external", "docker", "sagemaker") and "/" in cfg.model and not cfg.model.startswith((".", "/")):
-            return None  # e.g. meta-llama/Llama-2-13b-hf served remotely; tokenizer via --tokenizer
+        if cfg.launcher != "process" and not cfg.model.startswith((".", "/", "~")):
+            # a name the server knows (meta-llama/Llama-2-13b-hf, a served alias): the server
+            # loads it; prompts need its tokenizer here (--tokenizer, else the name itself)
+            return None
         raise
 
 

@@ -32,7 +32,8 @@ def load_tokenizer(name_or_path: str | Path):
         return AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=True)
     except Exception as e:  # transformers raises OSError/ValueError/... depending on the cause
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WorkloadError(f"cannot load tokenizer {str(name_or_path)!r}: {first[:200]}") from None
+        hint = "" if Path(str(name_or_path)).exists() else " (pass --tokenizer DIR: a local copy of the served model's tokenizer)"
+        raise WorkloadError(f"cannot load tokenizer {str(name_or_path)!r}{hint}: {first[:200]}") from None
 
 
 class ExactPrompts:

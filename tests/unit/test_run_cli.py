@@ -72,6 +72,7 @@ def test_server_errors_exit_nonzero_and_keep_measurements(tmp_path):
         (["--concurrency", "0"], "invalid option"),
         (["--launcher", "teleport"], "unknown launcher"),
         (["--backend", "openai"], "benchmark a running server with --endpoint URL"),
+        (["--backend", "openai", "--endpoint", "http://127.0.0.1:9", "--model", "some-alias"], "pass --tokenizer DIR"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
@@ -85,3 +86,17 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, args, message):
 def test_report_of_missing_dir_is_one_line(tmp_path):
     p = sb("report", str(tmp_path / "none"))
     assert p.returncode == 1 and p.stderr.startswith("error:") and "Traceback" not in p.stderr
+
+
+def test_endpoint_model_may_be_a_served_name_with_a_local_tokenizer(tmp_path):
+    from servebench.presets import resolve_model
+
+    with start_emulator("openai", ttft_ms=5, itl_ms=1) as emu:
+        p = sb("run", "--backend", "openai", "--endpoint", emu.url, "--model", "served-alias", "--tokenizer",
+               str(resolve_model("tiny")), "--requests", "4", "--input-tokens", "24", "--output-tokens", "3",
+               "--warmup", "0", "--results-dir", str(tmp_path), "--no-telemetry", "--no-plots")
+    assert p.returncode == 0, p.stderr
+    run_dir = tmp_path / p.stdout.strip().splitlines()[-1].split("/")[-1]
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["model_dir"] is None and run["tokenizer"].endswith("tiny")
+    assert json.loads((run_dir / "summary.json").read_text())["input_tokens"]["requested_mean"] == 24
