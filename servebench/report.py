@@ -36,9 +36,18 @@ def warnings(s: dict) -> list[str]:
     tgt = c.get("target")
     if tgt and s["completed"] >= 2 * tgt and c.get("mean_in_flight", 0) < 0.95 * tgt:
         out.append(f"target concurrency {tgt} not held: mean in flight {c['mean_in_flight']:.2f}")
+    if rate_short(s):
+        out.append(f"target rate {s['rate']['target']:g}/s not reached: achieved {s['rate']['achieved']:.2f}/s")
     if s.get("status") and s["status"] != "complete":
         out.append(f"run {s['status']}: numbers cover only what was measured before it stopped")
     return out
+
+
+def rate_short(s: dict) -> bool:
+    """Achieved below 95% of the target rate (a capped or overloaded open loop)."""
+    r = s.get("rate") or {}
+    return bool(r.get("target") and r.get("achieved") is not None and s["completed"] >= 20
+                and r["achieved"] < 0.95 * r["target"])
 
 
 def render(run_dir: Path, console: Console | None = None) -> None:
@@ -87,6 +96,9 @@ def render(run_dir: Path, console: Console | None = None) -> None:
     cl = s.get("client") or {}
     if cl.get("cpu_us_per_token") is not None:
         client.append(f"CPU {_f(cl['cpu_cores'])} cores, {_f(cl['cpu_us_per_token'], 1)} µs/token")
+    rate = s.get("rate") or {}
+    if rate.get("target"):
+        client.insert(0, f"rate target {_f(rate['target'])}/s achieved {_f(rate.get('achieved'))}/s")
     console.print("client: " + ", ".join(client))
     tel = s.get("telemetry") or {}
     for name, ts in tel.items():

@@ -1,0 +1,44 @@
+"""The report's warnings: each one fires on its condition and stays quiet otherwise."""
+
+from __future__ import annotations
+
+from servebench.report import warnings
+
+
+def summary(**over):
+    s = {
+        "status": "complete", "completed": 100, "failed": 0, "error_rate": 0.0, "errors": {},
+        "output_tokens": {"requested_mean": 128.0, "achieved_mean": 128.0, "shortfall_requests": 0, "count_mismatches": 0},
+        "input_tokens": {"mismatched_requests": 0},
+        "concurrency": {"target": 4, "mean_in_flight": 3.99},
+        "rate": {"target": None, "achieved": None},
+        "warnings": [],
+    }
+    for k, v in over.items():
+        s[k] = {**s[k], **v} if isinstance(v, dict) and isinstance(s.get(k), dict) else v
+    return s
+
+
+def test_clean_run_has_no_warnings():
+    assert warnings(summary()) == []
+
+
+def test_each_condition_warns():
+    cases = {
+        "failed": summary(failed=3, error_rate=0.03, errors={"HTTP 500: boom": 3}),
+        "output shortfall": summary(output_tokens={"shortfall_requests": 7, "achieved_mean": 90.0}),
+        "differ from streamed": summary(output_tokens={"count_mismatches": 2}),
+        "prompt tokens differ": summary(input_tokens={"mismatched_requests": 5}),
+        "not held": summary(concurrency={"target": 4, "mean_in_flight": 3.5}),
+        "target rate 10/s not reached": summary(rate={"target": 10.0, "achieved": 8.0}),
+        "run interrupted": summary(status="interrupted"),
+        "client floor": summary(warnings=["client floor: beyond it"]),
+    }
+    for needle, s in cases.items():
+        ws = warnings(s)
+        assert len(ws) == 1 and needle in ws[0], (needle, ws)
+
+
+def test_rate_within_5_percent_and_tiny_runs_do_not_warn():
+    assert warnings(summary(rate={"target": 10.0, "achieved": 9.6})) == []
+    assert warnings(summary(completed=5, rate={"target": 10.0, "achieved": 1.0}, concurrency={"target": 4, "mean_in_flight": 1.0})) == []
