@@ -31,8 +31,11 @@ from servebench.records import RequestRecord
 
 
 def decode_records(adapter: Adapter, records: Iterable[RequestRecord]) -> None:
+    """Decode every record not decoded yet (a load worker decodes its own and drops the raw
+    bytes before sending records back, so the parent never re-decodes those)."""
     for rec in records:
-        decode_record(adapter, rec)
+        if not rec.decoded:
+            decode_record(adapter, rec)
 
 
 def decode_record(adapter: Adapter, rec: RequestRecord) -> None:
@@ -45,6 +48,7 @@ def decode_record(adapter: Adapter, rec: RequestRecord) -> None:
     err = _decode(adapter, rec)
     if err is not None and rec.error is None:
         rec.error = one_line(err)
+    rec.decoded = True
 
 
 def _decode(adapter: Adapter, rec: RequestRecord) -> str | None:

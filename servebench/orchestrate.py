@@ -49,6 +49,7 @@ class RunState:
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     engine_version: str | None = None
+    api: str = ""  # the adapter key in use
     connect_ns: list[int] = field(default_factory=list)  # set-up of connections opened before t0
 
 
@@ -64,7 +65,7 @@ def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_p
     phase("building prompts")
     prompts = _prompts(cfg, tokenizer)
 
-    st = RunState(store.new_run_dir(cfg.results_dir, cfg.name, cfg.backend))
+    st = RunState(store.new_run_dir(cfg.results_dir, cfg.name, cfg.backend), api=api)
     launcher = LAUNCHERS[cfg.launcher]()
     t_start = time.time()
     try:
@@ -201,7 +202,7 @@ def _drive_workers(cfg, kind, base_url, wires, offsets, duration_ns, conns, st: 
     try:
         run_split(base_url, kind, wires, measured, offsets, load.concurrency, duration_ns, load.workers,
                   connections=conns, timeout_s=load.request_timeout_s, progress=progress, stats=st.stats,
-                  connect_ns=st.connect_ns, on_t0=lambda: _mark(st.samplers))
+                  connect_ns=st.connect_ns, on_t0=lambda: _mark(st.samplers), adapter=st.api)
         _mark(st.samplers)
     finally:
         st.records[w:] = measured

@@ -33,6 +33,7 @@ class RequestRecord:
     server_input_tokens: int | None = None
     server_output_tokens: int | None = None
     finish_reason: str | None = None
+    decoded: bool = False  # token fields filled; raw chunks may since have been dropped (workers)
 
     @property
     def ok(self) -> bool:

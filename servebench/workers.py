@@ -40,18 +40,21 @@ def run_split(base_url: str, kind: str, wires: list[Any], records: list[RequestR
               offsets_ns: list[int] | None, concurrency: int | None, duration_ns: int | None,
               workers: int, *, connections: int | None = None, timeout_s: float = 600.0,
               progress: Callable[[int, int], None] | None = None, stats: LoadStats | None = None,
-              connect_ns: list[int] | None = None, on_t0: Callable[[], None] | None = None) -> LoadStats:
+              connect_ns: list[int] | None = None, on_t0: Callable[[], None] | None = None,
+              adapter: str | None = None) -> LoadStats:
     """Drive `wires` (prepared requests) across `workers` processes from one shared t0.
     `records[i]` is replaced by the worker's filled copy. `connections`: how many to open
     before t0 in total (default: the concurrency, or one per request). The returned stats
     pool every worker's (cpu_ns: the sum of the workers' load-loop CPU); `connect_ns` gets the
-    set-up time of every connection the workers opened. `on_t0()` runs once t0 is sent."""
+    set-up time of every connection the workers opened. `on_t0()` runs once t0 is sent.
+    `adapter` (a key of ADAPTERS): each worker decodes its records after the load and sends
+    them back without the raw bytes, so decoding runs in parallel and the pipes carry little."""
     n = len(records)
     parts = split_plan(list(range(n)), offsets_ns, concurrency, workers)
     total_conns = connections or concurrency or n
     procs, pipes = [], []
     for w, (idx, offs, conc) in enumerate(parts):
-        job = dict(base_url=base_url, kind=kind, timeout_s=timeout_s, wires=[wires[i] for i in idx],
+        job = dict(base_url=base_url, kind=kind, timeout_s=timeout_s, adapter=adapter, wires=[wires[i] for i in idx],
                    records=[records[i] for i in idx], offsets=offs, concurrency=conc, duration_ns=duration_ns,
                    connections=max(1, min(len(idx), conc or len(idx), -(-total_conns // len(parts)))))
         # a fresh interpreter (not fork: it would copy the parent's threads, e.g. telemetry
@@ -232,7 +235,18 @@ async def _worker(conn: Connection, job: dict) -> None:
         waiter.cancel()
     finally:
         await tr.close()
+    if job.get("adapter"):
+        _decode_and_drop(job["adapter"], records)
     conn.send(("done", records, stats, list(getattr(tr, "connect_ns", []))))
+
+
+def _decode_and_drop(adapter: str, records: list[RequestRecord]) -> None:
+    from servebench.adapters import ADAPTERS
+    from servebench.decode import decode_records
+
+    decode_records(ADAPTERS[adapter], records)
+    for r in records:
+        r.chunks = []
 
 
 def _child() -> None:

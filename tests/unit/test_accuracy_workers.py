@@ -129,3 +129,21 @@ def test_ctrl_c_stops_the_workers_and_keeps_what_they_measured(tmp_path):
     summary = json.loads((tmp_path / out.strip().splitlines()[-1].split("/")[-1] / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     assert summary["failed"] + summary["completed"] >= 4  # the 4 in flight were kept, as cancelled
+
+
+def test_workers_decode_their_records_and_send_back_no_raw_bytes(tmp_path):
+    n = 8
+    with start_emulator("openai", 2, 1, log=tmp_path / "e.jsonl") as h:
+        recs = [RequestRecord(index=i) for i in range(n)]
+        run_split(h.url, "http", wires(h.url, n, tokens=5), recs, [0] * n, None, None, 2,
+                  adapter="openai-completions")
+        raw = [RequestRecord(index=i) for i in range(n)]
+        run_split(h.url, "http", wires(h.url, n, tokens=5), raw, [0] * n, None, None, 2)
+    assert all(r.decoded and r.chunks == [] for r in recs)
+    assert all(r.server_output_tokens == 5 and sum(r.token_counts) == 5 and r.ok for r in recs)
+    # without an adapter the raw bytes come back for the parent to decode, as before
+    assert all(not r.decoded and r.chunks for r in raw)
+    from servebench.decode import decode_records
+
+    decode_records(ADAPTERS["openai-completions"], recs + raw)  # already-decoded ones are kept as they are
+    assert all(r.server_output_tokens == 5 and r.ok for r in recs + raw)
