@@ -127,10 +127,6 @@ class Floor:
     us_per_token: float  # client CPU per streamed token at load
     ingest_tok_s: float  # tokens/s one worker takes in within CPU_BUDGET of a core
 
-    def as_dict(self) -> dict[str, float]:
-        return {"ttft_overhead_ms": self.ttft_overhead_ms, "us_per_token": self.us_per_token,
-                "ingest_tok_s": self.ingest_tok_s}
-
 
 def measure_floor(streams: int = 50, tokens: int = 100, itl_ms: float = 2.0) -> Floor:
     """About two seconds against a private emulator: 5 sequential requests for the TTFT

@@ -26,6 +26,7 @@ from servebench.metrics import dist, summarize
 from servebench.records import RequestRecord
 from servebench.runner import LoadPlan, LoadStats, drive, new_loop
 from servebench.schedule import release_offsets_ns
+from servebench.signals import shielded
 from servebench.specs import load_spec
 from servebench import store, workload
 
@@ -87,10 +88,11 @@ def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_p
         st.error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         _quietly((st.run_dir / "error.log").write_text, traceback.format_exc())  # the whole story, on disk
     finally:
-        for s in st.samplers:
-            _quietly(s.stop)
-        launcher.stop()
-        summary = _write(cfg, st, adapter, model_dir, tokenizer, t_start)
+        with shielded():
+            for s in st.samplers:
+                _quietly(s.stop)
+            launcher.stop()
+            summary = _write(cfg, st, adapter, model_dir, tokenizer, t_start)
     if st.error:
         raise RunError(st.error, st.run_dir)
     failed, measured = summary["failed"], summary["failed"] + summary["completed"]

@@ -142,7 +142,6 @@ class Listener:
         self.sock = socket.create_server((host, port), backlog=4096)
         self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
-        self.kernel_stamps = False
         loop.add_reader(self.sock.fileno(), self._accept)
 
     def _accept(self) -> None:
@@ -158,7 +157,6 @@ class Listener:
             if SO_TIMESTAMPNS is not None:
                 try:
                     s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-                    self.kernel_stamps = True
                 except OSError:
                     pass
             self.factory(self.loop, s, self.conns)
