@@ -15,6 +15,8 @@ _EXTERNAL = {
     "launch": "servebench.launchers.cli:launch",
     "emulate": "servebench.emulator.cli:emulate",
     "plot": "servebench.plots:plot",
+    "estimate": "servebench.estimate.cli:estimate",
+    "profile": "servebench.estimate.profile:profile",
 }
 
 
