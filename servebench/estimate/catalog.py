@@ -25,6 +25,7 @@ class Hardware:
     fp16_tflops: float | None = None
     int8_tops: float | None = None
     fp8_tflops: float | None = None
+    fp32_tflops: float | None = None  # CPU hosts (measured); GPUs: unset, fp32 models are rare there
     interconnect: str = "pcie4"
     link_gbs: float = 31.5  # per direction, per device
     alpha_us: float = 25.0  # assumed latency of one collective
@@ -38,7 +39,8 @@ class Hardware:
 
     def peak_flops(self, compute_dtype: str) -> float:
         """FLOP/s of the tensor units for a compute dtype (dense; FP32 accumulate on GeForce)."""
-        tf = {"fp8": self.fp8_tflops, "int8": self.int8_tops, "fp16": self.fp16_tflops}.get(compute_dtype)
+        tf = {"fp8": self.fp8_tflops, "int8": self.int8_tops, "fp16": self.fp16_tflops,
+              "fp32": self.fp32_tflops}.get(compute_dtype)
         return (tf or self.bf16_tflops) * 1e12
 
     def as_dict(self) -> dict:

@@ -79,7 +79,7 @@ def estimate(**o) -> None:
     engine = o["engine"].lower()
     d = Deployment(shape, hw, o["gpus"], mem_fraction=o["mem_fraction"], max_num_seqs=o["max_num_seqs"],
                    schedule=SCHEDULES.get(engine, "mixed"))
-    result = predict.estimate(d, o["levels"], o["input_tokens"], o["output_tokens"], cal, o["price"])
+    result = predict.estimate(d, o["levels"], o["input_tokens"], o["output_tokens"], cal, o["price"], engine)
     result["engine"] = engine
     text = json.dumps(result, indent=2, default=str)
     if o["out"]:
@@ -122,6 +122,8 @@ def render(r: dict, console=None) -> None:
                       + (f", collective {f['alpha_us']:.0f} µs, link {f['eta_link']:.2f}" if "alpha_us" in cal["fitted"] else "")
                       + (f"; leave-one-out error {loo:.0%}" if loo is not None else "")
                       + f"; target hardware: {r['transfer']}")
+        if r.get("engine_calibrated") is False:
+            console.print(f"[yellow]note:[/] no calibration run used {r['engine']} ({', '.join(cal['engines'])} did): band widened")
     else:
         console.print("[yellow]uncalibrated[/]: default efficiency factors (pass --calibrate RUN_DIR to fit them on your runs)")
     t = Table(title="Estimate per concurrency (conc)", header_style="bold", pad_edge=False)

@@ -34,6 +34,7 @@ class Observation:
     batch_cap: float | None = None  # the server's running batch, when it was observed
     mode: str = "concurrency"
     schedule: str = "mixed"
+    engine: str = "vllm"
     meta: dict = field(default_factory=dict)
 
     def deployment(self) -> Deployment:
@@ -145,7 +146,7 @@ def observation(run_json: dict, summary: dict, model_config: dict, hw: Hardware,
     return Observation(label=label or str(run_json.get("model")), model=shape, hw=hw, tp=run_tp(run_json),
                        concurrency=float(in_flight), n_in=float(n_in), n_out=float(n_out),
                        measured={k: v for k, v in measured.items() if v}, batch_cap=running.get("peak"), mode=mode,
-                       schedule=SCHEDULES.get(engine, "mixed"))
+                       schedule=SCHEDULES.get(engine, "mixed"), engine=engine)
 
 
 # --- the efficiency figures -------------------------------------------------------------

@@ -23,14 +23,19 @@ import numpy as np
 from servebench.estimate.efficiency import METRICS, Observation
 from servebench.estimate.roofline import Factors
 
-BOUNDS = {"eta_mem": (0.02, 1.0), "eta_compute": (0.02, 1.0), "step_ms": (1e-3, 1e3),
+BOUNDS = {"eta_mem": (0.02, 0.95), "eta_compute": (0.02, 0.95), "step_ms": (1e-3, 1e3),
           "alpha_us": (0.1, 1e4), "eta_link": (0.01, 1.0)}
-PRIOR_SIGMA = 1.0  # log space: the prior barely matters once a metric constrains a factor
-# Uncalibrated: the spread of default-factor predictions over every published row (docs/estimate.md)
-DEFAULT_SIGMA = 0.75
-# How much wider a band gets when the target hardware was not measured (log space; judged
-# from cross-hardware validation in docs/estimate.md)
-TRANSFER_SIGMA = {"same": 0.0, "same-arch": 0.2, "other-gpu": 0.35, "cpu-gpu": 0.8}
+# Prior widths, log space: efficiencies are known to lie within a factor ~e of their defaults;
+# overheads and collective latencies vary by engine and stack far more (a factor ~20).
+PRIOR_SIGMA = {"eta_mem": 1.0, "eta_compute": 1.0, "step_ms": 3.0, "alpha_us": 3.0, "eta_link": 1.0}
+# Uncalibrated: RMS log error of default-factor predictions over every published row (docs/estimate.md)
+DEFAULT_SIGMA = 0.6
+# How much wider a band gets when the target was not measured (log space), from the
+# cross-hardware and cross-engine validation in docs/estimate.md: A10G -> A100 within one
+# engine added ~0.26 to the in-set spread; another engine's efficiencies are unrelated (TGI
+# 1.0.3 fits eta_mem 0.44, TensorRT-LLM 0.65, FasterTransformer 0.75).
+TRANSFER_SIGMA = {"same": 0.0, "same-arch": 0.25, "other-gpu": 0.35, "cpu-gpu": 0.8}
+ENGINE_SIGMA = 0.5
 
 
 @dataclass(slots=True)
@@ -41,6 +46,7 @@ class Calibration:
     loo: list[dict] = field(default_factory=list)  # per run: label, metric -> relative error
     sigma: float = DEFAULT_SIGMA
     hardware: list[str] = field(default_factory=list)
+    engines: list[str] = field(default_factory=list)
     arches: list[str] = field(default_factory=list)
     residuals: list[dict] = field(default_factory=list)  # in-sample, per run
 
@@ -48,7 +54,7 @@ class Calibration:
         errs = [abs(e) for r in self.loo for e in r["errors"].values()]
         by_metric = {m: [abs(r["errors"][m]) for r in self.loo if m in r["errors"]] for m in METRICS}
         return {"factors": self.factors.as_dict(), "fitted": self.fitted, "runs": self.n_runs,
-                "hardware": self.hardware, "sigma_log": self.sigma,
+                "hardware": self.hardware, "engines": self.engines, "sigma_log": self.sigma,
                 "loo_mape": float(np.mean(errs)) if errs else None,
                 "loo_mape_by_metric": {m: float(np.mean(v)) for m, v in by_metric.items() if v},
                 "loo": self.loo, "in_sample": self.residuals}
@@ -62,8 +68,9 @@ class Calibration:
             return "cpu-gpu"
         return "same-arch" if hw.arch in self.arches else "other-gpu"
 
-    def sigma_for(self, hw) -> float:
-        return math.hypot(self.sigma, TRANSFER_SIGMA[self.transfer(hw)])
+    def sigma_for(self, hw, engine: str | None = None) -> float:
+        other_engine = bool(self.engines and engine and engine not in self.engines)
+        return math.hypot(self.sigma, TRANSFER_SIGMA[self.transfer(hw)], ENGINE_SIGMA if other_engine else 0.0)
 
 
 def _residuals(obs: list[Observation], f: Factors) -> list[float]:
@@ -99,8 +106,10 @@ def fit(obs: list[Observation], start: Factors | None = None, names: list[str] |
     def factors(x):
         return start.with_(**{n: float(math.exp(v)) for n, v in zip(names, x)})
 
+    prior = np.array([PRIOR_SIGMA[n] for n in names])
+
     def fun(x):
-        return np.array(_residuals(obs, factors(x)) + list((x - x0) / PRIOR_SIGMA))
+        return np.array(_residuals(obs, factors(x)) + list((x - x0) / prior))
 
     x = np.clip(x0, lo, hi)
     r = fun(x)
@@ -150,7 +159,7 @@ def calibrate(obs: list[Observation], start: Factors | None = None) -> Calibrati
     if len(obs) < 3:  # two runs' LOO says little: never claim better than the uncalibrated spread
         sigma = max(sigma, DEFAULT_SIGMA)
     return Calibration(factors=f, fitted=names, n_runs=len(obs), loo=loo, sigma=sigma,
-                       hardware=sorted({o.hw.key for o in obs}), arches=sorted({o.hw.arch for o in obs}),
+                       hardware=sorted({o.hw.key for o in obs}), engines=sorted({o.engine for o in obs}), arches=sorted({o.hw.arch for o in obs}),
                        residuals=[{"run": o.label, "errors": errors(o, f)} for o in obs])
 
 

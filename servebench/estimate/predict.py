@@ -11,9 +11,9 @@ TIME_METRICS = ("ttft_ms", "tpot_ms", "ms_per_token", "e2e_ms")
 
 
 def estimate(d: Deployment, levels: list[int], n_in: int, n_out: int, cal: Calibration,
-             price_per_hour: float | None = None) -> dict:
+             price_per_hour: float | None = None, engine: str | None = None) -> dict:
     cap = capacity(d, n_in + n_out)
-    sigma = cal.sigma_for(d.hw)
+    sigma = cal.sigma_for(d.hw, engine)
     out = {
         "estimate": True,
         "note": "ESTIMATES from a calibrated roofline, not measurements",
@@ -23,6 +23,7 @@ def estimate(d: Deployment, levels: list[int], n_in: int, n_out: int, cal: Calib
         "calibration": cal.summary() if cal.n_runs else {"runs": 0, "factors": cal.factors.as_dict(),
                                                           "note": "uncalibrated: default factors"},
         "transfer": cal.transfer(d.hw) if cal.n_runs else "uncalibrated",
+        "engine_calibrated": (engine in cal.engines) if cal.n_runs and engine else None,
         "sigma_log": sigma, "band": f"x{math.exp(-sigma):.2f} .. x{math.exp(sigma):.2f} (one sigma, log space)",
         "levels": [],
     }
