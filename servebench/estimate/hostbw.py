@@ -19,7 +19,7 @@ from pathlib import Path
 
 from servebench.estimate.catalog import Hardware
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 def cache_path() -> Path:
@@ -41,7 +41,7 @@ def host_key() -> str:
     return f"{_cpu_model()}|{os.cpu_count()}|{platform.node()}"
 
 
-def measure_copy_gbs(mib: int = 256, repeats: int = 5, threads: int | None = None) -> float:
+def measure_copy_gbs(mib: int = 256, repeats: int = 10, threads: int | None = None) -> float:
     """Best read+write copy bandwidth in GB/s with one thread per core."""
     import numpy as np
 
@@ -67,7 +67,7 @@ def measure_copy_gbs(mib: int = 256, repeats: int = 5, threads: int | None = Non
     return best
 
 
-def measure_matmul_gflops(tokens: int = 256, dim: int = 1024, repeats: int = 5,
+def measure_matmul_gflops(tokens: int = 256, dim: int = 1024, repeats: int = 10,
                           dtype: str = "float32") -> tuple[float, str]:
     """Best achieved FLOP/s (GFLOP/s) of a linear layer (tokens x dim @ dim x dim), the shape
     of an engine's projections, and what ran it: torch when importable (what the engines
@@ -104,7 +104,7 @@ def measure() -> dict:
         bf16, how16 = fp32, how32
     return {"version": CACHE_VERSION, "host": host_key(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "bandwidth_gbs": bw, "fp32_gflops": fp32, "bf16_gflops": bf16,
-            "how": {"bandwidth": "numpy copy, read+write, one thread per core, best of 5, 256 MiB",
+            "how": {"bandwidth": "numpy copy, read+write, one thread per core, best of 10, 256 MiB",
                     "fp32": how32, "bf16": how16}}
 
 
@@ -131,9 +131,10 @@ def host_hardware(refresh: bool = False) -> Hardware:
     import psutil
 
     mem = psutil.virtual_memory().total / 2**30
-    # A 16-bit model computes in bf16 on a CPU (vLLM does), at the bf16 rate, which on a CPU
-    # without AVX512-BF16/AMX is far below fp32; a float32 model runs at the fp32 rate.
-    bf16, fp32 = f["bf16_gflops"] / 1e3, f["fp32_gflops"] / 1e3
+    # The floor takes the fastest rate this host reached in either dtype: without AVX512-BF16
+    # or AMX, torch's bf16 GEMM is far slower than fp32, yet an engine may upcast (vLLM CPU's
+    # bf16 tiny-model prefill ran faster than our bf16 GEMM), so the slower rate is no floor.
+    bf16 = fp32 = max(f["bf16_gflops"], f["fp32_gflops"]) / 1e3
     return Hardware(key="cpu", label=f"CPU {f['host'].split('|')[0]} x{os.cpu_count()}", arch="cpu",
                     memory_gib=mem, bandwidth_gbs=f["bandwidth_gbs"], bf16_tflops=bf16, fp16_tflops=bf16, fp32_tflops=fp32,
                     interconnect="none", link_gbs=0.0, alpha_us=0.0,
