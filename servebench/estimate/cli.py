@@ -102,14 +102,15 @@ def render(r: dict, console=None) -> None:
     if not console.is_terminal:
         console.width = max(console.width, 140)  # a pipe or file: don't squeeze the table to 80
     m, hw, cap = r["model"], r["hardware"], r["capacity"]
-    console.print(f"[bold]ESTIMATE[/] (not measured): {m['name']} ({m['params'] / 1e9:.2f} B params, "
-                  f"{m['weight_gib']:.1f} GiB weights) on {r['gpus']}x {hw['label']} "
-                  f"({hw['bandwidth_gbs']:g} GB/s, {hw['memory_gib']:g} GiB each), engine {r['engine']}, "
+    params = f"{m['params'] / 1e9:.2f} B" if m["params"] >= 1e9 else f"{m['params'] / 1e6:.1f} M"
+    console.print(f"[bold]ESTIMATE[/] (not measured): {m['name']} ({params} params, "
+                  f"{m['weight_gib']:.3g} GiB weights) on {r['gpus']}x {hw['label']} "
+                  f"({hw['bandwidth_gbs']:.4g} GB/s, {hw['memory_gib']:.3g} GiB each), engine {r['engine']}, "
                   f"{r['workload']['input_tokens']}→{r['workload']['output_tokens']} tokens")
     if not r["fits"]:
         console.print(f"[bold red]does not fit:[/] {cap['why']}")
         return
-    console.print(f"memory per GPU: weights {cap['weights_gib']:.1f} GiB + reserve {cap['reserve_gib']:g} GiB of "
+    console.print(f"memory per GPU: weights {cap['weights_gib']:.3g} GiB + reserve {cap['reserve_gib']:g} GiB of "
                   f"{cap['usable_gib']:.1f} GiB usable → KV cache {cap['kv_gib']:.1f} GiB = {cap['kv_tokens']:,} tokens "
                   f"({cap['kv_bytes_per_token'] / 1024:.0f} KiB/token); largest batch {cap['max_batch']:,} "
                   f"sequences of {r['workload']['input_tokens'] + r['workload']['output_tokens']} tokens")
