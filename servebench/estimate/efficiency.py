@@ -106,7 +106,7 @@ def run_hardware(run_json: dict) -> tuple[Hardware | None, str]:
     if it and (hit := catalog.instance(str(it))):
         return hit[0], f"instance type {it}"
     host = (run_json.get("host") or {}).get("hostname")
-    local = (run_json.get("server") or {}).get("info", {}).get("launcher") == "process"
+    local = ((run_json.get("server") or {}).get("info") or {}).get("launcher") in ("process", "docker")
     if local and host == socket.gethostname():
         return catalog.lookup("cpu"), "this host's CPU (no GPU in run.json)"
     return None, "unknown hardware: no NVML device, instance type or sweep label in run.json"

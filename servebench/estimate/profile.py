@@ -282,6 +282,25 @@ def render(result: dict, console) -> None:
     console.print(o)
 
 
+def _check_memory(cfg: dict, name: str, device: str, dtype: str | None, layers: int | None) -> None:
+    """Refuse up front what would exhaust memory (an OOM kill leaves no error line)."""
+    import torch
+
+    from servebench.estimate import models
+
+    shape = models.shape(dict(cfg, **({"num_hidden_layers": layers} if layers else {})), name)
+    nbytes = shape.params * (4 if (dtype or ("float32" if device == "cpu" else "bfloat16")) == "float32" else 2)
+    if device.startswith("cuda"):
+        free = torch.cuda.mem_get_info()[0]
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    if nbytes > 0.7 * free:
+        raise ValueError(f"{name} needs {nbytes / 2**30:.1f} GiB of weights, {free / 2**30:.1f} GiB free on {device}: "
+                         f"use --layers N (e.g. --layers {max(1, int(shape.layers * 0.7 * free / nbytes))}) or a smaller model")
+
+
 @click.command("profile")
 @click.option("--model", default="tiny", show_default=True, help="tiny | small | config.json | model dir | shipped model id.")
 @click.option("--phase", default="decode", show_default=True, type=click.Choice(["prefill", "decode"]))
@@ -311,6 +330,7 @@ def profile(**o) -> None:
         raise SystemExit(1)
     try:
         name, cfg = models.find_config(o["model"])
+        _check_memory(cfg, name, o["device"], o["dtype"], o["layers"])
         result = run_profile(cfg, name, o["phase"], o["batch"], o["seq"], o["device"], o["dtype"], o["repeats"], o["layers"])
     except (KeyError, ValueError) as e:
         click.echo(f"error: {e.args[0] if e.args else e}", err=True)

@@ -53,3 +53,13 @@ def test_prefill_profile_and_chart(tmp_path):
     png = chart(r, tmp_path / "p.png")
     assert png.stat().st_size > 1000
     json.dumps(r)  # serializable as written to profile.json
+
+
+def test_profile_refuses_a_model_that_cannot_fit_with_a_hint():
+    from click.testing import CliRunner
+
+    from servebench.cli import main
+
+    r = CliRunner().invoke(main, ["profile", "--model", "llama-2-70b", "--phase", "decode"])
+    assert r.exit_code == 2
+    assert "error: meta-llama/Llama-2-70b-hf needs 257.0 GiB of weights" in r.output and "--layers" in r.output
