@@ -105,9 +105,10 @@ def run_hardware(run_json: dict) -> tuple[Hardware | None, str]:
     it = ((run_json.get("config") or {}).get("launcher_options") or {}).get("instance_type")
     if it and (hit := catalog.instance(str(it))):
         return hit[0], f"instance type {it}"
+    from servebench.telemetry.gpus import is_local
+
     host = (run_json.get("host") or {}).get("hostname")
-    local = ((run_json.get("server") or {}).get("info") or {}).get("launcher") in ("process", "docker")
-    if local and host == socket.gethostname():
+    if is_local(str((run_json.get("server") or {}).get("base_url") or "")) and host == socket.gethostname():
         return catalog.lookup("cpu"), "this host's CPU (no GPU in run.json)"
     return None, "unknown hardware: no NVML device, instance type or sweep label in run.json"
 
