@@ -52,6 +52,9 @@ def load_calibration(paths: list[Path], hw_override: str | None, warn) -> "objec
 @click.option("--concurrency", "levels", default="1,5,10,20", show_default=True, callback=lambda c, p, v: _levels(v))
 @click.option("--input-tokens", default=512, show_default=True, type=int)
 @click.option("--output-tokens", default=128, show_default=True, type=int)
+@click.option("--arrivals", default="lockstep", show_default=True, type=click.Choice(["lockstep", "spread"]),
+              help="lockstep: fixed lengths started together (servebench runs: requests move in waves); "
+                   "spread: varied lengths, prompts interleave with decoding (production traffic).")
 @click.option("--calibrate", "calib", multiple=True, type=click.Path(path_type=Path), help="Run or sweep dir to fit the efficiency factors on (repeatable).")
 @click.option("--calib-hardware", default=None, help="Hardware of the calibration runs when run.json cannot say (e.g. endpoint runs).")
 @click.option("--price", default=None, type=float, help="$/hour for the whole deployment (all --gpus): adds $ per 1M output tokens.")
@@ -79,7 +82,8 @@ def estimate(**o) -> None:
     engine = o["engine"].lower()
     d = Deployment(shape, hw, o["gpus"], mem_fraction=o["mem_fraction"], max_num_seqs=o["max_num_seqs"],
                    schedule=SCHEDULES.get(engine, "mixed"))
-    result = predict.estimate(d, o["levels"], o["input_tokens"], o["output_tokens"], cal, o["price"], engine)
+    result = predict.estimate(d, o["levels"], o["input_tokens"], o["output_tokens"], cal, o["price"], engine,
+                              lockstep=o["arrivals"] == "lockstep")
     result["engine"] = engine
     text = json.dumps(result, indent=2, default=str)
     if o["out"]:
@@ -106,7 +110,7 @@ def render(r: dict, console=None) -> None:
     console.print(f"[bold]ESTIMATE[/] (not measured): {m['name']} ({params} params, "
                   f"{m['weight_gib']:.3g} GiB weights) on {r['gpus']}x {hw['label']} "
                   f"({hw['bandwidth_gbs']:.4g} GB/s, {hw['memory_gib']:.3g} GiB each), engine {r['engine']}, "
-                  f"{r['workload']['input_tokens']}→{r['workload']['output_tokens']} tokens")
+                  f"{r['workload']['input_tokens']}→{r['workload']['output_tokens']} tokens, {r['workload']['arrivals']} arrivals")
     if not r["fits"]:
         console.print(f"[bold red]does not fit:[/] {cap['why']}")
         return

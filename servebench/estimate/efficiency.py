@@ -35,13 +35,14 @@ class Observation:
     mode: str = "concurrency"
     schedule: str = "mixed"
     engine: str = "vllm"
+    lockstep: bool = False  # fixed lengths, started together (see roofline.serve)
     meta: dict = field(default_factory=dict)
 
     def deployment(self) -> Deployment:
         return Deployment(self.model, self.hw, self.tp, schedule=self.schedule)
 
     def predict(self, f: Factors) -> dict:
-        return serve(self.deployment(), self.concurrency, self.n_in, self.n_out, f, self.batch_cap)
+        return serve(self.deployment(), self.concurrency, self.n_in, self.n_out, f, self.batch_cap, self.lockstep)
 
 
 # --- reading a run ----------------------------------------------------------------------
@@ -141,13 +142,16 @@ def observation(run_json: dict, summary: dict, model_config: dict, hw: Hardware,
     mode = "rate" if rate else ("concurrency" if target else "burst")
     in_flight = conc.get("mean_in_flight") or target or 1
     running = (((summary.get("telemetry") or {}).get("server_metrics") or {}).get("running") or {})
+    # servebench's synthetic prompts have exact lengths and the loop starts every slot at t0,
+    # so a closed loop or burst stays in waves unless lengths vary (a prompts file, a shortfall)
+    fixed = not (cfg.get("workload") or {}).get("prompts_file") and not o.get("shortfall_requests")
     measured = {"ttft_ms": (summary.get("ttft_ms") or {}).get("p50"), "tpot_ms": (summary.get("tpot_ms") or {}).get("p50"),
                 "ms_per_token": (summary.get("ms_per_token") or {}).get("p50"),
                 "output_tok_s": summary.get("output_token_throughput")}
     return Observation(label=label or str(run_json.get("model")), model=shape, hw=hw, tp=run_tp(run_json),
                        concurrency=float(in_flight), n_in=float(n_in), n_out=float(n_out),
                        measured={k: v for k, v in measured.items() if v}, batch_cap=running.get("peak"), mode=mode,
-                       schedule=SCHEDULES.get(engine, "mixed"), engine=engine)
+                       schedule=SCHEDULES.get(engine, "mixed"), engine=engine, lockstep=fixed and mode != "rate")
 
 
 # --- the efficiency figures -------------------------------------------------------------

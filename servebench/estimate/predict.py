@@ -11,14 +11,14 @@ TIME_METRICS = ("ttft_ms", "tpot_ms", "ms_per_token", "e2e_ms")
 
 
 def estimate(d: Deployment, levels: list[int], n_in: int, n_out: int, cal: Calibration,
-             price_per_hour: float | None = None, engine: str | None = None) -> dict:
+             price_per_hour: float | None = None, engine: str | None = None, lockstep: bool = True) -> dict:
     cap = capacity(d, n_in + n_out)
     sigma = cal.sigma_for(d.hw, engine)
     out = {
         "estimate": True,
         "note": "ESTIMATES from a calibrated roofline, not measurements",
         "model": d.model.as_dict(), "hardware": d.hw.as_dict(), "gpus": d.tp, "schedule": d.schedule,
-        "workload": {"input_tokens": n_in, "output_tokens": n_out},
+        "workload": {"input_tokens": n_in, "output_tokens": n_out, "arrivals": "lockstep" if lockstep else "spread"},
         "capacity": cap, "fits": cap["fits"],
         "calibration": cal.summary() if cal.n_runs else {"runs": 0, "factors": cal.factors.as_dict(),
                                                           "note": "uncalibrated: default factors"},
@@ -31,7 +31,7 @@ def estimate(d: Deployment, levels: list[int], n_in: int, n_out: int, cal: Calib
         return out
     lo, hi = math.exp(-sigma), math.exp(sigma)
     for c in levels:
-        p = serve(d, c, n_in, n_out, cal.factors)
+        p = serve(d, c, n_in, n_out, cal.factors, lockstep=lockstep)
         row = {"concurrency": c, **{k: p[k] for k in ("batch", "ttft_ms", "tpot_ms", "ms_per_token", "e2e_ms",
                                                       "output_tok_s", "request_throughput", "queue_ms",
                                                       "decode_step_ms", "decode_bound", "prefill_bound")}}

@@ -42,6 +42,7 @@ def observations(set_name: str) -> list[Observation]:
                                n_in=float(r.get("input_tokens", s.get("input_tokens", 0))),
                                n_out=float(r.get("output_tokens", s.get("output_tokens", 0))),
                                measured=measured, batch_cap=cap, mode="concurrency",
+                               lockstep=set_name == "trtllm-h200",  # offline static batches
                                schedule=SCHEDULES.get(s["engine"], "separate"),
                                engine=s["engine"].split("-")[0] if s["engine"] != "separate-static" else "fastertransformer", meta={"set": set_name, **r}))
     return out

@@ -24,6 +24,8 @@ running batch is B = min(c, largest batch whose KV fits, max_num_seqs). Two sche
   so each request sees its own prefill, half a running step on average, n_out-1 decode steps
   and the B-1 other requests' prefills:
       TTFT = prefill + step/2 (B > 1);  TPOT = step + (B-1) * prefill / (n_out-1)
+- lockstep (fixed lengths started together: servebench's own runs): the batch moves in waves,
+      TTFT = prefill of B prompts at once;  TPOT = step (no prompt tokens ride along)
 Then cycle = TTFT + (n_out-1) * TPOT, requests/s X = B / cycle, and when c > B requests wait
 for a slot: queue = (c/B - 1) * cycle is added to TTFT. ms/token = e2e / n_out, output
 tok/s = X * n_out.
@@ -128,9 +130,12 @@ def capacity(d: Deployment, seq_tokens: int | None = None) -> dict:
 
 
 def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Factors,
-          batch_cap: float | None = None) -> dict:
+          batch_cap: float | None = None, lockstep: bool = False) -> dict:
     """Predicted metrics of a closed loop at `concurrency` (see module doc). batch_cap: a
-    measured or known running-batch cap that overrides the KV/max_num_seqs one."""
+    measured or known running-batch cap that overrides the KV/max_num_seqs one. lockstep:
+    every request has the same lengths and the loop starts them together (servebench's
+    fixed-length runs, offline batches), so they stay in waves: the batch prefills together
+    (TTFT = one prefill of B prompts) and then decodes with no prompt riding along."""
     n_out = max(n_out, 1.0)
     if batch_cap is None:
         cap = capacity(d, int(n_in + n_out))
@@ -141,7 +146,11 @@ def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Facto
     ctx = n_in + n_out / 2
     step = decode_step(d, b, ctx, f)
     pf = prefill(d, n_in, n_in, f)
-    if d.schedule == "mixed":
+    if lockstep:
+        pf = prefill(d, b * n_in, n_in, f)
+        t_pf = ttft0 = pf["s"]
+        tpot = t_dec = step["s"]
+    elif d.schedule == "mixed":
         fixed = step["comm_s"] + f.step_ms / 1e3
         ride = b / (n_out - 1) if n_out > 1 else b
         t_dec = max(step["memory_s"], step["compute_s"] + ride * pf["compute_s"]) + fixed

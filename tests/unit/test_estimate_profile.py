@@ -7,7 +7,8 @@ import json
 import pytest
 
 from servebench.estimate import catalog, models
-from servebench.estimate.profile import chart, floors, run_profile
+from servebench.estimate.forward import floors, run_profile
+from servebench.estimate.profile import chart
 
 
 @pytest.fixture(scope="module")
