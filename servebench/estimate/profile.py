@@ -21,7 +21,7 @@ def chart(result: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     rows = [r for r in result["modules"] if r["ms"] > 0 and r["depth"] > 0 or r["module"] in ("embedding", "LM head", "final RMSNorm")]
-    names = [("  " * r["depth"]) + r["module"] for r in rows][::-1]
+    names = [("· " * r["depth"]) + r["module"] for r in rows][::-1]  # matplotlib drops leading spaces
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.5))
     y = range(len(rows))
     ax.barh(y, [r["ms"] for r in rows][::-1], color="#4c72b0", label="measured")

@@ -131,3 +131,17 @@ def test_separate_prefill_slows_tpot_with_other_requests_prefills():
     sep = serve(Deployment(m, hw, 4, schedule="separate"), 20, 256, 50, Factors())
     mix = serve(Deployment(m, hw, 4, schedule="mixed"), 20, 256, 50, Factors())
     assert sep["tpot_ms"] > sep["decode_step_ms"] and sep["tpot_ms"] > mix["tpot_ms"]
+
+
+def test_lockstep_waves_prefill_the_whole_batch_then_decode_alone():
+    d = Deployment(models.load("llama-2-7b"), catalog.lookup("h100-sxm"), tp=1)
+    f = Factors()
+    lock = serve(d, 64, 512, 128, f, lockstep=True)
+    spread = serve(d, 64, 512, 128, f)
+    assert lock["ttft_ms"] == pytest.approx(prefill(d, 64 * 512, 512, f)["s"] * 1e3)
+    assert lock["tpot_ms"] == pytest.approx(decode_step(d, 64, 512 + 64, f)["s"] * 1e3)
+    assert lock["ttft_ms"] > 10 * spread["ttft_ms"]  # a wave's prompts all wait for one big prefill
+    assert lock["output_tok_s"] < spread["output_tok_s"]  # prompts no longer hide in memory-bound steps
+    assert lock["request_throughput"] * lock["e2e_ms"] / 1e3 == pytest.approx(64)
+    one = serve(d, 1, 512, 128, f, lockstep=True)
+    assert one["ttft_ms"] == pytest.approx(serve(d, 1, 512, 128, f.with_(), lockstep=False)["ttft_ms"], rel=0.2)

@@ -64,3 +64,17 @@ def test_profile_refuses_a_model_that_cannot_fit_with_a_hint():
     r = CliRunner().invoke(main, ["profile", "--model", "llama-2-70b", "--phase", "decode"])
     assert r.exit_code == 2
     assert "error: meta-llama/Llama-2-70b-hf needs 257.0 GiB of weights" in r.output and "--layers" in r.output
+
+
+def test_profile_command_writes_json_and_chart(tmp_path):
+    from click.testing import CliRunner
+
+    from servebench.cli import main
+
+    out = tmp_path / "prof"
+    r = CliRunner().invoke(main, ["profile", "--model", "tiny", "--phase", "decode", "--batch", "1", "--seq", "16",
+                                  "--repeats", "1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    data = json.loads((out / "profile.json").read_text())
+    assert data["phase"] == "decode" and data["modules"] and (out / "profile.png").stat().st_size > 1000
+    assert "Time per module" in r.output and str(out) in r.output.strip().splitlines()[-1]
