@@ -164,7 +164,7 @@ def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Facto
         tpot = t_dec + ((b - 1) * t_pf / (n_out - 1) if n_out > 1 else 0.0)
     cycle = ttft0 + (n_out - 1) * tpot
     queue = max(concurrency / b - 1, 0.0) * cycle
-    x = b / cycle
+    x = min(concurrency, b) / cycle  # below one request in flight the engine idles in between
     e2e = cycle + queue
     return {"fits": True, "batch": b, "ttft_ms": (ttft0 + queue) * 1e3, "tpot_ms": tpot * 1e3,
             "ms_per_token": e2e / n_out * 1e3, "e2e_ms": e2e * 1e3, "request_throughput": x,

@@ -18,7 +18,8 @@ def test_calibrate_on_real_runs_and_report_efficiency(vllm_server, tmp_path):
     for c in (1, 4):
         res = servebench("run", "--backend", "vllm", "--model", "tiny", "--endpoint", url, "--concurrency", str(c),
                          "--requests", "12", "--input-tokens", "128", "--output-tokens", "32", "--warmup", "1",
-                         "--results-dir", str(tmp_path), "--name", f"c{c}", "--no-plots", cwd=tmp_path)
+                         "--results-dir", str(tmp_path), "--name", f"c{c}", "--no-plots",
+                         "--seed", str(c), cwd=tmp_path)  # distinct prompts: no prefix-cache hits on the shared server
         runs.append(res.expect_ok())
         # the report of a run on this host's CPU carries its efficiency line
         assert "efficiency vs the 1x CPU" in res.stdout, res.stdout[-2000:]
