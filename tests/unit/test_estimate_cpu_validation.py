@@ -46,14 +46,14 @@ def test_the_recorded_runs_are_what_the_docs_say():
 
 
 def test_tiny_calibration_predicts_small():
-    """docs/estimate.md: mean abs error 32% over the 8 predicted figures, 6 of 8 inside the
-    one-sigma band (both misses: TPOT, under-predicted ~2x, see the docs)."""
+    """docs/estimate.md: mean abs error 31% over the 8 predicted figures, 7 of 8 inside the
+    one-sigma band (the miss: TPOT at concurrency 8, under-predicted ~2.5x, see the docs)."""
     cal = fit.calibrate(_obs("tiny"))
     sigma = cal.sigma_for(_host(), "vllm")
     errors = [e for o in _obs("small") for e in fit.errors(o, cal.factors).values()]
     assert len(errors) == 8
     assert sum(map(abs, errors)) / len(errors) < 0.35
-    assert sum(abs(math.log1p(e)) <= sigma for e in errors) >= 6
+    assert sum(abs(math.log1p(e)) <= sigma for e in errors) >= 7
 
 
 def test_lockstep_model_beats_the_prediction_made_before_measuring():
