@@ -25,7 +25,8 @@ def _levels(value: str) -> list[int]:
     return out
 
 
-def load_calibration(paths: list[Path], hw_override: str | None, warn) -> "object":
+def load_calibration(paths: list[Path], hw_override: str | None, warn):
+    """Run/sweep dirs -> fit.Calibration; unplaceable runs are skipped with a warning."""
     from servebench.estimate import efficiency, fit
 
     obs, skipped = [], []
