@@ -17,6 +17,8 @@ _EXTERNAL = {
     "plot": "servebench.plots:plot",
     "sweep": "servebench.sweep.cli:sweep",
     "compare": "servebench.sweep.cli:compare",
+    "estimate": "servebench.estimate.cli:estimate",
+    "profile": "servebench.estimate.profile:profile",
 }
 
 

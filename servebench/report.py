@@ -108,3 +108,6 @@ def render(run_dir: Path, console: Console | None = None) -> None:
             console.print(f"telemetry {name}: {ts['headline']}")
     for w in warnings(s):
         console.print(f"[yellow]warning:[/] {w}")
+    from servebench.estimate.report import render_efficiency  # issue 13: measured vs physical floor
+
+    render_efficiency(run_dir, console, s)

@@ -1,0 +1,133 @@
+"""`servebench profile`: where one forward pass spends its time, each module beside its floor.
+
+Measurement in forward.py; here the command, the tables and the chart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from servebench.estimate.forward import run_profile
+
+
+def chart(result: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["modules"] if r["ms"] > 0 and r["depth"] > 0 or r["module"] in ("embedding", "LM head", "final RMSNorm")]
+    names = [("· " * r["depth"]) + r["module"] for r in rows][::-1]  # matplotlib drops leading spaces
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.5))
+    y = range(len(rows))
+    ax.barh(y, [r["ms"] for r in rows][::-1], color="#4c72b0", label="measured")
+    ax.barh(y, [r["floor_ms"] or 0 for r in rows][::-1], color="#dd8452", height=0.4, label="floor")
+    ax.set_yticks(list(y), names, fontsize=8)
+    ax.set_xlabel("ms per forward")
+    ax.set_title(f"{result['model']} {result['phase']} batch {result['batch']} seq {result['seq']} on "
+                 f"{result['hardware']['label']} ({result['dtype']})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def render(result: dict, console) -> None:
+    from rich.table import Table
+
+    r = result
+    console.print(f"[bold]{r['model']}[/] {r['phase']} batch {r['batch']} seq {r['seq']} on {r['hardware']['label']} "
+                  f"({r['device']}, {r['dtype']}, {r['layers']} layers, {r['params'] / 1e6:.1f} M params): forward "
+                  f"{r['forward_ms']:.3f} ms ({r['forward_hooked_ms']:.3f} ms with module hooks), floor "
+                  f"{r['floor_ms']:.3f} ms, efficiency {r['efficiency']:.2f}")
+    t = Table(title="Time per module (per forward)", header_style="bold")
+    for c in ("module", "calls", "ms", "share", "floor ms", "floor/ms", "bound"):
+        t.add_column(c, justify="left" if c == "module" else "right")
+    for m in r["modules"]:
+        t.add_row("  " * m["depth"] + m["module"], str(m["calls"] or "-"), f"{m['ms']:.3f}",
+                  f"{m['share']:.1%}" if m["share"] is not None else "-",
+                  f"{m['floor_ms']:.4f}" if m["floor_ms"] is not None else "-",
+                  f"{m['efficiency']:.2f}" if m["efficiency"] else "-", m["bound"] or "-")
+    console.print(t)
+    o = Table(title="Top operators (torch.profiler, self time)", header_style="bold")
+    for c in ("operator", "calls", "self ms", "share"):
+        o.add_column(c, justify="left" if c == "operator" else "right")
+    for op in r["operators"]:
+        o.add_row(op["op"], str(op["calls"]), f"{op['self_ms']:.3f}", f"{op['share']:.1%}")
+    console.print(o)
+
+
+def _check_memory(cfg: dict, name: str, device: str, dtype: str | None, layers: int | None) -> None:
+    """Refuse up front what would exhaust memory (an OOM kill leaves no error line)."""
+    import torch
+
+    from servebench.estimate import models
+
+    shape = models.shape(dict(cfg, **({"num_hidden_layers": layers} if layers else {})), name)
+    nbytes = shape.params * (4 if (dtype or ("float32" if device == "cpu" else "bfloat16")) == "float32" else 2)
+    if device.startswith("cuda"):
+        free = torch.cuda.mem_get_info()[0]
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    if nbytes > 0.7 * free:
+        raise ValueError(f"{name} needs {nbytes / 2**30:.1f} GiB of weights, {free / 2**30:.1f} GiB free on {device}: "
+                         f"use --layers N (e.g. --layers {max(1, int(shape.layers * 0.7 * free / nbytes))}) or a smaller model")
+
+
+@click.command("profile")
+@click.option("--model", default="tiny", show_default=True, help="tiny | small | config.json | model dir | shipped model id.")
+@click.option("--phase", default="decode", show_default=True, type=click.Choice(["prefill", "decode"]))
+@click.option("--batch", default=1, show_default=True, type=int)
+@click.option("--seq", default=512, show_default=True, type=int, help="Prompt length (prefill) or context length (decode).")
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N")
+@click.option("--dtype", default=None, type=click.Choice(["float32", "bfloat16", "float16"]), help="Default: float32 on CPU, bfloat16 on CUDA.")
+@click.option("--layers", default=None, type=int, help="Override the layer count (to fit a big shape in memory).")
+@click.option("--repeats", default=5, show_default=True, type=int)
+@click.option("--out", default=None, type=click.Path(path_type=Path), help="Directory for profile.json and profile.png (default results/profile-<time>).")
+@click.option("--json", "as_json", is_flag=True)
+def profile(**o) -> None:
+    """Time per module and per operator of one forward pass, each beside its own floor."""
+    from rich.console import Console
+
+    from servebench.estimate import models
+
+    if o["batch"] < 1 or o["seq"] < 1 or o["repeats"] < 1:
+        raise click.UsageError("--batch, --seq and --repeats must be >= 1")
+    try:
+        import torch
+    except ImportError:
+        click.echo("error: servebench profile needs torch (pip install torch)", err=True)
+        raise SystemExit(1)
+    if o["device"].startswith("cuda") and not torch.cuda.is_available():
+        click.echo("error: --device cuda but torch sees no CUDA device", err=True)
+        raise SystemExit(1)
+    try:
+        name, cfg = models.find_config(o["model"])
+        _check_memory(cfg, name, o["device"], o["dtype"], o["layers"])
+        result = run_profile(cfg, name, o["phase"], o["batch"], o["seq"], o["device"], o["dtype"], o["repeats"], o["layers"])
+    except (KeyError, ValueError) as e:
+        click.echo(f"error: {e.args[0] if e.args else e}", err=True)
+        raise SystemExit(2)
+    except RuntimeError as e:  # out of memory, unsupported dtype on this device
+        click.echo(f"error: {str(e).splitlines()[0]}", err=True)
+        raise SystemExit(1)
+    out = o["out"] or Path("results") / time.strftime("profile-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
+    chart(result, out / "profile.png")
+    if o["as_json"]:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        console = Console()
+        if not console.is_terminal:
+            console.width = max(console.width, 120)
+        render(result, console)
+        console.print(f"chart: {out / 'profile.png'}")
+    click.echo(str(out))

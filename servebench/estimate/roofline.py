@@ -1,0 +1,172 @@
+"""Floors and the serving model that turns them into TTFT, TPOT and throughput.
+
+Per GPU of a tensor-parallel group of T (hardware.md, "How the established estimators model
+inference"):
+    decode step (batch b, mean context s) = max((W + b*s*K) / (eta_mem*BW),
+                                                (2*P*b + attn) / T / (eta_compute*F))
+                                            + 2 all-reduces per layer + step overhead
+    prefill of n tokens                    = max(W / (eta_mem*BW), (2*P*n + attn) / T / (eta_compute*F))
+                                            + 2 all-reduces per layer + step overhead
+    all-reduce of B bytes (ring)           = alpha + 2(T-1)/T * B / (eta_link*link)
+W = weight bytes read per step / T, K = KV bytes per token per GPU, P = weights each token
+multiplies by, F = dense peak of the compute dtype.
+
+Serving at concurrency c (closed loop, requests of n_in prompt and n_out output tokens), the
+running batch is B = min(c, largest batch whose KV fits, max_num_seqs). Two schedules:
+- "mixed" (vLLM, SGLang, TensorRT-LLM: chunked prefill / in-flight batching): prompt tokens
+  ride in decode steps, so a prefill costs only its FLOPs (the step reads the weights anyway).
+  With B requests each prefilling once per n_out-1 steps, a step carries B*n_in/(n_out-1)
+  prompt tokens on average:
+      step = max(mem(B), cmp(B) + B/(n_out-1) * cmp_prefill(n_in)) + comm + overhead
+      TTFT = max(mem(B), cmp(B) + cmp_prefill(n_in)) + comm + overhead (+ step/2 when B > 1)
+      TPOT = step
+- "separate" (TGI 1.x, LightLLM): a prefill is its own forward pass between decode steps,
+  so each request sees its own prefill, half a running step on average, n_out-1 decode steps
+  and the B-1 other requests' prefills:
+      TTFT = prefill + step/2 (B > 1);  TPOT = step + (B-1) * prefill / (n_out-1)
+- lockstep (fixed lengths started together: servebench's own runs): the batch moves in waves,
+      TTFT = prefill of B prompts at once;  TPOT = step (no prompt tokens ride along)
+Then cycle = TTFT + (n_out-1) * TPOT, requests/s X = B / cycle, and when c > B requests wait
+for a slot: queue = (c/B - 1) * cycle is added to TTFT. ms/token = e2e / n_out, output
+tok/s = X * n_out.
+With Factors.speed_of_light() (every efficiency 1, no overheads, no collective latency) this
+gives the physical floor that `efficiency` compares measured runs with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from servebench.estimate.catalog import Hardware
+from servebench.estimate.models import ModelShape
+
+
+@dataclass(frozen=True, slots=True)
+class Factors:
+    eta_mem: float = 0.7  # achieved / peak memory bandwidth in a decode step (llm-analysis: <= 0.9)
+    eta_compute: float = 0.6  # achieved / peak FLOP/s in prefill (llm-analysis: 0.7)
+    step_ms: float = 1.0  # fixed cost per engine step: scheduling, sampling, launches
+    alpha_us: float | None = None  # latency per all-reduce; None: the hardware row's default
+    eta_link: float = 0.7  # achieved / peak link bandwidth in all-reduces
+
+    @staticmethod
+    def speed_of_light() -> "Factors":
+        return Factors(eta_mem=1.0, eta_compute=1.0, step_ms=0.0, alpha_us=0.0, eta_link=1.0)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **kw) -> "Factors":
+        return replace(self, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    model: ModelShape
+    hw: Hardware
+    tp: int = 1  # GPUs in the tensor-parallel group
+    mem_fraction: float = 0.9  # vLLM gpu_memory_utilization / SGLang mem_fraction_static
+    reserve_gib: float = 1.5  # activations, CUDA graphs, allocator slack per GPU
+    max_num_seqs: int = 256  # engine's cap on the running batch (vLLM default)
+    schedule: str = "mixed"  # mixed | separate (see module doc)
+
+
+SCHEDULES = {"vllm": "mixed", "sglang": "mixed", "trtllm": "mixed", "tensorrt-llm": "mixed", "openai": "mixed",
+             "tgi": "separate", "lightllm": "separate"}
+
+
+def _allreduce_s(d: Deployment, nbytes: float, f: Factors) -> float:
+    if d.tp <= 1:
+        return 0.0
+    alpha = (d.hw.alpha_us if f.alpha_us is None else f.alpha_us) * 1e-6
+    return alpha + 2 * (d.tp - 1) / d.tp * nbytes / (f.eta_link * d.hw.link_gbs * 1e9)
+
+
+def decode_step(d: Deployment, batch: float, ctx: float, f: Factors) -> dict:
+    m, hw = d.model, d.hw
+    w = m.decode_weight_bytes() / d.tp
+    kv = batch * ctx * m.kv_bytes_per_token(d.tp)
+    t_mem = (w + kv) / (f.eta_mem * hw.bandwidth_gbs * 1e9)
+    flops = (2 * m.matmul_params * batch + m.attn_flops(batch, ctx)) / d.tp
+    t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
+    t_comm = 2 * m.layers * _allreduce_s(d, batch * m.hidden * m.dtype_bytes, f)
+    return {"s": max(t_mem, t_cmp) + t_comm + f.step_ms / 1e3, "memory_s": t_mem, "compute_s": t_cmp,
+            "comm_s": t_comm, "bound": "memory" if t_mem >= t_cmp else "compute",
+            "weight_bytes": w, "kv_bytes": kv}
+
+
+def prefill(d: Deployment, n_tokens: float, seq_len: float, f: Factors) -> dict:
+    """n_tokens prompt tokens in one step, in sequences of seq_len (causal: mean context len/2)."""
+    m, hw = d.model, d.hw
+    w = m.decode_weight_bytes() / d.tp
+    t_mem = w / (f.eta_mem * hw.bandwidth_gbs * 1e9)
+    flops = (2 * m.matmul_params * n_tokens + m.attn_flops(n_tokens, seq_len / 2)) / d.tp
+    t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
+    t_comm = 2 * m.layers * _allreduce_s(d, n_tokens * m.hidden * m.dtype_bytes, f)
+    return {"s": max(t_mem, t_cmp) + t_comm + f.step_ms / 1e3, "memory_s": t_mem, "compute_s": t_cmp,
+            "comm_s": t_comm, "bound": "memory" if t_mem >= t_cmp else "compute", "flops": flops}
+
+
+def capacity(d: Deployment, seq_tokens: int | None = None) -> dict:
+    """Does the model fit, how many KV tokens are left, and the largest batch of seq_tokens each."""
+    m = d.model
+    usable = d.hw.memory_bytes * d.mem_fraction
+    weights = m.weight_bytes() / d.tp
+    kv_tok = m.kv_bytes_per_token(d.tp)
+    free = usable - weights - d.reserve_gib * 2**30
+    tokens = max(int(free // kv_tok), 0)
+    out = {"memory_gib": d.hw.memory_gib, "usable_gib": usable / 2**30, "weights_gib": weights / 2**30,
+           "reserve_gib": d.reserve_gib, "kv_gib": max(free, 0) / 2**30, "kv_bytes_per_token": kv_tok,
+           "kv_tokens": tokens, "fits": free > 0 and (seq_tokens is None or tokens >= seq_tokens)}
+    if seq_tokens:
+        out["max_batch"] = min(tokens // seq_tokens, d.max_num_seqs)
+    if not out["fits"]:
+        need = weights + d.reserve_gib * 2**30 + kv_tok * (seq_tokens or 1)
+        out["why"] = (f"needs {need / 2**30:.1f} GiB per GPU (weights {weights / 2**30:.1f} GiB + reserve "
+                      f"{d.reserve_gib:g} GiB + KV of one {seq_tokens or 1}-token sequence "
+                      f"{kv_tok * (seq_tokens or 1) / 2**30:.2f} GiB); has {usable / 2**30:.1f} GiB usable "
+                      f"({d.mem_fraction:g} x {d.hw.memory_gib:g} GiB) on each of {d.tp} GPU(s)")
+    return out
+
+
+def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Factors,
+          batch_cap: float | None = None, lockstep: bool = False) -> dict:
+    """Predicted metrics of a closed loop at `concurrency` (see module doc). batch_cap: a
+    measured or known running-batch cap that overrides the KV/max_num_seqs one. lockstep:
+    every request has the same lengths and the loop starts them together (servebench's
+    fixed-length runs, offline batches), so they stay in waves: the batch prefills together
+    (TTFT = one prefill of B prompts) and then decodes with no prompt riding along."""
+    n_out = max(n_out, 1.0)
+    if batch_cap is None:
+        cap = capacity(d, int(n_in + n_out))
+        batch_cap = cap.get("max_batch") or 0
+        if not cap["fits"]:
+            return {"fits": False, "why": cap["why"]}
+    b = max(min(concurrency, batch_cap), 1.0)
+    ctx = n_in + n_out / 2
+    step = decode_step(d, b, ctx, f)
+    pf = prefill(d, n_in, n_in, f)
+    if lockstep:
+        pf = prefill(d, b * n_in, n_in, f)
+        t_pf = ttft0 = pf["s"]
+        tpot = t_dec = step["s"]
+    elif d.schedule == "mixed":
+        fixed = step["comm_s"] + f.step_ms / 1e3
+        ride = b / (n_out - 1) if n_out > 1 else b
+        t_dec = max(step["memory_s"], step["compute_s"] + ride * pf["compute_s"]) + fixed
+        ttft0 = max(step["memory_s"], step["compute_s"] + pf["compute_s"]) + fixed + pf["comm_s"]
+        ttft0 += t_dec / 2 if b > 1 else 0.0
+        tpot = t_dec
+        t_pf = ttft0
+    else:
+        t_pf, t_dec = pf["s"], step["s"]
+        ttft0 = t_pf + (t_dec / 2 if b > 1 else 0.0)
+        tpot = t_dec + ((b - 1) * t_pf / (n_out - 1) if n_out > 1 else 0.0)
+    cycle = ttft0 + (n_out - 1) * tpot
+    queue = max(concurrency / b - 1, 0.0) * cycle
+    x = min(concurrency, b) / cycle  # below one request in flight the engine idles in between
+    e2e = cycle + queue
+    return {"fits": True, "batch": b, "ttft_ms": (ttft0 + queue) * 1e3, "tpot_ms": tpot * 1e3,
+            "ms_per_token": e2e / n_out * 1e3, "e2e_ms": e2e * 1e3, "request_throughput": x,
+            "output_tok_s": x * n_out, "decode_step_ms": t_dec * 1e3, "prefill_ms": t_pf * 1e3,
+            "decode_bound": step["bound"], "prefill_bound": pf["bound"], "queue_ms": queue * 1e3}
