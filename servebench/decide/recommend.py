@@ -117,6 +117,8 @@ def study_tables(df: pd.DataFrame, *, at: dict[str, float] | None = None, mask: 
             if tied:
                 notes.append(f"{model}: tie within {TIE_REL:.1%} on {col}: " + "; ".join(tied) + f" (shown: {top['config']}, by tie-break)")
         frame = pd.DataFrame(rows)[STUDY_COLUMNS + ["config", "load_level"]] if rows else pd.DataFrame(columns=STUDY_COLUMNS)
+        if rows and frame["concurrency"].notna().all():
+            frame = frame.drop(columns="load_level")  # the concurrency column already says it
         sub = f" at {at[key]:g} concurrent" if key in at else ""
         out.append(Table(key + suffix, f"{title}{sub}{what}", frame.reset_index(drop=True), notes))
     return out
@@ -169,11 +171,15 @@ def pareto_tables(df: pd.DataFrame) -> list[Table]:
             notes_c.append(f"{model}: {len(g) - len(priced)} run(s) without a price left out")
         if not priced.empty:
             m = pareto_mask(priced["usd_per_1m"].to_numpy(float), priced["ms_per_token_p50"].to_numpy(float))
-            cost_rows.append(priced[m].sort_values("usd_per_1m"))
+            front = priced[m].sort_values("usd_per_1m")
+            cost_rows.append(front)
+            notes_c.extend(_duplicates(model, front, ["usd_per_1m", "ms_per_token_p50"]))
         t = g[g["tput_per_gpu"].notna() & g["tput_per_user"].notna()]
         if not t.empty:
             m = pareto_mask(-t["tput_per_gpu"].to_numpy(float), -t["tput_per_user"].to_numpy(float))
-            tput_rows.append(t[m].sort_values("tput_per_gpu", ascending=False))
+            front = t[m].sort_values("tput_per_gpu", ascending=False)
+            tput_rows.append(front)
+            notes_t.extend(_duplicates(model, front, ["tput_per_gpu", "tput_per_user"]))
         cpu = g[(g["gpu_count"].fillna(0) == 0)]
         if not cpu.empty:
             notes_t.append(f"{model}: {cpu['config'].nunique()} configuration(s) without GPUs count the host as one device")
@@ -187,6 +193,15 @@ def pareto_tables(df: pd.DataFrame) -> list[Table]:
     ]
 
 
+def _duplicates(model: str, front: pd.DataFrame, cols: list[str]) -> list[str]:
+    """Front points that tie exactly on both axes (both stay on the front): say so."""
+    out = []
+    for _, g in front.groupby(cols, sort=False):
+        if len(g) > 1:
+            out.append(f"{model}: tie on the front: " + "; ".join(f"{r['config']} @ {r['load_level']}" for _, r in g.iterrows()))
+    return out
+
+
 def _load_value(r) -> float:
     return float(r["concurrency"]) if _num(r.get("concurrency")) else (_num(r.get("rate")) or 0.0)
 
@@ -196,6 +211,7 @@ def capacity(df: pd.DataFrame, target_rps: float, bounds: list[Bound]) -> Table:
     rate it achieved at the highest load level at which it met the SLO."""
     met = meets(df, bounds) if bounds else ok_mask(df)
     rows, notes = [], []
+    cols = ["model", "config", "load_level", "capacity_rps", "servers", "usd_per_hour", "usd_per_month", "price_source"]
     for cfg, g in df.groupby("config", sort=True):
         ok = g[met[g.index]]
         if ok.empty:
@@ -210,12 +226,16 @@ def capacity(df: pd.DataFrame, target_rps: float, bounds: list[Bound]) -> Table:
                      "price_source": top["price_source"]})
         if price is None:
             notes.append(f"{cfg}: no price: server count only (give --price)")
+    frame = pd.DataFrame(rows, columns=cols).sort_values(["model", "usd_per_hour", "servers"], na_position="last")
+    for model, g in frame.groupby("model", sort=True):
+        cheapest = g[g["usd_per_hour"].notna()]
+        cheapest = cheapest[np.isclose(cheapest["usd_per_hour"], cheapest["usd_per_hour"].min(), rtol=TIE_REL)]
+        if len(cheapest) > 1:
+            notes.append(f"{model}: tie for cheapest at ${cheapest['usd_per_hour'].iloc[0]:,.2f}/h: " + "; ".join(cheapest["config"]))
     if bounds:
         notes.extend(never_met(df, bounds, met))
     else:
         notes.append("no --slo given: each configuration's capacity is its highest measured load")
-    cols = ["model", "config", "load_level", "capacity_rps", "servers", "usd_per_hour", "usd_per_month", "price_source"]
-    frame = pd.DataFrame(rows, columns=cols).sort_values(["model", "usd_per_hour", "servers"], na_position="last")
     return Table("capacity", f"Capacity for {target_rps:g} req/s" + (" under the SLO" if bounds else ""),
                  frame.reset_index(drop=True), notes)
 

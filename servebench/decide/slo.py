@@ -131,7 +131,7 @@ def add_goodput(df: pd.DataFrame, bounds: dict[str, float]) -> pd.DataFrame:
     df = df.copy()
     shares, rates = [], []
     for _, row in df.iterrows():
-        g = goodput(row["run_dir"], bounds) if row.get("run_dir") else None
+        g = goodput(row["run_dir"], bounds) if isinstance(row.get("run_dir"), str) else None
         shares.append(g[0] if g else float("nan"))
         dur = row.get("duration_s")
         rates.append(g[1] / dur if g and dur and dur > 0 else float("nan"))

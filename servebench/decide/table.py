@@ -44,6 +44,8 @@ def fmt(v) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
+        if v.is_integer() and abs(v) < 1e6:
+            return f"{int(v):,}"
         if v == 0:
             return "0"
         a = abs(v)

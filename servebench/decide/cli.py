@@ -1,0 +1,173 @@
+"""`servebench recommend` and `servebench report` (registered in servebench/cli.py's _EXTERNAL)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from servebench.decide.load import LoadError, kind
+from servebench.decide.prices import PriceError
+from servebench.decide.slo import SloError
+
+_price = click.option("--price", "prices", multiple=True, metavar="NAME=USD_PER_HOUR|FILE.yaml",
+                      help="Price override: an instance ($/h) or a GPU type ($/GPU-hour), or a YAML file (repeatable).")
+_onprem = click.option("--onprem", default=None, metavar="KEY=VALUE,...",
+                       help="Owned hardware instead of catalog GPU prices: purchase_usd_per_gpu, amortisation_years, "
+                            "utilisation, usd_per_kwh, pue (e.g. purchase_usd_per_gpu=30000,amortisation_years=4,usd_per_kwh=0.15).")
+_slo = click.option("--slo", default=None, help='Bounds, e.g. "ttft_p95<=1000ms,ms_per_token_p50<=50".')
+_goodput = click.option("--goodput", "goodput", multiple=True, metavar="ttft:MS tpot:MS e2el:MS",
+                        help="Goodput bounds in ms (share of requests meeting all; errors are misses).")
+_target = click.option("--target-rps", default=None, type=float, help="Capacity planning for this request rate.")
+_at = click.option("--at", default=None, metavar="cost=5,latency=1,throughput=20",
+                   help="Rank each study table at one concurrency only (the study's levels shown).")
+_err = click.option("--max-error-rate", default=0.01, show_default=True, type=float,
+                    help="With --slo: a run with more failed requests never meets it.")
+
+
+def _fail(msg: str, code: int = 1):
+    click.echo(f"error: {msg}", err=True)
+    raise SystemExit(code)
+
+
+def _kv_floats(text: str | None, what: str) -> dict[str, float]:
+    out = {}
+    for part in [p for p in (text or "").split(",") if p.strip()]:
+        k, sep, v = part.partition("=")
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            _fail(f"{what} {part.strip()!r}: expected KEY=NUMBER", 2)
+        if not sep:
+            _fail(f"{what} {part.strip()!r}: expected KEY=NUMBER", 2)
+    return out
+
+
+_BOUND = re.compile(r"^(ttft|tpot|itl|e2el):[0-9.eE+-]+$", re.I)
+
+
+def split_goodput(dirs, goodput) -> tuple[list[str], list[str]]:
+    """`--goodput ttft:500 tpot:50 e2el:2000` (the peers' form): click gives an option one value,
+    so the bounds after the first arrive among the DIRs; move them back."""
+    if not goodput:
+        return list(dirs), list(goodput)
+    keep = [d for d in dirs if not (_BOUND.match(d) and not Path(d).exists())]
+    return keep, list(goodput) + [d for d in dirs if d not in keep]
+
+
+def analyse(dirs, prices, onprem, slo, goodput, target_rps, at, max_error_rate):
+    """Load, price and rank: (run table, recommendation tables)."""
+    from servebench.decide.load import load_dirs
+    from servebench.decide.prices import price_book
+    from servebench.decide.recommend import add_costs, recommend
+    from servebench.decide.slo import add_goodput, parse_goodput, parse_slo
+
+    dirs, goodput = split_goodput(dirs, goodput)
+    if not dirs:
+        _fail("no DIR given", 2)
+    at_levels = _kv_floats(at, "--at")
+    bad = set(at_levels) - {"cost", "latency", "throughput"}
+    if bad:
+        _fail(f"--at: unknown table {sorted(bad)[0]!r} (cost, latency, throughput)", 2)
+    try:
+        book = price_book(list(prices), _kv_floats(onprem, "--onprem") or None)
+        bounds = parse_slo(slo, max_error_rate)
+        gp = parse_goodput(goodput)
+        if target_rps is not None and not target_rps > 0:
+            raise SloError("--target-rps must be > 0")
+        df = add_costs(load_dirs(list(dirs)), book)
+    except (PriceError, SloError) as e:
+        _fail(str(e), 2)
+    except LoadError as e:
+        _fail(str(e))
+    if gp:
+        df = add_goodput(df, gp)
+    return df, recommend(df, bounds=bounds, target_rps=target_rps, at=at_levels)
+
+
+def _write(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    try:
+        Path(out).write_text(text)
+    except OSError as e:
+        _fail(f"cannot write {out}: {e.strerror or e}")
+    click.echo(str(out))
+
+
+@click.command("recommend")
+@click.argument("dirs", nargs=-1, required=True)
+@_slo
+@_target
+@_goodput
+@_price
+@_onprem
+@_at
+@_err
+@click.option("--format", "fmt", default="console", show_default=True, type=click.Choice(["console", "md", "csv"]))
+@click.option("-o", "--output", default=None, type=click.Path(path_type=Path))
+def recommend_cmd(dirs, slo, target_rps, goodput, prices, onprem, at, max_error_rate, fmt, output):
+    """Best deployment per model (cost, latency, throughput), under an SLO, Pareto fronts, capacity.
+
+    DIRS: sweep, compare or run directories (NAME=DIR names one)."""
+    from servebench.decide import render
+
+    _, tables = analyse(dirs, prices, onprem, slo, goodput, target_rps, at, max_error_rate)
+    if fmt == "console" and output is None:
+        render.console(tables)
+    else:
+        _write(render.markdown(tables, "servebench recommend") if fmt in ("md", "console") else render.csv(tables), output)
+
+
+@click.command("report")
+@click.argument("dirs", nargs=-1, required=True)
+@click.option("--format", "fmt", default="console", show_default=True, type=click.Choice(["console", "html", "md", "csv"]))
+@click.option("-o", "--output", default=None, type=click.Path(path_type=Path), help="File to write (html: default report.html).")
+@_slo
+@_target
+@_goodput
+@_price
+@_onprem
+@_at
+@_err
+def report(dirs, fmt, output, slo, target_rps, goodput, prices, onprem, at, max_error_rate):
+    """Report of a run, a compare or a sweep; several DIRs side by side (the first is the baseline).
+
+    DIRS: run, compare or sweep directories; NAME=DIR gives a display name."""
+    dirs, goodput = split_goodput(dirs, goodput)
+    if len(dirs) == 1 and fmt == "console" and not any((slo, target_rps, goodput, prices, onprem, at)):
+        path = Path(dirs[0])
+        try:
+            single = kind(path) == "run"
+        except LoadError:
+            single = True  # let the run report say what is missing
+        if single:
+            from rich.console import Console
+
+            from servebench import report as run_report
+
+            try:
+                return run_report.render(path, Console())
+            except (FileNotFoundError, ValueError, KeyError) as e:
+                _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    from servebench.decide import render
+    from servebench.decide.summary_tables import comparison_table, metadata, runs_table
+
+    df, rec = analyse(dirs, prices, onprem, slo, goodput, target_rps, at, max_error_rate)
+    comp = comparison_table(df)
+    meta_table, meta = metadata(df)
+    tables = [t for t in (comp, runs_table(df)) if t is not None] + rec + [meta_table]
+    title = "servebench report: " + ", ".join(Path(d.split("=", 1)[-1] if "=" in d and not Path(d).exists() else d).name for d in dirs)
+    if fmt == "console":
+        render.console(tables)
+    elif fmt == "md":
+        _write(render.markdown(tables, title), output)
+    elif fmt == "csv":
+        _write(render.csv(tables), output)
+    else:
+        from servebench.decide import html
+
+        _write(html.render(df, tables, meta, title=title, inputs=list(dirs)), output or Path("report.html"))
