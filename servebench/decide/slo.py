@@ -24,7 +24,7 @@ from servebench.store import load_records
 _METRIC = {"ttft": "ttft_ms", "tpot": "tpot_ms", "itl": "itl_ms", "e2e": "e2e_ms", "e2el": "e2e_ms",
            "ms_per_token": "ms_per_token", "latency": "ms_per_token"}
 _OPS = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
-_BOUND = re.compile(r"^\s*([a-z_]+?)(?:_(mean|p50|p90|p95|p99|median))?\s*(<=|>=|<|>)\s*([0-9.eE+-]+)\s*(ms|s|%)?\s*$")
+_BOUND = re.compile(r"^\s*([a-z_][a-z0-9_]*?)(?:_(mean|p50|p90|p95|p99|median))?\s*(<=|>=|<|>)\s*([0-9.eE+-]+)\s*(ms|s|%)?\s*$")
 
 
 class SloError(ValueError):
