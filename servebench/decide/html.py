@@ -49,7 +49,7 @@ table{border-collapse:collapse;font-size:12.5px;margin:8px 0}th,td{border:1px so
 th{background:#f4f6f8;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
 ul.notes{font-size:12.5px;color:#8a5a00}#sb-errors:empty{display:none}#sb-errors{color:#b00;white-space:pre}
 #sb-status{font-size:11px;color:#888}details pre{font-size:11px;background:#f8f8f8;padding:8px;overflow:auto;max-height:400px}
-.meta{font-size:12.5px;color:#555}
+.meta{font-size:12.5px;color:#555}.scroll{overflow-x:auto}
 """
 
 
@@ -63,7 +63,7 @@ def _table_html(t: Table) -> str:
                 f'<td class="num">{html.escape(fmt(v))}</td>' if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
                 else f"<td>{html.escape(fmt(v))}</td>" for v in row)
             body.append(f"<tr>{cells}</tr>")
-        parts.append(f'<table class="sb-table" data-key="{html.escape(t.key)}"><tr>{head}</tr>{"".join(body)}</table>')
+        parts.append(f'<div class="scroll"><table class="sb-table" data-key="{html.escape(t.key)}"><tr>{head}</tr>{"".join(body)}</table></div>')
     else:
         parts.append("<p><em>nothing to show</em></p>")
     if t.notes:
@@ -76,7 +76,7 @@ def _series_name(r) -> str:
 
 
 def _fig_html(fig, n: int) -> str:
-    fig.update_layout(template="plotly_white", margin=dict(l=60, r=20, t=50, b=50), legend=dict(font=dict(size=10)))
+    fig.update_layout(template="plotly_white", margin=dict(l=60, r=20, t=90, b=50), legend=dict(font=dict(size=10)))
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"sb-plot-{n}", config={"displaylogo": False})
 
 
@@ -90,7 +90,7 @@ def curves(df: pd.DataFrame):
         return None
     fig = make_subplots(rows=1, cols=2, subplot_titles=("latency ms/token (median) vs throughput", "TTFT p99 vs throughput"))
     for i, (name, g) in enumerate(ok.groupby(ok.apply(_series_name, axis=1), sort=True)):
-        g = g.sort_values("output_token_throughput")
+        g = g.sort_values(["concurrency", "rate", "output_token_throughput"], na_position="last")  # in load order
         for col, (y, show) in enumerate((("ms_per_token_p50", True), ("ttft_ms_p99", False)), start=1):
             fig.add_trace(go.Scatter(x=g["output_token_throughput"], y=g[y], mode="lines+markers", name=name,
                                      legendgroup=name, showlegend=show, text=g["load_level"],
@@ -221,10 +221,11 @@ def render(df: pd.DataFrame, tables: list[Table], meta: dict[str, dict], *, titl
     body = [f"<h1>{html.escape(title)}</h1>", '<div id="sb-errors" data-count="0"></div>',
             '<div id="sb-status" data-plots="" data-drawn=""></div>',
             '<p class="meta">inputs: ' + ", ".join(html.escape(i) for i in inputs) + " &middot; definitions: docs/metrics.md, docs/decide.md</p>"]
-    rec = [t for t in tables if t.key not in ("runs", "comparison", "metadata")]
     first = {t.key: t for t in tables}
+    study = [t for t in tables if t.key.split("_")[0] in ("cost", "latency", "throughput")]
+    more = [t for t in tables if t not in study and t.key not in ("runs", "comparison", "metadata")]
     body.append("<h2>Recommendation</h2>")
-    body += [_table_html(t) for t in rec]
+    body += [_table_html(t) for t in study]
     n = 0
     body.append("<h2>Plots</h2>")
     for heading_, fig in figs:
@@ -233,6 +234,8 @@ def render(df: pd.DataFrame, tables: list[Table], meta: dict[str, dict], *, titl
             continue
         body.append(_fig_html(fig, n))
         n += 1
+    body.append("<h2>Pareto fronts, capacity, goodput</h2>")
+    body += [_table_html(t) for t in more]
     body.append("<h2>Runs</h2>")
     for key in ("comparison", "runs", "metadata"):
         if key in first:
