@@ -227,6 +227,7 @@ def load_dirs(specs: list[str]) -> pd.DataFrame:
 
 
 def ok_mask(df: pd.DataFrame) -> pd.Series:
-    """Rows with measurements (a finished or partly finished run with completions)."""
+    """Rows that may be ranked: a complete run with completed requests. Failed, interrupted,
+    pending cells are listed, never ranked (a partial run's numbers cover only part of the load)."""
     done = df["completed"].fillna(0) > 0 if "completed" in df else pd.Series(False, index=df.index)
-    return done & ~df["status"].isin(["failed"])
+    return done & (df["status"] == "complete")

@@ -251,7 +251,7 @@ def recommend(df: pd.DataFrame, *, bounds: list[Bound] | None = None, target_rps
     tables = study_tables(df, at=at)
     fails = failed_runs(df)
     if fails:
-        tables[0].notes.extend(f"failed, not ranked: {f}" for f in fails)
+        tables[0].notes.extend(f"not ranked: {f}" for f in fails)
     if bounds:
         tables += slo_tables(df, bounds, at)
     tables += pareto_tables(df)

@@ -71,7 +71,9 @@ def parse_slo(spec: str | None, max_error_rate: float | None = None) -> list[Bou
 
 def meets(df: pd.DataFrame, bounds: list[Bound]) -> pd.Series:
     """True where a run met every bound (only measured runs can)."""
-    ok = (df["completed"].fillna(0) > 0) & (df["status"] != "failed")
+    from servebench.decide.load import ok_mask
+
+    ok = ok_mask(df)
     for b in bounds:
         col = df[b.column] if b.column in df else pd.Series(float("nan"), index=df.index)
         ok &= col.map(b.met).astype(bool)

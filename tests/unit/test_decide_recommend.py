@@ -197,3 +197,25 @@ def test_unreadable_inputs_are_load_errors(tmp_path):
     (tmp_path / "index.json").write_text("{not json")
     with pytest.raises(LoadError):
         load_dir(tmp_path)
+
+
+def test_interrupted_runs_are_listed_not_ranked(df):
+    d = df.copy()
+    best = d[d["model"] == "llama-13b"]["output_token_throughput"].idxmax()
+    d.loc[best, "status"] = "interrupted"
+    t = tables(d)
+    assert t["throughput"].df.set_index("model").loc["llama-13b", "output_token_throughput"] < d.loc[best, "output_token_throughput"]
+    assert any(d.loc[best, "cell"] in n and "interrupted" in n for n in t["cost"].notes)
+
+
+def test_comparison_against_a_baseline_run():
+    from servebench.decide.summary_tables import comparison_table
+
+    a, b = SWEEP / "runs/g00-c005-r0", SWEEP / "runs/g02-c005-r0"
+    d = add_costs(load_dirs([f"base={a}", f"new={b}"]), price_book())
+    t = comparison_table(d)
+    r = t.df.iloc[0]
+    base, new = d.iloc[0], d.iloc[1]
+    assert r["source"] == "new" and r["baseline"].startswith("base:")
+    assert r["delta_throughput_pct"] == pytest.approx((new["output_token_throughput"] / base["output_token_throughput"] - 1) * 100)
+    assert r["delta_usd_per_1m_pct"] == pytest.approx((new["usd_per_1m"] / base["usd_per_1m"] - 1) * 100)
