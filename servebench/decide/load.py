@@ -127,6 +127,7 @@ def _metrics(summary: dict) -> dict[str, Any]:
 
 def _row(run_dir: Path | None, server: dict, load: dict, *, status: str, error: str | None,
          cell_id: str | None, group: str | None, source: str) -> dict:
+    server = {**server, "engine": _engine_name(server.get("engine"))}
     row: dict[str, Any] = {"source": source, "cell": cell_id, "group": group, "status": status, "error": error,
                            "run_dir": str(run_dir) if run_dir else None, "engine_version": None, "hostname": None}
     for k in ("engine", "model", "quantization", "hardware", "instance_type", "gpu_count", "launcher"):
@@ -136,6 +137,14 @@ def _row(run_dir: Path | None, server: dict, load: dict, *, status: str, error: 
         row[k] = load.get(k)
     row["load_level"] = level(load)
     return row
+
+
+def _engine_name(engine: str | None) -> str | None:
+    """A spec path (backends/x/spec.yaml, my-engine.yaml) reads as its engine name."""
+    if isinstance(engine, str) and engine.endswith((".yaml", ".yml")):
+        p = Path(engine)
+        return p.parent.name if p.stem == "spec" and p.parent.name else p.stem
+    return engine
 
 
 def level(load: dict) -> str:
@@ -150,8 +159,14 @@ def _fill_from_run(row: dict, run_dir: Path) -> None:
     run = _json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
     row["engine_version"] = (run.get("engine") or {}).get("version")
     row["hostname"] = (run.get("host") or {}).get("hostname")
-    if (run_dir / "summary.json").exists():
-        s = _json(run_dir / "summary.json")
+    s = _json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else None
+    if row.get("hardware") is None and row.get("instance_type") is None and run:
+        # A sweep server without a hardware label: what the run saw (local launch: its GPUs, or cpu).
+        derived = _server_from_config({**run, "_summary": s or {}})
+        row["hardware"] = derived["hardware"]
+        if row.get("gpu_count") is None:
+            row["gpu_count"] = derived["gpu_count"]
+    if s is not None:
         row.update(_metrics(s))
         if row["status"] in ("done", None):
             row["status"] = s.get("status", "complete")

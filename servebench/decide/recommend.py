@@ -143,7 +143,8 @@ def never_met(df: pd.DataFrame, bounds: list[Bound], met: pd.Series | None = Non
             continue
         ok = g[ok_mask(g)]
         if ok.empty:
-            notes.append(f"{cfg}: never met the SLO (no measured run: {'; '.join(sorted(set(map(str, g['error'].dropna())))) or 'failed'})")
+            why = "; ".join(sorted({_short(e) for e in g["error"].dropna()})) or "failed"
+            notes.append(f"{cfg}: never met the SLO (no measured run: {why})")
             continue
         first = ok.sort_values(["concurrency", "rate"], na_position="last").iloc[0]
         notes.append(f"{cfg}: never met the SLO (at {first['load_level']}: missed {', '.join(missed(first, bounds))})")
@@ -240,10 +241,20 @@ def capacity(df: pd.DataFrame, target_rps: float, bounds: list[Bound]) -> Table:
                  frame.reset_index(drop=True), notes)
 
 
+def _short(text, n: int = 240) -> str:
+    text = str(text) if text is not None else ""
+    # Keep both ends: engines put the cause last ("... RuntimeError: CUDA out of memory").
+    return text if len(text) <= n else text[: n // 2] + " … " + text[-(n // 2):]
+
+
 def failed_runs(df: pd.DataFrame) -> list[str]:
-    bad = df[~ok_mask(df)]
-    return [f"{r['config']} @ {r['load_level']} ({r['cell']}): {r['status']}: {r['error'] or 'no completed request'}"
-            for _, r in bad.iterrows()]
+    """One line per configuration and failure (its load levels and cells listed)."""
+    bad = df[~ok_mask(df)].copy()
+    bad["why"] = [_short(e) if isinstance(e, str) and e else "no completed request" for e in bad["error"]]
+    out = []
+    for (cfg, status, why), g in bad.groupby(["config", "status", "why"], sort=True, dropna=False):
+        out.append(f"{cfg} @ {', '.join(g['load_level'])} ({', '.join(map(str, g['cell']))}): {status}: {why}")
+    return out
 
 
 def recommend(df: pd.DataFrame, *, bounds: list[Bound] | None = None, target_rps: float | None = None,

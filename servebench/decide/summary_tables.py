@@ -75,7 +75,7 @@ def metadata(df: pd.DataFrame) -> tuple[Table, dict[str, dict]]:
                      "engine_version": (run.get("engine") or {}).get("version"), "hostname": host.get("hostname"),
                      "gpus": f"{len(gpus)}x " + ", ".join(names) if gpus else (host.get("gpus_unavailable") and "none") or "-",
                      "launcher": server.get("launcher") or (run.get("config") or {}).get("launcher"),
-                     "command": info.get("command") or " ".join(server.get("engine_args") or []) or None,
+                     "command": info.get("command") or " ".join(server.get("server_args") or server.get("engine_args") or []) or None,
                      "run_dir": r.get("run_dir")})
         full[f"{r['source']}/{r['cell']}"] = {k: run.get(k) for k in ("config", "cell", "engine", "host", "server", "started_at", "servebench_version") if run.get(k) is not None}
     return Table("metadata", "Reproduction metadata", pd.DataFrame(rows)), full

@@ -219,3 +219,14 @@ def test_comparison_against_a_baseline_run():
     assert r["source"] == "new" and r["baseline"].startswith("base:")
     assert r["delta_throughput_pct"] == pytest.approx((new["output_token_throughput"] / base["output_token_throughput"] - 1) * 100)
     assert r["delta_usd_per_1m_pct"] == pytest.approx((new["usd_per_1m"] / base["usd_per_1m"] - 1) * 100)
+
+
+def test_a_real_compare_directory():
+    d = add_costs(load_dir(ROOT / "tests/fixtures/decide/compare"), price_book(["cpu=0.05"]))
+    assert set(d["kind"]) == {"compare"} and len(d) == 6
+    assert set(d["engine"]) == {"fastemu", "broken", "slowemu"}
+    ok = d[d["status"] == "complete"]
+    assert len(ok) == 4 and set(ok["hardware"]) == {"cpu"} and ok["usd_per_1m"].notna().all()
+    t = tables(d)
+    fail = [n for n in t["cost"].notes if "broken/tiny" in n]
+    assert len(fail) == 1 and "1 concurrent, 4 concurrent" in fail[0] and "CUDA out of memory" in fail[0]
