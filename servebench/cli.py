@@ -17,6 +17,7 @@ _EXTERNAL = {
     "plot": "servebench.plots:plot",
     "report": "servebench.decide.cli:report",
     "recommend": "servebench.decide.cli:recommend_cmd",
+    "cost": "servebench.decide.cli:cost_cmd",
 }
 
 

@@ -171,3 +171,49 @@ def report(dirs, fmt, output, slo, target_rps, goodput, prices, onprem, at, max_
         from servebench.decide import html
 
         _write(html.render(df, tables, meta, title=title, inputs=list(dirs)), output or Path("report.html"))
+
+
+@click.command("cost")
+@click.argument("dirs", nargs=-1)
+@_price
+@_onprem
+@click.option("--catalog", is_flag=True, help="Print the price catalog (with sources) and stop.")
+@click.option("--format", "fmt", default="console", show_default=True, type=click.Choice(["console", "md", "csv"]))
+@click.option("-o", "--output", default=None, type=click.Path(path_type=Path))
+def cost_cmd(dirs, prices, onprem, catalog, fmt, output):
+    """Price, minutes and $ per 1M tokens and J/token of every run in DIRS (or --catalog)."""
+    import pandas as pd
+
+    from servebench.decide import render
+    from servebench.decide.table import Table
+
+    if catalog:
+        from servebench.decide.prices import price_book
+
+        try:
+            book = price_book(list(prices))
+        except PriceError as e:
+            _fail(str(e), 2)
+        inst = {**book.catalog.instances, **book.user_instances}
+        gpus = {**book.catalog.gpus, **book.user_gpus}
+        tables = [
+            Table("instances", "Instances ($/h)", pd.DataFrame(
+                [{"name": k, "usd_per_hour": v.usd_per_hour, "gpu": v.gpu, "gpu_count": v.gpu_count,
+                  "indicative": v.indicative, "as_of": v.as_of, "source": v.source} for k, v in inst.items()])),
+            Table("gpus", "GPUs ($/GPU-hour)", pd.DataFrame(
+                [{"name": k, "usd_per_gpu_hour": v.usd_per_gpu_hour, "indicative": v.indicative, "as_of": v.as_of,
+                  "source": v.source} for k, v in gpus.items()])),
+        ]
+    else:
+        if not dirs:
+            _fail("give DIR(s), or --catalog", 2)
+        df, _ = analyse(dirs, prices, onprem, None, (), None, None, None)
+        cols = ["source", "config", "load_level", "status", "output_token_throughput", "usd_per_hour", "min_per_1m",
+                "usd_per_1m", "usd_per_1m_total", "j_per_token", "price_source"]
+        notes = [f"{c}: no price (give --price)" for c in sorted(df.loc[df["usd_per_hour"].isna(), "config"].unique())]
+        notes += [f"{r['config']} @ {r['load_level']}: {r['price_note']}" for _, r in df.iterrows() if isinstance(r.get("price_note"), str)]
+        tables = [Table("cost", "Cost per run", df[cols].reset_index(drop=True), notes)]
+    if fmt == "console" and output is None:
+        render.console(tables)
+    else:
+        _write(render.markdown(tables, "servebench cost") if fmt in ("md", "console") else render.csv(tables), output)

@@ -19,7 +19,7 @@ _KEY = ["mode", "concurrency", "rate", "input_tokens", "output_tokens"]
 
 def runs_table(df: pd.DataFrame) -> Table:
     cols = [c for c in RUN_COLUMNS + (["goodput"] if "goodput" in df else []) if c in df]
-    notes = [f"{r['config']} @ {r['load_level']}: {r['price_note']}" for _, r in df.iterrows() if r.get("price_note")]
+    notes = [f"{r['config']} @ {r['load_level']}: {r['price_note']}" for _, r in df.iterrows() if isinstance(r.get("price_note"), str)]
     missing = sorted(df.loc[df["usd_per_hour"].isna() & (df["completed"].fillna(0) > 0), "config"].unique())
     notes += [f"no price for {c}: give --price NAME=USD_PER_HOUR" for c in missing]
     return Table("runs", "All runs", df[cols].reset_index(drop=True), notes)
@@ -41,7 +41,8 @@ def comparison_table(df: pd.DataFrame) -> Table | None:
         if match.empty:
             notes.append(f"{r['source']} {r['config']} @ {r['load_level']}: no baseline run at the same load")
             continue
-        b = match.iloc[0]
+        same = match[match["config"] == r["config"]]  # the same configuration, when the baseline has it
+        b = (same if len(same) else match).iloc[0]
 
         def pct(col: str) -> float:
             x, y = r.get(col), b.get(col)

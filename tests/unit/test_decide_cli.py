@@ -91,3 +91,19 @@ def test_bad_input_is_one_line(args, msg):
     assert p.returncode != 0 and "Traceback" not in p.stderr
     errors = [line for line in p.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and msg in errors[0], p.stderr
+
+
+def test_cost_catalog_lists_every_price_with_its_source():
+    p = sb("cost", "--catalog", "--format", "csv", "--price", "ml.g5.2xlarge=1.41")
+    assert p.returncode == 0, p.stderr
+    df = pd.read_csv(io.StringIO(p.stdout))
+    inst = df[df["table"] == "instances"].set_index("name")
+    assert inst.loc["ml.g5.2xlarge", "usd_per_hour"] == 1.41 and "user" in inst.loc["ml.g5.2xlarge", "source"]
+    assert inst.loc["ml.p4d.24xlarge", "usd_per_hour"] == 37.69
+    assert df["source"].notna().all()
+
+
+def test_cost_of_runs_states_missing_prices():
+    p = sb("cost", SWEEP, "--format", "md")
+    assert p.returncode == 0, p.stderr
+    assert "vllm/llama-7b gptq mystery-gpu x1: no price (give --price)" in p.stdout

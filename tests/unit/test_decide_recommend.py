@@ -230,3 +230,16 @@ def test_a_real_compare_directory():
     t = tables(d)
     fail = [n for n in t["cost"].notes if "broken/tiny" in n]
     assert len(fail) == 1 and "1 concurrent, 4 concurrent" in fail[0] and "CUDA out of memory" in fail[0]
+
+
+def test_onprem_cost_uses_the_measured_energy():
+    raw = load_dirs([str(SWEEP)])
+    raw = raw[raw["cell"] == "g02-c005-r0"].copy()
+    raw["instance_type"] = None  # owned A10Gs instead of the SageMaker instance
+    m = {"purchase_usd_per_gpu": 3504, "amortisation_years": 2, "utilisation": 0.5, "usd_per_kwh": 0.25, "pue": 1.2}
+    r = add_costs(raw, price_book(onprem=m)).iloc[0]
+    capex = 4 * 3504 / (2 * 8760 * 0.5)
+    power = r["energy_j"] / r["duration_s"] * 1.2 / 1000 * 0.25
+    assert r["energy_j"] > 0 and r["usd_per_hour"] == pytest.approx(capex + power)
+    assert r["usd_per_1m"] == pytest.approx((capex + power) / (r["output_token_throughput"] * 3600 / 1e6))
+    assert "on-prem" in r["price_source"]
