@@ -75,6 +75,8 @@ def analyse(dirs, prices, onprem, slo, goodput, target_rps, at, max_error_rate):
         book = price_book(list(prices), _kv_floats(onprem, "--onprem") or None)
         bounds = parse_slo(slo, max_error_rate)
         gp = parse_goodput(goodput)
+        if any(b.column == "goodput" for b in bounds) and not gp:
+            raise SloError("a goodput bound in --slo needs --goodput (e.g. --goodput ttft:500 tpot:50)")
         if target_rps is not None and not target_rps > 0:
             raise SloError("--target-rps must be > 0")
         df = add_costs(load_dirs(list(dirs)), book)
