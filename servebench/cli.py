@@ -15,6 +15,8 @@ _EXTERNAL = {
     "launch": "servebench.launchers.cli:launch",
     "emulate": "servebench.emulator.cli:emulate",
     "plot": "servebench.plots:plot",
+    "sweep": "servebench.sweep.cli:sweep",
+    "compare": "servebench.sweep.cli:compare",
     "report": "servebench.decide.cli:report",
     "recommend": "servebench.decide.cli:recommend_cmd",
     "cost": "servebench.decide.cli:cost_cmd",

@@ -20,7 +20,6 @@ from servebench import SCHEMA_VERSION, __version__
 from servebench.adapters import ADAPTERS
 from servebench.config import RunConfig
 from servebench.decode import decode_records
-from servebench.launchers import LAUNCHERS, LaunchRequest
 from servebench.launchers.base import Server
 from servebench.metrics import dist, summarize
 from servebench.records import RequestRecord
@@ -34,9 +33,10 @@ from servebench import store, workload
 class RunError(RuntimeError):
     """A run could not complete; the message is one line. run_dir holds what was measured."""
 
-    def __init__(self, message: str, run_dir: Path | None = None) -> None:
+    def __init__(self, message: str, run_dir: Path | None = None, *, interrupted: bool = False) -> None:
         super().__init__(message)
         self.run_dir = run_dir
+        self.interrupted = interrupted
 
 
 @dataclass
@@ -54,33 +54,60 @@ class RunState:
     connect_ns: list[int] = field(default_factory=list)  # set-up of connections opened before t0
 
 
-def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_phase: Callable[[str], None] | None = None) -> Path:
+@dataclass
+class Prepared:
+    """What a measurement needs before any server exists: built once, then reused."""
+
+    spec: Any
+    api: str
+    adapter: Any
+    model_dir: Path | None
+    tokenizer: Any
+    prompts: list
+
+
+def prepare(cfg: RunConfig, on_phase: Callable[[str], None] | None = None, tokenizer=None) -> Prepared:
+    """Spec, adapter, model and exact-length prompts; raises before anything is started."""
     phase = on_phase or (lambda msg: None)
     spec = load_spec(cfg.backend)
     api = cfg.api or spec.adapter
     if api not in ADAPTERS:
         raise RunError(f"unknown api {api!r} (known: {', '.join(sorted(ADAPTERS))})")
-    adapter = ADAPTERS[api]
     model_dir = _model_dir(cfg)
-    tokenizer = workload.load_tokenizer(cfg.workload.tokenizer or model_dir or cfg.model)
+    if tokenizer is None:
+        tokenizer = workload.load_tokenizer(cfg.workload.tokenizer or model_dir or cfg.model)
     phase("building prompts")
-    prompts = _prompts(cfg, tokenizer)
+    return Prepared(spec, api, ADAPTERS[api], model_dir, tokenizer, _prompts(cfg, tokenizer))
 
-    st = RunState(store.new_run_dir(cfg.results_dir, cfg.name, cfg.backend), api=api)
-    launcher = LAUNCHERS[cfg.launcher]()
+
+def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_phase: Callable[[str], None] | None = None) -> Path:
+    """One cell: a server session opened for one measurement and closed after it."""
+    from servebench.session import ServerSession
+
+    p = prepare(cfg, on_phase)
+    run_dir = store.new_run_dir(cfg.results_dir, cfg.name, cfg.backend)
+    session = ServerSession(cfg, p.spec, p.api, p.model_dir, log_dir=run_dir)
+    return measure(cfg, p, session, run_dir, progress, on_phase, own_session=True)
+
+
+def measure(cfg: RunConfig, p: Prepared, session, run_dir: Path, progress: Callable[[int, int], None] | None = None,
+            on_phase: Callable[[str], None] | None = None, *, own_session: bool = False,
+            run_info: dict | None = None) -> Path:
+    """One load against the session's server -> one run directory. With own_session the
+    session is opened here and closed before the results are written (the `run` case)."""
+    phase = on_phase or (lambda msg: None)
+    st = RunState(run_dir, api=p.api)
     t_start = time.time()
     try:
-        phase(f"starting {cfg.backend} ({cfg.launcher})" if cfg.launcher != "external" else "checking endpoint")
-        st.server = launcher.start(_launch_request(cfg, model_dir, api, st.run_dir))
-        st.engine_version = _engine_version(st.server.base_url)  # asked now: the server is stopped before run.json
-        served = cfg.served_model_name or st.server.info.get("served_model_name") or cfg.model
-        if cfg.launcher == "external":
-            served = cfg.served_model_name or _served_model(st.server.base_url) or served
-        st.samplers = _samplers(cfg, st.server, spec.metrics)
+        if own_session:
+            session.open(phase)
+        st.server = session.server
+        st.engine_version = session.engine_version
+        st.samplers = _samplers(cfg, st.server, p.spec.metrics)
         for s in st.samplers:
             s.start()
         phase("running load")
-        _drive_all(cfg, st, adapter, prompts, served, progress, spec.request_extra.get(api))
+        _drive_all(cfg, st, p.adapter, p.prompts, session.served, progress, p.spec.request_extra.get(p.api))
         st.status = "complete"
     except KeyboardInterrupt:
         st.status, st.error = "interrupted", "interrupted by Ctrl-C"
@@ -91,10 +118,12 @@ def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_p
         with shielded():
             for s in st.samplers:
                 _quietly(s.stop)
-            launcher.stop()
-            summary = _write(cfg, st, adapter, model_dir, tokenizer, t_start)
+            if own_session:
+                session.close()
+            info = {**(run_info or {}), "session": _session_info(session)}
+            summary = _write(cfg, st, p.adapter, p.model_dir, p.tokenizer, t_start, info)
     if st.error:
-        raise RunError(st.error, st.run_dir)
+        raise RunError(st.error, st.run_dir, interrupted=st.status == "interrupted")
     failed, measured = summary["failed"], summary["failed"] + summary["completed"]
     if measured == 0:
         raise RunError("no request was measured", st.run_dir)
@@ -102,6 +131,10 @@ def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_p
         top = next(iter(summary["errors"]), "unknown error")
         raise RunError(f"{failed} of {measured} requests failed (first cause: {top})", st.run_dir)
     return st.run_dir
+
+
+def _session_info(session) -> dict:
+    return {"launch_s": session.launch_s, "cache_resets": list(session.cache_resets)}
 
 
 def _model_dir(cfg: RunConfig) -> Path | None:
@@ -123,16 +156,6 @@ def _prompts(cfg: RunConfig, tokenizer) -> list[workload.Prompt]:
     if w.prompts_file:
         return workload.from_jsonl(w.prompts_file, tokenizer, w.output_tokens, n)
     return workload.synthetic(tokenizer, n, w.input_tokens, w.output_tokens, seed=cfg.load.seed)
-
-
-def _launch_request(cfg: RunConfig, model_dir: Path | None, api: str, run_dir: Path) -> LaunchRequest:
-    opts: dict[str, Any] = {**cfg.launcher_options, "adapter": api, "served_model_name": cfg.served_model_name or cfg.model}
-    if cfg.endpoint:
-        opts["base_url"] = cfg.endpoint
-    return LaunchRequest(
-        engine=cfg.backend, model=str(model_dir or cfg.model), gpus=cfg.gpus, extra_args=list(cfg.server_args),
-        run_dir=run_dir, options=opts,
-    )
 
 
 def _samplers(cfg: RunConfig, server: Server, metric_map: dict) -> list:
@@ -234,7 +257,7 @@ def _connections_needed(cfg: RunConfig, warm: list[RequestRecord]) -> int:
     return min(n, load.concurrency or n, guess)
 
 
-def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start: float) -> dict:
+def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start: float, info: dict | None = None) -> dict:
     """Write whatever exists; each piece on its own so one failure never loses the rest."""
     run_dir = st.run_dir
     failures: list[str] = []
@@ -275,7 +298,7 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
         from servebench.telemetry import finalize
 
         summary["telemetry"] = attempt("telemetry finalize", finalize, tel, summary["output_tokens"]["total"]) or tel
-    attempt("run.json", store.write_json, run_dir / "run.json", _run_info(cfg, st, model_dir, tokenizer, t_start))
+    attempt("run.json", store.write_json, run_dir / "run.json", {**_run_info(cfg, st, model_dir, tokenizer, t_start), **(info or {})})
     attempt("summary.json", store.write_summary, run_dir, summary)
     if sent and cfg.plots:
         from servebench.plots import plot_run
@@ -308,34 +331,6 @@ def _run_info(cfg: RunConfig, st: RunState, model_dir, tokenizer, t_start: float
         "host": host,
         "clock": "time.perf_counter_ns (CLOCK_MONOTONIC)",
     }
-
-
-def _get_json(url: str) -> Any:
-    import httpx
-
-    try:
-        r = httpx.get(url, timeout=3.0)
-        return r.json() if r.status_code == 200 else None
-    except Exception:
-        return None
-
-
-def _engine_version(base_url: str) -> str | None:
-    if not base_url.startswith("http"):
-        return None
-    for path in ("/version", "/info"):  # vLLM/SGLang: /version; TGI, LightLLM: /info
-        data = _get_json(base_url.rstrip("/") + path)
-        if isinstance(data, dict) and data.get("version"):
-            return str(data["version"])
-    return None
-
-
-def _served_model(base_url: str) -> str | None:
-    data = _get_json(base_url.rstrip("/") + "/v1/models")
-    try:
-        return data["data"][0]["id"]
-    except (TypeError, KeyError, IndexError):
-        return None
 
 
 def _cpu_model() -> str:

@@ -80,6 +80,9 @@ class EngineSpec(_Strict):
     adapters: list[str]  # every adapter that speaks to this engine (the default included)
     health_path: str = "/health"
     metrics_path: str | None = "/metrics"
+    # POST here empties the prefix cache, so a server reused across load points never serves
+    # a prefix cached by an earlier one (vLLM /reset_prefix_cache, SGLang /flush_cache)
+    cache_reset_path: str | None = None
     flags: Flags = Field(default_factory=Flags)
     output_length: OutputLength
     passthrough_env: list[str] = Field(default_factory=list)  # copied from the user's env if set

@@ -87,6 +87,7 @@ class Emulator:
         self.running: set[Stream] = set()
         self.waiting: deque[Stream] = deque()
         self.n_ok = self.n_failed = self.gen_tokens = self.prompt_tokens = 0
+        self.cache_resets = 0  # POST /reset_prefix_cache or /flush_cache, as vLLM / SGLang take it
         self.count = _counter(cfg.tokenizer)
         self.pending: list[str] = []
         self.log: IO[str] | None = open(cfg.log, "w", encoding="utf-8") if cfg.log else None
@@ -278,6 +279,7 @@ class Emulator:
             ("vllm:request_failure_total", "counter", self.n_failed),
             ("vllm:generation_tokens_total", "counter", self.gen_tokens),
             ("vllm:prompt_tokens_total", "counter", self.prompt_tokens),
+            ("servebench_emulator_cache_resets_total", "counter", self.cache_resets),
         ]
         out = []
         for name, kind, v in rows:

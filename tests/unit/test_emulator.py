@@ -176,7 +176,7 @@ def test_pipelined_requests_are_answered_in_order(emu):
 def test_health_models_metrics_and_unknown_routes(emu):
     from prometheus_client.parser import text_string_to_metric_families
 
-    h = emu("openai", ttft_ms=300, itl_ms=1, model="tiny-x")
+    h = emu("openai", ttft_ms=3000, itl_ms=1, model="tiny-x")  # long TTFT: both still waiting when read
     c = conn_to(h)
     c.request("GET", "/health")
     r = c.getresponse()
@@ -188,9 +188,13 @@ def test_health_models_metrics_and_unknown_routes(emu):
         hc = conn_to(h)
         hc.request("POST", "/v1/completions", json.dumps({"prompt": "a b c", "max_tokens": 1, "stream": True}))
         held.append(hc)
-    time.sleep(0.1)
-    c.request("GET", "/metrics")
-    fams = {f.name: f.samples[0].value for f in text_string_to_metric_families(c.getresponse().read().decode())}
+    deadline = time.monotonic() + 2.5  # on a busy host the server may take a while to read both
+    while True:
+        c.request("GET", "/metrics")
+        fams = {f.name: f.samples[0].value for f in text_string_to_metric_families(c.getresponse().read().decode())}
+        if fams["vllm:num_requests_running"] == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert fams["vllm:num_requests_running"] == 2 and fams["vllm:num_requests_waiting"] == 0
     assert fams["vllm:prompt_tokens"] == 6  # the parser strips _total from counters
     c.request("GET", "/nope")

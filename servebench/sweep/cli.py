@@ -1,0 +1,256 @@
+"""`servebench sweep CONFIG.yaml` and `servebench compare --backends a,b,c`: both expand to a
+plan of server groups and cells, run it with an executor, and keep an index that makes the
+sweep resumable. compare is a one-workload sweep with a table per load level."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from servebench.sweep.config import SweepConfig, SweepConfigError, load_config
+
+
+def _fail(msg: str, code: int = 1):
+    click.echo(f"error: {msg}", err=True)
+    raise SystemExit(code)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+@click.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--dry-run", is_flag=True, help="Print the plan (servers, cells, time estimate) and stop.")
+@click.option("--resume", is_flag=True, help="Continue the sweep in its directory: finished cells are kept, failed and interrupted ones run again.")
+@click.option("--only", default=None, help="Only cells matching key=value[,key=value] (engine=vllm, concurrency=4, group=g01, ...).")
+@click.option("--results-dir", default=None, type=click.Path(path_type=Path), help="Default: the config's results_dir (results).")
+@click.option("--name", default=None, help="Sweep name (its directory); default: the config's name.")
+@click.option("--max-load-under", "slo", default=None, help='Find the highest load meeting an SLO, e.g. "ttft_p99<=500ms,tpot_p50<=50ms".')
+@click.option("--limit-by", default="concurrency", show_default=True, type=click.Choice(["concurrency", "rate"]))
+@click.option("--max-level", default=256, show_default=True, type=float, help="Upper bound of the limit search.")
+@click.option("--executor", default="local", show_default=True, help="Where groups run: local (or ray, when installed).")
+def sweep(config: Path, dry_run: bool, resume: bool, only: str | None, results_dir: Path | None, name: str | None,
+          slo: str | None, limit_by: str, max_level: float, executor: str) -> None:
+    """Run a matrix of server configurations x load points from a YAML config."""
+    overrides = {k: v for k, v in (("results_dir", results_dir), ("name", name)) if v is not None}
+    try:
+        cfg, text = load_config(config, overrides)
+    except SweepConfigError as e:
+        _fail(str(e), 2)
+    execute(cfg, text, "sweep", Path(cfg.results_dir) / cfg.name, only=only, resume=resume, dry_run=dry_run,
+            slo=slo, limit_by=limit_by, max_level=max_level, executor=executor)
+
+
+def _csv(value: str | None, cast=str) -> list:
+    if not value:
+        return []
+    try:
+        return [cast(x.strip()) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected a comma-separated list, got {value!r}") from None
+
+
+@click.command()
+@click.option("--backends", required=True, help="Engines to compare, e.g. vllm,transformers,llamacpp.")
+@click.option("--model", default="tiny", show_default=True)
+@click.option("--concurrency", default=None, help="Closed-loop levels, e.g. 1,4,16.")
+@click.option("--rate", default=None, help="Open-loop rates (req/s), e.g. 2,4,8.")
+@click.option("--requests", default=100, show_default=True, type=int)
+@click.option("--duration", default=None, type=float, help="Stop releasing requests after S seconds per level.")
+@click.option("--input-tokens", default=512, show_default=True, type=int)
+@click.option("--output-tokens", default=128, show_default=True, type=int)
+@click.option("--warmup", default=2, show_default=True, type=int)
+@click.option("--repeats", default=1, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--launcher", default="process", show_default=True)
+@click.option("--gpus", default=None, help="GPU indices, e.g. 0,1.")
+@click.option("--quantization", default=None, help="Same quantization for every engine (its own flag).")
+@click.option("--endpoint", "endpoints", default=None, help="Servers already up: engine=URL[,engine=URL].")
+@click.option("--server-arg", "server_args", multiple=True, metavar="ENGINE=ARG", help="Extra argument for one engine (repeatable).")
+@click.option("--results-dir", default="results", show_default=True, type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Directory name (default: <time>-compare-<engines>).")
+@click.option("--no-telemetry", is_flag=True)
+def compare(backends, model, concurrency, rate, requests, duration, input_tokens, output_tokens, warmup, repeats, seed,
+            launcher, gpus, quantization, endpoints, server_args, results_dir, name, no_telemetry) -> None:
+    """One workload against several engines, each launched once, side by side."""
+    engines = _csv(backends)
+    eps = dict(_pair(x, "--endpoint") for x in _csv(endpoints))
+    extra: dict[str, list[str]] = {}
+    for x in server_args:
+        eng, arg = _pair(x, "--server-arg")
+        extra.setdefault(eng, []).append(arg)
+    unknown = sorted((set(eps) | set(extra)) - set(engines))
+    if unknown:
+        _fail(f"--endpoint/--server-arg name engine(s) not in --backends: {', '.join(unknown)}", 2)
+    servers = []
+    for eng in engines:
+        s = {"engine": eng, "model": model, "launcher": "external" if eng in eps else launcher,
+             "gpus": _csv(gpus, int) or None, "quantization": quantization, "server_args": extra.get(eng, [])}
+        if eng in eps:
+            s["endpoint"] = eps[eng]
+        servers.append(s)
+    short = [Path(e).stem if e.endswith((".yaml", ".yml")) else e for e in engines]
+    name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{'-'.join(short)}"
+    data = {"name": name, "results_dir": str(results_dir), "servers": servers, "telemetry": not no_telemetry,
+            "load": {"concurrency": _csv(concurrency, int), "rate": _csv(rate, float), "requests": requests,
+                     "duration_s": duration, "input_tokens": input_tokens, "output_tokens": output_tokens,
+                     "warmup": warmup, "repeats": repeats, "seed": seed}}
+    from pydantic import ValidationError
+
+    try:
+        cfg = SweepConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}", 2)
+    import yaml
+
+    execute(cfg, yaml.safe_dump(data, sort_keys=False), "compare", Path(results_dir) / name)
+
+
+def _pair(text: str, opt: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value:
+        raise click.BadParameter(f"expected ENGINE=VALUE, got {text!r}", param_hint=opt)
+    return key.strip(), value
+
+
+def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, *, only: str | None = None, resume: bool = False,
+            dry_run: bool = False, slo: str | None = None, limit_by: str = "concurrency", max_level: float = 256,
+            executor: str = "local") -> None:
+    from servebench.sweep import plan as planning
+    from servebench.sweep.executor import EXECUTORS
+    from servebench.sweep.group import LimitSpec
+    from servebench.sweep.index import SweepIndex
+
+    console = _console()
+    try:
+        full = planning.expand(cfg)
+        sub = planning.only(full, only)
+        limit = LimitSpec(slo, limit_by, max_level=max_level) if slo else None
+    except (SweepConfigError, ValueError) as e:
+        _fail(str(e), 2)
+    if limit is not None:  # the search replaces the config's load points
+        full = planning.Plan(cfg, [planning.Group(g.id, g.server, []) for g in full.groups])
+        sub = planning.Plan(cfg, [planning.Group(g.id, g.server, []) for g in sub.groups])
+    if not sub.groups:
+        _fail(f"--only {only!r} matches no cell", 2)
+    if executor not in EXECUTORS:
+        _fail(_executor_hint(executor), 2)
+    if dry_run:
+        _print_plan(sub, sweep_dir, limit, console)
+        return
+    exists = (sweep_dir / "index.json").exists()
+    if exists and not resume:
+        _fail(f"{sweep_dir} already holds a sweep: --resume to continue it, or --name for a new one", 2)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        index = SweepIndex.load(sweep_dir) if exists else SweepIndex.create(sweep_dir, kind, cfg.name)
+        index.sync(full)
+    except ValueError as e:
+        _fail(str(e), 2)
+    (sweep_dir / "sweep.yaml").write_text(text)
+    index.save()
+    todo = index.todo(sub) if limit is None else planning.Plan(cfg, [g for g in sub.groups
+                                                                      if (index.group(g.id) or {}).get("status") != "done"])
+    done_before = index.counts().get("done", 0)
+    if done_before:
+        console.print(f"resuming {sweep_dir}: {done_before} cell(s) done are kept")
+    from servebench.signals import interruptible
+
+    interruptible()
+    interrupted = False
+    try:
+        EXECUTORS[executor]().run(todo, index, lambda m: console.print(m, markup=False), limit)
+    except KeyboardInterrupt:
+        interrupted = True
+    _finish(index, sweep_dir, kind, interrupted, console)
+
+
+def _executor_hint(name: str) -> str:
+    if name == "ray":
+        return "the ray executor needs Ray: pip install 'servebench[ray]'"
+    from servebench.sweep.executor import EXECUTORS
+
+    return f"unknown executor {name!r} (known: {', '.join(EXECUTORS)})"
+
+
+def _print_plan(plan, sweep_dir: Path, limit, console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"plan: {sweep_dir}", header_style="bold")
+    for col in ("group", "server", "launcher", "cells", "load points"):
+        t.add_column(col)
+    for g in plan.groups:
+        pts = ", ".join(dict.fromkeys(c.load.level for c in g.cells)) or f"search: {limit.text}"
+        t.add_row(g.id, g.server.label, g.server.launcher, str(len(g.cells)), pts)
+    console.print(t)
+    launches = sum(1 for g in plan.groups if g.server.launcher != "external")
+    timed = [c.load.duration_s for c in plan.cells if c.load.duration_s]
+    est = f"; at least {sum(timed) / 60:.1f} min of load (duration-bound cells)" if timed else ""
+    console.print(f"{len(plan.groups)} server group(s), {launches} launch(es), {len(plan.cells)} cell(s){est}. "
+                  "Per-cell time is known after the first cell; the sweep prints time left as it goes.")
+
+
+def _finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> None:
+    from servebench.sweep import compare as cmp
+
+    counts = index.counts()
+    total = len(index.data["cells"])
+    t = index.data.get("timing") or {}
+    share = t.get("overhead_share")
+    if total:
+        try:
+            tabs = cmp.tables(sweep_dir)
+            (sweep_dir / f"{kind}.md").write_text(cmp.markdown(tabs))
+            _print_tables(tabs, console)
+        except Exception as e:  # noqa: BLE001 - the index is already safe on disk
+            console.print(f"could not build the comparison tables: {e}", markup=False)
+    parts = [f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "interrupted", "pending") if counts.get(s)]
+    line = f"{kind}: {', '.join(parts) or 'no cells'} of {total} cell(s)"
+    if share is not None:
+        line += f"; server start/stop {t['server_overhead_s']:.0f} s = {share:.1%} of {t['wall_s']:.0f} s wall"
+    console.print(line, markup=False)
+    for g in index.data["groups"]:
+        if g.get("limit"):
+            lm = g["limit"]
+            console.print(f"{g['server']['label']}: highest {lm['by']} meeting {lm['slo']}: {lm['max_meeting']}"
+                          f" (first missing: {lm['first_missing']})", markup=False)
+    click.echo(str(sweep_dir))
+    if interrupted:
+        click.echo(f"error: interrupted; finished cells are kept: servebench sweep ... --resume continues", err=True)
+        sys.stdout.flush()
+        raise SystemExit(130)
+    bad = counts.get("failed", 0) + counts.get("interrupted", 0) + counts.get("pending", 0)
+    if bad:
+        first = next((c for c in index.data["cells"] if c["status"] != "done"), {})
+        click.echo(f"error: {bad} of {total} cell(s) not done (first: {first.get('id')}: {first.get('error')})", err=True)
+        raise SystemExit(1)
+
+
+def _print_tables(tabs, console) -> None:
+    from rich.table import Table
+
+    from servebench.sweep.compare import COLUMNS, fmt
+
+    keep = {"req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "ITL p99", "e2e p99", "ms/token p50", "out len"}
+    for tab in tabs:
+        cols = [(j, c) for j, c in enumerate(COLUMNS) if c[0] in keep
+                or (c[0].startswith(("GPU", "J/")) and any(r.values[j] is not None for r in tab.rows))]
+        t = Table(title=tab.level, header_style="bold")
+        t.add_column("server")
+        for _, c in cols:
+            t.add_column(c[0], justify="right")
+        t.add_column("notes")
+        for r in tab.rows:
+            cells = []
+            for j, (name, _, _, digits) in cols:
+                s = fmt(r.values[j], digits)
+                cells.append(f"[bold green]{s}[/]" if r.label in tab.winners.get(name, []) else s)
+            t.add_row(r.label, *cells, r.note)
+        console.print(t)

@@ -1,0 +1,208 @@
+"""Sweep configuration: server parameters (one launch each) apart from load parameters (the
+points measured against every server). Validated once here; a bad file is one line naming
+the field and its line in the YAML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class SweepConfigError(ValueError):
+    """A sweep config cannot be used (message is one line)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerPoint(_Strict):
+    """One server configuration. `hardware` and `instance_type` are labels for cost and
+    reports (and, on Ray, resources to place the server on); the launcher acts on the rest."""
+
+    engine: str  # a name in backends/ or a spec.yaml path
+    name: str | None = None  # display name; default: engine/model/quantization/hardware (+ args)
+    model: str = "tiny"
+    quantization: str | None = None
+    launcher: str = "process"
+    endpoint: str | None = None  # a server already up: nothing launched
+    gpus: list[int] | None = None
+    gpu_count: int | None = Field(None, ge=0)  # label when gpus are not pinned (SageMaker, Ray)
+    hardware: str | None = None  # e.g. cpu, a10g, a100-40gb, a800-80gb
+    instance_type: str | None = None  # e.g. ml.g5.12xlarge
+    server_args: list[str] = Field(default_factory=list)
+    launcher_options: dict[str, str] = Field(default_factory=dict)
+    served_model_name: str | None = None
+    tokenizer: str | None = None
+    api: str | None = None
+    resources: dict[str, float] = Field(default_factory=dict)  # executor placement hints
+
+    @field_validator("quantization", mode="before")
+    @classmethod
+    def _none(cls, v: Any) -> Any:
+        return None if v in ("none", "None", "", False) else v
+
+    @field_validator("launcher_options", mode="before")
+    @classmethod
+    def _str_values(cls, v: Any) -> Any:
+        return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        engine = Path(self.engine).stem if self.engine.endswith((".yaml", ".yml")) else self.engine
+        parts = [engine, self.model]
+        if self.quantization:
+            parts.append(self.quantization)
+        if self.instance_type:
+            parts.append(self.instance_type)
+        elif self.hardware:
+            parts.append(self.hardware + (f"x{self.n_gpus}" if self.n_gpus > 1 else ""))
+        label = "/".join(parts)
+        return f"{label} {' '.join(self.server_args)}" if self.server_args else label
+
+    @property
+    def n_gpus(self) -> int:
+        if self.gpu_count is not None:
+            return self.gpu_count
+        return len(self.gpus) if self.gpus else 0
+
+
+class LoadSpace(_Strict):
+    """Load points measured against every server: each concurrency, each rate, and a burst."""
+
+    concurrency: list[int] = Field(default_factory=list)
+    rate: list[float] = Field(default_factory=list)
+    burst: bool = False
+    requests: int = Field(100, ge=1)
+    duration_s: float | None = Field(None, gt=0)
+    input_tokens: int = Field(512, ge=1)
+    output_tokens: int = Field(128, ge=1)
+    prompts_file: Path | None = None
+    warmup: int = Field(2, ge=0)
+    repeats: int = Field(1, ge=1)
+    seed: int = 0
+    arrival: str = "poisson"
+    request_timeout_s: float = Field(600.0, gt=0)
+    max_error_rate: float = Field(1.0, ge=0, le=1)  # a cell with errors is still a measured cell
+
+    @field_validator("concurrency", "rate", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("concurrency")
+    @classmethod
+    def _positive_c(cls, v: list[int]) -> list[int]:
+        if any(c < 1 for c in v):
+            raise ValueError("concurrency levels must be >= 1")
+        return v
+
+    @field_validator("rate")
+    @classmethod
+    def _positive_r(cls, v: list[float]) -> list[float]:
+        if any(not (0 < r < float("inf")) for r in v):
+            raise ValueError("rates must be finite and > 0")
+        return v
+
+    @model_validator(mode="after")
+    def _some_point(self) -> "LoadSpace":
+        if not (self.concurrency or self.rate or self.burst):
+            self.burst = True  # nothing asked: the paper's default, a burst
+        return self
+
+
+class SweepConfig(_Strict):
+    name: str
+    description: str = ""
+    results_dir: Path = Path("results")
+    defaults: dict[str, Any] = Field(default_factory=dict)  # ServerPoint fields shared by all
+    matrix: dict[str, list[Any]] = Field(default_factory=dict)  # ServerPoint fields, crossed
+    servers: list[dict[str, Any]] = Field(default_factory=list)  # explicit servers (over defaults)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)  # drop crossed servers matching all keys
+    engines: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-engine ServerPoint fields
+    load: LoadSpace = Field(default_factory=LoadSpace)
+    telemetry: bool = True
+    plots: bool = False  # per-cell timelines cost seconds each; the sweep report draws its own
+    reset_cache: bool = True  # between load points on one server, where the engine allows
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", v):
+            raise ValueError("name may hold only letters, digits, '.', '_' and '-'")
+        return v
+
+    @field_validator("matrix")
+    @classmethod
+    def _known_keys(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        unknown = sorted(set(v) - set(ServerPoint.model_fields))
+        if unknown:
+            raise ValueError(f"unknown server field(s) {', '.join(unknown)} (known: {', '.join(ServerPoint.model_fields)})")
+        empty = [k for k, xs in v.items() if not xs]
+        if empty:
+            raise ValueError(f"empty list for {', '.join(empty)}")
+        return v
+
+    @model_validator(mode="after")
+    def _some_server(self) -> "SweepConfig":
+        if not self.matrix and not self.servers:
+            raise ValueError("no servers: give `matrix:` (crossed) and/or `servers:` (a list)")
+        return self
+
+
+def load_config(path: Path, overrides: dict[str, Any] | None = None) -> tuple[SweepConfig, str]:
+    """(config, its text). Errors name the file, the field and its line."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SweepConfigError(f"cannot read sweep config {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
+    except yaml.YAMLError as e:
+        raise SweepConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(data, dict):
+        raise SweepConfigError(f"{path}: a sweep config is a YAML mapping")
+    data.setdefault("name", path.stem)
+    data.update(overrides or {})
+    try:
+        return SweepConfig.model_validate(data), text
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = [x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-"))]
+        where = ".".join(map(str, loc)) or "config"
+        line = _line_of(root, loc)
+        at = f" (line {line})" if line else ""
+        raise SweepConfigError(f"{path}: {where}{at}: {err['msg']}") from None
+
+
+def _line_of(node, loc: list) -> int | None:
+    """The 1-based line of the YAML node at `loc`, or of its nearest existing parent."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = next((v for k, v in node.value if k.value == str(key)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            nxt = node.value[key]
+        else:
+            nxt = None
+        if nxt is None:
+            break
+        node, line = nxt, nxt.start_mark.line + 1
+    return line
+
+
+def server_point(data: dict[str, Any], where: str) -> ServerPoint:
+    try:
+        return ServerPoint.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise SweepConfigError(f"{where}: {'.'.join(map(str, err['loc'])) or 'server'}: {err['msg']}") from None

@@ -1,0 +1,187 @@
+"""One server group: launch once, measure every cell against it, tear down. The unit an
+executor places (a local loop, or a Ray task on a host that has the group's hardware).
+
+Between cells the engine's prefix cache is emptied where it has a route for it, and each
+load point has its own prompt seed (plan.py), so no cell is served from an earlier one's
+cache. A server that died between cells is started again once; a Ctrl-C stops the group
+after marking the cell it interrupted, with the server torn down."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from servebench.orchestrate import RunError, measure, prepare
+from servebench.session import ServerSession
+from servebench.store import load_summary
+from servebench.sweep import limit as lim
+from servebench.sweep.config import SweepConfig
+from servebench.sweep.plan import Cell, Group, LoadPoint, run_config
+
+
+class GroupHost(Protocol):
+    """Where a group's results go (the local index, or a Ray driver via the task's return)."""
+
+    def cell_dir(self, cell: Cell) -> Path: ...
+    def server_dir(self, group: Group) -> Path: ...
+    def started(self, cell: Cell, run_dir: Path) -> None: ...
+    def finished(self, cell: Cell, status: str, error: str | None, run_dir: Path | None, summary: dict | None) -> None: ...
+    def done_summary(self, cell: Cell) -> dict | None: ...
+    def group_update(self, group: Group, **fields: Any) -> None: ...
+    def phase(self, msg: str) -> None: ...
+    def progress(self, done: int, total: int) -> None: ...
+
+
+class LimitSpec:
+    """--max-load-under: search this group's load for the highest level meeting the SLO."""
+
+    def __init__(self, slo: str, by: str = "concurrency", start: float | None = None, max_level: float = 1024) -> None:
+        self.text, self.bounds, self.by = slo, lim.parse_slo(slo), by
+        self.start, self.max_level = start, max_level
+
+
+def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec | None = None) -> dict[str, Any]:
+    """Measure the group's cells (then the limit search, if asked); returns the group row."""
+    first = run_config(cfg, group.server, group.cells[0].load if group.cells else _search_point(cfg, 1, 0),
+                       Path("."), "probe")
+    try:
+        p0 = prepare(first)
+    except (ValueError, OSError, RuntimeError) as e:
+        return _fail_all(group, host, f"cannot prepare: {_line(e)}")
+    session = ServerSession(first, p0.spec, p0.api, p0.model_dir, log_dir=host.server_dir(group))
+    row: dict[str, Any] = {"launches": 0, "launch_s": 0.0, "teardown_s": 0.0, "status": "running", "error": None}
+
+    def open_session() -> str | None:
+        host.phase(f"{group.id} {group.server.label}: starting server")
+        row["launches"] += 1
+        try:
+            session.open(host.phase)
+            return None
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - any launch failure fails this group only
+            return _line(e)
+        finally:
+            row["launch_s"] += session.launch_s or 0.0
+            host.group_update(group, **row)
+
+    try:
+        err = open_session()
+        if err:
+            session.close()
+            row["teardown_s"] += session.teardown_s or 0.0
+            return _fail_all(group, host, f"server did not start: {err}", row)
+        for cell in group.cells:
+            err = _ensure_alive(session, open_session, row)
+            if err:
+                _fail_from(group, cell, host, f"server died and did not restart: {err}")
+                break
+            _measure_cell(cfg, group, cell, session, p0.tokenizer, host)
+        if limit is not None:
+            row["limit"] = _search(cfg, group, session, p0.tokenizer, host, limit, open_session, row)
+        row["status"] = "done"
+    except KeyboardInterrupt:
+        row["status"], row["error"] = "interrupted", "interrupted by Ctrl-C"
+        raise
+    finally:
+        t = time.perf_counter()
+        session.close()
+        row["teardown_s"] += time.perf_counter() - t
+        host.group_update(group, **row)
+    return row
+
+
+def _ensure_alive(session: ServerSession, reopen: Callable[[], str | None], row: dict) -> str | None:
+    if session.alive():
+        return None
+    session.close()
+    row["teardown_s"] += session.teardown_s or 0.0
+    session.teardown_s = None  # open again
+    return reopen()
+
+
+def _measure_cell(cfg: SweepConfig, group: Group, cell: Cell, session: ServerSession, tokenizer,
+                  host: GroupHost) -> dict | None:
+    run_dir = host.cell_dir(cell)
+    rc = run_config(cfg, group.server, cell.load, run_dir.parent, cell.id)
+    host.started(cell, run_dir)
+    summary, status, error = None, "done", None
+    try:
+        if cfg.reset_cache:
+            session.reset_cache()
+        p = prepare(rc, tokenizer=tokenizer)
+        info = {"cell": {"id": cell.id, "group": group.id, "server": group.server_dict(),
+                         "load": cell.as_dict()["load"], "search": cell.search}}
+        measure(rc, p, session, run_dir, host.progress, host.phase, run_info=info)
+    except RunError as e:
+        if e.interrupted:
+            host.finished(cell, "interrupted", str(e), run_dir, _summary(run_dir))
+            raise KeyboardInterrupt from None
+        status, error = "failed", str(e)
+    except KeyboardInterrupt:
+        host.finished(cell, "interrupted", "interrupted by Ctrl-C", run_dir, _summary(run_dir))
+        raise
+    except Exception as e:  # noqa: BLE001 - one cell's failure never stops the sweep
+        status, error = "failed", _line(e)
+    summary = _summary(run_dir)
+    host.finished(cell, status, error, run_dir, summary)
+    return summary if status == "done" else None
+
+
+def _search(cfg: SweepConfig, group: Group, session: ServerSession, tokenizer, host: GroupHost, spec: LimitSpec,
+            reopen, row: dict) -> dict:
+    ld = cfg.load
+    start = spec.start or (min(ld.concurrency) if spec.by == "concurrency" and ld.concurrency else
+                           min(ld.rate) if spec.by == "rate" and ld.rate else 1)
+
+    def at(level: float) -> dict | None:
+        cell = Cell("", group.id, _search_point(cfg, level, 0, spec.by), search=True)
+        cell = replace(cell, id=f"{group.id}-lim-{cell.load.key}")
+        done = host.done_summary(cell)
+        if done is not None:
+            return done
+        if _ensure_alive(session, reopen, row):
+            return None
+        return _measure_cell(cfg, group, cell, session, tokenizer, host)
+
+    res = lim.search(at, spec.bounds, start=start, max_level=spec.max_level, integer=spec.by == "concurrency")
+    return {"slo": spec.text, "by": spec.by, "max_meeting": res.best, "first_missing": res.first_fail,
+            "tried": [{"level": lv, "met": ok} for lv, ok in res.tried]}
+
+
+def _search_point(cfg: SweepConfig, level: float, repeat: int, by: str = "concurrency") -> LoadPoint:
+    """A search level's load: enough requests to hold the level (2 per stream at least)."""
+    ld = cfg.load
+    n = max(ld.requests, 2 * int(level)) if by == "concurrency" else ld.requests
+    seed = ld.seed + 10_000_000 + int(level * 1000)  # its own prompts, apart from the config's levels
+    if by == "rate":
+        return LoadPoint("rate", None, float(level), n, ld.duration_s, ld.input_tokens, ld.output_tokens, repeat, seed)
+    return LoadPoint("concurrency", int(level), None, n, ld.duration_s, ld.input_tokens, ld.output_tokens, repeat, seed)
+
+
+def _summary(run_dir: Path) -> dict | None:
+    try:
+        return load_summary(run_dir)
+    except Exception:  # noqa: BLE001 - a cell with no summary is reported by its status
+        return None
+
+
+def _fail_all(group: Group, host: GroupHost, error: str, row: dict | None = None) -> dict:
+    for cell in group.cells:
+        host.finished(cell, "failed", error, None, None)
+    out = {**(row or {}), "status": "failed", "error": error}
+    host.group_update(group, **out)
+    return out
+
+
+def _fail_from(group: Group, cell: Cell, host: GroupHost, error: str) -> None:
+    cells = group.cells
+    for c in cells[cells.index(cell):]:
+        host.finished(c, "failed", error, None, None)
+
+
+def _line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,127 @@
+"""The sweep directory's index.json: one row per server group and per cell, rewritten
+atomically after every change, so a crash, Ctrl-C or reboot loses no finished cell and a
+re-run knows exactly what is left (docs/sweep.md has the format)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from servebench import store
+from servebench.sweep.plan import Cell, Group, Plan
+
+INDEX_SCHEMA = 1
+DONE = "done"
+
+
+def headline(summary: dict) -> dict[str, Any]:
+    """The numbers a sweep table shows per cell, straight from summary.json."""
+    out: dict[str, Any] = {k: summary.get(k) for k in ("request_throughput", "output_token_throughput", "completed",
+                                                         "failed", "error_rate")}
+    for metric in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "ms_per_token"):
+        d = summary.get(metric) or {}
+        for p in ("p50", "p99"):
+            out[f"{metric}_{p}"] = d.get(p)
+    out["output_tokens_achieved_mean"] = (summary.get("output_tokens") or {}).get("achieved_mean")
+    return out
+
+
+class SweepIndex:
+    """In-memory index + its file. Thread-safe: a Ray executor updates it from callbacks."""
+
+    def __init__(self, sweep_dir: Path, data: dict[str, Any]) -> None:
+        self.dir = Path(sweep_dir)
+        self.data = data
+        self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self.dir / "index.json"
+
+    @classmethod
+    def load(cls, sweep_dir: Path) -> "SweepIndex":
+        return cls(sweep_dir, store.read_json(Path(sweep_dir) / "index.json"))
+
+    @classmethod
+    def create(cls, sweep_dir: Path, kind: str, name: str) -> "SweepIndex":
+        data = {"schema_version": INDEX_SCHEMA, "kind": kind, "name": name,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "groups": [], "cells": [], "timing": {}}
+        return cls(sweep_dir, data)
+
+    def save(self) -> None:
+        with self._lock:
+            store.write_json(self.path, self.data)
+
+    # -- bookkeeping -------------------------------------------------------------------
+    def group(self, gid: str) -> dict | None:
+        return next((g for g in self.data["groups"] if g["id"] == gid), None)
+
+    def cell(self, cid: str) -> dict | None:
+        return next((c for c in self.data["cells"] if c["id"] == cid), None)
+
+    def sync(self, plan: Plan) -> None:
+        """Add the plan's groups and cells not yet listed; a listed cell whose parameters
+        changed means the config changed under an existing sweep: refuse, never mix."""
+        for g in plan.groups:
+            row = self.group(g.id)
+            server = g.server_dict()
+            if row is None:
+                self.data["groups"].append({"id": g.id, "server": server, "status": "pending", "error": None,
+                                            "launch_s": None, "teardown_s": None, "launches": 0})
+            elif row["server"] != server:
+                raise ValueError(f"sweep {self.dir}: server group {g.id} was {row['server']['label']}, the config now "
+                                 f"says {server['label']}; run the changed config under a new name")
+            for c in g.cells:
+                self.add_cell(c)
+
+    def add_cell(self, c: Cell) -> dict:
+        row = self.cell(c.id)
+        d = c.as_dict()
+        if row is None:
+            row = {**d, "status": "pending", "error": None, "run_dir": None, "attempts": 0, "node": None,
+                   "headline": None}
+            self.data["cells"].append(row)
+        elif row["load"] != d["load"]:
+            raise ValueError(f"sweep {self.dir}: cell {c.id} had load {row['load']}, the config now says {d['load']}; "
+                             "run the changed config under a new name")
+        return row
+
+    def todo(self, plan: Plan) -> Plan:
+        """The plan less the cells already done (failed and interrupted ones run again)."""
+        groups = [Group(g.id, g.server, [c for c in g.cells if (self.cell(c.id) or {}).get("status") != DONE])
+                  for g in plan.groups]
+        return Plan(plan.config, [g for g in groups if g.cells])
+
+    def cell_dir(self, cid: str) -> Path:
+        """A fresh run directory for the cell; an earlier attempt's is kept beside it."""
+        d = self.dir / "runs" / cid
+        if d.exists():
+            n = 1
+            while (keep := self.dir / "runs" / ".attempts" / f"{cid}.{n}").exists():
+                n += 1
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(d), str(keep))
+        d.mkdir(parents=True)
+        return d
+
+    def mark_cell(self, cid: str, status: str, **fields: Any) -> None:
+        row = self.cell(cid)
+        assert row is not None, cid
+        row["status"] = status
+        row.update(fields)
+        self.save()
+
+    def mark_group(self, gid: str, **fields: Any) -> None:
+        row = self.group(gid)
+        assert row is not None, gid
+        row.update(fields)
+        self.save()
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.data["cells"]:
+            out[c["status"]] = out.get(c["status"], 0) + 1
+        return out

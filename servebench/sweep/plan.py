@@ -1,0 +1,182 @@
+"""What to run: a sweep config expanded into server groups (one launch each) and their cells
+(one load point each). Pure data; executors decide where and when it runs.
+
+Cell seeds depend on the load point and repeat, never on the server: every engine gets
+byte-identical prompts at a given level, and two levels on one reused server never share a
+prompt (so no level is served from a prefix cached by the one before)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from servebench.config import RunConfig
+from servebench.sweep.config import ServerPoint, SweepConfig, SweepConfigError, server_point
+
+SEED_STRIDE = 1000  # seeds of consecutive load points are this far apart; repeats step by 1
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPoint:
+    mode: str  # burst | concurrency | rate
+    concurrency: int | None
+    rate: float | None
+    requests: int
+    duration_s: float | None
+    input_tokens: int
+    output_tokens: int
+    repeat: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        if self.mode == "concurrency":
+            return f"c{self.concurrency:04d}"
+        if self.mode == "rate":
+            return f"rate{self.rate:g}"
+        return "burst"
+
+    @property
+    def level(self) -> str:
+        """How a person reads the point: 'c=4', 'rate=2/s', 'burst'."""
+        if self.mode == "concurrency":
+            return f"c={self.concurrency}"
+        return f"rate={self.rate:g}/s" if self.mode == "rate" else "burst"
+
+
+@dataclass(slots=True)
+class Cell:
+    id: str
+    group: str
+    load: LoadPoint
+    search: bool = False  # made by a find-the-limit search, not by the config
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "group": self.group, "load": asdict(self.load), "search": self.search}
+
+
+@dataclass(slots=True)
+class Group:
+    id: str
+    server: ServerPoint
+    cells: list[Cell] = field(default_factory=list)
+
+    def server_dict(self) -> dict[str, Any]:
+        d = self.server.model_dump(mode="json")
+        d["label"] = self.server.label
+        d["gpu_count"] = self.server.n_gpus
+        return d
+
+
+@dataclass(slots=True)
+class Plan:
+    config: SweepConfig
+    groups: list[Group]
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [c for g in self.groups for c in g.cells]
+
+
+def servers(cfg: SweepConfig) -> list[ServerPoint]:
+    """The crossed matrix (minus exclusions) then the explicit list; duplicates dropped."""
+    out: list[ServerPoint] = []
+    keys = list(cfg.matrix)
+    for i, combo in enumerate(itertools.product(*(cfg.matrix[k] for k in keys)) if keys else []):
+        point = dict(zip(keys, combo))
+        if any(all(_same(point.get(k, cfg.defaults.get(k)), v) for k, v in ex.items()) for ex in cfg.exclude):
+            continue
+        out.append(_merge(cfg, point, f"matrix combination {i + 1} ({point})"))
+    for i, s in enumerate(cfg.servers):
+        out.append(_merge(cfg, s, f"servers[{i}]"))
+    unique: list[ServerPoint] = []
+    for s in out:
+        if s not in unique:
+            unique.append(s)
+    return unique
+
+
+def _same(a: Any, b: Any) -> bool:
+    none = (None, "none", "None", "")
+    return (a in none and b in none) or a == b
+
+
+def _merge(cfg: SweepConfig, point: dict[str, Any], where: str) -> ServerPoint:
+    engine = point.get("engine", cfg.defaults.get("engine"))
+    data = {**cfg.defaults, **cfg.engines.get(str(engine), {}), **point}
+    return server_point(data, where)
+
+
+def load_points(cfg: SweepConfig) -> list[LoadPoint]:
+    ld = cfg.load
+    shapes: list[tuple[str, int | None, float | None]] = [("concurrency", c, None) for c in ld.concurrency]
+    shapes += [("rate", None, r) for r in ld.rate]
+    if ld.burst:
+        shapes.append(("burst", None, None))
+    return [
+        LoadPoint(mode, c, r, ld.requests, ld.duration_s, ld.input_tokens, ld.output_tokens, rep,
+                  seed=ld.seed + 1 + i * SEED_STRIDE + rep)
+        for i, (mode, c, r) in enumerate(shapes)
+        for rep in range(ld.repeats)
+    ]
+
+
+def expand(cfg: SweepConfig) -> Plan:
+    groups = []
+    points = load_points(cfg)
+    for gi, server in enumerate(servers(cfg)):
+        gid = f"g{gi:02d}"
+        cells = [Cell(f"{gid}-{p.key}-r{p.repeat}", gid, p) for p in points]
+        groups.append(Group(gid, server, cells))
+    return Plan(cfg, groups)
+
+
+def only(plan: Plan, expr: str | None) -> Plan:
+    """Keep cells matching every `key=value` in expr (server fields, group, cell id, mode,
+    concurrency, rate); ids stay those of the full plan, so resume still lines up."""
+    if not expr:
+        return plan
+    want: dict[str, str] = {}
+    for part in expr.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise SweepConfigError(f"--only expects key=value[,key=value], got {part!r}")
+        want[key.strip()] = value.strip()
+
+    def fields(g: Group, c: Cell) -> dict[str, str]:
+        d = {k: str(v) for k, v in g.server_dict().items()}
+        d.update({k: str(v) for k, v in asdict(c.load).items()})
+        d.update(group=g.id, cell=c.id, id=c.id)
+        return d
+
+    known = set(fields(plan.groups[0], plan.groups[0].cells[0])) if plan.cells else set()
+    bad = sorted(set(want) - known)
+    if bad:
+        raise SweepConfigError(f"--only: unknown key(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
+    groups = []
+    for g in plan.groups:
+        cells = [c for c in g.cells if all(fields(g, c)[k] == v for k, v in want.items())]
+        if cells:
+            groups.append(Group(g.id, g.server, cells))
+    return Plan(plan.config, groups)
+
+
+def run_config(cfg: SweepConfig, server: ServerPoint, load: LoadPoint, runs_dir: Path, name: str) -> RunConfig:
+    """The ordinary run configuration of one cell."""
+    opts = dict(server.launcher_options)
+    if server.quantization:
+        opts.setdefault("quantize", server.quantization)
+    ld = cfg.load
+    return RunConfig(
+        backend=server.engine, model=server.model, served_model_name=server.served_model_name,
+        endpoint=server.endpoint, launcher=server.launcher, api=server.api, gpus=server.gpus,
+        server_args=list(server.server_args), launcher_options=opts, results_dir=runs_dir, name=name,
+        telemetry=cfg.telemetry, plots=cfg.plots, max_error_rate=ld.max_error_rate,
+        load=dict(requests=load.requests, concurrency=load.concurrency, rate=load.rate, arrival=ld.arrival,
+                  duration_s=load.duration_s, warmup=ld.warmup, seed=load.seed,
+                  request_timeout_s=ld.request_timeout_s),
+        workload=dict(input_tokens=load.input_tokens, output_tokens=load.output_tokens,
+                      prompts_file=ld.prompts_file, tokenizer=server.tokenizer),
+    )

@@ -1,0 +1,80 @@
+"""Resume bookkeeping: what is done stays done, what changed is refused, nothing is lost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from servebench.sweep.config import SweepConfig
+from servebench.sweep.index import SweepIndex, headline
+from servebench.sweep.plan import expand
+
+
+def plan(**load):
+    return expand(SweepConfig.model_validate({"name": "t", "matrix": {"engine": ["vllm", "tgi"]},
+                                              "load": {"concurrency": [1, 2, 4], "requests": 10, **load}}))
+
+
+def test_todo_skips_done_and_retries_failed_and_interrupted(tmp_path):
+    p = plan()
+    idx = SweepIndex.create(tmp_path, "sweep", "t")
+    idx.sync(p)
+    assert len(idx.todo(p).cells) == 6
+    idx.mark_cell("g00-c0001-r0", "done")
+    idx.mark_cell("g00-c0002-r0", "failed", error="boom")
+    idx.mark_cell("g00-c0004-r0", "interrupted")
+    idx.mark_cell("g01-c0001-r0", "done")
+    again = SweepIndex.load(tmp_path)  # from disk, as a re-run sees it
+    todo = again.todo(p)
+    assert [c.id for c in todo.cells] == ["g00-c0002-r0", "g00-c0004-r0", "g01-c0002-r0", "g01-c0004-r0"]
+    assert again.counts() == {"done": 2, "failed": 1, "interrupted": 1, "pending": 2}
+
+
+def test_a_changed_config_is_refused_not_mixed(tmp_path):
+    idx = SweepIndex.create(tmp_path, "sweep", "t")
+    idx.sync(plan())
+    with pytest.raises(ValueError, match="cell g00-c0001-r0 had load"):
+        idx.sync(plan(requests=20))
+    other = expand(SweepConfig.model_validate({"name": "t", "matrix": {"engine": ["sglang"]},
+                                               "load": {"concurrency": [1], "requests": 10}}))
+    with pytest.raises(ValueError, match="server group g00 was vllm/tiny"):
+        idx.sync(other)
+
+
+def test_adding_load_points_extends_an_existing_sweep(tmp_path):
+    idx = SweepIndex.create(tmp_path, "sweep", "t")
+    idx.sync(plan())
+    bigger = expand(SweepConfig.model_validate({"name": "t", "matrix": {"engine": ["vllm", "tgi"]},
+                                                "load": {"concurrency": [1, 2, 4], "rate": [3.0], "requests": 10}}))
+    idx.sync(bigger)
+    assert len(idx.data["cells"]) == 8
+
+
+def test_cell_dir_keeps_an_earlier_attempt(tmp_path):
+    idx = SweepIndex.create(tmp_path, "sweep", "t")
+    d = idx.cell_dir("g00-c0001-r0")
+    (d / "requests.parquet").write_bytes(b"measured")
+    d2 = idx.cell_dir("g00-c0001-r0")
+    assert d2 == d and not (d2 / "requests.parquet").exists()
+    kept = tmp_path / "runs" / ".attempts" / "g00-c0001-r0.1" / "requests.parquet"
+    assert kept.read_bytes() == b"measured"
+    idx.cell_dir("g00-c0001-r0")
+    assert (tmp_path / "runs" / ".attempts" / "g00-c0001-r0.2").is_dir()
+
+
+def test_index_file_is_complete_json_after_every_mark(tmp_path):
+    idx = SweepIndex.create(tmp_path, "sweep", "t")
+    idx.sync(plan())
+    idx.mark_cell("g00-c0001-r0", "running", run_dir="runs/g00-c0001-r0")
+    data = json.loads((tmp_path / "index.json").read_text())
+    assert data["cells"][0]["status"] == "running" and not list(tmp_path.glob("*.tmp"))
+
+
+def test_headline_reads_summary_fields():
+    s = {"request_throughput": 2.0, "output_token_throughput": 50.0, "completed": 9, "failed": 1, "error_rate": 0.1,
+         "ttft_ms": {"p50": 10.0, "p99": 30.0}, "tpot_ms": {"p50": 1.0, "p99": 2.0}, "itl_ms": {}, "e2e_ms": {"p50": 5.0},
+         "ms_per_token": {"p50": 3.0}, "output_tokens": {"achieved_mean": 25.0}}
+    h = headline(s)
+    assert h["ttft_ms_p99"] == 30.0 and h["itl_ms_p50"] is None and h["output_tokens_achieved_mean"] == 25.0
+    assert h["e2e_ms_p99"] is None and h["error_rate"] == 0.1
