@@ -107,3 +107,29 @@ def test_cost_of_runs_states_missing_prices():
     p = sb("cost", SWEEP, "--format", "md")
     assert p.returncode == 0, p.stderr
     assert "vllm/llama-7b gptq mystery-gpu x1: no price (give --price)" in p.stdout
+
+
+def test_recommend_and_report_on_a_fresh_compare(tmp_path):
+    """`servebench compare` (emulated engines, launched as processes) then recommend/report on its
+    directory: the format the compare command writes today is the one read here."""
+    import yaml
+
+    spec = yaml.safe_load((ROOT / "tests/fixtures/specs/emulated.yaml").read_text())
+    names = []
+    for name, args in (("quick", ["--ttft-ms", "5", "--itl-ms", "1"]), ("slower", ["--ttft-ms", "40", "--itl-ms", "3"])):
+        s = {**spec, "name": name, "process": {**spec["process"], "args": spec["process"]["args"] + args}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(s))
+        names.append(str(tmp_path / f"{name}.yaml"))
+    p = sb("compare", "--backends", ",".join(names), "--model", "tiny", "--concurrency", "1,2", "--requests", "6",
+           "--input-tokens", "16", "--output-tokens", "8", "--warmup", "1", "--results-dir", tmp_path / "r",
+           "--name", "cmp", "--no-telemetry", timeout=300)
+    assert p.returncode == 0, p.stderr
+    d = tmp_path / "r" / "cmp"
+    p = sb("recommend", d, "--price", "cpu=0.2", "--format", "csv", "--slo", "ttft_p95<=20ms")
+    assert p.returncode == 0, p.stderr
+    df = pd.read_csv(io.StringIO(p.stdout))
+    best = df[df["table"] == "latency"].iloc[0]
+    assert best["config"].startswith("quick/tiny") and best["where"] == "cpu"
+    assert df[(df["table"] == "cost_slo:note")]["note"].str.contains("slower/tiny: never met the SLO").any()
+    p = sb("report", d, "--format", "md", "--price", "cpu=0.2")
+    assert p.returncode == 0 and p.stdout.count("| cmp |") == 2 * 4, p.stdout[-2000:]  # all runs + metadata
