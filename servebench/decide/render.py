@@ -11,6 +11,7 @@ from servebench.decide.table import Table, fmt, heading
 
 def console(tables: list[Table], out=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table as RTable
 
     import sys
@@ -18,18 +19,18 @@ def console(tables: list[Table], out=None) -> None:
     # Piped or redirected, rich would wrap these wide tables at 80 columns.
     c = out or Console(width=None if sys.stdout.isatty() else 200)
     for t in tables:
-        rt = RTable(title=t.title, title_justify="left", header_style="bold", show_lines=False)
+        rt = RTable(title=escape(t.title), title_justify="left", header_style="bold", show_lines=False)
         for col in t.df.columns:
             rt.add_column(heading(col), justify="right" if pd.api.types.is_numeric_dtype(t.df[col]) else "left",
                           overflow="fold")
         for _, row in t.df.iterrows():
-            rt.add_row(*(fmt(v) for v in row))
+            rt.add_row(*(escape(fmt(v)) for v in row))  # engine errors and args may hold [brackets]
         if len(t.df):
             c.print(rt)
         else:
-            c.print(f"[bold]{t.title}[/]: nothing to show")
+            c.print(f"[bold]{escape(t.title)}[/]: nothing to show")
         for n in t.notes:
-            c.print(f"  [yellow]note:[/] {n}", markup=True, highlight=False)
+            c.print(f"  [yellow]note:[/] {escape(n)}", highlight=False)
 
 
 def _md_cell(v) -> str:

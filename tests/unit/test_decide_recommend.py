@@ -243,3 +243,21 @@ def test_onprem_cost_uses_the_measured_energy():
     assert r["energy_j"] > 0 and r["usd_per_hour"] == pytest.approx(capex + power)
     assert r["usd_per_1m"] == pytest.approx((capex + power) / (r["output_token_throughput"] * 3600 / 1e6))
     assert "on-prem" in r["price_source"]
+
+
+def test_renderings_keep_text_with_markup_characters():
+    import io as _io
+
+    from rich.console import Console
+
+    from servebench.decide import render
+    from servebench.decide.table import Table
+
+    t = Table("x", "errors [/bold]", pd.DataFrame({"config": ["vllm [--tp 2]"], "usd_per_1m": [1.5]}),
+              ["failed: [/] CUDA | out of memory"])
+    buf = _io.StringIO()
+    render.console([t], Console(file=buf, width=200))
+    out = buf.getvalue()
+    assert "vllm [--tp 2]" in out and "failed: [/] CUDA | out of memory" in out
+    md = render.markdown([t])
+    assert "| vllm [--tp 2] | 1.50 |" in md and "- failed: [/] CUDA | out of memory" in md
