@@ -59,7 +59,7 @@ def split_goodput(dirs, goodput) -> tuple[list[str], list[str]]:
 
 def analyse(dirs, prices, onprem, slo, goodput, target_rps, at, max_error_rate):
     """Load, price and rank: (run table, recommendation tables)."""
-    from servebench.decide.load import load_dirs
+    from servebench.decide.load import load_dirs, merge_repeats
     from servebench.decide.prices import price_book
     from servebench.decide.recommend import add_costs, recommend
     from servebench.decide.slo import add_goodput, parse_goodput, parse_slo
@@ -79,14 +79,16 @@ def analyse(dirs, prices, onprem, slo, goodput, target_rps, at, max_error_rate):
             raise SloError("a goodput bound in --slo needs --goodput (e.g. --goodput ttft:500 tpot:50)")
         if target_rps is not None and not target_rps > 0:
             raise SloError("--target-rps must be > 0")
-        df = add_costs(load_dirs(list(dirs)), book)
+        raw = load_dirs(list(dirs))
     except (PriceError, SloError) as e:
         _fail(str(e), 2)
     except LoadError as e:
         _fail(str(e))
     if gp:
-        df = add_goodput(df, gp)
-    return df, recommend(df, bounds=bounds, target_rps=target_rps, at=at_levels)
+        raw = add_goodput(raw, gp)
+    # Every run for the run tables and plots; repeats of one load point averaged for ranking.
+    ranked = add_costs(merge_repeats(raw), book)
+    return add_costs(raw, book), recommend(ranked, bounds=bounds, target_rps=target_rps, at=at_levels)
 
 
 def _write(text: str, out: Path | None) -> None:

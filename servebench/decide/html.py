@@ -177,7 +177,7 @@ def pareto_plot(df: pd.DataFrame):
     for i, (name, g) in enumerate(ok.groupby(ok.apply(_series_name, axis=1), sort=True)):
         fig.add_trace(go.Scatter(x=g["ms_per_token_p50"], y=g["usd_per_1m"], mode="markers", name=name,
                                  text=g["load_level"], marker=dict(size=9, color=_color(i))))
-    for model, g in ok.groupby("model"):
+    for model, g in ok.groupby("family"):
         front = g[pareto_mask(g["usd_per_1m"].to_numpy(float), g["ms_per_token_p50"].to_numpy(float))]
         front = front.sort_values("ms_per_token_p50")
         fig.add_trace(go.Scatter(x=front["ms_per_token_p50"], y=front["usd_per_1m"], mode="lines",

@@ -9,6 +9,7 @@ A directory holding run dirs (e.g. results/) reads as a collection of plain runs
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,7 @@ def _row(run_dir: Path | None, server: dict, load: dict, *, status: str, error: 
     for k in ("engine", "model", "quantization", "hardware", "instance_type", "gpu_count", "launcher"):
         row[k] = server.get(k)
     row["config"] = config_label(server)
+    row["family"] = model_family(server.get("model"))
     for k in ("mode", "concurrency", "rate", "requests", "input_tokens", "output_tokens", "repeat"):
         row[k] = load.get(k)
     row["load_level"] = level(load)
@@ -145,6 +147,21 @@ def _engine_name(engine: str | None) -> str | None:
         p = Path(engine)
         return p.parent.name if p.stem == "spec" and p.parent.name else p.stem
     return engine
+
+
+# Name parts that say how a checkpoint is stored, not which model it is: without them the
+# GPTQ and fp16 checkpoints of one model rank in one table, as the study's tables do.
+_STORAGE = {"gptq", "awq", "gguf", "int4", "int8", "fp8", "fp16", "bf16", "4bit", "8bit", "bnb", "hf", "marlin",
+            "w4a16", "w8a8", "w8a16", "exl2", "q4", "q8", "q4_k_m", "q8_0", "f16"}
+
+
+def model_family(name: str | None) -> str | None:
+    """'TheBloke/Llama-2-7B-Chat-GPTQ' and 'meta-llama/Llama-2-7b-chat-hf' -> 'llama-2-7b-chat'."""
+    if not isinstance(name, str) or not name:
+        return name
+    base = name.rstrip("/").split("/")[-1].lower()
+    parts = [p for p in re.split(r"[-_.]", base) if p and p not in _STORAGE]
+    return "-".join(parts) or base
 
 
 def level(load: dict) -> str:
@@ -239,6 +256,22 @@ def load_dirs(specs: list[str]) -> pd.DataFrame:
         df["baseline"] = i == 0
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+def merge_repeats(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration and load point: repeats of it (sweep `repeats: N`) are averaged,
+    metric by metric, so a lucky repeat never wins a table. Rows that may not rank stay as they are."""
+    if "repeat" not in df or not (df["repeat"].fillna(0) > 0).any():
+        return df.assign(repeats=1)
+    keys = ["source", "config", "mode", "concurrency", "rate", "requests", "input_tokens", "output_tokens"]
+    ok = ok_mask(df)
+    num = [c for c in df.select_dtypes("number").columns if c not in keys + ["repeat"]]
+    agg = {c: ("mean" if c in num else "first") for c in df.columns if c not in keys}
+    agg["cell"] = lambda s: ",".join(map(str, s))
+    merged = df[ok].groupby(keys, dropna=False, sort=False).agg(agg).reset_index()
+    merged["repeats"] = df[ok].groupby(keys, dropna=False, sort=False).size().to_numpy()
+    rest = df[~ok].assign(repeats=1)
+    return pd.concat([merged[df.columns.tolist() + ["repeats"]], rest], ignore_index=True)
 
 
 def ok_mask(df: pd.DataFrame) -> pd.Series:

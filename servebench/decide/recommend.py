@@ -98,8 +98,8 @@ def study_tables(df: pd.DataFrame, *, at: dict[str, float] | None = None, mask: 
     out = []
     for key, title, col, lowest, tiebreak in TABLES:
         rows, notes = [], []
-        for model in sorted(df["model"].dropna().unique(), key=str):
-            cand = base[base["model"] == model]
+        for model in sorted(df["family"].dropna().unique(), key=str):
+            cand = base[base["family"] == model]
             if key in at:
                 cand = cand[cand["concurrency"] == at[key]]
             if key == "cost":
@@ -116,7 +116,9 @@ def study_tables(df: pd.DataFrame, *, at: dict[str, float] | None = None, mask: 
             rows.append(top)
             if tied:
                 notes.append(f"{model}: tie within {TIE_REL:.1%} on {col}: " + "; ".join(tied) + f" (shown: {top['config']}, by tie-break)")
-        frame = pd.DataFrame(rows)[STUDY_COLUMNS + ["config", "load_level"]] if rows else pd.DataFrame(columns=STUDY_COLUMNS)
+        frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=STUDY_COLUMNS)
+        if rows:  # "model" is the family (GPTQ and fp16 checkpoints of one model compete); config names the checkpoint
+            frame = frame.assign(model=frame["family"])[STUDY_COLUMNS + ["config", "load_level"]]
         if rows and frame["concurrency"].notna().all():
             frame = frame.drop(columns="load_level")  # the concurrency column already says it
         sub = f" at {at[key]:g} concurrent" if key in at else ""
@@ -166,7 +168,7 @@ def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def pareto_tables(df: pd.DataFrame) -> list[Table]:
     base = df[ok_mask(df)]
     cost_rows, tput_rows, notes_c, notes_t = [], [], [], []
-    for model, g in base.groupby("model", sort=True):
+    for model, g in base.groupby("family", sort=True):
         priced = g[g["usd_per_1m"].notna() & g["ms_per_token_p50"].notna()]
         if len(priced) < len(g):
             notes_c.append(f"{model}: {len(g) - len(priced)} run(s) without a price left out")
@@ -184,8 +186,11 @@ def pareto_tables(df: pd.DataFrame) -> list[Table]:
         cpu = g[(g["gpu_count"].fillna(0) == 0)]
         if not cpu.empty:
             notes_t.append(f"{model}: {cpu['config'].nunique()} configuration(s) without GPUs count the host as one device")
-    cc = ["model", "config", "load_level", "usd_per_1m", "ms_per_token_p50", "output_token_throughput", "usd_per_hour"]
-    tc = ["model", "config", "load_level", "devices", "tput_per_gpu", "tput_per_user", "output_token_throughput"]
+    cc = ["family", "config", "load_level", "usd_per_1m", "ms_per_token_p50", "output_token_throughput", "usd_per_hour"]
+    tc = ["family", "config", "load_level", "devices", "tput_per_gpu", "tput_per_user", "output_token_throughput"]
+    cost_rows = [f.drop(columns="model").rename(columns={"family": "model"}) for f in cost_rows]
+    tput_rows = [f.drop(columns="model").rename(columns={"family": "model"}) for f in tput_rows]
+    cc[0] = tc[0] = "model"
     return [
         Table("pareto_cost", "Pareto front: $ per 1M tokens vs latency (ms/token median)",
               pd.concat(cost_rows)[cc].reset_index(drop=True) if cost_rows else pd.DataFrame(columns=cc), notes_c),
@@ -220,7 +225,7 @@ def capacity(df: pd.DataFrame, target_rps: float, bounds: list[Bound]) -> Table:
         top = ok.loc[max(ok.index, key=lambda i: (_load_value(ok.loc[i]), ok.loc[i, "request_throughput"] or 0))]
         n = cost.servers_needed(target_rps, _num(top["request_throughput"]))
         price = _num(top["usd_per_hour"])
-        rows.append({"model": top["model"], "config": cfg, "load_level": top["load_level"],
+        rows.append({"model": top["family"], "config": cfg, "load_level": top["load_level"],
                      "capacity_rps": top["request_throughput"], "servers": n,
                      "usd_per_hour": n * price if n and price is not None else np.nan,
                      "usd_per_month": n * price * HOURS_PER_MONTH if n and price is not None else np.nan,

@@ -261,3 +261,28 @@ def test_renderings_keep_text_with_markup_characters():
     assert "vllm [--tp 2]" in out and "failed: [/] CUDA | out of memory" in out
     md = render.markdown([t])
     assert "| vllm [--tp 2] | 1.50 |" in md and "- failed: [/] CUDA | out of memory" in md
+
+
+def test_model_family_puts_checkpoints_of_one_model_together():
+    from servebench.decide.load import model_family
+
+    assert model_family("TheBloke/Llama-2-7B-Chat-GPTQ") == model_family("meta-llama/Llama-2-7b-chat-hf") == "llama-2-7b-chat"
+    assert model_family("meta-llama/Llama-2-13b-hf") == "llama-2-13b" != model_family("meta-llama/Llama-2-7b-hf")
+    assert model_family("tiny") == "tiny" and model_family(None) is None
+
+
+def test_repeats_are_averaged_before_ranking(tmp_path):
+    import shutil
+
+    from servebench.decide.load import merge_repeats
+
+    d = load_dirs([str(SWEEP)])
+    twin = d[d["cell"] == "g00-c005-r0"].copy()
+    twin["repeat"], twin["cell"] = 1, "g00-c005-r1"
+    twin["output_token_throughput"] = twin["output_token_throughput"] * 3  # a lucky repeat
+    m = merge_repeats(pd.concat([d, twin], ignore_index=True))
+    row = m[m["cell"] == "g00-c005-r0,g00-c005-r1"].iloc[0]
+    base = d[d["cell"] == "g00-c005-r0"].iloc[0]
+    assert row["repeats"] == 2 and row["output_token_throughput"] == pytest.approx(2 * base["output_token_throughput"])
+    assert len(m) == len(d)  # the failed cells are kept, unmerged
+    assert set(m.loc[m["status"] == "failed", "cell"]) == set(d.loc[d["status"] == "failed", "cell"])
