@@ -21,7 +21,8 @@ def _fail(msg: str, code: int = 1):
 def _console():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    # tables are wide: a log file or pipe gets them unwrapped instead of rich's 80 columns
+    return Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 220)
 
 
 @click.command()
@@ -142,6 +143,7 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, *, only: st
         _fail(f"--only {only!r} matches no cell", 2)
     if executor not in EXECUTORS:
         _fail(_executor_hint(executor), 2)
+    _check_servers(sub)
     if dry_run:
         _print_plan(sub, sweep_dir, limit, console)
         return
@@ -170,6 +172,20 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, *, only: st
     except KeyboardInterrupt:
         interrupted = True
     _finish(index, sweep_dir, kind, interrupted, console)
+
+
+def _check_servers(plan) -> None:
+    """Typos fail before anything is launched: every engine spec and launcher must exist."""
+    from servebench.launchers import LAUNCHERS
+    from servebench.specs import SpecError, load_spec
+
+    for g in plan.groups:
+        try:
+            load_spec(g.server.engine)
+        except SpecError as e:
+            _fail(f"{g.id}: {e}", 2)
+        if g.server.launcher not in LAUNCHERS and not g.server.endpoint:
+            _fail(f"{g.id}: unknown launcher {g.server.launcher!r} (known: {', '.join(sorted(LAUNCHERS))})", 2)
 
 
 def _executor_hint(name: str) -> str:

@@ -121,7 +121,9 @@ class SweepConfig(_Strict):
     description: str = ""
     results_dir: Path = Path("results")
     defaults: dict[str, Any] = Field(default_factory=dict)  # ServerPoint fields shared by all
-    matrix: dict[str, list[Any]] = Field(default_factory=dict)  # ServerPoint fields, crossed
+    # ServerPoint fields, crossed; a list item that is a mapping sets several fields together
+    # (model: [{model: X-GPTQ, quantization: gptq}, ...])
+    matrix: dict[str, list[Any]] = Field(default_factory=dict)
     servers: list[dict[str, Any]] = Field(default_factory=list)  # explicit servers (over defaults)
     exclude: list[dict[str, Any]] = Field(default_factory=list)  # drop crossed servers matching all keys
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)  # per-engine ServerPoint fields
@@ -142,7 +144,10 @@ class SweepConfig(_Strict):
     @field_validator("matrix")
     @classmethod
     def _known_keys(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        unknown = sorted(set(v) - set(ServerPoint.model_fields))
+        fields = set(ServerPoint.model_fields)
+        unknown = sorted(k for k, xs in v.items() if k not in fields and not all(isinstance(x, dict) for x in xs))
+        unknown += sorted({f"{k}.{f}" for k, xs in v.items() for x in xs if isinstance(x, dict) for f in x} - {
+            f"{k}.{f}" for k in v for f in fields})
         if unknown:
             raise ValueError(f"unknown server field(s) {', '.join(unknown)} (known: {', '.join(ServerPoint.model_fields)})")
         empty = [k for k, xs in v.items() if not xs]

@@ -85,7 +85,9 @@ def servers(cfg: SweepConfig) -> list[ServerPoint]:
     out: list[ServerPoint] = []
     keys = list(cfg.matrix)
     for i, combo in enumerate(itertools.product(*(cfg.matrix[k] for k in keys)) if keys else []):
-        point = dict(zip(keys, combo))
+        point: dict[str, Any] = {}
+        for k, v in zip(keys, combo):  # a mapping is a bundle of fields that vary together
+            point.update(v) if isinstance(v, dict) else point.__setitem__(k, v)
         if any(all(_same(point.get(k, cfg.defaults.get(k)), v) for k, v in ex.items()) for ex in cfg.exclude):
             continue
         out.append(_merge(cfg, point, f"matrix combination {i + 1} ({point})"))
@@ -168,6 +170,10 @@ def run_config(cfg: SweepConfig, server: ServerPoint, load: LoadPoint, runs_dir:
     opts = dict(server.launcher_options)
     if server.quantization:
         opts.setdefault("quantize", server.quantization)
+    if server.instance_type:  # what a SageMaker launch needs; a label elsewhere
+        opts.setdefault("instance_type", server.instance_type)
+    if server.gpu_count and not server.gpus and server.launcher == "sagemaker":
+        opts.setdefault("num_gpus", str(server.gpu_count))
     ld = cfg.load
     return RunConfig(
         backend=server.engine, model=server.model, served_model_name=server.served_model_name,

@@ -153,7 +153,7 @@ def test_vllm_cpu_command_and_env(monkeypatch):
         "/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/tiny",
         "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", "8123", "--max-model-len", "1024"]
     env, chosen = launcher.env(spec, req)
-    assert chosen == {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
+    assert chosen == {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_SERVER_DEV_MODE": "1"}
     assert env["PATH"] == os.environ["PATH"]
     # the user's exported value beats the spec default; explicit options beat spec defaults
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "4")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from servebench.sweep.config import SweepConfig, SweepConfigError, load_config
@@ -103,3 +105,53 @@ def test_name_defaults_to_the_file_stem(tmp_path):
     p.write_text("matrix: {engine: [vllm]}\n")
     c, text = load_config(p)
     assert c.name == "my-study" and "vllm" in text
+
+
+def test_matrix_bundles_set_fields_together_and_instances_reach_the_launcher(tmp_path):
+    c = SweepConfig.model_validate({
+        "name": "t", "defaults": {"engine": "tgi", "launcher": "sagemaker"},
+        "matrix": {"variant": [{"model": "m-7b"}, {"model": "m-7b-gptq", "quantization": "gptq"}],
+                   "instance_type": ["ml.g5.2xlarge", "ml.g5.12xlarge"]},
+        "exclude": [{"quantization": "gptq", "instance_type": "ml.g5.12xlarge"}],
+        "load": {"concurrency": [1]}})
+    plan = expand(c)
+    assert [g.server.label for g in plan.groups] == ["tgi/m-7b/ml.g5.2xlarge", "tgi/m-7b/ml.g5.12xlarge",
+                                                     "tgi/m-7b-gptq/gptq/ml.g5.2xlarge"]
+    g = plan.groups[2]
+    rc = run_config(c, g.server.model_copy(update={"gpu_count": 4}), g.cells[0].load, tmp_path, "x")
+    assert rc.launcher_options == {"quantize": "gptq", "instance_type": "ml.g5.2xlarge", "num_gpus": "4"}
+    with pytest.raises(ValueError, match="variant.colour"):
+        SweepConfig.model_validate({"name": "t", "matrix": {"variant": [{"colour": "red"}]}})
+
+
+STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
+def test_shipped_studies_expand_to_launchable_servers(path):
+    from servebench.launchers import LAUNCHERS
+    from servebench.specs import load_spec
+
+    c, _ = load_config(path)
+    plan = expand(c)
+    assert plan.groups and all(g.cells for g in plan.groups)
+    for g in plan.groups:
+        spec = load_spec(g.server.engine)  # every engine has a spec
+        assert g.server.launcher in LAUNCHERS
+        if g.server.quantization and spec.flags.quantize_values:
+            assert g.server.quantization in spec.flags.quantize_values, (g.server.label, spec.flags.quantize_values)
+    labels = [g.server.label for g in plan.groups]
+    assert len(labels) == len(set(labels))  # every server distinguishable in tables
+
+
+def test_studies_match_the_published_matrices():
+    by = {p.stem: expand(load_config(p)[0]) for p in STUDIES}
+    hf = by["hf-sagemaker-llama2"]
+    assert {g.server.instance_type for g in hf.groups} == {"ml.g5.2xlarge", "ml.g5.12xlarge", "ml.g5.48xlarge",
+                                                           "ml.p4d.24xlarge"}
+    assert {c.load.concurrency for c in hf.cells} == {1, 5, 10, 20}
+    assert {c.load.output_tokens for c in hf.cells} == {50} and {c.load.duration_s for c in hf.cells} == {90}
+    arxiv = by["arxiv-2311.03687"]
+    assert {g.server.engine for g in arxiv.groups} == {"tgi", "vllm", "lightllm"} and len(arxiv.groups) == 9
+    assert all(c.load.mode == "burst" and c.load.requests == 1000 and c.load.input_tokens == 512 for c in arxiv.cells)
+    assert len({c.load.output_tokens for c in arxiv.cells}) == 1  # the same output length for every engine
