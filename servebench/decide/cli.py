@@ -1,0 +1,223 @@
+"""`servebench recommend` and `servebench report` (registered in servebench/cli.py's _EXTERNAL)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from servebench.decide.load import LoadError, kind
+from servebench.decide.prices import PriceError
+from servebench.decide.slo import SloError
+
+_price = click.option("--price", "prices", multiple=True, metavar="NAME=USD_PER_HOUR|FILE.yaml",
+                      help="Price override: an instance ($/h) or a GPU type ($/GPU-hour), or a YAML file (repeatable).")
+_onprem = click.option("--onprem", default=None, metavar="KEY=VALUE,...",
+                       help="Owned hardware instead of catalog GPU prices: purchase_usd_per_gpu, amortisation_years, "
+                            "utilisation, usd_per_kwh, pue (e.g. purchase_usd_per_gpu=30000,amortisation_years=4,usd_per_kwh=0.15).")
+_slo = click.option("--slo", default=None, help='Bounds, e.g. "ttft_p95<=1000ms,ms_per_token_p50<=50".')
+_goodput = click.option("--goodput", "goodput", multiple=True, metavar="ttft:MS tpot:MS e2el:MS",
+                        help="Goodput bounds in ms (share of requests meeting all; errors are misses).")
+_target = click.option("--target-rps", default=None, type=float, help="Capacity planning for this request rate.")
+_at = click.option("--at", default=None, metavar="cost=5,latency=1,throughput=20",
+                   help="Rank each study table at one concurrency only (the study's levels shown).")
+_err = click.option("--max-error-rate", default=0.01, show_default=True, type=float,
+                    help="With --slo: a run with more failed requests never meets it.")
+
+
+def _fail(msg: str, code: int = 1):
+    click.echo(f"error: {msg}", err=True)
+    raise SystemExit(code)
+
+
+def _kv_floats(text: str | None, what: str) -> dict[str, float]:
+    out = {}
+    for part in [p for p in (text or "").split(",") if p.strip()]:
+        k, sep, v = part.partition("=")
+        try:
+            out[k.strip()] = float(v)
+        except ValueError:
+            _fail(f"{what} {part.strip()!r}: expected KEY=NUMBER", 2)
+        if not sep:
+            _fail(f"{what} {part.strip()!r}: expected KEY=NUMBER", 2)
+    return out
+
+
+_BOUND = re.compile(r"^(ttft|tpot|itl|e2el):[0-9.eE+-]+$", re.I)
+
+
+def split_goodput(dirs, goodput) -> tuple[list[str], list[str]]:
+    """`--goodput ttft:500 tpot:50 e2el:2000` (the peers' form): click gives an option one value,
+    so the bounds after the first arrive among the DIRs; move them back."""
+    if not goodput:
+        return list(dirs), list(goodput)
+    keep = [d for d in dirs if not (_BOUND.match(d) and not Path(d).exists())]
+    return keep, list(goodput) + [d for d in dirs if d not in keep]
+
+
+def analyse(dirs, prices, onprem, slo, goodput, target_rps, at, max_error_rate):
+    """Load, price and rank: (run table, recommendation tables)."""
+    from servebench.decide.load import load_dirs, merge_repeats
+    from servebench.decide.prices import price_book
+    from servebench.decide.recommend import add_costs, recommend
+    from servebench.decide.slo import add_goodput, parse_goodput, parse_slo
+
+    dirs, goodput = split_goodput(dirs, goodput)
+    if not dirs:
+        _fail("no DIR given", 2)
+    at_levels = _kv_floats(at, "--at")
+    bad = set(at_levels) - {"cost", "latency", "throughput"}
+    if bad:
+        _fail(f"--at: unknown table {sorted(bad)[0]!r} (cost, latency, throughput)", 2)
+    try:
+        book = price_book(list(prices), _kv_floats(onprem, "--onprem") or None)
+        bounds = parse_slo(slo, max_error_rate)
+        gp = parse_goodput(goodput)
+        if any(b.column == "goodput" for b in bounds) and not gp:
+            raise SloError("a goodput bound in --slo needs --goodput (e.g. --goodput ttft:500 tpot:50)")
+        if target_rps is not None and not target_rps > 0:
+            raise SloError("--target-rps must be > 0")
+        raw = load_dirs(list(dirs))
+    except (PriceError, SloError) as e:
+        _fail(str(e), 2)
+    except LoadError as e:
+        _fail(str(e))
+    if gp:
+        raw = add_goodput(raw, gp)
+    # Every run for the run tables and plots; repeats of one load point averaged for ranking.
+    ranked = add_costs(merge_repeats(raw), book)
+    return add_costs(raw, book), recommend(ranked, bounds=bounds, target_rps=target_rps, at=at_levels)
+
+
+def _write(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    try:
+        Path(out).write_text(text)
+    except OSError as e:
+        _fail(f"cannot write {out}: {e.strerror or e}")
+    click.echo(str(out))
+
+
+@click.command("recommend")
+@click.argument("dirs", nargs=-1, required=True)
+@_slo
+@_target
+@_goodput
+@_price
+@_onprem
+@_at
+@_err
+@click.option("--format", "fmt", default="console", show_default=True, type=click.Choice(["console", "md", "csv"]))
+@click.option("-o", "--output", default=None, type=click.Path(path_type=Path))
+def recommend_cmd(dirs, slo, target_rps, goodput, prices, onprem, at, max_error_rate, fmt, output):
+    """Best deployment per model (cost, latency, throughput), under an SLO, Pareto fronts, capacity.
+
+    DIRS: sweep, compare or run directories (NAME=DIR names one)."""
+    from servebench.decide import render
+
+    _, tables = analyse(dirs, prices, onprem, slo, goodput, target_rps, at, max_error_rate)
+    if fmt == "console" and output is None:
+        render.console(tables)
+    else:
+        _write(render.markdown(tables, "servebench recommend") if fmt in ("md", "console") else render.csv(tables), output)
+
+
+@click.command("report")
+@click.argument("dirs", nargs=-1, required=True)
+@click.option("--format", "fmt", default="console", show_default=True, type=click.Choice(["console", "html", "md", "csv"]))
+@click.option("-o", "--output", default=None, type=click.Path(path_type=Path), help="File to write (html: default report.html).")
+@_slo
+@_target
+@_goodput
+@_price
+@_onprem
+@_at
+@_err
+def report(dirs, fmt, output, slo, target_rps, goodput, prices, onprem, at, max_error_rate):
+    """Report of a run, a compare or a sweep; several DIRs side by side (the first is the baseline).
+
+    DIRS: run, compare or sweep directories; NAME=DIR gives a display name."""
+    dirs, goodput = split_goodput(dirs, goodput)
+    if len(dirs) == 1 and fmt == "console" and not any((slo, target_rps, goodput, prices, onprem, at)):
+        path = Path(dirs[0])
+        try:
+            single = kind(path) == "run"
+        except LoadError:
+            single = True  # let the run report say what is missing
+        if single:
+            from rich.console import Console
+
+            from servebench import report as run_report
+
+            try:
+                return run_report.render(path, Console())
+            except (FileNotFoundError, ValueError, KeyError) as e:
+                _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    from servebench.decide import render
+    from servebench.decide.summary_tables import comparison_table, metadata, runs_table
+
+    df, rec = analyse(dirs, prices, onprem, slo, goodput, target_rps, at, max_error_rate)
+    comp = comparison_table(df)
+    meta_table, meta = metadata(df)
+    tables = [t for t in (comp, runs_table(df)) if t is not None] + rec + [meta_table]
+    title = "servebench report: " + ", ".join(Path(d.split("=", 1)[-1] if "=" in d and not Path(d).exists() else d).name for d in dirs)
+    if fmt == "console":
+        render.console(tables)
+    elif fmt == "md":
+        _write(render.markdown(tables, title), output)
+    elif fmt == "csv":
+        _write(render.csv(tables), output)
+    else:
+        from servebench.decide import html
+
+        _write(html.render(df, tables, meta, title=title, inputs=list(dirs)), output or Path("report.html"))
+
+
+@click.command("cost")
+@click.argument("dirs", nargs=-1)
+@_price
+@_onprem
+@click.option("--catalog", is_flag=True, help="Print the price catalog (with sources) and stop.")
+@click.option("--format", "fmt", default="console", show_default=True, type=click.Choice(["console", "md", "csv"]))
+@click.option("-o", "--output", default=None, type=click.Path(path_type=Path))
+def cost_cmd(dirs, prices, onprem, catalog, fmt, output):
+    """Price, minutes and $ per 1M tokens and J/token of every run in DIRS (or --catalog)."""
+    import pandas as pd
+
+    from servebench.decide import render
+    from servebench.decide.table import Table
+
+    if catalog:
+        from servebench.decide.prices import price_book
+
+        try:
+            book = price_book(list(prices))
+        except PriceError as e:
+            _fail(str(e), 2)
+        inst = {**book.catalog.instances, **book.user_instances}
+        gpus = {**book.catalog.gpus, **book.user_gpus}
+        tables = [
+            Table("instances", "Instances ($/h)", pd.DataFrame(
+                [{"name": k, "usd_per_hour": v.usd_per_hour, "gpu": v.gpu, "gpu_count": v.gpu_count,
+                  "indicative": v.indicative, "as_of": v.as_of, "source": v.source} for k, v in inst.items()])),
+            Table("gpus", "GPUs ($/GPU-hour)", pd.DataFrame(
+                [{"name": k, "usd_per_gpu_hour": v.usd_per_gpu_hour, "indicative": v.indicative, "as_of": v.as_of,
+                  "source": v.source} for k, v in gpus.items()])),
+        ]
+    else:
+        if not dirs:
+            _fail("give DIR(s), or --catalog", 2)
+        df, _ = analyse(dirs, prices, onprem, None, (), None, None, None)
+        cols = ["source", "config", "load_level", "status", "output_token_throughput", "usd_per_hour", "min_per_1m",
+                "usd_per_1m", "usd_per_1m_total", "j_per_token", "price_source"]
+        notes = [f"{c}: no price (give --price)" for c in sorted(df.loc[df["usd_per_hour"].isna(), "config"].unique())]
+        notes += [f"{r['config']} @ {r['load_level']}: {r['price_note']}" for _, r in df.iterrows() if isinstance(r.get("price_note"), str)]
+        tables = [Table("cost", "Cost per run", df[cols].reset_index(drop=True), notes)]
+    if fmt == "console" and output is None:
+        render.console(tables)
+    else:
+        _write(render.markdown(tables, "servebench cost") if fmt in ("md", "console") else render.csv(tables), output)

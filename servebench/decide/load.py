@@ -1,0 +1,281 @@
+"""Read run, compare and sweep directories into one table: a row per run (or failed cell).
+
+A sweep/compare dir has index.json (groups = server configurations, cells = load points,
+runs/<cell>/ = ordinary run dirs; docs/decide.md). A plain run dir has run.json + summary.json;
+its labels come from run.json["cell"] when a sweep made it, else from run.json["config"].
+A directory holding run dirs (e.g. results/) reads as a collection of plain runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+LATENCY = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "ms_per_token")
+STATS = ("mean", "p50", "p90", "p95", "p99")
+
+
+class LoadError(ValueError):
+    """A directory can't be read (message is one line)."""
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise LoadError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+
+
+def kind(path: Path) -> str:
+    """'sweep' | 'compare' | 'run' | 'runs' (a folder of run dirs)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise LoadError(f"{path}: not a directory")
+    if (path / "index.json").exists():
+        k = _json(path / "index.json").get("kind", "sweep")
+        return k if k in ("sweep", "compare") else "sweep"
+    if (path / "summary.json").exists() or (path / "run.json").exists():
+        return "run"
+    if any((p / "summary.json").exists() for p in path.iterdir() if p.is_dir()):
+        return "runs"
+    raise LoadError(f"{path}: no index.json, summary.json or run directories in it")
+
+
+def _quant_from_args(args: list[str] | None) -> str | None:
+    args = list(args or [])
+    for i, a in enumerate(args):
+        if a.startswith("--quantization=") or a.startswith("--quantize="):
+            return a.split("=", 1)[1]
+        if a in ("--quantization", "--quantize", "-q") and i + 1 < len(args):
+            return args[i + 1]
+    return None
+
+
+def _server_from_config(run: dict) -> dict:
+    """The sweep's server block, rebuilt for a plain `servebench run` directory."""
+    cfg = run.get("config") or {}
+    lo = cfg.get("launcher_options") or {}
+    host = run.get("host") or {}
+    tel_gpus = (((run.get("_summary") or {}).get("telemetry") or {}).get("gpu") or {}).get("gpus") or []
+    host_gpus = host.get("gpus") or []
+    used = tel_gpus or host_gpus
+    hardware = lo.get("hardware")
+    local = cfg.get("launcher", "process") == "process" and not cfg.get("endpoint")
+    if hardware is None and local:
+        hardware = used[0].get("name") if used else "cpu"
+    gpus = cfg.get("gpus")
+    count = len(gpus) if gpus else (len(used) if (local or tel_gpus) else None)
+    return {
+        "engine": (run.get("engine") or {}).get("name") or cfg.get("backend"),
+        "model": run.get("model") or cfg.get("model"),
+        "quantization": lo.get("quantize") or lo.get("quantization") or _quant_from_args(cfg.get("server_args")),
+        "hardware": hardware,
+        "instance_type": lo.get("instance_type"),
+        "gpu_count": count if count is not None else (0 if hardware == "cpu" else None),
+        "gpus": gpus,
+        "launcher": cfg.get("launcher"),
+        "engine_args": cfg.get("server_args") or [],
+        "label": None,
+    }
+
+
+def _load_from_config(run: dict) -> dict:
+    cfg = run.get("config") or {}
+    ld, wl = cfg.get("load") or {}, cfg.get("workload") or {}
+    mode = "rate" if ld.get("rate") else ("concurrency" if ld.get("concurrency") else "burst")
+    return {"mode": mode, "concurrency": ld.get("concurrency"), "rate": ld.get("rate"),
+            "requests": ld.get("requests"), "duration_s": ld.get("duration_s"),
+            "input_tokens": wl.get("input_tokens"), "output_tokens": wl.get("output_tokens"),
+            "repeat": 0, "seed": ld.get("seed")}
+
+
+def config_label(server: dict) -> str:
+    if server.get("label"):
+        return str(server["label"])
+    parts = [f"{server.get('engine') or '?'}/{server.get('model') or '?'}"]
+    if server.get("quantization"):
+        parts.append(str(server["quantization"]))
+    where = server.get("instance_type") or server.get("hardware")
+    if where:
+        n = server.get("gpu_count")
+        parts.append(f"{where}" + (f" x{n}" if n and not server.get("instance_type") else ""))
+    return " ".join(parts)
+
+
+def _metrics(summary: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {k: summary.get(k) for k in (
+        "completed", "failed", "error_rate", "duration_s", "request_throughput",
+        "output_token_throughput", "total_token_throughput")}
+    for m in LATENCY:
+        d = summary.get(m) or {}
+        for s in STATS:
+            out[f"{m}_{s}"] = d.get(s)
+    out["output_tokens_total"] = (summary.get("output_tokens") or {}).get("total")
+    out["input_tokens_total"] = (summary.get("input_tokens") or {}).get("total")
+    c = summary.get("concurrency") or {}
+    out["mean_in_flight"] = c.get("mean_in_flight")
+    gpu = (summary.get("telemetry") or {}).get("gpu") or {}
+    total = gpu.get("total") or {}
+    out["energy_j"] = total.get("energy_j") if gpu.get("available") else None
+    out["gpus_measured"] = len(gpu.get("gpus") or []) if gpu.get("available") else 0
+    out["warnings"] = len(summary.get("warnings") or [])
+    return out
+
+
+def _row(run_dir: Path | None, server: dict, load: dict, *, status: str, error: str | None,
+         cell_id: str | None, group: str | None, source: str) -> dict:
+    server = {**server, "engine": _engine_name(server.get("engine"))}
+    row: dict[str, Any] = {"source": source, "cell": cell_id, "group": group, "status": status, "error": error,
+                           "run_dir": str(run_dir) if run_dir else None, "engine_version": None, "hostname": None}
+    for k in ("engine", "model", "quantization", "hardware", "instance_type", "gpu_count", "launcher"):
+        row[k] = server.get(k)
+    row["config"] = config_label(server)
+    row["family"] = model_family(server.get("model"))
+    for k in ("mode", "concurrency", "rate", "requests", "input_tokens", "output_tokens", "repeat"):
+        row[k] = load.get(k)
+    row["load_level"] = level(load)
+    return row
+
+
+def _engine_name(engine: str | None) -> str | None:
+    """A spec path (backends/x/spec.yaml, my-engine.yaml) reads as its engine name."""
+    if isinstance(engine, str) and engine.endswith((".yaml", ".yml")):
+        p = Path(engine)
+        return p.parent.name if p.stem == "spec" and p.parent.name else p.stem
+    return engine
+
+
+# Name parts that say how a checkpoint is stored, not which model it is: without them the
+# GPTQ and fp16 checkpoints of one model rank in one table, as the study's tables do.
+_STORAGE = {"gptq", "awq", "gguf", "int4", "int8", "fp8", "fp16", "bf16", "4bit", "8bit", "bnb", "hf", "marlin",
+            "w4a16", "w8a8", "w8a16", "exl2", "q4", "q8", "q4_k_m", "q8_0", "f16"}
+
+
+def model_family(name: str | None) -> str | None:
+    """'TheBloke/Llama-2-7B-Chat-GPTQ' and 'meta-llama/Llama-2-7b-chat-hf' -> 'llama-2-7b-chat'."""
+    if not isinstance(name, str) or not name:
+        return name
+    base = name.rstrip("/").split("/")[-1].lower()
+    parts = [p for p in re.split(r"[-_.]", base) if p and p not in _STORAGE]
+    return "-".join(parts) or base
+
+
+def level(load: dict) -> str:
+    if load.get("mode") == "rate" or (load.get("rate") and load.get("mode") != "concurrency"):
+        return f"rate {load['rate']:g}/s" + (f" cap {load['concurrency']}" if load.get("concurrency") else "")
+    if load.get("concurrency"):
+        return f"{load['concurrency']} concurrent"
+    return f"burst {load.get('requests')}"
+
+
+def _fill_from_run(row: dict, run_dir: Path) -> None:
+    run = _json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+    row["engine_version"] = (run.get("engine") or {}).get("version")
+    row["hostname"] = (run.get("host") or {}).get("hostname")
+    s = _json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else None
+    if row.get("hardware") is None and row.get("instance_type") is None and run:
+        # A sweep server without a hardware label: what the run saw (local launch: its GPUs, or cpu).
+        derived = _server_from_config({**run, "_summary": s or {}})
+        row["hardware"] = derived["hardware"]
+        if row.get("gpu_count") is None:
+            row["gpu_count"] = derived["gpu_count"]
+    if s is not None:
+        row.update(_metrics(s))
+        if row["status"] in ("done", None):
+            row["status"] = s.get("status", "complete")
+        row["error"] = row["error"] or s.get("error")
+    elif row["status"] in ("done", None):
+        row["status"], row["error"] = "failed", row["error"] or "no summary.json"
+
+
+def load_run(run_dir: Path, source: str | None = None) -> dict:
+    run_dir = Path(run_dir)
+    run = _json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
+    if (run_dir / "summary.json").exists():
+        run["_summary"] = _json(run_dir / "summary.json")
+    cell = run.get("cell") or {}
+    server = cell.get("server") or _server_from_config(run)
+    load = cell.get("load") or _load_from_config(run)
+    row = _row(run_dir, server, load, status=None, error=run.get("error"), cell_id=cell.get("id") or run_dir.name,
+               group=cell.get("group"), source=source or run_dir.name)
+    _fill_from_run(row, run_dir)
+    return row
+
+
+def load_sweep(path: Path, source: str | None = None) -> list[dict]:
+    path = Path(path)
+    idx = _json(path / "index.json")
+    groups = {g["id"]: g for g in idx.get("groups") or []}
+    rows = []
+    for c in idx.get("cells") or []:
+        g = groups.get(c.get("group"), {})
+        server = g.get("server") or {}
+        status, error = c.get("status"), c.get("error")
+        if g.get("status") == "failed" and status != "done":
+            status, error = "failed", error or g.get("error")
+        run_dir = path / c["run_dir"] if c.get("run_dir") else None
+        row = _row(run_dir, server, c.get("load") or {}, status=status, error=error, cell_id=c.get("id"),
+                   group=c.get("group"), source=source or idx.get("name") or path.name)
+        if run_dir is not None and run_dir.is_dir():
+            _fill_from_run(row, run_dir)
+        elif status == "done":
+            row["status"], row["error"] = "failed", f"run dir {c.get('run_dir')} missing"
+        rows.append(row)
+    return rows
+
+
+def load_dir(path: Path, source: str | None = None) -> pd.DataFrame:
+    path = Path(path)
+    k = kind(path)
+    if k == "run":
+        rows = [load_run(path, source)]
+    elif k == "runs":
+        rows = [load_run(p, source or path.name) for p in sorted(path.iterdir())
+                if p.is_dir() and (p / "summary.json").exists()]
+    else:
+        rows = load_sweep(path, source)
+    df = pd.DataFrame(rows)
+    df["kind"] = k
+    return df
+
+
+def load_dirs(specs: list[str]) -> pd.DataFrame:
+    """Each spec is DIR or NAME=DIR; the first is the baseline of a comparison."""
+    frames = []
+    for i, spec in enumerate(specs):
+        name, sep, p = spec.partition("=")
+        path = Path(p if sep and not Path(spec).exists() else spec)
+        label = name if sep and not Path(spec).exists() else None
+        df = load_dir(path, label)
+        if label is None and len(specs) > 1:
+            df["source"] = path.name  # several inputs: each is one side of the comparison
+        df["baseline"] = i == 0
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def merge_repeats(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration and load point: repeats of it (sweep `repeats: N`) are averaged,
+    metric by metric, so a lucky repeat never wins a table. Rows that may not rank stay as they are."""
+    if "repeat" not in df or not (df["repeat"].fillna(0) > 0).any():
+        return df.assign(repeats=1)
+    keys = ["source", "config", "mode", "concurrency", "rate", "requests", "input_tokens", "output_tokens"]
+    ok = ok_mask(df)
+    num = [c for c in df.select_dtypes("number").columns if c not in keys + ["repeat"]]
+    agg = {c: ("mean" if c in num else "first") for c in df.columns if c not in keys}
+    agg["cell"] = lambda s: ",".join(map(str, s))
+    merged = df[ok].groupby(keys, dropna=False, sort=False).agg(agg).reset_index()
+    merged["repeats"] = df[ok].groupby(keys, dropna=False, sort=False).size().to_numpy()
+    rest = df[~ok].assign(repeats=1)
+    return pd.concat([merged[df.columns.tolist() + ["repeats"]], rest], ignore_index=True)
+
+
+def ok_mask(df: pd.DataFrame) -> pd.Series:
+    """Rows that may be ranked: a complete run with completed requests. Failed, interrupted,
+    pending cells are listed, never ranked (a partial run's numbers cover only part of the load)."""
+    done = df["completed"].fillna(0) > 0 if "completed" in df else pd.Series(False, index=df.index)
+    return done & (df["status"] == "complete")

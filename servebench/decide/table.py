@@ -1,0 +1,53 @@
+"""A named table with notes: what recommend and report produce and every format renders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass
+class Table:
+    key: str  # stable id (csv 'table' column, html anchors)
+    title: str
+    df: pd.DataFrame
+    notes: list[str] = field(default_factory=list)  # stated, never hidden: ties, missing prices, misses
+
+
+# Column headings in the study's words; the frames keep short names.
+HEADINGS = {
+    "source": "source", "model": "model", "quantization": "quantization", "where": "instance / hardware",
+    "config": "configuration", "load_level": "load", "concurrency": "concurrent requests",
+    "ms_per_token_p50": "latency ms/token (median)", "output_token_throughput": "throughput tok/s",
+    "usd_per_hour": "$/h", "min_per_1m": "minutes per 1M tokens", "usd_per_1m": "$ per 1M tokens",
+    "usd_per_1m_total": "$ per 1M total tokens", "j_per_token": "J per output token",
+    "ttft_ms_p50": "TTFT p50 ms", "ttft_ms_p95": "TTFT p95 ms", "ttft_ms_p99": "TTFT p99 ms",
+    "tpot_ms_p50": "TPOT p50 ms", "itl_ms_p99": "ITL p99 ms", "e2e_ms_p50": "E2E p50 ms",
+    "request_throughput": "req/s", "error_rate": "error rate", "goodput": "goodput share",
+    "goodput_rps": "goodput req/s", "status": "status", "error": "error", "price_source": "price source",
+    "tput_per_gpu": "tok/s per GPU", "tput_per_user": "tok/s per user", "devices": "GPUs used",
+    "capacity_rps": "req/s per server (SLO met)", "servers": "servers", "usd_per_month": "$/month",
+    "cell": "cell", "completed": "completed", "failed": "failed", "engine_version": "engine version",
+    "delta_throughput_pct": "throughput vs baseline %", "delta_latency_pct": "latency vs baseline %",
+    "delta_usd_per_1m_pct": "$ per 1M vs baseline %", "met_slo": "met SLO",
+}
+
+
+def heading(col: str) -> str:
+    return HEADINGS.get(col, col)
+
+
+def fmt(v) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if v.is_integer() and abs(v) < 1e6:
+            return f"{int(v):,}"
+        if v == 0:
+            return "0"
+        a = abs(v)
+        return f"{v:,.2f}" if a >= 0.995 else (f"{v:.4f}" if a >= 1e-3 else f"{v:.3g}")
+    return str(v)
