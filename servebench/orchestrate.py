@@ -28,7 +28,7 @@ from servebench.runner import LoadPlan, LoadStats, drive, new_loop
 from servebench.schedule import release_offsets_ns
 from servebench.signals import interrupt_cause, shielded
 from servebench.specs import load_spec
-from servebench import salvage, store, verdict, workload
+from servebench import redact, salvage, store, verdict, workload
 
 
 class RunError(RuntimeError):
@@ -249,6 +249,10 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
     attempt("decode", decode_records, adapter, st.records)
     # every request that was due: sent, or failed before it could be (no connection)
     sent = [r for r in st.records if r.sent_ns or r.error]
+    secrets = redact.secret_values(cfg.launcher_options, cfg.server_args)
+    for r in sent:  # a server may echo a credential into its error message
+        if r.error:
+            r.error = redact.scrub_text(r.error, secrets)
     records_at, refused = salvage.write_records(run_dir, sent)  # first: the one thing not remade
     summary = summarize(sent, target_concurrency=cfg.load.concurrency, target_rate=cfg.load.rate)
     if st.status == "complete" and not st.error:
@@ -292,14 +296,18 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
         _write_status(cfg, st, summary, model_dir, tokenizer, t_start, run_dir, best_effort)  # the files say it too
         if records_at is not None and records_at.parent != run_dir:  # rescued: a run dir of its own
             _write_status(cfg, st, summary, model_dir, tokenizer, t_start, records_at.parent, best_effort)
+            redact.scrub_dir(records_at.parent, secrets)
+    redact.scrub_dir(run_dir, secrets)  # server.log, error.log: whatever the server or a traceback printed
     return summary
 
 
 def _write_status(cfg, st: RunState, summary: dict, model_dir, tokenizer, t_start: float, where: Path, attempt) -> None:
     summary["status"] = st.status
     summary["error"] = st.error
-    attempt("run.json", store.write_json, where / "run.json", _run_info(cfg, st, model_dir, tokenizer, t_start))
-    attempt("summary.json", store.write_summary, where, summary)
+    secrets = redact.secret_values(cfg.launcher_options, cfg.server_args)
+    info = redact.scrub(_run_info(cfg, st, model_dir, tokenizer, t_start), secrets)
+    attempt("run.json", store.write_json, where / "run.json", info)
+    attempt("summary.json", store.write_summary, where, redact.scrub(summary, secrets, keys=False))
 
 
 def _results_error(st: RunState, run_dir: Path, records_at: Path | None, refused: str | None, failures: list[str]) -> None:
