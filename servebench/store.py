@@ -77,8 +77,12 @@ def new_run_dir(results_dir: Path, name: str | None, backend: str) -> Path:
 
 def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)  # a reader never sees half a file, even after Ctrl-C
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.replace(path)  # a reader never sees half a file, even after Ctrl-C
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no empty .tmp behind
+        raise
 
 
 class DamagedFile(ValueError):
@@ -102,8 +106,12 @@ def write_records(path: Path, records: list[RequestRecord]) -> None:
     cols = {name: [getattr(r, name) for r in records] for name, _ in _COLUMNS}
     table = pa.table({name: pa.array(cols[name], type=t) for name, t in _COLUMNS})
     tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    try:
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_records(path: Path) -> list[RequestRecord]:
