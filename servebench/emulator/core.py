@@ -101,6 +101,8 @@ class Emulator:
         self.faults = _faults.parse(cfg.faults)
         self.admitted = 0
         self.tokens_written = 0  # all streams (fault hang-after=N)
+        self.hang_tokens = self.faults.hang_after_tokens  # plain attributes: read once per token
+        self.garbage_after = self.faults.garbage_after
         self.hung = False  # fault hang-after: nothing is written any more
         self.on_kill = None  # fault kill-after: set by server.serve (SIGKILL self, or close in a thread)
         self.log: IO[str] | None = open(cfg.log, "w", encoding="utf-8") if cfg.log else None
@@ -231,7 +233,7 @@ class Emulator:
             if g.stream:
                 data = fmt.token(g, i)
                 parts.append(b"%x\r\n%b\r\n" % (len(data), data))
-                if i + 1 == self.faults.garbage_after and not last:
+                if i + 1 == self.garbage_after and not last:
                     parts.append(b"%x\r\n%b\r\n" % (len(_faults.GARBAGE), _faults.GARBAGE))
                 if last:
                     tail = fmt.tail(g)
@@ -242,6 +244,8 @@ class Emulator:
             n += 1
             if last or i == s.fail_at:
                 break
+            if self.hang_tokens is not None and self.tokens_written + n >= self.hang_tokens:
+                break  # hangs below: the stream is never scheduled again
             d = self._next_deadline(s)
             if d > now:
                 heappush(self.heap, (d, next(self.tick), s))
@@ -265,8 +269,7 @@ class Emulator:
         elif i == s.fail_at:
             self._done(s, "reset" if s.reset else "abort", t, 200)
             s.conn.reset_stream() if s.reset else s.conn.abort_stream()
-        ht = self.faults.hang_after_tokens
-        if ht is not None and self.tokens_written >= ht:
+        if self.hang_tokens is not None and self.tokens_written >= self.hang_tokens:
             self._hang()
 
     def _next_deadline(self, s: Stream) -> int:
