@@ -214,9 +214,11 @@ def _launched_run(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, list[s
     res = tmp_path / "results"
     p = subprocess.Popen([sys.executable, "-m", "servebench.cli", "run", "--backend", str(spec), *COMMON,
                           "--requests", "200", "--output-tokens", "20", "--concurrency", "2", "--results-dir", str(res),
-                          *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     err: list[str] = []
-    threading.Thread(target=lambda: err.extend(iter(p.stderr.readline, "")), daemon=True).start()
+    reader = threading.Thread(target=lambda: err.extend(iter(p.stderr.readline, "")), daemon=True)
+    reader.start()
+    p.reader = reader  # joined before stderr is checked: it alone reads the pipe
     deadline = time.monotonic() + 180
     while not any("running load" in ln for ln in err) and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.1)
@@ -243,7 +245,8 @@ def test_sigterm_is_reported_as_sigterm_with_exit_143(tmp_path):
         assert tree
         time.sleep(2.5)
         p.send_signal(signal.SIGTERM)
-        p.communicate(timeout=90)
+        p.wait(timeout=90)
+        p.reader.join(30)
     finally:
         if p.poll() is None:
             p.kill()
@@ -259,7 +262,8 @@ def test_second_ctrl_c_during_teardown_still_stops_the_server_and_writes(tmp_pat
         p.send_signal(signal.SIGINT)
         time.sleep(0.3)  # the first one is being handled: the load is cancelled, teardown starts
         p.send_signal(signal.SIGINT)
-        p.communicate(timeout=90)
+        p.wait(timeout=90)
+        p.reader.join(30)
     finally:
         if p.poll() is None:
             p.kill()
