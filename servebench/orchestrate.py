@@ -313,13 +313,14 @@ def _write_status(cfg, st: RunState, summary: dict, model_dir, tokenizer, t_star
 def _results_error(st: RunState, run_dir: Path, records_at: Path | None, refused: str | None, failures: list[str]) -> None:
     """One line: what was not written, why, and where the measured records are."""
     if records_at is None:
-        kept = f"the measured records could not be saved anywhere ({refused})"
+        kept = f"the measured records were not saved ({refused}; no rescue dir took them either)" if salvage.disk_full(
+            OSError(refused)) else f"requests.parquet not written ({refused})"
     elif records_at.parent != run_dir:
         kept = f"records rescued to {records_at} ({refused} in {run_dir})"
     else:
         kept = f"records kept in {records_at}"
     missing = sorted({f.split(":", 1)[0] for f in failures})
-    full = refused is not None or any(salvage.disk_full(OSError(f)) for f in failures)
+    full = any(salvage.disk_full(OSError(f)) for f in [refused or "", *failures])
     what = "results disk full" if full else "could not write all results"
     why = f"{what}: {kept}" + (f"; not written: {', '.join(missing)} ({failures[0].split(': ', 1)[-1]})" if missing else "")
     if records_at is not None:
