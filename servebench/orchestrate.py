@@ -322,7 +322,8 @@ def _results_error(st: RunState, run_dir: Path, records_at: Path | None, refused
     missing = sorted({f.split(":", 1)[0] for f in failures})
     full = any(salvage.disk_full(OSError(f)) for f in [refused or "", *failures])
     what = "results disk full" if full else "could not write all results"
-    why = f"{what}: {kept}" + (f"; not written: {', '.join(missing)} ({failures[0].split(': ', 1)[-1]})" if missing else "")
+    cause = salvage.one_line(OSError(failures[0].split(": ", 1)[-1])) if failures else ""
+    why = f"{what}: {kept}" + (f"; not written: {', '.join(missing)} ({cause})" if missing else "")
     if records_at is not None:
         why += f"; rebuild them with `servebench report --rebuild {records_at.parent}`"
     if st.error:

@@ -74,6 +74,10 @@ def remove_partial(run_dir: Path, names: tuple[str, ...] = ()) -> None:
 
 
 def one_line(e: BaseException) -> str:
+    """The cause in a few words: "No space left on device", not pyarrow's wrapping of it."""
+    for n in _FULL:
+        if (isinstance(e, OSError) and e.errno == n) or os.strerror(n) in str(e):
+            return os.strerror(n)
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     text = str(e).strip()

@@ -10,6 +10,7 @@ Genuine streams come from the emulator's byte-exact renderings of each engine's 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -29,7 +30,9 @@ ROUTES = {  # adapter -> (emulator format, path)
     "sglang": ("sglang", "/generate"),
 }
 N = 6  # tokens in a genuine stream
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# SERVEBENCH_FUZZ_EXAMPLES=5000 for a long hunt; the default keeps the unit suite quick
+FUZZ = settings(max_examples=int(os.environ.get("SERVEBENCH_FUZZ_EXAMPLES", "150")), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 def test_every_adapter_is_fuzzed():
@@ -122,3 +125,19 @@ def test_any_json_shape_is_flagged_not_crashed(adapter, events, done, cuts, spac
     body = b"".join(sep + p + b"\n\n" for p in payloads) + (b"data: [DONE]\n\n" if done else b"")
     rec = decode(adapter, body, cuts)
     assert len(rec.token_ns) <= len(payloads)
+
+
+@FUZZ
+@given(adapter=st.sampled_from(["openai-completions", "openai-chat"]), ids=values, cuts=cuts_st)
+def test_openai_token_ids_count_only_as_a_list(adapter, ids, cuts):
+    """One chunk is one token unless it lists its token ids; a string or an object there
+    must not become len() tokens."""
+    choice = {"index": 0, "text": "x", "delta": {"content": "x"}, "finish_reason": None, "token_ids": ids}
+    body = b"data: " + json.dumps({"choices": [choice]}).encode() + b"\n\ndata: [DONE]\n\n"
+    rec = decode(adapter, body, cuts)
+    if isinstance(ids, list):
+        assert rec.token_counts == ([len(ids)] if ids else []) and rec.error is None
+    elif ids is None:
+        assert rec.token_counts == [1]
+    else:
+        assert rec.token_counts == [] and "token_ids is not a list" in rec.error
