@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import psutil
-import pytest
 import yaml
 
 from servebench.emulator.handle import start_emulator
