@@ -115,7 +115,7 @@ def run(**o) -> None:
         )
     except ValidationError as e:
         err = e.errors()[0]
-        _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}", 2)
+        _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg'].removeprefix('Value error, ')}", 2)
     from servebench.launchers import LAUNCHERS
 
     if cfg.launcher not in LAUNCHERS:
@@ -124,22 +124,31 @@ def run(**o) -> None:
 
     interruptible()
     console = Console(stderr=True)
-    run_dir, error = None, None
+    run_dir, error, code = None, None, 1
     with _progress(console) as (update, phase):
         try:
             run_dir = orchestrate.run(cfg, progress=update, on_phase=phase)
         except orchestrate.RunError as e:
-            run_dir, error = e.run_dir, str(e)
+            run_dir, error, code = e.run_dir, str(e), e.code
+        except KeyboardInterrupt:  # before any server started (prompts, tokenizer): nothing to keep
+            from servebench.signals import interrupt_cause
+
+            cause, code = interrupt_cause()
+            error = f"interrupted by {cause}"
         except (ValueError, OSError, RuntimeError) as e:  # config, spec, model, tokenizer: before any load
             error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            code = 2 if isinstance(e, ValueError) else 1
     if run_dir is not None and (run_dir / "summary.json").exists() and (run_dir / "requests.parquet").exists():
         if _measured(run_dir):
-            report.render(run_dir, Console())
+            try:
+                report.render(run_dir, Console())
+            except Exception:  # noqa: BLE001 - the run's own error line below is what matters
+                pass
     if error:
         click.echo(f"error: {error}", err=True)
         if run_dir is not None:
             click.echo(str(run_dir))
-        raise SystemExit(1)
+        raise SystemExit(code)
     click.echo(str(run_dir))
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class LoadConfig(BaseModel):
@@ -13,13 +15,13 @@ class LoadConfig(BaseModel):
 
     requests: int = Field(1000, ge=1)
     concurrency: int | None = Field(None, ge=1)  # closed loop; with rate: a cap on in-flight
-    rate: float | None = Field(None, gt=0)  # requests/s, open loop
+    rate: float | None = Field(None, gt=0, allow_inf_nan=False)  # requests/s, open loop (inf: use a burst)
     arrival: Literal["poisson", "constant"] = "poisson"
-    duration_s: float | None = Field(None, gt=0)  # stop releasing new requests after this
+    duration_s: float | None = Field(None, gt=0, allow_inf_nan=False)  # stop releasing new requests after this
     warmup: int = Field(2, ge=0)
     seed: int = 0
     workers: int = Field(1, ge=1)
-    request_timeout_s: float = Field(600.0, gt=0)
+    request_timeout_s: float = Field(600.0, gt=0, allow_inf_nan=False)
     realtime: bool = True  # run the load loop under SCHED_RR when permitted (runner.realtime_on)
     self_check: bool | None = None  # client-floor calibration; None: on above 100 streams
 
@@ -60,6 +62,18 @@ class RunConfig(BaseModel):
     telemetry: bool = True
     plots: bool = True  # timeline.png / timeline.html in the run dir
     max_error_rate: float = Field(0.0, ge=0, le=1)  # above this fraction of failed requests: exit 1
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_port(cls, v: str | None) -> str | None:
+        # an impossible port would otherwise surface as "Connection refused" from the probe
+        if v and v.startswith(("http://", "https://")):
+            try:
+                urlsplit(v).port
+            except ValueError:
+                port = urlsplit(v).netloc.rpartition(":")[2]
+                raise ValueError(f"port {port!r} in {v} is not a TCP port (1-65535)") from None
+        return v
 
     @model_validator(mode="after")
     def _endpoint_means_external(self) -> "RunConfig":

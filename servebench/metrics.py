@@ -93,11 +93,14 @@ def in_flight(records: Iterable[RequestRecord], start_ns: int, end_ns: int) -> d
 
 def summarize(records: Sequence[RequestRecord], *, target_concurrency: int | None = None, target_rate: float | None = None) -> dict:
     """The run summary (summary.json's core) from decoded records; warm-up excluded."""
-    measured = [r for r in records if not r.warmup and r.sent_ns]
+    # a request that was due but failed before it could be sent (no connection: the server
+    # is gone) is a failed request; only sent ones have timings
+    measured = [r for r in records if not r.warmup and (r.sent_ns or r.error)]
+    timed = [r for r in measured if r.sent_ns]
     ok = [r for r in measured if r.ok]
     failed = [r for r in measured if not r.ok]
-    start = min((r.sent_ns for r in measured), default=0)
-    end = max((r.end_ns for r in measured if r.end_ns), default=start)
+    start = min((r.sent_ns for r in timed), default=0)
+    end = max((r.end_ns for r in timed if r.end_ns), default=start)
     dur_s = (end - start) / 1e9 if end > start else 0.0
 
     out_tok = [output_tokens(r) for r in ok]
@@ -113,8 +116,8 @@ def summarize(records: Sequence[RequestRecord], *, target_concurrency: int | Non
 
     req_out = [r.output_tokens for r in ok]
     req_in = [r.input_tokens for r in ok]
-    sched = sorted(r.scheduled_ns for r in measured)
-    sent = sorted(r.sent_ns for r in measured)
+    sched = sorted(r.scheduled_ns for r in measured if r.scheduled_ns)
+    sent = sorted(r.sent_ns for r in timed)
     flight = in_flight(measured, start, end)
     errors = Counter((r.error or f"HTTP {r.status}") for r in failed)
 
@@ -162,7 +165,7 @@ def summarize(records: Sequence[RequestRecord], *, target_concurrency: int | Non
             "achieved": (len(sent) - 1) / ((sent[-1] - sent[0]) / 1e9) if len(sent) > 1 and sent[-1] > sent[0] else None,
         },
         "slot_wait_ms": dist([(r.slot_ns - r.scheduled_ns) / MS for r in measured if r.slot_ns]),
-        "dispatch_lag_ms": dist([(r.sent_ns - (r.slot_ns or r.scheduled_ns)) / MS for r in measured]),
+        "dispatch_lag_ms": dist([(r.sent_ns - (r.slot_ns or r.scheduled_ns)) / MS for r in timed]),
         "connect_ms": dist([r.connect_ns / MS for r in measured if r.connect_ns]),
         "release_spread_ms": (sched[-1] - sched[0]) / MS if sched else None,
         "send_spread_ms": (sent[-1] - sent[0]) / MS if sent else None,

@@ -25,18 +25,22 @@ from servebench.metrics import dist, summarize
 from servebench.records import RequestRecord
 from servebench.runner import LoadPlan, LoadStats, drive, new_loop
 from servebench.schedule import release_offsets_ns
-from servebench.signals import shielded
+from servebench.signals import interrupt_cause, shielded
 from servebench.specs import load_spec
-from servebench import store, workload
+from servebench import redact, salvage, store, verdict, workload
 
 
 class RunError(RuntimeError):
     """A run could not complete; the message is one line. run_dir holds what was measured."""
 
-    def __init__(self, message: str, run_dir: Path | None = None, *, interrupted: bool = False) -> None:
+    def __init__(self, message: str, run_dir: Path | None = None, code: int = verdict.EXIT_FAILED) -> None:
         super().__init__(message)
         self.run_dir = run_dir
-        self.interrupted = interrupted
+        self.code = code  # the process exit code (servebench.verdict)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.code in (130, 143)  # Ctrl-C, SIGTERM (signals.interrupt_cause)
 
 
 @dataclass
@@ -52,6 +56,9 @@ class RunState:
     engine_version: str | None = None
     api: str = ""  # the adapter key in use
     connect_ns: list[int] = field(default_factory=list)  # set-up of connections opened before t0
+    exit_code: int = verdict.EXIT_FAILED  # used when error is set
+    server_exit: str | None = None  # "was killed by signal 9": a launched server that died on its own
+    extra_info: dict = field(default_factory=dict)  # run.json blocks from the caller (sweep cell, session)
 
 
 @dataclass
@@ -110,7 +117,8 @@ def measure(cfg: RunConfig, p: Prepared, session, run_dir: Path, progress: Calla
         _drive_all(cfg, st, p.adapter, p.prompts, session.served, progress, p.spec.request_extra.get(p.api))
         st.status = "complete"
     except KeyboardInterrupt:
-        st.status, st.error = "interrupted", "interrupted by Ctrl-C"
+        cause, st.exit_code = interrupt_cause()
+        st.status, st.error = "interrupted", f"interrupted by {cause}"
     except Exception as e:  # one line for the user; the run dir keeps what was measured
         st.error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         _quietly((st.run_dir / "error.log").write_text, traceback.format_exc())  # the whole story, on disk
@@ -118,18 +126,14 @@ def measure(cfg: RunConfig, p: Prepared, session, run_dir: Path, progress: Calla
         with shielded():
             for s in st.samplers:
                 _quietly(s.stop)
+            exited = getattr(session.launcher, "_exited", None)  # a launched server that died by itself
+            st.server_exit = _quietly(exited) if exited is not None and st.server is not None else None
             if own_session:
                 session.close()
-            info = {**(run_info or {}), "session": _session_info(session)}
-            summary = _write(cfg, st, p.adapter, p.model_dir, p.tokenizer, t_start, info)
-    if st.error:
-        raise RunError(st.error, st.run_dir, interrupted=st.status == "interrupted")
-    failed, measured = summary["failed"], summary["failed"] + summary["completed"]
-    if measured == 0:
-        raise RunError("no request was measured", st.run_dir)
-    if failed and failed / measured > cfg.max_error_rate:
-        top = next(iter(summary["errors"]), "unknown error")
-        raise RunError(f"{failed} of {measured} requests failed (first cause: {top})", st.run_dir)
+            st.extra_info = {**(run_info or {}), "session": _session_info(session)}
+            _write(cfg, st, p.adapter, p.model_dir, p.tokenizer, t_start)
+    if st.error:  # _write judged the run: summary.json says the same
+        raise RunError(st.error, st.run_dir, st.exit_code)
     return st.run_dir
 
 
@@ -257,7 +261,7 @@ def _connections_needed(cfg: RunConfig, warm: list[RequestRecord]) -> int:
     return min(n, load.concurrency or n, guess)
 
 
-def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start: float, info: dict | None = None) -> dict:
+def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start: float) -> dict:
     """Write whatever exists; each piece on its own so one failure never loses the rest."""
     run_dir = st.run_dir
     failures: list[str] = []
@@ -270,13 +274,19 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
             return None
 
     attempt("decode", decode_records, adapter, st.records)
-    sent = [r for r in st.records if r.sent_ns]
-    attempt("requests.parquet", store.write_records, run_dir / "requests.parquet", sent)
+    # every request that was due: sent, or failed before it could be (no connection)
+    sent = [r for r in st.records if r.sent_ns or r.error]
+    secrets = redact.secret_values(cfg.launcher_options, cfg.server_args)
+    for r in sent:  # a server may echo a credential into its error message
+        if r.error:
+            r.error = redact.scrub_text(r.error, secrets)
+    records_at, refused = salvage.write_records(run_dir, sent)  # first: the one thing not remade
     summary = summarize(sent, target_concurrency=cfg.load.concurrency, target_rate=cfg.load.rate)
-    summary["status"] = st.status
-    summary["error"] = st.error
+    if st.status == "complete" and not st.error:
+        st.error = verdict.failure(summary, cfg.max_error_rate, st.server_exit)
+        st.status = "failed" if st.error else "complete"
     summary["warnings"] = list(st.warnings)
-    summary["not_released"] = sum(1 for r in st.records if not r.warmup and not r.sent_ns)
+    summary["not_released"] = sum(1 for r in st.records if not r.warmup and not r.sent_ns and not r.error)
     summary["loop_lag_ms"] = dist([v / 1e6 for v in st.stats.loop_lag_ns])
     summary["connections"] = {"opened": len(st.connect_ns), "setup_ms": dist([v / 1e6 for v in st.connect_ns])}
     streamed = summary["output_tokens"]["streamed_total"]
@@ -287,26 +297,66 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
         "workers": cfg.load.workers,
         "scheduling": st.stats.scheduling,
     }
-    start = min((r.sent_ns for r in sent if not r.warmup), default=0)
-    end = max((r.end_ns for r in sent if not r.warmup), default=0)
+    start = min((r.sent_ns for r in sent if not r.warmup and r.sent_ns), default=0)
+    end = max((r.end_ns for r in sent if not r.warmup and r.sent_ns), default=0)
     tel: dict[str, Any] = {}
     for s in st.samplers:
         attempt(f"{s.name} window", s.mark_window, start, end)
-        attempt(f"{s.name} samples", s.write, run_dir)
         tel[s.name] = attempt(f"{s.name} summary", s.summary) or {"available": False, "reason": "summary failed"}
     if tel:
         from servebench.telemetry import finalize
 
         summary["telemetry"] = attempt("telemetry finalize", finalize, tel, summary["output_tokens"]["total"]) or tel
-    attempt("run.json", store.write_json, run_dir / "run.json", {**_run_info(cfg, st, model_dir, tokenizer, t_start), **(info or {})})
-    attempt("summary.json", store.write_summary, run_dir, summary)
-    if sent and cfg.plots:
+    # small files next (the status as known now), then the bulky ones: samples and plots
+    _write_status(cfg, st, summary, model_dir, tokenizer, t_start, run_dir, attempt)
+    for s in st.samplers:
+        attempt(f"{s.name} samples", s.write, run_dir)
+    if start and cfg.plots and records_at == run_dir / "requests.parquet":
         from servebench.plots import plot_run
 
-        attempt("timeline plot", plot_run, run_dir)
-    if failures and not st.error:
-        st.error = "could not write all results: " + "; ".join(failures)
+        if attempt("timeline plot", plot_run, run_dir) is None:
+            salvage.remove_partial(run_dir, ("timeline.png", "timeline.html"))
+    if refused is not None or failures:
+        _results_error(st, run_dir, records_at, refused, failures)
+        salvage.remove_partial(run_dir)
+        best_effort = lambda what, fn, *args: _quietly(fn, *args)  # noqa: E731 - the error line says it already
+        _write_status(cfg, st, summary, model_dir, tokenizer, t_start, run_dir, best_effort)  # the files say it too
+        if records_at is not None and records_at.parent != run_dir:  # rescued: a run dir of its own
+            _write_status(cfg, st, summary, model_dir, tokenizer, t_start, records_at.parent, best_effort)
+            redact.scrub_dir(records_at.parent, secrets)
+    redact.scrub_dir(run_dir, secrets)  # server.log, error.log: whatever the server or a traceback printed
     return summary
+
+
+def _write_status(cfg, st: RunState, summary: dict, model_dir, tokenizer, t_start: float, where: Path, attempt) -> None:
+    summary["status"] = st.status
+    summary["error"] = st.error
+    secrets = redact.secret_values(cfg.launcher_options, cfg.server_args)
+    info = redact.scrub(_run_info(cfg, st, model_dir, tokenizer, t_start), secrets)
+    attempt("run.json", store.write_json, where / "run.json", info)
+    attempt("summary.json", store.write_summary, where, redact.scrub(summary, secrets, keys=False))
+
+
+def _results_error(st: RunState, run_dir: Path, records_at: Path | None, refused: str | None, failures: list[str]) -> None:
+    """One line: what was not written, why, and where the measured records are."""
+    if records_at is None:
+        kept = f"the measured records were not saved ({refused}; no rescue dir took them either)" if salvage.disk_full(
+            OSError(refused)) else f"requests.parquet not written ({refused})"
+    elif records_at.parent != run_dir:
+        kept = f"records rescued to {records_at} ({refused} in {run_dir})"
+    else:
+        kept = f"records kept in {records_at}"
+    missing = sorted({f.split(":", 1)[0] for f in failures})
+    full = any(salvage.disk_full(OSError(f)) for f in [refused or "", *failures])
+    what = "results disk full" if full else "could not write all results"
+    cause = salvage.one_line(OSError(failures[0].split(": ", 1)[-1])) if failures else ""
+    why = f"{what}: {kept}" + (f"; not written: {', '.join(missing)} ({cause})" if missing else "")
+    if records_at is not None:
+        why += f"; rebuild them with `servebench report --rebuild {records_at.parent}`"
+    if st.error:
+        st.error = f"{st.error}; {why}"
+    else:
+        st.error, st.status, st.exit_code = why, "failed", verdict.EXIT_RESULTS
 
 
 def _run_info(cfg: RunConfig, st: RunState, model_dir, tokenizer, t_start: float) -> dict:
@@ -330,6 +380,7 @@ def _run_info(cfg: RunConfig, st: RunState, model_dir, tokenizer, t_start: float
         "server": {"base_url": server.base_url, "time_to_ready_s": server.time_to_ready_s, "info": server.info} if server else None,
         "host": host,
         "clock": "time.perf_counter_ns (CLOCK_MONOTONIC)",
+        **st.extra_info,
     }
 
 

@@ -50,6 +50,15 @@ def rate_short(s: dict) -> bool:
                 and r["achieved"] < 0.95 * r["target"])
 
 
+def _lengths(wl: dict, s: dict) -> str:
+    """Requested lengths: the options, or for a prompts file its measured means (the options'
+    defaults were never used)."""
+    if wl.get("prompts_file"):
+        i, o = s["input_tokens"].get("requested_mean"), s["output_tokens"].get("requested_mean")
+        return f"prompts {Path(wl['prompts_file']).name} (mean {_f(i, 1)}→{_f(o, 1)} tokens)"
+    return f"{wl.get('input_tokens')}→{wl.get('output_tokens')} tokens"
+
+
 def render(run_dir: Path, console: Console | None = None) -> None:
     console = console or Console()
     s = load_summary(run_dir)
@@ -61,7 +70,7 @@ def render(run_dir: Path, console: Console | None = None) -> None:
     engine = run.get("engine", {})
     console.print(
         f"[bold]{engine.get('name', cfg.get('backend', '?'))}[/] {engine.get('version') or ''}  model={run.get('model', cfg.get('model'))}  "
-        f"{mode}  {wl.get('input_tokens')}→{wl.get('output_tokens')} tokens  status={s['status']}"
+        f"{mode}  {_lengths(wl, s)}  status={s['status']}"
     )
 
     t = Table(title="Throughput", show_header=True, header_style="bold")

@@ -7,8 +7,21 @@ import threading
 from contextlib import contextmanager
 
 
+_received: list[int] = []  # SIGTERMs seen: the run says which signal stopped it
+
+
 def _raise_interrupt(signum, frame) -> None:
+    _received.append(signum)
     raise KeyboardInterrupt
+
+
+def interrupt_cause() -> tuple[str, int]:
+    """(what stopped the run, exit code): SIGTERM -> 143, else Ctrl-C (SIGINT) -> 130, the
+    shell's 128 + signal number. SIGINT keeps Python's own handler (asyncio.Runner cancels the
+    load on it), so only SIGTERM is recorded; a KeyboardInterrupt without one is Ctrl-C."""
+    if _received and _received[-1] == signal.SIGTERM:
+        return "SIGTERM", 128 + signal.SIGTERM
+    return "Ctrl-C", 128 + signal.SIGINT
 
 
 def interruptible() -> None:

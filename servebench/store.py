@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from servebench import SCHEMA_VERSION
 from servebench.records import RequestRecord
@@ -77,25 +77,69 @@ def new_run_dir(results_dir: Path, name: str | None, backend: str) -> Path:
 
 def write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)  # a reader never sees half a file, even after Ctrl-C
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.replace(path)  # a reader never sees half a file, even after Ctrl-C
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no empty .tmp behind
+        raise
+
+
+class DamagedFile(ValueError):
+    """A result file that exists but cannot be read as what it should be; the message names it."""
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+    """A JSON object from `path`; DamagedFile (naming the file) when it is not one."""
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except json.JSONDecodeError as e:
+        raise DamagedFile(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise DamagedFile(f"{path}: not valid JSON (not UTF-8 text)") from None
+    if not isinstance(data, dict):
+        raise DamagedFile(f"{path}: expected a JSON object, found {type(data).__name__}") from None
+    return data
 
 
 def write_records(path: Path, records: list[RequestRecord]) -> None:
     cols = {name: [getattr(r, name) for r in records] for name, _ in _COLUMNS}
     table = pa.table({name: pa.array(cols[name], type=t) for name, t in _COLUMNS})
     tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    try:
+        pq.write_table(table, tmp)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_records(path: Path) -> list[RequestRecord]:
-    rows = pq.read_table(path).to_pylist()
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException) as e:  # truncated or not parquet at all
+        raise DamagedFile(f"{path}: unreadable ({_first_line(e)})") from None
+    missing = [name for name, _ in _COLUMNS if name not in table.column_names]
+    if missing:
+        raise DamagedFile(f"{path}: missing columns {', '.join(missing)}")
+    rows = table.to_pylist()
     return [RequestRecord(**{name: row[name] for name, _ in _COLUMNS}) for row in rows]
+
+
+def check_records(path: Path) -> int:
+    """Rows in a requests.parquet, reading its footer and every column chunk (a truncated or
+    bit-flipped file fails here); DamagedFile when it cannot be read."""
+    try:
+        return pq.read_table(path, columns=["index", "sent_ns", "end_ns"]).num_rows
+    except (OSError, pa.ArrowException) as e:
+        raise DamagedFile(f"{path}: unreadable ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def write_summary(run_dir: Path, summary: dict) -> dict:
@@ -110,5 +154,11 @@ def load_summary(run_dir: Path) -> dict:
         raise FileNotFoundError(f"no summary.json in {run_dir}")
     data = read_json(path)
     if data.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {data.get('schema_version')} (this servebench reads {SCHEMA_VERSION})")
-    return Summary(**data).model_dump(mode="json")
+        raise DamagedFile(f"{path}: schema_version {data.get('schema_version')} (this servebench reads {SCHEMA_VERSION})")
+    try:
+        return Summary(**data).model_dump(mode="json")
+    except ValidationError as e:
+        missing = [str(err["loc"][0]) for err in e.errors() if err["type"] == "missing"]
+        wrong = [f"{'.'.join(map(str, err['loc']))} ({err['msg']})" for err in e.errors() if err["type"] != "missing"]
+        parts = ([f"missing fields: {', '.join(missing)}"] if missing else []) + ([f"bad fields: {'; '.join(wrong)}"] if wrong else [])
+        raise DamagedFile(f"{path}: {'; '.join(parts)}") from None

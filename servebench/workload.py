@@ -28,8 +28,12 @@ def load_tokenizer(name_or_path: str | Path):
         from transformers import AutoTokenizer
     except ImportError as e:  # pragma: no cover - transformers is a dependency
         raise WorkloadError(f"transformers is required to load a tokenizer: {e}") from None
+    name = str(name_or_path)
+    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists():
+        # a path, not a hub id: transformers would answer with a repo-id format error
+        raise WorkloadError(f"tokenizer path not found: {name}")
     try:
-        return AutoTokenizer.from_pretrained(str(name_or_path), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(Path(name).expanduser()) if name.startswith("~") else name, local_files_only=True)
     except Exception as e:  # transformers raises OSError/ValueError/... depending on the cause
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         hint = "" if Path(str(name_or_path)).exists() else " (pass --tokenizer DIR: a local copy of the served model's tokenizer)"
@@ -120,9 +124,12 @@ def from_jsonl(path: Path, tokenizer, default_output_tokens: int, n: int | None 
             text = obj["prompt"]
             if not isinstance(text, str):
                 raise TypeError
-            out_toks = int(obj.get("output_tokens", default_output_tokens))
         except (ValueError, KeyError, TypeError):
             raise WorkloadError(f"{path}:{lineno}: expected a JSON object with a string 'prompt'") from None
+        out_toks = obj.get("output_tokens", default_output_tokens)
+        if isinstance(out_toks, bool) or not isinstance(out_toks, int) or out_toks < 1:
+            # never sent on: a server may read 0 or -5 as "no limit" and the run would measure that
+            raise WorkloadError(f"{path}:{lineno}: 'output_tokens' must be a positive integer, got {out_toks!r}")
         out.append(Prompt(text, len(tokenizer(text, add_special_tokens=True)["input_ids"]), out_toks))
     if not out:
         raise WorkloadError(f"prompts file {str(path)!r} has no prompts")

@@ -48,6 +48,8 @@ def _exact_count(choice: dict[str, Any], ev: StreamEvent) -> None:
     # vLLM with `"return_token_ids": true` lists the chunk's new token ids: an exact count
     ids = choice.get("token_ids")
     if ids is not None:
+        if not isinstance(ids, list):  # len() of a string or object would invent tokens (found by fuzzing)
+            raise ValueError(f"token_ids is not a list: {type(ids).__name__}")
         ev.tokens = len(ids)
 
 

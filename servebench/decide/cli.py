@@ -137,7 +137,8 @@ def recommend_cmd(dirs, slo, target_rps, goodput, prices, onprem, at, max_error_
 @_onprem
 @_at
 @_err
-def report(dirs, fmt, output, slo, target_rps, goodput, prices, onprem, at, max_error_rate):
+@click.option("--rebuild", is_flag=True, help="One run: make summary.json and the plots again from requests.parquet first.")
+def report(dirs, fmt, output, slo, target_rps, goodput, prices, onprem, at, max_error_rate, rebuild):
     """Report of a run, a compare or a sweep; several DIRs side by side (the first is the baseline).
 
     DIRS: run, compare or sweep directories; NAME=DIR gives a display name."""
@@ -151,12 +152,20 @@ def report(dirs, fmt, output, slo, target_rps, goodput, prices, onprem, at, max_
         if single:
             from rich.console import Console
 
+            from servebench import rebuild as rb
             from servebench import report as run_report
 
             try:
-                return run_report.render(path, Console())
+                # derived files come back from requests.parquet when missing (or on --rebuild)
+                notes, problems = rb.prepare(path, force=rebuild)
+                for note in notes:
+                    click.echo(note, err=True)
+                run_report.render(path, Console())
             except (FileNotFoundError, ValueError, KeyError) as e:
                 _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            if problems:
+                _fail(problems[0])
+            return
     from servebench.decide import render
     from servebench.decide.summary_tables import comparison_table, metadata, runs_table
 

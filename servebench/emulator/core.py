@@ -22,8 +22,9 @@ from heapq import heappop, heappush
 from time import perf_counter_ns
 from typing import IO, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from servebench.emulator import faults as _faults
 from servebench.emulator.formats import FORMATS, Gen
 
 # Token writes per event-loop turn. Requests are stamped on arrival in data_received, which
@@ -52,6 +53,13 @@ class EmulatorConfig(BaseModel):
     model: str = "emulator"
     tokenizer: str | None = None  # tokenizer.json (or its directory) to count prompt tokens; else words
     loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    faults: list[str] = Field(default_factory=list)  # emulator.faults specs, e.g. "kill-after=3s"
+
+    @field_validator("faults")
+    @classmethod
+    def _faults_parse(cls, v: list[str]) -> list[str]:
+        _faults.parse(v)  # ValueError (one line) names the bad spec
+        return v
 
 
 @dataclass(slots=True, eq=False)  # identity semantics: streams live in a set
@@ -65,6 +73,7 @@ class Stream:
     deadline_ns: int = 0
     i: int = 0  # tokens emitted so far
     fail_at: int = -1  # abort after this many tokens (-1: never)
+    reset: bool = False  # at fail_at: a TCP reset instead of a clean close (fault reset)
     rng: random.Random | None = None
     dead: bool = False
     token_ns: list[int] = field(default_factory=list)
@@ -90,6 +99,13 @@ class Emulator:
         self.cache_resets = 0  # POST /reset_prefix_cache or /flush_cache, as vLLM / SGLang take it
         self.count = _counter(cfg.tokenizer)
         self.pending: list[str] = []
+        self.faults = _faults.parse(cfg.faults)
+        self.admitted = 0
+        self.tokens_written = 0  # all streams (fault hang-after=N)
+        self.hang_tokens = self.faults.hang_after_tokens  # plain attributes: read once per token
+        self.garbage_after = self.faults.garbage_after
+        self.hung = False  # fault hang-after: nothing is written any more
+        self.on_kill = None  # fault kill-after: set by server.serve (SIGKILL self, or close in a thread)
         self.log: IO[str] | None = open(cfg.log, "w", encoding="utf-8") if cfg.log else None
         if self.log:
             from servebench.emulator.sock import SO_TIMESTAMPNS
@@ -105,10 +121,24 @@ class Emulator:
     def admit(self, conn: Any, gen: Gen, seq: int, arrival_ns: int) -> Stream | None:
         """A parsed generation request. Returns None when it was failed up front (500 sent)."""
         s = Stream(conn, gen, seq, arrival_ns)
-        cfg = self.cfg
-        if self.jitter_ns or cfg.fail_rate:
+        cfg, f = self.cfg, self.faults
+        if self.jitter_ns or cfg.fail_rate or f.random:
             s.rng = random.Random(cfg.seed * 1_000_003 + seq)
+        self.admitted += 1
+        if self.admitted == 1 and f.timed:
+            if f.kill_after_s is not None:
+                self.loop.call_later(f.kill_after_s, self._kill)
+            if f.hang_after_s is not None:
+                self.loop.call_later(f.hang_after_s, self._hang)
+        if f.kill_after_requests is not None and self.admitted > f.kill_after_requests:
+            self._kill()
         self.prompt_tokens += gen.prompt_tokens
+        if f.status_rate and s.rng.random() < f.status_rate:
+            conn.send_error(f.status, "emulated fault: server overloaded")
+            self._done(s, f"status_{f.status}", perf_counter_ns(), f.status)
+            return None
+        if f.reset_rate and s.rng.random() < f.reset_rate:
+            s.fail_at, s.reset = s.rng.randint(1, max(1, gen.max_tokens - 1)), True
         if cfg.fail_rate and s.rng.random() < cfg.fail_rate:
             n = gen.max_tokens
             mode = cfg.fail_mode if cfg.fail_mode != "mixed" else ("error" if s.rng.random() < 0.5 else "abort")
@@ -118,13 +148,34 @@ class Emulator:
                 conn.send_error(500, "emulated failure")
                 self._done(s, "error", perf_counter_ns(), 500)
                 return None
-        if gen.stream:
-            conn.begin_stream()
-        if cfg.max_running is not None and len(self.running) >= cfg.max_running:
+        if f.slow_headers_s:  # the head, and generation, only after the delay
+            self.loop.call_later(f.slow_headers_s, self._begin, s)
+            return s
+        self._begin(s, arrival_ns)
+        return s
+
+    def _begin(self, s: Stream, now: int | None = None) -> None:
+        if s.dead:  # the client gave up while the head was held back
+            return
+        if s.gen.stream:
+            s.conn.begin_stream()
+        now = now or perf_counter_ns()
+        if self.cfg.max_running is not None and len(self.running) >= self.cfg.max_running:
             self.waiting.append(s)
         else:
-            self._start(s, arrival_ns)
-        return s
+            self._start(s, now)
+
+    # -- faults
+    def _kill(self) -> None:
+        self.flush()  # the log keeps what was served up to the kill
+        if self.on_kill is not None:
+            self.on_kill()
+
+    def _hang(self) -> None:
+        self.hung = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def _start(self, s: Stream, now: int) -> None:
         self.running.add(s)
@@ -137,6 +188,8 @@ class Emulator:
             self._arm(d)
 
     def _arm(self, at_ns: int) -> None:
+        if self.hung:
+            return
         if self.timer is not None:
             self.timer.cancel()
         self.timer_at = at_ns
@@ -148,6 +201,8 @@ class Emulator:
     # -- the hot loop
     def _fire(self) -> None:
         self.timer = None
+        if self.hung:
+            return
         heap = self.heap
         now = perf_counter_ns()
         budget = WRITES_PER_TURN
@@ -160,6 +215,8 @@ class Emulator:
             s = heappop(heap)[2]
             if not s.dead:
                 self._emit(s, now)
+                if self.hung:
+                    return
             now = perf_counter_ns()
         if heap:
             self._arm(heap[0][0])
@@ -177,6 +234,8 @@ class Emulator:
             if g.stream:
                 data = fmt.token(g, i)
                 parts.append(b"%x\r\n%b\r\n" % (len(data), data))
+                if i + 1 == self.garbage_after and not last:
+                    parts.append(b"%x\r\n%b\r\n" % (len(_faults.GARBAGE), _faults.GARBAGE))
                 if last:
                     tail = fmt.tail(g)
                     if tail:
@@ -186,11 +245,14 @@ class Emulator:
             n += 1
             if last or i == s.fail_at:
                 break
+            if self.hang_tokens is not None and self.tokens_written + n >= self.hang_tokens:
+                break  # hangs below: the stream is never scheduled again
             d = self._next_deadline(s)
             if d > now:
                 heappush(self.heap, (d, next(self.tick), s))
                 break
         t = perf_counter_ns()
+        self.tokens_written += n
         if g.stream:
             s.conn.write(parts[0] if len(parts) == 1 else b"".join(parts))
             if n == 1:
@@ -206,8 +268,10 @@ class Emulator:
             self._done(s, "ok", t, 200)
             s.conn.end_stream()
         elif i == s.fail_at:
-            self._done(s, "abort", t, 200)
-            s.conn.abort_stream()
+            self._done(s, "reset" if s.reset else "abort", t, 200)
+            s.conn.reset_stream() if s.reset else s.conn.abort_stream()
+        if self.hang_tokens is not None and self.tokens_written >= self.hang_tokens:
+            self._hang()
 
     def _next_deadline(self, s: Stream) -> int:
         itl = self.itl_ns

@@ -15,6 +15,8 @@ import asyncio
 import json
 import os
 import signal
+import socket
+import struct
 import sys
 from time import perf_counter_ns
 
@@ -24,7 +26,8 @@ from servebench.emulator.sock import Listener, SockConn
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             413: "Payload Too Large", 422: "Unprocessable Entity", 431: "Request Header Fields Too Large",
-            500: "Internal Server Error", 501: "Not Implemented"}
+            429: "Too Many Requests", 500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+            503: "Service Unavailable", 504: "Gateway Timeout"}
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024
 
@@ -181,6 +184,16 @@ class Conn(SockConn):
         self.closed = True
         self.close()
 
+    def reset_stream(self) -> None:
+        """Fault `reset`: a TCP RST (SO_LINGER 0), as a crashed proxy or a middlebox sends."""
+        self.stream = None
+        self.closed = True
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.abort()
+
 
 def new_loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind in ("auto", "uvloop"):
@@ -213,6 +226,10 @@ async def serve(cfg: EmulatorConfig, ready=None, stop: asyncio.Event | None = No
     if hasattr(signal, "SIGTERM") and _main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    if _main_thread():  # fault kill-after: die as a killed server does, sockets and all
+        emu.on_kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    else:  # in a thread (tests) the process must live: drop every connection and stop serving
+        emu.on_kill = lambda: (srv.close(), stop.set())
     info = {"url": f"http://{cfg.host}:{port}", "port": port, "pid": os.getpid(), "log": cfg.log}
     if ready:
         ready(info)

@@ -1,0 +1,84 @@
+"""Keeping measured data when the results disk is full.
+
+The raw records (requests.parquet) are the one thing that cannot be made again: everything
+else in a run dir (summary.json, plots) is derived from them and `servebench report --rebuild`
+makes it again. So records are written first; when the run dir's disk refuses them they go to
+a rescue dir on another disk if one has room, and the user is told where they are. Partial
+files (`*.tmp`, a half-written plot) are removed, so the space they took is given back and no
+reader mistakes them for results.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from servebench import store
+
+# ENOSPC: no space; EDQUOT: over quota; EFBIG: over the file-size limit (ulimit -f)
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError) and e.errno in _FULL:
+        return True
+    # pyarrow raises OSError without errno set, the cause only in the text
+    text = str(e)
+    return any(os.strerror(n) in text for n in _FULL)
+
+
+def rescue_dirs() -> list[Path]:
+    """Where records go when the run dir's disk is full, in order of preference."""
+    out = []
+    if os.environ.get("SERVEBENCH_RESCUE_DIR"):
+        out.append(Path(os.environ["SERVEBENCH_RESCUE_DIR"]))
+    out += [Path.home() / ".cache" / "servebench" / "rescue", Path(tempfile.gettempdir()) / "servebench-rescue"]
+    return out
+
+
+def write_records(run_dir: Path, records: list) -> tuple[Path | None, str | None]:
+    """(where requests.parquet was written, why the run dir refused it). Tries the run dir,
+    then each rescue dir; returns (None, reason) when nothing could hold it."""
+    target = run_dir / "requests.parquet"
+    try:
+        store.write_records(target, records)
+        return target, None
+    except Exception as e:  # noqa: BLE001 - decided below: only a full disk has a fallback
+        remove_partial(run_dir)
+        why = one_line(e)
+        if not disk_full(e):
+            return None, why
+    for base in rescue_dirs():
+        dest = base / run_dir.name
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            store.write_records(dest / "requests.parquet", records)
+            return dest / "requests.parquet", why
+        except Exception:  # noqa: BLE001 - the next one may have room
+            remove_partial(dest)
+    return None, why
+
+
+def remove_partial(run_dir: Path, names: tuple[str, ...] = ()) -> None:
+    """Drop `*.tmp` files (a write that never finished) and the named derived files."""
+    try:
+        for p in list(Path(run_dir).glob("*.tmp")) + [Path(run_dir) / n for n in names]:
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+    except OSError:
+        pass
+
+
+def one_line(e: BaseException) -> str:
+    """The cause in a few words: "No space left on device", not pyarrow's wrapping of it."""
+    for n in _FULL:
+        if (isinstance(e, OSError) and e.errno == n) or os.strerror(n) in str(e):
+            return os.strerror(n)
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

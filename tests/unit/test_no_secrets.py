@@ -1,0 +1,71 @@
+"""HF_TOKEN and AWS credentials never appear in any file servebench writes.
+
+Planted everywhere a run could pick them up: the environment (the launched server prints its
+whole env and argv into server.log), a launcher option and a server argument. Then every byte
+of the run directory is searched for them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from servebench.redact import secret_name, secret_values, scrub
+
+FAKES = Path(__file__).resolve().parents[1] / "fixtures" / "fake_engines"
+
+PLANTED = {
+    "HF_TOKEN": "hf_PlantedHubToken0123456789",
+    "HUGGING_FACE_HUB_TOKEN": "hf_PlantedOldHubToken98765",
+    "AWS_ACCESS_KEY_ID": "AKIAPLANTEDKEYID0001",
+    "AWS_SECRET_ACCESS_KEY": "PlantedAwsSecretAccessKey/abcdefghij0123",
+    "AWS_SESSION_TOKEN": "PlantedAwsSessionToken+zyxwvu98765",
+}
+OPT_SECRET = "PlantedLauncherOptionToken42"
+ARG_SECRET = "PlantedServerArgToken4242"
+ARG_SECRET2 = "PlantedSpacedApiKey777777"
+
+
+def test_planted_credentials_are_in_no_file_of_the_run_dir(tmp_path):
+    spec = tmp_path / "fake.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "fake", "adapter": "openai-completions", "adapters": ["openai-completions"],
+        "output_length": {"forced": True, "how": "fake"},
+        # a server that prints its whole environment, then its argv (serve.py does), to server.log
+        "process": {"command": ["sh", "-c", 'env; exec "$0" "$@"', "{python}", str(FAKES / "serve.py")],
+                    "args": ["--host", "{host}", "--port", "{port}", "--model", "{served_model_name}"]}}))
+    env = {**os.environ, **PLANTED}
+    res = tmp_path / "results"
+    p = subprocess.run([sys.executable, "-m", "servebench.cli", "run", "--backend", str(spec), "--model", "tiny",
+                        "--requests", "3", "--concurrency", "1", "--input-tokens", "16", "--output-tokens", "2",
+                        "--warmup", "0", "--no-plots", "--results-dir", str(res),
+                        "--launcher-opt", f"hf_token={OPT_SECRET}",
+                        f"--server-arg=--hf-token={ARG_SECRET}", "--server-arg=--api-key", f"--server-arg={ARG_SECRET2}"],
+                       capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    (run_dir,) = [d for d in res.iterdir() if d.is_dir()]
+    log = (run_dir / "server.log").read_text()
+    assert "HF_TOKEN=" in log and "--hf-token" in log  # the server did print them: the test bites
+    files = [f for f in run_dir.rglob("*") if f.is_file()]
+    assert {"run.json", "summary.json", "requests.parquet", "server.log"} <= {f.name for f in files}
+    for f in files:
+        data = f.read_bytes()
+        for secret in [*PLANTED.values(), OPT_SECRET, ARG_SECRET, ARG_SECRET2]:
+            assert secret.encode() not in data, f"{secret[:12]}... leaked into {f.name}"
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["config"]["launcher_options"]["hf_token"] == "<redacted>"
+    assert "--hf-token=<redacted>" in run["config"]["server_args"]
+
+
+def test_secret_names_and_values():
+    assert all(secret_name(k) for k in PLANTED)
+    assert not any(secret_name(k) for k in ("max_tokens", "input_tokens", "tokenizer", "tokens_per_s", "author"))
+    vals = secret_values({"hf_token": OPT_SECRET, "region": "us-west-2"}, ["--api-key", ARG_SECRET, "--x=1"], env=PLANTED)
+    assert vals == {*PLANTED.values(), OPT_SECRET, ARG_SECRET}
+    out = scrub({"config": {"hf_token": "short", "server_args": [f"--key={ARG_SECRET}"], "output_tokens": 5}}, vals)
+    assert out == {"config": {"hf_token": "<redacted>", "server_args": ["--key=<redacted>"], "output_tokens": 5}}
