@@ -48,7 +48,7 @@ def config(tmp_path: Path, tag: str, servers: list[dict], **load) -> Path:
            "defaults": {"engine": str(SPEC), "model": "tiny", "served_model_name": tag},
            "servers": servers,
            "load": {"concurrency": [1, 2], "requests": 6, "input_tokens": 24, "output_tokens": 10, "warmup": 1, **load}}
-    p = tmp_path / f"{tag}.yaml"
+    p = tmp_path / f"sweep-{len(list(tmp_path.glob('sweep-*.yaml')))}.yaml"  # no tag: only servers carry it
     p.write_text(yaml.safe_dump(cfg))
     return p
 

@@ -86,3 +86,18 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def test_ray_options_need_the_ray_executor(tmp_path):
+    from click.testing import CliRunner
+
+    from servebench.sweep.cli import sweep
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text("servers: [{engine: vllm}]\n")
+    r = CliRunner().invoke(sweep, [str(cfg), "--address", "auto"])
+    assert r.exit_code == 2 and "error: --address applies to --executor ray" in r.output
+    r = CliRunner().invoke(sweep, [str(cfg), "--executor", "ray", "--results-shared", str(tmp_path / "a"),
+                                   "--results-dir", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "name different directories" in r.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
