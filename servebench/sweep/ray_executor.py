@@ -124,6 +124,7 @@ class RayExecutor:
         if shared and Path(opts.results_shared).resolve() not in index.dir.resolve().parents:
             raise ExecutorError(f"--results-shared {opts.results_shared}: the sweep directory {index.dir} is not "
                                 "under it (give the same path as --results-dir)")
+        _reachable(opts.address)
         try:
             ray.init(address=opts.address, log_to_driver=False, ignore_reinit_error=True,
                      **({} if opts.address else {"include_dashboard": False}))
@@ -255,6 +256,23 @@ class RayExecutor:
             for cid in list(host._t0):
                 host.lost(cid, "interrupted by Ctrl-C")
                 host.index.mark_cell(cid, "interrupted")
+
+
+def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) nobody answers on fails now, in one line; ray.init
+    would retry for minutes."""
+    import socket
+
+    if not address or address == "auto" or address.startswith("local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ExecutorError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ExecutorError(f"cannot reach the Ray cluster at {address}: {e.strerror or type(e).__name__}") from None
 
 
 def _group_of(plan: Plan, gid: str) -> Group:

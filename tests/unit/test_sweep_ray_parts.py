@@ -101,3 +101,22 @@ def test_ray_options_need_the_ray_executor(tmp_path):
                                    "--results-dir", str(tmp_path / "b")])
     assert r.exit_code == 2 and "name different directories" in r.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_unreachable_ray_address_fails_at_once(tmp_path):
+    import socket
+
+    from click.testing import CliRunner
+
+    from servebench.sweep.cli import sweep
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(f"results_dir: {tmp_path / 'r'}\nservers: [{{engine: vllm}}]\n")
+    t0 = time.monotonic()
+    r = CliRunner().invoke(sweep, [str(cfg), "--executor", "ray", "--address", f"ray://127.0.0.1:{port}"])
+    assert r.exit_code == 2, r.output
+    assert f"error: cannot reach the Ray cluster at ray://127.0.0.1:{port}: Connection refused" in r.output
+    assert time.monotonic() - t0 < 10
