@@ -142,7 +142,7 @@ class RayExecutor:
     def _run(self, ray, plan: Plan, index: SweepIndex, host: DriverHost, emit, limit, opts) -> None:
         from ray.util.queue import Empty, Queue
 
-        queue = Queue(actor_options={"num_cpus": 0})
+        queue = Queue(actor_options={"num_cpus": 0, **_on_driver_node(ray)})
         task_fn = ray.remote(run_remote_group)
         nodes = ray.nodes()
         emit(f"ray: {sum(1 for n in nodes if n.get('Alive'))} node(s), {len(plan.groups)} group(s)")
@@ -256,6 +256,17 @@ class RayExecutor:
             for cid in list(host._t0):
                 host.lost(cid, "interrupted by Ctrl-C")
                 host.index.mark_cell(cid, "interrupted")
+
+
+def _on_driver_node(ray) -> dict:
+    """The event queue lives on the driver's node (the head, with Ray Client): placed anywhere,
+    losing a worker node could take every group's results with it."""
+    try:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)}
+    except Exception:  # noqa: BLE001 - an older Ray: let it place the queue
+        return {}
 
 
 def _reachable(address: str | None, timeout_s: float = 5.0) -> None:

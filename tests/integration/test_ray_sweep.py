@@ -162,12 +162,13 @@ def test_ctrl_c_stops_every_remote_server_and_resume_finishes(cluster, tmp_path)
     assert not emulators_alive(tag)
 
 
-def test_node_lost_mid_cell_is_retried_on_another_node(cluster, tmp_path):
+def test_node_lost_mid_cell_is_retried_on_another_node_shared_results(cluster, tmp_path):
     tag = f"ray-{uuid.uuid4().hex[:8]}"
     cfg = config(tmp_path, tag, [{"server_args": ["--ttft-ms", "30", "--itl-ms", "60"], "resources": {"pool": 1}}],
                  concurrency=[1, 2], requests=6, output_tokens=20)
     sdir = tmp_path / "results" / "ray-test"
-    proc = start(cfg, cluster.address, "--max-retries", "1")
+    # nodes write run dirs straight into the (here: trivially) shared results dir
+    proc = start(cfg, cluster.address, "--max-retries", "1", "--results-shared", str(tmp_path / "results"))
     row = wait_for(lambda: (c := cells(sdir).get("g00-c0002-r0")) and c["status"] == "running" and c,
                    proc, "second cell running")
     lost = next(n for n in (cluster.special, cluster.plain) if n.node_id == row["node_id"])
@@ -181,6 +182,7 @@ def test_node_lost_mid_cell_is_retried_on_another_node(cluster, tmp_path):
     again = after["g00-c0002-r0"]
     assert again["status"] == "done" and again["attempts"] == 2 and again["node_id"] != lost.node_id
     assert (sdir / "runs" / ".attempts" / "g00-c0002-r0.1").is_dir()  # what the lost attempt left is kept
+    assert (sdir / "servers" / "g00" / "server.log").is_file()
     summary = json.loads((sdir / again["run_dir"] / "summary.json").read_text())
     assert summary["completed"] == 6
     deadline = time.monotonic() + 20  # the dead node's server is stopped by its reaper
@@ -195,7 +197,8 @@ def test_real_vllm_cpu_group_on_ray(cluster, tmp_path):
 
     require_vllm()
     cfg = {"name": "ray-vllm", "results_dir": str(tmp_path / "results"), "telemetry": False,
-           "servers": [{"engine": "vllm", "model": "tiny", "resources": {"pool": 1}}],
+           "servers": [{"engine": "vllm", "model": "tiny", "resources": {"pool": 1},
+                        "launcher_options": {"ready_timeout_s": 900}}],  # cold start on 2 shared cores
            "load": {"concurrency": [2], "requests": 4, "input_tokens": 32, "output_tokens": 8, "warmup": 1}}
     p = tmp_path / "vllm.yaml"
     p.write_text(yaml.safe_dump(cfg))
