@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from servebench.sweep.executor import ExecutorError, LocalHost, Progress, account
 from servebench.sweep.group import LimitSpec
-from servebench.sweep.index import DONE, SweepIndex
+from servebench.sweep.index import SweepIndex
 from servebench.sweep.plan import Cell, Group, Plan
 from servebench.sweep.ray_remote import run_remote_group, unpack
 

@@ -6,7 +6,6 @@ case runs the real vLLM CPU engine. These tests never skip: without Ray they fai
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
