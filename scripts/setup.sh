@@ -96,8 +96,8 @@ CONSTRAINTS="$VENV/constraints.txt"
   || die "pip freeze failed"
 torch_before="$(installed_version torch)"
 
-step "installing servebench (editable, [test] extras)"
-run_logged "$VPY" -m pip install -q -c "$CONSTRAINTS" -e ".[test]"
+step "installing servebench (editable, [test,ray] extras)"
+run_logged "$VPY" -m pip install -q -c "$CONSTRAINTS" -e ".[test,ray]"
 
 [[ "$(installed_version torch)" == "$torch_before" ]] \
   || die "installing servebench changed torch ($torch_before -> $(installed_version torch))"

@@ -103,8 +103,10 @@ class ServerSession:
                                 "served_model_name": cfg.served_model_name or cfg.model}
         if cfg.endpoint:
             opts["base_url"] = cfg.endpoint
+        # launcher_options.ready_timeout_s: big models (or a busy host) take longer than the default to load
+        ready = {"ready_timeout_s": float(opts.pop("ready_timeout_s"))} if "ready_timeout_s" in opts else {}
         return LaunchRequest(engine=cfg.backend, model=str(self.model_dir or cfg.model), gpus=cfg.gpus,
-                             extra_args=list(cfg.server_args), run_dir=self.log_dir, options=opts)
+                             extra_args=list(cfg.server_args), run_dir=self.log_dir, options=opts, **ready)
 
 
 def _get_json(url: str) -> Any:

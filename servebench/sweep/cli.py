@@ -36,16 +36,29 @@ def _console():
 @click.option("--limit-by", default="concurrency", show_default=True, type=click.Choice(["concurrency", "rate"]))
 @click.option("--max-level", default=256, show_default=True, type=float, help="Upper bound of the limit search.")
 @click.option("--executor", default="local", show_default=True, help="Where groups run: local (or ray, when installed).")
+@click.option("--address", default=None, help="Ray cluster: auto, HOST:6379 or ray://HOST:10001 (--executor ray; default: a new local Ray).")
+@click.option("--results-shared", default=None, type=click.Path(path_type=Path),
+              help="A results dir every Ray node mounts at this same path: nodes write run dirs there (also sets --results-dir).")
+@click.option("--max-retries", default=None, type=click.IntRange(min=0), help="Re-runs of a group whose node was lost (--executor ray; default 2).")
 def sweep(config: Path, dry_run: bool, resume: bool, only: str | None, results_dir: Path | None, name: str | None,
-          slo: str | None, limit_by: str, max_level: float, executor: str) -> None:
+          slo: str | None, limit_by: str, max_level: float, executor: str, address: str | None,
+          results_shared: Path | None, max_retries: int | None) -> None:
     """Run a matrix of server configurations x load points from a YAML config."""
+    ray_opts = {k: v for k, v in (("address", address), ("results_shared", results_shared),
+                                  ("max_retries", max_retries)) if v is not None}
+    if ray_opts and executor != "ray":
+        _fail(f"--{next(iter(ray_opts)).replace('_', '-')} applies to --executor ray", 2)
+    if results_shared is not None:
+        if results_dir is not None and results_dir.resolve() != results_shared.resolve():
+            _fail("--results-shared and --results-dir name different directories", 2)
+        results_dir = results_shared
     overrides = {k: v for k, v in (("results_dir", results_dir), ("name", name)) if v is not None}
     try:
         cfg, text = load_config(config, overrides)
     except SweepConfigError as e:
         _fail(str(e), 2)
     execute(cfg, text, "sweep", Path(cfg.results_dir) / cfg.name, only=only, resume=resume, dry_run=dry_run,
-            slo=slo, limit_by=limit_by, max_level=max_level, executor=executor)
+            slo=slo, limit_by=limit_by, max_level=max_level, executor=executor, executor_options=ray_opts)
 
 
 def _csv(value: str | None, cast=str) -> list:
@@ -123,9 +136,9 @@ def _pair(text: str, opt: str) -> tuple[str, str]:
 
 def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, *, only: str | None = None, resume: bool = False,
             dry_run: bool = False, slo: str | None = None, limit_by: str = "concurrency", max_level: float = 256,
-            executor: str = "local") -> None:
+            executor: str = "local", executor_options: dict | None = None) -> None:
     from servebench.sweep import plan as planning
-    from servebench.sweep.executor import EXECUTORS
+    from servebench.sweep.executor import EXECUTORS, ExecutorError
     from servebench.sweep.group import LimitSpec
     from servebench.sweep.index import SweepIndex
 
@@ -168,9 +181,12 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, *, only: st
     interruptible()
     interrupted = False
     try:
-        EXECUTORS[executor]().run(todo, index, lambda m: console.print(m, markup=False), limit)
+        EXECUTORS[executor](**(executor_options or {})).run(todo, index, lambda m: console.print(m, markup=False), limit)
     except KeyboardInterrupt:
         interrupted = True
+    except ExecutorError as e:
+        index.save()
+        _fail(str(e), 2)
     _finish(index, sweep_dir, kind, interrupted, console)
 
 

@@ -116,6 +116,18 @@ class LoadSpace(_Strict):
         return self
 
 
+class RayOptions(_Strict):
+    """Placement and fault handling when the sweep runs on a Ray cluster (--executor ray);
+    CLI options beat these. Ignored by the local executor."""
+
+    address: str | None = None  # auto | ray://HOST:10001 | HOST:6379; none: a local one-node Ray
+    results_shared: Path | None = None  # a results_dir every node mounts at this path: nodes write there
+    max_retries: int = Field(2, ge=0)  # re-runs of a group's unfinished cells after its node was lost
+    num_cpus: float = Field(1.0, gt=0)  # CPUs the load generator of one group takes on its node
+    accelerator_types: dict[str, str] = Field(default_factory=dict)  # hardware label -> Ray accelerator_type
+    cancel_grace_s: float = Field(60.0, gt=0)  # after Ctrl-C, time for remote teardown before force-kill
+
+
 class SweepConfig(_Strict):
     name: str
     description: str = ""
@@ -131,6 +143,7 @@ class SweepConfig(_Strict):
     telemetry: bool = True
     plots: bool = False  # per-cell timelines cost seconds each; the sweep report draws its own
     reset_cache: bool = True  # between load points on one server, where the engine allows
+    ray: RayOptions = Field(default_factory=RayOptions)
 
     @field_validator("name")
     @classmethod

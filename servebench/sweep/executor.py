@@ -6,6 +6,7 @@ teardown against the wall time (`overhead_share` in index.json)."""
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import time
 from pathlib import Path
@@ -147,4 +148,16 @@ def account(index: SweepIndex, wall_s: float, measure_s: float) -> None:
     index.save()
 
 
-EXECUTORS: dict[str, type] = {"local": LocalExecutor}
+class ExecutorError(RuntimeError):
+    """The executor cannot run here (a cluster unreachable, a bad option); one line."""
+
+
+def _ray(**options):
+    from servebench.sweep.ray_executor import RayExecutor  # imports ray: only when asked for
+
+    return RayExecutor(**options)
+
+
+EXECUTORS: dict[str, Callable[..., Any]] = {"local": LocalExecutor}
+if importlib.util.find_spec("ray") is not None:
+    EXECUTORS["ray"] = _ray
