@@ -309,6 +309,11 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
         summary["telemetry"] = attempt("telemetry finalize", finalize, tel, summary["output_tokens"]["total"]) or tel
     # small files next (the status as known now), then the bulky ones: samples and plots
     _write_status(cfg, st, summary, model_dir, tokenizer, t_start, run_dir, attempt)
+    if summary.get("completed") and not failures:  # measured vs the hardware floor (docs/estimate.md)
+        eff = _quietly(_efficiency, run_dir)
+        if eff:
+            summary["efficiency"] = eff
+            _write_status(cfg, st, summary, model_dir, tokenizer, t_start, run_dir, attempt)
     for s in st.samplers:
         attempt(f"{s.name} samples", s.write, run_dir)
     if start and cfg.plots and records_at == run_dir / "requests.parquet":
@@ -382,6 +387,14 @@ def _run_info(cfg: RunConfig, st: RunState, model_dir, tokenizer, t_start: float
         "clock": "time.perf_counter_ns (CLOCK_MONOTONIC)",
         **st.extra_info,
     }
+
+
+def _efficiency(run_dir: Path) -> dict:
+    """From the files just written, so a stored run and this one are judged alike; never
+    fails the run (unknown hardware or model: available false, with the reason)."""
+    from servebench.estimate.efficiency import run_efficiency
+
+    return run_efficiency(run_dir)
 
 
 def _cpu_model() -> str:
