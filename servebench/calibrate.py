@@ -38,7 +38,7 @@ def compare(records: Sequence[RequestRecord], emu_records: Sequence[dict[str, An
     """Errors of servebench's decoded records against the emulator log, matched on
     X-Request-Id == record index. Warm-up and failed requests are left out."""
     by_id = {r["id"]: r for r in emu_records}
-    ttft, e2e, itl, send, recv = [], [], [], [], []
+    ttft, e2e, itl, send, recv, first, last = [], [], [], [], [], [], []
     matched = unmatched = violations = 0
     for rec in records:
         if rec.warmup or not rec.ok or not rec.token_ns:
@@ -61,6 +61,9 @@ def compare(records: Sequence[RequestRecord], emu_records: Sequence[dict[str, An
         else:
             recv.append((rec.token_ns[0] - w[0]) / MS)
             bad = recv[-1] < -CLOCK_SLACK_MS
+            lags = [recv[-1], (rec.token_ns[-1] - w[-1]) / MS]
+        first.append(lags[0])
+        last.append(lags[-1])
         # a stamp before the cause (sent after arrival, read before write) means the clocks or
         # the matching are wrong, and every number above with them
         violations += bad or send[-1] < -CLOCK_SLACK_MS
@@ -68,6 +71,7 @@ def compare(records: Sequence[RequestRecord], emu_records: Sequence[dict[str, An
         "matched": matched, "unmatched": unmatched, "causality_violations": violations,
         "ttft_err_ms": dist(ttft), "e2e_err_ms": dist(e2e), "itl_err_ms": dist(itl),
         "send_lag_ms": dist(send), "recv_lag_ms": dist(recv),
+        "recv_first_ms": dist(first), "recv_last_ms": dist(last),  # read lag of first / last tokens
     }
 
 

@@ -1,18 +1,30 @@
-"""A minimal HTTP/1.1 streaming client built on asyncio.Protocol.
+"""A minimal HTTP/1.1 streaming client on non-blocking sockets with kernel receive stamps.
 
 Why not aiohttp/httpx: their request call stamps before the pool hands out a connection and
 before the request is serialized, so connection set-up and event-loop queueing land in TTFT,
 and they cost tens of microseconds per chunk. Here connections are opened and kept alive before
-t0, the request is serialized before t0, `sent_ns` is taken immediately before
-`transport.write`, and each read is stamped first thing in `data_received` and stored as raw
-body bytes (chunked framing removed). Stream parsing happens after the run (servebench.decode).
+t0, the request is serialized before t0, `sent_ns` is taken immediately before the write, and
+each read is stored as raw body bytes (chunked framing removed) with the time its bytes
+arrived. Stream parsing happens after the run (servebench.decode).
+
+Read stamps come from the kernel (SO_TIMESTAMPNS: the time each segment was queued on the
+socket), not from when the event loop got round to the read. A loop that is busy (sending the
+next requests of a closed loop just as other streams' last tokens arrive, a progress-bar
+refresh, a telemetry thread holding the GIL, a neighbour on the core) used to stamp every
+read that waited behind it late by as long (docs/performance.md, "Stream ends"). recvmsg
+reports the stamp of the last segment it consumed, so a read is never stamped before its bytes
+arrived; events that arrived in separate segments but are read together share the later
+stamp, as before. https (TLS in user space) and hosts without the option stamp on read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
-from time import perf_counter_ns
+import struct
+import sys
+from time import perf_counter_ns, time_ns
 from urllib.parse import urlsplit
 
 from servebench import __version__
@@ -24,6 +36,103 @@ _HEAD, _SIZE, _DATA, _DATA_END, _TRAILER, _LENGTH, _EOF, _IDLE = range(8)
 
 class TransportError(RuntimeError):
     pass
+
+
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
+_TS = struct.Struct("qq")  # struct timespec (64-bit)
+_ANC = socket.CMSG_SPACE(_TS.size) if hasattr(socket, "CMSG_SPACE") else 0
+_READ = 256 * 1024
+_offset = [time_ns() - perf_counter_ns()]  # CLOCK_REALTIME - CLOCK_MONOTONIC, last tight reading
+
+
+def _kernel_stamp(anc: list, now: int) -> int:
+    """The kernel's receive time (CLOCK_REALTIME) as perf_counter_ns, else `now`."""
+    for level, kind, data in anc:
+        if kind == SO_TIMESTAMPNS and level == socket.SOL_SOCKET and len(data) >= _TS.size:
+            sec, nsec = _TS.unpack_from(data)
+            a = perf_counter_ns()
+            r = time_ns()
+            b = perf_counter_ns()
+            if b - a < 20_000:  # a preemption between the reads would shift the conversion
+                _offset[0] = r - (a + b) // 2
+            t = sec * 1_000_000_000 + nsec - _offset[0]
+            # a wall-clock step, or a stamp that the conversion puts after the read: the read time
+            return t if now - 10_000_000_000 < t <= now else now
+    return now
+
+
+class _SockIO:
+    """The transport half of a connection on a raw non-blocking socket: reads with their
+    kernel receive stamp go to `conn.on_data(data, ns)`, EOF/errors to `conn.connection_lost`."""
+
+    __slots__ = ("loop", "sock", "fd", "conn", "wbuf", "gone")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, conn: "_Conn") -> None:
+        self.loop, self.sock, self.fd, self.conn = loop, sock, sock.fileno(), conn
+        self.wbuf = bytearray()
+        self.gone = False
+        loop.add_reader(self.fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data, anc, _, _ = self.sock.recvmsg(_READ, _ANC)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._lost(e)
+            return
+        now = perf_counter_ns()
+        if not data:
+            self._lost(None)
+            return
+        self.conn.on_data(data, _kernel_stamp(anc, now) if anc else now)
+
+    def write(self, data: bytes) -> None:
+        if self.gone:
+            return
+        if not self.wbuf:
+            try:
+                n = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError as e:
+                self.loop.call_soon(self._lost, e)
+                return
+            if n == len(data):
+                return
+            data = data[n:]
+            self.loop.add_writer(self.fd, self._writable)
+        self.wbuf += data
+
+    def _writable(self) -> None:
+        try:
+            n = self.sock.send(self.wbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._lost(e)
+            return
+        del self.wbuf[:n]
+        if not self.wbuf:
+            self.loop.remove_writer(self.fd)
+
+    def close(self) -> None:
+        if not self.gone:
+            self.loop.call_soon(self._lost, None)
+            self._teardown()
+
+    def _teardown(self) -> None:
+        self.gone = True
+        self.loop.remove_reader(self.fd)
+        if self.wbuf:
+            self.loop.remove_writer(self.fd)
+        self.sock.close()
+
+    def _lost(self, exc: BaseException | None) -> None:
+        if not self.gone:
+            self._teardown()
+        if not self.conn.closed or self.conn.rec is not None:
+            self.conn.connection_lost(exc)
 
 
 class _Conn(asyncio.Protocol):
@@ -47,8 +156,10 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
-        now = perf_counter_ns()
+    def data_received(self, data: bytes) -> None:  # TLS: asyncio's transport, stamped on read
+        self.on_data(data, perf_counter_ns())
+
+    def on_data(self, data: bytes, now: int) -> None:
         rec = self.rec
         if rec is None:  # bytes with no request in flight: the server broke framing
             self._abort()
@@ -212,6 +323,7 @@ class HttpTransport:
         self._idle: list[_Conn] = []
         self._all: set[_Conn] = set()
         self.connect_ns: list[int] = []  # set-up time of every connection opened
+        self._addr: tuple | None = None  # resolved once
 
     # -- before t0
     def encode(self, req: Request, request_id: int | None = None) -> bytes:
@@ -245,11 +357,32 @@ class HttpTransport:
         loop = asyncio.get_running_loop()
         t = perf_counter_ns()
         try:
-            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port, ssl=self.ssl)
+            if self.ssl is not None or SO_TIMESTAMPNS is None:
+                _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port, ssl=self.ssl)
+            else:
+                conn = await self._open_stamped(loop)
         except OSError as e:
             raise TransportError(f"cannot connect to {self.host}:{self.port}: {e.strerror or e}") from None
         self.connect_ns.append(perf_counter_ns() - t)
         self._all.add(conn)
+        return conn
+
+    async def _open_stamped(self, loop: asyncio.AbstractEventLoop) -> _Conn:
+        if self._addr is None:
+            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            self._addr = infos[0][0], infos[0][4]
+        family, addr = self._addr
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            await loop.sock_connect(sock, addr)
+        except BaseException:
+            sock.close()
+            raise
+        conn = _Conn(self)
+        conn.connection_made(_SockIO(loop, sock, conn))
         return conn
 
     # -- during the load
