@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from array import array
 import ssl
 import struct
 import sys
@@ -85,7 +86,12 @@ class _SockIO:
         if not data:
             self._lost(None)
             return
-        self.conn.on_data(data, _kernel_stamp(anc, now) if anc else now)
+        if anc:
+            t = _kernel_stamp(anc, now)
+            self.conn.pool.read_lag_ns.append(now - t)  # how long the bytes waited for the loop
+            self.conn.on_data(data, t)
+        else:
+            self.conn.on_data(data, now)
 
     def write(self, data: bytes) -> None:
         if self.gone:
@@ -324,6 +330,7 @@ class HttpTransport:
         self._all: set[_Conn] = set()
         self.connect_ns: list[int] = []  # set-up time of every connection opened
         self._addr: tuple | None = None  # resolved once
+        self.read_lag_ns = array("q")  # per kernel-stamped read: read time - receive stamp
 
     # -- before t0
     def encode(self, req: Request, request_id: int | None = None) -> bytes:
