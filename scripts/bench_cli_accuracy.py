@@ -92,7 +92,7 @@ def _neighbour(busy_ms: float, period_ms: float) -> None:
         time.sleep(max(0.0, nxt - time.monotonic()))
 
 
-def _run_cli(cmd: list[str], env: dict, pin: set[int] | None, timeout_s: float) -> tuple[int, str, str]:
+def _run_cli(cmd: list[str], env: dict, pin: set[int] | None, timeout_s: float, cwd: Path) -> tuple[int, str, str]:
     """The CLI with stderr on a pseudo-terminal (the progress bar renders); stdout captured."""
     master, slave = pty.openpty()
     import fcntl
@@ -101,7 +101,7 @@ def _run_cli(cmd: list[str], env: dict, pin: set[int] | None, timeout_s: float) 
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     pre = (lambda: os.sched_setaffinity(0, pin)) if pin else None
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, env=env,
-                         preexec_fn=pre, cwd=ROOT)
+                         preexec_fn=pre, cwd=cwd)
     os.close(slave)
     tty: list[bytes] = []
 
@@ -148,7 +148,8 @@ def run_one(shape: tuple, variant: Variant, work: Path, neighbour: tuple[float, 
                    *(["--concurrency", str(conc)] if conc else []), *variant.args]
             env = {**os.environ, "PYTHONPATH": str(variant.path), "TERM": os.environ.get("TERM", "xterm-256color")}
             host0, kids0, emu0, t0 = _host_busy_s(), _children_cpu_s(), _proc_cpu_s(h.pid), time.monotonic()
-            rc, out, tty = _run_cli(cmd, env, {0} if neighbour else None, timeout_s)
+            # cwd: `python -m` puts it first on sys.path, ahead of PYTHONPATH
+            rc, out, tty = _run_cli(cmd, env, {0} if neighbour else None, timeout_s, variant.path)
             wall = time.monotonic() - t0
             client_cpu, emu_cpu = _children_cpu_s() - kids0, _proc_cpu_s(h.pid) - emu0
             others = (_host_busy_s() - host0 - client_cpu - emu_cpu) / wall
