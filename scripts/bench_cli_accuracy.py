@@ -234,12 +234,13 @@ def table(rows: list[dict], variants: bool) -> str:
     return "\n".join(out)
 
 
-def write_docs(text: str) -> None:
+def write_docs(text: str, name: str = "accuracy") -> None:
     doc = ROOT / "docs" / "performance.md"
     cur = doc.read_text()
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in cur and END in cur:
-        cur = cur[: cur.index(BEGIN)] + block + cur[cur.index(END) + len(END):]
+    begin, end = BEGIN.replace("accuracy", name), END.replace("accuracy", name)
+    block = f"{begin}\n{text}\n{end}"
+    if begin in cur and end in cur:
+        cur = cur[: cur.index(begin)] + block + cur[cur.index(end) + len(end):]
     else:
         cur = cur.rstrip("\n") + "\n\n## CLI accuracy\n\n" + block + "\n"
     doc.write_text(cur)
@@ -260,11 +261,22 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900.0, help="per CLI run, s")
     ap.add_argument("--out", default=str(ROOT / "results" / "bench_cli_accuracy.json"), help="raw results (JSON)")
     ap.add_argument("--write-docs", action="store_true", help="replace the table in docs/performance.md")
+    ap.add_argument("--docs-block", default="accuracy", help="which marked block: accuracy (the reference "
+                    "table) or side-by-side (a before/after comparison)")
     ap.add_argument("--emulator-rt", type=int, default=0, metavar="PRIO",
                     help="run the emulator under SCHED_RR at PRIO (below the client's 10): on a shared host, "
                          "keeps other processes from making the server late")
     ap.add_argument("--keep", default=None, metavar="DIR", help="keep each run's directory and emulator log here")
+    ap.add_argument("--from-json", default=None, metavar="PATH", help="no runs: rebuild the table from a saved --out file")
     a = ap.parse_args()
+    if a.from_json:
+        saved = json.loads(Path(a.from_json).read_text())
+        rows = saved["rows"]
+        text = table(rows, len({r["variant"] for r in rows}) > 1) + "\n\n" + saved["note"]
+        print(text)
+        if a.write_docs:
+            write_docs(text, a.docs_block)
+        return
     if a.neighbour_child:
         busy, period = (float(x) for x in a.neighbour_child.split("/"))
         _neighbour(busy, period)
@@ -300,7 +312,8 @@ def main() -> None:
     note = (f"Emulator TTFT {TTFT_MS:g} ms, ITL {ITL_MS:g} ms (openai format), {INPUT_TOKENS}-token prompts; the CLI "
             f"as users run it (`servebench run --backend vllm --endpoint URL`, progress bar on a terminal, telemetry "
             f"and self-check at their defaults, 2 warm-up requests); errors are client minus emulator log. Host: "
-            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; other processes took "
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+            f"{f'; emulator under SCHED_RR {a.emulator_rt}' if a.emulator_rt else ''}; other processes took "
             f"{min(others):.2f}–{max(others):.2f} cores during the runs; load average {load[0]:.2f} at the end; "
             f"{time.strftime('%Y-%m-%d')}; `scripts/bench_cli_accuracy.py`.")
     text = table(rows, len(variants) > 1) + "\n\n" + note
@@ -308,7 +321,7 @@ def main() -> None:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({"rows": rows, "note": note}, indent=1, default=str))
     if a.write_docs:
-        write_docs(text)
+        write_docs(text, a.docs_block)
 
 
 if __name__ == "__main__":
