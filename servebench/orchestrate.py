@@ -219,9 +219,11 @@ async def _self_check(load, st: RunState) -> None:
     own event loop) and warn when the requested load is beyond it."""
     from servebench import calibrate
 
-    chk = await asyncio.get_running_loop().run_in_executor(
-        None, calibrate.check, load, st.records[: load.warmup], load.self_check
-    )
+    warm = st.records[: load.warmup]
+    # the per-stream token rate needs token times: undecoded, the warm-up showed none and the
+    # self-check never warned (issue 11: 5000 streams on one process, nothing said)
+    decode_records(ADAPTERS[st.api], warm)
+    chk = await asyncio.get_running_loop().run_in_executor(None, calibrate.check, load, warm, load.self_check)
     st.workers, st.workers_reason = chk.workers, chk.workers_reason
     if chk.warning:
         st.warnings.append(chk.warning)

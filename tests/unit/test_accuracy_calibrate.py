@@ -106,3 +106,21 @@ def test_check_records_the_workers_choice_and_its_reason():
     assert fixed.workers == 3 and fixed.workers_reason == "--workers 3"
     big = check(LoadConfig(concurrency=400), warm)  # runs the self-check: 40k tokens/s asked
     assert big.workers >= 1 and big.workers_reason.startswith("auto: load needs ~40,000 tokens/s")
+
+
+def test_the_run_self_check_sees_the_warm_up_token_rate(tmp_path):
+    """The warm-up records are raw bytes until decoded; the self-check used to read their
+    (empty) token times, find no rate and never warn, even for 5000 streams on one process."""
+    import asyncio
+
+    from servebench.config import LoadConfig
+    from servebench.orchestrate import RunState, _self_check
+
+    ev = b'data: {"id":"x","choices":[{"index":0,"text":"a","finish_reason":null}]}\n\n'
+    warm = RequestRecord(index=-1, warmup=True, status=200, sent_ns=1, end_ns=200 * MS,
+                         chunks=[(i * 10 * MS, ev) for i in range(11)] + [(200 * MS, b"data: [DONE]\n\n")])
+    st = RunState(tmp_path, records=[warm], api="openai-completions")
+    asyncio.run(_self_check(LoadConfig(concurrency=100_000, warmup=1), st))  # 100k streams x 100 tokens/s
+    assert warm.decoded and len(warm.token_ns) == 11
+    assert st.workers_reason.startswith("auto: load needs ~10,000,000 tokens/s")
+    assert st.warnings and "tokens/s of stream reads" in st.warnings[0]
