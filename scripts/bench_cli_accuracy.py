@@ -210,7 +210,8 @@ def held(log: list[dict]) -> tuple[int, float]:
 
 
 def table(rows: list[dict], variants: bool) -> str:
-    f = lambda v, d=2: "—" if v is None else f"{v:+.{d}f}" if d < 0 else f"{v:.{d}f}"
+    def f(v, d=2):
+        return "—" if v is None else f"{v:.{d}f}"
 
     def sg(v):  # signed, 2 decimals
         return "—" if v is None else f"{v:+.2f}"
