@@ -62,8 +62,14 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:  # TLS: asyncio's transport, stamped on read
         self.on_data(data, perf_counter_ns())
 
-    def on_data(self, data: bytes, now: int) -> None:
+    def on_data(self, data: bytes, now: int, read_ns: int = 0) -> None:
+        """`now`: when the bytes arrived (kernel stamp, or the read time); `read_ns`: when the
+        loop read them, if that differs."""
         rec = self.rec
+        if read_ns and self.state != _HEAD:
+            # how long body bytes waited for the loop; response heads are left out: in a burst
+            # they arrive while the loop is still sending, and carry no token
+            self.pool.read_lag_ns.append(read_ns - now)
         if rec is None:  # bytes with no request in flight: the server broke framing
             self._abort()
             return

@@ -60,12 +60,7 @@ class SockIO:
         if not data:
             self._lost(None)
             return
-        if anc:
-            t = _kernel_stamp(anc, now)
-            self.conn.pool.read_lag_ns.append(now - t)  # how long the bytes waited for the loop
-            self.conn.on_data(data, t)
-        else:
-            self.conn.on_data(data, now)
+        self.conn.on_data(data, _kernel_stamp(anc, now), now) if anc else self.conn.on_data(data, now)
 
     def write(self, data: bytes) -> None:
         if self.gone:
