@@ -134,10 +134,10 @@ def test_a_client_starved_by_a_neighbour_on_its_core_warns_and_strict_fails(tmp_
 
 def test_a_server_bound_run_does_not_blame_the_client(tmp_path):
     # the server generates for 2 streams at a time and queues the rest: it is the bottleneck
-    with start_emulator("openai", ttft_ms=5, itl_ms=10, max_running=2, log=tmp_path / "emu.jsonl") as emu:
+    with start_emulator("openai", ttft_ms=5, itl_ms=50, max_running=2, log=tmp_path / "emu.jsonl") as emu:
         rc, out, tty, run_dir = cli(emu.url, tmp_path, "--requests", "24", "--concurrency", "8",
                                     "--input-tokens", "64", "--output-tokens", "16", "--warmup", "1", "--strict")
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["ttft_ms"]["p50"] > 100  # requests waited in the server's queue
+    assert summary["ttft_ms"]["p50"] > 500  # requests waited in the server's queue
     assert summary["client"]["kept_up"] is True, summary["client"]["verdict"]
     assert rc == 0 and "client did not keep up" not in out and "kept up" in out

@@ -7,16 +7,16 @@ import pytest
 from servebench.verdict import CPU_PER_PROCESS_MAX, LOOP_LAG_P99_MS, READ_LAG_P99_MS, judge, warning
 
 
-def summary(loop=1.0, read=0.3, cores=0.3, workers=1):
+def summary(loop=1.0, read=0.3, cores=0.3, workers=1, read_max=2.0, itl=10.0):
     return {"loop_lag_ms": None if loop is None else {"p99": loop},
-            "read_lag_ms": None if read is None else {"p99": read},
-            "client": {"cpu_cores": cores, "workers": workers}}
+            "read_lag_ms": None if read is None else {"p99": read, "max": read_max},
+            "itl_ms": {"p50": itl}, "client": {"cpu_cores": cores, "workers": workers}}
 
 
 def test_a_client_well_inside_every_limit_kept_up():
     v = judge(summary())
     assert v["kept_up"] is True and v["reasons"] == [] and warning(v) is None
-    assert set(v["checks"]) == {"loop_lag_p99_ms", "read_lag_p99_ms", "cpu_cores_per_process"}
+    assert set(v["checks"]) == {"loop_lag_p99_ms", "read_lag_p99_ms", "read_lag_max_ms", "cpu_cores_per_process"}
 
 
 @pytest.mark.parametrize("field,limit", [("loop", LOOP_LAG_P99_MS), ("read", READ_LAG_P99_MS),
@@ -28,6 +28,15 @@ def test_each_threshold_on_both_sides(field, limit):
     assert over["kept_up"] is False and len(over["reasons"]) == 1
     w = warning(over)
     assert w.startswith("client did not keep up (") and "\n" not in w
+
+
+def test_one_stall_longer_than_the_token_gap_is_caught_even_when_the_p99_is_fine():
+    # the burst rerun: read lag p99 3.4 ms, max 19 ms, ITL 10 ms: one token per stream read late
+    assert judge(summary(read=3.4, read_max=9.9))["kept_up"] is True
+    v = judge(summary(read=3.4, read_max=10.1))
+    assert v["kept_up"] is False and v["reasons"] == [
+        "a read waited 10.1 ms, longer than the median gap between tokens (10.0 ms)"]
+    assert judge(summary(read=3.4, read_max=19.0, itl=50.0))["kept_up"] is True  # a slower server
 
 
 def test_cpu_is_judged_per_load_process():
@@ -44,6 +53,6 @@ def test_the_issue_runs_that_must_warn():
 
 
 def test_missing_inputs_are_left_out_not_guessed():
-    v = judge(summary(loop=None, read=None))
+    v = judge(summary(loop=None, read=None))  # https: no kernel stamps, no read lag
     assert set(v["checks"]) == {"cpu_cores_per_process"} and v["kept_up"] is True
     assert judge({})["kept_up"] is None and warning(judge({})) is None
