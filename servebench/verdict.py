@@ -6,13 +6,13 @@ unless it checks itself. Three recorded signals say whether servebench was the b
 
 - event-loop lag: how late a 50 ms timer in each load loop fired. Sends (and, without kernel
   stamps, reads) wait as long.
-- read lag: how long received bytes waited in the socket before the loop read them (the read
-  time minus the kernel's receive stamp). Token times carry the kernel stamp, so this lag does
-  not enter them while it stays under the gap between two tokens of a stream; beyond that,
-  tokens are read together and share a stamp.
-- the longest read lag against the token gap: one stall longer than the gap between two tokens
-  (the median ITL) makes every stream in flight read two tokens together, once; a p99 can miss
-  it (a burst of 200 with one 19 ms stall: read lag p99 3.4 ms, ITL error p99 9.7 ms).
+- read lag: how long received body bytes waited in the socket before the loop read them (the
+  read time minus the kernel's receive stamp). Token times carry the kernel stamp, so this lag
+  does not enter them while it stays under the gap between two tokens of a stream (measured:
+  read lag p99 5.4 ms at 50 streams, ITL error p99 0.03 ms). A read that waited longer than the
+  median gap means tokens of every stream in flight may have been read together and share a
+  stamp; one such stall is enough (a burst of 200 with one 19 ms stall: read lag p99 3.4 ms,
+  ITL error p99 9.7 ms), so the check is on the longest read lag, not a percentile.
 - CPU saturation: the load processes' CPU time over the measured window, per process. A loop
   busy nearly all the time queues every read behind the others.
 
@@ -28,9 +28,6 @@ from typing import Any
 # on a shared 2-core host; 24 ms with a real-time neighbour busy 20 of every 40 ms on its core;
 # 526-1636 ms for one process at 2000-5000 streams (docs/performance.md).
 LOOP_LAG_P99_MS = 10.0
-# p99 of read lag. A keeping-up loop reads within ~0.1-1 ms of arrival; 5 ms is half the ITL of
-# a slow CPU engine and several ITLs of a fast GPU one, where tokens begin to be read together.
-READ_LAG_P99_MS = 5.0
 # CPU cores per load process over the window: above this the loop has no idle time left.
 CPU_PER_PROCESS_MAX = 0.9
 
@@ -51,7 +48,6 @@ def judge(summary: dict) -> dict[str, Any]:
     cores = client.get("cpu_cores")
     values = {
         "loop_lag_p99_ms": (_p99(summary.get("loop_lag_ms")), LOOP_LAG_P99_MS),
-        "read_lag_p99_ms": (_p99(summary.get("read_lag_ms")), READ_LAG_P99_MS),
         "read_lag_max_ms": (_get(summary.get("read_lag_ms"), "max"), _get(summary.get("itl_ms"), "p50")),
         "cpu_cores_per_process": (None if cores is None else cores / workers, CPU_PER_PROCESS_MAX),
     }
@@ -69,7 +65,6 @@ def judge(summary: dict) -> dict[str, Any]:
 
 _REASON = {
     "loop_lag_p99_ms": "event-loop lag p99 {v:.1f} ms > {limit:g} ms",
-    "read_lag_p99_ms": "read lag p99 {v:.1f} ms > {limit:g} ms",
     "read_lag_max_ms": "a read waited {v:.1f} ms, longer than the median gap between tokens ({limit:.1f} ms)",
     "cpu_cores_per_process": "CPU {v:.2f} cores per load process > {limit:g}",
 }
