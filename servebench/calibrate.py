@@ -38,7 +38,7 @@ def compare(records: Sequence[RequestRecord], emu_records: Sequence[dict[str, An
     """Errors of servebench's decoded records against the emulator log, matched on
     X-Request-Id == record index. Warm-up and failed requests are left out."""
     by_id = {r["id"]: r for r in emu_records}
-    ttft, e2e, itl, send, recv = [], [], [], [], []
+    ttft, e2e, itl, send, recv, first, last = [], [], [], [], [], [], []
     matched = unmatched = violations = 0
     for rec in records:
         if rec.warmup or not rec.ok or not rec.token_ns:
@@ -61,6 +61,9 @@ def compare(records: Sequence[RequestRecord], emu_records: Sequence[dict[str, An
         else:
             recv.append((rec.token_ns[0] - w[0]) / MS)
             bad = recv[-1] < -CLOCK_SLACK_MS
+            lags = [recv[-1], (rec.token_ns[-1] - w[-1]) / MS]
+        first.append(lags[0])
+        last.append(lags[-1])
         # a stamp before the cause (sent after arrival, read before write) means the clocks or
         # the matching are wrong, and every number above with them
         violations += bad or send[-1] < -CLOCK_SLACK_MS
@@ -68,6 +71,7 @@ def compare(records: Sequence[RequestRecord], emu_records: Sequence[dict[str, An
         "matched": matched, "unmatched": unmatched, "causality_violations": violations,
         "ttft_err_ms": dist(ttft), "e2e_err_ms": dist(e2e), "itl_err_ms": dist(itl),
         "send_lag_ms": dist(send), "recv_lag_ms": dist(recv),
+        "recv_first_ms": dist(first), "recv_last_ms": dist(last),  # read lag of first / last tokens
     }
 
 
@@ -163,14 +167,11 @@ def load_warning(floor: Floor, streams: int, tok_s_per_stream: float, workers: i
 
 
 def warn_for_load(streams: int, warm: Sequence[RequestRecord], workers: int = 1) -> str | None:
-    """The orchestrator's hook: per-stream token rate from the warm-up requests, then the floor."""
-    rates = []
-    for r in warm:
-        if r.ok and len(r.token_ns) > 1:
-            rates.append((sum(r.token_counts) - r.token_counts[0]) * 1e9 / (r.token_ns[-1] - r.token_ns[0]))
-    if not rates:
+    """Per-stream token rate from the warm-up requests, then the floor."""
+    rate = _stream_tok_s(warm)
+    if rate is None:
         return None
-    return load_warning(measure_floor(), streams, max(rates), workers)
+    return load_warning(measure_floor(), streams, rate, workers)
 
 
 
@@ -178,10 +179,81 @@ def self_check(load, warm: Sequence[RequestRecord], enabled: bool | None = None)
     """The orchestrator's hook, after the warm-up: a one-line warning or None. `load` is the
     run's LoadConfig; `enabled=None` means on for loads above DEFAULT_STREAMS_THRESHOLD
     streams (the self-check costs ~2 s, pointless for a handful of streams)."""
+    return check(load, warm, enabled).warning
+
+
+@dataclass(slots=True)
+class SelfCheck:
+    warning: str | None
+    workers: int  # load processes to use
+    workers_reason: str  # why, for run.json
+
+
+def _streams(load, warm: Sequence[RequestRecord]) -> int:
     streams = load.concurrency or (load.requests if load.mode == "burst" else None)
     if streams is None:  # open loop without a cap: streams in flight ~ rate x latency
         e2e = [(r.end_ns - r.sent_ns) / 1e9 for r in warm if r.ok and r.sent_ns]
         streams = int(load.rate * max(e2e)) + 1 if e2e else 0
+    return streams
+
+
+def _stream_tok_s(warm: Sequence[RequestRecord]) -> float | None:
+    """The fastest per-stream token rate the warm-up requests showed."""
+    rates = [(sum(r.token_counts) - r.token_counts[0]) * 1e9 / (r.token_ns[-1] - r.token_ns[0])
+             for r in warm if r.ok and len(r.token_ns) > 1 and r.token_ns[-1] > r.token_ns[0]]
+    return max(rates) if rates else None
+
+
+def free_cores(window_s: float = 0.3) -> float:
+    """Cores the host left idle over a short window (a local server's busy cores are not free)."""
+    import psutil
+
+    a = psutil.cpu_times()
+    time.sleep(window_s)
+    b = psutil.cpu_times()
+    idle = lambda t: t.idle + getattr(t, "iowait", 0.0)
+    total = sum(b) - sum(a)
+    return (os.cpu_count() or 1) * (idle(b) - idle(a)) / total if total > 0 else 0.0
+
+
+STREAMS_PER_WORKER = 500  # fallback sizing without a warm-up token rate (docs/performance.md)
+
+
+def choose_workers(streams: int, need_tok_s: float | None, floor: Floor | None, free: float,
+                   cpus: int) -> tuple[int, str]:
+    """`--workers auto`: enough load processes that each ingests within CPU_BUDGET of a core at
+    the rate the self-check measured, no more than the free cores hold (at least one)."""
+    room = max(1, min(cpus, int(free + 0.5)))
+    if floor is None:
+        return 1, f"auto: {streams} streams, self-check not run: one process"
+    if need_tok_s is None:
+        want = max(1, -(-streams // STREAMS_PER_WORKER))
+        why = f"auto: no warm-up token rate; {streams} streams at {STREAMS_PER_WORKER} per process -> {want}"
+    else:
+        want = max(1, -(-int(need_tok_s) // max(1, int(floor.ingest_tok_s))))
+        why = (f"auto: load needs ~{need_tok_s:,.0f} tokens/s; one process ingests ~{floor.ingest_tok_s:,.0f} "
+               f"tokens/s ({floor.us_per_token:.1f} us/token measured, {CPU_BUDGET:g} core) -> {want}")
+    n = min(want, room)
+    return n, why + (f"; {free:.1f} of {cpus} cores free -> {n}" if n < want else f"; {free:.1f} of {cpus} cores free")
+
+
+def check(load, warm: Sequence[RequestRecord], enabled: bool | None = None) -> SelfCheck:
+    """The self-check and the number of load processes, after the warm-up."""
+    streams = _streams(load, warm)
     if enabled is None:
         enabled = streams > DEFAULT_STREAMS_THRESHOLD
-    return warn_for_load(streams, warm, load.workers) if enabled else None
+    auto = load.workers == "auto"
+    tok_s = _stream_tok_s(warm)
+    if not enabled:
+        if auto:
+            why = "self-check off" if streams > DEFAULT_STREAMS_THRESHOLD else f"{streams} streams <= {DEFAULT_STREAMS_THRESHOLD}"
+            return SelfCheck(None, 1, f"auto: {why}: one process")
+        return SelfCheck(None, load.workers, f"--workers {load.workers}")
+    floor = measure_floor() if tok_s is not None or auto else None
+    need = streams * tok_s if tok_s is not None else None
+    if auto:
+        n, why = choose_workers(streams, need, floor, free_cores(), os.cpu_count() or 1)
+    else:
+        n, why = load.workers, f"--workers {load.workers}"
+    warning = load_warning(floor, streams, tok_s, n) if floor is not None and tok_s is not None else None
+    return SelfCheck(warning, n, why)

@@ -80,7 +80,8 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--duration", default=None, type=float, help="Stop releasing requests after S seconds.")
 @click.option("--warmup", default=2, show_default=True, type=int, help="Warm-up requests, excluded from metrics.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--workers", default=1, show_default=True, type=int, help="Load-generator processes.")
+@click.option("--workers", default="auto", show_default=True,
+              help="Load-generator processes, or auto: from the self-check's measured capacity, the load and the free cores.")
 @click.option("--timeout", "request_timeout_s", default=600.0, show_default=True, type=float, help="Per-request timeout, s.")
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Run name (part of the run directory).")
@@ -93,6 +94,7 @@ def _ints(value: str | None) -> list[int] | None:
               help="Launcher option, e.g. instance_type=ml.g5.2xlarge, region=us-west-2, quantize=gptq.")
 @click.option("--max-error-rate", default=0.0, show_default=True, type=float,
               help="Exit non-zero when more than this fraction of requests failed.")
+@click.option("--strict", is_flag=True, help="Exit non-zero (4) when the client did not keep up with the load.")
 def run(**o) -> None:
     """Benchmark one server: launch (or use --endpoint), load, measure, report."""
     from pydantic import ValidationError
@@ -150,6 +152,9 @@ def run(**o) -> None:
             click.echo(str(run_dir))
         raise SystemExit(code)
     click.echo(str(run_dir))
+    if o["strict"] and _client_fell_behind(run_dir):
+        click.echo("error: the client did not keep up with the load (--strict); see the warning above", err=True)
+        raise SystemExit(4)  # 3 is "results not fully written" (servebench.verdict)
 
 
 def _kv(pairs) -> dict[str, str]:
@@ -160,6 +165,13 @@ def _kv(pairs) -> dict[str, str]:
             raise click.BadParameter(f"expected KEY=VALUE, got {p!r}", param_hint="--launcher-opt")
         out[key.strip()] = value
     return out
+
+
+def _client_fell_behind(run_dir: Path) -> bool:
+    import json
+
+    s = json.loads((run_dir / "summary.json").read_text())
+    return (s.get("client") or {}).get("kept_up") is False
 
 
 def _measured(run_dir: Path) -> bool:

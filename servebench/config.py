@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -20,7 +19,8 @@ class LoadConfig(BaseModel):
     duration_s: float | None = Field(None, gt=0, allow_inf_nan=False)  # stop releasing new requests after this
     warmup: int = Field(2, ge=0)
     seed: int = 0
-    workers: int = Field(1, ge=1)
+    # load processes; "auto": from the self-check's measured capacity, the load and the free cores
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     request_timeout_s: float = Field(600.0, gt=0, allow_inf_nan=False)
     realtime: bool = True  # run the load loop under SCHED_RR when permitted (runner.realtime_on)
     self_check: bool | None = None  # client-floor calibration; None: on above 100 streams

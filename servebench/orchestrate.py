@@ -16,6 +16,8 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Callable
 
+import numpy as np
+
 from servebench import SCHEMA_VERSION, __version__
 from servebench.adapters import ADAPTERS
 from servebench.config import RunConfig
@@ -27,7 +29,7 @@ from servebench.runner import LoadPlan, LoadStats, drive, new_loop
 from servebench.schedule import release_offsets_ns
 from servebench.signals import interrupt_cause, shielded
 from servebench.specs import load_spec
-from servebench import redact, salvage, store, verdict, workload
+from servebench import client_check, redact, salvage, store, verdict, workload
 
 
 class RunError(RuntimeError):
@@ -59,6 +61,8 @@ class RunState:
     exit_code: int = verdict.EXIT_FAILED  # used when error is set
     server_exit: str | None = None  # "was killed by signal 9": a launched server that died on its own
     extra_info: dict = field(default_factory=dict)  # run.json blocks from the caller (sweep cell, session)
+    workers: int = 1  # load processes used (--workers, or the auto choice)
+    workers_reason: str = ""
 
 
 @dataclass
@@ -210,7 +214,7 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunSt
         offsets = release_offsets_ns(load, len(wires) - w)
         duration_ns = int(load.duration_s * 1e9) if load.duration_s else None
         conns = _connections_needed(cfg, st.records[:w])
-        if load.workers > 1:
+        if st.workers > 1:
             return wires[w:], offsets, duration_ns, conns  # the workers open their own connections
         plan = LoadPlan(wires[w:], st.records[w:], offsets, load.concurrency, duration_ns)
         await tr.prepare(conns)
@@ -229,7 +233,7 @@ def _drive_workers(cfg, kind, base_url, wires, offsets, duration_ns, conns, st: 
     load, w = cfg.load, cfg.load.warmup
     measured = st.records[w:]
     try:
-        run_split(base_url, kind, wires, measured, offsets, load.concurrency, duration_ns, load.workers,
+        run_split(base_url, kind, wires, measured, offsets, load.concurrency, duration_ns, st.workers,
                   connections=conns, timeout_s=load.request_timeout_s, progress=progress, stats=st.stats,
                   connect_ns=st.connect_ns, on_t0=lambda: _mark(st.samplers), adapter=st.api)
         _mark(st.samplers)
@@ -242,11 +246,14 @@ async def _self_check(load, st: RunState) -> None:
     own event loop) and warn when the requested load is beyond it."""
     from servebench import calibrate
 
-    warning = await asyncio.get_running_loop().run_in_executor(
-        None, calibrate.self_check, load, st.records[: load.warmup], load.self_check
-    )
-    if warning:
-        st.warnings.append(warning)
+    warm = st.records[: load.warmup]
+    # the per-stream token rate needs token times: undecoded, the warm-up showed none and the
+    # self-check never warned (issue 11: 5000 streams on one process, nothing said)
+    decode_records(ADAPTERS[st.api], warm)
+    chk = await asyncio.get_running_loop().run_in_executor(None, calibrate.check, load, warm, load.self_check)
+    st.workers, st.workers_reason = chk.workers, chk.workers_reason
+    if chk.warning:
+        st.warnings.append(chk.warning)
 
 
 def _connections_needed(cfg: RunConfig, warm: list[RequestRecord]) -> int:
@@ -288,15 +295,18 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
     summary["warnings"] = list(st.warnings)
     summary["not_released"] = sum(1 for r in st.records if not r.warmup and not r.sent_ns and not r.error)
     summary["loop_lag_ms"] = dist([v / 1e6 for v in st.stats.loop_lag_ns])
+    summary["read_lag_ms"] = dist(np.asarray(st.stats.read_lag_ns, dtype=np.float64) / 1e6)
     summary["connections"] = {"opened": len(st.connect_ns), "setup_ms": dist([v / 1e6 for v in st.connect_ns])}
     streamed = summary["output_tokens"]["streamed_total"]
     summary["client"] = {  # servebench's own cost during the load window (decoding comes after)
         "cpu_s": st.stats.cpu_ns / 1e9,
         "cpu_cores": st.stats.cpu_ns / 1e9 / summary["duration_s"] if summary["duration_s"] else None,
         "cpu_us_per_token": st.stats.cpu_ns / 1e3 / streamed if streamed else None,
-        "workers": cfg.load.workers,
+        "workers": st.workers,
         "scheduling": st.stats.scheduling,
     }
+    summary["client"]["verdict"] = client_check.judge(summary)  # did the client keep up? (servebench.client_check)
+    summary["client"]["kept_up"] = summary["client"]["verdict"]["kept_up"]
     start = min((r.sent_ns for r in sent if not r.warmup and r.sent_ns), default=0)
     end = max((r.end_ns for r in sent if not r.warmup and r.sent_ns), default=0)
     tel: dict[str, Any] = {}
@@ -384,6 +394,7 @@ def _run_info(cfg: RunConfig, st: RunState, model_dir, tokenizer, t_start: float
         "engine": {"name": cfg.backend, "version": st.engine_version},
         "server": {"base_url": server.base_url, "time_to_ready_s": server.time_to_ready_s, "info": server.info} if server else None,
         "host": host,
+        "workers": {"count": st.workers, "reason": st.workers_reason},  # load processes and why
         "clock": "time.perf_counter_ns (CLOCK_MONOTONIC)",
         **st.extra_info,
     }

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from servebench.store import load_summary, read_json
+from servebench.client_check import warning as client_warning
 
 
 def _f(v, nd: int = 2) -> str:
@@ -36,6 +37,9 @@ def warnings(s: dict) -> list[str]:
     tgt = c.get("target")
     if tgt and s["completed"] >= 2 * tgt and c.get("mean_in_flight", 0) < 0.95 * tgt:
         out.append(f"target concurrency {tgt} not held: mean in flight {c['mean_in_flight']:.2f}")
+    cw = client_warning((s.get("client") or {}).get("verdict") or {})
+    if cw:
+        out.append(cw)
     if rate_short(s):
         out.append(f"target rate {s['rate']['target']:g}/s not reached: achieved {s['rate']['achieved']:.2f}/s")
     if s.get("status") and s["status"] != "complete":
@@ -105,6 +109,11 @@ def render(run_dir: Path, console: Console | None = None) -> None:
     cl = s.get("client") or {}
     if cl.get("cpu_us_per_token") is not None:
         client.append(f"CPU {_f(cl['cpu_cores'])} cores, {_f(cl['cpu_us_per_token'], 1)} µs/token")
+    if s.get("read_lag_ms") and s["read_lag_ms"].get("p99") is not None:
+        client.append(f"read lag p99 {_f(s['read_lag_ms']['p99'])} ms")
+    kept = cl.get("kept_up")
+    if kept is not None:
+        client.append("kept up" if kept else "did NOT keep up")
     rate = s.get("rate") or {}
     if rate.get("target"):
         client.insert(0, f"rate target {_f(rate['target'])}/s achieved {_f(rate.get('achieved'))}/s")

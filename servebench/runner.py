@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+from array import array
 from dataclasses import dataclass, field
 from time import perf_counter_ns, process_time_ns
 from typing import Any, Callable, Protocol
@@ -58,6 +59,7 @@ class LoadStats:
     released: int = 0
     done: int = 0
     loop_lag_ns: list[int] = field(default_factory=list)  # event-loop wake-up lateness probes
+    read_lag_ns: array = field(default_factory=lambda: array("q"))  # per read: read time - kernel receive stamp
     cpu_ns: int = 0  # this process's CPU time (all threads) from t0 to the last response
     scheduling: str = ""  # the load loop's scheduling policy (realtime_on)
 
@@ -102,6 +104,7 @@ async def drive(
         helpers.append(asyncio.create_task(_ticker(stats, n, progress)))
     tasks: list[asyncio.Task] = []
     cpu0 = 0
+    lags = getattr(transport, "read_lag_ns", None)
     # A full collection walks every object the process holds (tokenizer, transformers, pandas:
     # millions) and stalls the loop for hundreds of ms, which lands in TTFT and starves
     # slots. Objects from set-up are frozen out of collection; none runs during the load.
@@ -112,6 +115,8 @@ async def drive(
     gc.disable()
     try:
         await _sleep_until(t0_ns)
+        if lags is not None:
+            del lags[:]  # the warm-up's reads are not the load's
         cpu0 = process_time_ns()
         if plan.offsets_ns is None:
             await _closed_loop(transport, plan, stats, end_release)
@@ -127,6 +132,8 @@ async def drive(
     finally:
         if cpu0:
             stats.cpu_ns += process_time_ns() - cpu0
+            if lags is not None:
+                stats.read_lag_ns.extend(lags)
         if gc_was_enabled:
             gc.enable()
         if realtime:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from array import array
 from dataclasses import fields
 from multiprocessing.connection import Connection, wait
 from time import perf_counter_ns
@@ -160,7 +161,7 @@ def _merge(into: LoadStats, part: LoadStats) -> None:
         if f.name == "t0_ns":
             continue
         v = getattr(part, f.name)
-        if isinstance(v, list):
+        if isinstance(v, (list, array)):
             getattr(into, f.name).extend(v)
         elif isinstance(v, (int, float)):
             setattr(into, f.name, getattr(into, f.name) + v)

@@ -1,16 +1,27 @@
-"""A minimal HTTP/1.1 streaming client built on asyncio.Protocol.
+"""A minimal HTTP/1.1 streaming client on non-blocking sockets with kernel receive stamps.
 
 Why not aiohttp/httpx: their request call stamps before the pool hands out a connection and
 before the request is serialized, so connection set-up and event-loop queueing land in TTFT,
 and they cost tens of microseconds per chunk. Here connections are opened and kept alive before
-t0, the request is serialized before t0, `sent_ns` is taken immediately before
-`transport.write`, and each read is stamped first thing in `data_received` and stored as raw
-body bytes (chunked framing removed). Stream parsing happens after the run (servebench.decode).
+t0, the request is serialized before t0, `sent_ns` is taken immediately before the write, and
+each read is stored as raw body bytes (chunked framing removed) with the time its bytes
+arrived. Stream parsing happens after the run (servebench.decode).
+
+Read stamps come from the kernel (SO_TIMESTAMPNS: the time each segment was queued on the
+socket), not from when the event loop got round to the read. A loop that is busy (sending the
+next requests of a closed loop just as other streams' last tokens arrive, a progress-bar
+refresh, a telemetry thread holding the GIL, a neighbour on the core) used to stamp every
+read that waited behind it late by as long (docs/performance.md, "Stream ends"). recvmsg
+reports the stamp of the last segment it consumed, so a read is never stamped before its bytes
+arrived; events that arrived in separate segments but are read together share the later
+stamp, as before. https (TLS in user space) and hosts without the option stamp on read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+from array import array
 import ssl
 from time import perf_counter_ns
 from urllib.parse import urlsplit
@@ -18,6 +29,7 @@ from urllib.parse import urlsplit
 from servebench import __version__
 from servebench.adapters.base import Request
 from servebench.records import RequestRecord
+from servebench.transport.stamped import SO_TIMESTAMPNS, SockIO
 
 _HEAD, _SIZE, _DATA, _DATA_END, _TRAILER, _LENGTH, _EOF, _IDLE = range(8)
 
@@ -47,9 +59,17 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport) -> None:  # type: ignore[override]
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
-        now = perf_counter_ns()
+    def data_received(self, data: bytes) -> None:  # TLS: asyncio's transport, stamped on read
+        self.on_data(data, perf_counter_ns())
+
+    def on_data(self, data: bytes, now: int, read_ns: int = 0) -> None:
+        """`now`: when the bytes arrived (kernel stamp, or the read time); `read_ns`: when the
+        loop read them, if that differs."""
         rec = self.rec
+        if read_ns and self.state != _HEAD:
+            # how long body bytes waited for the loop; response heads are left out: in a burst
+            # they arrive while the loop is still sending, and carry no token
+            self.pool.read_lag_ns.append(read_ns - now)
         if rec is None:  # bytes with no request in flight: the server broke framing
             self._abort()
             return
@@ -212,6 +232,8 @@ class HttpTransport:
         self._idle: list[_Conn] = []
         self._all: set[_Conn] = set()
         self.connect_ns: list[int] = []  # set-up time of every connection opened
+        self._addr: tuple | None = None  # resolved once
+        self.read_lag_ns = array("q")  # per kernel-stamped read: read time - receive stamp
 
     # -- before t0
     def encode(self, req: Request, request_id: int | None = None) -> bytes:
@@ -245,12 +267,45 @@ class HttpTransport:
         loop = asyncio.get_running_loop()
         t = perf_counter_ns()
         try:
-            _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port, ssl=self.ssl)
+            if self.ssl is not None or SO_TIMESTAMPNS is None:
+                _, conn = await loop.create_connection(lambda: _Conn(self), self.host, self.port, ssl=self.ssl)
+            else:
+                conn = await self._open_stamped(loop)
         except OSError as e:
             raise TransportError(f"cannot connect to {self.host}:{self.port}: {e.strerror or e}") from None
         self.connect_ns.append(perf_counter_ns() - t)
         self._all.add(conn)
         return conn
+
+    async def _open_stamped(self, loop: asyncio.AbstractEventLoop) -> _Conn:
+        if self._addr is not None:
+            sock = await self._connect(loop, *self._addr)
+        else:  # every address in turn, as create_connection does (localhost may be ::1 first)
+            infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+            for i, info in enumerate(infos):
+                try:
+                    sock = await self._connect(loop, info[0], info[4])
+                    self._addr = info[0], info[4]
+                    break
+                except OSError:
+                    if i == len(infos) - 1:
+                        raise
+        conn = _Conn(self)
+        conn.connection_made(SockIO(loop, sock, conn))
+        return conn
+
+    @staticmethod
+    async def _connect(loop: asyncio.AbstractEventLoop, family: int, addr: tuple) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            await loop.sock_connect(sock, addr)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     # -- during the load
     async def send(self, wire: bytes, rec: RequestRecord) -> None:

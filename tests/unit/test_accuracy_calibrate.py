@@ -76,3 +76,51 @@ def test_self_check_is_on_by_default_only_above_100_streams():
     # open loop: 1e6 req/s x 2 s latency in flight
     assert self_check(LoadConfig(rate=1e6), warm) is not None
     assert self_check(LoadConfig(rate=1.0), warm) is None  # ~3 streams: below the threshold
+
+
+def test_auto_workers_from_measured_capacity_load_and_free_cores():
+    from servebench.calibrate import choose_workers
+
+    floor = Floor(ttft_overhead_ms=0.1, us_per_token=10.0, ingest_tok_s=50_000)
+    n, why = choose_workers(500, 40_000.0, floor, free=1.6, cpus=2)
+    assert n == 1 and "40,000 tokens/s" in why and "50,000" in why
+    # 500k tokens/s (5000 streams x 100/s) needs 10 processes: all of them fit on 15 free cores
+    n, why = choose_workers(5000, 500_000.0, floor, free=15.2, cpus=16)
+    assert n == 10
+    # only 3 cores free: capped there, and the reason says so
+    n, why = choose_workers(5000, 500_000.0, floor, free=3.4, cpus=16)
+    assert n == 3 and "3.4 of 16 cores free -> 3" in why
+    assert choose_workers(5000, 500_000.0, floor, free=0.1, cpus=16)[0] == 1  # never zero
+    assert choose_workers(5000, None, None, free=8, cpus=16)[0] == 1  # nothing measured: one process
+
+
+def test_check_records_the_workers_choice_and_its_reason():
+    from servebench.calibrate import check
+    from servebench.config import LoadConfig
+
+    warm = [RequestRecord(index=-1, warmup=True, status=200, sent_ns=1, end_ns=2 * 10**9,
+                          token_ns=[i * 10 * MS for i in range(11)], token_counts=[1] * 11)]
+    small = check(LoadConfig(concurrency=8), warm)
+    assert small.workers == 1 and small.workers_reason == "auto: 8 streams <= 100: one process"
+    fixed = check(LoadConfig(concurrency=8, workers=3), warm)
+    assert fixed.workers == 3 and fixed.workers_reason == "--workers 3"
+    big = check(LoadConfig(concurrency=400), warm)  # runs the self-check: 40k tokens/s asked
+    assert big.workers >= 1 and big.workers_reason.startswith("auto: load needs ~40,000 tokens/s")
+
+
+def test_the_run_self_check_sees_the_warm_up_token_rate(tmp_path):
+    """The warm-up records are raw bytes until decoded; the self-check used to read their
+    (empty) token times, find no rate and never warn, even for 5000 streams on one process."""
+    import asyncio
+
+    from servebench.config import LoadConfig
+    from servebench.orchestrate import RunState, _self_check
+
+    ev = b'data: {"id":"x","choices":[{"index":0,"text":"a","finish_reason":null}]}\n\n'
+    warm = RequestRecord(index=-1, warmup=True, status=200, sent_ns=1, end_ns=200 * MS,
+                         chunks=[(i * 10 * MS, ev) for i in range(11)] + [(200 * MS, b"data: [DONE]\n\n")])
+    st = RunState(tmp_path, records=[warm], api="openai-completions")
+    asyncio.run(_self_check(LoadConfig(concurrency=100_000, warmup=1), st))  # 100k streams x 100 tokens/s
+    assert warm.decoded and len(warm.token_ns) == 11
+    assert st.workers_reason.startswith("auto: load needs ~10,000,000 tokens/s")
+    assert st.warnings and "tokens/s of stream reads" in st.warnings[0]

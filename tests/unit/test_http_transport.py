@@ -221,3 +221,40 @@ def test_unreachable_endpoint_is_a_one_line_error():
 def test_bad_url_rejected():
     with pytest.raises(TransportError):
         HttpTransport("localhost:8000")
+
+
+def test_a_read_is_stamped_when_its_bytes_arrived_not_when_a_busy_loop_got_to_it():
+    """The client's loop is blocked (as by a burst of sends, a progress-bar refresh or a
+    neighbour on its core) while the server writes the first token; the read must still carry
+    the time the token arrived, as the emulator's write log shows, not the time it was read."""
+    import time
+    from time import perf_counter_ns
+
+    from servebench.adapters import ADAPTERS
+    from servebench.decode import decode_records
+    from servebench.emulator import start_emulator
+
+    ad = ADAPTERS["openai-completions"]
+    with start_emulator("openai", ttft_ms=30, itl_ms=300, flush_s=0.05) as emu:
+        async def go():
+            tr = HttpTransport(emu.url)
+            await tr.prepare(1)
+            rec = RequestRecord(index=0, output_tokens=2)
+            task = asyncio.ensure_future(tr.send(tr.encode(ad.build("hi", 2, model="m"), 0), rec))
+            while not rec.first_byte_ns:  # the response head, sent on arrival
+                await asyncio.sleep(0)
+            time.sleep(0.1)  # the loop is stuck well past the first token's write (~30 ms)
+            woke = perf_counter_ns()
+            await task
+            await tr.close()
+            return rec, woke, list(tr.read_lag_ns)
+
+        rec, woke, lags = run(go())
+        emu.stop()
+        log = emu.records()
+    decode_records(ad, [rec])
+    assert rec.ok and len(rec.token_ns) == 2
+    write = log[0]["token_ns"][0]
+    assert woke - write > 40_000_000  # the token really waited in the socket for the loop
+    assert 0 <= rec.token_ns[0] - write < 1_000_000  # and is stamped at its arrival anyway
+    assert max(lags) > 40_000_000  # the wait itself is recorded, as read lag (client verdict)

@@ -112,3 +112,73 @@ def test_sample_right_after_another_gives_no_cpu_rate():
     finally:
         p.kill()
         p.wait()
+
+
+def test_cpu_time_has_nanosecond_resolution_not_ticks():
+    p = subprocess.Popen([sys.executable, "-c", "import time\nend=time.time()+2\nwhile time.time()<end: pass"])
+    try:
+        time.sleep(0.3)
+        a = process_mod.cpu_clock_s(p.pid)
+        time.sleep(0.05)
+        b = process_mod.cpu_clock_s(p.pid)
+    finally:
+        p.kill()
+        p.wait()
+    assert a is not None and b is not None, "Linux exposes every process's CPU-time clock"
+    assert b >= a and round(a * 1e9) % 10_000_000 != 0  # not a multiple of a 10 ms tick
+
+
+class _Fake:
+    """A process whose CPU clock says it kept `share` cores busy since `born` (perf_counter)."""
+
+    def __init__(self, pid: int, share: float, born: int) -> None:
+        self.pid, self.share, self.born = pid, share, born
+
+    def cpu_s(self) -> float:
+        return self.share * (time.perf_counter_ns() - self.born) / 1e9
+
+    def create_time(self) -> float:
+        return 0.0
+
+    def oneshot(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def memory_info(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(rss=1)
+
+
+def test_no_cpu_rate_exceeds_the_cores_even_when_a_pass_is_slow(monkeypatch):
+    """Every core fully busy, read by a pass over the tree that is itself slow (a sampler
+    thread waiting for the GIL between two processes): the old interval (end of one pass to
+    the end of the next) is shorter than what the first process's readings span, and read
+    more than the cores; the interval from the previous pass's start contains them all."""
+    import os
+
+    cores = os.cpu_count() or 1
+    born = time.perf_counter_ns()
+    fakes = [_Fake(100 + i, cores / 4, born) for i in range(4)]  # 4 processes share every core
+    by_pid = {f.pid: f for f in fakes}
+    monkeypatch.setattr(process_mod, "cpu_clock_s", lambda pid: by_pid[pid].cpu_s())
+    s = ProcessSampler(1, interval_s=10)
+    s._psutil = __import__("psutil")
+    s._opened = True
+    slow = iter([0.0, 0.0, 0.0, 0.15] * 20)  # some passes stall after reading the first process
+
+    def tree():
+        first, *rest = fakes
+        yield first
+        time.sleep(next(slow))
+        yield from rest
+
+    monkeypatch.setattr(s, "_tree", tree)
+    for _ in range(12):
+        s.sample_now()
+        time.sleep(0.06)
+    rates = [r[1] for r in s.rows if r[1] is not None]
+    assert len(rates) >= 10
+    assert max(rates) <= cores, rates
+    assert sorted(rates)[len(rates) // 2] > 0.5 * cores  # and it still measures: busy cores read as busy
