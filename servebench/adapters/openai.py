@@ -19,8 +19,14 @@ Which chunks count as a token (token_counts gets 1 for each):
   total (server_output_tokens); token_counts is the per-chunk view. When a chunk lists its
   `token_ids` (vLLM, with `extra={"return_token_ids": True}`) that list's length is exact.
 
-`done` is `[DONE]`: the stream's real end. A stream cut after the finish chunk but before
-`[DONE]` is reported as truncated.
+`done` is `[DONE]`. Not every server sends it: `transformers serve` ends the body right after
+the chunk holding `finish_reason` (and `usage`, when asked). decode treats a body that ends
+cleanly after a finish_reason as complete, so `[DONE]` is optional; a stream that ends before
+any finish_reason is truncated. Usage may come in its own `"choices": []` chunk (vLLM) or
+inside the finish chunk (transformers): both are read.
+
+Servers that send no usage at all (llama-cpp-python's server ignores `stream_options`): the
+output count is sum(token_counts), one per chunk with text, reported as client-counted.
 
 `extra` in build(): fields merged into the top-level JSON body (where OpenAI's sampling
 parameters live); a None value removes a default (e.g. `{"ignore_eos": None}`).

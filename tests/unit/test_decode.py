@@ -84,13 +84,32 @@ def test_truncated_stream_keeps_tokens_and_flags_error():
     assert rec.ok is False
 
 
-def test_stream_cut_between_events_is_truncated():
+def test_stream_cut_between_events_before_the_finish_chunk_is_truncated():
     meta, body = load("vllm_completions")
-    cut = body.index(b"data: [DONE]")
+    cut = body.index(b'"finish_reason":"length"')
+    cut = body.rindex(b"data: ", 0, cut)  # the body ends cleanly just before the finish chunk
     rec = RequestRecord(index=0, status=200, end_ns=9, chunks=[(5, body[:cut])])
     decode_record(ADAPTERS["openai-completions"], rec)
-    assert rec.error == "truncated: stream ended after 7 events without the final one"
-    assert rec.token_counts == [1] * 6 and rec.server_output_tokens == 6
+    assert rec.error == "truncated: stream ended after 5 events without the final one"
+    assert rec.token_counts == [1] * 5 and rec.server_output_tokens is None and rec.finish_reason is None
+
+
+@pytest.mark.parametrize("marker, usage", [(b"data: [DONE]", 6), (b'data: {"id":"cmpl-8f2c","object":"text_completion","created":1767225600,"model":"tiny","choices":[]', None)])
+def test_body_ending_cleanly_after_the_finish_chunk_is_complete(marker, usage):
+    # no [DONE] (transformers serve never sends it), with or without the usage chunk before it
+    meta, body = load("vllm_completions")
+    rec = RequestRecord(index=0, status=200, end_ns=9, chunks=[(5, body[: body.index(marker)])])
+    decode_record(ADAPTERS["openai-completions"], rec)
+    assert rec.error is None and rec.ok
+    assert rec.token_counts == [1] * 6 and rec.server_output_tokens == usage and rec.finish_reason == "length"
+
+
+def test_event_left_open_after_the_finish_chunk_is_still_truncated():
+    meta, body = load("vllm_completions")
+    cut = body.index(b"data: [DONE]") - 30  # inside the usage chunk
+    rec = RequestRecord(index=0, status=200, end_ns=9, chunks=[(5, body[:cut])])
+    decode_record(ADAPTERS["openai-completions"], rec)
+    assert rec.error == "truncated: stream ended inside event 7"
 
 
 def test_vllm_error_event_mid_stream():
