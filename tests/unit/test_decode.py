@@ -243,3 +243,25 @@ def test_any_resplit_stamps_each_event_with_the_read_that_completed_it(name, dat
     expected_ns = [min(e for e in ends if e >= done_at) for done_at in reference.token_ns]
     assert rec.token_ns == expected_ns
     assert summary(rec)[1:] == summary(replay(name))[1:]
+
+
+# ---- recorded from real engines here (scripts/record_stream.py; read splits as received)
+
+def test_transformers_serve_completions_without_done_is_complete():
+    # transformers serve: token chunks, then one chunk with finish_reason "length" + usage, then
+    # the body ends (no [DONE]); every chunk but the last has text and no finish_reason field
+    rec = replay("transformers_completions")
+    assert rec.error is None and rec.ok
+    assert rec.token_counts == [1] * 6
+    assert (rec.server_input_tokens, rec.server_output_tokens, rec.finish_reason) == (11, 6, "length")
+
+
+def test_transformers_serve_chat_role_chunk_and_usage_in_finish_chunk():
+    rec = replay("transformers_chat")
+    assert rec.error is None
+    assert rec.token_counts == [1] * 4 and rec.server_output_tokens == 4 and rec.finish_reason == "length"
+
+
+def test_transformers_serve_rejects_ignore_eos_with_422():
+    rec = replay("transformers_422")
+    assert rec.error == "HTTP 422: Unexpected fields in the request: {'ignore_eos'}"

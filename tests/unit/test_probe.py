@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -14,9 +15,10 @@ from servebench.probe import before_load, named_fields, negotiate
 
 COMPLETIONS = ADAPTERS["openai-completions"]
 
-# rejection bodies as the servers write them (transformers serve: recorded here, see
-# tests/fixtures/streams/transformers_422.sse; FastAPI extra=forbid; OpenAI's own API)
-TRANSFORMERS_422 = b'{"detail":"Unexpected fields in the request: {\'ignore_eos\'}"}'
+# rejection bodies as the servers write them (transformers serve: recorded from the real server
+# here; FastAPI extra=forbid; OpenAI's own API)
+STREAMS = Path(__file__).parent.parent / "fixtures" / "streams"
+TRANSFORMERS_422 = (STREAMS / "transformers_422.sse").read_bytes()
 FASTAPI_422 = json.dumps({"detail": [
     {"type": "extra_forbidden", "loc": ["body", "ignore_eos"], "msg": "Extra inputs are not permitted"},
     {"type": "extra_forbidden", "loc": ["body", "return_token_ids"], "msg": "Extra inputs are not permitted"},
