@@ -143,8 +143,14 @@ def http_send(base_url: str, timeout_s: float = 60.0, client: Any = None) -> Sen
 
 def before_load(server: Any, adapter: Any, model: str, extra: dict[str, Any] | None,
                 warnings: list[str], *, send: Send | None = None) -> dict[str, Any] | None:
-    """The run's probe: returns the `extra` the load must use. Records the outcome in
-    server.info["request_probe"] (run.json) and appends a warning when fields were dropped."""
+    """The run's checks before the load: returns the `extra` the load must use. Records the probe
+    in server.info["request_probe"] (run.json) and appends a warning when fields were dropped,
+    and one when the CPU server logged a slow path (servebench.hostcpu)."""
+    from servebench.hostcpu import slow_path_warning
+
+    slow = slow_path_warning(server.info)  # a CPU server that logged a slow path (process launcher)
+    if slow:
+        warnings.append(slow)
     if not str(server.base_url).startswith("http"):
         return extra  # SageMaker: the container's API is fixed by the spec
     send = send or http_send(server.base_url)

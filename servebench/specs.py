@@ -50,6 +50,19 @@ class CommandSpec(_Strict):
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)  # defaults; the user's environment wins
     defaults: dict[str, str | int] = Field(default_factory=dict)  # for OPTIONAL_KEYS
+    # the model name the API expects, when the engine cannot be told one (a template, e.g.
+    # "{model}": transformers serve answers only to the path it was started with)
+    served_name: str | None = None
+
+
+class CpuDtype(_Strict):
+    """Weights dtype on a CPU-only host (servebench.hostcpu): `fast` where the CPU has native
+    bf16 (AVX512_BF16 / AMX), else `fallback`. A user-given flag always wins."""
+
+    flag: str  # e.g. --dtype
+    fast: str = "bfloat16"
+    fallback: str = "float32"
+    slow_path_log: list[str] = Field(default_factory=list)  # server-log text that means a slow CPU path
 
 
 class ProcessSpec(CommandSpec):
@@ -86,6 +99,7 @@ class EngineSpec(_Strict):
     # extra request fields per adapter, e.g. vLLM's return_token_ids: exact tokens per chunk
     request_extra: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: dict[str, list[str]] = Field(default_factory=dict)  # common name -> engine names
+    cpu_dtype: CpuDtype | None = None  # process launcher on a GPU-less host (servebench.hostcpu)
     process: ProcessSpec | None = None
     docker: DockerSpec | None = None
     sagemaker: SageMakerSpec | None = None

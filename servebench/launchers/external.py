@@ -47,7 +47,8 @@ class ExternalLauncher:
             # /health but fail /v1/models (transformers serve without a local hub cache)
             paths += [p for p in ("/v1/models", "/health") if p != health_path]
         last, answered = "", False
-        with httpx.Client(timeout=self.timeout_s) as client:
+        # no keep-alive: a server that answered 500 may close the connection under the next request
+        with httpx.Client(timeout=self.timeout_s, limits=httpx.Limits(max_keepalive_connections=0)) as client:
             for path in paths:
                 try:
                     r = client.get(base_url + path)
