@@ -126,6 +126,7 @@ def convert(model_dir: Path, out: Path, qtype: str = DEFAULT_TYPE) -> Path:
         w.write_kv_data_to_file()
         w.write_tensors_to_file()
         w.close()
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the model dir is readable
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

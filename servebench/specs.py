@@ -10,7 +10,7 @@ so a spec never has to guess a default that would change the engine's behaviour.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -100,6 +100,9 @@ class EngineSpec(_Strict):
     request_extra: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: dict[str, list[str]] = Field(default_factory=dict)  # common name -> engine names
     cpu_dtype: CpuDtype | None = None  # process launcher on a GPU-less host (servebench.hostcpu)
+    # "gguf": the engine loads one GGUF file; the process launcher converts a model dir (a preset)
+    # with servebench.gguf_export, the `quantize` option naming the GGUF type (f16, q8_0, ...)
+    model_format: Literal["hf", "gguf"] = "hf"
     process: ProcessSpec | None = None
     docker: DockerSpec | None = None
     sagemaker: SageMakerSpec | None = None
@@ -165,6 +168,8 @@ def render_command(
         else:
             argv += [spec.flags.gpus, str(len(gpus))]
     opts = {**section.defaults, **{k: v for k, v in (options or {}).items() if v is not None}}
+    if spec.model_format == "gguf":
+        opts.pop("quantize", None)  # the GGUF type is in the file (ProcessLauncher._model_file)
     for key in OPTIONAL_KEYS:
         if key not in opts:
             continue

@@ -32,17 +32,39 @@ class ProcessLauncher:
         self.log_path: Path | None = None
         self.dtype_args: list[str] = []
         self.dtype: dict | None = None
+        self.gguf: dict | None = None
 
     def command(self, spec: EngineSpec, req: LaunchRequest, port: int) -> list[str]:
         if spec.process is None:
             hint = "use --launcher docker" if spec.docker is not None else "benchmark a running server with --endpoint URL"
             raise SpecError(f"{spec.name} has no process section in {spec.source}; {hint}")
-        values = {"python": self.python, "model": req.model, "host": self.host, "port": port,
+        model, options = self._model_file(spec, req)
+        values = {"python": self.python, "model": model, "host": self.host, "port": port,
                   "served_model_name": served_name(req)}
         # CPU host: the dtype it runs fastest, before the user's args (theirs win)
         self.dtype_args, self.dtype = choose_dtype(spec.cpu_dtype, req.extra_args, req.gpus)
-        return render_command(spec, spec.process, values, gpus=req.gpus, options=req.options,
+        return render_command(spec, spec.process, values, gpus=req.gpus, options=options,
                               extra_args=self.dtype_args + list(req.extra_args))
+
+    def _model_file(self, spec: EngineSpec, req: LaunchRequest) -> tuple[str, dict]:
+        """GGUF engines: the model dir's GGUF file in the `quantize` type (converted once);
+        the type is in the file, so it is no command-line option."""
+        if spec.model_format != "gguf":
+            return req.model, req.options
+        from servebench.gguf_export import ensure_gguf
+
+        assert spec.process is not None
+        opts = dict(req.options)
+        qtype = str(opts.pop("quantize", None) or spec.process.defaults.get("quantize") or "f16")
+        known = spec.flags.quantize_values
+        if known and qtype.lower() not in known:
+            raise SpecError(f"{spec.name} does not know quantization {qtype!r} (known: {', '.join(known)})")
+        try:
+            path = ensure_gguf(req.model, qtype)
+        except (ValueError, OSError) as e:
+            raise SpecError(f"{spec.name}: cannot make a GGUF file of {req.model}: {e}") from None
+        self.gguf = {"file": str(path), "type": qtype.lower(), "bytes": path.stat().st_size}
+        return str(path), opts
 
     def served(self, spec: EngineSpec, req: LaunchRequest) -> str:
         """The name requests must use: the spec's template (engines that cannot be told one), else
@@ -98,6 +120,8 @@ class ProcessLauncher:
         out: dict = {}
         if self.dtype is not None:
             out["dtype"] = self.dtype
+        if self.gguf is not None:
+            out["gguf"] = self.gguf
         if spec.cpu_dtype is not None:
             lines = slow_path_lines(self.log_path, spec.cpu_dtype.slow_path_log)
             if lines:
