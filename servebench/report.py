@@ -29,6 +29,9 @@ def warnings(s: dict) -> list[str]:
             f"output shortfall: {o['shortfall_requests']} request(s) produced fewer tokens than requested "
             f"(requested {_f(o['requested_mean'], 1)}, achieved mean {_f(o['achieved_mean'], 1)})"
         )
+    if o.get("client_counted"):
+        out.append(f"output tokens client-counted for {o['client_counted']} request(s): the server reported no "
+                   "usage, so each streamed chunk with text counts as one token")
     if o.get("count_mismatches"):
         out.append(f"{o['count_mismatches']} request(s): server-reported output tokens differ from streamed chunks")
     if i.get("mismatched_requests"):
