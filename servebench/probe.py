@@ -9,6 +9,9 @@ one request first and, when the error names fields servebench added, retries ONC
 The run then uses the reduced request and records what was dropped and what that changes.
 
 `negotiate` is pure apart from the injected `send`; `before_load` is the one call the run makes.
+The probe asks for 2 tokens of "Hello"; the server's own counts of it are stored beside the
+outcome (run.json server.info.request_probe: prompt_tokens, output_tokens), so a check of the
+server's token counters against the run's records can add them.
 """
 
 from __future__ import annotations
@@ -48,9 +51,11 @@ class Negotiation:
     rejected_message: str | None = None
     status: int | None = None  # the status of the last probe answer (None: no answer)
     error: str | None = None  # why the probe could not get a 2xx, if it could not
+    body: bytes = b""  # the last answer's body (not stored: its token counts are, by before_load)
 
     def record(self) -> dict[str, Any]:
         out = asdict(self)
+        del out["body"]
         out["meaning"] = {f: MEANING.get(f, "server default for this field") for f in self.dropped}
         return out
 
@@ -99,7 +104,7 @@ def negotiate(send: Send, build: Callable[[dict[str, Any]], Request], extra: dic
     except (OSError, RuntimeError) as e:
         return Negotiation(extra=extra, error=one_line(str(e) or type(e).__name__))
     if 200 <= status < 300:
-        return Negotiation(extra=extra, status=status)
+        return Negotiation(extra=extra, status=status, body=body)
     message = one_line(message_of(body))
     if status not in (400, 422):
         return Negotiation(extra=extra, status=status, error=f"HTTP {status}: {message}")
@@ -119,6 +124,8 @@ def negotiate(send: Send, build: Callable[[dict[str, Any]], Request], extra: dic
         return out
     if not 200 <= out.status < 300:
         out.error = f"HTTP {out.status}: {one_line(message_of(body))}"
+    else:
+        out.body = body
     return out
 
 
@@ -155,7 +162,17 @@ def before_load(server: Any, adapter: Any, model: str, extra: dict[str, Any] | N
         return extra  # SageMaker: the container's API is fixed by the spec
     send = send or http_send(server.base_url)
     neg = negotiate(send, lambda x: adapter.build(PROBE_PROMPT, PROBE_TOKENS, model=model, extra=x), extra)
-    server.info["request_probe"] = neg.record()
+    rec = neg.record()
+    if neg.body:
+        # the probe's tokens reach the server's counters too: record them, so every token the
+        # server counted during the run is accounted for (run.json + requests.parquet)
+        from servebench.decode import decode_record
+        from servebench.records import RequestRecord
+
+        r = RequestRecord(index=-1, status=neg.status or 0, chunks=[(0, neg.body)])
+        decode_record(adapter, r)
+        rec["prompt_tokens"], rec["output_tokens"] = r.server_input_tokens, r.server_output_tokens
+    server.info["request_probe"] = rec
     w = neg.warning()
     if w:
         warnings.append(w)

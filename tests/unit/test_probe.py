@@ -131,8 +131,9 @@ class _StrictHandler(BaseHTTPRequestHandler):
         self.bodies.append(body)
         if "ignore_eos" in body:
             status, out = 422, TRANSFORMERS_422
-        else:
-            status, out = 200, b'data: {"choices":[{"text":"a","finish_reason":"length"}]}\n\n'
+        else:  # transformers' shape: usage in the finish chunk, no [DONE]
+            status, out = 200, (b'data: {"choices":[{"text":"a"}]}\n\ndata: {"choices":[{"text":"",'
+                                b'"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n')
         self.send_response(status)
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
@@ -152,6 +153,9 @@ def test_before_load_over_http_records_the_drop_in_server_info():
     assert extra == {"ignore_eos": None}
     assert server.info["request_probe"]["dropped"] == ["ignore_eos"]
     assert server.info["request_probe"]["status"] == 200
+    # the probe's tokens as the server counted them
+    assert (server.info["request_probe"]["prompt_tokens"], server.info["request_probe"]["output_tokens"]) == (3, 2)
+    assert "body" not in server.info["request_probe"]
     assert len(warnings) == 1 and "ignore_eos" in warnings[0]
     assert [("ignore_eos" in b) for b in _StrictHandler.bodies] == [True, False]
 
