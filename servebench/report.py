@@ -109,5 +109,8 @@ def render(run_dir: Path, console: Console | None = None) -> None:
             console.print(f"telemetry {name}: unavailable ({ts.get('reason')})")
         elif isinstance(ts, dict) and ts.get("headline"):
             console.print(f"telemetry {name}: {ts['headline']}")
+    info = (run.get("server") or {}).get("info") or {}
+    if (info.get("dtype") or {}).get("dtype"):  # CPU engines: the weights dtype and why (hostcpu)
+        console.print(f"server dtype: {info['dtype']['dtype']} ({info['dtype'].get('why')})")
     for w in warnings(s):
         console.print(f"[yellow]warning:[/] {w}")
