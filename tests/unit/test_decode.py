@@ -265,3 +265,26 @@ def test_transformers_serve_chat_role_chunk_and_usage_in_finish_chunk():
 def test_transformers_serve_rejects_ignore_eos_with_422():
     rec = replay("transformers_422")
     assert rec.error == "HTTP 422: Unexpected fields in the request: {'ignore_eos'}"
+
+
+def test_llamacpp_completions_has_no_usage_so_tokens_are_client_counted():
+    # llama-cpp-python: one chunk per token (finish_reason null), an empty finish chunk, [DONE];
+    # no usage chunk at all (it has no stream_options)
+    rec = replay("llamacpp_completions")
+    assert rec.error is None and rec.token_counts == [1] * 6 and rec.finish_reason == "length"
+    assert rec.server_output_tokens is None and rec.server_input_tokens is None
+
+
+def test_llamacpp_chat_role_chunk_and_empty_finish_delta():
+    rec = replay("llamacpp_chat")
+    assert rec.error is None and rec.token_counts == [1] * 4 and rec.finish_reason == "length"
+
+
+def test_gguf_conversion_generates_what_transformers_generates():
+    # same prompt, greedy: llama.cpp on the q8_0 GGUF of `tiny` and transformers on its
+    # safetensors produced the same six tokens (a wrong q/k permutation or vocab would not)
+    def text(name):
+        _, body = load(name)
+        return "".join(json.loads(p[6:])["choices"][0]["text"] for p in body.split(b"\n\n")
+                       if p.startswith(b"data: {"))
+    assert text("llamacpp_completions") == text("transformers_completions") == "zat plend maidar laimvou preast zet"
