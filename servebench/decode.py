@@ -17,6 +17,13 @@ rec.error (one line) is set for: a non-2xx status (message from the JSON error b
 malformed event, an error event in the stream, and a stream that ended before the engine's
 final event (truncated). An error already set by the transport is kept; decoding still fills
 what the received bytes allow. Events after the final one are ignored.
+
+Complete vs truncated: a stream is complete at the engine's end marker (`[DONE]`, TGI's
+details event, ...) OR when the body ended cleanly after an event holding a finish_reason.
+OpenAI-compatible servers differ on what follows the finish chunk (vLLM: a usage chunk, then
+`[DONE]`; `transformers serve`: nothing, with usage inside the finish chunk), and the finish
+chunk is the engine's own word that generation ended. A connection cut mid-body is caught by
+the transport (rec.error), not here; an event left open at the end is still "truncated".
 """
 
 from __future__ import annotations
@@ -83,6 +90,8 @@ def _decode(adapter: Adapter, rec: RequestRecord) -> str | None:
         if not body:
             return "empty response body"
         return f"no SSE events in the response body: {body[:80].decode('utf-8', 'replace')}"
+    if rec.finish_reason is not None:
+        return None  # ended cleanly after the finish event (no [DONE]): complete
     return f"truncated: stream ended after {events} events without the final one"
 
 

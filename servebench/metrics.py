@@ -150,6 +150,8 @@ def summarize(records: Sequence[RequestRecord], *, target_concurrency: int | Non
             "total": int(sum(out_tok)),
             "shortfall_requests": sum(1 for r, n in zip(ok, out_tok) if n < r.output_tokens),
             "server_reported": sum(1 for r in ok if r.server_output_tokens is not None),
+            # no usage from the server: one token per streamed chunk with text (adapter's rule)
+            "client_counted": sum(1 for r in ok if r.server_output_tokens is None),
             "streamed_total": int(sum(streamed)),
             "count_mismatches": sum(
                 1 for r, s in zip(ok, streamed) if r.server_output_tokens is not None and r.server_output_tokens != s

@@ -114,11 +114,16 @@ def measure(cfg: RunConfig, p: Prepared, session, run_dir: Path, progress: Calla
             session.open(phase)
         st.server = session.server
         st.engine_version = session.engine_version
+        # one probe request; fields the server rejects are dropped (recorded in run.json
+        # server.info.request_probe, and a warning)
+        from servebench.probe import before_load
+
+        extra = before_load(st.server, p.adapter, session.served, p.spec.request_extra.get(p.api), st.warnings)
         st.samplers = _samplers(cfg, st.server, p.spec.metrics)
         for s in st.samplers:
             s.start()
         phase("running load")
-        _drive_all(cfg, st, p.adapter, p.prompts, session.served, progress, p.spec.request_extra.get(p.api))
+        _drive_all(cfg, st, p.adapter, p.prompts, session.served, progress, extra)
         st.status = "complete"
     except KeyboardInterrupt:
         cause, st.exit_code = interrupt_cause()

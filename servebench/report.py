@@ -30,6 +30,9 @@ def warnings(s: dict) -> list[str]:
             f"output shortfall: {o['shortfall_requests']} request(s) produced fewer tokens than requested "
             f"(requested {_f(o['requested_mean'], 1)}, achieved mean {_f(o['achieved_mean'], 1)})"
         )
+    if o.get("client_counted"):
+        out.append(f"output tokens client-counted for {o['client_counted']} request(s): the server reported no "
+                   "usage, so each streamed chunk with text counts as one token")
     if o.get("count_mismatches"):
         out.append(f"{o['count_mismatches']} request(s): server-reported output tokens differ from streamed chunks")
     if i.get("mismatched_requests"):
@@ -124,6 +127,9 @@ def render(run_dir: Path, console: Console | None = None) -> None:
             console.print(f"telemetry {name}: unavailable ({ts.get('reason')})")
         elif isinstance(ts, dict) and ts.get("headline"):
             console.print(f"telemetry {name}: {ts['headline']}")
+    info = (run.get("server") or {}).get("info") or {}
+    if (info.get("dtype") or {}).get("dtype"):  # CPU engines: the weights dtype and why (hostcpu)
+        console.print(f"server dtype: {info['dtype']['dtype']} ({info['dtype'].get('why')})")
     for w in warnings(s):
         console.print(f"[yellow]warning:[/] {w}")
     from servebench.estimate.report import render_efficiency  # issue 13: measured vs physical floor

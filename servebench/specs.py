@@ -10,7 +10,7 @@ so a spec never has to guess a default that would change the engine's behaviour.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -50,6 +50,19 @@ class CommandSpec(_Strict):
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)  # defaults; the user's environment wins
     defaults: dict[str, str | int] = Field(default_factory=dict)  # for OPTIONAL_KEYS
+    # the model name the API expects, when the engine cannot be told one (a template, e.g.
+    # "{model}": transformers serve answers only to the path it was started with)
+    served_name: str | None = None
+
+
+class CpuDtype(_Strict):
+    """Weights dtype on a CPU-only host (servebench.hostcpu): `fast` where the CPU has native
+    bf16 (AVX512_BF16 / AMX), else `fallback`. A user-given flag always wins."""
+
+    flag: str  # e.g. --dtype
+    fast: str = "bfloat16"
+    fallback: str = "float32"
+    slow_path_log: list[str] = Field(default_factory=list)  # server-log text that means a slow CPU path
 
 
 class ProcessSpec(CommandSpec):
@@ -89,6 +102,10 @@ class EngineSpec(_Strict):
     # extra request fields per adapter, e.g. vLLM's return_token_ids: exact tokens per chunk
     request_extra: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: dict[str, list[str]] = Field(default_factory=dict)  # common name -> engine names
+    cpu_dtype: CpuDtype | None = None  # process launcher on a GPU-less host (servebench.hostcpu)
+    # "gguf": the engine loads one GGUF file; the process launcher converts a model dir (a preset)
+    # with servebench.gguf_export, the `quantize` option naming the GGUF type (f16, q8_0, ...)
+    model_format: Literal["hf", "gguf"] = "hf"
     process: ProcessSpec | None = None
     docker: DockerSpec | None = None
     sagemaker: SageMakerSpec | None = None
@@ -154,6 +171,8 @@ def render_command(
         else:
             argv += [spec.flags.gpus, str(len(gpus))]
     opts = {**section.defaults, **{k: v for k, v in (options or {}).items() if v is not None}}
+    if spec.model_format == "gguf":
+        opts.pop("quantize", None)  # the GGUF type is in the file (ProcessLauncher._model_file)
     for key in OPTIONAL_KEYS:
         if key not in opts:
             continue

@@ -19,11 +19,19 @@ Which chunks count as a token (token_counts gets 1 for each):
   total (server_output_tokens); token_counts is the per-chunk view. When a chunk lists its
   `token_ids` (vLLM, with `extra={"return_token_ids": True}`) that list's length is exact.
 
-`done` is `[DONE]`: the stream's real end. A stream cut after the finish chunk but before
-`[DONE]` is reported as truncated.
+`done` is `[DONE]`. Not every server sends it: `transformers serve` ends the body right after
+the chunk holding `finish_reason` (and `usage`, when asked). decode treats a body that ends
+cleanly after a finish_reason as complete, so `[DONE]` is optional; a stream that ends before
+any finish_reason is truncated. Usage may come in its own `"choices": []` chunk (vLLM) or
+inside the finish chunk (transformers): both are read.
+
+Servers that send no usage at all (llama-cpp-python's server ignores `stream_options`): the
+output count is sum(token_counts), one per chunk with text, reported as client-counted.
 
 `extra` in build(): fields merged into the top-level JSON body (where OpenAI's sampling
-parameters live); a None value removes a default (e.g. `{"ignore_eos": None}`).
+parameters live); a None value removes a default (e.g. `{"ignore_eos": None}`); the string
+"{max_tokens}" becomes this request's max_tokens (llama-cpp-python forces the length with
+`"min_tokens": N`, not ignore_eos).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from servebench.adapters.base import Request
 from servebench.records import StreamEvent
 
 _DONE = b"[DONE]"
+MAX_TOKENS = "{max_tokens}"  # an extra value filled with the request's max_tokens
 
 
 def _usage(obj: dict[str, Any], ev: StreamEvent) -> None:
@@ -42,6 +51,12 @@ def _usage(obj: dict[str, Any], ev: StreamEvent) -> None:
     if usage:
         ev.prompt_tokens = as_int(usage.get("prompt_tokens"), "usage.prompt_tokens")
         ev.output_tokens = as_int(usage.get("completion_tokens"), "usage.completion_tokens")
+
+
+def _per_request(extra: dict[str, Any] | None, max_tokens: int) -> dict[str, Any] | None:
+    if not extra or MAX_TOKENS not in extra.values():
+        return extra
+    return {k: (max_tokens if v == MAX_TOKENS else v) for k, v in extra.items()}
 
 
 def _exact_count(choice: dict[str, Any], ev: StreamEvent) -> None:
@@ -68,7 +83,7 @@ class OpenAICompletions:
             "ignore_eos": True,
             "temperature": 0,
         }
-        return Request("POST", self.default_path, dumps(merged(body, extra)))
+        return Request("POST", self.default_path, dumps(merged(body, _per_request(extra, max_tokens))))
 
     @shape_checked
     def parse(self, payload: bytes, state: dict[str, Any]) -> StreamEvent | None:
@@ -111,7 +126,7 @@ class OpenAIChat:
             "ignore_eos": True,
             "temperature": 0,
         }
-        return Request("POST", self.default_path, dumps(merged(body, extra)))
+        return Request("POST", self.default_path, dumps(merged(body, _per_request(extra, max_tokens))))
 
     @shape_checked
     def parse(self, payload: bytes, state: dict[str, Any]) -> StreamEvent | None:

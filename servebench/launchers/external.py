@@ -43,18 +43,26 @@ class ExternalLauncher:
     def _check_http(self, base_url: str, health_path: str, adapter: str) -> str:
         paths = [health_path]
         if adapter.startswith("openai"):
-            paths.append("/v1/models")  # OpenAI-compatible servers without a /health route
-        last = ""
-        with httpx.Client(timeout=self.timeout_s) as client:
+            # OpenAI-compatible servers without a /health route answer /v1/models; some answer
+            # /health but fail /v1/models (transformers serve without a local hub cache)
+            paths += [p for p in ("/v1/models", "/health") if p != health_path]
+        last, answered = "", False
+        # no keep-alive: a server that answered 500 may close the connection under the next request
+        with httpx.Client(timeout=self.timeout_s, limits=httpx.Limits(max_keepalive_connections=0)) as client:
             for path in paths:
                 try:
                     r = client.get(base_url + path)
-                except httpx.HTTPError as e:
+                except httpx.ConnectError as e:  # nothing listens: no other path will answer
                     raise LaunchError(f"endpoint {base_url} is unreachable: {one_line(str(e)) or type(e).__name__}") from None
+                except httpx.HTTPError as e:
+                    last = f"GET {path} -> {one_line(str(e)) or type(e).__name__}"
+                    continue
+                answered = True
                 if r.status_code == 200:
                     return path
                 last = f"GET {path} -> HTTP {r.status_code}"
-        raise LaunchError(f"endpoint {base_url} is not healthy: {last}")
+        what = "is not healthy" if answered else "is unreachable"
+        raise LaunchError(f"endpoint {base_url} {what}: {last}")
 
     def _check_sagemaker(self, name: str, region: str | None) -> str:
         from botocore.exceptions import BotoCoreError, ClientError

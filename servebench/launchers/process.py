@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 
+from servebench.hostcpu import choose_dtype, slow_path_lines
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.readiness import free_port, log_dir, log_tail, redact_env, served_name, wait_ready
 from servebench.specs import EngineSpec, SpecError, load_spec, render_command
@@ -29,15 +30,47 @@ class ProcessLauncher:
         self.stop_timeout_s = stop_timeout_s
         self.proc: subprocess.Popen | None = None
         self.log_path: Path | None = None
+        self.dtype_args: list[str] = []
+        self.dtype: dict | None = None
+        self.gguf: dict | None = None
 
     def command(self, spec: EngineSpec, req: LaunchRequest, port: int) -> list[str]:
         if spec.process is None:
             hint = "use --launcher docker" if spec.docker is not None else "benchmark a running server with --endpoint URL"
             raise SpecError(f"{spec.name} has no process section in {spec.source}; {hint}")
-        values = {"python": self.python, "model": req.model, "host": self.host, "port": port,
+        model, options = self._model_file(spec, req)
+        values = {"python": self.python, "model": model, "host": self.host, "port": port,
                   "served_model_name": served_name(req)}
-        return render_command(spec, spec.process, values, gpus=req.gpus, options=req.options,
-                              extra_args=req.extra_args)
+        # CPU host: the dtype it runs fastest, before the user's args (theirs win)
+        self.dtype_args, self.dtype = choose_dtype(spec.cpu_dtype, req.extra_args, req.gpus)
+        return render_command(spec, spec.process, values, gpus=req.gpus, options=options,
+                              extra_args=self.dtype_args + list(req.extra_args))
+
+    def _model_file(self, spec: EngineSpec, req: LaunchRequest) -> tuple[str, dict]:
+        """GGUF engines: the model dir's GGUF file in the `quantize` type (converted once);
+        the type is in the file, so it is no command-line option."""
+        if spec.model_format != "gguf":
+            return req.model, req.options
+        from servebench.gguf_export import ensure_gguf
+
+        assert spec.process is not None
+        opts = dict(req.options)
+        qtype = str(opts.pop("quantize", None) or spec.process.defaults.get("quantize") or "f16")
+        known = spec.flags.quantize_values
+        if known and qtype.lower() not in known:
+            raise SpecError(f"{spec.name} does not know quantization {qtype!r} (known: {', '.join(known)})")
+        try:
+            path = ensure_gguf(req.model, qtype)
+        except (ValueError, OSError) as e:
+            raise SpecError(f"{spec.name}: cannot make a GGUF file of {req.model}: {e}") from None
+        self.gguf = {"file": str(path), "type": qtype.lower(), "bytes": path.stat().st_size}
+        return str(path), opts
+
+    def served(self, spec: EngineSpec, req: LaunchRequest) -> str:
+        """The name requests must use: the spec's template (engines that cannot be told one), else
+        the requested served name."""
+        tpl = spec.process.served_name if spec.process else None
+        return tpl.format_map({"model": req.model}) if tpl else served_name(req)
 
     def env(self, spec: EngineSpec, req: LaunchRequest) -> tuple[dict[str, str], dict[str, str]]:
         """(full child env, the part servebench chose, for run.json). The user's exported
@@ -70,7 +103,7 @@ class ProcessLauncher:
         adapter = req.options.get("adapter") or spec.adapter
         try:
             atexit.register(self.stop)
-            ready_s = wait_ready(spec, base_url, adapter=adapter, model=served_name(req), timeout_s=req.ready_timeout_s,
+            ready_s = wait_ready(spec, base_url, adapter=adapter, model=self.served(spec, req), timeout_s=req.ready_timeout_s,
                                  exited=self._exited, tail=lambda: log_tail(self.log_path), poll_s=self.poll_s)
         except BaseException:  # KeyboardInterrupt included: never leave the server behind
             self.stop()
@@ -79,7 +112,21 @@ class ProcessLauncher:
                       pid=self.proc.pid, info={
                           "launcher": self.name, "command": shlex.join(argv), "argv": argv,
                           "env": redact_env(chosen), "log": str(self.log_path), "port": port,
-                          "served_model_name": served_name(req), "spec": spec.source})
+                          "served_model_name": self.served(spec, req), "spec": spec.source,
+                          **self._cpu_info(spec)})
+
+    def _cpu_info(self, spec: EngineSpec) -> dict:
+        """run.json: the dtype servebench chose and why; slow CPU paths the server logged."""
+        out: dict = {}
+        if self.dtype is not None:
+            out["dtype"] = self.dtype
+        if self.gguf is not None:
+            out["gguf"] = self.gguf
+        if spec.cpu_dtype is not None:
+            lines = slow_path_lines(self.log_path, spec.cpu_dtype.slow_path_log)
+            if lines:
+                out["slow_path"] = lines
+        return out
 
     def _exited(self) -> str | None:
         rc = self.proc.poll() if self.proc else None

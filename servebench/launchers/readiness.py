@@ -93,6 +93,15 @@ def probe_generation(
     finally:
         if own:
             client.close()
+    if r.status_code in (400, 422):
+        # a server that rejects a field servebench added (ignore_eos, ...) still generates: the
+        # run's own probe (servebench.probe) drops the field and records it; here, ready is enough
+        from servebench.probe import http_send, negotiate
+
+        neg = negotiate(http_send(base_url, max(timeout_s, 1.0), None if own else client),
+                        lambda x: ADAPTERS[adapter_name].build(PROBE_PROMPT, PROBE_TOKENS, model=model, extra=x), None)
+        if neg.dropped and neg.error is None:
+            return
     if not 200 <= r.status_code < 300:
         raise LaunchError(f"{what} got HTTP {r.status_code}: "
                           f"{one_line(body.decode('utf-8', 'replace'), 200)}")

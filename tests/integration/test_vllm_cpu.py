@@ -97,9 +97,12 @@ def test_burst_of_100(vllm_server, tmp_path):
     assert m["scheduled_ns"].nunique() == 1  # burst: one release instant for all
     assert run["config"]["load"]["concurrency"] is None and run["config"]["load"]["rate"] is None
     assert max_overlap(m) > 50  # most of the burst really was in flight together
-    # The server's own counters saw exactly the tokens the records say (warm-up included).
-    want_prompt = prompt0 + int(df["server_input_tokens"].sum())
-    want_gen = gen0 + int(df["server_output_tokens"].sum())
+    # The server's own counters saw exactly the tokens the records say (warm-up included), plus
+    # the one probe request servebench sends before the load (its counts are in run.json).
+    probe = run["server"]["info"]["request_probe"]
+    assert probe["status"] == 200 and probe["dropped"] == [] and probe["output_tokens"] == 2
+    want_prompt = prompt0 + int(df["server_input_tokens"].sum()) + probe["prompt_tokens"]
+    want_gen = gen0 + int(df["server_output_tokens"].sum()) + probe["output_tokens"]
     assert _wait_counter(url, "vllm:prompt_tokens_total", want_prompt) == want_prompt
     assert _wait_counter(url, "vllm:generation_tokens_total", want_gen) == want_gen
 

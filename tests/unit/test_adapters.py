@@ -59,6 +59,14 @@ def test_extra_merges_into_sampling_parameters_and_none_removes():
     assert body("lightllm", {"top_k": 2})["parameters"]["top_k"] == 2
 
 
+def test_max_tokens_placeholder_is_filled_per_request():
+    # llama-cpp-python forces the length with min_tokens = max_tokens
+    for name in ("openai-completions", "openai-chat"):
+        req = ADAPTERS[name].build("p", 9, model="m", extra={"min_tokens": "{max_tokens}", "ignore_eos": None})
+        b = json.loads(req.body)
+        assert b["min_tokens"] == 9 and b["max_tokens"] == 9 and "ignore_eos" not in b
+
+
 def test_build_escapes_prompt_as_json():
     req = ADAPTERS["openai-completions"].build('a "quoted"\nline', 1, model="m")
     assert json.loads(req.body)["prompt"] == 'a "quoted"\nline'

@@ -84,13 +84,32 @@ def test_truncated_stream_keeps_tokens_and_flags_error():
     assert rec.ok is False
 
 
-def test_stream_cut_between_events_is_truncated():
+def test_stream_cut_between_events_before_the_finish_chunk_is_truncated():
     meta, body = load("vllm_completions")
-    cut = body.index(b"data: [DONE]")
+    cut = body.index(b'"finish_reason":"length"')
+    cut = body.rindex(b"data: ", 0, cut)  # the body ends cleanly just before the finish chunk
     rec = RequestRecord(index=0, status=200, end_ns=9, chunks=[(5, body[:cut])])
     decode_record(ADAPTERS["openai-completions"], rec)
-    assert rec.error == "truncated: stream ended after 7 events without the final one"
-    assert rec.token_counts == [1] * 6 and rec.server_output_tokens == 6
+    assert rec.error == "truncated: stream ended after 5 events without the final one"
+    assert rec.token_counts == [1] * 5 and rec.server_output_tokens is None and rec.finish_reason is None
+
+
+@pytest.mark.parametrize("marker, usage", [(b"data: [DONE]", 6), (b'data: {"id":"cmpl-8f2c","object":"text_completion","created":1767225600,"model":"tiny","choices":[]', None)])
+def test_body_ending_cleanly_after_the_finish_chunk_is_complete(marker, usage):
+    # no [DONE] (transformers serve never sends it), with or without the usage chunk before it
+    meta, body = load("vllm_completions")
+    rec = RequestRecord(index=0, status=200, end_ns=9, chunks=[(5, body[: body.index(marker)])])
+    decode_record(ADAPTERS["openai-completions"], rec)
+    assert rec.error is None and rec.ok
+    assert rec.token_counts == [1] * 6 and rec.server_output_tokens == usage and rec.finish_reason == "length"
+
+
+def test_event_left_open_after_the_finish_chunk_is_still_truncated():
+    meta, body = load("vllm_completions")
+    cut = body.index(b"data: [DONE]") - 30  # inside the usage chunk
+    rec = RequestRecord(index=0, status=200, end_ns=9, chunks=[(5, body[:cut])])
+    decode_record(ADAPTERS["openai-completions"], rec)
+    assert rec.error == "truncated: stream ended inside event 7"
 
 
 def test_vllm_error_event_mid_stream():
@@ -224,3 +243,48 @@ def test_any_resplit_stamps_each_event_with_the_read_that_completed_it(name, dat
     expected_ns = [min(e for e in ends if e >= done_at) for done_at in reference.token_ns]
     assert rec.token_ns == expected_ns
     assert summary(rec)[1:] == summary(replay(name))[1:]
+
+
+# ---- recorded from real engines here (scripts/record_stream.py; read splits as received)
+
+def test_transformers_serve_completions_without_done_is_complete():
+    # transformers serve: token chunks, then one chunk with finish_reason "length" + usage, then
+    # the body ends (no [DONE]); every chunk but the last has text and no finish_reason field
+    rec = replay("transformers_completions")
+    assert rec.error is None and rec.ok
+    assert rec.token_counts == [1] * 6
+    assert (rec.server_input_tokens, rec.server_output_tokens, rec.finish_reason) == (11, 6, "length")
+
+
+def test_transformers_serve_chat_role_chunk_and_usage_in_finish_chunk():
+    rec = replay("transformers_chat")
+    assert rec.error is None
+    assert rec.token_counts == [1] * 4 and rec.server_output_tokens == 4 and rec.finish_reason == "length"
+
+
+def test_transformers_serve_rejects_ignore_eos_with_422():
+    rec = replay("transformers_422")
+    assert rec.error == "HTTP 422: Unexpected fields in the request: {'ignore_eos'}"
+
+
+def test_llamacpp_completions_has_no_usage_so_tokens_are_client_counted():
+    # llama-cpp-python: one chunk per token (finish_reason null), an empty finish chunk, [DONE];
+    # no usage chunk at all (it has no stream_options)
+    rec = replay("llamacpp_completions")
+    assert rec.error is None and rec.token_counts == [1] * 6 and rec.finish_reason == "length"
+    assert rec.server_output_tokens is None and rec.server_input_tokens is None
+
+
+def test_llamacpp_chat_role_chunk_and_empty_finish_delta():
+    rec = replay("llamacpp_chat")
+    assert rec.error is None and rec.token_counts == [1] * 4 and rec.finish_reason == "length"
+
+
+def test_gguf_conversion_generates_what_transformers_generates():
+    # same prompt, greedy: llama.cpp on the q8_0 GGUF of `tiny` and transformers on its
+    # safetensors produced the same six tokens (a wrong q/k permutation or vocab would not)
+    def text(name):
+        _, body = load(name)
+        return "".join(json.loads(p[6:])["choices"][0]["text"] for p in body.split(b"\n\n")
+                       if p.startswith(b"data: {"))
+    assert text("llamacpp_completions") == text("transformers_completions") == "zat plend maidar laimvou preast zet"

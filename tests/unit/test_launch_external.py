@@ -60,6 +60,13 @@ def test_openai_server_without_health_route_uses_models(server_factory):
         ExternalLauncher().start(LaunchRequest(engine="tgi", model="m", options={"endpoint": url}))
 
 
+def test_openai_server_whose_models_route_fails_uses_health(server_factory):
+    # transformers serve answers /health but 500s on /v1/models without a local hub cache
+    url = server_factory({"/v1/models": 500, "/health": 200})
+    s = ExternalLauncher().start(LaunchRequest(engine="openai", model="m", options={"endpoint": url}))
+    assert s.info["health"] == "/health"
+
+
 def test_unhealthy_and_unreachable_are_one_line_errors(server_factory):
     url = server_factory({"/health": 503})
     with pytest.raises(LaunchError, match=r"^endpoint http://127\.0\.0\.1:\d+ is not healthy: GET /health -> HTTP 503$"):

@@ -146,12 +146,18 @@ def test_keyboard_interrupt_during_wait_tears_down(tmp_path, monkeypatch):
 def test_vllm_cpu_command_and_env(monkeypatch):
     for k in ("VLLM_CPU_KVCACHE_SPACE", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(k, raising=False)
+    from servebench import hostcpu
+
+    # a CPU host without native bf16 (this one's kind): the spec's cpu_dtype rule adds float32
+    monkeypatch.setattr("servebench.launchers.process.choose_dtype",
+                        lambda rule, extra, gpus: hostcpu.choose_dtype(rule, extra, gpus, flags={"avx2"}, gpu=False))
     spec = load_spec("vllm")
     launcher = ProcessLauncher(python="/venv/bin/python")
     req = LaunchRequest(engine="vllm", model="/models/tiny", options={"served_model_name": "tiny"})
     assert launcher.command(spec, req, 8123) == [
         "/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/tiny",
-        "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", "8123", "--max-model-len", "1024"]
+        "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", "8123", "--max-model-len", "1024",
+        "--dtype", "float32"]
     env, chosen = launcher.env(spec, req)
     assert chosen == {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "VLLM_SERVER_DEV_MODE": "1"}
     assert env["PATH"] == os.environ["PATH"]

@@ -69,6 +69,8 @@ def test_server_count_preferred_and_mismatch_and_shortfall_flagged():
     assert s["output_tokens"]["count_mismatches"] == 1
     assert s["output_tokens"]["shortfall_requests"] == 1
     assert s["output_tokens"]["streamed_total"] == 4
+    # r2's count came from its chunks (no usage from the server): marked client-counted
+    assert s["output_tokens"]["server_reported"] == 1 and s["output_tokens"]["client_counted"] == 1
 
 
 def test_dist_percentiles_and_empty():

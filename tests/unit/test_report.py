@@ -28,6 +28,7 @@ def test_each_condition_warns():
         "failed": summary(failed=3, error_rate=0.03, errors={"HTTP 500: boom": 3}),
         "output shortfall": summary(output_tokens={"shortfall_requests": 7, "achieved_mean": 90.0}),
         "differ from streamed": summary(output_tokens={"count_mismatches": 2}),
+        "client-counted for 4 request(s)": summary(output_tokens={"client_counted": 4}),
         "prompt tokens differ": summary(input_tokens={"mismatched_requests": 5}),
         "not held": summary(concurrency={"target": 4, "mean_in_flight": 3.5}),
         "target rate 10/s not reached": summary(rate={"target": 10.0, "achieved": 8.0}),

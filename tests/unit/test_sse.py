@@ -132,6 +132,8 @@ def test_fixture_payload_counts():
     assert counts == {
         "lightllm": 4, "sglang": 5, "tgi": 4, "tgi_error": 2, "vllm_chat": 6,
         "vllm_completions": 8, "vllm_error": 4, "vllm_truncated": 4,
+        # recorded from real servers here (scripts/record_stream.py)
+        "transformers_chat": 6, "transformers_completions": 7, "llamacpp_chat": 7, "llamacpp_completions": 8,
     }
 
 
