@@ -91,3 +91,33 @@ def test_real_sweep_interrupted_and_resumed(tmp_path):
         assert run["session"]["cache_resets"][-1] == {"reset": True, "route": "/reset_prefix_cache", "status": 200}
         assert ("--max-num-seqs 4" if cid.startswith("g00") else "--max-num-seqs 16") in run["server"]["info"]["command"]
     assert "### c=4" in (d / "sweep.md").read_text()
+
+
+def test_real_compare_three_cpu_engines(tmp_path):
+    """The command on the card, on this CPU: vLLM, transformers serve and llama.cpp, same workload."""
+    require_vllm()
+    p = subprocess.run([sys.executable, "-m", "servebench.cli", "compare", "--backends", "vllm,transformers,llamacpp",
+                        "--model", "tiny", "--concurrency", "1,4", "--requests", "8", "--input-tokens", "64",
+                        "--output-tokens", "16", "--warmup", "1", "--results-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=STEP_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr[-3000:]
+    d = Path(p.stdout.strip().splitlines()[-1])
+    index = json.loads((d / "index.json").read_text())
+    assert [g["server"]["engine"] for g in index["groups"]] == ["vllm", "transformers", "llamacpp"]
+    assert all(g["launches"] == 1 for g in index["groups"])  # each engine launched once for both levels
+    by_level: dict[int, list[dict]] = {}
+    for c in index["cells"]:
+        assert c["status"] == "done", c
+        run = json.loads((d / c["run_dir"] / "run.json").read_text())
+        summary = json.loads((d / c["run_dir"] / "summary.json").read_text())
+        assert summary["completed"] == 8 and summary["failed"] == 0
+        # the same prompts for every engine at a level: same seed, same exact length (one tokenizer)
+        assert summary["input_tokens"]["requested_mean"] == 64
+        by_level.setdefault(c["load"]["concurrency"], []).append(run["config"]["load"]["seed"])
+        assert summary["output_tokens"]["achieved_mean"] == 16, (c["id"], summary["output_tokens"])
+    assert all(len(set(seeds)) == 1 for seeds in by_level.values()) and len({s[0] for s in by_level.values()}) == 2
+    md = (d / "compare.md").read_text()
+    for level in ("### c=1", "### c=4"):
+        assert level in md
+    for label in ("vllm/tiny", "transformers/tiny", "llamacpp/tiny"):
+        assert md.count(f"| {label} |") == 2
