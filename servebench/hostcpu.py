@@ -21,6 +21,19 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _SHOWN = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "avx_vnni")
 
 
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo has it."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """The `flags` of the first CPU in /proc/cpuinfo (empty off Linux)."""
     if cpuinfo is None:

@@ -22,6 +22,7 @@ from servebench import SCHEMA_VERSION, __version__
 from servebench.adapters import ADAPTERS
 from servebench.config import RunConfig
 from servebench.decode import decode_records
+from servebench.hostcpu import cpu_model
 from servebench.launchers.base import Server
 from servebench.metrics import dist, summarize
 from servebench.records import RequestRecord
@@ -382,7 +383,7 @@ def _results_error(st: RunState, run_dir: Path, records_at: Path | None, refused
 def _run_info(cfg: RunConfig, st: RunState, model_dir, tokenizer, t_start: float) -> dict:
     server = st.server
     host: dict[str, Any] = {"hostname": socket.gethostname(), "platform": platform.platform(),
-                            "cpu": _cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version()}
+                            "cpu": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version()}
     for s in st.samplers:
         if hasattr(s, "host_info"):
             host.update(_quietly(s.host_info) or {})
@@ -413,14 +414,6 @@ def _efficiency(run_dir: Path) -> dict:
     return run_efficiency(run_dir)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def _quietly(fn, *args):

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from servebench.estimate.catalog import Hardware
+from servebench.hostcpu import cpu_model
 
 CACHE_VERSION = 3
 
@@ -27,18 +28,10 @@ def cache_path() -> Path:
     return Path(base).expanduser() / "host_hardware.json"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def host_key() -> str:
-    return f"{_cpu_model()}|{os.cpu_count()}|{platform.node()}"
+    return f"{cpu_model()}|{os.cpu_count()}|{platform.node()}"
 
 
 def measure_copy_gbs(mib: int = 256, repeats: int = 10, threads: int | None = None) -> float:
