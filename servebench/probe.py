@@ -129,6 +129,9 @@ def negotiate(send: Send, build: Callable[[dict[str, Any]], Request], extra: dic
     return out
 
 
+PROBE_REQUEST_ID = "servebench-probe"
+
+
 def http_send(base_url: str, timeout_s: float = 60.0, client: Any = None) -> Send:
     """A Send over httpx: reads the whole (short) streamed answer."""
     import httpx
@@ -136,8 +139,10 @@ def http_send(base_url: str, timeout_s: float = 60.0, client: Any = None) -> Sen
     def send(req: Request) -> tuple[int, bytes]:
         c = client or httpx.Client()
         try:
+            # its own id, so a server's log never mistakes the probe for measured request 0
+            headers = {**dict(req.headers), "x-request-id": PROBE_REQUEST_ID}
             r = c.request(req.method, base_url.rstrip("/") + req.path, content=req.body,
-                          headers=dict(req.headers), timeout=timeout_s)
+                          headers=headers, timeout=timeout_s)
             return r.status_code, r.read()
         except httpx.HTTPError as e:
             raise RuntimeError(f"{type(e).__name__}: {e}") from None

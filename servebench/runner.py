@@ -194,7 +194,16 @@ async def _open_loop(transport, plan: LoadPlan, stats: LoadStats, t0_ns: int, en
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when available: several times less CPU per read than the default loop."""
+    """asyncio's own loop where reads carry kernel stamps (transport/stamped.py): under uvloop
+    those raw sockets lost reads after a server reset connections (a closed loop then hung
+    until the request timeout; tests/unit/test_faults_cli.py). uvloop elsewhere: several times
+    less CPU per read. SERVEBENCH_UVLOOP=1 forces uvloop."""
+    import os
+
+    from servebench.transport.stamped import SO_TIMESTAMPNS
+
+    if SO_TIMESTAMPNS is not None and os.environ.get("SERVEBENCH_UVLOOP") != "1":
+        return asyncio.new_event_loop()
     try:
         import uvloop
 
