@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP = ROOT / "tests/fixtures/decide/sweep"
 EMU = ROOT / "results/reference/emulator-sweep"
+CPU_REF = ROOT / "results/reference/cpu-reference"  # real vLLM, transformers serve, llama.cpp
 
 
 def chromium() -> str:
@@ -82,3 +83,12 @@ def test_the_check_catches_a_script_error_and_an_undrawn_plot(tmp_path):
     r = load_in_browser(broken, tmp_path)
     assert r["errors"] >= 1 and "noSuchFunction" in r["error_text"]
     assert r["drawn"] == r["plots"] - 1
+
+
+def test_committed_real_cpu_sweep_report_draws_every_plot(tmp_path):
+    html = report_html(tmp_path, CPU_REF, "--price", "cpu=0.10", "--slo", "ttft_p95<=200ms")
+    r = load_in_browser(html, tmp_path)
+    assert r["errors"] == 0, r["error_text"]
+    assert r["expected"] == r["plots"] == r["drawn"] == r["containers"] == 4
+    for engine in ("vllm/tiny/cpu", "transformers/tiny/cpu", "llamacpp/tiny/q8_0/cpu"):
+        assert engine in r["dom"], engine
