@@ -70,7 +70,7 @@ def cells(d: Path) -> dict[str, dict]:
         return {}
 
 
-def wait_for(pred, proc: subprocess.Popen, what: str, timeout: float = 180):
+def wait_for(pred, proc: subprocess.Popen, what: str, timeout: float = 480):  # Ray workers import torch: slow on a busy 2-core host
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (got := pred()):
