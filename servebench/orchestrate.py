@@ -136,8 +136,7 @@ def measure(cfg: RunConfig, p: Prepared, session, run_dir: Path, progress: Calla
         with shielded():
             for s in st.samplers:
                 _quietly(s.stop)
-            exited = getattr(session.launcher, "_exited", None)  # a launched server that died by itself
-            st.server_exit = _quietly(exited) if exited is not None and st.server is not None else None
+            st.server_exit = _quietly(session.exited)  # a launched server that died by itself
             if own_session:
                 session.close()
             st.extra_info = {**(run_info or {}), "session": _session_info(session)}

@@ -64,12 +64,16 @@ class ServerSession:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def exited(self) -> str | None:
+        """How a launched server ended on its own ("was killed by signal 9"), else None."""
+        probe = getattr(self.launcher, "_exited", None)  # process and docker launchers know
+        return probe() if callable(probe) and self.server is not None else None
+
     def alive(self) -> bool:
         """Still serving: the launched process has not exited and health answers."""
         if self.server is None or self.teardown_s is not None:
             return False
-        exited = getattr(self.launcher, "_exited", None)
-        if callable(exited) and exited():
+        if self.exited():
             return False
         if not self.server.base_url.startswith("http"):
             return True
