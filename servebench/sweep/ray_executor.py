@@ -142,7 +142,7 @@ class RayExecutor:
     def _run(self, ray, plan: Plan, index: SweepIndex, host: DriverHost, emit, limit, opts) -> None:
         from ray.util.queue import Empty, Queue
 
-        queue = Queue(actor_options={"num_cpus": 0, **_on_driver_node(ray)})
+        queue = Queue(actor_options={"num_cpus": 0, **_on_head_node(ray)})
         task_fn = ray.remote(run_remote_group)
         nodes = ray.nodes()
         emit(f"ray: {sum(1 for n in nodes if n.get('Alive'))} node(s), {len(plan.groups)} group(s)")
@@ -258,10 +258,14 @@ class RayExecutor:
                 host.index.mark_cell(cid, "interrupted")
 
 
-def _on_driver_node(ray) -> dict:
-    """The event queue lives on the driver's node (the head, with Ray Client): placed anywhere,
-    losing a worker node could take every group's results with it."""
+def _on_head_node(ray) -> dict:
+    """The event queue lives on the head node, as Ray Train's state actor does: placed anywhere,
+    losing a worker node takes every group's results with it. Not the driver's node: a driver on
+    a host running several raylets may be attached to a worker's, and lose it."""
+    head = "node:__internal_head__"
     try:
+        if any(n.get("Alive") and head in n.get("Resources", {}) for n in ray.nodes()):
+            return {"resources": {head: 0.001}}
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)}

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from servebench.cli import main
 from servebench.estimate import efficiency, hostbw
 
-REF = next((Path(__file__).parents[2] / "results" / "reference").iterdir())
+# The committed single run (not the reference sweep beside it): a burst on the tiny model.
+REF = Path(__file__).parents[2] / "results" / "reference" / "20261121-075723-burst-1000x512-tiny"
 
 
 def _run(*args):
