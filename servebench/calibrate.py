@@ -244,6 +244,8 @@ def check(load, warm: Sequence[RequestRecord], enabled: bool | None = None) -> S
         enabled = streams > DEFAULT_STREAMS_THRESHOLD
     auto = load.workers == "auto"
     tok_s = _stream_tok_s(warm)
+    if (n_ray := load.ray_workers) is not None:  # spread over hosts: this host's capacity is not the limit
+        return SelfCheck(None, n_ray, f"--workers {load.workers}: {n_ray} Ray actor(s) spread over the cluster's nodes")
     if not enabled:
         if auto:
             why = "self-check off" if streams > DEFAULT_STREAMS_THRESHOLD else f"{streams} streams <= {DEFAULT_STREAMS_THRESHOLD}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,11 +19,28 @@ class LoadConfig(BaseModel):
     duration_s: float | None = Field(None, gt=0, allow_inf_nan=False)  # stop releasing new requests after this
     warmup: int = Field(2, ge=0)
     seed: int = 0
-    # load processes; "auto": from the self-check's measured capacity, the load and the free cores
-    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+    # load processes; "auto": from the self-check's measured capacity, the load and the free cores;
+    # "ray:N": N load-generator actors on a Ray cluster's hosts (ray_workers.py)
+    workers: int | str = "auto"
     request_timeout_s: float = Field(600.0, gt=0, allow_inf_nan=False)
     realtime: bool = True  # run the load loop under SCHED_RR when permitted (runner.realtime_on)
     self_check: bool | None = None  # client-floor calibration; None: on above 100 streams
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, v):
+        text = str(v).strip()
+        if text == "auto" or (text.startswith("ray:") and text[4:].isdigit() and int(text[4:]) >= 1):
+            return text
+        if text.isdigit() and int(text) >= 1 and not isinstance(v, (bool, float)):
+            return int(text)
+        raise ValueError(f"{v!r}: expected a number of load processes (1 or more), auto, "
+                         "or ray:N (N load actors on a Ray cluster)")
+
+    @property
+    def ray_workers(self) -> int | None:
+        """N of `--workers ray:N`, else None."""
+        return int(self.workers[4:]) if isinstance(self.workers, str) and self.workers.startswith("ray:") else None
 
     @property
     def mode(self) -> str:

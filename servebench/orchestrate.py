@@ -64,6 +64,7 @@ class RunState:
     extra_info: dict = field(default_factory=dict)  # run.json blocks from the caller (sweep cell, session)
     workers: int = 1  # load processes used (--workers, or the auto choice)
     workers_reason: str = ""
+    split: list[dict] = field(default_factory=list)  # --workers ray:N: each actor's node, share and clock
 
 
 @dataclass
@@ -219,7 +220,7 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunSt
         offsets = release_offsets_ns(load, len(wires) - w)
         duration_ns = int(load.duration_s * 1e9) if load.duration_s else None
         conns = _connections_needed(cfg, st.records[:w])
-        if st.workers > 1:
+        if st.workers > 1 or load.ray_workers:
             return wires[w:], offsets, duration_ns, conns  # the workers open their own connections
         plan = LoadPlan(wires[w:], st.records[w:], offsets, load.concurrency, duration_ns)
         await tr.prepare(conns)
@@ -232,15 +233,21 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunSt
 
 
 def _drive_workers(cfg, kind, base_url, wires, offsets, duration_ns, conns, st: RunState, progress) -> None:
-    """--workers N: N processes, one shared t0, records merged back in place (also on Ctrl-C)."""
+    """--workers N: N processes, one shared t0, records merged back in place (also on Ctrl-C);
+    ray:N: N actors on a Ray cluster, the same way, their clocks agreed first."""
     from servebench.workers import run_split
 
     load, w = cfg.load, cfg.load.warmup
     measured = st.records[w:]
+    split, extra = run_split, {}
+    if load.ray_workers:
+        from servebench.ray_workers import run_split_ray
+
+        split, extra = run_split_ray, {"split": st.split}
     try:
-        run_split(base_url, kind, wires, measured, offsets, load.concurrency, duration_ns, st.workers,
-                  connections=conns, timeout_s=load.request_timeout_s, progress=progress, stats=st.stats,
-                  connect_ns=st.connect_ns, on_t0=lambda: _mark(st.samplers), adapter=st.api)
+        split(base_url, kind, wires, measured, offsets, load.concurrency, duration_ns, st.workers,
+              connections=conns, timeout_s=load.request_timeout_s, progress=progress, stats=st.stats,
+              connect_ns=st.connect_ns, on_t0=lambda: _mark(st.samplers), adapter=st.api, **extra)
         _mark(st.samplers)
     finally:
         st.records[w:] = measured
@@ -309,6 +316,7 @@ def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start:
         "cpu_us_per_token": st.stats.cpu_ns / 1e3 / streamed if streamed else None,
         "workers": st.workers,
         "scheduling": st.stats.scheduling,
+        **({"split": st.split, "clock_uncertainty_ms": max(r["clock_uncertainty_ms"] for r in st.split)} if st.split else {}),
     }
     summary["client"]["verdict"] = client_check.judge(summary)  # did the client keep up? (servebench.client_check)
     summary["client"]["kept_up"] = summary["client"]["verdict"]["kept_up"]
@@ -399,7 +407,8 @@ def _run_info(cfg: RunConfig, st: RunState, model_dir, tokenizer, t_start: float
         "engine": {"name": cfg.backend, "version": st.engine_version},
         "server": {"base_url": server.base_url, "time_to_ready_s": server.time_to_ready_s, "info": server.info} if server else None,
         "host": host,
-        "workers": {"count": st.workers, "reason": st.workers_reason},  # load processes and why
+        "workers": {"count": st.workers, "reason": st.workers_reason,  # load processes and why
+                    **({"split": st.split} if st.split else {})},
         "clock": "time.perf_counter_ns (CLOCK_MONOTONIC)",
         **st.extra_info,
     }

@@ -53,52 +53,86 @@ def run_split(base_url: str, kind: str, wires: list[Any], records: list[RequestR
     n = len(records)
     parts = split_plan(list(range(n)), offsets_ns, concurrency, workers)
     total_conns = connections or concurrency or n
-    procs, pipes = [], []
-    for w, (idx, offs, conc) in enumerate(parts):
-        job = dict(base_url=base_url, kind=kind, timeout_s=timeout_s, adapter=adapter, wires=[wires[i] for i in idx],
-                   records=[records[i] for i in idx], offsets=offs, concurrency=conc, duration_ns=duration_ns,
-                   connections=max(1, min(len(idx), conc or len(idx), -(-total_conns // len(parts)))))
+    chans: list[_Proc] = []
+    for job in jobs(wires, records, parts, total_conns, base_url, kind, timeout_s, adapter, duration_ns):
         # a fresh interpreter (not fork: it would copy the parent's threads, e.g. telemetry
         # samplers; not multiprocessing spawn: it re-imports the caller's __main__)
         mine, theirs = socket.socketpair()
         p = subprocess.Popen([sys.executable, "-m", "servebench.workers", str(theirs.fileno())],
                              pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         theirs.close()
-        conn = Connection(mine.detach())
-        procs.append(p)
-        pipes.append(conn)
-        conn.send(job)
+        chans.append(_Proc(p, Connection(mine.detach())))
+        chans[-1].send(job)
     stats = stats or LoadStats()
     try:
-        _collect(procs, pipes, parts, records, stats, progress, n, connect_ns, on_t0)
+        collect(chans, parts, records, stats, progress, n, connect_ns, on_t0)
     finally:
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        for c in pipes:
+        for c in chans:
             c.close()
     return stats
 
 
-def _collect(procs, pipes, parts, records, stats, progress, n, connect_ns, on_t0) -> None:
-    state = {id(c): "starting" for c in pipes}
-    done_counts = {id(c): 0 for c in pipes}
+def jobs(wires, records, parts, total_conns, base_url, kind, timeout_s, adapter, duration_ns) -> list[dict]:
+    """What each worker is sent: its share of the plan and how many connections to open."""
+    return [dict(base_url=base_url, kind=kind, timeout_s=timeout_s, adapter=adapter, wires=[wires[i] for i in idx],
+                 records=[records[i] for i in idx], offsets=offs, concurrency=conc, duration_ns=duration_ns,
+                 connections=max(1, min(len(idx), conc or len(idx), -(-total_conns // len(parts)))))
+            for idx, offs, conc in parts]
+
+
+class _Proc:
+    """A local worker process and its pipe, as `collect` talks to a worker (the Ray form is
+    ray_workers.ActorChannel). fileno() lets multiprocessing's wait() select on it."""
+
+    def __init__(self, proc: subprocess.Popen, conn: Connection) -> None:
+        self.proc, self.conn = proc, conn
+
+    def send(self, msg) -> None:
+        self.conn.send(msg)
+
+    def recv(self):
+        return self.conn.recv()
+
+    def poll(self) -> bool:
+        return self.conn.poll()
+
+    def fileno(self) -> int:
+        return self.conn.fileno()
+
+    def gone(self) -> str | None:
+        rc = self.proc.poll()
+        return None if rc is None else f"load worker {self.proc.pid} died (exit code {rc})"
+
+    def close(self) -> None:
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.conn.close()
+
+
+def collect(chans: list, parts, records, stats, progress, n, connect_ns, on_t0, *,
+            wait_fn: Callable[[list, float], list] = wait, start_margin_ns: int = START_MARGIN_NS,
+            ready_s: float = 120.0) -> None:
+    """Run the workers' protocol to the end: wait until every one is ready, send one t0, merge
+    what each sends back by position. One worker failing or Ctrl-C stops the others and keeps
+    what they measured."""
+    state = {id(c): "starting" for c in chans}
+    done_counts = {id(c): 0 for c in chans}
     error: str | None = None
     interrupted = False
     started = False
-    deadline = time.monotonic() + 120  # workers must be ready (connections open) by then
+    deadline = time.monotonic() + ready_s  # workers must be ready (connections open) by then
     while any(s not in ("done", "dead") for s in state.values()):
         try:
-            ready = wait([c for c in pipes if state[id(c)] not in ("done", "dead")], timeout=0.25)
+            ready = wait_fn([c for c in chans if state[id(c)] not in ("done", "dead")], 0.25)
             for c in ready:
                 try:
                     msg = c.recv()
                 except (EOFError, OSError):
                     state[id(c)] = "dead"
-                    error = error or "a load worker exited without reporting"
+                    error = error or c.gone() or "a load worker exited without reporting"
                     continue
                 kind = msg[0]
                 if kind == "ready":
@@ -106,7 +140,7 @@ def _collect(procs, pipes, parts, records, stats, progress, n, connect_ns, on_t0
                 elif kind == "progress":
                     done_counts[id(c)] = msg[1]
                 elif kind == "done":
-                    w = pipes.index(c)
+                    w = chans.index(c)
                     for i, rec in zip(parts[w][0], msg[1]):
                         records[i] = rec
                     _merge(stats, msg[2])
@@ -118,20 +152,20 @@ def _collect(procs, pipes, parts, records, stats, progress, n, connect_ns, on_t0
                     error = error or msg[1]
             if error and not interrupted:  # one worker failed: stop the others, keep their records
                 interrupted = True
-                _tell(pipes, state, ("stop",))
+                _tell(chans, state, ("stop",))
             if not started and all(s == "ready" for s in state.values()):
                 started = True
-                stats.t0_ns = perf_counter_ns() + START_MARGIN_NS
-                _tell(pipes, state, ("t0", stats.t0_ns))
+                stats.t0_ns = perf_counter_ns() + start_margin_ns
+                _tell(chans, state, ("t0", stats.t0_ns))
                 if on_t0 is not None:
                     on_t0()
             elif not started and time.monotonic() > deadline and not error:
-                error = "load workers did not get ready within 120 s"
-                _tell(pipes, state, ("stop",))
-            for p, c in zip(procs, pipes):
-                if p.poll() is not None and state[id(c)] not in ("done", "dead") and not c.poll():
+                error = f"load workers did not get ready within {ready_s:.0f} s"
+                _tell(chans, state, ("stop",))
+            for c in chans:
+                if state[id(c)] not in ("done", "dead") and not c.poll() and (why := c.gone()):
                     state[id(c)] = "dead"
-                    error = error or f"load worker {p.pid} died (exit code {p.returncode})"
+                    error = error or why
             if progress is not None and started:
                 progress(sum(done_counts.values()), n)
         except KeyboardInterrupt:
@@ -139,15 +173,21 @@ def _collect(procs, pipes, parts, records, stats, progress, n, connect_ns, on_t0
                 raise
             interrupted = True
             error = error or "interrupted"
-            _tell(pipes, state, ("stop",))
+            _tell(chans, state, ("stop",))
+    if started:  # a worker lost after t0 took its records with it: they were due, so they failed
+        for w, c in enumerate(chans):
+            if state[id(c)] == "dead":
+                for i in parts[w][0]:
+                    if not records[i].end_ns and not records[i].error:
+                        records[i].error = f"lost with its load worker: {error}"
     if error == "interrupted":
         raise KeyboardInterrupt
     if error:
         raise WorkerError(error)
 
 
-def _tell(pipes: list[Connection], state: dict, msg: tuple) -> None:
-    for c in pipes:
+def _tell(chans: list, state: dict, msg: tuple) -> None:
+    for c in chans:
         if state[id(c)] not in ("done", "dead"):
             try:
                 c.send(msg)
@@ -170,8 +210,10 @@ def _merge(into: LoadStats, part: LoadStats) -> None:
 
 
 # -- the worker process
-def _worker_main(conn: Connection, job: dict) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+def _worker_main(conn, job: dict, own_process: bool = True) -> None:
+    """`conn`: anything with send/recv/close (a pipe here, queues in a Ray actor's thread)."""
+    if own_process:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     loop = new_loop()
     try:
         loop.run_until_complete(_worker(conn, job))

@@ -124,13 +124,12 @@ class RayExecutor:
         if shared and Path(opts.results_shared).resolve() not in index.dir.resolve().parents:
             raise ExecutorError(f"--results-shared {opts.results_shared}: the sweep directory {index.dir} is not "
                                 "under it (give the same path as --results-dir)")
-        _reachable(opts.address)
+        from servebench.rayconnect import RayConnectError, connect
+
         try:
-            ray.init(address=opts.address, log_to_driver=False, ignore_reinit_error=True,
-                     **({} if opts.address else {"include_dashboard": False}))
-        except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError: all one line
-            raise ExecutorError(f"cannot connect to Ray at {opts.address or 'a new local cluster'}: "
-                                f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+            connect(opts.address)
+        except RayConnectError as e:
+            raise ExecutorError(str(e)) from None
         t0 = time.perf_counter()
         host = DriverHost(index, Progress(len(plan.cells), emit), emit, shared)
         try:
@@ -271,23 +270,6 @@ def _on_head_node(ray) -> dict:
         return {"scheduling_strategy": NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)}
     except Exception:  # noqa: BLE001 - an older Ray: let it place the queue
         return {}
-
-
-def _reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """A HOST:PORT (or ray://HOST:PORT) nobody answers on fails now, in one line; ray.init
-    would retry for minutes."""
-    import socket
-
-    if not address or address == "auto" or address.startswith("local"):
-        return
-    hostport = address.split("://", 1)[-1]
-    host, sep, port = hostport.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ExecutorError(f"--address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise ExecutorError(f"cannot reach the Ray cluster at {address}: {e.strerror or type(e).__name__}") from None
 
 
 def _group_of(plan: Plan, gid: str) -> Group:

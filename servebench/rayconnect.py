@@ -1,0 +1,50 @@
+"""Connecting to Ray the way servebench needs it, for the sweep executor and `--workers ray:N`:
+an address nobody answers on fails at once in one line (ray.init would retry for minutes), any
+failure is one line, and servebench's own signal handling survives: ray.init replaces the
+SIGTERM handler with sys.exit, which would skip writing what was measured."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+
+
+class RayConnectError(RuntimeError):
+    pass
+
+
+def reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    if not address or address == "auto" or address.startswith("local"):
+        return
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise RayConnectError(f"Ray address {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise RayConnectError(f"cannot reach the Ray cluster at {address}: {e.strerror or type(e).__name__}") from None
+
+
+def connect(address: str | None):
+    """ray.init(address) (None: RAY_ADDRESS, else a new local cluster); returns the ray module."""
+    try:
+        import ray
+    except ImportError:
+        raise RayConnectError("Ray is not installed: pip install 'servebench[ray]'") from None
+    reachable(address)
+    main = threading.current_thread() is threading.main_thread()
+    kept = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    try:
+        ray.init(address=address, log_to_driver=False, ignore_reinit_error=True, logging_level=logging.WARNING,
+                 **({} if address else {"include_dashboard": False}))
+    except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError: all one line
+        raise RayConnectError(f"cannot connect to Ray at {address or 'a new local cluster'}: "
+                              f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    finally:
+        for s, h in kept.items():
+            if h is not None:
+                signal.signal(s, h)
+    return ray

@@ -1,0 +1,135 @@
+"""--workers ray:N, the parts that need no cluster: the clock arithmetic, the actor driven
+directly (a plain object) against the emulator, the collector losing a worker, the option.
+The cluster itself: tests/integration/test_ray_sweep.py."""
+
+from __future__ import annotations
+
+import time
+from time import perf_counter_ns
+
+import pytest
+from click.testing import CliRunner
+
+from servebench.cli import main
+from servebench.emulator import start_emulator
+from servebench.ray_workers import LoadActor, _loopback, best_offset, shift_records
+from servebench.records import RequestRecord
+from servebench.runner import LoadStats
+from servebench.workers import WorkerError, collect, jobs
+from tests.unit.test_accuracy_workers import wires
+
+MS = 1_000_000
+
+
+def test_shift_moves_every_stamp_and_nothing_else():
+    r = RequestRecord(index=0, scheduled_ns=100, slot_ns=110, connect_ns=7, sent_ns=120, first_byte_ns=150,
+                      end_ns=300, token_ns=[200, 250], chunks=[(160, b"a"), (260, b"b")])
+    unsent = RequestRecord(index=1)
+    shift_records([r, unsent], -50)
+    assert (r.scheduled_ns, r.slot_ns, r.sent_ns, r.first_byte_ns, r.end_ns) == (50, 60, 70, 100, 250)
+    assert r.token_ns == [150, 200] and r.chunks == [(110, b"a"), (210, b"b")]
+    assert r.connect_ns == 7  # a duration
+    assert (unsent.sent_ns, unsent.end_ns, unsent.scheduled_ns) == (0, 0, 0)  # unset stays unset
+
+
+@pytest.mark.parametrize("skew_ms", [0.0, 3.7, -250.0])
+def test_offset_from_the_shortest_round_trip_is_within_its_bound(skew_ms):
+    skew = int(skew_ms * MS)
+    # (outbound, return) delays of each exchange, ns: asymmetric, one slow
+    delays = [(900_000, 100_000), (40_000, 60_000), (5_000_000, 4_000_000), (300_000, 20_000)]
+    ex, t = [], 1_000_000_000
+    for out, back in delays:
+        ex.append((t, t + out + skew, t + out + back))
+        t += 10 * MS
+    offset, unc = best_offset(ex)
+    assert unc == 50_000  # the (40 us, 60 us) exchange: half its 100 us round trip
+    assert abs(offset - skew) <= unc
+
+
+def test_loopback_endpoints_are_recognised():
+    assert _loopback("http://127.0.0.1:8000") and _loopback("http://localhost:80") and _loopback("http://[::1]:9")
+    assert not _loopback("http://10.0.0.5:8000") and not _loopback("http://inference.internal:8000")
+
+
+def test_actor_runs_its_share_from_a_wall_clock_t0_and_returns_driver_clock_stamps(tmp_path):
+    """The actor object without Ray: its t0 comes as a wall-clock instant, its records come
+    back on the caller's monotonic clock (here the same host: they must match the emulator's
+    own arrival stamps)."""
+    n = 8
+    with start_emulator("openai", 5, 2, log=tmp_path / "e.jsonl") as h:
+        recs = [RequestRecord(index=i) for i in range(n)]
+        parts = [(list(range(n)), None, 2)]
+        job = jobs(wires(h.url, n), recs, parts, 2, h.url, "http", 30.0, "openai-completions", None)[0]
+        actor = LoadActor()
+        actor.start(job)
+        msgs = _until(actor, "ready")
+        driver_t0 = perf_counter_ns() + 100 * MS
+        actor.tell(("t0", driver_t0, time.time_ns() + 100 * MS))
+        msgs = _until(actor, "done")
+        h.stop()
+        log = {int(r["id"]): r for r in h.records()}
+    done = next(m for m in msgs if m[0] == "done")
+    got = done[1]
+    assert len(got) == n and all(r.ok and r.decoded and r.chunks == [] for r in got)
+    assert all(len(r.token_ns) == 4 for r in got)  # decoded in the actor: 4 tokens by default
+    first = min(r.sent_ns for r in got)
+    assert 0 <= first - driver_t0 < 20 * MS  # released at the agreed instant, on the driver's clock
+    for r in got:  # the emulator saw each request just after its send stamp
+        assert -2 * MS < log[r.index]["arrival_ns"] - r.sent_ns < 20 * MS
+
+
+def _until(actor: LoadActor, kind: str, timeout_s: float = 30.0) -> list:
+    seen, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        seen += actor.poll(0.1)
+        if any(m[0] == kind for m in seen):
+            return seen
+    raise AssertionError(f"no {kind!r} from the actor in {timeout_s} s: {seen}")
+
+
+class _Fake:
+    """A worker that answers ready, then either finishes its share or dies."""
+
+    def __init__(self, records: list[RequestRecord], dies: bool) -> None:
+        self.out = [("ready",)]
+        self.records, self.dies, self.dead = records, dies, None
+
+    def send(self, msg) -> None:
+        if msg[0] == "t0":
+            if self.dies:
+                self.dead = "load actor on node-b: node lost"
+            else:
+                for r in self.records:
+                    r.sent_ns, r.end_ns, r.status = msg[1], msg[1] + 5, 200
+                self.out.append(("done", self.records, LoadStats(released=len(self.records), done=len(self.records)), []))
+
+    def recv(self):
+        if self.out:
+            return self.out.pop(0)
+        raise EOFError
+
+    def poll(self) -> bool:
+        return bool(self.out)
+
+    def gone(self) -> str | None:
+        return None if self.out else self.dead
+
+
+def test_a_worker_lost_after_t0_fails_its_requests_and_keeps_the_others():
+    recs = [RequestRecord(index=i) for i in range(6)]
+    parts = [([0, 2, 4], None, 1), ([1, 3, 5], None, 1)]
+    chans = [_Fake([RequestRecord(index=i) for i in (0, 2, 4)], False), _Fake([], True)]
+    with pytest.raises(WorkerError, match="node lost"):
+        collect(chans, parts, recs, LoadStats(), None, 6, None, None,
+                wait_fn=lambda cs, t: [c for c in cs if c.out or c.dead])
+    assert [r.ok for r in recs] == [True, False] * 3
+    assert all(recs[i].error == "lost with its load worker: load actor on node-b: node lost" for i in (1, 3, 5))
+
+
+@pytest.mark.parametrize("value", ["ray:0", "ray:x", "ray", "0", "two"])
+def test_bad_workers_value_is_one_line(value, tmp_path):
+    r = CliRunner().invoke(main, ["run", "--endpoint", "http://127.0.0.1:9", "--model", "tiny", "--workers", value,
+                                  "--results-dir", str(tmp_path)])
+    assert r.exit_code == 2
+    assert f"error: invalid option load.workers: {value!r}: expected a number of load processes" in r.output
+    assert "ray:N" in r.output
