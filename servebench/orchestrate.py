@@ -5,10 +5,6 @@ is stopped, on every exit path (errors and Ctrl-C included)."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import platform
-import socket
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -16,21 +12,17 @@ from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Callable
 
-import numpy as np
-
-from servebench import SCHEMA_VERSION, __version__
 from servebench.adapters import ADAPTERS
 from servebench.config import RunConfig
 from servebench.decode import decode_records
-from servebench.hostcpu import cpu_model
 from servebench.launchers.base import Server
-from servebench.metrics import dist, summarize
 from servebench.records import RequestRecord
 from servebench.runner import LoadPlan, LoadStats, drive, new_loop
 from servebench.schedule import release_offsets_ns
 from servebench.signals import interrupt_cause, shielded
 from servebench.specs import load_spec
-from servebench import client_check, redact, salvage, store, verdict, workload
+from servebench import rundir, store, verdict, workload
+from servebench.rundir import quietly
 
 
 class RunError(RuntimeError):
@@ -132,17 +124,17 @@ def measure(cfg: RunConfig, p: Prepared, session, run_dir: Path, progress: Calla
         st.status, st.error = "interrupted", f"interrupted by {cause}"
     except Exception as e:  # one line for the user; the run dir keeps what was measured
         st.error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        _quietly((st.run_dir / "error.log").write_text, traceback.format_exc())  # the whole story, on disk
+        quietly((st.run_dir / "error.log").write_text, traceback.format_exc())  # the whole story, on disk
     finally:
         with shielded():
             for s in st.samplers:
-                _quietly(s.stop)
-            st.server_exit = _quietly(session.exited)  # a launched server that died by itself
+                quietly(s.stop)
+            st.server_exit = quietly(session.exited)  # a launched server that died by itself
             if own_session:
                 session.close()
             st.extra_info = {**(run_info or {}), "session": _session_info(session)}
-            _write(cfg, st, p.adapter, p.model_dir, p.tokenizer, t_start)
-    if st.error:  # _write judged the run: summary.json says the same
+            rundir.write(cfg, st, p.adapter, p.model_dir, p.tokenizer, t_start)
+    if st.error:  # rundir.write judged the run: summary.json says the same
         raise RunError(st.error, st.run_dir, st.exit_code)
     return st.run_dir
 
@@ -183,7 +175,7 @@ def _samplers(cfg: RunConfig, server: Server, metric_map: dict) -> list:
 def _mark(samplers: list) -> None:
     """A sample exactly at a window edge, so counters (energy, server tokens) are read there."""
     for s in samplers:
-        _quietly(s.sample_now)
+        quietly(s.sample_now)
 
 
 def _drive_all(cfg: RunConfig, st: RunState, adapter, prompts, served: str, progress, extra: dict | None) -> None:
@@ -278,154 +270,3 @@ def _connections_needed(cfg: RunConfig, warm: list[RequestRecord]) -> int:
     e2e = [(r.end_ns - r.sent_ns) / 1e9 for r in warm if r.ok]
     guess = int(load.rate * (max(e2e) if e2e else 1.0) * 2) + 4
     return min(n, load.concurrency or n, guess)
-
-
-def _write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start: float) -> dict:
-    """Write whatever exists; each piece on its own so one failure never loses the rest."""
-    run_dir = st.run_dir
-    failures: list[str] = []
-
-    def attempt(what: str, fn, *args):
-        try:
-            return fn(*args)
-        except Exception as e:  # noqa: BLE001 - reported below, never silently lost
-            failures.append(f"{what}: {e}")
-            return None
-
-    attempt("decode", decode_records, adapter, st.records)
-    # every request that was due: sent, or failed before it could be (no connection)
-    sent = [r for r in st.records if r.sent_ns or r.error]
-    secrets = redact.secret_values(cfg.launcher_options, cfg.server_args)
-    for r in sent:  # a server may echo a credential into its error message
-        if r.error:
-            r.error = redact.scrub_text(r.error, secrets)
-    records_at, refused = salvage.write_records(run_dir, sent)  # first: the one thing not remade
-    summary = summarize(sent, target_concurrency=cfg.load.concurrency, target_rate=cfg.load.rate)
-    if st.status == "complete" and not st.error:
-        st.error = verdict.failure(summary, cfg.max_error_rate, st.server_exit)
-        st.status = "failed" if st.error else "complete"
-    summary["warnings"] = list(st.warnings)
-    summary["not_released"] = sum(1 for r in st.records if not r.warmup and not r.sent_ns and not r.error)
-    summary["loop_lag_ms"] = dist([v / 1e6 for v in st.stats.loop_lag_ns])
-    summary["read_lag_ms"] = dist(np.asarray(st.stats.read_lag_ns, dtype=np.float64) / 1e6)
-    summary["connections"] = {"opened": len(st.connect_ns), "setup_ms": dist([v / 1e6 for v in st.connect_ns])}
-    streamed = summary["output_tokens"]["streamed_total"]
-    summary["client"] = {  # servebench's own cost during the load window (decoding comes after)
-        "cpu_s": st.stats.cpu_ns / 1e9,
-        "cpu_cores": st.stats.cpu_ns / 1e9 / summary["duration_s"] if summary["duration_s"] else None,
-        "cpu_us_per_token": st.stats.cpu_ns / 1e3 / streamed if streamed else None,
-        "workers": st.workers,
-        "scheduling": st.stats.scheduling,
-        **({"split": st.split, "clock_uncertainty_ms": max(r["clock_uncertainty_ms"] for r in st.split)} if st.split else {}),
-    }
-    summary["client"]["verdict"] = client_check.judge(summary)  # did the client keep up? (servebench.client_check)
-    summary["client"]["kept_up"] = summary["client"]["verdict"]["kept_up"]
-    start = min((r.sent_ns for r in sent if not r.warmup and r.sent_ns), default=0)
-    end = max((r.end_ns for r in sent if not r.warmup and r.sent_ns), default=0)
-    tel: dict[str, Any] = {}
-    for s in st.samplers:
-        attempt(f"{s.name} window", s.mark_window, start, end)
-        tel[s.name] = attempt(f"{s.name} summary", s.summary) or {"available": False, "reason": "summary failed"}
-    if tel:
-        from servebench.telemetry import finalize
-
-        summary["telemetry"] = attempt("telemetry finalize", finalize, tel, summary["output_tokens"]["total"]) or tel
-    # small files next (the status as known now), then the bulky ones: samples and plots
-    _write_status(cfg, st, summary, model_dir, tokenizer, t_start, run_dir, attempt)
-    if summary.get("completed") and not failures:  # measured vs the hardware floor (docs/estimate.md)
-        eff = _quietly(_efficiency, run_dir)
-        if eff:
-            summary["efficiency"] = eff
-            _write_status(cfg, st, summary, model_dir, tokenizer, t_start, run_dir, attempt)
-    for s in st.samplers:
-        attempt(f"{s.name} samples", s.write, run_dir)
-    if start and cfg.plots and records_at == run_dir / "requests.parquet":
-        from servebench.plots import plot_run
-
-        if attempt("timeline plot", plot_run, run_dir) is None:
-            salvage.remove_partial(run_dir, ("timeline.png", "timeline.html"))
-    if refused is not None or failures:
-        _results_error(st, run_dir, records_at, refused, failures)
-        salvage.remove_partial(run_dir)
-        best_effort = lambda what, fn, *args: _quietly(fn, *args)  # noqa: E731 - the error line says it already
-        _write_status(cfg, st, summary, model_dir, tokenizer, t_start, run_dir, best_effort)  # the files say it too
-        if records_at is not None and records_at.parent != run_dir:  # rescued: a run dir of its own
-            _write_status(cfg, st, summary, model_dir, tokenizer, t_start, records_at.parent, best_effort)
-            redact.scrub_dir(records_at.parent, secrets)
-    redact.scrub_dir(run_dir, secrets)  # server.log, error.log: whatever the server or a traceback printed
-    return summary
-
-
-def _write_status(cfg, st: RunState, summary: dict, model_dir, tokenizer, t_start: float, where: Path, attempt) -> None:
-    summary["status"] = st.status
-    summary["error"] = st.error
-    secrets = redact.secret_values(cfg.launcher_options, cfg.server_args)
-    info = redact.scrub(_run_info(cfg, st, model_dir, tokenizer, t_start), secrets)
-    attempt("run.json", store.write_json, where / "run.json", info)
-    attempt("summary.json", store.write_summary, where, redact.scrub(summary, secrets, keys=False))
-
-
-def _results_error(st: RunState, run_dir: Path, records_at: Path | None, refused: str | None, failures: list[str]) -> None:
-    """One line: what was not written, why, and where the measured records are."""
-    if records_at is None:
-        kept = f"the measured records were not saved ({refused}; no rescue dir took them either)" if salvage.disk_full(
-            OSError(refused)) else f"requests.parquet not written ({refused})"
-    elif records_at.parent != run_dir:
-        kept = f"records rescued to {records_at} ({refused} in {run_dir})"
-    else:
-        kept = f"records kept in {records_at}"
-    missing = sorted({f.split(":", 1)[0] for f in failures})
-    full = any(salvage.disk_full(OSError(f)) for f in [refused or "", *failures])
-    what = "results disk full" if full else "could not write all results"
-    cause = salvage.one_line(OSError(failures[0].split(": ", 1)[-1])) if failures else ""
-    why = f"{what}: {kept}" + (f"; not written: {', '.join(missing)} ({cause})" if missing else "")
-    if records_at is not None:
-        why += f"; rebuild them with `servebench report --rebuild {records_at.parent}`"
-    if st.error:
-        st.error = f"{st.error}; {why}"
-    else:
-        st.error, st.status, st.exit_code = why, "failed", verdict.EXIT_RESULTS
-
-
-def _run_info(cfg: RunConfig, st: RunState, model_dir, tokenizer, t_start: float) -> dict:
-    server = st.server
-    host: dict[str, Any] = {"hostname": socket.gethostname(), "platform": platform.platform(),
-                            "cpu": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version()}
-    for s in st.samplers:
-        if hasattr(s, "host_info"):
-            host.update(_quietly(s.host_info) or {})
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "servebench_version": __version__,
-        "status": st.status,
-        "error": st.error,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)),
-        "config": json.loads(cfg.model_dump_json()),
-        "model": cfg.model,
-        "model_dir": str(model_dir) if model_dir else None,
-        "tokenizer": getattr(tokenizer, "name_or_path", None),
-        "engine": {"name": cfg.backend, "version": st.engine_version},
-        "server": {"base_url": server.base_url, "time_to_ready_s": server.time_to_ready_s, "info": server.info} if server else None,
-        "host": host,
-        "workers": {"count": st.workers, "reason": st.workers_reason,  # load processes and why
-                    **({"split": st.split} if st.split else {})},
-        "clock": "time.perf_counter_ns (CLOCK_MONOTONIC)",
-        **st.extra_info,
-    }
-
-
-def _efficiency(run_dir: Path) -> dict:
-    """From the files just written, so a stored run and this one are judged alike; never
-    fails the run (unknown hardware or model: available false, with the reason)."""
-    from servebench.estimate.efficiency import run_efficiency
-
-    return run_efficiency(run_dir)
-
-
-
-
-def _quietly(fn, *args):
-    try:
-        return fn(*args)
-    except Exception:
-        return None
