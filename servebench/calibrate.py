@@ -96,9 +96,10 @@ async def drive_http(url: str, records: list[RequestRecord], bodies: list, *, of
 
 
 def run_plan(url: str, n: int, *, concurrency: int | None = None, output_tokens: int = 16,
-             api: str = "openai-completions", id_base: int = 0, transport=None, workers: int = 1) -> list[RequestRecord]:
+             api: str = "openai-completions", id_base: int = 0, transport=None, workers: int = 1,
+             decode: bool = True) -> list[RequestRecord]:
     """n requests against `url`: closed loop at `concurrency`, or a burst when it is None.
-    Returns decoded records whose index (and X-Request-Id) starts at id_base."""
+    Returns records (decoded unless decode=False) whose index (and X-Request-Id) starts at id_base."""
     from servebench.adapters import ADAPTERS
     from servebench.decode import decode_records
     from servebench.runner import new_loop
@@ -121,7 +122,8 @@ def run_plan(url: str, n: int, *, concurrency: int | None = None, output_tokens:
                                                concurrency=concurrency, transport=transport))
         finally:
             loop.close()
-    decode_records(adapter, records)
+    if decode:
+        decode_records(adapter, records)
     return records
 
 
@@ -139,9 +141,15 @@ def measure_floor(streams: int = 50, tokens: int = 100, itl_ms: float = 2.0) -> 
 
     with start_emulator("openai", ttft_ms=10, itl_ms=itl_ms) as h:
         seq = run_plan(h.url, 5, concurrency=1, output_tokens=4)
+        # the load loop's CPU only, as a run's client.cpu_us_per_token counts it: decoding comes
+        # after the load (counting it put the floor at 48 us/token against 20 measured in the run)
         cpu0 = time.process_time()
-        load = run_plan(h.url, streams, output_tokens=tokens, id_base=1000)
+        load = run_plan(h.url, streams, output_tokens=tokens, id_base=1000, decode=False)
         cpu = time.process_time() - cpu0
+        from servebench.adapters import ADAPTERS
+        from servebench.decode import decode_records
+
+        decode_records(ADAPTERS["openai-completions"], load)
         h.stop()
         emu = h.records()
         os.unlink(h.log)
@@ -156,14 +164,19 @@ def measure_floor(streams: int = 50, tokens: int = 100, itl_ms: float = 2.0) -> 
 def load_warning(floor: Floor, streams: int, tok_s_per_stream: float, workers: int = 1) -> str | None:
     """One line when `streams` streams at `tok_s_per_stream` each need more token ingest than
     `workers` workers have (each capped by the host's cores), else None."""
+    # warn where the verdict would fail (CPU_PER_PROCESS_MAX of a core per process); `auto` sizes
+    # at CPU_BUDGET, leaving headroom, so a load between the two is measured without a warning
+    from servebench.client_check import CPU_PER_PROCESS_MAX
+
     usable = max(1, min(workers, os.cpu_count() or 1))
-    need, have = streams * tok_s_per_stream, floor.ingest_tok_s * usable
+    per_process = CPU_PER_PROCESS_MAX * 1e6 / floor.us_per_token
+    need, have = streams * tok_s_per_stream, per_process * usable
     if need <= have:
         return None
     more = f"; try --workers {min(os.cpu_count() or 1, int(need / floor.ingest_tok_s) + 1)}" if usable < (os.cpu_count() or 1) else ""
     return (f"requested load needs ~{need:,.0f} tokens/s of stream reads but this client measured "
-            f"{floor.us_per_token:.1f} us/token (~{have:,.0f} tokens/s with {usable} worker(s)); "
-            f"TTFT/ITL will include client queueing{more}")
+            f"{floor.us_per_token:.1f} us/token (~{have:,.0f} tokens/s with {usable} worker(s) at "
+            f"{CPU_PER_PROCESS_MAX:g} core each); TTFT/ITL will include client queueing{more}")
 
 
 def warn_for_load(streams: int, warm: Sequence[RequestRecord], workers: int = 1) -> str | None:

@@ -44,8 +44,11 @@ def test_compare_flags_a_read_before_its_write_and_skips_what_it_cannot_match():
 def test_load_warning_compares_token_demand_with_the_measured_floor():
     floor = Floor(ttft_overhead_ms=0.2, us_per_token=10.0, ingest_tok_s=50_000)
     assert load_warning(floor, 100, 100.0) is None  # 10k tokens/s
+    # one process at 10 us/token: 90k tokens/s at the verdict's 0.9 core; auto sizes at 0.5 (50k)
+    assert load_warning(floor, 850, 100.0) is None  # 85k: past auto's headroom, not past the limit
     msg = load_warning(floor, 1000, 100.0)  # 100k tokens/s
     assert msg is not None and "100,000 tokens/s" in msg and "10.0 us/token" in msg and "\n" not in msg
+    assert "~90,000 tokens/s with 1 worker(s) at 0.9 core each" in msg
     if (os.cpu_count() or 1) >= 2:
         assert "--workers 2" in msg
 
