@@ -81,7 +81,8 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--warmup", default=2, show_default=True, type=int, help="Warm-up requests, excluded from metrics.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--workers", default="auto", show_default=True,
-              help="Load-generator processes, or auto: from the self-check's measured capacity, the load and the free cores.")
+              help="Load-generator processes, or auto: from the self-check's measured capacity, the load and the free "
+                   "cores; or ray:N: N load actors on the Ray cluster at RAY_ADDRESS (docs/ray.md).")
 @click.option("--timeout", "request_timeout_s", default=600.0, show_default=True, type=float, help="Per-request timeout, s.")
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Run name (part of the run directory).")
