@@ -107,11 +107,10 @@ async def drive(
     lags = getattr(transport, "read_lag_ns", None)
     # A full collection walks every object the process holds (tokenizer, transformers, pandas:
     # millions) and stalls the loop for hundreds of ms, which lands in TTFT and starves
-    # slots. Objects from set-up are frozen out of collection; none runs during the load.
+    # slots: none runs during the load. Nor one here before it: in a large process it took
+    # 400 ms and ran past a t0 agreed with other workers (tests/unit/test_ray_workers.py).
     stats.scheduling = realtime_on() if realtime else "normal (--no-realtime)"
     gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.freeze()
     gc.disable()
     try:
         await _sleep_until(t0_ns)

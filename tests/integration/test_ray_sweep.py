@@ -262,9 +262,10 @@ def test_run_workers_ray_node_lost_fails_its_share_and_keeps_the_rest(cluster, t
     cluster.wait_for_nodes()
     emu_log = tmp_path / "emu.jsonl"
     with start_emulator("openai", 30, 60, log=emu_log, flush_s=0.1) as emu:
-        # 4 one-CPU nodes, 4 actors: one on each, so one on the node removed below
-        proc = run_on_ray(cluster, emu.url, tmp_path / "res", "ray:4", "--requests", "80", "--concurrency", "4",
-                          "--output-tokens", "20")
+        # one actor per one-CPU node (an earlier test may have removed one): one is on the node removed below
+        n = len(cluster.list_all_nodes())
+        proc = run_on_ray(cluster, emu.url, tmp_path / "res", f"ray:{n}", "--requests", str(20 * n),
+                          "--concurrency", str(n), "--output-tokens", "20")
         wait_for(lambda: len(emu.records()) >= 8, proc, "load running")
         cluster.remove_node(extra)
         out, err = proc.communicate(timeout=300)
@@ -275,8 +276,8 @@ def test_run_workers_ray_node_lost_fails_its_share_and_keeps_the_rest(cluster, t
     split = json.loads((run_dir / "run.json").read_text())["workers"]["split"]
     lost = next(w for w, s in enumerate(split) if s["node_id"] == extra.node_id)
     recs = [r for r in load_records(run_dir / "requests.parquet") if not r.warmup]
-    theirs = [r for r in recs if r.index % 4 == lost]
+    theirs = [r for r in recs if r.index % n == lost]
     assert theirs and all(r.error and r.error.startswith("lost with its load worker") for r in theirs)
-    assert sum(r.ok for r in recs if r.index % 4 != lost) >= 3  # the others' measured requests are kept
+    assert sum(r.ok for r in recs if r.index % n != lost) >= 2  # the others' measured requests are kept
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["failed"] >= len(theirs)
