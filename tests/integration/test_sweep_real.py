@@ -44,7 +44,9 @@ def test_real_sweep_interrupted_and_resumed(tmp_path):
         "name": "real", "results_dir": str(tmp_path / "results"),
         "defaults": {"engine": "vllm", "model": "tiny", "served_model_name": tag, "hardware": "cpu"},
         "servers": [{"server_args": ["--max-num-seqs", "4"]}, {"server_args": ["--max-num-seqs", "16"]}],
-        "load": {"concurrency": [1, 2, 4], "requests": 8, "input_tokens": 64, "output_tokens": 16, "warmup": 1},
+        # 32 requests: a cell's load lasts ~2 s here (8 took 0.43 s, and a SIGINT 1 s into the
+        # cell landed between cells)
+        "load": {"concurrency": [1, 2, 4], "requests": 32, "input_tokens": 64, "output_tokens": 16, "warmup": 1},
     }
     path = tmp_path / "real.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -59,7 +61,7 @@ def test_real_sweep_interrupted_and_resumed(tmp_path):
             time.sleep(0.05)
         else:
             raise AssertionError(f"second cell never started: {proc.communicate(timeout=60)[1][-3000:]}")
-        time.sleep(1.0)  # inside the cell's load
+        time.sleep(0.5)  # inside the cell (probe, warm-up or load)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=300)
     finally:
@@ -85,7 +87,7 @@ def test_real_sweep_interrupted_and_resumed(tmp_path):
     for cid, c in after.items():
         run = json.loads((d / c["run_dir"] / "run.json").read_text())
         summary = json.loads((d / c["run_dir"] / "summary.json").read_text())
-        assert summary["completed"] == 8 and summary["failed"] == 0
+        assert summary["completed"] == 32 and summary["failed"] == 0
         assert summary["output_tokens"]["achieved_mean"] == 16 and summary["input_tokens"]["mismatched_requests"] == 0
         # the real engine emptied its prefix cache before the cell
         assert run["session"]["cache_resets"][-1] == {"reset": True, "route": "/reset_prefix_cache", "status": 200}
