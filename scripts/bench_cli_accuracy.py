@@ -92,8 +92,9 @@ def _neighbour(busy_ms: float, period_ms: float) -> None:
         time.sleep(max(0.0, nxt - time.monotonic()))
 
 
-def _run_cli(cmd: list[str], env: dict, pin: set[int] | None, timeout_s: float, cwd: Path) -> tuple[int, str, str]:
-    """The CLI with stderr on a pseudo-terminal (the progress bar renders); stdout captured."""
+def run_on_pty(cmd: list[str], env: dict, pin: set[int] | None, timeout_s: float, cwd: Path) -> tuple[int, str, str]:
+    """The CLI with stderr on a pseudo-terminal (the progress bar renders); stdout captured.
+    Also the runner of tests/unit/test_accuracy_cli.py."""
     master, slave = pty.openpty()
     import fcntl
     import termios
@@ -149,7 +150,7 @@ def run_one(shape: tuple, variant: Variant, work: Path, neighbour: tuple[float, 
             env = {**os.environ, "PYTHONPATH": str(variant.path), "TERM": os.environ.get("TERM", "xterm-256color")}
             host0, kids0, emu0, t0 = _host_busy_s(), _children_cpu_s(), _proc_cpu_s(h.pid), time.monotonic()
             # cwd: `python -m` puts it first on sys.path, ahead of PYTHONPATH
-            rc, out, tty = _run_cli(cmd, env, {0} if neighbour else None, timeout_s, variant.path)
+            rc, out, tty = run_on_pty(cmd, env, {0} if neighbour else None, timeout_s, variant.path)
             wall = time.monotonic() - t0
             client_cpu, emu_cpu = _children_cpu_s() - kids0, _proc_cpu_s(h.pid) - emu0
             others = (_host_busy_s() - host0 - client_cpu - emu_cpu) / wall
@@ -175,6 +176,7 @@ def run_one(shape: tuple, variant: Variant, work: Path, neighbour: tuple[float, 
 
 def errors(recs, emu: list[dict], summary: dict) -> dict:
     from servebench.calibrate import compare
+    from servebench.emulator import held
     from servebench.metrics import dist
 
     measured = [r for r in recs if not r.warmup]
@@ -195,18 +197,6 @@ def errors(recs, emu: list[dict], summary: dict) -> dict:
         "true_tok_s": true_tok_s, "loop_lag_ms": summary.get("loop_lag_ms"),
         "client": cl, "client_kept_up": cl.get("kept_up"),
     }
-
-
-def held(log: list[dict]) -> tuple[int, float]:
-    """Streams the emulator had open: peak, and time-weighted mean from first arrival to last end."""
-    ev = sorted([(r["arrival_ns"], 1) for r in log] + [(r["end_ns"], -1) for r in log])
-    cur = peak = 0
-    area, last = 0.0, ev[0][0]
-    for t, d in ev:
-        area += cur * (t - last)
-        cur, last = cur + d, t
-        peak = max(peak, cur)
-    return peak, area / max(1, ev[-1][0] - ev[0][0])
 
 
 def table(rows: list[dict], variants: bool) -> str:

@@ -45,7 +45,6 @@ def _cpu() -> float:
 
 # -- children: one client, one load, results to a JSON file
 def child_servebench(spec: dict) -> dict:
-    import asyncio
     from time import perf_counter_ns
 
     from servebench.adapters import ADAPTERS
@@ -151,20 +150,9 @@ def dist(v):
     return d(v)
 
 
-def held(emu: list[dict]) -> tuple[int, float]:
-    """Streams the emulator had open: peak, and time-weighted mean over first arrival..last end."""
-    ev = sorted([(r["arrival_ns"], 1) for r in emu] + [(r["end_ns"], -1) for r in emu])
-    cur = peak = 0
-    area, last = 0.0, ev[0][0]
-    for t, d in ev:
-        area += cur * (t - last)
-        cur, last = cur + d, t
-        peak = max(peak, cur)
-    return peak, area / max(1, ev[-1][0] - ev[0][0])
-
-
 def errors(client: str, res: dict, emu: list[dict], n: int) -> dict:
     from servebench.calibrate import compare
+    from servebench.emulator import held
     from servebench.metrics import dist
     from servebench.records import RequestRecord
 

@@ -179,22 +179,6 @@ def load_warning(floor: Floor, streams: int, tok_s_per_stream: float, workers: i
             f"{CPU_PER_PROCESS_MAX:g} core each); TTFT/ITL will include client queueing{more}")
 
 
-def warn_for_load(streams: int, warm: Sequence[RequestRecord], workers: int = 1) -> str | None:
-    """Per-stream token rate from the warm-up requests, then the floor."""
-    rate = _stream_tok_s(warm)
-    if rate is None:
-        return None
-    return load_warning(measure_floor(), streams, rate, workers)
-
-
-
-def self_check(load, warm: Sequence[RequestRecord], enabled: bool | None = None) -> str | None:
-    """The orchestrator's hook, after the warm-up: a one-line warning or None. `load` is the
-    run's LoadConfig; `enabled=None` means on for loads above DEFAULT_STREAMS_THRESHOLD
-    streams (the self-check costs ~2 s, pointless for a handful of streams)."""
-    return check(load, warm, enabled).warning
-
-
 @dataclass(slots=True)
 class SelfCheck:
     warning: str | None

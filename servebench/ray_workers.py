@@ -83,7 +83,7 @@ class LoadActor:
         self.shift = 0
 
     def facts(self) -> dict[str, Any]:
-        from servebench.sweep.ray_remote import node_facts
+        from servebench.rayconnect import node_facts
 
         return {**node_facts(), "cpus": os.cpu_count()}
 

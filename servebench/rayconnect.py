@@ -1,7 +1,8 @@
-"""Connecting to Ray the way servebench needs it, for the sweep executor and `--workers ray:N`:
+"""Ray the way servebench needs it, for the sweep executor and `--workers ray:N`. Connecting:
 an address nobody answers on fails at once in one line (ray.init would retry for minutes), any
 failure is one line, and servebench's own signal handling survives: ray.init replaces the
-SIGTERM handler with sys.exit, which would skip writing what was measured."""
+SIGTERM handler with sys.exit, which would skip writing what was measured. And which node a
+piece of work runs on (run.json `node`, the sweep index, `client.split`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import logging
 import signal
 import socket
 import threading
+from typing import Any
 
 
 class RayConnectError(RuntimeError):
@@ -48,3 +50,23 @@ def connect(address: str | None):
             if h is not None:
                 signal.signal(s, h)
     return ray
+
+
+def node_facts() -> dict[str, Any]:
+    """Which node this is, as Ray and the OS name it (run.json `node`, index `node`)."""
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+    facts: dict[str, Any] = {"id": node_id, "ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname()}
+    try:
+        me = next(n for n in ray.nodes() if n["NodeID"] == node_id)
+        facts["resources"] = me.get("Resources", {})
+    except Exception:  # noqa: BLE001 - facts are a courtesy; the run stands without them
+        pass
+    try:
+        facts["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
+        facts["accelerator_ids"] = {k: v for k, v in ray.get_runtime_context().get_accelerator_ids().items() if v}
+    except Exception:  # noqa: BLE001
+        pass
+    facts["label"] = f"{facts['hostname']}:{node_id[:8]}"
+    return facts

@@ -27,6 +27,13 @@ _err = click.option("--max-error-rate", default=0.01, show_default=True, type=fl
                     help="With --slo: a run with more failed requests never meets it.")
 
 
+def _analysis(f):
+    """The options recommend and report share (SLO, target rate, goodput, prices, at, errors)."""
+    for opt in (_err, _at, _onprem, _price, _goodput, _target, _slo):
+        f = opt(f)
+    return f
+
+
 def _fail(msg: str, code: int = 1):
     click.echo(f"error: {msg}", err=True)
     raise SystemExit(code)
@@ -104,13 +111,7 @@ def _write(text: str, out: Path | None) -> None:
 
 @click.command("recommend")
 @click.argument("dirs", nargs=-1, required=True)
-@_slo
-@_target
-@_goodput
-@_price
-@_onprem
-@_at
-@_err
+@_analysis
 @click.option("--format", "fmt", default="console", show_default=True, type=click.Choice(["console", "md", "csv"]))
 @click.option("-o", "--output", default=None, type=click.Path(path_type=Path))
 def recommend_cmd(dirs, slo, target_rps, goodput, prices, onprem, at, max_error_rate, fmt, output):
@@ -130,13 +131,7 @@ def recommend_cmd(dirs, slo, target_rps, goodput, prices, onprem, at, max_error_
 @click.argument("dirs", nargs=-1, required=True)
 @click.option("--format", "fmt", default="console", show_default=True, type=click.Choice(["console", "html", "md", "csv"]))
 @click.option("-o", "--output", default=None, type=click.Path(path_type=Path), help="File to write (html: default report.html).")
-@_slo
-@_target
-@_goodput
-@_price
-@_onprem
-@_at
-@_err
+@_analysis
 @click.option("--rebuild", is_flag=True, help="One run: make summary.json and the plots again from requests.parquet first.")
 def report(dirs, fmt, output, slo, target_rps, goodput, prices, onprem, at, max_error_rate, rebuild):
     """Report of a run, a compare or a sweep; several DIRs side by side (the first is the baseline).

@@ -2,6 +2,6 @@
 and logs when it really wrote every token: the ground truth for load-generator accuracy."""
 
 from servebench.emulator.core import EmulatorConfig
-from servebench.emulator.handle import EmulatorError, EmulatorHandle, read_log, start_emulator
+from servebench.emulator.handle import EmulatorError, EmulatorHandle, held, read_log, start_emulator
 
-__all__ = ["EmulatorConfig", "EmulatorError", "EmulatorHandle", "read_log", "start_emulator"]
+__all__ = ["EmulatorConfig", "EmulatorError", "EmulatorHandle", "held", "read_log", "start_emulator"]

@@ -57,6 +57,20 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     return out
 
 
+def held(log: list[dict[str, Any]]) -> tuple[int, float]:
+    """Streams the emulator had open: peak, and time-weighted mean from first arrival to last end."""
+    ev = sorted([(r["arrival_ns"], 1) for r in log] + [(r["end_ns"], -1) for r in log])
+    if not ev:
+        return 0, 0.0
+    cur = peak = 0
+    area, last = 0.0, ev[0][0]
+    for t, d in ev:
+        area += cur * (t - last)
+        cur, last = cur + d, t
+        peak = max(peak, cur)
+    return peak, area / max(1, ev[-1][0] - ev[0][0])
+
+
 def start_emulator(fmt: str = "openai", ttft_ms: float = 50.0, itl_ms: float = 10.0, *,
                    mode: str = "process", port: int = 0, log: str | Path | None = None,
                    timeout_s: float = 30.0, **options: Any) -> EmulatorHandle:

@@ -7,6 +7,10 @@ for milliseconds). With SO_TIMESTAMPNS the kernel stamps each received segment a
 queued; on loopback that is inside the client's send() call. recvmsg returns that stamp
 (CLOCK_REALTIME), converted here to perf_counter_ns (CLOCK_MONOTONIC) at read time.
 Where the option is missing (not Linux) the stamp is the read time instead.
+
+servebench/transport/stamped.py does the same for the client, deliberately not shared: this is
+the truth the client is measured against, and a conversion bug common to both would cancel out
+of every accuracy number instead of showing in it.
 """
 
 from __future__ import annotations

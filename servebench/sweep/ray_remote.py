@@ -11,35 +11,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from servebench.rayconnect import node_facts
 from servebench.sweep.group import LimitSpec, run_group
 from servebench.sweep.plan import Cell, Group
-
-
-def node_facts() -> dict[str, Any]:
-    """Which node this is, as Ray and the OS name it (run.json `node`, index `node`)."""
-    import ray
-
-    node_id = ray.get_runtime_context().get_node_id()
-    facts: dict[str, Any] = {"id": node_id, "ip": ray.util.get_node_ip_address(), "hostname": socket.gethostname()}
-    try:
-        me = next(n for n in ray.nodes() if n["NodeID"] == node_id)
-        facts["resources"] = me.get("Resources", {})
-    except Exception:  # noqa: BLE001 - facts are a courtesy; the run stands without them
-        pass
-    try:
-        facts["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
-        facts["accelerator_ids"] = {k: v for k, v in ray.get_runtime_context().get_accelerator_ids().items() if v}
-    except Exception:  # noqa: BLE001
-        pass
-    facts["label"] = f"{facts['hostname']}:{node_id[:8]}"
-    return facts
 
 
 def pack(d: Path) -> dict[str, bytes]:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from servebench.calibrate import Floor, compare, load_warning, measure_floor, self_check, warn_for_load
+from servebench.calibrate import Floor, check, compare, load_warning, measure_floor
 from servebench.records import RequestRecord
 
 MS = 1_000_000
@@ -59,12 +59,8 @@ def test_measure_floor_against_a_private_emulator():
     assert 0 < f.us_per_token < 1000 and f.ingest_tok_s == pytest.approx(0.5e6 / f.us_per_token)
 
 
-def test_warn_for_load_uses_the_warm_up_token_rate():
-    warm = RequestRecord(index=0, warmup=True, status=200, end_ns=1, token_ns=[i * 10 * MS for i in range(11)],
-                         token_counts=[1] * 11)  # 100 tokens/s per stream
-    assert warn_for_load(2, [warm]) is None
-    assert warn_for_load(10_000_000, [warm]) is not None
-    assert warn_for_load(10_000_000, []) is None  # nothing to go on: no self-check, no warning
+def self_check(load, warm, enabled=None):
+    return check(load, warm, enabled).warning
 
 
 def test_self_check_is_on_by_default_only_above_100_streams():
@@ -79,6 +75,7 @@ def test_self_check_is_on_by_default_only_above_100_streams():
     # open loop: 1e6 req/s x 2 s latency in flight
     assert self_check(LoadConfig(rate=1e6), warm) is not None
     assert self_check(LoadConfig(rate=1.0), warm) is None  # ~3 streams: below the threshold
+    assert self_check(LoadConfig(requests=10_000_000), []) is None  # no warm-up token rate: nothing to go on
 
 
 def test_auto_workers_from_measured_capacity_load_and_free_cores():

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -25,40 +23,18 @@ from servebench.emulator import start_emulator
 from servebench.store import load_records
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_cli_accuracy import run_on_pty  # noqa: E402 - the benchmark's own runner
 
 
 def cli(url: str, tmp: Path, *args: str, pin: set[int] | None = None, timeout: float = 900) -> tuple[int, str, str, Path]:
-    """The CLI with stderr on a pseudo-terminal, so the progress bar renders as in a terminal."""
-    master, slave = pty.openpty()
+    """The CLI with stderr on a pseudo-terminal, so the progress bar renders as in a terminal:
+    the same runner as the accuracy benchmark's."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color", "COLUMNS": "100"}
-    p = subprocess.Popen([sys.executable, "-m", "servebench.cli", "run", "--backend", "vllm", "--endpoint", url,
-                          "--model", "tiny", "--results-dir", str(tmp), *args], stdout=subprocess.PIPE, stderr=slave,
-                         stdin=subprocess.DEVNULL, env=env, preexec_fn=(lambda: os.sched_setaffinity(0, pin)) if pin else None)
-    os.close(slave)
-    tty: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                b = os.read(master, 65536)
-            except OSError:
-                return
-            if not b:
-                return
-            tty.append(b)
-
-    th = threading.Thread(target=drain, daemon=True)
-    th.start()
-    try:
-        out, _ = p.communicate(timeout=timeout)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        th.join(5)
-        os.close(master)
-    out_s = out.decode(errors="replace")
-    return p.returncode, out_s, b"".join(tty).decode(errors="replace"), Path(out_s.strip().splitlines()[-1])
+    rc, out, tty = run_on_pty([sys.executable, "-m", "servebench.cli", "run", "--backend", "vllm", "--endpoint", url,
+                               "--model", "tiny", "--results-dir", str(tmp), *args], env, pin, timeout, ROOT)
+    lines = out.strip().splitlines()
+    return rc, out, tty, Path(lines[-1] if lines else tmp)
 
 
 def errors_against_log(run_dir: Path, log: list[dict]) -> dict:

@@ -8,21 +8,12 @@ import pytest
 
 from servebench.adapters import ADAPTERS
 from servebench.calibrate import run_plan
-from servebench.emulator import start_emulator
+from servebench.emulator import held, start_emulator
 from servebench.records import RequestRecord
 from servebench.transport.http import HttpTransport
 from servebench.workers import WorkerError, run_split
 
 MS = 1_000_000
-
-
-def overlap_peak(log: list[dict]) -> int:
-    ev = sorted([(r["arrival_ns"], 1) for r in log] + [(r["end_ns"], -1) for r in log])
-    cur = peak = 0
-    for _, d in ev:
-        cur += d
-        peak = max(peak, cur)
-    return peak
 
 
 def wires(url: str, n: int, tokens: int = 4) -> list[bytes]:
@@ -38,7 +29,7 @@ def test_concurrency_is_split_and_held_across_workers(tmp_path):
     assert [r.index for r in recs] == list(range(30)) and all(r.ok for r in recs)
     assert sorted(int(r["id"]) for r in log) == list(range(30))
     # 3 + 2 slots: the emulator never sees more than 5 at once, and does see 5
-    assert overlap_peak(log) == 5
+    assert held(log)[0] == 5
 
 
 def test_rate_plan_keeps_global_release_times_from_one_t0(tmp_path):
@@ -94,7 +85,7 @@ def test_servebench_run_with_two_workers_end_to_end(tmp_path):
     # warm-up (index -1) in the parent, then 0..19 across the workers, each matched by X-Request-Id
     assert [r["id"] for r in log if not r["id"].lstrip("-").isdigit()] == ["servebench-probe"]  # the pre-load probe
     assert sorted(int(r["id"]) for r in log if r["id"] != "servebench-probe") == list(range(-1, 20))
-    assert overlap_peak([r for r in log if r["id"] != "-1"]) == 4
+    assert held([r for r in log if r["id"] != "-1"])[0] == 4
 
 
 def test_ctrl_c_stops_the_workers_and_keeps_what_they_measured(tmp_path):
@@ -148,3 +139,9 @@ def test_workers_decode_their_records_and_send_back_no_raw_bytes(tmp_path):
 
     decode_records(ADAPTERS["openai-completions"], recs + raw)  # already-decoded ones are kept as they are
     assert all(r.server_output_tokens == 5 and r.ok for r in recs + raw)
+
+
+def test_held_is_peak_and_time_weighted_mean_of_open_streams():
+    log = [{"arrival_ns": 0, "end_ns": 10}, {"arrival_ns": 5, "end_ns": 15}]
+    assert held(log) == (2, pytest.approx(20 / 15))  # 1 open for 10 ns, 2 for 5: area 20 over 15 ns
+    assert held([]) == (0, 0.0)

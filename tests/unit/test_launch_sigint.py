@@ -11,19 +11,13 @@ import threading
 import time
 
 import psutil
-import yaml
 
 from servebench.store import load_records
+from tests.unit.test_faults_cli import emulator_spec
 
 
 def test_sigint_mid_run_leaves_no_server_and_keeps_partial_results(tmp_path):
-    spec = tmp_path / "emu.yaml"
-    spec.write_text(yaml.safe_dump({
-        "name": "emu", "adapter": "openai-completions", "adapters": ["openai-completions"],
-        "output_length": {"forced": True, "how": "emulator"},
-        "process": {"command": ["{python}", "-m", "servebench.cli", "emulate"],
-                    "args": ["--format", "openai", "--host", "{host}", "--port", "{port}",
-                             "--model", "{served_model_name}", "--ttft-ms", "20", "--itl-ms", "50"]}}))
+    spec = emulator_spec(tmp_path, "--ttft-ms", "20", "--itl-ms", "50")
     res = tmp_path / "results"
     p = subprocess.Popen([sys.executable, "-m", "servebench.cli", "run", "--backend", str(spec), "--model", "tiny",
                           "--requests", "200", "--input-tokens", "16", "--output-tokens", "20", "--concurrency", "2",
