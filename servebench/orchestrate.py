@@ -56,6 +56,7 @@ class RunState:
     extra_info: dict = field(default_factory=dict)  # run.json blocks from the caller (sweep cell, session)
     workers: int = 1  # load processes used (--workers, or the auto choice)
     workers_reason: str = ""
+    self_check_warning: str | None = None  # a prediction; rundir.write weighs it against the verdict
     split: list[dict] = field(default_factory=list)  # --workers ray:N: each actor's node, share and clock
 
 
@@ -256,8 +257,7 @@ async def _self_check(load, st: RunState) -> None:
     decode_records(ADAPTERS[st.api], warm)
     chk = await asyncio.get_running_loop().run_in_executor(None, calibrate.check, load, warm, load.self_check)
     st.workers, st.workers_reason = chk.workers, chk.workers_reason
-    if chk.warning:
-        st.warnings.append(chk.warning)
+    st.self_check_warning = chk.warning
 
 
 def _connections_needed(cfg: RunConfig, warm: list[RequestRecord]) -> int:
