@@ -12,7 +12,7 @@ Each run is the real CLI in a child process (`python -m servebench.cli run --bac
 terminal, telemetry and self-check at their defaults. The server is `servebench emulate` in its
 own process (TTFT 50 ms, ITL 10 ms), whose log of when each request arrived (kernel receive
 stamp) and each token was written is the truth. The run's requests.parquet is joined with that
-log on X-Request-Id and the errors computed by `servebench.calibrate.compare`.
+log on X-Request-Id and the errors computed by `servebench.run.calibrate.compare`.
 
 Variants (`--variant NAME=PATH[;EXTRA CLI ARGS]`) run the servebench found at PATH (PYTHONPATH):
 a checkout of an older commit gives a before/after comparison under the same host conditions,
@@ -131,7 +131,7 @@ def run_on_pty(cmd: list[str], env: dict, pin: set[int] | None, timeout_s: float
 def run_one(shape: tuple, variant: Variant, work: Path, neighbour: tuple[float, float] | None,
             timeout_s: float, emulator_rt: int = 0) -> dict:
     from servebench.emulator import start_emulator
-    from servebench.store import load_records
+    from servebench.store.runfiles import load_records
 
     n, conc, tokens = shape
     nb = None
@@ -175,9 +175,9 @@ def run_one(shape: tuple, variant: Variant, work: Path, neighbour: tuple[float, 
 
 
 def errors(recs, emu: list[dict], summary: dict) -> dict:
-    from servebench.calibrate import compare
+    from servebench.run.calibrate import compare
     from servebench.emulator import held
-    from servebench.metrics import dist
+    from servebench.analysis.metrics import dist
 
     measured = [r for r in recs if not r.warmup]
     ids = {str(r.index) for r in measured}

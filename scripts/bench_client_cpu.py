@@ -251,7 +251,7 @@ def main() -> None:
 
     from servebench.launchers.base import LaunchRequest
     from servebench.launchers.process import ProcessLauncher
-    from servebench.presets import resolve_model
+    from servebench.engines.presets import resolve_model
 
     model_dir = resolve_model(args.model)
     launcher = None

@@ -48,11 +48,11 @@ def child_servebench(spec: dict) -> dict:
     from time import perf_counter_ns
 
     from servebench.adapters import ADAPTERS
-    from servebench.decode import decode_records
+    from servebench.analysis.decode import decode_records
     from servebench.records import RequestRecord
-    from servebench.runner import LoadPlan, drive, new_loop
+    from servebench.load.loop import LoadPlan, drive, new_loop
     from servebench.transport.http import HttpTransport
-    from servebench.workers import run_split
+    from servebench.load.workers import run_split
 
     n, conc, tokens, workers = spec["n"], spec["concurrency"], spec["tokens"], spec["workers"]
     ad = ADAPTERS["openai-completions"]
@@ -146,14 +146,14 @@ def run_one(client: str, shape: tuple, work: Path) -> dict:
 
 
 def dist(v):
-    from servebench.metrics import dist as d
+    from servebench.analysis.metrics import dist as d
     return d(v)
 
 
 def errors(client: str, res: dict, emu: list[dict], n: int) -> dict:
-    from servebench.calibrate import compare
+    from servebench.run.calibrate import compare
     from servebench.emulator import held
-    from servebench.metrics import dist
+    from servebench.analysis.metrics import dist
     from servebench.records import RequestRecord
 
     by_id = {}

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from servebench.presets import resolve_model
+from servebench.engines.presets import resolve_model
 
 EMULATORS = {  # group id -> (label, emulator args)
     "g00": ("emulator-steady", ["--ttft-ms", "25", "--itl-ms", "6", "--batch-slowdown", "0.02", "--jitter", "2"]),

@@ -42,7 +42,7 @@ run_logged() {
 }
 
 inputs_hash() {  # what the environment is built from; a change rebuilds (vLLM is kept)
-  "$PYTHON" - pyproject.toml scripts/setup.sh servebench/presets.py <<PY
+  "$PYTHON" - pyproject.toml scripts/setup.sh servebench/engines/presets.py <<PY
 import hashlib, pathlib, sys
 h = hashlib.sha256(b"engines: $ENGINES\0")
 for name in sys.argv[1:]:
@@ -64,7 +64,7 @@ fi
 
 # vLLM and servebench import, and the tiny preset exists (it is regenerated if the model
 # cache was cleared; SERVEBENCH_HOME decides where).
-READY_CHECK='import vllm; from servebench.presets import resolve_model; print(resolve_model("tiny"))'
+READY_CHECK='import vllm; from servebench.engines.presets import resolve_model; print(resolve_model("tiny"))'
 has_engine() { [[ " $ENGINES " == *" $1 "* ]]; }
 has_engine transformers && READY_CHECK="import accelerate, fastapi, transformers.cli.serve; $READY_CHECK"
 has_engine llamacpp && READY_CHECK="import llama_cpp.server.app, gguf; $READY_CHECK"

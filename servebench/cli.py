@@ -14,7 +14,7 @@ from servebench import __version__
 _EXTERNAL = {
     "launch": "servebench.launchers.cli:launch",
     "emulate": "servebench.emulator.cli:emulate",
-    "plot": "servebench.plots:plot",
+    "plot": "servebench.outputs.plots:plot",
     "sweep": "servebench.sweep.cli:sweep",
     "compare": "servebench.sweep.cli:compare",
     "estimate": "servebench.estimate.cli:estimate",
@@ -101,7 +101,9 @@ def run(**o) -> None:
     from pydantic import ValidationError
     from rich.console import Console
 
-    from servebench import orchestrate, report
+    from servebench.run import orchestrate
+
+    from servebench.outputs import console
     from servebench.config import RunConfig
 
     try:
@@ -144,7 +146,7 @@ def run(**o) -> None:
     if run_dir is not None and (run_dir / "summary.json").exists() and (run_dir / "requests.parquet").exists():
         if _measured(run_dir):
             try:
-                report.render(run_dir, Console())
+                console.render(run_dir, Console())
             except Exception:  # noqa: BLE001 - the run's own error line below is what matters
                 pass
     if error:
@@ -155,7 +157,7 @@ def run(**o) -> None:
     click.echo(str(run_dir))
     if o["strict"] and _client_fell_behind(run_dir):
         click.echo("error: the client did not keep up with the load (--strict); see the warning above", err=True)
-        raise SystemExit(4)  # 3 is "results not fully written" (servebench.verdict)
+        raise SystemExit(4)  # 3 is "results not fully written" (servebench.analysis.verdict)
 
 
 def _kv(pairs) -> dict[str, str]:

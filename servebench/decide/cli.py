@@ -147,8 +147,8 @@ def report(dirs, fmt, output, slo, target_rps, goodput, prices, onprem, at, max_
         if single:
             from rich.console import Console
 
-            from servebench import rebuild as rb
-            from servebench import report as run_report
+            from servebench.outputs import rebuild as rb
+            from servebench.outputs import console as run_report
 
             try:
                 # derived files come back from requests.parquet when missing (or on --rebuild)

@@ -111,8 +111,8 @@ def _color(i: int) -> str:
 
 
 def _cdf_values(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
-    from servebench import metrics
-    from servebench.store import load_records
+    from servebench.analysis import metrics
+    from servebench.store.runfiles import load_records
 
     p = Path(run_dir) / "requests.parquet"
     if not p.exists():

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from servebench import metrics
-from servebench.store import load_records
+from servebench.analysis import metrics
+from servebench.store.runfiles import load_records
 
 _METRIC = {"ttft": "ttft_ms", "tpot": "tpot_ms", "itl": "itl_ms", "e2e": "e2e_ms", "e2el": "e2e_ms",
            "ms_per_token": "ms_per_token", "latency": "ms_per_token"}

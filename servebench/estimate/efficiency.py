@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from servebench.estimate import catalog, models
-from servebench.estimate.catalog import Hardware
+from servebench.estimate.hardware import Hardware
 from servebench.estimate.models import ModelShape
 from servebench.estimate.roofline import SCHEDULES, Deployment, Factors, capacity, decode_step, prefill, serve
 
@@ -216,7 +216,7 @@ def efficiency(run_json: dict, summary: dict, model_config: dict, hw: Hardware |
 
 def load_observation(run_dir: Path, hw_override: str | None = None) -> Observation:
     """Run directory -> Observation; ValueError with a one-line reason when it cannot be placed."""
-    from servebench.store import load_summary, read_json
+    from servebench.store.runfiles import load_summary, read_json
 
     run_dir = Path(run_dir)
     run_json = read_json(run_dir / "run.json")

@@ -17,8 +17,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from servebench.estimate.catalog import Hardware
-from servebench.hostcpu import cpu_model
+from servebench.estimate.hardware import Hardware
+from servebench.engines.hostcpu import cpu_model
 
 CACHE_VERSION = 3
 

@@ -107,7 +107,7 @@ def find_config(name: str) -> tuple[str, dict]:
         p = p / "config.json"
     if p.is_file():
         return str(name), json.loads(p.read_text())
-    from servebench.presets import PRESETS, resolve_model
+    from servebench.engines.presets import PRESETS, resolve_model
 
     if name in PRESETS:
         return name, json.loads((resolve_model(name) / "config.json").read_text())

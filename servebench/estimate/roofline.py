@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 
-from servebench.estimate.catalog import Hardware
+from servebench.estimate.hardware import Hardware
 from servebench.estimate.models import ModelShape
 
 

@@ -9,7 +9,7 @@ import click
 
 from servebench.signals import interruptible
 from servebench.launchers import LAUNCHERS, LaunchError, LaunchRequest, get_launcher
-from servebench.specs import load_spec
+from servebench.engines.specs import load_spec
 
 
 def _gpus(_ctx, _param, value: str | None) -> list[int] | None:
@@ -24,7 +24,7 @@ def _gpus(_ctx, _param, value: str | None) -> list[int] | None:
 def _model(model: str, launcher: str) -> str:
     """A preset name or local dir becomes a path; anything else (a hub id) passes through."""
     try:
-        from servebench.presets import resolve_model
+        from servebench.engines.presets import resolve_model
     except ImportError:
         return model
     try:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.readiness import free_port, is_secret, log_dir, log_tail, one_line, redact_env, served_name, wait_ready
-from servebench.specs import EngineSpec, SpecError, load_spec, render_command
+from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
 
 
 def _stderr(msg: str) -> None:

@@ -9,7 +9,7 @@ import httpx
 
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.readiness import one_line, served_name
-from servebench.specs import SpecError, load_spec
+from servebench.engines.specs import SpecError, load_spec
 
 SAGEMAKER_SCHEME = "sagemaker://"
 

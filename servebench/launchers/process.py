@@ -13,10 +13,10 @@ from pathlib import Path
 
 import psutil
 
-from servebench.hostcpu import choose_dtype, slow_path_lines
+from servebench.engines.hostcpu import choose_dtype, slow_path_lines
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.readiness import free_port, log_dir, log_tail, redact_env, served_name, wait_ready
-from servebench.specs import EngineSpec, SpecError, load_spec, render_command
+from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
 
 
 class ProcessLauncher:
@@ -51,7 +51,7 @@ class ProcessLauncher:
         the type is in the file, so it is no command-line option."""
         if spec.model_format != "gguf":
             return req.model, req.options
-        from servebench.gguf_export import ensure_gguf
+        from servebench.engines.gguf_export import ensure_gguf
 
         assert spec.process is not None
         opts = dict(req.options)

@@ -18,7 +18,7 @@ from typing import Callable
 import httpx
 
 from servebench.launchers.base import LaunchError, LaunchRequest
-from servebench.specs import EngineSpec
+from servebench.engines.specs import EngineSpec
 
 PROBE_PROMPT = "Hello"
 PROBE_TOKENS = 2
@@ -95,8 +95,8 @@ def probe_generation(
             client.close()
     if r.status_code in (400, 422):
         # a server that rejects a field servebench added (ignore_eos, ...) still generates: the
-        # run's own probe (servebench.probe) drops the field and records it; here, ready is enough
-        from servebench.probe import http_send, negotiate
+        # run's own probe (servebench.transport.probe) drops the field and records it; here, ready is enough
+        from servebench.transport.probe import http_send, negotiate
 
         neg = negotiate(http_send(base_url, max(timeout_s, 1.0), None if own else client),
                         lambda x: ADAPTERS[adapter_name].build(PROBE_PROMPT, PROBE_TOKENS, model=model, extra=x), None)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.readiness import one_line, redact_env
-from servebench.specs import EngineSpec, SpecError, load_spec
+from servebench.engines.specs import EngineSpec, SpecError, load_spec
 
 SCHEME = "sagemaker://"
 

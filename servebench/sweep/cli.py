@@ -193,7 +193,7 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, *, only: st
 def _check_servers(plan) -> None:
     """Typos fail before anything is launched: every engine spec and launcher must exist."""
     from servebench.launchers import LAUNCHERS
-    from servebench.specs import SpecError, load_spec
+    from servebench.engines.specs import SpecError, load_spec
 
     for g in plan.groups:
         try:

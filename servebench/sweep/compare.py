@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from servebench.store import load_summary, read_json
+from servebench.store.runfiles import load_summary, read_json
 
 # (column, how to read it from a summary, better: "high" | "low" | None, digits)
 COLUMNS: list[tuple[str, Any, str | None, int]] = [

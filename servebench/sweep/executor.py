@@ -96,7 +96,7 @@ class LocalHost(GroupHost):
         row = self.index.cell(cell.id)
         if not row or row["status"] != DONE or not row.get("run_dir"):
             return None
-        from servebench.store import load_summary
+        from servebench.store.runfiles import load_summary
 
         try:
             return load_summary(self.index.dir / row["run_dir"])

@@ -13,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from servebench.orchestrate import RunError, measure, prepare
-from servebench.session import ServerSession
-from servebench.store import load_summary
+from servebench.run.orchestrate import RunError, measure, prepare
+from servebench.run.session import ServerSession
+from servebench.store.runfiles import load_summary
 from servebench.sweep import limit as lim
 from servebench.sweep.config import SweepConfig
 from servebench.sweep.plan import Cell, Group, LoadPoint, run_config

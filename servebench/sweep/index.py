@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from servebench import store
+from servebench.store import runfiles
 from servebench.sweep.plan import Cell, Group, Plan
 
 INDEX_SCHEMA = 1
@@ -43,7 +43,7 @@ class SweepIndex:
 
     @classmethod
     def load(cls, sweep_dir: Path) -> "SweepIndex":
-        return cls(sweep_dir, store.read_json(Path(sweep_dir) / "index.json"))
+        return cls(sweep_dir, runfiles.read_json(Path(sweep_dir) / "index.json"))
 
     @classmethod
     def create(cls, sweep_dir: Path, kind: str, name: str) -> "SweepIndex":
@@ -53,7 +53,7 @@ class SweepIndex:
 
     def save(self) -> None:
         with self._lock:
-            store.write_json(self.path, self.data)
+            runfiles.write_json(self.path, self.data)
 
     # -- bookkeeping -------------------------------------------------------------------
     def group(self, gid: str) -> dict | None:

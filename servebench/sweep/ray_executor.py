@@ -124,7 +124,7 @@ class RayExecutor:
         if shared and Path(opts.results_shared).resolve() not in index.dir.resolve().parents:
             raise ExecutorError(f"--results-shared {opts.results_shared}: the sweep directory {index.dir} is not "
                                 "under it (give the same path as --results-dir)")
-        from servebench.rayconnect import RayConnectError, connect
+        from servebench.load.rayconnect import RayConnectError, connect
 
         try:
             connect(opts.address)

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from servebench.rayconnect import node_facts
+from servebench.load.rayconnect import node_facts
 from servebench.sweep.group import LimitSpec, run_group
 from servebench.sweep.plan import Cell, Group
 
@@ -92,15 +92,15 @@ def group_msg(group: Group, node: dict, msg: str) -> str:
 
 def _stamp_node(run_dir: Path, node: dict) -> None:
     """run.json says which node measured the cell (its host facts are already there)."""
-    from servebench import store
+    from servebench.store import runfiles
 
     path = run_dir / "run.json"
     try:
-        data = store.read_json(path)
+        data = runfiles.read_json(path)
     except Exception:  # noqa: BLE001 - no run.json: nothing to stamp
         return
     data["node"] = {k: v for k, v in node.items() if k != "label"}
-    store.write_json(path, data)
+    runfiles.write_json(path, data)
 
 
 def run_remote_group(cfg, group: Group, limit: LimitSpec | None, queue, shared_dir: str | None,

@@ -37,7 +37,7 @@ __all__ = [
 def _spec_metrics(engine: str) -> tuple[dict[str, list[str]] | None, str | None]:
     """The engine spec's /metrics route and names; the built-in defaults if no spec."""
     try:
-        from servebench.specs import load_spec
+        from servebench.engines.specs import load_spec
 
         spec = load_spec(engine)
     except Exception:

@@ -5,7 +5,7 @@ before the request is serialized, so connection set-up and event-loop queueing l
 and they cost tens of microseconds per chunk. Here connections are opened and kept alive before
 t0, the request is serialized before t0, `sent_ns` is taken immediately before the write, and
 each read is stored as raw body bytes (chunked framing removed) with the time its bytes
-arrived. Stream parsing happens after the run (servebench.decode).
+arrived. Stream parsing happens after the run (servebench.analysis.decode).
 
 Read stamps come from the kernel (SO_TIMESTAMPNS: the time each segment was queued on the
 socket), not from when the event loop got round to the read. A loop that is busy (sending the

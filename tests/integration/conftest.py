@@ -16,7 +16,7 @@ pytest.register_assert_rewrite("tests.integration._cli")
 
 from servebench.launchers.base import LaunchRequest  # noqa: E402
 from servebench.launchers.process import ProcessLauncher  # noqa: E402
-from servebench.presets import resolve_model  # noqa: E402
+from servebench.engines.presets import resolve_model  # noqa: E402
 
 SERVER_READY_TIMEOUT_S = 900  # cold start on 2 shared cores: import + compile warm-up
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from servebench.emulator import start_emulator
-from servebench.store import load_records
+from servebench.store.runfiles import load_records
 
 from tests.unit.test_sweep_cli import SPEC, emulators_alive
 

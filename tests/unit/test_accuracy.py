@@ -16,7 +16,7 @@ from time import perf_counter_ns
 import pytest
 
 from servebench.adapters.base import Request
-from servebench.calibrate import compare, run_plan
+from servebench.run.calibrate import compare, run_plan
 from servebench.emulator import start_emulator
 from servebench.transport.http import HttpTransport
 

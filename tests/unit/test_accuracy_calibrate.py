@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from servebench.calibrate import Floor, check, compare, load_warning, measure_floor
+from servebench.run.calibrate import Floor, check, compare, load_warning, measure_floor
 from servebench.records import RequestRecord
 
 MS = 1_000_000
@@ -79,7 +79,7 @@ def test_self_check_is_on_by_default_only_above_100_streams():
 
 
 def test_auto_workers_from_measured_capacity_load_and_free_cores():
-    from servebench.calibrate import choose_workers
+    from servebench.run.calibrate import choose_workers
 
     floor = Floor(ttft_overhead_ms=0.1, us_per_token=10.0, ingest_tok_s=50_000)
     n, why = choose_workers(500, 40_000.0, floor, free=1.6, cpus=2)
@@ -95,7 +95,7 @@ def test_auto_workers_from_measured_capacity_load_and_free_cores():
 
 
 def test_check_records_the_workers_choice_and_its_reason():
-    from servebench.calibrate import check
+    from servebench.run.calibrate import check
     from servebench.config import LoadConfig
 
     warm = [RequestRecord(index=-1, warmup=True, status=200, sent_ns=1, end_ns=2 * 10**9,
@@ -114,7 +114,7 @@ def test_the_run_self_check_sees_the_warm_up_token_rate(tmp_path):
     import asyncio
 
     from servebench.config import LoadConfig
-    from servebench.orchestrate import RunState, _self_check
+    from servebench.run.orchestrate import RunState, _self_check
 
     ev = b'data: {"id":"x","choices":[{"index":0,"text":"a","finish_reason":null}]}\n\n'
     warm = RequestRecord(index=-1, warmup=True, status=200, sent_ns=1, end_ns=200 * MS,

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from servebench.calibrate import compare
+from servebench.run.calibrate import compare
 from servebench.emulator import start_emulator
-from servebench.store import load_records
+from servebench.store.runfiles import load_records
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "scripts"))

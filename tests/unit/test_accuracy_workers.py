@@ -7,11 +7,11 @@ import socket
 import pytest
 
 from servebench.adapters import ADAPTERS
-from servebench.calibrate import run_plan
+from servebench.run.calibrate import run_plan
 from servebench.emulator import held, start_emulator
 from servebench.records import RequestRecord
 from servebench.transport.http import HttpTransport
-from servebench.workers import WorkerError, run_split
+from servebench.load.workers import WorkerError, run_split
 
 MS = 1_000_000
 
@@ -135,7 +135,7 @@ def test_workers_decode_their_records_and_send_back_no_raw_bytes(tmp_path):
     assert all(r.server_output_tokens == 5 and sum(r.token_counts) == 5 and r.ok for r in recs)
     # without an adapter the raw bytes come back for the parent to decode, as before
     assert all(not r.decoded and r.chunks for r in raw)
-    from servebench.decode import decode_records
+    from servebench.analysis.decode import decode_records
 
     decode_records(ADAPTERS["openai-completions"], recs + raw)  # already-decoded ones are kept as they are
     assert all(r.server_output_tokens == 5 and r.ok for r in recs + raw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from servebench.client_check import CPU_PER_PROCESS_MAX, LOOP_LAG_P99_MS, judge, warning
+from servebench.analysis.client_check import CPU_PER_PROCESS_MAX, LOOP_LAG_P99_MS, judge, warning
 
 
 def summary(loop=1.0, read=0.3, cores=0.3, workers=1, read_max=2.0, itl=10.0, tpot=None):

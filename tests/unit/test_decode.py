@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from servebench.adapters import ADAPTERS
-from servebench.decode import body_error, decode_record, decode_records
+from servebench.analysis.decode import body_error, decode_record, decode_records
 from servebench.records import RequestRecord
 
 STREAMS = Path(__file__).parent.parent / "fixtures" / "streams"

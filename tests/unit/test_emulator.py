@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from servebench.adapters import ADAPTERS
-from servebench.decode import decode_record
+from servebench.analysis.decode import decode_record
 from servebench.emulator import EmulatorError, read_log, start_emulator
 from servebench.emulator.cli import emulate
 from servebench.records import RequestRecord

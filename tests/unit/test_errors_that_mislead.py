@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from servebench import signals
-from servebench.presets import resolve_model
-from servebench.verdict import failure
-from servebench.workload import WorkloadError, from_jsonl, load_tokenizer
+from servebench.engines.presets import resolve_model
+from servebench.analysis.verdict import failure
+from servebench.load.prompts import WorkloadError, from_jsonl, load_tokenizer
 
 
 def sb(*args: str) -> subprocess.CompletedProcess:

@@ -118,7 +118,7 @@ def test_copy_benchmark_measures_something_plausible():
 def test_report_shows_the_efficiency_line(tmp_path):
     from rich.console import Console
 
-    from servebench import report
+    from servebench.outputs import console as report
 
     d = _gpu_run_dir(tmp_path, "r", 4)
     console = Console(record=True, width=200)

@@ -2,7 +2,7 @@
 as users run it): the emulator acts the server fault out (`--fault`), the disk is a real tmpfs
 that fills up, signals are real signals. Each run must end marked (summary.json and run.json
 say what the exit code says), with what was measured on disk, any launched server stopped,
-one `error:` line and a meaningful exit code (servebench.verdict)."""
+one `error:` line and a meaningful exit code (servebench.analysis.verdict)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import psutil
 import yaml
 
 from servebench.emulator.handle import start_emulator
-from servebench.store import load_records
+from servebench.store.runfiles import load_records
 
 COMMON = ["--model", "tiny", "--input-tokens", "16", "--warmup", "0", "--no-telemetry", "--no-plots"]
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from servebench.adapters import ADAPTERS
 from servebench.adapters.sse import iter_payloads
-from servebench.decode import decode_record
+from servebench.analysis.decode import decode_record
 from servebench.emulator.formats import FORMATS, Gen
 from servebench.records import RequestRecord
 

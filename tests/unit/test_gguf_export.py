@@ -1,4 +1,4 @@
-"""servebench.gguf_export: the tiny preset as GGUF, read back with the gguf package's reader."""
+"""servebench.engines.gguf_export: the tiny preset as GGUF, read back with the gguf package's reader."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import gguf  # a servebench dependency (pyproject.toml)
 import numpy as np
 import pytest
 
-from servebench.gguf_export import convert, ensure_gguf, permute, read_safetensors
+from servebench.engines.gguf_export import convert, ensure_gguf, permute, read_safetensors
 from servebench.launchers.base import LaunchRequest
 from servebench.launchers.process import ProcessLauncher
-from servebench.presets import resolve_model
-from servebench.specs import SpecError, load_spec
+from servebench.engines.presets import resolve_model
+from servebench.engines.specs import SpecError, load_spec
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,11 @@
-"""servebench.hostcpu: the dtype rule for CPU hosts and slow-path detection in server logs."""
+"""servebench.engines.hostcpu: the dtype rule for CPU hosts and slow-path detection in server logs."""
 
 from __future__ import annotations
 
-from servebench.hostcpu import choose_dtype, cpu_flags, slow_path_lines, slow_path_warning
+from servebench.engines.hostcpu import choose_dtype, cpu_flags, slow_path_lines, slow_path_warning
 from servebench.launchers.base import LaunchRequest
 from servebench.launchers.process import ProcessLauncher
-from servebench.specs import CpuDtype, load_spec
+from servebench.engines.specs import CpuDtype, load_spec
 
 RULE = CpuDtype(flag="--dtype", slow_path_log=["Failed to create oneDNN linear"])
 EPYC = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma bmi2\n"

@@ -231,7 +231,7 @@ def test_a_read_is_stamped_when_its_bytes_arrived_not_when_a_busy_loop_got_to_it
     from time import perf_counter_ns
 
     from servebench.adapters import ADAPTERS
-    from servebench.decode import decode_records
+    from servebench.analysis.decode import decode_records
     from servebench.emulator import start_emulator
 
     ad = ADAPTERS["openai-completions"]

@@ -15,7 +15,7 @@ import pytest
 from servebench.launchers.base import LaunchError, LaunchRequest
 from servebench.launchers.docker import DockerLauncher
 from servebench.launchers.readiness import free_port
-from servebench.specs import load_spec
+from servebench.engines.specs import load_spec
 
 HUB = "meta-llama/Llama-2-7b-hf"
 

@@ -15,7 +15,7 @@ import yaml
 from servebench.launchers import process as process_mod
 from servebench.launchers.base import LaunchError, LaunchRequest
 from servebench.launchers.process import ProcessLauncher
-from servebench.specs import load_spec
+from servebench.engines.specs import load_spec
 
 FAKES = Path(__file__).resolve().parents[1] / "fixtures" / "fake_engines"
 
@@ -146,7 +146,7 @@ def test_keyboard_interrupt_during_wait_tears_down(tmp_path, monkeypatch):
 def test_vllm_cpu_command_and_env(monkeypatch):
     for k in ("VLLM_CPU_KVCACHE_SPACE", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(k, raising=False)
-    from servebench import hostcpu
+    from servebench.engines import hostcpu
 
     # a CPU host without native bf16 (this one's kind): the spec's cpu_dtype rule adds float32
     monkeypatch.setattr("servebench.launchers.process.choose_dtype",

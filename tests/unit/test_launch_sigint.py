@@ -12,7 +12,7 @@ import time
 
 import psutil
 
-from servebench.store import load_records
+from servebench.store.runfiles import load_records
 from tests.unit.test_faults_cli import emulator_spec
 
 

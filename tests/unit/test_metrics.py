@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from servebench.metrics import dist, in_flight, itl_gaps_ns, summarize, tpot_ns, ttft_ns
+from servebench.analysis.metrics import dist, in_flight, itl_gaps_ns, summarize, tpot_ns, ttft_ns
 from servebench.records import RequestRecord
 
 MS = 1_000_000

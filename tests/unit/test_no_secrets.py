@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from servebench.redact import secret_name, secret_values, scrub
+from servebench.store.redact import secret_name, secret_values, scrub
 
 FAKES = Path(__file__).resolve().parents[1] / "fixtures" / "fake_engines"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from servebench.plots import PlotError, build, in_flight, plot_run, tokens_per_s
+from servebench.outputs.plots import PlotError, build, in_flight, plot_run, tokens_per_s
 
 S = 1_000_000_000
 T0 = 50 * S  # perf_counter origin of the synthetic run

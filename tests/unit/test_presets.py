@@ -6,8 +6,8 @@ import struct
 import numpy as np
 import pytest
 
-from servebench import presets
-from servebench.presets import PRESETS, resolve_model
+from servebench.engines import presets
+from servebench.engines.presets import PRESETS, resolve_model
 
 
 def _digest(path):

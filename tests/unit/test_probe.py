@@ -1,4 +1,4 @@
-"""servebench.probe: a server that rejects a field servebench added is retried once without it."""
+"""servebench.transport.probe: a server that rejects a field servebench added is retried once without it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from servebench.adapters import ADAPTERS
 from servebench.launchers.base import Server
-from servebench.probe import before_load, named_fields, negotiate
+from servebench.transport.probe import before_load, named_fields, negotiate
 
 COMPLETIONS = ADAPTERS["openai-completions"]
 

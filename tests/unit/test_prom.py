@@ -184,7 +184,7 @@ def test_scraper_unreachable_and_non_http():
 @pytest.mark.parametrize("engine,name", [("vllm", "vllm.txt"), ("tgi", "tgi.txt"), ("sglang", "sglang.txt"), ("lightllm", "lightllm.txt")])  # fmt: skip
 def test_engine_spec_names_match_the_fixtures(engine, name):
     """The names in backends/<engine>/spec.yaml find every series the defaults find."""
-    from servebench.specs import load_spec
+    from servebench.engines.specs import load_spec
 
     spec_vals, _ = parse_metrics(fixture(name), load_spec(engine).metrics)
     default_vals, _ = parse_metrics(fixture(name), ENGINE_METRICS[engine])

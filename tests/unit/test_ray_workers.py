@@ -12,10 +12,10 @@ from click.testing import CliRunner
 
 from servebench.cli import main
 from servebench.emulator import start_emulator
-from servebench.ray_workers import LoadActor, _loopback, best_offset, shift_records
+from servebench.load.ray_workers import LoadActor, _loopback, best_offset, shift_records
 from servebench.records import RequestRecord
-from servebench.runner import LoadStats
-from servebench.workers import WorkerError, collect, jobs
+from servebench.load.loop import LoadStats
+from servebench.load.workers import WorkerError, collect, jobs
 from tests.unit.test_accuracy_workers import wires
 
 MS = 1_000_000

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from servebench.report import warnings
+from servebench.outputs.console import warnings
 
 
 def summary(**over):

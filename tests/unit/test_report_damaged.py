@@ -10,11 +10,13 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from servebench import SCHEMA_VERSION, store
+from servebench import SCHEMA_VERSION
+
+from servebench.store import runfiles as store
 from servebench.cli import main
-from servebench.metrics import summarize
+from servebench.analysis.metrics import summarize
 from servebench.records import RequestRecord
-from servebench.report import render
+from servebench.outputs.console import render
 
 
 def make_run(tmp_path: Path, n: int = 8, prompts_file: str | None = None) -> Path:

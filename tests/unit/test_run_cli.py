@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from servebench.emulator.handle import start_emulator
-from servebench.metrics import summarize
-from servebench.store import load_records
+from servebench.analysis.metrics import summarize
+from servebench.store.runfiles import load_records
 
 FORMATS = [("openai", "vllm"), ("openai", "openai"), ("tgi", "tgi"), ("lightllm", "lightllm"), ("sglang", "sglang")]
 
@@ -89,7 +89,7 @@ def test_report_of_missing_dir_is_one_line(tmp_path):
 
 
 def test_endpoint_model_may_be_a_served_name_with_a_local_tokenizer(tmp_path):
-    from servebench.presets import resolve_model
+    from servebench.engines.presets import resolve_model
 
     with start_emulator("openai", ttft_ms=5, itl_ms=1) as emu:
         p = sb("run", "--backend", "openai", "--endpoint", emu.url, "--model", "served-alias", "--tokenizer",

@@ -9,8 +9,8 @@ import pytest
 
 from servebench.config import LoadConfig
 from servebench.records import RequestRecord
-from servebench.runner import LoadPlan, drive
-from servebench.schedule import release_offsets_ns
+from servebench.load.loop import LoadPlan, drive
+from servebench.load.schedule import release_offsets_ns
 
 
 class FakeTransport:

@@ -19,7 +19,7 @@ from botocore.config import Config
 from servebench.adapters import ADAPTERS
 from servebench.adapters.base import Request
 from servebench.adapters.sse import SSEDecoder
-from servebench.decode import decode_record
+from servebench.analysis.decode import decode_record
 from servebench.records import RequestRecord
 from servebench.transport.sagemaker import SageMakerTransport
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from servebench.adapters import ADAPTERS
-from servebench.specs import TEMPLATE_KEYS, SpecError, load_spec, render_command, spec_names
+from servebench.engines.specs import TEMPLATE_KEYS, SpecError, load_spec, render_command, spec_names
 
 ENGINES = ["lightllm", "sglang", "tgi", "vllm"]  # with docker images; CPU-only process engines below
 LOCAL_ENGINES = ["llamacpp", "transformers"]

@@ -130,7 +130,7 @@ STUDIES = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*.yaml"
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.stem)
 def test_shipped_studies_expand_to_launchable_servers(path):
     from servebench.launchers import LAUNCHERS
-    from servebench.specs import load_spec
+    from servebench.engines.specs import load_spec
 
     c, _ = load_config(path)
     plan = expand(c)

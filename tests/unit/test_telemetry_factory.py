@@ -60,7 +60,7 @@ def test_full_sequence_is_json_clean(tmp_path):
 
 
 def test_engine_spec_supplies_metric_names_and_route(monkeypatch):
-    from servebench import specs
+    from servebench.engines import specs
 
     real = specs.load_spec
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from servebench import workload
-from servebench.presets import resolve_model
+from servebench.load import prompts as workload
+from servebench.engines.presets import resolve_model
 
 
 @pytest.fixture(scope="module")

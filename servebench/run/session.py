@@ -15,7 +15,7 @@ from servebench.config import RunConfig
 from servebench.launchers import LAUNCHERS, LaunchRequest
 from servebench.launchers.base import Server
 from servebench.signals import shielded
-from servebench.specs import EngineSpec
+from servebench.engines.specs import EngineSpec
 
 
 class ServerSession:

@@ -30,9 +30,9 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from servebench.records import RequestRecord
-from servebench.runner import LoadStats
-from servebench.schedule import split_plan
-from servebench.workers import WorkerError, collect, jobs
+from servebench.load.loop import LoadStats
+from servebench.load.schedule import split_plan
+from servebench.load.workers import WorkerError, collect, jobs
 
 SAMPLES = 7  # clock exchanges per actor; the shortest round trip is kept
 START_MARGIN_NS = 500_000_000  # t0 this far ahead: one Ray call to every actor must land first
@@ -83,7 +83,7 @@ class LoadActor:
         self.shift = 0
 
     def facts(self) -> dict[str, Any]:
-        from servebench.rayconnect import node_facts
+        from servebench.load.rayconnect import node_facts
 
         return {**node_facts(), "cpus": os.cpu_count()}
 
@@ -91,7 +91,7 @@ class LoadActor:
         return time.time_ns()
 
     def start(self, job: dict) -> None:
-        from servebench.workers import _worker_main
+        from servebench.load.workers import _worker_main
 
         threading.Thread(target=_worker_main, args=(self.conn, job, False), daemon=True).start()
 
@@ -183,7 +183,7 @@ def run_split_ray(base_url: str, kind: str, wires: list[Any], records: list[Requ
     gets one row per actor: node, requests, concurrency, clock offset and its uncertainty."""
     if kind != "http":
         raise WorkerError(f"--workers ray:N drives HTTP endpoints only, not {kind}")
-    from servebench.rayconnect import RayConnectError, connect
+    from servebench.load.rayconnect import RayConnectError, connect
 
     try:
         ray = connect(os.environ.get("RAY_ADDRESS"))

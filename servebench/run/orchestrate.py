@@ -1,5 +1,5 @@
 """One benchmark run, top to bottom: prompts -> launch -> ready -> warm up -> load -> tear
-down -> decode -> metrics -> store. Whatever was measured is written, whatever was started
+down -> decode -> metrics -> runfiles. Whatever was measured is written, whatever was started
 is stopped, on every exit path (errors and Ctrl-C included)."""
 
 from __future__ import annotations
@@ -14,15 +14,18 @@ from typing import Any, Callable
 
 from servebench.adapters import ADAPTERS
 from servebench.config import RunConfig
-from servebench.decode import decode_records
+from servebench.analysis.decode import decode_records
 from servebench.launchers.base import Server
 from servebench.records import RequestRecord
-from servebench.runner import LoadPlan, LoadStats, drive, new_loop
-from servebench.schedule import release_offsets_ns
+from servebench.load.loop import LoadPlan, LoadStats, drive, new_loop
+from servebench.load.schedule import release_offsets_ns
 from servebench.signals import interrupt_cause, shielded
-from servebench.specs import load_spec
-from servebench import rundir, store, verdict, workload
-from servebench.rundir import quietly
+from servebench.engines.specs import load_spec
+from servebench.run import writer
+from servebench.store import runfiles
+from servebench.analysis import verdict
+from servebench.load.prompts import Prompt, from_jsonl, load_tokenizer, synthetic
+from servebench.run.writer import quietly
 
 
 class RunError(RuntimeError):
@@ -31,7 +34,7 @@ class RunError(RuntimeError):
     def __init__(self, message: str, run_dir: Path | None = None, code: int = verdict.EXIT_FAILED) -> None:
         super().__init__(message)
         self.run_dir = run_dir
-        self.code = code  # the process exit code (servebench.verdict)
+        self.code = code  # the process exit code (servebench.analysis.verdict)
 
     @property
     def interrupted(self) -> bool:
@@ -56,7 +59,7 @@ class RunState:
     extra_info: dict = field(default_factory=dict)  # run.json blocks from the caller (sweep cell, session)
     workers: int = 1  # load processes used (--workers, or the auto choice)
     workers_reason: str = ""
-    self_check_warning: str | None = None  # a prediction; rundir.write weighs it against the verdict
+    self_check_warning: str | None = None  # a prediction; writer.write weighs it against the verdict
     split: list[dict] = field(default_factory=list)  # --workers ray:N: each actor's node, share and clock
 
 
@@ -81,17 +84,17 @@ def prepare(cfg: RunConfig, on_phase: Callable[[str], None] | None = None, token
         raise RunError(f"unknown api {api!r} (known: {', '.join(sorted(ADAPTERS))})")
     model_dir = _model_dir(cfg)
     if tokenizer is None:
-        tokenizer = workload.load_tokenizer(cfg.workload.tokenizer or model_dir or cfg.model)
+        tokenizer = load_tokenizer(cfg.workload.tokenizer or model_dir or cfg.model)
     phase("building prompts")
     return Prepared(spec, api, ADAPTERS[api], model_dir, tokenizer, _prompts(cfg, tokenizer))
 
 
 def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_phase: Callable[[str], None] | None = None) -> Path:
     """One cell: a server session opened for one measurement and closed after it."""
-    from servebench.session import ServerSession
+    from servebench.run.session import ServerSession
 
     p = prepare(cfg, on_phase)
-    run_dir = store.new_run_dir(cfg.results_dir, cfg.name, cfg.backend)
+    run_dir = runfiles.new_run_dir(cfg.results_dir, cfg.name, cfg.backend)
     session = ServerSession(cfg, p.spec, p.api, p.model_dir, log_dir=run_dir)
     return measure(cfg, p, session, run_dir, progress, on_phase, own_session=True)
 
@@ -111,7 +114,7 @@ def measure(cfg: RunConfig, p: Prepared, session, run_dir: Path, progress: Calla
         st.engine_version = session.engine_version
         # one probe request; fields the server rejects are dropped (recorded in run.json
         # server.info.request_probe, and a warning)
-        from servebench.probe import before_load
+        from servebench.transport.probe import before_load
 
         extra = before_load(st.server, p.adapter, session.served, p.spec.request_extra.get(p.api), st.warnings)
         st.samplers = _samplers(cfg, st.server, p.spec.metrics)
@@ -134,8 +137,8 @@ def measure(cfg: RunConfig, p: Prepared, session, run_dir: Path, progress: Calla
             if own_session:
                 session.close()
             st.extra_info = {**(run_info or {}), "session": _session_info(session)}
-            rundir.write(cfg, st, p.adapter, p.model_dir, p.tokenizer, t_start)
-    if st.error:  # rundir.write judged the run: summary.json says the same
+            writer.write(cfg, st, p.adapter, p.model_dir, p.tokenizer, t_start)
+    if st.error:  # writer.write judged the run: summary.json says the same
         raise RunError(st.error, st.run_dir, st.exit_code)
     return st.run_dir
 
@@ -146,7 +149,7 @@ def _session_info(session) -> dict:
 
 def _model_dir(cfg: RunConfig) -> Path | None:
     """A preset name or local dir; None for a hub id benchmarked through an endpoint."""
-    from servebench.presets import resolve_model
+    from servebench.engines.presets import resolve_model
 
     try:
         return resolve_model(cfg.model)
@@ -158,11 +161,11 @@ def _model_dir(cfg: RunConfig) -> Path | None:
         raise
 
 
-def _prompts(cfg: RunConfig, tokenizer) -> list[workload.Prompt]:
+def _prompts(cfg: RunConfig, tokenizer) -> list[Prompt]:
     w, n = cfg.workload, cfg.load.requests + cfg.load.warmup
     if w.prompts_file:
-        return workload.from_jsonl(w.prompts_file, tokenizer, w.output_tokens, n)
-    return workload.synthetic(tokenizer, n, w.input_tokens, w.output_tokens, seed=cfg.load.seed)
+        return from_jsonl(w.prompts_file, tokenizer, w.output_tokens, n)
+    return synthetic(tokenizer, n, w.input_tokens, w.output_tokens, seed=cfg.load.seed)
 
 
 def _samplers(cfg: RunConfig, server: Server, metric_map: dict) -> list:
@@ -228,13 +231,13 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunSt
 def _drive_workers(cfg, kind, base_url, wires, offsets, duration_ns, conns, st: RunState, progress) -> None:
     """--workers N: N processes, one shared t0, records merged back in place (also on Ctrl-C);
     ray:N: N actors on a Ray cluster, the same way, their clocks agreed first."""
-    from servebench.workers import run_split
+    from servebench.load.workers import run_split
 
     load, w = cfg.load, cfg.load.warmup
     measured = st.records[w:]
     split, extra = run_split, {}
     if load.ray_workers:
-        from servebench.ray_workers import run_split_ray
+        from servebench.load.ray_workers import run_split_ray
 
         split, extra = run_split_ray, {"split": st.split}
     try:
@@ -249,7 +252,7 @@ def _drive_workers(cfg, kind, base_url, wires, offsets, duration_ns, conns, st: 
 async def _self_check(load, st: RunState) -> None:
     """Measure the client's own floor against the built-in emulator (in a thread: it runs its
     own event loop) and warn when the requested load is beyond it."""
-    from servebench import calibrate
+    from servebench.run import calibrate
 
     warm = st.records[: load.warmup]
     # the per-stream token rate needs token times: undecoded, the warm-up showed none and the

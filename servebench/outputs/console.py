@@ -7,8 +7,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from servebench.store import load_summary, read_json
-from servebench.client_check import warning as client_warning
+from servebench.store.runfiles import load_summary, read_json
+from servebench.analysis.client_check import warning as client_warning
 
 
 def _f(v, nd: int = 2) -> str:

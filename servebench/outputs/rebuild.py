@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from servebench import store
-from servebench.metrics import summarize
+from servebench.store import runfiles
+from servebench.analysis.metrics import summarize
 
 _CARRIED = ("warnings", "not_released", "loop_lag_ms", "connections", "client", "telemetry")
 
 
 def rebuild(run_dir: Path, plots: bool = True) -> list[str]:
     """Write summary.json (and the plots) from requests.parquet; returns the files written.
-    Raises FileNotFoundError / store.DamagedFile (one line, naming the file)."""
+    Raises FileNotFoundError / runfiles.DamagedFile (one line, naming the file)."""
     run_dir = Path(run_dir)
-    records = store.load_records(run_dir / "requests.parquet")
+    records = runfiles.load_records(run_dir / "requests.parquet")
     run, old = _readable(run_dir / "run.json"), _readable(run_dir / "summary.json")
     load = (run.get("config") or {}).get("load") or {}
     summary = summarize(records, target_concurrency=load.get("concurrency"), target_rate=load.get("rate"))
@@ -30,10 +30,10 @@ def rebuild(run_dir: Path, plots: bool = True) -> list[str]:
     summary["status"] = run.get("status") or old.get("status") or "unknown"
     summary["error"] = run.get("error", old.get("error"))
     summary["rebuilt_from"] = "requests.parquet"
-    store.write_summary(run_dir, summary)
+    runfiles.write_summary(run_dir, summary)
     written = ["summary.json"]
     if plots and any(r.sent_ns and not r.warmup for r in records):
-        from servebench.plots import plot_run
+        from servebench.outputs.plots import plot_run
 
         written += [Path(p).name for p in plot_run(run_dir)]
     return written
@@ -41,7 +41,7 @@ def rebuild(run_dir: Path, plots: bool = True) -> list[str]:
 
 def _readable(path: Path) -> dict:
     try:
-        return store.read_json(path)
+        return runfiles.read_json(path)
     except (OSError, ValueError):
         return {}
 
@@ -60,15 +60,15 @@ def prepare(run_dir: Path, force: bool = False) -> tuple[list[str], list[str]]:
         return [f"{why} {', '.join(rebuild(run_dir))} from {parquet}"], []
     problems: list[str] = []
     try:
-        store.check_records(parquet)
+        runfiles.check_records(parquet)
     except FileNotFoundError:
         problems.append(f"{parquet} is missing: the raw records are gone, only summary.json is left")
-    except store.DamagedFile as e:
+    except runfiles.DamagedFile as e:
         problems.append(f"{e}: the raw records are lost; the report comes from summary.json alone")
     try:
-        store.load_summary(run_dir)
-    except store.DamagedFile as e:
+        runfiles.load_summary(run_dir)
+    except runfiles.DamagedFile as e:
         if problems:
             raise
-        raise store.DamagedFile(f"{e}; `servebench report --rebuild {run_dir}` makes it again from requests.parquet") from None
+        raise runfiles.DamagedFile(f"{e}; `servebench report --rebuild {run_dir}` makes it again from requests.parquet") from None
     return [], problems

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any, Sequence
 
-from servebench.metrics import dist, e2e_ns, itl_gaps_ns, ttft_ns
+from servebench.analysis.metrics import dist, e2e_ns, itl_gaps_ns, ttft_ns
 from servebench.records import RequestRecord
 
 MS = 1e6
@@ -79,7 +79,7 @@ async def drive_http(url: str, records: list[RequestRecord], bodies: list, *, of
                      concurrency: int | None, transport=None, t0_delay_ns: int = 20_000_000) -> None:
     """Send `bodies` (adapter Requests) with the servebench HTTP transport and runner; fills
     `records` (undecoded). `transport` replaces the transport (e.g. a deliberately bad one)."""
-    from servebench.runner import LoadPlan, drive
+    from servebench.load.loop import LoadPlan, drive
     from servebench.transport.http import HttpTransport
 
     tr = transport or HttpTransport(url)
@@ -101,8 +101,8 @@ def run_plan(url: str, n: int, *, concurrency: int | None = None, output_tokens:
     """n requests against `url`: closed loop at `concurrency`, or a burst when it is None.
     Returns records (decoded unless decode=False) whose index (and X-Request-Id) starts at id_base."""
     from servebench.adapters import ADAPTERS
-    from servebench.decode import decode_records
-    from servebench.runner import new_loop
+    from servebench.analysis.decode import decode_records
+    from servebench.load.loop import new_loop
 
     adapter = ADAPTERS[api]
     bodies = [adapter.build("hello world", output_tokens, model="emulator") for _ in range(n)]
@@ -110,7 +110,7 @@ def run_plan(url: str, n: int, *, concurrency: int | None = None, output_tokens:
     offsets = None if concurrency else [0] * n
     if workers > 1:
         from servebench.transport.http import HttpTransport
-        from servebench.workers import run_split
+        from servebench.load.workers import run_split
 
         enc = HttpTransport(url)
         run_split(url, "http", [enc.encode(b, r.index) for b, r in zip(bodies, records)], records,
@@ -147,7 +147,7 @@ def measure_floor(streams: int = 50, tokens: int = 100, itl_ms: float = 2.0) -> 
         load = run_plan(h.url, streams, output_tokens=tokens, id_base=1000, decode=False)
         cpu = time.process_time() - cpu0
         from servebench.adapters import ADAPTERS
-        from servebench.decode import decode_records
+        from servebench.analysis.decode import decode_records
 
         decode_records(ADAPTERS["openai-completions"], load)
         h.stop()
@@ -166,7 +166,7 @@ def load_warning(floor: Floor, streams: int, tok_s_per_stream: float, workers: i
     `workers` workers have (each capped by the host's cores), else None."""
     # warn where the verdict would fail (CPU_PER_PROCESS_MAX of a core per process); `auto` sizes
     # at CPU_BUDGET, leaving headroom, so a load between the two is measured without a warning
-    from servebench.client_check import CPU_PER_PROCESS_MAX
+    from servebench.analysis.client_check import CPU_PER_PROCESS_MAX
 
     usable = max(1, min(workers, os.cpu_count() or 1))
     per_process = CPU_PER_PROCESS_MAX * 1e6 / floor.us_per_token

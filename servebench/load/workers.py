@@ -27,8 +27,8 @@ from time import perf_counter_ns
 from typing import Any, Callable
 
 from servebench.records import RequestRecord
-from servebench.runner import LoadPlan, LoadStats, drive, new_loop
-from servebench.schedule import split_plan
+from servebench.load.loop import LoadPlan, LoadStats, drive, new_loop
+from servebench.load.schedule import split_plan
 
 START_MARGIN_NS = 50_000_000  # t0 this far after the last worker is ready: time to deliver it
 
@@ -58,7 +58,7 @@ def run_split(base_url: str, kind: str, wires: list[Any], records: list[RequestR
         # a fresh interpreter (not fork: it would copy the parent's threads, e.g. telemetry
         # samplers; not multiprocessing spawn: it re-imports the caller's __main__)
         mine, theirs = socket.socketpair()
-        p = subprocess.Popen([sys.executable, "-m", "servebench.workers", str(theirs.fileno())],
+        p = subprocess.Popen([sys.executable, "-m", "servebench.load.workers", str(theirs.fileno())],
                              pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         theirs.close()
         chans.append(_Proc(p, Connection(mine.detach())))
@@ -285,7 +285,7 @@ async def _worker(conn: Connection, job: dict) -> None:
 
 def _decode_and_drop(adapter: str, records: list[RequestRecord]) -> None:
     from servebench.adapters import ADAPTERS
-    from servebench.decode import decode_records
+    from servebench.analysis.decode import decode_records
 
     decode_records(ADAPTERS[adapter], records)
     for r in records:

@@ -157,8 +157,8 @@ def before_load(server: Any, adapter: Any, model: str, extra: dict[str, Any] | N
                 warnings: list[str], *, send: Send | None = None) -> dict[str, Any] | None:
     """The run's checks before the load: returns the `extra` the load must use. Records the probe
     in server.info["request_probe"] (run.json) and appends a warning when fields were dropped,
-    and one when the CPU server logged a slow path (servebench.hostcpu)."""
-    from servebench.hostcpu import slow_path_warning
+    and one when the CPU server logged a slow path (servebench.engines.hostcpu)."""
+    from servebench.engines.hostcpu import slow_path_warning
 
     slow = slow_path_warning(server.info)  # a CPU server that logged a slow path (process launcher)
     if slow:
@@ -171,7 +171,7 @@ def before_load(server: Any, adapter: Any, model: str, extra: dict[str, Any] | N
     if neg.body:
         # the probe's tokens reach the server's counters too: record them, so every token the
         # server counted during the run is accounted for (run.json + requests.parquet)
-        from servebench.decode import decode_record
+        from servebench.analysis.decode import decode_record
         from servebench.records import RequestRecord
 
         r = RequestRecord(index=-1, status=neg.status or 0, chunks=[(0, neg.body)])

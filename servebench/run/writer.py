@@ -16,14 +16,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from servebench import SCHEMA_VERSION, __version__
-from servebench import client_check, redact, salvage, store, verdict
+from servebench.analysis import client_check
+from servebench.store import redact
+from servebench.store import salvage
+from servebench.store import runfiles
+from servebench.analysis import verdict
 from servebench.config import RunConfig
-from servebench.decode import decode_records
-from servebench.hostcpu import cpu_model
-from servebench.metrics import dist, summarize
+from servebench.analysis.decode import decode_records
+from servebench.engines.hostcpu import cpu_model
+from servebench.analysis.metrics import dist, summarize
 
 if TYPE_CHECKING:
-    from servebench.orchestrate import RunState
+    from servebench.run.orchestrate import RunState
 
 
 def write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start: float) -> dict:
@@ -64,7 +68,7 @@ def write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start: 
         "scheduling": st.stats.scheduling,
         **({"split": st.split, "clock_uncertainty_ms": max(r["clock_uncertainty_ms"] for r in st.split)} if st.split else {}),
     }
-    summary["client"]["verdict"] = client_check.judge(summary)  # did the client keep up? (servebench.client_check)
+    summary["client"]["verdict"] = client_check.judge(summary)  # did the client keep up? (servebench.analysis.client_check)
     summary["client"]["kept_up"] = summary["client"]["verdict"]["kept_up"]
     if st.self_check_warning:
         # a prediction from the warm-up's per-stream token rate times the streams: wrong whenever
@@ -94,7 +98,7 @@ def write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start: 
     for s in st.samplers:
         attempt(f"{s.name} samples", s.write, run_dir)
     if start and cfg.plots and records_at == run_dir / "requests.parquet":
-        from servebench.plots import plot_run
+        from servebench.outputs.plots import plot_run
 
         if attempt("timeline plot", plot_run, run_dir) is None:
             salvage.remove_partial(run_dir, ("timeline.png", "timeline.html"))
@@ -115,8 +119,8 @@ def _write_status(cfg, st: RunState, summary: dict, model_dir, tokenizer, t_star
     summary["error"] = st.error
     secrets = redact.secret_values(cfg.launcher_options, cfg.server_args)
     info = redact.scrub(_run_info(cfg, st, model_dir, tokenizer, t_start), secrets)
-    attempt("run.json", store.write_json, where / "run.json", info)
-    attempt("summary.json", store.write_summary, where, redact.scrub(summary, secrets, keys=False))
+    attempt("run.json", runfiles.write_json, where / "run.json", info)
+    attempt("summary.json", runfiles.write_summary, where, redact.scrub(summary, secrets, keys=False))
 
 
 def _results_error(st: RunState, run_dir: Path, records_at: Path | None, refused: str | None, failures: list[str]) -> None:

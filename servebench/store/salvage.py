@@ -15,7 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from servebench import store
+from servebench.store import runfiles
 
 # ENOSPC: no space; EDQUOT: over quota; EFBIG: over the file-size limit (ulimit -f)
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
@@ -43,7 +43,7 @@ def write_records(run_dir: Path, records: list) -> tuple[Path | None, str | None
     then each rescue dir; returns (None, reason) when nothing could hold it."""
     target = run_dir / "requests.parquet"
     try:
-        store.write_records(target, records)
+        runfiles.write_records(target, records)
         return target, None
     except Exception as e:  # noqa: BLE001 - decided below: only a full disk has a fallback
         remove_partial(run_dir)
@@ -54,7 +54,7 @@ def write_records(run_dir: Path, records: list) -> tuple[Path | None, str | None
         dest = base / run_dir.name
         try:
             dest.mkdir(parents=True, exist_ok=True)
-            store.write_records(dest / "requests.parquet", records)
+            runfiles.write_records(dest / "requests.parquet", records)
             return dest / "requests.parquet", why
         except Exception:  # noqa: BLE001 - the next one may have room
             remove_partial(dest)

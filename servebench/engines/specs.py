@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-BACKENDS_DIR = Path(__file__).resolve().parents[1] / "backends"
+BACKENDS_DIR = Path(__file__).resolve().parents[2] / "backends"
 TEMPLATE_KEYS = ("python", "model", "served_model_name", "host", "port")
 OPTIONAL_KEYS = ("quantize", "max_input_tokens", "max_total_tokens")
 
@@ -56,7 +56,7 @@ class CommandSpec(_Strict):
 
 
 class CpuDtype(_Strict):
-    """Weights dtype on a CPU-only host (servebench.hostcpu): `fast` where the CPU has native
+    """Weights dtype on a CPU-only host (servebench.engines.hostcpu): `fast` where the CPU has native
     bf16 (AVX512_BF16 / AMX), else `fallback`. A user-given flag always wins."""
 
     flag: str  # e.g. --dtype
@@ -102,9 +102,9 @@ class EngineSpec(_Strict):
     # extra request fields per adapter, e.g. vLLM's return_token_ids: exact tokens per chunk
     request_extra: dict[str, dict[str, Any]] = Field(default_factory=dict)
     metrics: dict[str, list[str]] = Field(default_factory=dict)  # common name -> engine names
-    cpu_dtype: CpuDtype | None = None  # process launcher on a GPU-less host (servebench.hostcpu)
+    cpu_dtype: CpuDtype | None = None  # process launcher on a GPU-less host (servebench.engines.hostcpu)
     # "gguf": the engine loads one GGUF file; the process launcher converts a model dir (a preset)
-    # with servebench.gguf_export, the `quantize` option naming the GGUF type (f16, q8_0, ...)
+    # with servebench.engines.gguf_export, the `quantize` option naming the GGUF type (f16, q8_0, ...)
     model_format: Literal["hf", "gguf"] = "hf"
     process: ProcessSpec | None = None
     docker: DockerSpec | None = None
