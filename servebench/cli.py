@@ -101,10 +101,9 @@ def run(**o) -> None:
     from pydantic import ValidationError
     from rich.console import Console
 
-    from servebench.run import orchestrate
-
-    from servebench.outputs import console
     from servebench.config import RunConfig
+    from servebench.outputs.console import render as render_report
+    from servebench.run import orchestrate
 
     try:
         cfg = RunConfig(
@@ -146,7 +145,7 @@ def run(**o) -> None:
     if run_dir is not None and (run_dir / "summary.json").exists() and (run_dir / "requests.parquet").exists():
         if _measured(run_dir):
             try:
-                console.render(run_dir, Console())
+                render_report(run_dir, Console())
             except Exception:  # noqa: BLE001 - the run's own error line below is what matters
                 pass
     if error:
