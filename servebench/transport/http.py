@@ -327,7 +327,7 @@ class HttpTransport:
             rec.sent_ns = perf_counter_ns()
             conn.transport.write(wire)  # type: ignore[union-attr]
             try:
-                await asyncio.wait_for(fut, self.timeout_s) if self.timeout_s else await fut
+                await _response(fut, self.timeout_s)
             except asyncio.TimeoutError:
                 conn.fut = None
                 conn._finish(perf_counter_ns(), f"timeout: no complete response after {self.timeout_s:g}s")
@@ -359,3 +359,14 @@ class HttpTransport:
         self._all.clear()
         self._idle.clear()
         await asyncio.sleep(0)
+
+
+async def _response(fut: asyncio.Future, timeout_s: float | None) -> None:
+    """Wait for a response's end. Not asyncio.wait_for: on Python 3.11 it swallows a
+    cancellation that arrives in the loop iteration where the response ends, so a Ctrl-C (or a
+    Ray task cancel) in that instant was lost and the load ran on to its end."""
+    if not timeout_s:
+        await fut
+        return
+    async with asyncio.timeout(timeout_s):
+        await fut

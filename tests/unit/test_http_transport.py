@@ -258,3 +258,21 @@ def test_a_read_is_stamped_when_its_bytes_arrived_not_when_a_busy_loop_got_to_it
     assert woke - write > 40_000_000  # the token really waited in the socket for the loop
     assert 0 <= rec.token_ns[0] - write < 1_000_000  # and is stamped at its arrival anyway
     assert max(lags) > 40_000_000  # the wait itself is recorded, as read lag (client verdict)
+
+
+def test_a_cancel_in_the_instant_a_response_ends_is_not_swallowed():
+    """Ctrl-C (asyncio.Runner cancels the load) landing in the loop iteration where a response
+    ends must still stop the load: asyncio.wait_for on Python 3.11 returned the result instead,
+    and a Ray sweep's cancelled cells ran on to their end."""
+    from servebench.transport.http import _response
+
+    async def main():
+        fut = asyncio.get_running_loop().create_future()
+        waiting = asyncio.create_task(_response(fut, 30.0))
+        await asyncio.sleep(0)  # it now waits on the response
+        fut.set_result(None)  # the response ends...
+        waiting.cancel()  # ...and the cancel arrives in the same iteration
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(main())
