@@ -47,8 +47,16 @@ def main() -> None:
 
 
 def _fail(msg: str, code: int = 1) -> None:
-    click.echo(f"error: {msg}", err=True)
+    click.echo(f"error: {_scrubbed(msg)}", err=True)
     raise SystemExit(code)
+
+
+def _scrubbed(msg: str, options: dict | None = None, args: list[str] | None = None) -> str:
+    """The terminal gets the run dir's redaction too: a server that fails at start-up may echo
+    its argv and environment (--api-key, HF_TOKEN, AWS keys) into the one-line error."""
+    from servebench.store.redact import scrub_text, secret_values
+
+    return scrub_text(msg, secret_values(options, args))
 
 
 def _ints(value: str | None) -> list[int] | None:
@@ -149,7 +157,7 @@ def run(**o) -> None:
             except Exception:  # noqa: BLE001 - the run's own error line below is what matters
                 pass
     if error:
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"error: {_scrubbed(error, cfg.launcher_options, cfg.server_args)}", err=True)
         if run_dir is not None:
             click.echo(str(run_dir))
         raise SystemExit(code)

@@ -19,6 +19,8 @@ MASK = "<redacted>"
 # TOKEN only as a word end: hf_token, AWS_SESSION_TOKEN, --hf-token; not max_tokens or tokenizer
 _NAME = re.compile(r"TOKEN(?![A-Z])|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|CREDENTIAL|AUTHORIZATION|AUTH(?![A-Z])", re.I)
 _MIN_LEN = 6  # shorter values ("1", "true") would scrub ordinary text
+# the password of a URL's userinfo (http://user:PASSWORD@host), whatever its length
+_URL_PASSWORD = re.compile(r"(?<=[a-zA-Z][a-zA-Z0-9+.-]://)([^/\s:@]*):([^/\s@]+)@")
 _TEXT = {".json", ".log", ".txt", ".html", ".csv", ".yaml", ".yml", ".jsonl", ".md"}
 
 
@@ -61,13 +63,13 @@ def scrub_text(text: str, values: set[str]) -> str:
     for v in sorted(values, key=len, reverse=True):  # a value containing another goes first
         if v in text:
             text = text.replace(v, MASK)
+    if "@" in text:
+        text = _URL_PASSWORD.sub(rf"\1:{MASK}@", text)
     return text
 
 
 def scrub_dir(run_dir: Path, values: set[str]) -> list[str]:
     """Rewrite every text file of the run dir that holds a secret value; returns their names."""
-    if not values:
-        return []
     needles = [v.encode() for v in sorted(values, key=len, reverse=True)]
     fixed = []
     for p in Path(run_dir).iterdir():
@@ -75,10 +77,11 @@ def scrub_dir(run_dir: Path, values: set[str]) -> list[str]:
             continue
         try:
             data = p.read_bytes()
-            if not any(n in data for n in needles):
+            if not any(n in data for n in needles) and not _URL_PASSWORD.search(data.decode("utf-8", "replace")):
                 continue
             for n in needles:
                 data = data.replace(n, MASK.encode())
+            data = scrub_text(data.decode("utf-8", "surrogateescape"), set()).encode("utf-8", "surrogateescape")
             tmp = p.with_name(p.name + ".redact.tmp")
             tmp.write_bytes(data)
             tmp.replace(p)

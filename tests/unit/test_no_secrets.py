@@ -69,3 +69,42 @@ def test_secret_names_and_values():
     assert vals == {*PLANTED.values(), OPT_SECRET, ARG_SECRET}
     out = scrub({"config": {"hf_token": "short", "server_args": [f"--key={ARG_SECRET}"], "output_tokens": 5}}, vals)
     assert out == {"config": {"hf_token": "<redacted>", "server_args": ["--key=<redacted>"], "output_tokens": 5}}
+
+
+def test_a_server_that_fails_at_start_and_echoes_its_env_leaks_nothing_to_the_terminal(tmp_path):
+    spec = tmp_path / "fake.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "fake", "adapter": "openai-completions", "adapters": ["openai-completions"],
+        "output_length": {"forced": True, "how": "fake"},
+        # a server that dies at start-up, printing its environment and argv as its last words
+        "process": {"command": ["sh", "-c", 'env >&2; echo "$@" >&2; echo "fatal: $HF_TOKEN $*" >&2; exit 3', "x"],
+                    "args": ["--port", "{port}"]}}))
+    env = {**os.environ, **PLANTED}
+    p = subprocess.run([sys.executable, "-m", "servebench.cli", "run", "--backend", str(spec), "--model", "tiny",
+                        "--requests", "2", "--input-tokens", "16", "--output-tokens", "2", "--warmup", "0",
+                        "--no-plots", "--results-dir", str(tmp_path / "results"),
+                        f"--server-arg=--hf-token={ARG_SECRET}", "--server-arg=--api-key", f"--server-arg={ARG_SECRET2}"],
+                       capture_output=True, text=True, timeout=300, env=env, stdin=subprocess.DEVNULL)
+    assert p.returncode != 0
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, p.stderr
+    for secret in [*PLANTED.values(), ARG_SECRET, ARG_SECRET2]:
+        assert secret not in p.stderr + p.stdout, f"{secret[:12]}... shown in the terminal: {errors[0]}"
+
+
+def test_an_endpoint_password_is_in_no_file_of_the_run_dir(tmp_path):
+    from servebench.emulator.handle import start_emulator
+
+    with start_emulator("openai", ttft_ms=1, itl_ms=1) as emu:
+        url = emu.url.replace("http://", "http://bench:Pw-Planted-9@")
+        p = subprocess.run([sys.executable, "-m", "servebench.cli", "run", "--endpoint", url, "--model", "tiny",
+                            "--requests", "2", "--input-tokens", "16", "--output-tokens", "2", "--warmup", "0",
+                            "--no-plots", "--no-telemetry", "--results-dir", str(tmp_path / "results")],
+                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert "Pw-Planted-9" not in p.stdout + p.stderr
+    (run_dir,) = [d for d in (tmp_path / "results").iterdir() if d.is_dir()]
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["config"]["endpoint"].startswith("http://bench:<redacted>@127.0.0.1:")  # kept, masked
+    for f in run_dir.rglob("*"):
+        if f.is_file():
+            assert b"Pw-Planted-9" not in f.read_bytes(), f"the endpoint's password leaked into {f.name}"
