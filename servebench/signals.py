@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from contextlib import contextmanager
+from typing import Callable
 
 
 _received: list[int] = []  # SIGTERMs seen: the run says which signal stopped it
@@ -32,14 +33,20 @@ def interruptible() -> None:
 
 
 @contextmanager
-def shielded():
+def shielded(notice: Callable[[int], None] | None = None):
     """Teardown and result writing run to the end: a second Ctrl-C (or SIGTERM) meanwhile is
-    held back, never left to kill a half-stopped server or a half-written run directory."""
+    held back, never left to kill a half-stopped server or a half-written run directory.
+    `notice(signum)` tells the user why their Ctrl-C did nothing (a teardown can take minutes)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     got: list[int] = []
-    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    def hold(signum, frame) -> None:
+        got.append(signum)
+        if notice is not None:
+            notice(signum)
+
+    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
+from servebench.launchers.timeouts import ready_timeout
 from servebench.launchers.readiness import free_port, is_secret, log_dir, log_tail, one_line, redact_env, served_name, wait_ready
 from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
 
@@ -108,7 +109,7 @@ class DockerLauncher:
             self._log_thread = threading.Thread(target=self._stream_logs, args=(self.container,), daemon=True)
             self._log_thread.start()
             ready_s = wait_ready(spec, f"http://{self.host}:{port}", adapter=adapter, model=served_name(req),
-                                 timeout_s=req.ready_timeout_s, exited=self._exited, tail=self._tail,
+                                 timeout_s=ready_timeout(req), exited=self._exited, tail=self._tail,
                                  poll_s=self.poll_s)
         except BaseException as e:  # readiness failure, docker error, Ctrl-C: never leave it running
             self.stop()

@@ -15,6 +15,7 @@ import psutil
 
 from servebench.engines.hostcpu import choose_dtype, slow_path_lines
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
+from servebench.launchers.timeouts import ready_timeout
 from servebench.launchers.readiness import free_port, log_dir, log_tail, redact_env, served_name, wait_ready
 from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
 
@@ -103,7 +104,7 @@ class ProcessLauncher:
         adapter = req.options.get("adapter") or spec.adapter
         try:
             atexit.register(self.stop)
-            ready_s = wait_ready(spec, base_url, adapter=adapter, model=self.served(spec, req), timeout_s=req.ready_timeout_s,
+            ready_s = wait_ready(spec, base_url, adapter=adapter, model=self.served(spec, req), timeout_s=ready_timeout(req),
                                  exited=self._exited, tail=lambda: log_tail(self.log_path), poll_s=self.poll_s)
         except BaseException:  # KeyboardInterrupt included: never leave the server behind
             self.stop()

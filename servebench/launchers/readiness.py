@@ -131,7 +131,8 @@ def wait_ready(
                 raise LaunchError(f"{spec.name} {gone} during start-up; last log lines: {tail()}")
             left = deadline - time.monotonic()
             if left <= 0:
-                raise LaunchError(f"{spec.name} not healthy after {timeout_s:.0f}s ({url}: {last}); "
+                raise LaunchError(f"{spec.name} not healthy after {timeout_s:.0f}s (phase start-up: weights download "
+                                  f"and load; raise --ready-timeout or launcher option ready_timeout_s) ({url}: {last}); "
                                   f"last log lines: {tail()}")
             try:
                 r = client.get(url, timeout=min(2.0, max(left, 0.1)))
