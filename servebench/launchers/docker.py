@@ -12,12 +12,15 @@ import os
 import shlex
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
-from servebench.launchers.timeouts import ready_timeout
+from servebench.launchers.owner import docker_labels, from_labels, owner_alive
+from servebench.launchers.timeouts import option_s, ready_timeout
+from servebench.signals import shielded
 from servebench.launchers.readiness import free_port, is_secret, log_dir, log_tail, one_line, redact_env, served_name, wait_ready
 from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
 
@@ -34,11 +37,12 @@ class DockerLauncher:
     name = "docker"
 
     def __init__(self, *, client: Any = None, progress: Callable[[str], None] = _stderr,
-                 poll_s: float = 1.0, host: str = "127.0.0.1") -> None:
+                 poll_s: float = 1.0, host: str = "127.0.0.1", stop_grace_s: float = 20.0) -> None:
         self._client = client  # injected in tests; docker.from_env() otherwise
         self.progress = progress
         self.poll_s = poll_s
         self.host = host
+        self.stop_grace_s = stop_grace_s  # SIGTERM, then this long for the engine to exit, then SIGKILL
         self.container: Any = None
         self._name: str | None = None
         self.log_path: Path | None = None
@@ -78,7 +82,8 @@ class DockerLauncher:
         kwargs: dict[str, Any] = {
             "image": image, "command": command, "detach": True,
             "name": req.options.get("container_name") or f"servebench-{spec.name}-{uuid.uuid4().hex[:8]}",
-            "labels": {"servebench": "1", "servebench.engine": spec.name},
+            # run, host, pid: `servebench cleanup` and the next launch find a killed run's leftovers
+            "labels": docker_labels(spec.name),
             "environment": env, "ports": {f"{d.port}/tcp": (self.host, host_port)}, "volumes": volumes,
             "device_requests": device_requests(req.gpus),
         }
@@ -100,6 +105,8 @@ class DockerLauncher:
         kw = plan["kwargs"]
         self.log_path = log_dir(req, spec.name) / "server.log"
         adapter = req.options.get("adapter") or spec.adapter
+        self.stop_grace_s = option_s(req, "stop_grace_s", self.stop_grace_s)
+        self.reap()
         try:
             self._ensure_image(kw["image"], req.options.get("pull", "missing"))
             self.progress(f"starting {kw['image']} as {kw['name']} on {self.host}:{port}")
@@ -175,22 +182,63 @@ class DockerLauncher:
     def stop(self) -> None:
         container, self.container = self.container, None
         name, self._name = self._name, None
-        atexit.unregister(self.stop)
         if container is None and name is not None:
             try:
                 container = self.client.containers.get(name)
             except Exception:  # never created (NotFound), or the daemon is gone: nothing to remove
-                return
-        if container is None:
-            return
-        try:
-            container.remove(force=True)  # kill + remove, even if it already exited
-        except Exception as e:
-            if type(e).__name__ != "NotFound":
-                self.progress(f"warning: could not remove container {container.name}: {one_line(str(e))}")
+                container = None
+        if container is not None:
+            hurry: list[int] = []  # a second Ctrl-C cuts the grace period short, never the removal
+            with shielded(lambda sig: (hurry.append(sig), self.progress(
+                    f"interrupt held: removing container {container.name} now (no more grace)"))):
+                self._stop_gracefully(container, hurry)
+                _remove(container, self.progress)
+        atexit.unregister(self.stop)
         if self._log_thread is not None:
             self._log_thread.join(timeout=5)
             self._log_thread = None
+
+    def _stop_gracefully(self, container: Any, hurry: list[int]) -> None:
+        """SIGTERM, then up to stop_grace_s for the engine to free its GPUs and exit."""
+        if self.stop_grace_s <= 0:
+            return
+        try:
+            container.kill(signal="SIGTERM")
+        except Exception:  # already exited or gone: removal below settles it
+            return
+        deadline = time.monotonic() + self.stop_grace_s
+        while time.monotonic() < deadline and not hurry:
+            try:
+                container.reload()
+            except Exception:
+                return
+            if container.status in ("exited", "dead"):
+                return
+            time.sleep(min(0.2, self.poll_s))
+
+    def reap(self) -> list[str]:
+        """Remove containers that a servebench run on this host left behind when it was killed
+        (its process is gone): they would hold GPUs and ports. Live runs' containers are kept."""
+        try:
+            found = self.client.containers.list(all=True, filters={"label": "servebench"})
+        except Exception:  # no daemon: start() reports that
+            return []
+        gone = []
+        for c in found:
+            if owner_alive(from_labels(getattr(c, "labels", None) or {})) is False:
+                self.progress(f"removing container {c.name} left by a killed servebench run "
+                              f"({(c.labels or {}).get('servebench.run', '?')})")
+                _remove(c, self.progress)
+                gone.append(c.name)
+        return gone
+
+
+def _remove(container: Any, progress: Callable[[str], None]) -> None:
+    try:
+        container.remove(force=True)  # kill + remove, even if it already exited
+    except Exception as e:
+        if type(e).__name__ != "NotFound":
+            progress(f"warning: could not remove container {container.name}: {one_line(str(e))}")
 
 
 def device_requests(gpus: list[int] | None) -> list[Any]:
