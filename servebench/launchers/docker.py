@@ -95,6 +95,15 @@ class DockerLauncher:
             kwargs["ipc_mode"] = ipc
         return {"kwargs": kwargs, "docker_run": docker_run_line(kwargs, req.gpus), "env_shown": redact_env(env)}
 
+    def dry_run(self, req: LaunchRequest) -> str:
+        """The exact `docker run` line start() would run (secret values taken from the caller's
+        env, never printed); nothing is pulled, started or reaped."""
+        try:
+            spec = load_spec(req.engine)
+            return self.plan(spec, req, req.port or free_port(self.host))["docker_run"]
+        except SpecError as e:
+            raise LaunchError(str(e)) from None
+
     def start(self, req: LaunchRequest) -> Server:
         try:
             spec = load_spec(req.engine)

@@ -84,6 +84,10 @@ class ExternalLauncher:
             raise LaunchError(f"SageMaker endpoint {name!r} is {status}, not InService")
         return status
 
+    def dry_run(self, req: LaunchRequest) -> str:
+        target = req.options.get("base_url") or req.options.get("endpoint") or "(no endpoint given)"
+        return f"external: nothing is started; {target} would be checked once"
+
     def stop(self) -> None:
         """Nothing was started."""
 

@@ -84,6 +84,18 @@ class ProcessLauncher:
             chosen["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order NVML (and nvidia-smi) use
         return {**os.environ, **chosen}, chosen
 
+    def dry_run(self, req: LaunchRequest) -> str:
+        """The command start() would run, after the variables servebench sets for it (secret
+        values shown by name only). Starts nothing (a GGUF engine's model is still converted)."""
+        try:
+            spec = load_spec(req.engine)
+            argv = self.command(spec, req, req.port or free_port(self.host))
+        except SpecError as e:
+            raise LaunchError(str(e)) from None
+        _, chosen = self.env(spec, req)
+        env = [f"{k}={shlex.quote(v)}" if v != "<redacted>" else f"{k}=${k}" for k, v in redact_env(chosen).items()]
+        return " ".join(env + [shlex.join(argv)])
+
     def start(self, req: LaunchRequest) -> Server:
         try:
             spec = load_spec(req.engine)

@@ -90,8 +90,9 @@ def _csv(value: str | None, cast=str) -> list:
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Directory name (default: <time>-compare-<engines>).")
 @click.option("--no-telemetry", is_flag=True)
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Environment variable for every server (repeatable).")
 def compare(backends, model, concurrency, rate, requests, duration, input_tokens, output_tokens, warmup, repeats, seed,
-            launcher, gpus, quantization, endpoints, server_args, results_dir, name, no_telemetry) -> None:
+            launcher, gpus, quantization, endpoints, server_args, results_dir, name, no_telemetry, env=()) -> None:
     """One workload against several engines, each launched once, side by side."""
     engines = _csv(backends)
     eps = dict(_pair(x, "--endpoint") for x in _csv(endpoints))
@@ -105,7 +106,8 @@ def compare(backends, model, concurrency, rate, requests, duration, input_tokens
     servers = []
     for eng in engines:
         s = {"engine": eng, "model": model, "launcher": "external" if eng in eps else launcher,
-             "gpus": _csv(gpus, int) or None, "quantization": quantization, "server_args": extra.get(eng, [])}
+             "gpus": _csv(gpus, int) or None, "quantization": quantization, "server_args": extra.get(eng, []),
+             "env": dict(x.split("=", 1) if "=" in x else _fail(f"--env: expected NAME=VALUE, got {x!r}", 2) for x in env)}
         if eng in eps:
             s["endpoint"] = eps[eng]
         servers.append(s)
