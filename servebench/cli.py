@@ -22,6 +22,7 @@ _EXTERNAL = {
     "report": "servebench.decide.cli:report",
     "recommend": "servebench.decide.cli:recommend_cmd",
     "cost": "servebench.decide.cli:cost_cmd",
+    "cleanup": "servebench.launchers.cleanup:cleanup",
 }
 
 

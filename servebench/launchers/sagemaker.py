@@ -247,6 +247,7 @@ class SageMakerLauncher:
 
 
 def _resource_name(engine: str, model: str) -> str:
-    """SageMaker names: [a-zA-Z0-9-], at most 63 characters, unique per deploy."""
-    slug = re.sub(r"[^a-zA-Z0-9]+", "-", model.rsplit("/", 1)[-1]).strip("-")[:30]
+    """SageMaker names: [a-zA-Z0-9-], at most 63 characters, unique per deploy; lower case, as
+    in the ARNs the tagging API returns (so `servebench cleanup` deletes by the same name)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", model.rsplit("/", 1)[-1].lower()).strip("-")[:30]
     return f"servebench-{engine}-{slug}-{uuid.uuid4().hex[:8]}"[:63]
