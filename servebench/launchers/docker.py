@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
+from servebench.launchers.preflight import local_checks, run_checks
 from servebench.launchers.owner import docker_labels, from_labels, owner_alive
 from servebench.launchers.timeouts import option_s, ready_timeout
 from servebench.signals import shielded
@@ -115,6 +116,8 @@ class DockerLauncher:
         self.log_path = log_dir(req, spec.name) / "server.log"
         adapter = req.options.get("adapter") or spec.adapter
         self.stop_grace_s = option_s(req, "stop_grace_s", self.stop_grace_s)
+        cache = Path(req.options.get("hf_cache") or hf_cache_dir()).expanduser()
+        run_checks(local_checks(req, cache), self.progress)  # before any pull: GPUs asked for, disk for the weights
         self.reap()
         try:
             self._ensure_image(kw["image"], req.options.get("pull", "missing"))

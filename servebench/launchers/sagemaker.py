@@ -22,6 +22,7 @@ from typing import Any, Callable
 from servebench.engines.specs import EngineSpec, SpecError, load_spec
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.owner import Ledger, aws_tags
+from servebench.launchers.preflight import check_quota
 from servebench.launchers.readiness import one_line, redact_env
 from servebench.launchers.sagemaker_teardown import Teardown, err_text
 from servebench.launchers.timeouts import PROBE_S, option_s, ready_timeout, weights_gb
@@ -42,8 +43,10 @@ class SageMakerLauncher:
     def __init__(self, *, sagemaker_client: Any = None, runtime_client: Any = None,
                  progress: Callable[[str], None] = _stderr, poll_s: float = 15.0,
                  sleep: Callable[[float], None] = time.sleep, delete_wait_s: float = 3600.0,
-                 ledger: Ledger | None = None) -> None:
+                 ledger: Ledger | None = None, quotas_client: Any = None) -> None:
         self._sm, self._rt = sagemaker_client, runtime_client
+        # Service Quotas: made here only for the real account (injected SageMaker fakes bring their own)
+        self._quotas, self._own_quotas = quotas_client, sagemaker_client is None
         self.progress, self.poll_s, self.sleep = progress, poll_s, sleep
         self.delete_wait_s = delete_wait_s
         self.created: list[tuple[str, str]] = []  # (kind, name) in creation order
@@ -151,6 +154,7 @@ class SageMakerLauncher:
         self.region = self._pick_region(o.get("region"))
         p = self.plan(spec, req)
         name, self.probe_timeout_s = p["name"], p["probe_timeout_s"]
+        self._preflight(p)
         t0 = time.monotonic()
         atexit.register(self.stop)
         try:
@@ -171,6 +175,15 @@ class SageMakerLauncher:
                           "image": p["model"]["PrimaryContainer"]["Image"], "instance_type": variant["InstanceType"],
                           "region": self.region, "env": redact_env(env), "deployed": True,
                           "served_model_name": req.model})
+
+    def _preflight(self, p: dict[str, Any]) -> None:
+        """Before anything bills: the instance type's endpoint quota, where the API tells."""
+        variant = p["endpoint_config"]["ProductionVariants"][0]
+        if self._quotas is None and self._own_quotas:
+            self._quotas = self._client("service-quotas")
+        note = ("quota: not checked (no Service Quotas client)" if self._quotas is None else
+                check_quota(self._quotas, variant["InstanceType"], variant["InitialInstanceCount"]))
+        self.progress(f"preflight {note}; region {p['region']}; start-up wait {p['startup_s']:.0f}s")
 
     def _create(self, kind: str, name: str, **kwargs: Any) -> None:
         """Remembered before the call: a Ctrl-C or lost connection mid-call may still have

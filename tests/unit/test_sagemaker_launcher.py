@@ -92,13 +92,14 @@ def test_deploy_wait_probe_then_delete_in_order(monkeypatch):
         assert server.adapter == "tgi" and server.time_to_ready_s >= 0
         assert server.info["env"]["HF_TOKEN"] == "<redacted>" and "hf_s3cret" not in json.dumps(server.info)
         assert server.info["image"] == IMAGE and server.info["deployed"] is True
-        assert msgs == ["sagemaker endpoint bench-1: Creating", "sagemaker endpoint bench-1: InService"]
+        assert msgs == ["preflight quota: not checked (no Service Quotas client); region us-west-2; start-up wait 3600s",
+                        "sagemaker endpoint bench-1: Creating", "sagemaker endpoint bench-1: InService"]
         expect_delete(s)
         la.stop()
         n = len(msgs)
         la.stop()  # idempotent: nothing more is deleted or attempted
         s.assert_no_pending_responses()
-        assert len(msgs) == n == 5
+        assert len(msgs) == n == 6
 
 
 def test_failure_during_wait_deletes_everything():
@@ -134,7 +135,7 @@ def test_name_taken_by_someone_else_is_never_deleted():
         with pytest.raises(LaunchError, match="already existing model"):
             launcher(sm, rt, msgs).start(request())
         s.assert_no_pending_responses()
-    assert msgs == []  # no delete attempted (stop() reports every delete, done or failed)
+    assert [m for m in msgs if not m.startswith("preflight")] == []  # no delete attempted (stop() reports each)
 
 
 def test_ctrl_c_while_waiting_deletes_everything():
@@ -213,3 +214,31 @@ def test_bad_requests_make_no_calls():
             launcher(sm, rt, []).start(LaunchRequest(engine="tgi", model="m", options={"role_arn": ROLE}))
         with pytest.raises(LaunchError, match=r"^vllm has no sagemaker section"):
             launcher(sm, rt, []).start(LaunchRequest(engine="vllm", model="m"))
+
+
+def test_quota_below_the_instance_count_stops_before_anything_is_created():
+    sm, rt = clients()
+    quotas = boto3.client("service-quotas", region_name="us-west-2", aws_access_key_id="x", aws_secret_access_key="x")
+    msgs: list[str] = []
+    with Stubber(sm) as s, Stubber(quotas) as q:
+        q.add_response("list_service_quotas", {"Quotas": [
+            {"QuotaName": "ml.g5.2xlarge for endpoint usage", "Value": 2.0},
+            {"QuotaName": "ml.g5.12xlarge for endpoint usage", "Value": 0.0}]}, {"ServiceCode": "sagemaker"})
+        la = SageMakerLauncher(sagemaker_client=sm, runtime_client=rt, quotas_client=quotas, progress=msgs.append)
+        with pytest.raises(LaunchError, match=r"^the account's quota 'ml.g5.12xlarge for endpoint usage' is 0 \(need 1\)"):
+            la.start(request())
+        s.assert_no_pending_responses()  # no create call was made
+    assert la.created == []
+
+
+def test_quota_api_refused_is_a_note_not_a_failure():
+    sm, rt = clients()
+    quotas = boto3.client("service-quotas", region_name="us-west-2", aws_access_key_id="x", aws_secret_access_key="x")
+    msgs: list[str] = []
+    with Stubber(sm) as s, Stubber(quotas) as q:
+        q.add_client_error("list_service_quotas", "AccessDeniedException", "no")
+        s.add_client_error("create_model", "ValidationException", "Could not access model data")
+        la = SageMakerLauncher(sagemaker_client=sm, runtime_client=rt, quotas_client=quotas, progress=msgs.append)
+        with pytest.raises(LaunchError, match="Could not access model data"):
+            la.start(request())
+    assert msgs[0].startswith("preflight quota: not checked (AccessDeniedException)")
