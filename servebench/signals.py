@@ -20,8 +20,8 @@ def interrupt_cause() -> tuple[str, int]:
     """(what stopped the run, exit code): SIGTERM -> 143, else Ctrl-C (SIGINT) -> 130, the
     shell's 128 + signal number. SIGINT keeps Python's own handler (asyncio.Runner cancels the
     load on it), so only SIGTERM is recorded; a KeyboardInterrupt without one is Ctrl-C."""
-    if _received and _received[-1] == signal.SIGTERM:
-        return "SIGTERM", 128 + signal.SIGTERM
+    if _received and _received[-1] in (signal.SIGTERM, signal.SIGHUP):
+        return signal.Signals(_received[-1]).name, 128 + _received[-1]
     return "Ctrl-C", 128 + signal.SIGINT
 
 
@@ -30,6 +30,10 @@ def interruptible() -> None:
     SIGINT ignored, and Python then never raises on it: a benchmark must still stop cleanly."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # a closed terminal or dropped ssh session would otherwise end Python without any teardown
+    # (a billing endpoint, a container holding GPUs); under nohup it stays ignored
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, _raise_interrupt)
 
 
 @contextmanager
@@ -46,7 +50,8 @@ def shielded(notice: Callable[[int], None] | None = None):
         if notice is not None:
             notice(signum)
 
-    old = {s: signal.signal(s, hold) for s in (signal.SIGINT, signal.SIGTERM)}
+    held = (signal.SIGINT, signal.SIGTERM) + (() if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,))
+    old = {s: signal.signal(s, hold) for s in held}
     try:
         yield
     finally:
