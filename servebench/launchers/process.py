@@ -35,11 +35,11 @@ class ProcessLauncher:
         self.dtype: dict | None = None
         self.gguf: dict | None = None
 
-    def command(self, spec: EngineSpec, req: LaunchRequest, port: int) -> list[str]:
+    def command(self, spec: EngineSpec, req: LaunchRequest, port: int, convert: bool = True) -> list[str]:
         if spec.process is None:
             hint = "use --launcher docker" if spec.docker is not None else "benchmark a running server with --endpoint URL"
             raise SpecError(f"{spec.name} has no process section in {spec.source}; {hint}")
-        model, options = self._model_file(spec, req)
+        model, options = self._model_file(spec, req, convert)
         values = {"python": self.python, "model": model, "host": self.host, "port": port,
                   "served_model_name": served_name(req)}
         # CPU host: the dtype it runs fastest, before the user's args (theirs win)
@@ -47,7 +47,7 @@ class ProcessLauncher:
         return render_command(spec, spec.process, values, gpus=req.gpus, options=options,
                               extra_args=self.dtype_args + list(req.extra_args))
 
-    def _model_file(self, spec: EngineSpec, req: LaunchRequest) -> tuple[str, dict]:
+    def _model_file(self, spec: EngineSpec, req: LaunchRequest, convert: bool = True) -> tuple[str, dict]:
         """GGUF engines: the model dir's GGUF file in the `quantize` type (converted once);
         the type is in the file, so it is no command-line option."""
         if spec.model_format != "gguf":
@@ -60,6 +60,10 @@ class ProcessLauncher:
         known = spec.flags.quantize_values
         if known and qtype.lower() not in known:
             raise SpecError(f"{spec.name} does not know quantization {qtype!r} (known: {', '.join(known)})")
+        if not convert:  # a dry run names the file a launch would convert to
+            from servebench.engines.gguf_export import gguf_path
+
+            return str(gguf_path(req.model, qtype)), opts
         try:
             path = ensure_gguf(req.model, qtype)
         except (ValueError, OSError) as e:
@@ -86,10 +90,10 @@ class ProcessLauncher:
 
     def dry_run(self, req: LaunchRequest) -> str:
         """The command start() would run, after the variables servebench sets for it (secret
-        values shown by name only). Starts nothing (a GGUF engine's model is still converted)."""
+        values shown by name only). Starts and converts nothing."""
         try:
             spec = load_spec(req.engine)
-            argv = self.command(spec, req, req.port or free_port(self.host))
+            argv = self.command(spec, req, req.port or free_port(self.host), convert=False)
         except SpecError as e:
             raise LaunchError(str(e)) from None
         _, chosen = self.env(spec, req)

@@ -104,8 +104,8 @@ class SageMakerLauncher:
             raise LaunchError(f"{spec.name} has no sagemaker section in {spec.source} (only the TGI container is deployable)")
         for need in ("instance_type", "role_arn"):
             if not o.get(need):
-                raise LaunchError(f"sagemaker deploy needs --{need.replace('_', '-')} (servebench run: "
-                                  f"--launcher-opt {need}=...) or an existing endpoint name")
+                raise LaunchError(f"sagemaker deploy needs --{need.replace('_', '-')} (run: --launcher-opt {need}=...; "
+                                  f"sweep: launcher_options.{need}) or an existing endpoint name")
         region = self.region
         if not region:
             raise LaunchError("sagemaker deploy needs a region: --region (run/sweep: launcher option region=...) "

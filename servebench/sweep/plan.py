@@ -186,3 +186,14 @@ def run_config(cfg: SweepConfig, server: ServerPoint, load: LoadPoint, runs_dir:
         workload=dict(input_tokens=load.input_tokens, output_tokens=load.output_tokens,
                       prompts_file=ld.prompts_file, tokenizer=server.tokenizer),
     )
+
+
+def launch_commands(cfg: SweepConfig, expr: str | None = None) -> list[str]:
+    """Per group, what its launch would run (`sweep --dry-run --show-commands`); nothing starts."""
+    from servebench.launchers.dryrun import describe
+
+    out = []
+    for g in only(expand(cfg), expr).groups:
+        rc = run_config(cfg, g.server, g.cells[0].load, Path(cfg.results_dir), g.id) if g.cells else None
+        out += [f"# {g.id} {g.server.label}", describe(rc) if rc else "(no cells)"]
+    return out
