@@ -119,7 +119,7 @@ class SageMakerLauncher:
             "create_wait_s": option_s(req, "create_timeout_s", startup + PROVISION_S),
             "probe_timeout_s": option_s(req, "probe_timeout_s", PROBE_S),
             "model": {"ModelName": name, "ExecutionRoleArn": o["role_arn"], "Tags": tags, "PrimaryContainer": {
-                "Image": o.get("image_uri") or spec.sagemaker.image_uri.format(region=region), "Environment": env}},
+                "Image": (o.get("image_uri") or spec.sagemaker.image_uri).format(region=region), "Environment": env}},
             "endpoint_config": {"EndpointConfigName": name, "Tags": tags, "ProductionVariants": [{
                 "VariantName": "AllTraffic", "ModelName": name, "InstanceType": o["instance_type"],
                 "InitialInstanceCount": int(o.get("instance_count", 1)),

@@ -31,3 +31,24 @@ def test_show_commands_prints_each_groups_launch(monkeypatch, tmp_path):
     assert lines[3] == ("(cannot launch: sagemaker deploy needs --role-arn (run: --launcher-opt role_arn=...; "
                         "sweep: launcher_options.role_arn) or an existing endpoint name)")
     assert not (tmp_path / "s").exists()  # no sweep directory: nothing ran
+
+
+def test_sagemaker_study_pins_the_studys_container_and_limits():
+    import json
+
+    from servebench.launchers.dryrun import request_of
+    from servebench.launchers.sagemaker import SageMakerLauncher
+    from servebench.sweep.config import load_config
+    from servebench.sweep.plan import expand, run_config
+
+    cfg, _ = load_config(STUDIES / "hf-sagemaker-llama2.yaml")
+    g = expand(cfg).groups[0]
+    req = request_of(run_config(cfg, g.server, g.cells[0].load, Path("r"), g.id))
+    req.options["role_arn"] = "arn:aws:iam::123456789012:role/r"
+    plan = json.loads(SageMakerLauncher(progress=lambda m: None).dry_run(req))
+    c = plan["model"]["PrimaryContainer"]
+    assert c["Image"] == ("763104351884.dkr.ecr.us-west-2.amazonaws.com/huggingface-pytorch-tgi-inference:"
+                          "2.0.1-tgi1.0.3-gpu-py39-cu118-ubuntu20.04")  # TGI 1.0.3, as the study ran
+    # 1.0.3's names for the study's limits, shown in full (limits are no secrets)
+    assert c["Environment"]["MAX_INPUT_LENGTH"] == "1024" and c["Environment"]["MAX_TOTAL_TOKENS"] == "2048"
+    assert plan["region"] == "us-west-2"
