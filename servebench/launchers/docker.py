@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
+from servebench.launchers.docker_parts import PullProgress, device_requests, docker_run_line
 from servebench.launchers.preflight import local_checks, run_checks
 from servebench.launchers.owner import docker_labels, from_labels, owner_alive
 from servebench.launchers.timeouts import option_s, ready_timeout
 from servebench.signals import shielded
-from servebench.launchers.readiness import free_port, is_secret, log_dir, log_tail, one_line, redact_env, served_name, wait_ready
+from servebench.launchers.readiness import free_port, log_dir, log_tail, one_line, redact_env, served_name, wait_ready
 from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
 
 
@@ -120,7 +121,7 @@ class DockerLauncher:
         run_checks(local_checks(req, cache), self.progress)  # before any pull: GPUs asked for, disk for the weights
         self.reap()
         try:
-            self._ensure_image(kw["image"], req.options.get("pull", "missing"))
+            self._ensure_image(kw["image"], req.options.get("pull", "missing"), option_s(req, "pull_timeout_s", 3600.0))
             self.progress(f"starting {kw['image']} as {kw['name']} on {self.host}:{port}")
             atexit.register(self.stop)
             self._name = kw["name"]  # so stop() finds a container whose run() call was interrupted
@@ -143,7 +144,7 @@ class DockerLauncher:
                           "log": str(self.log_path), "served_model_name": served_name(req),
                           "spec": spec.source})
 
-    def _ensure_image(self, image: str, policy: str) -> None:
+    def _ensure_image(self, image: str, policy: str, timeout_s: float = 3600.0) -> None:
         import docker
 
         if policy == "never":
@@ -156,17 +157,15 @@ class DockerLauncher:
                 pass
         repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
         self.progress(f"pulling {image}")
-        done: set[str] = set()
-        seen: set[str] = set()
+        pull = PullProgress(image, self.progress)
+        deadline = time.monotonic() + timeout_s
         for ev in self.client.api.pull(repo, tag=tag, stream=True, decode=True):
             if "error" in ev:
                 raise LaunchError(f"docker pull {image} failed: {one_line(str(ev['error']))}")
-            layer, status = ev.get("id"), ev.get("status", "")
-            if layer and status and not status.startswith("Pulling from"):  # that one is the tag
-                seen.add(layer)
-                if status in ("Pull complete", "Already exists") and layer not in done:
-                    done.add(layer)
-                    self.progress(f"pulling {image}: {len(done)}/{len(seen)} layers")
+            pull.event(ev)
+            if time.monotonic() >= deadline:  # the pull phase's own time-out, apart from start-up's
+                raise LaunchError(f"docker pull {image}: phase download timed out after {timeout_s:.0f}s "
+                                  f"({pull.text()}); pre-pull it, or raise launcher option pull_timeout_s")
         self.progress(f"pulled {image}")
 
     def _stream_logs(self, container: Any) -> None:
@@ -251,35 +250,6 @@ def _remove(container: Any, progress: Callable[[str], None]) -> None:
     except Exception as e:
         if type(e).__name__ != "NotFound":
             progress(f"warning: could not remove container {container.name}: {one_line(str(e))}")
-
-
-def device_requests(gpus: list[int] | None) -> list[Any]:
-    """--gpus 2,3 -> exactly those devices; None -> all GPUs (as the engines' own docs run them);
-    [] -> none (a CPU image)."""
-    from docker.types import DeviceRequest
-
-    if gpus is None:
-        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    if not gpus:
-        return []
-    return [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
-
-
-def docker_run_line(kw: dict[str, Any], gpus: list[int] | None) -> str:
-    argv = ["docker", "run", "--rm", "--name", kw["name"]]
-    if kw["device_requests"]:
-        argv += ["--gpus", "all" if gpus is None else f'"device={",".join(map(str, gpus))}"']
-    if "shm_size" in kw:
-        argv += ["--shm-size", kw["shm_size"]]
-    if "ipc_mode" in kw:
-        argv += [f"--ipc={kw['ipc_mode']}"]
-    for cport, (host, hport) in kw["ports"].items():
-        argv += ["-p", f"{host}:{hport}:{cport.split('/')[0]}"]
-    for src, v in kw["volumes"].items():
-        argv += ["-v", f"{src}:{v['bind']}" + (":ro" if v["mode"] == "ro" else "")]
-    for k, v in sorted(kw["environment"].items()):
-        argv += ["-e", k if is_secret(k) else f"{k}={v}"]  # secrets: taken from the caller's env
-    return shlex.join(argv + [kw["image"]] + kw["command"])
 
 
 def _is_docker_error(e: BaseException) -> bool:

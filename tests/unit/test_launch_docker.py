@@ -357,3 +357,26 @@ def test_env_reaches_the_container_and_vllm_dev_mode_for_the_cache_reset(tmp_pat
     env = plan["kwargs"]["environment"]
     assert env["NCCL_P2P_DISABLE"] == "1" and env["VLLM_SERVER_DEV_MODE"] == "1"
     assert "-e NCCL_P2P_DISABLE=1" in plan["docker_run"]
+
+
+def test_pull_says_bytes_and_has_its_own_time_out(tmp_path, monkeypatch):
+    from servebench.launchers import docker_parts
+
+    clock = [0.0]
+    monkeypatch.setattr(docker_parts.time, "monotonic", lambda: clock[0])
+    msgs: list[str] = []
+    pull = docker_parts.PullProgress("img:1", msgs.append, every_s=10)
+    pull.event({"status": "Pulling fs layer", "id": "a"})
+    pull.event({"status": "Downloading", "id": "a", "progressDetail": {"current": 1_000_000_000, "total": 4_000_000_000}})
+    clock[0] = 11  # no layer finished for 11 s: said anyway, with bytes
+    pull.event({"status": "Downloading", "id": "a", "progressDetail": {"current": 2_000_000_000, "total": 4_000_000_000}})
+    pull.event({"status": "Pull complete", "id": "a"})
+    assert msgs == ["pulling img:1: 0/1 layers, 2.0/4.0 GB", "pulling img:1: 1/1 layers, 4.0/4.0 GB"]
+
+    events = [{"status": "Pulling fs layer", "id": "a"}] * 3
+    client = FakeDocker(have_image=False, pull_events=events)
+    with pytest.raises(LaunchError, match=r"^docker pull vllm/vllm-openai:v0.11.0: phase download timed out after 0s "
+                                          r"\(0/1 layers\); pre-pull it, or raise launcher option pull_timeout_s$"):
+        DockerLauncher(client=client, progress=lambda m: None).start(LaunchRequest(
+            engine="vllm", model=HUB, run_dir=tmp_path, options={"hf_cache": str(tmp_path), "pull_timeout_s": "0"}))
+    assert not client.created
