@@ -148,7 +148,10 @@ class SageMakerLauncher:
         existing = o.get("endpoint_name") or o.get("endpoint")
         if existing:
             url = existing if existing.startswith(SCHEME) else SCHEME + existing
-            name, url_region = parse_endpoint(url)
+            try:
+                name, url_region = parse_endpoint(url)
+            except ValueError as e:
+                raise LaunchError(str(e)) from None
             self.region = self._pick_region(o.get("region") or url_region)
             return self._existing(spec, name, o)
         self.region = self._pick_region(o.get("region"))
