@@ -22,6 +22,7 @@ _EXTERNAL = {
     "report": "servebench.decide.cli:report",
     "recommend": "servebench.decide.cli:recommend_cmd",
     "cost": "servebench.decide.cli:cost_cmd",
+    "cleanup": "servebench.launchers.cleanup:cleanup",
 }
 
 
@@ -101,6 +102,8 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--no-plots", is_flag=True, help="Do not draw timeline.png / timeline.html.")
 @click.option("--launcher-opt", "launcher_opts", multiple=True, metavar="KEY=VALUE",
               help="Launcher option, e.g. instance_type=ml.g5.2xlarge, region=us-west-2, quantize=gptq.")
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE",
+              help="Environment variable for the server (container or process), e.g. NCCL_P2P_DISABLE=1 (repeatable).")
 @click.option("--max-error-rate", default=0.0, show_default=True, type=float,
               help="Exit non-zero when more than this fraction of requests failed.")
 @click.option("--strict", is_flag=True, help="Exit non-zero (4) when the client did not keep up with the load.")
@@ -119,6 +122,7 @@ def run(**o) -> None:
             launcher=o["launcher"], api=o["api"], gpus=_ints(o["gpus"]), server_args=list(o["server_args"]),
             results_dir=o["results_dir"], name=o["name"], telemetry=not o["no_telemetry"],
             max_error_rate=o["max_error_rate"], plots=not o["no_plots"], launcher_options=_kv(o["launcher_opts"]),
+            env=_kv(o["env"], "--env"),
             load=dict(requests=o["requests"], concurrency=o["concurrency"], rate=o["rate"], arrival=o["arrival"],
                       duration_s=o["duration"], warmup=o["warmup"], seed=o["seed"], workers=o["workers"],
                       request_timeout_s=o["request_timeout_s"], self_check=o["self_check"], realtime=not o["no_realtime"]),
@@ -167,12 +171,12 @@ def run(**o) -> None:
         raise SystemExit(4)  # 3 is "results not fully written" (servebench.analysis.verdict)
 
 
-def _kv(pairs) -> dict[str, str]:
+def _kv(pairs, hint: str = "--launcher-opt") -> dict[str, str]:
     out = {}
     for p in pairs:
         key, sep, value = p.partition("=")
         if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {p!r}", param_hint="--launcher-opt")
+            raise click.BadParameter(f"expected KEY=VALUE, got {p!r}", param_hint=hint)
         out[key.strip()] = value
     return out
 

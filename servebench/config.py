@@ -9,6 +9,16 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+def check_env(env: dict) -> dict[str, str]:
+    """Environment variables for the server: names as a shell would accept them, values as text."""
+    import re
+
+    bad = [k for k in env if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k))]
+    if bad:
+        raise ValueError(f"not an environment variable name: {bad[0]!r}")
+    return {str(k): str(x) for k, x in env.items()}
+
+
 class LoadConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -72,6 +82,7 @@ class RunConfig(BaseModel):
     gpus: list[int] | None = None
     server_args: list[str] = Field(default_factory=list)
     launcher_options: dict[str, str] = Field(default_factory=dict)  # e.g. instance_type, region
+    env: dict[str, str] = Field(default_factory=dict)  # the server's environment (container or process)
     load: LoadConfig = Field(default_factory=LoadConfig)
     workload: WorkloadConfig = Field(default_factory=WorkloadConfig)
     results_dir: Path = Path("results")
@@ -79,6 +90,11 @@ class RunConfig(BaseModel):
     telemetry: bool = True
     plots: bool = True  # timeline.png / timeline.html in the run dir
     max_error_rate: float = Field(0.0, ge=0, le=1)  # above this fraction of failed requests: exit 1
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_env(v)
 
     @field_validator("endpoint")
     @classmethod

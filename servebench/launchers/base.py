@@ -19,7 +19,7 @@ class LaunchRequest:
     port: int | None = None  # host port; None: pick a free one
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    ready_timeout_s: float = 600.0
+    ready_timeout_s: float | None = None  # None: sized for the model (launchers.timeouts)
     run_dir: Path | None = None  # server.log goes here
     options: dict[str, Any] = field(default_factory=dict)  # launcher-specific (instance type, ...)
 

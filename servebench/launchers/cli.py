@@ -21,6 +21,15 @@ def _gpus(_ctx, _param, value: str | None) -> list[int] | None:
         raise click.BadParameter(f"expected GPU indices like 0,1 (got {value!r})") from None
 
 
+def _env(pairs) -> dict[str, str]:
+    from servebench.config import check_env
+
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise ValueError(f"--env: expected NAME=VALUE, got {bad[0]!r}")
+    return check_env(dict(p.split("=", 1) for p in pairs))
+
+
 def _model(model: str, launcher: str) -> str:
     """A preset name or local dir becomes a path; anything else (a hub id) passes through."""
     try:
@@ -45,16 +54,19 @@ def _model(model: str, launcher: str) -> str:
 @click.option("--quantize", help="Quantization method, passed with the engine's own flag.")
 @click.option("--max-input-tokens", type=int)
 @click.option("--max-total-tokens", type=int)
-@click.option("--ready-timeout", type=float, default=900.0, show_default=True, help="Seconds to wait for readiness.")
+@click.option("--ready-timeout", type=float, default=None,
+              help="Seconds to wait for start-up (default: sized for the model's weights, docs/first-gpu-run.md).")
 @click.option("--run-dir", type=click.Path(path_type=Path), help="Where server.log goes (default: a temp dir).")
 @click.option("--image", help="docker: image reference instead of the spec's image:tag.")
 @click.option("--endpoint", help="external/sagemaker: URL or sagemaker://<name> of a running server.")
 @click.option("--instance-type", help="sagemaker: e.g. ml.g5.2xlarge.")
 @click.option("--role-arn", help="sagemaker: execution role for the model.")
 @click.option("--region", help="sagemaker: AWS region.")
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Environment variable for the server (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Print the docker command, process command or SageMaker configuration; start nothing.")
 @click.argument("server_args", nargs=-1, type=click.UNPROCESSED)
 def launch(engine, model, launcher_name, gpus, port, served_model_name, quantize, max_input_tokens, max_total_tokens,
-           ready_timeout, run_dir, image, endpoint, instance_type, role_arn, region, server_args):
+           ready_timeout, run_dir, image, endpoint, instance_type, role_arn, region, server_args, env=(), dry_run=False):
     """Start ENGINE serving MODEL and hold it until Ctrl-C. Arguments after `--` go to the engine."""
     options = {k: v for k, v in {
         "served_model_name": served_model_name, "quantize": quantize, "max_input_tokens": max_input_tokens,
@@ -63,10 +75,17 @@ def launch(engine, model, launcher_name, gpus, port, served_model_name, quantize
     try:
         load_spec(engine)  # a typo in the engine fails before any model is resolved or generated
         req = LaunchRequest(engine=engine, model=_model(model, launcher_name), gpus=gpus, port=port,
-                            extra_args=list(server_args), ready_timeout_s=ready_timeout, run_dir=run_dir, options=options)
+                            extra_args=list(server_args), ready_timeout_s=ready_timeout, run_dir=run_dir, options=options,
+                            env=_env(env))
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     launcher = get_launcher(launcher_name)
+    if dry_run:
+        try:
+            click.echo(launcher.dry_run(req))
+        except (LaunchError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
+        return
     interruptible()  # SIGTERM (a supervisor) and SIGINT (even in a background job) tear down
     try:
         click.echo(f"starting {engine} with the {launcher_name} launcher ...", err=True)

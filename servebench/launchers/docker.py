@@ -12,12 +12,18 @@ import os
 import shlex
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
 
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
-from servebench.launchers.readiness import free_port, is_secret, log_dir, log_tail, one_line, redact_env, served_name, wait_ready
+from servebench.launchers.docker_parts import PullProgress, device_requests, docker_run_line
+from servebench.launchers.preflight import local_checks, run_checks
+from servebench.launchers.owner import docker_labels, from_labels, owner_alive
+from servebench.launchers.timeouts import option_s, ready_timeout
+from servebench.signals import shielded
+from servebench.launchers.readiness import free_port, log_dir, log_tail, one_line, redact_env, served_name, wait_ready
 from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
 
 
@@ -33,11 +39,12 @@ class DockerLauncher:
     name = "docker"
 
     def __init__(self, *, client: Any = None, progress: Callable[[str], None] = _stderr,
-                 poll_s: float = 1.0, host: str = "127.0.0.1") -> None:
+                 poll_s: float = 1.0, host: str = "127.0.0.1", stop_grace_s: float = 20.0) -> None:
         self._client = client  # injected in tests; docker.from_env() otherwise
         self.progress = progress
         self.poll_s = poll_s
         self.host = host
+        self.stop_grace_s = stop_grace_s  # SIGTERM, then this long for the engine to exit, then SIGKILL
         self.container: Any = None
         self._name: str | None = None
         self.log_path: Path | None = None
@@ -77,7 +84,8 @@ class DockerLauncher:
         kwargs: dict[str, Any] = {
             "image": image, "command": command, "detach": True,
             "name": req.options.get("container_name") or f"servebench-{spec.name}-{uuid.uuid4().hex[:8]}",
-            "labels": {"servebench": "1", "servebench.engine": spec.name},
+            # run, host, pid: `servebench cleanup` and the next launch find a killed run's leftovers
+            "labels": docker_labels(spec.name),
             "environment": env, "ports": {f"{d.port}/tcp": (self.host, host_port)}, "volumes": volumes,
             "device_requests": device_requests(req.gpus),
         }
@@ -89,6 +97,15 @@ class DockerLauncher:
             kwargs["ipc_mode"] = ipc
         return {"kwargs": kwargs, "docker_run": docker_run_line(kwargs, req.gpus), "env_shown": redact_env(env)}
 
+    def dry_run(self, req: LaunchRequest) -> str:
+        """The exact `docker run` line start() would run (secret values taken from the caller's
+        env, never printed); nothing is pulled, started or reaped."""
+        try:
+            spec = load_spec(req.engine)
+            return self.plan(spec, req, req.port or free_port(self.host))["docker_run"]
+        except SpecError as e:
+            raise LaunchError(str(e)) from None
+
     def start(self, req: LaunchRequest) -> Server:
         try:
             spec = load_spec(req.engine)
@@ -99,8 +116,12 @@ class DockerLauncher:
         kw = plan["kwargs"]
         self.log_path = log_dir(req, spec.name) / "server.log"
         adapter = req.options.get("adapter") or spec.adapter
+        self.stop_grace_s = option_s(req, "stop_grace_s", self.stop_grace_s)
+        cache = Path(req.options.get("hf_cache") or hf_cache_dir()).expanduser()
+        run_checks(local_checks(req, cache), self.progress)  # before any pull: GPUs asked for, disk for the weights
+        self.reap()
         try:
-            self._ensure_image(kw["image"], req.options.get("pull", "missing"))
+            self._ensure_image(kw["image"], req.options.get("pull", "missing"), option_s(req, "pull_timeout_s", 3600.0))
             self.progress(f"starting {kw['image']} as {kw['name']} on {self.host}:{port}")
             atexit.register(self.stop)
             self._name = kw["name"]  # so stop() finds a container whose run() call was interrupted
@@ -108,7 +129,7 @@ class DockerLauncher:
             self._log_thread = threading.Thread(target=self._stream_logs, args=(self.container,), daemon=True)
             self._log_thread.start()
             ready_s = wait_ready(spec, f"http://{self.host}:{port}", adapter=adapter, model=served_name(req),
-                                 timeout_s=req.ready_timeout_s, exited=self._exited, tail=self._tail,
+                                 timeout_s=ready_timeout(req), exited=self._exited, tail=self._tail,
                                  poll_s=self.poll_s)
         except BaseException as e:  # readiness failure, docker error, Ctrl-C: never leave it running
             self.stop()
@@ -123,7 +144,7 @@ class DockerLauncher:
                           "log": str(self.log_path), "served_model_name": served_name(req),
                           "spec": spec.source})
 
-    def _ensure_image(self, image: str, policy: str) -> None:
+    def _ensure_image(self, image: str, policy: str, timeout_s: float = 3600.0) -> None:
         import docker
 
         if policy == "never":
@@ -136,17 +157,15 @@ class DockerLauncher:
                 pass
         repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
         self.progress(f"pulling {image}")
-        done: set[str] = set()
-        seen: set[str] = set()
+        pull = PullProgress(image, self.progress)
+        deadline = time.monotonic() + timeout_s
         for ev in self.client.api.pull(repo, tag=tag, stream=True, decode=True):
             if "error" in ev:
                 raise LaunchError(f"docker pull {image} failed: {one_line(str(ev['error']))}")
-            layer, status = ev.get("id"), ev.get("status", "")
-            if layer and status and not status.startswith("Pulling from"):  # that one is the tag
-                seen.add(layer)
-                if status in ("Pull complete", "Already exists") and layer not in done:
-                    done.add(layer)
-                    self.progress(f"pulling {image}: {len(done)}/{len(seen)} layers")
+            pull.event(ev)
+            if time.monotonic() >= deadline:  # the pull phase's own time-out, apart from start-up's
+                raise LaunchError(f"docker pull {image}: phase download timed out after {timeout_s:.0f}s "
+                                  f"({pull.text()}); pre-pull it, or raise launcher option pull_timeout_s")
         self.progress(f"pulled {image}")
 
     def _stream_logs(self, container: Any) -> None:
@@ -174,51 +193,63 @@ class DockerLauncher:
     def stop(self) -> None:
         container, self.container = self.container, None
         name, self._name = self._name, None
-        atexit.unregister(self.stop)
         if container is None and name is not None:
             try:
                 container = self.client.containers.get(name)
             except Exception:  # never created (NotFound), or the daemon is gone: nothing to remove
-                return
-        if container is None:
-            return
-        try:
-            container.remove(force=True)  # kill + remove, even if it already exited
-        except Exception as e:
-            if type(e).__name__ != "NotFound":
-                self.progress(f"warning: could not remove container {container.name}: {one_line(str(e))}")
+                container = None
+        if container is not None:
+            hurry: list[int] = []  # a second Ctrl-C cuts the grace period short, never the removal
+            with shielded(lambda sig: (hurry.append(sig), self.progress(
+                    f"interrupt held: removing container {container.name} now (no more grace)"))):
+                self._stop_gracefully(container, hurry)
+                _remove(container, self.progress)
+        atexit.unregister(self.stop)
         if self._log_thread is not None:
             self._log_thread.join(timeout=5)
             self._log_thread = None
 
+    def _stop_gracefully(self, container: Any, hurry: list[int]) -> None:
+        """SIGTERM, then up to stop_grace_s for the engine to free its GPUs and exit."""
+        if self.stop_grace_s <= 0:
+            return
+        try:
+            container.kill(signal="SIGTERM")
+        except Exception:  # already exited or gone: removal below settles it
+            return
+        deadline = time.monotonic() + self.stop_grace_s
+        while time.monotonic() < deadline and not hurry:
+            try:
+                container.reload()
+            except Exception:
+                return
+            if container.status in ("exited", "dead"):
+                return
+            time.sleep(min(0.2, self.poll_s))
 
-def device_requests(gpus: list[int] | None) -> list[Any]:
-    """--gpus 2,3 -> exactly those devices; None -> all GPUs (as the engines' own docs run them);
-    [] -> none (a CPU image)."""
-    from docker.types import DeviceRequest
+    def reap(self) -> list[str]:
+        """Remove containers that a servebench run on this host left behind when it was killed
+        (its process is gone): they would hold GPUs and ports. Live runs' containers are kept."""
+        try:
+            found = self.client.containers.list(all=True, filters={"label": "servebench"})
+        except Exception:  # no daemon: start() reports that
+            return []
+        gone = []
+        for c in found:
+            if owner_alive(from_labels(getattr(c, "labels", None) or {})) is False:
+                self.progress(f"removing container {c.name} left by a killed servebench run "
+                              f"({(c.labels or {}).get('servebench.run', '?')})")
+                _remove(c, self.progress)
+                gone.append(c.name)
+        return gone
 
-    if gpus is None:
-        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    if not gpus:
-        return []
-    return [DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])]
 
-
-def docker_run_line(kw: dict[str, Any], gpus: list[int] | None) -> str:
-    argv = ["docker", "run", "--rm", "--name", kw["name"]]
-    if kw["device_requests"]:
-        argv += ["--gpus", "all" if gpus is None else f'"device={",".join(map(str, gpus))}"']
-    if "shm_size" in kw:
-        argv += ["--shm-size", kw["shm_size"]]
-    if "ipc_mode" in kw:
-        argv += [f"--ipc={kw['ipc_mode']}"]
-    for cport, (host, hport) in kw["ports"].items():
-        argv += ["-p", f"{host}:{hport}:{cport.split('/')[0]}"]
-    for src, v in kw["volumes"].items():
-        argv += ["-v", f"{src}:{v['bind']}" + (":ro" if v["mode"] == "ro" else "")]
-    for k, v in sorted(kw["environment"].items()):
-        argv += ["-e", k if is_secret(k) else f"{k}={v}"]  # secrets: taken from the caller's env
-    return shlex.join(argv + [kw["image"]] + kw["command"])
+def _remove(container: Any, progress: Callable[[str], None]) -> None:
+    try:
+        container.remove(force=True)  # kill + remove, even if it already exited
+    except Exception as e:
+        if type(e).__name__ != "NotFound":
+            progress(f"warning: could not remove container {container.name}: {one_line(str(e))}")
 
 
 def _is_docker_error(e: BaseException) -> bool:

@@ -10,6 +10,7 @@ import httpx
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.readiness import one_line, served_name
 from servebench.engines.specs import SpecError, load_spec
+from servebench.transport.sagemaker import endpoint_url, parse_endpoint
 
 SAGEMAKER_SCHEME = "sagemaker://"
 
@@ -32,9 +33,14 @@ class ExternalLauncher:
         adapter = req.options.get("adapter") or spec.adapter
         info = {"launcher": self.name, "served_model_name": served_name(req)}
         if target.startswith(SAGEMAKER_SCHEME):
-            name = target[len(SAGEMAKER_SCHEME):]
-            info["endpoint_status"] = self._check_sagemaker(name, req.options.get("region"))
-            return Server(base_url=target, engine=spec.name, adapter=adapter, info=info)
+            try:
+                name, url_region = parse_endpoint(target)
+            except ValueError as e:
+                raise LaunchError(str(e)) from None
+            region = req.options.get("region") or url_region
+            info["endpoint_status"] = self._check_sagemaker(name, region)
+            # the region rides in the URL, so the load clients call where the check did
+            return Server(base_url=endpoint_url(name, region), engine=spec.name, adapter=adapter, info=info)
         if not target.startswith(("http://", "https://")):
             raise LaunchError(f"endpoint {target!r} is neither an http(s) URL nor sagemaker://<name>")
         info["health"] = self._check_http(target, spec.health_path, adapter)
@@ -77,6 +83,10 @@ class ExternalLauncher:
         if status != "InService":
             raise LaunchError(f"SageMaker endpoint {name!r} is {status}, not InService")
         return status
+
+    def dry_run(self, req: LaunchRequest) -> str:
+        target = req.options.get("base_url") or req.options.get("endpoint") or "(no endpoint given)"
+        return f"external: nothing is started; {target} would be checked once"
 
     def stop(self) -> None:
         """Nothing was started."""

@@ -15,6 +15,7 @@ import psutil
 
 from servebench.engines.hostcpu import choose_dtype, slow_path_lines
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
+from servebench.launchers.timeouts import ready_timeout
 from servebench.launchers.readiness import free_port, log_dir, log_tail, redact_env, served_name, wait_ready
 from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
 
@@ -34,11 +35,11 @@ class ProcessLauncher:
         self.dtype: dict | None = None
         self.gguf: dict | None = None
 
-    def command(self, spec: EngineSpec, req: LaunchRequest, port: int) -> list[str]:
+    def command(self, spec: EngineSpec, req: LaunchRequest, port: int, convert: bool = True) -> list[str]:
         if spec.process is None:
             hint = "use --launcher docker" if spec.docker is not None else "benchmark a running server with --endpoint URL"
             raise SpecError(f"{spec.name} has no process section in {spec.source}; {hint}")
-        model, options = self._model_file(spec, req)
+        model, options = self._model_file(spec, req, convert)
         values = {"python": self.python, "model": model, "host": self.host, "port": port,
                   "served_model_name": served_name(req)}
         # CPU host: the dtype it runs fastest, before the user's args (theirs win)
@@ -46,7 +47,7 @@ class ProcessLauncher:
         return render_command(spec, spec.process, values, gpus=req.gpus, options=options,
                               extra_args=self.dtype_args + list(req.extra_args))
 
-    def _model_file(self, spec: EngineSpec, req: LaunchRequest) -> tuple[str, dict]:
+    def _model_file(self, spec: EngineSpec, req: LaunchRequest, convert: bool = True) -> tuple[str, dict]:
         """GGUF engines: the model dir's GGUF file in the `quantize` type (converted once);
         the type is in the file, so it is no command-line option."""
         if spec.model_format != "gguf":
@@ -59,6 +60,10 @@ class ProcessLauncher:
         known = spec.flags.quantize_values
         if known and qtype.lower() not in known:
             raise SpecError(f"{spec.name} does not know quantization {qtype!r} (known: {', '.join(known)})")
+        if not convert:  # a dry run names the file a launch would convert to
+            from servebench.engines.gguf_export import gguf_path
+
+            return str(gguf_path(req.model, qtype)), opts
         try:
             path = ensure_gguf(req.model, qtype)
         except (ValueError, OSError) as e:
@@ -83,6 +88,18 @@ class ProcessLauncher:
             chosen["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # the order NVML (and nvidia-smi) use
         return {**os.environ, **chosen}, chosen
 
+    def dry_run(self, req: LaunchRequest) -> str:
+        """The command start() would run, after the variables servebench sets for it (secret
+        values shown by name only). Starts and converts nothing."""
+        try:
+            spec = load_spec(req.engine)
+            argv = self.command(spec, req, req.port or free_port(self.host), convert=False)
+        except SpecError as e:
+            raise LaunchError(str(e)) from None
+        _, chosen = self.env(spec, req)
+        env = [f"{k}={shlex.quote(v)}" if v != "<redacted>" else f"{k}=${k}" for k, v in redact_env(chosen).items()]
+        return " ".join(env + [shlex.join(argv)])
+
     def start(self, req: LaunchRequest) -> Server:
         try:
             spec = load_spec(req.engine)
@@ -103,7 +120,7 @@ class ProcessLauncher:
         adapter = req.options.get("adapter") or spec.adapter
         try:
             atexit.register(self.stop)
-            ready_s = wait_ready(spec, base_url, adapter=adapter, model=self.served(spec, req), timeout_s=req.ready_timeout_s,
+            ready_s = wait_ready(spec, base_url, adapter=adapter, model=self.served(spec, req), timeout_s=ready_timeout(req),
                                  exited=self._exited, tail=lambda: log_tail(self.log_path), poll_s=self.poll_s)
         except BaseException:  # KeyboardInterrupt included: never leave the server behind
             self.stop()

@@ -7,7 +7,6 @@ the first request would then carry that warm-up into the measurement.
 
 from __future__ import annotations
 
-import re
 import socket
 import tempfile
 import time
@@ -22,7 +21,6 @@ from servebench.engines.specs import EngineSpec
 
 PROBE_PROMPT = "Hello"
 PROBE_TOKENS = 2
-_SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|API_KEY|ACCESS_KEY|CREDENTIAL", re.I)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -45,7 +43,10 @@ def log_tail(path: Path | None, lines: int = 10, width: int = 300) -> str:
 
 
 def is_secret(name: str) -> bool:
-    return bool(_SECRET.search(name))
+    """The run files' own rule (HF_TOKEN yes; MAX_TOTAL_TOKENS, a limit to see and reproduce, no)."""
+    from servebench.store.redact import secret_name
+
+    return secret_name(name)
 
 
 def redact_env(env: dict[str, str]) -> dict[str, str]:
@@ -131,7 +132,8 @@ def wait_ready(
                 raise LaunchError(f"{spec.name} {gone} during start-up; last log lines: {tail()}")
             left = deadline - time.monotonic()
             if left <= 0:
-                raise LaunchError(f"{spec.name} not healthy after {timeout_s:.0f}s ({url}: {last}); "
+                raise LaunchError(f"{spec.name} not healthy after {timeout_s:.0f}s (phase start-up: weights download "
+                                  f"and load; raise --ready-timeout or launcher option ready_timeout_s) ({url}: {last}); "
                                   f"last log lines: {tail()}")
             try:
                 r = client.get(url, timeout=min(2.0, max(left, 0.1)))

@@ -32,11 +32,21 @@ def load_tokenizer(name_or_path: str | Path):
     if name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists():
         # a path, not a hub id: transformers would answer with a repo-id format error
         raise WorkloadError(f"tokenizer path not found: {name}")
+    src = str(Path(name).expanduser()) if name.startswith("~") else name
     try:
-        return AutoTokenizer.from_pretrained(str(Path(name).expanduser()) if name.startswith("~") else name, local_files_only=True)
+        return AutoTokenizer.from_pretrained(src, local_files_only=True)
     except Exception as e:  # transformers raises OSError/ValueError/... depending on the cause
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        hint = "" if Path(str(name_or_path)).exists() else " (pass --tokenizer DIR: a local copy of the served model's tokenizer)"
+        from servebench.engines import hub  # a hub id not cached: download only when allowed
+
+        blocked = "a local path" if Path(src).exists() else hub.why_not()
+        if blocked is None:
+            try:
+                return AutoTokenizer.from_pretrained(src, token=hub.token())
+            except Exception as e2:
+                first = str(e2).strip().splitlines()[0] if str(e2).strip() else type(e2).__name__
+        hint = "" if Path(str(name_or_path)).exists() else (
+            f" (not downloaded: {blocked}; or pass --tokenizer DIR)" if blocked else " (pass --tokenizer DIR)")
         raise WorkloadError(f"cannot load tokenizer {str(name_or_path)!r}{hint}: {first[:200]}") from None
 
 

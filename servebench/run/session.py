@@ -110,7 +110,8 @@ class ServerSession:
         # launcher_options.ready_timeout_s: big models (or a busy host) take longer than the default to load
         ready = {"ready_timeout_s": float(opts.pop("ready_timeout_s"))} if "ready_timeout_s" in opts else {}
         return LaunchRequest(engine=cfg.backend, model=str(self.model_dir or cfg.model), gpus=cfg.gpus,
-                             extra_args=list(cfg.server_args), run_dir=self.log_dir, options=opts, **ready)
+                             extra_args=list(cfg.server_args), env=dict(cfg.env), run_dir=self.log_dir, options=opts,
+                             **ready)
 
 
 def _get_json(url: str) -> Any:

@@ -40,9 +40,10 @@ def _console():
 @click.option("--results-shared", default=None, type=click.Path(path_type=Path),
               help="A results dir every Ray node mounts at this same path: nodes write run dirs there (also sets --results-dir).")
 @click.option("--max-retries", default=None, type=click.IntRange(min=0), help="Re-runs of a group whose node was lost (--executor ray; default 2).")
+@click.option("--show-commands", is_flag=True, help="With --dry-run: each group's docker/process command or SageMaker configuration.")
 def sweep(config: Path, dry_run: bool, resume: bool, only: str | None, results_dir: Path | None, name: str | None,
           slo: str | None, limit_by: str, max_level: float, executor: str, address: str | None,
-          results_shared: Path | None, max_retries: int | None) -> None:
+          results_shared: Path | None, max_retries: int | None, show_commands: bool = False) -> None:
     """Run a matrix of server configurations x load points from a YAML config."""
     ray_opts = {k: v for k, v in (("address", address), ("results_shared", results_shared),
                                   ("max_retries", max_retries)) if v is not None}
@@ -59,6 +60,11 @@ def sweep(config: Path, dry_run: bool, resume: bool, only: str | None, results_d
         _fail(str(e), 2)
     execute(cfg, text, "sweep", Path(cfg.results_dir) / cfg.name, only=only, resume=resume, dry_run=dry_run,
             slo=slo, limit_by=limit_by, max_level=max_level, executor=executor, executor_options=ray_opts)
+    if dry_run and show_commands:
+        from servebench.sweep.plan import launch_commands
+
+        for line in launch_commands(cfg, only):
+            click.echo(line)
 
 
 def _csv(value: str | None, cast=str) -> list:
@@ -90,8 +96,9 @@ def _csv(value: str | None, cast=str) -> list:
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Directory name (default: <time>-compare-<engines>).")
 @click.option("--no-telemetry", is_flag=True)
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Environment variable for every server (repeatable).")
 def compare(backends, model, concurrency, rate, requests, duration, input_tokens, output_tokens, warmup, repeats, seed,
-            launcher, gpus, quantization, endpoints, server_args, results_dir, name, no_telemetry) -> None:
+            launcher, gpus, quantization, endpoints, server_args, results_dir, name, no_telemetry, env=()) -> None:
     """One workload against several engines, each launched once, side by side."""
     engines = _csv(backends)
     eps = dict(_pair(x, "--endpoint") for x in _csv(endpoints))
@@ -105,7 +112,8 @@ def compare(backends, model, concurrency, rate, requests, duration, input_tokens
     servers = []
     for eng in engines:
         s = {"engine": eng, "model": model, "launcher": "external" if eng in eps else launcher,
-             "gpus": _csv(gpus, int) or None, "quantization": quantization, "server_args": extra.get(eng, [])}
+             "gpus": _csv(gpus, int) or None, "quantization": quantization, "server_args": extra.get(eng, []),
+             "env": dict(x.split("=", 1) if "=" in x else _fail(f"--env: expected NAME=VALUE, got {x!r}", 2) for x in env)}
         if eng in eps:
             s["endpoint"] = eps[eng]
         servers.append(s)

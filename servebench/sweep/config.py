@@ -35,6 +35,7 @@ class ServerPoint(_Strict):
     instance_type: str | None = None  # e.g. ml.g5.12xlarge
     server_args: list[str] = Field(default_factory=list)
     launcher_options: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)  # the server's environment, e.g. NCCL_P2P_DISABLE: "1"
     served_model_name: str | None = None
     tokenizer: str | None = None
     api: str | None = None
@@ -49,6 +50,13 @@ class ServerPoint(_Strict):
     @classmethod
     def _str_values(cls, v: Any) -> Any:
         return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else v
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, v: Any) -> Any:
+        from servebench.config import check_env
+
+        return check_env(v) if isinstance(v, dict) else v
 
     @property
     def label(self) -> str:

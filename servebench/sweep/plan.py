@@ -178,7 +178,7 @@ def run_config(cfg: SweepConfig, server: ServerPoint, load: LoadPoint, runs_dir:
     return RunConfig(
         backend=server.engine, model=server.model, served_model_name=server.served_model_name,
         endpoint=server.endpoint, launcher=server.launcher, api=server.api, gpus=server.gpus,
-        server_args=list(server.server_args), launcher_options=opts, results_dir=runs_dir, name=name,
+        server_args=list(server.server_args), launcher_options=opts, env=dict(server.env), results_dir=runs_dir, name=name,
         telemetry=cfg.telemetry, plots=cfg.plots, max_error_rate=ld.max_error_rate,
         load=dict(requests=load.requests, concurrency=load.concurrency, rate=load.rate, arrival=ld.arrival,
                   duration_s=load.duration_s, warmup=ld.warmup, seed=load.seed,
@@ -186,3 +186,14 @@ def run_config(cfg: SweepConfig, server: ServerPoint, load: LoadPoint, runs_dir:
         workload=dict(input_tokens=load.input_tokens, output_tokens=load.output_tokens,
                       prompts_file=ld.prompts_file, tokenizer=server.tokenizer),
     )
+
+
+def launch_commands(cfg: SweepConfig, expr: str | None = None) -> list[str]:
+    """Per group, what its launch would run (`sweep --dry-run --show-commands`); nothing starts."""
+    from servebench.launchers.dryrun import describe
+
+    out = []
+    for g in only(expand(cfg), expr).groups:
+        rc = run_config(cfg, g.server, g.cells[0].load, Path(cfg.results_dir), g.id) if g.cells else None
+        out += [f"# {g.id} {g.server.label}", describe(rc) if rc else "(no cells)"]
+    return out

@@ -25,6 +25,23 @@ from servebench.records import RequestRecord
 SCHEME = "sagemaker://"
 
 
+def endpoint_url(name: str, region: str | None) -> str:
+    """`sagemaker://NAME?region=R`: the region travels with the URL into every load worker and
+    Ray actor, so the load goes where the endpoint was deployed, never boto3's default region."""
+    return SCHEME + name + (f"?region={region}" if region else "")
+
+
+def parse_endpoint(url: str) -> tuple[str, str | None]:
+    """(endpoint name, region or None) of a sagemaker:// URL; ValueError otherwise."""
+    rest = url[len(SCHEME):] if url.startswith(SCHEME) else ""
+    name, _, query = rest.partition("?")
+    name = name.rstrip("/")
+    params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+    if not name or set(params) - {"region"}:
+        raise ValueError(f"SageMaker endpoint must look like sagemaker://<endpoint-name>[?region=<region>], got {url!r}")
+    return name, params.get("region") or None
+
+
 def _one_line(text: str, width: int = 300) -> str:
     return " ".join(str(text).split())[:width]
 
@@ -34,11 +51,9 @@ class SageMakerTransport:
 
     def __init__(self, base_url: str, *, timeout_s: float = 600.0, client: Any = None,
                  region: str | None = None) -> None:
-        if not base_url.startswith(SCHEME) or len(base_url) == len(SCHEME):
-            raise ValueError(f"SageMaker endpoint must look like sagemaker://<endpoint-name>, got {base_url!r}")
-        self.endpoint = base_url[len(SCHEME):].rstrip("/")
+        self.endpoint, url_region = parse_endpoint(base_url)
         self.timeout_s = timeout_s
-        self.region = region
+        self.region = region or url_region
         self.client = client
         self._pool: ThreadPoolExecutor | None = None
         self._size = 0
@@ -60,6 +75,7 @@ class SageMakerTransport:
             # no retries: a retried streaming call would hide a failure and double its latency
             cfg = Config(max_pool_connections=max(n, 10), read_timeout=self.timeout_s,
                          retries={"total_max_attempts": 1, "mode": "standard"})
+            # region_name=None lets boto3 use AWS_REGION / the profile's region
             self.client = boto3.client("sagemaker-runtime", region_name=self.region, config=cfg)
         if n > self._size:
             old, self._pool, self._size = self._pool, ThreadPoolExecutor(n, thread_name_prefix="sagemaker"), n

@@ -41,3 +41,42 @@ def test_launch_errors_are_one_line(tmp_path):
     r = subprocess.run(CLI + [spec, "--model", str(tmp_path), "--run-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("Error: fake exited with code 3 during start-up")
+
+
+def test_dry_run_prints_the_exact_commands_and_starts_nothing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from servebench.launchers import docker as docker_mod
+    from servebench.launchers.cli import launch
+
+    def no_daemon(*_a, **_k):
+        raise AssertionError("a dry run must not reach the docker daemon")
+
+    monkeypatch.setattr(docker_mod.DockerLauncher, "client", property(no_daemon))
+    monkeypatch.setenv("SERVEBENCH_STATE_DIR", str(tmp_path))
+    run = CliRunner().invoke
+    r = run(launch, ["vllm", "-m", "meta-llama/Llama-2-7b-hf", "--launcher", "docker", "--gpus", "0,1", "--port", "9000",
+                     "--env", "NCCL_P2P_DISABLE=1", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    line = r.output.strip()
+    assert line.startswith("docker run --rm --name servebench-vllm-") and "-p 127.0.0.1:9000:8000" in line
+    assert "-e NCCL_P2P_DISABLE=1 -e VLLM_SERVER_DEV_MODE=1 vllm/vllm-openai:v0.11.0 --model meta-llama/Llama-2-7b-hf" in line
+    r = run(launch, ["vllm", "-m", "meta-llama/Llama-2-7b-hf", "--gpus", "0", "--port", "9000",
+                     "--env", "NCCL_P2P_DISABLE=1", "--dry-run"])
+    assert r.exit_code == 0 and "CUDA_VISIBLE_DEVICES=0" in r.output and "NCCL_P2P_DISABLE=1" in r.output
+    assert "-m vllm.entrypoints.openai.api_server --model meta-llama/Llama-2-7b-hf" in r.output
+    r = run(launch, ["tgi", "-m", "meta-llama/Llama-2-70b-hf", "--launcher", "sagemaker", "--instance-type",
+                     "ml.p4d.24xlarge", "--role-arn", "arn:aws:iam::1:role/r", "--region", "us-west-2",
+                     "--env", "HF_TOKEN=hf_s3cret", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    import json
+
+    plan = json.loads(r.output)
+    assert plan["region"] == "us-west-2" and "hf_s3cret" not in r.output
+    assert plan["model"]["PrimaryContainer"]["Environment"]["HF_TOKEN"] == "<redacted>"
+    assert plan["endpoint_config"]["ProductionVariants"][0]["InstanceType"] == "ml.p4d.24xlarge"
+    # sized for 140 GB of weights, within SageMaker's own 3600 s limit
+    assert plan["endpoint_config"]["ProductionVariants"][0]["ContainerStartupHealthCheckTimeoutInSeconds"] == 3400
+    assert not list(tmp_path.rglob("*.json"))  # no ledger: nothing was created
+    r = run(launch, ["vllm", "-m", "org/m", "--env", "NO-EQUALS", "--dry-run"])
+    assert r.exit_code == 1 and "--env: expected NAME=VALUE" in r.output

@@ -20,10 +20,26 @@ from servebench.engines.specs import load_spec
 HUB = "meta-llama/Llama-2-7b-hf"
 
 
+@pytest.fixture(autouse=True)
+def roomy_disk(monkeypatch):
+    """The preflight disk check sees room for the weights, whatever this host's disk holds."""
+    from servebench.launchers import preflight
+
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda p: shutil_usage(10**13))
+
+
+def shutil_usage(free):
+    import shutil
+
+    return shutil._ntuple_diskusage(free, 0, free)
+
+
 class FakeContainer:
     def __init__(self, kwargs: dict, behaviour: str):
         self.name, self.id = kwargs["name"], "c0ffee"
+        self.labels = kwargs.get("labels", {})
         self.status, self.attrs = "running", {"State": {"ExitCode": 0}}
+        self.signals: list[str] = []
         self.behaviour = behaviour
         self.removed = threading.Event()
         self.remove_calls: list[dict] = []
@@ -36,6 +52,7 @@ class FakeContainer:
 
     def reload(self):
         if self.behaviour == "interrupt":
+            self.behaviour = "interrupted"  # the user's one Ctrl-C
             raise KeyboardInterrupt
         if self.removed.is_set():
             raise docker.errors.NotFound("gone")
@@ -48,6 +65,11 @@ class FakeContainer:
             return
         yield b"Ready\n"
         self.removed.wait(10)
+
+    def kill(self, signal: str = "SIGKILL"):
+        self.signals.append(signal)
+        if self.behaviour != "ignores_sigterm":
+            self.status = "exited"
 
     def remove(self, force: bool = False):
         self.remove_calls.append({"force": force})
@@ -79,6 +101,11 @@ class _Containers:
             raise KeyboardInterrupt
         return c
 
+    def list(self, all=False, filters=None):
+        self.d.calls.append(("containers.list", filters))
+        return [c for c in self.d.created + self.d.others if not c.removed.is_set()
+                and all and set(filters["label"].split(",")) <= set(c.labels)]
+
     def get(self, name):
         self.d.calls.append(("containers.get", name))
         for c in self.d.created:
@@ -97,6 +124,7 @@ class FakeDocker:
         self.pull_events = pull_events or []
         self.images, self.containers, self.api = _Images(self), _Containers(self), self
         self.created: list[FakeContainer] = []
+        self.others: list[FakeContainer] = []  # containers of other (earlier) runs
 
     def pull(self, repo, tag=None, stream=False, decode=False):  # api.pull
         self.calls.append(("api.pull", repo, tag))
@@ -161,9 +189,10 @@ def test_container_spec_field_by_field(engine, tmp_path, monkeypatch):
     assert kw.get("shm_size") == e["shm"] and kw.get("ipc_mode") == e["ipc"]
     assert kw["ports"] == {f"{e['port']}/tcp": ("127.0.0.1", 40001)}
     assert kw["volumes"] == {str(tmp_path / "hf"): {"bind": e["cache"], "mode": "rw"}}
-    assert kw["environment"] == {"HF_TOKEN": "hf_s3cret"}
+    dev = {"VLLM_SERVER_DEV_MODE": "1"} if engine == "vllm" else {}  # vLLM's cache-reset route
+    assert kw["environment"] == {"HF_TOKEN": "hf_s3cret", **dev}
     assert kw["detach"] is True and kw["labels"]["servebench.engine"] == engine
-    assert plan["env_shown"] == {"HF_TOKEN": "<redacted>"}
+    assert plan["env_shown"] == {"HF_TOKEN": "<redacted>", **dev}
     line = plan["docker_run"]
     assert "hf_s3cret" not in line and " -e HF_TOKEN " in line
     assert f"-p 127.0.0.1:40001:{e['port']}" in line and """--gpus '"device=2,3"'""" in line
@@ -197,16 +226,16 @@ def test_success_then_removed(tmp_path):
     c = client.created[0]
     assert server.base_url == f"http://127.0.0.1:{kw['ports']['8000/tcp'][1]}" and server.adapter == "openai-completions"
     assert server.time_to_ready_s is not None and server.info["container"] == kw["name"]
-    assert server.info["env"] == {"HF_TOKEN": "<redacted>", "MY_FLAG": "1"}
+    assert server.info["env"] == {"HF_TOKEN": "<redacted>", "MY_FLAG": "1", "VLLM_SERVER_DEV_MODE": "1"}
     assert "hf_s3cret" not in json.dumps(server.info)
     assert server.info["docker_run"].startswith("docker run --rm --name servebench-vllm-")
     assert not c.remove_calls
     launcher.stop()
     launcher.stop()
-    assert c.remove_calls == [{"force": True}]
+    assert c.signals == ["SIGTERM"] and c.remove_calls == [{"force": True}]  # a grace period, then removed
     log = (tmp_path / "server.log").read_text()
     assert "Loading weights" in log and "Ready" in log and "hf_s3cret" not in log
-    assert client.calls[0] == ("images.get", "vllm/vllm-openai:v0.11.0")
+    assert client.calls[:2] == [("containers.list", {"label": "servebench"}), ("images.get", "vllm/vllm-openai:v0.11.0")]
 
 
 def test_crash_removes_container_and_reports_logs(tmp_path):
@@ -272,3 +301,82 @@ def test_docker_api_error_is_one_line(tmp_path):
     with pytest.raises(LaunchError, match=r"^docker: 500 Server Error: could not select device driver"):
         DockerLauncher(client=client, progress=lambda m: None).start(
             LaunchRequest(engine="tgi", model=HUB, port=free_port(), run_dir=tmp_path))
+
+
+def test_labels_name_the_run_and_the_next_launch_reaps_a_killed_runs_container(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    client = FakeDocker()
+    mine = {"servebench": "1", "servebench.host": socket.gethostname()}
+    killed = FakeContainer({"name": "servebench-vllm-old", "ports": {"8000/tcp": ("127.0.0.1", 1)}, "labels": {
+        **mine, "servebench.run": "r-old", "servebench.pid": str(dead.pid), "servebench.started": "1"}}, "exited")
+    alive = FakeContainer({"name": "servebench-vllm-live", "ports": {"8000/tcp": ("127.0.0.1", 1)}, "labels": {
+        **mine, "servebench.run": "r-live", "servebench.pid": str(os.getppid()),
+        "servebench.started": str(int(__import__("psutil").Process(os.getppid()).create_time()))}}, "exited")
+    elsewhere = FakeContainer({"name": "servebench-vllm-remote", "ports": {"8000/tcp": ("127.0.0.1", 1)}, "labels": {
+        "servebench": "1", "servebench.host": "another-host", "servebench.pid": "1", "servebench.started": "1"}}, "exited")
+    client.others = [killed, alive, elsewhere]
+    launcher, server = start(tmp_path, client)
+    kw = [c for c in client.calls if c[0] == "containers.run"][0][1]
+    assert kw["labels"]["servebench.pid"] == str(os.getpid()) and kw["labels"]["servebench.run"]
+    assert killed.remove_calls == [{"force": True}]
+    assert alive.remove_calls == [] and elsewhere.remove_calls == []  # a live run's, another host's: kept
+    launcher.stop()
+
+
+def test_second_ctrl_c_cuts_the_grace_short_but_still_removes(tmp_path):
+    import signal
+
+    client = FakeDocker()
+    launcher, _ = start(tmp_path, client)
+    c = client.created[0]
+    c.behaviour = "ignores_sigterm"
+    real_kill = c.kill
+
+    def kill(**kw):
+        real_kill(**kw)
+        signal.raise_signal(signal.SIGINT)  # the user presses Ctrl-C again while the engine drains
+
+    c.kill = kill
+    launcher.stop_grace_s = 30
+    t0 = __import__("time").monotonic()
+    launcher.stop()
+    assert __import__("time").monotonic() - t0 < 10
+    assert c.signals == ["SIGTERM"] and c.remove_calls == [{"force": True}]
+
+
+def test_env_reaches_the_container_and_vllm_dev_mode_for_the_cache_reset(tmp_path):
+    req = LaunchRequest(engine="vllm", model=HUB, gpus=[0], env={"NCCL_P2P_DISABLE": "1"},
+                        options={"hf_cache": str(tmp_path)})
+    plan = DockerLauncher(client=FakeDocker()).plan(load_spec("vllm"), req, 1)
+    env = plan["kwargs"]["environment"]
+    assert env["NCCL_P2P_DISABLE"] == "1" and env["VLLM_SERVER_DEV_MODE"] == "1"
+    assert "-e NCCL_P2P_DISABLE=1" in plan["docker_run"]
+
+
+def test_pull_says_bytes_and_has_its_own_time_out(tmp_path, monkeypatch):
+    from servebench.launchers import docker_parts
+
+    clock = [0.0]
+    monkeypatch.setattr(docker_parts.time, "monotonic", lambda: clock[0])
+    msgs: list[str] = []
+    pull = docker_parts.PullProgress("img:1", msgs.append, every_s=10)
+    pull.event({"status": "Pulling fs layer", "id": "a"})
+    pull.event({"status": "Downloading", "id": "a", "progressDetail": {"current": 1_000_000_000, "total": 4_000_000_000}})
+    clock[0] = 11  # no layer finished for 11 s: said anyway, with bytes
+    pull.event({"status": "Downloading", "id": "a", "progressDetail": {"current": 2_000_000_000, "total": 4_000_000_000}})
+    pull.event({"status": "Pull complete", "id": "a"})
+    assert msgs == ["pulling img:1: 0/1 layers, 2.0/4.0 GB", "pulling img:1: 1/1 layers, 4.0/4.0 GB"]
+
+    events = [{"status": "Pulling fs layer", "id": "a"}] * 3
+    client = FakeDocker(have_image=False, pull_events=events)
+    with pytest.raises(LaunchError, match=r"^docker pull vllm/vllm-openai:v0.11.0: phase download timed out after 0s "
+                                          r"\(0/1 layers\); pre-pull it, or raise launcher option pull_timeout_s$"):
+        DockerLauncher(client=client, progress=lambda m: None).start(LaunchRequest(
+            engine="vllm", model=HUB, run_dir=tmp_path, options={"hf_cache": str(tmp_path), "pull_timeout_s": "0"}))
+    assert not client.created

@@ -98,6 +98,20 @@ def test_sagemaker_endpoint_in_service():
     assert s.base_url == "sagemaker://llama" and s.adapter == "tgi"
 
 
+def test_sagemaker_region_option_checks_there_and_rides_in_the_url(monkeypatch):
+    made = []
+    sm = sm_client()
+    monkeypatch.setattr(boto3, "client", lambda service, region_name=None, **kw: made.append((service, region_name)) or sm)
+    with Stubber(sm) as stub:
+        stub.add_response("describe_endpoint", {
+            "EndpointName": "llama", "EndpointArn": "arn:aws:sagemaker:us-west-2:1:endpoint/llama",
+            "EndpointStatus": "InService", "CreationTime": "2024-01-01", "LastModifiedTime": "2024-01-01"})
+        s = ExternalLauncher().start(LaunchRequest(engine="tgi", model="m", options={
+            "endpoint": "sagemaker://llama", "region": "us-west-2"}))
+    assert made == [("sagemaker", "us-west-2")]
+    assert s.base_url == "sagemaker://llama?region=us-west-2"  # what the load transport is built from
+
+
 def test_sagemaker_endpoint_missing_or_not_ready():
     sm = sm_client()
     with Stubber(sm) as stub:

@@ -22,6 +22,13 @@ IMAGE = ("763104351884.dkr.ecr.us-west-2.amazonaws.com/huggingface-pytorch-tgi-i
 T = datetime(2024, 1, 1)
 
 
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    """The ledger of created resources goes here, never into the user's home."""
+    monkeypatch.setenv("SERVEBENCH_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
 def clients():
     kw = dict(region_name="us-west-2", aws_access_key_id="x", aws_secret_access_key="x")
     return boto3.client("sagemaker", **kw), boto3.client("sagemaker-runtime", **kw)
@@ -35,15 +42,16 @@ def describe(status, reason=None):
     return r
 
 
-def expect_create(stub, env=ANY):
+def expect_create(stub, env=ANY, startup=3600):
     stub.add_response("create_model", {"ModelArn": ARN.format("model")}, {
-        "ModelName": "bench-1", "ExecutionRoleArn": ROLE, "PrimaryContainer": {"Image": IMAGE, "Environment": env}})
+        "ModelName": "bench-1", "ExecutionRoleArn": ROLE, "PrimaryContainer": {"Image": IMAGE, "Environment": env},
+        "Tags": ANY})
     stub.add_response("create_endpoint_config", {"EndpointConfigArn": ARN.format("endpoint-config")}, {
-        "EndpointConfigName": "bench-1", "ProductionVariants": [{
+        "EndpointConfigName": "bench-1", "Tags": ANY, "ProductionVariants": [{
             "VariantName": "AllTraffic", "ModelName": "bench-1", "InstanceType": "ml.g5.12xlarge",
-            "InitialInstanceCount": 1, "ContainerStartupHealthCheckTimeoutInSeconds": 900}]})
+            "InitialInstanceCount": 1, "ContainerStartupHealthCheckTimeoutInSeconds": startup}]})
     stub.add_response("create_endpoint", {"EndpointArn": ARN.format("endpoint")},
-                      {"EndpointName": "bench-1", "EndpointConfigName": "bench-1"})
+                      {"EndpointName": "bench-1", "EndpointConfigName": "bench-1", "Tags": ANY})
 
 
 def expect_delete(stub, what=("endpoint", "endpoint_config", "model")):
@@ -79,16 +87,19 @@ def test_deploy_wait_probe_then_delete_in_order(monkeypatch):
         server = la.start(request(quantize="gptq", max_input_tokens=1024, max_total_tokens=2048))
         s.assert_no_pending_responses()
         r.assert_no_pending_responses()
-        assert server.base_url == "sagemaker://bench-1" and server.adapter == "tgi" and server.time_to_ready_s >= 0
+        # the region travels with the URL to the load clients (transport.sagemaker)
+        assert server.base_url == "sagemaker://bench-1?region=us-west-2"
+        assert server.adapter == "tgi" and server.time_to_ready_s >= 0
         assert server.info["env"]["HF_TOKEN"] == "<redacted>" and "hf_s3cret" not in json.dumps(server.info)
         assert server.info["image"] == IMAGE and server.info["deployed"] is True
-        assert msgs == ["sagemaker endpoint bench-1: Creating", "sagemaker endpoint bench-1: InService"]
+        assert msgs == ["preflight quota: not checked (no Service Quotas client); region us-west-2; start-up wait 3600s",
+                        "sagemaker endpoint bench-1: Creating", "sagemaker endpoint bench-1: InService"]
         expect_delete(s)
         la.stop()
         n = len(msgs)
         la.stop()  # idempotent: nothing more is deleted or attempted
         s.assert_no_pending_responses()
-        assert len(msgs) == n == 5
+        assert len(msgs) == n == 6
 
 
 def test_failure_during_wait_deletes_everything():
@@ -124,7 +135,7 @@ def test_name_taken_by_someone_else_is_never_deleted():
         with pytest.raises(LaunchError, match="already existing model"):
             launcher(sm, rt, msgs).start(request())
         s.assert_no_pending_responses()
-    assert msgs == []  # no delete attempted (stop() reports every delete, done or failed)
+    assert [m for m in msgs if not m.startswith("preflight")] == []  # no delete attempted (stop() reports each)
 
 
 def test_ctrl_c_while_waiting_deletes_everything():
@@ -142,21 +153,26 @@ def test_ctrl_c_while_waiting_deletes_everything():
         s.assert_no_pending_responses()
 
 
-def test_timeout_then_endpoint_still_creating_is_waited_for_and_deleted():
+def test_timeout_deletes_config_and_model_at_once_and_the_endpoint_as_soon_as_allowed():
     sm, rt = clients()
     msgs: list[str] = []
     with Stubber(sm) as s:
-        expect_create(s)
+        expect_create(s, startup=60)
         s.add_response("describe_endpoint", describe("Creating"))
         # SageMaker refuses to delete an endpoint that is still being created
         s.add_client_error("delete_endpoint", "ValidationException", "Cannot delete in-progress endpoint")
         s.add_response("describe_endpoint", describe("Creating"))
+        expect_delete(s, ["endpoint_config", "model"])  # not held back by the endpoint
+        s.add_response("describe_endpoint", describe("Creating"))
         s.add_response("describe_endpoint", describe("Failed"))
-        expect_delete(s)
-        with pytest.raises(LaunchError, match=r"not InService before the ready timeout \(last: Creating\)"):
-            launcher(sm, rt, msgs).start(_with_timeout(request(), 0))
+        expect_delete(s, ["endpoint"])
+        with pytest.raises(LaunchError, match=r"phase creating \(instance, image, ~14 GB of weights, container start-up\) "
+                                              r"timed out after 0s \(last: Creating\)"):
+            launcher(sm, rt, msgs).start(_with_timeout(request(create_timeout_s="0"), 0))
         s.assert_no_pending_responses()
-    assert "sagemaker endpoint bench-1 is Creating; it can be deleted only after that ends, waiting" in msgs
+    assert msgs[-4:] == ["deleted sagemaker endpoint config bench-1", "deleted sagemaker model bench-1",
+                         "sagemaker endpoint bench-1 is still Creating; checking every 0s",
+                         "deleted sagemaker endpoint bench-1"]
 
 
 def _with_timeout(req, t):
@@ -173,8 +189,9 @@ def test_delete_failure_is_reported_with_the_manual_command():
         s.add_client_error("delete_model", "AccessDeniedException", "not authorized")
         with pytest.raises(LaunchError):
             launcher(sm, rt, msgs).start(request())
-    assert msgs[-1] == ("WARNING: could not delete sagemaker model bench-1: not authorized -- delete it by hand: "
-                        "aws sagemaker delete-model --model-name bench-1")
+    assert msgs[-1] == ("WARNING: could not delete sagemaker model bench-1: not authorized -- it may still bill: "
+                        "run `servebench cleanup --region us-west-2` later, or by hand: "
+                        "aws sagemaker delete-model --model-name bench-1 --region us-west-2")
 
 
 def test_existing_endpoint_is_neither_deployed_nor_deleted():
@@ -187,7 +204,7 @@ def test_existing_endpoint_is_neither_deployed_nor_deleted():
         la.stop()
         s.assert_no_pending_responses()
     assert msgs == []  # nothing deleted or attempted
-    assert server.base_url == "sagemaker://bench-1" and server.info["deployed"] is False
+    assert server.base_url == "sagemaker://bench-1?region=us-west-2" and server.info["deployed"] is False
 
 
 def test_bad_requests_make_no_calls():
@@ -197,3 +214,31 @@ def test_bad_requests_make_no_calls():
             launcher(sm, rt, []).start(LaunchRequest(engine="tgi", model="m", options={"role_arn": ROLE}))
         with pytest.raises(LaunchError, match=r"^vllm has no sagemaker section"):
             launcher(sm, rt, []).start(LaunchRequest(engine="vllm", model="m"))
+
+
+def test_quota_below_the_instance_count_stops_before_anything_is_created():
+    sm, rt = clients()
+    quotas = boto3.client("service-quotas", region_name="us-west-2", aws_access_key_id="x", aws_secret_access_key="x")
+    msgs: list[str] = []
+    with Stubber(sm) as s, Stubber(quotas) as q:
+        q.add_response("list_service_quotas", {"Quotas": [
+            {"QuotaName": "ml.g5.2xlarge for endpoint usage", "Value": 2.0},
+            {"QuotaName": "ml.g5.12xlarge for endpoint usage", "Value": 0.0}]}, {"ServiceCode": "sagemaker"})
+        la = SageMakerLauncher(sagemaker_client=sm, runtime_client=rt, quotas_client=quotas, progress=msgs.append)
+        with pytest.raises(LaunchError, match=r"^the account's quota 'ml.g5.12xlarge for endpoint usage' is 0 \(need 1\)"):
+            la.start(request())
+        s.assert_no_pending_responses()  # no create call was made
+    assert la.created == []
+
+
+def test_quota_api_refused_is_a_note_not_a_failure():
+    sm, rt = clients()
+    quotas = boto3.client("service-quotas", region_name="us-west-2", aws_access_key_id="x", aws_secret_access_key="x")
+    msgs: list[str] = []
+    with Stubber(sm) as s, Stubber(quotas) as q:
+        q.add_client_error("list_service_quotas", "AccessDeniedException", "no")
+        s.add_client_error("create_model", "ValidationException", "Could not access model data")
+        la = SageMakerLauncher(sagemaker_client=sm, runtime_client=rt, quotas_client=quotas, progress=msgs.append)
+        with pytest.raises(LaunchError, match="Could not access model data"):
+            la.start(request())
+    assert msgs[0].startswith("preflight quota: not checked (AccessDeniedException)")

@@ -178,3 +178,46 @@ def test_unreachable_endpoint_goes_to_error_not_exception():
 def test_bad_endpoint_url():
     with pytest.raises(ValueError, match="sagemaker://<endpoint-name>"):
         SageMakerTransport("http://x")
+
+
+class _Boto3Fake:
+    """boto3.client stand-in: records how each client was made (no AWS call is made)."""
+
+    def __init__(self):
+        self.made: list[tuple[str, str | None]] = []
+
+    def client(self, service, region_name=None, **_kw):
+        self.made.append((service, region_name))
+        return object()
+
+
+@pytest.mark.parametrize("url,region,want", [
+    ("sagemaker://bench-1?region=us-west-2", None, "us-west-2"),  # as the launchers hand it on
+    ("sagemaker://bench-1", "eu-central-1", "eu-central-1"),
+    ("sagemaker://bench-1", None, None),  # nothing given: boto3's own resolution (AWS_REGION, profile)
+])
+def test_runtime_client_is_made_in_the_endpoints_region(monkeypatch, url, region, want):
+    fake = _Boto3Fake()
+    monkeypatch.setattr(boto3, "client", fake.client)
+    tr = SageMakerTransport(url, region=region)
+    asyncio.run(tr.prepare(1))
+    asyncio.run(tr.close())
+    assert tr.endpoint == "bench-1" and fake.made == [("sagemaker-runtime", want)]
+
+
+def test_load_worker_job_keeps_the_region(monkeypatch):
+    """--workers N: each load process builds its transport from the job's base_url alone."""
+    from servebench.transport import transport_class
+
+    fake = _Boto3Fake()
+    monkeypatch.setattr(boto3, "client", fake.client)
+    tr = transport_class("sagemaker")("sagemaker://bench-1?region=ap-south-1", timeout_s=5)
+    asyncio.run(tr.prepare(1))
+    asyncio.run(tr.close())
+    assert fake.made == [("sagemaker-runtime", "ap-south-1")]
+
+
+@pytest.mark.parametrize("bad", ["sagemaker://", "sagemaker://x?zone=1", "sagemaker://?region=us-west-2"])
+def test_bad_sagemaker_urls(bad):
+    with pytest.raises(ValueError, match=r"sagemaker://<endpoint-name>\[\?region=<region>\]"):
+        SageMakerTransport(bad)

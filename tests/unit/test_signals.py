@@ -26,3 +26,22 @@ def test_interrupt_inside_shield_is_held_back_and_handlers_restored():
     finally:
         for s, h in before.items():
             signal.signal(s, h)
+
+
+def test_hangup_tears_down_like_ctrl_c_and_is_held_during_teardown():
+    from servebench.signals import interrupt_cause
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        interruptible()
+        with pytest.raises(KeyboardInterrupt):  # the terminal closed: stop, then tear down
+            os.kill(os.getpid(), signal.SIGHUP)
+        assert interrupt_cause() == ("SIGHUP", 129)
+        with shielded():
+            os.kill(os.getpid(), signal.SIGHUP)  # held: the teardown finishes
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # under nohup
+        interruptible()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)

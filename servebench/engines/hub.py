@@ -1,0 +1,41 @@
+"""May servebench download from the Hugging Face hub? Only when the user has said so by
+holding a token (HF_TOKEN / HUGGING_FACE_HUB_TOKEN, or the file `huggingface-cli login`
+writes), the hub is not switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE), and it answers
+a TCP connect within seconds. Otherwise nothing is attempted: an offline host never waits on
+retries, and a host without a token never fetches anything behind the user's back.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def token() -> str | None:
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        if os.environ.get(var):
+            return os.environ[var]
+    home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    path = Path(os.environ.get("HF_TOKEN_PATH") or home / "token")
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def why_not(timeout_s: float = 3.0) -> str | None:
+    """None when a download may be tried; else the reason, for the error message."""
+    if any(os.environ.get(v, "").lower() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return "HF_HUB_OFFLINE is set"
+    if not token():
+        return "no hub token (set HF_TOKEN or run `huggingface-cli login` to allow downloads)"
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s).close()
+    except OSError as e:
+        return f"the hub ({url.hostname}) is unreachable: {e.strerror or type(e).__name__}"
+    return None
