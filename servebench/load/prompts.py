@@ -9,6 +9,12 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from servebench.errors import first_line
+
+if TYPE_CHECKING:  # transformers is heavy: imported when a tokenizer is loaded
+    from transformers import PreTrainedTokenizerBase
 
 
 class WorkloadError(ValueError):
@@ -22,7 +28,7 @@ class Prompt:
     output_tokens: int
 
 
-def load_tokenizer(name_or_path: str | Path):
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found" noise
     try:
         from transformers import AutoTokenizer
@@ -35,9 +41,8 @@ def load_tokenizer(name_or_path: str | Path):
     try:
         return AutoTokenizer.from_pretrained(str(Path(name).expanduser()) if name.startswith("~") else name, local_files_only=True)
     except Exception as e:  # transformers raises OSError/ValueError/... depending on the cause
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         hint = "" if Path(str(name_or_path)).exists() else " (pass --tokenizer DIR: a local copy of the served model's tokenizer)"
-        raise WorkloadError(f"cannot load tokenizer {str(name_or_path)!r}{hint}: {first[:200]}") from None
+        raise WorkloadError(f"cannot load tokenizer {str(name_or_path)!r}{hint}: {first_line(e)[:200]}") from None
 
 
 class ExactPrompts:
