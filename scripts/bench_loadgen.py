@@ -52,6 +52,7 @@ def child_servebench(spec: dict) -> dict:
     from servebench.records import RequestRecord
     from servebench.load.loop import LoadPlan, drive, new_loop
     from servebench.transport.http import HttpTransport
+    from servebench.load.split import SplitLoad
     from servebench.load.workers import run_split
 
     n, conc, tokens, workers = spec["n"], spec["concurrency"], spec["tokens"], spec["workers"]
@@ -62,7 +63,7 @@ def child_servebench(spec: dict) -> dict:
     offsets = None if conc else [0] * n
     if workers > 1:  # LoadStats.cpu_ns: the workers' load loops, summed; plus the parent waiting
         c0 = _cpu()
-        stats = run_split(spec["url"], "http", wires, recs, offsets, conc, None, workers)
+        stats = run_split(SplitLoad(spec["url"], "http", wires, recs, offsets, conc, None, workers))
         cpu = stats.cpu_ns / 1e9 + (_cpu() - c0)
     else:
         async def go() -> float:

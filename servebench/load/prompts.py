@@ -9,6 +9,12 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from servebench.errors import first_line
+
+if TYPE_CHECKING:  # transformers is heavy: imported when a tokenizer is loaded
+    from transformers import PreTrainedTokenizerBase
 
 
 class WorkloadError(ValueError):
@@ -22,7 +28,7 @@ class Prompt:
     output_tokens: int
 
 
-def load_tokenizer(name_or_path: str | Path):
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # no "PyTorch was not found" noise
     try:
         from transformers import AutoTokenizer
@@ -36,7 +42,7 @@ def load_tokenizer(name_or_path: str | Path):
     try:
         return AutoTokenizer.from_pretrained(src, local_files_only=True)
     except Exception as e:  # transformers raises OSError/ValueError/... depending on the cause
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         from servebench.engines import hub  # a hub id not cached: download only when allowed
 
         blocked = "a local path" if Path(src).exists() else hub.why_not()
@@ -44,7 +50,7 @@ def load_tokenizer(name_or_path: str | Path):
             try:
                 return AutoTokenizer.from_pretrained(src, token=hub.token())
             except Exception as e2:
-                first = str(e2).strip().splitlines()[0] if str(e2).strip() else type(e2).__name__
+                first = first_line(e2)
         hint = "" if Path(str(name_or_path)).exists() else (
             f" (not downloaded: {blocked}; or pass --tokenizer DIR)" if blocked else " (pass --tokenizer DIR)")
         raise WorkloadError(f"cannot load tokenizer {str(name_or_path)!r}{hint}: {first[:200]}") from None

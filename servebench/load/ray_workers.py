@@ -29,10 +29,11 @@ from time import perf_counter_ns
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from servebench.errors import first_line
 from servebench.records import RequestRecord
 from servebench.load.loop import LoadStats
-from servebench.load.schedule import split_plan
-from servebench.load.workers import WorkerError, collect, jobs
+from servebench.load.split import Part, SplitLoad, jobs
+from servebench.load.workers import WorkerError, collect
 
 SAMPLES = 7  # clock exchanges per actor; the shortest round trip is kept
 START_MARGIN_NS = 500_000_000  # t0 this far ahead: one Ray call to every actor must land first
@@ -159,7 +160,7 @@ def wait_actors(ray) -> Callable[[list, float], list]:
             try:
                 c.buf.extend(ray.get(ref))
             except Exception as e:  # noqa: BLE001 - ActorDiedError, node lost: the worker is gone
-                c.dead = f"load actor on {c.node}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+                c.dead = f"load actor on {c.node}: {first_line(e)}"
         return [c for c in chans if c.buf or c.dead]
 
     return wait_fn
@@ -173,53 +174,50 @@ def _loopback(url: str) -> bool:
         return False
 
 
-def run_split_ray(base_url: str, kind: str, wires: list[Any], records: list[RequestRecord],
-                  offsets_ns: list[int] | None, concurrency: int | None, duration_ns: int | None, workers: int, *,
-                  connections: int | None = None, timeout_s: float = 600.0,
-                  progress: Callable[[int, int], None] | None = None, stats: LoadStats | None = None,
-                  connect_ns: list[int] | None = None, on_t0: Callable[[], None] | None = None,
-                  adapter: str | None = None, split: list[dict] | None = None) -> LoadStats:
-    """workers.run_split over `workers` Ray actors spread across the cluster's nodes. `split`
-    gets one row per actor: node, requests, concurrency, clock offset and its uncertainty."""
-    if kind != "http":
-        raise WorkerError(f"--workers ray:N drives HTTP endpoints only, not {kind}")
+def run_split_ray(load: SplitLoad) -> LoadStats:
+    """workers.run_split over `load.workers` Ray actors spread across the cluster's nodes.
+    `load.actors` gets one row per actor: node, requests, concurrency, clock offset and its
+    uncertainty."""
+    if load.kind != "http":
+        raise WorkerError(f"--workers ray:N drives HTTP endpoints only, not {load.kind}")
     from servebench.load.rayconnect import RayConnectError, connect
 
     try:
         ray = connect(os.environ.get("RAY_ADDRESS"))
     except RayConnectError as e:
         raise WorkerError(str(e)) from None
-    n = len(records)
-    parts = split_plan(list(range(n)), offsets_ns, concurrency, workers)
+    parts = load.parts()
     actor_cls = ray.remote(LoadActor).options(num_cpus=1, max_concurrency=4, scheduling_strategy="SPREAD")
     actors = [actor_cls.remote() for _ in parts]
-    stats = stats or LoadStats()
     try:
-        facts = _get(ray, [a.facts.remote() for a in actors], READY_S, "load actors did not start")
-        me = ray.util.get_node_ip_address()
-        if _loopback(base_url) and (away := [f["label"] for f in facts if f["ip"] != me]):
-            raise WorkerError(f"the endpoint {base_url} is this host's loopback; load actors on {', '.join(away)} "
-                              "cannot reach it (give an address every node can reach)")
-        chans, rows = [], []
-        for actor, f, (idx, _, conc) in zip(actors, facts, parts):
-            offset, unc = best_offset([_exchange(ray, actor) for _ in range(SAMPLES)])
-            chans.append(ActorChannel(actor, offset, f["label"]))
-            rows.append({"node": f["label"], "node_id": f["id"], "ip": f["ip"], "cpus": f["cpus"],
-                         "requests": len(idx), "concurrency": conc,
-                         "clock_offset_ms": offset / 1e6, "clock_uncertainty_ms": unc / 1e6})
-        if split is not None:
-            split.extend(rows)
-        total_conns = connections or concurrency or n
-        for actor, job in zip(actors, jobs(wires, records, parts, total_conns, base_url, kind, timeout_s, adapter,
-                                           duration_ns)):
+        chans, rows = _channels(ray, actors, parts, load.base_url)
+        if load.actors is not None:
+            load.actors.extend(rows)
+        for actor, job in zip(actors, jobs(load, parts)):
             actor.start.remote(job)
-        collect(chans, parts, records, stats, progress, n, connect_ns, on_t0, wait_fn=wait_actors(ray),
-                start_margin_ns=START_MARGIN_NS, ready_s=READY_S)
+        collect(chans, load, parts, wait_fn=wait_actors(ray), start_margin_ns=START_MARGIN_NS, ready_s=READY_S)
     finally:
         for a in actors:
             ray.kill(a)
         ray.shutdown()
-    return stats
+    return load.stats
+
+
+def _channels(ray, actors: list, parts: list[Part], base_url: str) -> tuple[list[ActorChannel], list[dict]]:
+    """Each actor's channel, its clock agreed with ours; and its row for summary.json client.split."""
+    facts = _get(ray, [a.facts.remote() for a in actors], READY_S, "load actors did not start")
+    me = ray.util.get_node_ip_address()
+    if _loopback(base_url) and (away := [f["label"] for f in facts if f["ip"] != me]):
+        raise WorkerError(f"the endpoint {base_url} is this host's loopback; load actors on {', '.join(away)} "
+                          "cannot reach it (give an address every node can reach)")
+    chans, rows = [], []
+    for actor, f, (idx, _, conc) in zip(actors, facts, parts):
+        offset, unc = best_offset([_exchange(ray, actor) for _ in range(SAMPLES)])
+        chans.append(ActorChannel(actor, offset, f["label"]))
+        rows.append({"node": f["label"], "node_id": f["id"], "ip": f["ip"], "cpus": f["cpus"],
+                     "requests": len(idx), "concurrency": conc,
+                     "clock_offset_ms": offset / 1e6, "clock_uncertainty_ms": unc / 1e6})
+    return chans, rows
 
 
 def _exchange(ray, actor) -> tuple[int, int, int]:
@@ -234,4 +232,4 @@ def _get(ray, refs: list, timeout_s: float, what: str) -> list:
     except ray.exceptions.GetTimeoutError:
         raise WorkerError(f"{what} within {timeout_s:.0f} s (does the cluster have {len(refs)} free CPUs?)") from None
     except ray.exceptions.RayError as e:
-        raise WorkerError(f"{what}: {str(e).strip().splitlines()[0]}") from None
+        raise WorkerError(f"{what}: {first_line(e)}") from None

@@ -12,6 +12,8 @@ import socket
 import threading
 from typing import Any
 
+from servebench.errors import first_line
+
 
 class RayConnectError(RuntimeError):
     pass
@@ -43,8 +45,7 @@ def connect(address: str | None):
         ray.init(address=address, log_to_driver=False, ignore_reinit_error=True, logging_level=logging.WARNING,
                  **({} if address else {"include_dashboard": False}))
     except Exception as e:  # noqa: BLE001 - ConnectionError, RuntimeError, ValueError: all one line
-        raise RayConnectError(f"cannot connect to Ray at {address or 'a new local cluster'}: "
-                              f"{str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+        raise RayConnectError(f"cannot connect to Ray at {address or 'a new local cluster'}: {first_line(e)}") from None
     finally:
         for s, h in kept.items():
             if h is not None:

@@ -24,11 +24,12 @@ from array import array
 from dataclasses import fields
 from multiprocessing.connection import Connection, wait
 from time import perf_counter_ns
-from typing import Any, Callable
+from typing import Callable
 
+from servebench.errors import first_line
 from servebench.records import RequestRecord
 from servebench.load.loop import LoadPlan, LoadStats, drive, new_loop
-from servebench.load.schedule import split_plan
+from servebench.load.split import Part, SplitLoad, jobs
 
 START_MARGIN_NS = 50_000_000  # t0 this far after the last worker is ready: time to deliver it
 
@@ -37,24 +38,12 @@ class WorkerError(RuntimeError):
     pass
 
 
-def run_split(base_url: str, kind: str, wires: list[Any], records: list[RequestRecord],
-              offsets_ns: list[int] | None, concurrency: int | None, duration_ns: int | None,
-              workers: int, *, connections: int | None = None, timeout_s: float = 600.0,
-              progress: Callable[[int, int], None] | None = None, stats: LoadStats | None = None,
-              connect_ns: list[int] | None = None, on_t0: Callable[[], None] | None = None,
-              adapter: str | None = None) -> LoadStats:
-    """Drive `wires` (prepared requests) across `workers` processes from one shared t0.
-    `records[i]` is replaced by the worker's filled copy. `connections`: how many to open
-    before t0 in total (default: the concurrency, or one per request). The returned stats
-    pool every worker's (cpu_ns: the sum of the workers' load-loop CPU); `connect_ns` gets the
-    set-up time of every connection the workers opened. `on_t0()` runs once t0 is sent.
-    `adapter` (a key of ADAPTERS): each worker decodes its records after the load and sends
-    them back without the raw bytes, so decoding runs in parallel and the pipes carry little."""
-    n = len(records)
-    parts = split_plan(list(range(n)), offsets_ns, concurrency, workers)
-    total_conns = connections or concurrency or n
+def run_split(load: SplitLoad) -> LoadStats:
+    """Drive `load.wires` (prepared requests) across `load.workers` processes from one shared
+    t0; returns load.stats, every worker's pooled."""
+    parts = load.parts()
     chans: list[_Proc] = []
-    for job in jobs(wires, records, parts, total_conns, base_url, kind, timeout_s, adapter, duration_ns):
+    for job in jobs(load, parts):
         # a fresh interpreter (not fork: it would copy the parent's threads, e.g. telemetry
         # samplers; not multiprocessing spawn: it re-imports the caller's __main__)
         mine, theirs = socket.socketpair()
@@ -63,21 +52,12 @@ def run_split(base_url: str, kind: str, wires: list[Any], records: list[RequestR
         theirs.close()
         chans.append(_Proc(p, Connection(mine.detach())))
         chans[-1].send(job)
-    stats = stats or LoadStats()
     try:
-        collect(chans, parts, records, stats, progress, n, connect_ns, on_t0)
+        collect(chans, load, parts)
     finally:
         for c in chans:
             c.close()
-    return stats
-
-
-def jobs(wires, records, parts, total_conns, base_url, kind, timeout_s, adapter, duration_ns) -> list[dict]:
-    """What each worker is sent: its share of the plan and how many connections to open."""
-    return [dict(base_url=base_url, kind=kind, timeout_s=timeout_s, adapter=adapter, wires=[wires[i] for i in idx],
-                 records=[records[i] for i in idx], offsets=offs, concurrency=conc, duration_ns=duration_ns,
-                 connections=max(1, min(len(idx), conc or len(idx), -(-total_conns // len(parts)))))
-            for idx, offs, conc in parts]
+    return load.stats
 
 
 class _Proc:
@@ -112,87 +92,107 @@ class _Proc:
         self.conn.close()
 
 
-def collect(chans: list, parts, records, stats, progress, n, connect_ns, on_t0, *,
-            wait_fn: Callable[[list, float], list] = wait, start_margin_ns: int = START_MARGIN_NS,
-            ready_s: float = 120.0) -> None:
+def collect(chans: list, load: SplitLoad, parts: list[Part], *, wait_fn: Callable[[list, float], list] = wait,
+            start_margin_ns: int = START_MARGIN_NS, ready_s: float = 120.0) -> None:
     """Run the workers' protocol to the end: wait until every one is ready, send one t0, merge
-    what each sends back by position. One worker failing or Ctrl-C stops the others and keeps
-    what they measured."""
-    state = {id(c): "starting" for c in chans}
-    done_counts = {id(c): 0 for c in chans}
-    error: str | None = None
-    interrupted = False
-    started = False
-    deadline = time.monotonic() + ready_s  # workers must be ready (connections open) by then
-    while any(s not in ("done", "dead") for s in state.values()):
+    what each sends back by position into load.records. One worker failing or Ctrl-C stops the
+    others and keeps what they measured."""
+    col = _Collector(chans, load, parts, start_margin_ns, ready_s)
+    while live := col.live():
         try:
-            ready = wait_fn([c for c in chans if state[id(c)] not in ("done", "dead")], 0.25)
-            for c in ready:
-                try:
-                    msg = c.recv()
-                except (EOFError, OSError):
-                    state[id(c)] = "dead"
-                    error = error or c.gone() or "a load worker exited without reporting"
-                    continue
-                kind = msg[0]
-                if kind == "ready":
-                    state[id(c)] = "ready"
-                elif kind == "progress":
-                    done_counts[id(c)] = msg[1]
-                elif kind == "done":
-                    w = chans.index(c)
-                    for i, rec in zip(parts[w][0], msg[1]):
-                        records[i] = rec
-                    _merge(stats, msg[2])
-                    if connect_ns is not None:
-                        connect_ns.extend(msg[3])
-                    state[id(c)] = "done"
-                elif kind == "error":
-                    state[id(c)] = "dead"
-                    error = error or msg[1]
-            if error and not interrupted:  # one worker failed: stop the others, keep their records
-                interrupted = True
-                _tell(chans, state, ("stop",))
-            if not started and all(s == "ready" for s in state.values()):
-                started = True
-                stats.t0_ns = perf_counter_ns() + start_margin_ns
-                _tell(chans, state, ("t0", stats.t0_ns))
-                if on_t0 is not None:
-                    on_t0()
-            elif not started and time.monotonic() > deadline and not error:
-                error = f"load workers did not get ready within {ready_s:.0f} s"
-                _tell(chans, state, ("stop",))
-            for c in chans:
-                if state[id(c)] not in ("done", "dead") and not c.poll() and (why := c.gone()):
-                    state[id(c)] = "dead"
-                    error = error or why
-            if progress is not None and started:
-                progress(sum(done_counts.values()), n)
+            for c in wait_fn(live, 0.25):
+                col.receive(c)
+            col.after_reads()
         except KeyboardInterrupt:
-            if interrupted:  # a second Ctrl-C: give up on the workers
+            if col.interrupted:  # a second Ctrl-C: give up on the workers
                 raise
-            interrupted = True
-            error = error or "interrupted"
-            _tell(chans, state, ("stop",))
-    if started:  # a worker lost after t0 took its records with it: they were due, so they failed
-        for w, c in enumerate(chans):
-            if state[id(c)] == "dead":
-                for i in parts[w][0]:
-                    if not records[i].end_ns and not records[i].error:
-                        records[i].error = f"lost with its load worker: {error}"
-    if error == "interrupted":
-        raise KeyboardInterrupt
-    if error:
-        raise WorkerError(error)
+            col.interrupted = True
+            col.error = col.error or "interrupted"
+            col.tell(("stop",))
+    col.finish()
 
 
-def _tell(chans: list, state: dict, msg: tuple) -> None:
-    for c in chans:
-        if state[id(c)] not in ("done", "dead"):
-            try:
-                c.send(msg)
-            except (OSError, ValueError):
-                pass
+class _Collector:
+    """The parent's side of the protocol: where each worker is, and the first error."""
+
+    def __init__(self, chans: list, load: SplitLoad, parts: list[Part], start_margin_ns: int, ready_s: float) -> None:
+        self.chans, self.load, self.parts = chans, load, parts
+        self.start_margin_ns, self.ready_s = start_margin_ns, ready_s
+        self.deadline = time.monotonic() + ready_s  # workers must be ready (connections open) by then
+        self.state = {id(c): "starting" for c in chans}
+        self.done_counts = {id(c): 0 for c in chans}
+        self.error: str | None = None
+        self.interrupted = False
+        self.started = False
+
+    def live(self) -> list:
+        return [c for c in self.chans if self.state[id(c)] not in ("done", "dead")]
+
+    def receive(self, c) -> None:
+        try:
+            msg = c.recv()
+        except (EOFError, OSError):
+            self.state[id(c)] = "dead"
+            self.error = self.error or c.gone() or "a load worker exited without reporting"
+            return
+        kind = msg[0]
+        if kind == "ready":
+            self.state[id(c)] = "ready"
+        elif kind == "progress":
+            self.done_counts[id(c)] = msg[1]
+        elif kind == "done":
+            records = self.load.records
+            for i, rec in zip(self.parts[self.chans.index(c)][0], msg[1]):
+                records[i] = rec
+            _merge(self.load.stats, msg[2])
+            if self.load.connect_ns is not None:
+                self.load.connect_ns.extend(msg[3])
+            self.state[id(c)] = "done"
+        elif kind == "error":
+            self.state[id(c)] = "dead"
+            self.error = self.error or msg[1]
+
+    def after_reads(self) -> None:
+        load = self.load
+        if self.error and not self.interrupted:  # one worker failed: stop the others, keep their records
+            self.interrupted = True
+            self.tell(("stop",))
+        if not self.started and all(s == "ready" for s in self.state.values()):
+            self.started = True
+            load.stats.t0_ns = perf_counter_ns() + self.start_margin_ns
+            self.tell(("t0", load.stats.t0_ns))
+            if load.on_t0 is not None:
+                load.on_t0()
+        elif not self.started and time.monotonic() > self.deadline and not self.error:
+            self.error = f"load workers did not get ready within {self.ready_s:.0f} s"
+            self.tell(("stop",))
+        for c in self.chans:
+            if self.state[id(c)] not in ("done", "dead") and not c.poll() and (why := c.gone()):
+                self.state[id(c)] = "dead"
+                self.error = self.error or why
+        if load.progress is not None and self.started:
+            load.progress(sum(self.done_counts.values()), len(load.records))
+
+    def tell(self, msg: tuple) -> None:
+        for c in self.chans:
+            if self.state[id(c)] not in ("done", "dead"):
+                try:
+                    c.send(msg)
+                except (OSError, ValueError):
+                    pass
+
+    def finish(self) -> None:
+        if self.started:  # a worker lost after t0 took its records with it: they were due, so they failed
+            records = self.load.records
+            for w, c in enumerate(self.chans):
+                if self.state[id(c)] == "dead":
+                    for i in self.parts[w][0]:
+                        if not records[i].end_ns and not records[i].error:
+                            records[i].error = f"lost with its load worker: {self.error}"
+        if self.error == "interrupted":
+            raise KeyboardInterrupt
+        if self.error:
+            raise WorkerError(self.error)
 
 
 def _merge(into: LoadStats, part: LoadStats) -> None:
@@ -218,9 +218,8 @@ def _worker_main(conn, job: dict, own_process: bool = True) -> None:
     try:
         loop.run_until_complete(_worker(conn, job))
     except BaseException as e:  # reported, never a traceback in the user's terminal
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         try:
-            conn.send(("error", f"load worker: {msg}"))
+            conn.send(("error", f"load worker: {first_line(e)}"))
         except OSError:
             pass
     finally:

@@ -32,6 +32,7 @@ CPU_BUDGET = 0.5  # share of a core a worker may spend ingesting before reads qu
 # The emulator's arrival is the kernel's receive stamp (CLOCK_REALTIME, converted): it lands a
 # few microseconds either side of the client's own stamp. Causality is judged beyond that.
 CLOCK_SLACK_MS = 0.05
+API = "openai-completions"  # the emulator's format for every self-check request
 
 
 def compare(records: Sequence[RequestRecord], emu_records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -95,26 +96,27 @@ async def drive_http(url: str, records: list[RequestRecord], bodies: list, *, of
             await tr.close()
 
 
-def run_plan(url: str, n: int, *, concurrency: int | None = None, output_tokens: int = 16,
-             api: str = "openai-completions", id_base: int = 0, transport=None, workers: int = 1,
-             decode: bool = True) -> list[RequestRecord]:
-    """n requests against `url`: closed loop at `concurrency`, or a burst when it is None.
-    Returns records (decoded unless decode=False) whose index (and X-Request-Id) starts at id_base."""
+def run_plan(url: str, n: int, *, concurrency: int | None = None, output_tokens: int = 16, id_base: int = 0,
+             transport=None, workers: int = 1, decode: bool = True) -> list[RequestRecord]:
+    """n requests (openai-completions) against `url`: closed loop at `concurrency`, or a burst
+    when it is None. Returns records (decoded unless decode=False) whose index (and
+    X-Request-Id) starts at id_base."""
     from servebench.adapters import ADAPTERS
     from servebench.analysis.decode import decode_records
     from servebench.load.loop import new_loop
 
-    adapter = ADAPTERS[api]
+    adapter = ADAPTERS[API]
     bodies = [adapter.build("hello world", output_tokens, model="emulator") for _ in range(n)]
     records = [RequestRecord(index=id_base + i, output_tokens=output_tokens) for i in range(n)]
     offsets = None if concurrency else [0] * n
     if workers > 1:
-        from servebench.transport.http import HttpTransport
+        from servebench.load.split import SplitLoad
         from servebench.load.workers import run_split
+        from servebench.transport.http import HttpTransport
 
         enc = HttpTransport(url)
-        run_split(url, "http", [enc.encode(b, r.index) for b, r in zip(bodies, records)], records,
-                  offsets, concurrency, None, workers)
+        wires = [enc.encode(b, r.index) for b, r in zip(bodies, records)]
+        run_split(SplitLoad(url, "http", wires, records, offsets, concurrency, None, workers))
     else:
         loop = new_loop()
         try:
@@ -149,7 +151,7 @@ def measure_floor(streams: int = 50, tokens: int = 100, itl_ms: float = 2.0) -> 
         from servebench.adapters import ADAPTERS
         from servebench.analysis.decode import decode_records
 
-        decode_records(ADAPTERS["openai-completions"], load)
+        decode_records(ADAPTERS[API], load)
         h.stop()
         emu = h.records()
         os.unlink(h.log)

@@ -5,77 +5,63 @@ is stopped, on every exit path (errors and Ctrl-C included)."""
 from __future__ import annotations
 
 import asyncio
-import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter_ns
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from servebench.adapters import ADAPTERS
-from servebench.config import RunConfig
+from servebench.adapters.base import Adapter, Request
+from servebench.config import LoadConfig, RunConfig
 from servebench.analysis.decode import decode_records
+from servebench.errors import first_line
 from servebench.launchers.base import Server
 from servebench.records import RequestRecord
-from servebench.load.loop import LoadPlan, LoadStats, drive, new_loop
+from servebench.load.loop import LoadPlan, drive, new_loop
 from servebench.load.schedule import release_offsets_ns
+from servebench.load.split import SplitLoad
 from servebench.signals import interrupt_cause, shielded
 from servebench.engines.specs import load_spec
 from servebench.run import writer
+from servebench.run.state import Prepared, RunState
 from servebench.store import runfiles
 from servebench.analysis import verdict
 from servebench.load.prompts import Prompt, from_jsonl, load_tokenizer, synthetic
 from servebench.run.writer import quietly
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from servebench.run.session import ServerSession
+
 
 class RunError(RuntimeError):
-    """A run could not complete; the message is one line. run_dir holds what was measured."""
+    """A run could not complete; the message is one line. run_dir holds what was measured, and
+    summary is its summary.json as written (None when none was)."""
 
-    def __init__(self, message: str, run_dir: Path | None = None, code: int = verdict.EXIT_FAILED) -> None:
+    def __init__(self, message: str, run_dir: Path | None = None, code: int = verdict.EXIT_FAILED,
+                 summary: dict | None = None) -> None:
         super().__init__(message)
         self.run_dir = run_dir
         self.code = code  # the process exit code (servebench.analysis.verdict)
+        self.summary = summary
 
     @property
     def interrupted(self) -> bool:
         return self.code in (130, 143)  # Ctrl-C, SIGTERM (signals.interrupt_cause)
 
 
-@dataclass
-class RunState:
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """A finished measurement: its run directory and its summary.json as written there."""
+
     run_dir: Path
-    records: list[RequestRecord] = field(default_factory=list)
-    stats: LoadStats = field(default_factory=LoadStats)
-    server: Server | None = None
-    samplers: list = field(default_factory=list)
-    status: str = "failed"
-    error: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    engine_version: str | None = None
-    api: str = ""  # the adapter key in use
-    connect_ns: list[int] = field(default_factory=list)  # set-up of connections opened before t0
-    exit_code: int = verdict.EXIT_FAILED  # used when error is set
-    server_exit: str | None = None  # "was killed by signal 9": a launched server that died on its own
-    extra_info: dict = field(default_factory=dict)  # run.json blocks from the caller (sweep cell, session)
-    workers: int = 1  # load processes used (--workers, or the auto choice)
-    workers_reason: str = ""
-    self_check_warning: str | None = None  # a prediction; writer.write weighs it against the verdict
-    split: list[dict] = field(default_factory=list)  # --workers ray:N: each actor's node, share and clock
+    summary: dict | None
 
 
-@dataclass
-class Prepared:
-    """What a measurement needs before any server exists: built once, then reused."""
-
-    spec: Any
-    api: str
-    adapter: Any
-    model_dir: Path | None
-    tokenizer: Any
-    prompts: list
-
-
-def prepare(cfg: RunConfig, on_phase: Callable[[str], None] | None = None, tokenizer=None) -> Prepared:
+def prepare(cfg: RunConfig, on_phase: Callable[[str], None] | None = None,
+            tokenizer: PreTrainedTokenizerBase | None = None) -> Prepared:
     """Spec, adapter, model and exact-length prompts; raises before anything is started."""
     phase = on_phase or (lambda msg: None)
     spec = load_spec(cfg.backend)
@@ -96,17 +82,17 @@ def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_p
     p = prepare(cfg, on_phase)
     run_dir = runfiles.new_run_dir(cfg.results_dir, cfg.name, cfg.backend)
     session = ServerSession(cfg, p.spec, p.api, p.model_dir, log_dir=run_dir)
-    return measure(cfg, p, session, run_dir, progress, on_phase, own_session=True)
+    return measure(cfg, p, session, run_dir, progress, on_phase, own_session=True).run_dir
 
 
-def measure(cfg: RunConfig, p: Prepared, session, run_dir: Path, progress: Callable[[int, int], None] | None = None,
-            on_phase: Callable[[str], None] | None = None, *, own_session: bool = False,
-            run_info: dict | None = None) -> Path:
+def measure(cfg: RunConfig, p: Prepared, session: ServerSession, run_dir: Path,
+            progress: Callable[[int, int], None] | None = None, on_phase: Callable[[str], None] | None = None, *,
+            own_session: bool = False, run_info: dict | None = None) -> Measured:
     """One load against the session's server -> one run directory. With own_session the
-    session is opened here and closed before the results are written (the `run` case)."""
+    session is opened here and closed before the results are written (the `run` case).
+    RunError (with the summary as written) when the run failed or was interrupted."""
     phase = on_phase or (lambda msg: None)
     st = RunState(run_dir, api=p.api)
-    t_start = time.time()
     try:
         if own_session:
             session.open(phase)
@@ -127,7 +113,7 @@ def measure(cfg: RunConfig, p: Prepared, session, run_dir: Path, progress: Calla
         cause, st.exit_code = interrupt_cause()
         st.status, st.error = "interrupted", f"interrupted by {cause}"
     except Exception as e:  # one line for the user; the run dir keeps what was measured
-        st.error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        st.error = first_line(e)
         quietly((st.run_dir / "error.log").write_text, traceback.format_exc())  # the whole story, on disk
     finally:
         with shielded():
@@ -137,10 +123,11 @@ def measure(cfg: RunConfig, p: Prepared, session, run_dir: Path, progress: Calla
             if own_session:
                 session.close()
             st.extra_info = {**(run_info or {}), "session": _session_info(session)}
-            writer.write(cfg, st, p.adapter, p.model_dir, p.tokenizer, t_start)
-    if st.error:  # writer.write judged the run: summary.json says the same
-        raise RunError(st.error, st.run_dir, st.exit_code)
-    return st.run_dir
+            written = writer.write(cfg, st, p)
+    out = written.outcome  # the writer judged the run: summary.json says the same
+    if out.error:
+        raise RunError(out.error, st.run_dir, out.exit_code, written.summary)
+    return Measured(st.run_dir, written.summary)
 
 
 def _session_info(session) -> dict:
@@ -161,7 +148,7 @@ def _model_dir(cfg: RunConfig) -> Path | None:
         raise
 
 
-def _prompts(cfg: RunConfig, tokenizer) -> list[Prompt]:
+def _prompts(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) -> list[Prompt]:
     w, n = cfg.workload, cfg.load.requests + cfg.load.warmup
     if w.prompts_file:
         return from_jsonl(w.prompts_file, tokenizer, w.output_tokens, n)
@@ -182,7 +169,8 @@ def _mark(samplers: list) -> None:
         quietly(s.sample_now)
 
 
-def _drive_all(cfg: RunConfig, st: RunState, adapter, prompts, served: str, progress, extra: dict | None) -> None:
+def _drive_all(cfg: RunConfig, st: RunState, adapter: Adapter, prompts: list[Prompt], served: str,
+               progress: Callable[[int, int], None] | None, extra: dict | None) -> None:
     server = st.server
     kind = "sagemaker" if server.base_url.startswith("sagemaker://") else "http"
     load = cfg.load
@@ -193,14 +181,17 @@ def _drive_all(cfg: RunConfig, st: RunState, adapter, prompts, served: str, prog
     ]
     loop_runner = asyncio.Runner(loop_factory=new_loop)
     try:
-        rest = loop_runner.run(_drive_async(cfg, kind, server.base_url, reqs, st, progress))
+        split = loop_runner.run(_drive_async(cfg, kind, server.base_url, reqs, st, progress))
     finally:
         loop_runner.close()
-    if rest is not None:  # --workers N: the measured part runs in N processes (blocking here)
-        _drive_workers(cfg, kind, server.base_url, *rest, st, progress)
+    if split is not None:  # --workers N: the measured part runs in N processes (blocking here)
+        _drive_workers(split, st, load)
 
 
-async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunState, progress):
+async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs: list[Request], st: RunState,
+                       progress: Callable[[int, int], None] | None) -> SplitLoad | None:
+    """Warm up, self-check, then the measured load here; or, with several load processes, the
+    measured load handed back for them to drive (they open their own connections)."""
     from servebench.transport import transport_class
 
     load = cfg.load
@@ -217,7 +208,10 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunSt
         duration_ns = int(load.duration_s * 1e9) if load.duration_s else None
         conns = _connections_needed(cfg, st.records[:w])
         if st.workers > 1 or load.ray_workers:
-            return wires[w:], offsets, duration_ns, conns  # the workers open their own connections
+            return SplitLoad(base_url, kind, wires[w:], st.records[w:], offsets, load.concurrency, duration_ns,
+                             st.workers, connections=conns, timeout_s=load.request_timeout_s, adapter=st.api,
+                             stats=st.stats, connect_ns=st.connect_ns, progress=progress,
+                             on_t0=lambda: _mark(st.samplers), actors=st.split)
         plan = LoadPlan(wires[w:], st.records[w:], offsets, load.concurrency, duration_ns)
         await tr.prepare(conns)
         _mark(st.samplers)
@@ -226,37 +220,32 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunSt
     finally:
         st.connect_ns.extend(tr.connect_ns)
         await tr.close()
+    return None
 
 
-def _drive_workers(cfg, kind, base_url, wires, offsets, duration_ns, conns, st: RunState, progress) -> None:
+def _drive_workers(plan: SplitLoad, st: RunState, load: LoadConfig) -> None:
     """--workers N: N processes, one shared t0, records merged back in place (also on Ctrl-C);
     ray:N: N actors on a Ray cluster, the same way, their clocks agreed first."""
-    from servebench.load.workers import run_split
-
-    load, w = cfg.load, cfg.load.warmup
-    measured = st.records[w:]
-    split, extra = run_split, {}
     if load.ray_workers:
-        from servebench.load.ray_workers import run_split_ray
-
-        split, extra = run_split_ray, {"split": st.split}
+        from servebench.load.ray_workers import run_split_ray as split
+    else:
+        from servebench.load.workers import run_split as split
     try:
-        split(base_url, kind, wires, measured, offsets, load.concurrency, duration_ns, st.workers,
-              connections=conns, timeout_s=load.request_timeout_s, progress=progress, stats=st.stats,
-              connect_ns=st.connect_ns, on_t0=lambda: _mark(st.samplers), adapter=st.api, **extra)
+        split(plan)
         _mark(st.samplers)
     finally:
-        st.records[w:] = measured
+        st.records[load.warmup:] = plan.records
 
 
-async def _self_check(load, st: RunState) -> None:
+async def _self_check(load: LoadConfig, st: RunState) -> None:
     """Measure the client's own floor against the built-in emulator (in a thread: it runs its
     own event loop) and warn when the requested load is beyond it."""
     from servebench.run import calibrate
 
     warm = st.records[: load.warmup]
     # the per-stream token rate needs token times: undecoded, the warm-up showed none and the
-    # self-check never warned (issue 11: 5000 streams on one process, nothing said)
+    # self-check never warned (issue 11: 5000 streams on one process, nothing said). Decoded
+    # once: the writer's decode_records passes over records already decoded.
     decode_records(ADAPTERS[st.api], warm)
     chk = await asyncio.get_running_loop().run_in_executor(None, calibrate.check, load, warm, load.self_check)
     st.workers, st.workers_reason = chk.workers, chk.workers_reason

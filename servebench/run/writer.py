@@ -1,7 +1,8 @@
 """Writing one run directory from what a measurement left in its RunState: records first (the
 one thing that cannot be remade), then summary.json and run.json, then samples and plots; each
 piece on its own, so one failure never loses the rest, and a full disk still ends in one line
-that says where the records are (salvage.py)."""
+that says where the records are (salvage.py). The verdict (status, error, exit code) is judged
+here and handed back as an Outcome, so the files and the caller say the same thing."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import os
 import platform
 import socket
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -25,105 +27,154 @@ from servebench.config import RunConfig
 from servebench.analysis.decode import decode_records
 from servebench.engines.hostcpu import cpu_model
 from servebench.analysis.metrics import dist, summarize
+from servebench.records import RequestRecord
+from servebench.run.state import Outcome, Prepared, RunState, Written
 
-if TYPE_CHECKING:
-    from servebench.run.orchestrate import RunState
 
+@dataclass(slots=True)
+class _Job:
+    """One run directory being written: what every piece reads, and what failed so far."""
 
-def write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start: float) -> dict:
-    """Write whatever exists; each piece on its own so one failure never loses the rest."""
-    run_dir = st.run_dir
-    failures: list[str] = []
+    cfg: RunConfig
+    st: RunState
+    p: Prepared
+    secrets: set[str]  # once per run: every status write and the final scrub use the same ones
+    failures: list[str] = field(default_factory=list)
 
-    def attempt(what: str, fn, *args):
+    def attempt(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
         except Exception as e:  # noqa: BLE001 - reported below, never silently lost
-            failures.append(f"{what}: {e}")
+            self.failures.append(f"{what}: {e}")
             return None
 
-    attempt("decode", decode_records, adapter, st.records)
-    # every request that was due: sent, or failed before it could be (no connection)
-    sent = [r for r in st.records if r.sent_ns or r.error]
-    secrets = redact.secret_values(cfg.launcher_options, cfg.server_args)
+
+def write(cfg: RunConfig, st: RunState, p: Prepared) -> Written:
+    """Write whatever exists; each piece on its own so one failure never loses the rest.
+    Returns the verdict and summary.json as written to the run directory."""
+    job, run_dir = _Job(cfg, st, p, redact.secret_values(cfg.launcher_options, cfg.server_args)), st.run_dir
+    job.attempt("decode", decode_records, p.adapter, st.records)
+    sent = _sent(st.records, job.secrets)
+    records_at, refused = salvage.write_records(run_dir, sent)  # first: the one thing not remade
+    summary = summarize(sent, target_concurrency=cfg.load.concurrency, target_rate=cfg.load.rate)
+    outcome = _judged(cfg, st, summary)
+    _client(st, summary)
+    start, end = _window(sent)
+    _telemetry(job, summary, start, end)
+    # small files next (the status as known now), then the bulky ones: samples and plots
+    on_disk = _write_status(job, summary, outcome, run_dir, job.attempt)
+    if summary.get("completed") and not job.failures:  # measured vs the hardware floor (docs/estimate.md)
+        eff = quietly(_efficiency, run_dir)
+        if eff:
+            summary["efficiency"] = eff
+            on_disk = _write_status(job, summary, outcome, run_dir, job.attempt) or on_disk
+    _bulky(job, start, records_at)
+    if refused is not None or job.failures:
+        outcome = _results_error(outcome, run_dir, records_at, refused, job.failures)
+        on_disk = _rewrite_after_failure(job, summary, outcome, records_at) or on_disk
+    redact.scrub_dir(run_dir, job.secrets)  # server.log, error.log: whatever the server or a traceback printed
+    return Written(outcome, on_disk)
+
+
+def _sent(records: list[RequestRecord], secrets: set[str]) -> list[RequestRecord]:
+    """Every request that was due: sent, or failed before it could be (no connection)."""
+    sent = [r for r in records if r.sent_ns or r.error]
     for r in sent:  # a server may echo a credential into its error message
         if r.error:
             r.error = redact.scrub_text(r.error, secrets)
-    records_at, refused = salvage.write_records(run_dir, sent)  # first: the one thing not remade
-    summary = summarize(sent, target_concurrency=cfg.load.concurrency, target_rate=cfg.load.rate)
+    return sent
+
+
+def _judged(cfg: RunConfig, st: RunState, summary: dict) -> Outcome:
+    """A load that ran to the end is judged on what it measured; any other keeps its cause."""
     if st.status == "complete" and not st.error:
-        st.error = verdict.failure(summary, cfg.max_error_rate, st.server_exit)
-        st.status = "failed" if st.error else "complete"
+        error = verdict.failure(summary, cfg.max_error_rate, st.server_exit)
+        return Outcome("failed" if error else "complete", error, st.exit_code)
+    return Outcome(st.status, st.error, st.exit_code)
+
+
+def _client(st: RunState, summary: dict) -> None:
+    """servebench's own side of the run: warnings, lags, connections, CPU and whether it kept up."""
+    stats = st.stats
     summary["warnings"] = list(st.warnings)
     summary["not_released"] = sum(1 for r in st.records if not r.warmup and not r.sent_ns and not r.error)
-    summary["loop_lag_ms"] = dist([v / 1e6 for v in st.stats.loop_lag_ns])
-    summary["read_lag_ms"] = dist(np.asarray(st.stats.read_lag_ns, dtype=np.float64) / 1e6)
+    summary["loop_lag_ms"] = dist([v / 1e6 for v in stats.loop_lag_ns])
+    summary["read_lag_ms"] = dist(np.asarray(stats.read_lag_ns, dtype=np.float64) / 1e6)
     summary["connections"] = {"opened": len(st.connect_ns), "setup_ms": dist([v / 1e6 for v in st.connect_ns])}
     streamed = summary["output_tokens"]["streamed_total"]
-    summary["client"] = {  # servebench's own cost during the load window (decoding comes after)
-        "cpu_s": st.stats.cpu_ns / 1e9,
-        "cpu_cores": st.stats.cpu_ns / 1e9 / summary["duration_s"] if summary["duration_s"] else None,
-        "cpu_us_per_token": st.stats.cpu_ns / 1e3 / streamed if streamed else None,
+    client = summary["client"] = {  # servebench's own cost during the load window (decoding comes after)
+        "cpu_s": stats.cpu_ns / 1e9,
+        "cpu_cores": stats.cpu_ns / 1e9 / summary["duration_s"] if summary["duration_s"] else None,
+        "cpu_us_per_token": stats.cpu_ns / 1e3 / streamed if streamed else None,
         "workers": st.workers,
-        "scheduling": st.stats.scheduling,
+        "scheduling": stats.scheduling,
         **({"split": st.split, "clock_uncertainty_ms": max(r["clock_uncertainty_ms"] for r in st.split)} if st.split else {}),
     }
-    summary["client"]["verdict"] = client_check.judge(summary)  # did the client keep up? (servebench.analysis.client_check)
-    summary["client"]["kept_up"] = summary["client"]["verdict"]["kept_up"]
+    client["verdict"] = client_check.judge(summary)  # did the client keep up? (servebench.analysis.client_check)
+    client["kept_up"] = client["verdict"]["kept_up"]
     if st.self_check_warning:
         # a prediction from the warm-up's per-stream token rate times the streams: wrong whenever
         # the server cannot give every stream that rate (a 1000-request burst on vLLM CPU:
         # "needs ~155,864 tokens/s", delivered 1,665). The verdict measured the run, so the
         # prediction is a warning only where the client did not keep up or nothing was judged.
-        summary["client"]["self_check"] = st.self_check_warning
-        if summary["client"]["kept_up"] is not True:
+        client["self_check"] = st.self_check_warning
+        if client["kept_up"] is not True:
             summary["warnings"].append(st.self_check_warning)
+
+
+def _window(sent: list[RequestRecord]) -> tuple[int, int]:
+    """The measured load's first send and last end (0, 0 when nothing was sent)."""
     start = min((r.sent_ns for r in sent if not r.warmup and r.sent_ns), default=0)
     end = max((r.end_ns for r in sent if not r.warmup and r.sent_ns), default=0)
+    return start, end
+
+
+def _telemetry(job: _Job, summary: dict, start: int, end: int) -> None:
     tel: dict[str, Any] = {}
-    for s in st.samplers:
-        attempt(f"{s.name} window", s.mark_window, start, end)
-        tel[s.name] = attempt(f"{s.name} summary", s.summary) or {"available": False, "reason": "summary failed"}
+    for s in job.st.samplers:
+        job.attempt(f"{s.name} window", s.mark_window, start, end)
+        tel[s.name] = job.attempt(f"{s.name} summary", s.summary) or {"available": False, "reason": "summary failed"}
     if tel:
         from servebench.telemetry import finalize
 
-        summary["telemetry"] = attempt("telemetry finalize", finalize, tel, summary["output_tokens"]["total"]) or tel
-    # small files next (the status as known now), then the bulky ones: samples and plots
-    _write_status(cfg, st, summary, model_dir, tokenizer, t_start, run_dir, attempt)
-    if summary.get("completed") and not failures:  # measured vs the hardware floor (docs/estimate.md)
-        eff = quietly(_efficiency, run_dir)
-        if eff:
-            summary["efficiency"] = eff
-            _write_status(cfg, st, summary, model_dir, tokenizer, t_start, run_dir, attempt)
-    for s in st.samplers:
-        attempt(f"{s.name} samples", s.write, run_dir)
-    if start and cfg.plots and records_at == run_dir / "requests.parquet":
+        summary["telemetry"] = job.attempt("telemetry finalize", finalize, tel, summary["output_tokens"]["total"]) or tel
+
+
+def _bulky(job: _Job, start: int, records_at: Path | None) -> None:
+    """Samples and the timeline plot: last, as they are the biggest and the least needed."""
+    run_dir = job.st.run_dir
+    for s in job.st.samplers:
+        job.attempt(f"{s.name} samples", s.write, run_dir)
+    if start and job.cfg.plots and records_at == run_dir / "requests.parquet":
         from servebench.outputs.plots import plot_run
 
-        if attempt("timeline plot", plot_run, run_dir) is None:
+        if job.attempt("timeline plot", plot_run, run_dir) is None:
             salvage.remove_partial(run_dir, ("timeline.png", "timeline.html"))
-    if refused is not None or failures:
-        _results_error(st, run_dir, records_at, refused, failures)
-        salvage.remove_partial(run_dir)
-        best_effort = lambda what, fn, *args: quietly(fn, *args)  # noqa: E731 - the error line says it already
-        _write_status(cfg, st, summary, model_dir, tokenizer, t_start, run_dir, best_effort)  # the files say it too
-        if records_at is not None and records_at.parent != run_dir:  # rescued: a run dir of its own
-            _write_status(cfg, st, summary, model_dir, tokenizer, t_start, records_at.parent, best_effort)
-            redact.scrub_dir(records_at.parent, secrets)
-    redact.scrub_dir(run_dir, secrets)  # server.log, error.log: whatever the server or a traceback printed
-    return summary
 
 
-def _write_status(cfg, st: RunState, summary: dict, model_dir, tokenizer, t_start: float, where: Path, attempt) -> None:
-    summary["status"] = st.status
-    summary["error"] = st.error
-    secrets = redact.secret_values(cfg.launcher_options, cfg.server_args)
-    info = redact.scrub(_run_info(cfg, st, model_dir, tokenizer, t_start), secrets)
+def _rewrite_after_failure(job: _Job, summary: dict, outcome: Outcome, records_at: Path | None) -> dict | None:
+    """The files say what the error line says; a rescued records file gets a run dir of its own."""
+    run_dir = job.st.run_dir
+    salvage.remove_partial(run_dir)
+    best_effort = lambda what, fn, *args: quietly(fn, *args)  # noqa: E731 - the error line says it already
+    on_disk = _write_status(job, summary, outcome, run_dir, best_effort)
+    if records_at is not None and records_at.parent != run_dir:  # rescued: a run dir of its own
+        _write_status(job, summary, outcome, records_at.parent, best_effort)
+        redact.scrub_dir(records_at.parent, job.secrets)
+    return on_disk
+
+
+def _write_status(job: _Job, summary: dict, outcome: Outcome, where: Path, attempt: Callable[..., Any]) -> dict | None:
+    """run.json and summary.json with the status as known now; summary.json as written, or None."""
+    summary["status"] = outcome.status
+    summary["error"] = outcome.error
+    info = redact.scrub(_run_info(job, outcome), job.secrets)
     attempt("run.json", runfiles.write_json, where / "run.json", info)
-    attempt("summary.json", runfiles.write_summary, where, redact.scrub(summary, secrets, keys=False))
+    return attempt("summary.json", runfiles.write_summary, where, redact.scrub(summary, job.secrets, keys=False))
 
 
-def _results_error(st: RunState, run_dir: Path, records_at: Path | None, refused: str | None, failures: list[str]) -> None:
+def _results_error(outcome: Outcome, run_dir: Path, records_at: Path | None, refused: str | None,
+                   failures: list[str]) -> Outcome:
     """One line: what was not written, why, and where the measured records are."""
     if records_at is None:
         kept = f"the measured records were not saved ({refused}; no rescue dir took them either)" if salvage.disk_full(
@@ -139,13 +190,13 @@ def _results_error(st: RunState, run_dir: Path, records_at: Path | None, refused
     why = f"{what}: {kept}" + (f"; not written: {', '.join(missing)} ({cause})" if missing else "")
     if records_at is not None:
         why += f"; rebuild them with `servebench report --rebuild {records_at.parent}`"
-    if st.error:
-        st.error = f"{st.error}; {why}"
-    else:
-        st.error, st.status, st.exit_code = why, "failed", verdict.EXIT_RESULTS
+    if outcome.error:
+        return Outcome(outcome.status, f"{outcome.error}; {why}", outcome.exit_code)
+    return Outcome("failed", why, verdict.EXIT_RESULTS)
 
 
-def _run_info(cfg: RunConfig, st: RunState, model_dir, tokenizer, t_start: float) -> dict:
+def _run_info(job: _Job, outcome: Outcome) -> dict:
+    cfg, st, p = job.cfg, job.st, job.p
     server = st.server
     host: dict[str, Any] = {"hostname": socket.gethostname(), "platform": platform.platform(),
                             "cpu": cpu_model(), "cpus": os.cpu_count(), "python": platform.python_version()}
@@ -155,13 +206,13 @@ def _run_info(cfg: RunConfig, st: RunState, model_dir, tokenizer, t_start: float
     return {
         "schema_version": SCHEMA_VERSION,
         "servebench_version": __version__,
-        "status": st.status,
-        "error": st.error,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)),
+        "status": outcome.status,
+        "error": outcome.error,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(st.started_at)),
         "config": json.loads(cfg.model_dump_json()),
         "model": cfg.model,
-        "model_dir": str(model_dir) if model_dir else None,
-        "tokenizer": getattr(tokenizer, "name_or_path", None),
+        "model_dir": str(p.model_dir) if p.model_dir else None,
+        "tokenizer": getattr(p.tokenizer, "name_or_path", None),
         "engine": {"name": cfg.backend, "version": st.engine_version},
         "server": {"base_url": server.base_url, "time_to_ready_s": server.time_to_ready_s, "info": server.info} if server else None,
         "host": host,

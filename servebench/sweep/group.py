@@ -11,14 +11,19 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from servebench.errors import first_line
 from servebench.run.orchestrate import RunError, measure, prepare
 from servebench.run.session import ServerSession
+from servebench.run.state import Prepared
 from servebench.store.runfiles import load_summary
 from servebench.sweep import limit as lim
 from servebench.sweep.config import SweepConfig
 from servebench.sweep.plan import Cell, Group, LoadPoint, run_config
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 class GroupHost(Protocol):
@@ -47,9 +52,9 @@ def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec 
     first = run_config(cfg, group.server, group.cells[0].load if group.cells else _search_point(cfg, 1, 0),
                        Path("."), "probe")
     try:
-        p0 = prepare(first)
+        p0 = prepare(first)  # fails the group before any server starts (bad tokenizer, prompts file)
     except (ValueError, OSError, RuntimeError) as e:
-        return _fail_all(group, host, f"cannot prepare: {_line(e)}")
+        return _fail_all(group, host, f"cannot prepare: {first_line(e)}")
     session = ServerSession(first, p0.spec, p0.api, p0.model_dir, log_dir=host.server_dir(group))
     row: dict[str, Any] = {"launches": 0, "launch_s": 0.0, "teardown_s": 0.0, "status": "running", "error": None}
 
@@ -62,7 +67,7 @@ def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec 
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - any launch failure fails this group only
-            return _line(e)
+            return first_line(e)
         finally:
             row["launch_s"] += session.launch_s or 0.0
             host.group_update(group, **row)
@@ -73,12 +78,13 @@ def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec 
             session.close()
             row["teardown_s"] += session.teardown_s or 0.0
             return _fail_all(group, host, f"server did not start: {err}", row)
-        for cell in group.cells:
+        for i, cell in enumerate(group.cells):
             err = _ensure_alive(session, open_session, row)
             if err:
                 _fail_from(group, cell, host, f"server died and did not restart: {err}")
                 break
-            _measure_cell(cfg, group, cell, session, p0.tokenizer, host)
+            # the first cell's prompts were built with the group's preparation: not again
+            _measure_cell(cfg, group, cell, session, host, p0.tokenizer, p0 if i == 0 else None)
         if limit is not None:
             row["limit"] = _search(cfg, group, session, p0.tokenizer, host, limit, open_session, row)
         row["status"] = "done"
@@ -102,8 +108,10 @@ def _ensure_alive(session: ServerSession, reopen: Callable[[], str | None], row:
     return reopen()
 
 
-def _measure_cell(cfg: SweepConfig, group: Group, cell: Cell, session: ServerSession, tokenizer,
-                  host: GroupHost) -> dict | None:
+def _measure_cell(cfg: SweepConfig, group: Group, cell: Cell, session: ServerSession, host: GroupHost,
+                  tokenizer: PreTrainedTokenizerBase, prepared: Prepared | None = None) -> dict | None:
+    """One cell measured and reported; its summary when it is done. `prepared`: the cell's
+    prompts already built (the group's first cell)."""
     run_dir = host.cell_dir(cell)
     rc = run_config(cfg, group.server, cell.load, run_dir.parent, cell.id)
     host.started(cell, run_dir)
@@ -111,21 +119,20 @@ def _measure_cell(cfg: SweepConfig, group: Group, cell: Cell, session: ServerSes
     try:
         if cfg.reset_cache:
             session.reset_cache()
-        p = prepare(rc, tokenizer=tokenizer)
+        p = prepared or prepare(rc, tokenizer=tokenizer)
         info = {"cell": {"id": cell.id, "group": group.id, "server": group.server_dict(),
                          "load": cell.as_dict()["load"], "search": cell.search}}
-        measure(rc, p, session, run_dir, host.progress, host.phase, run_info=info)
+        summary = measure(rc, p, session, run_dir, host.progress, host.phase, run_info=info).summary
     except RunError as e:
         if e.interrupted:
-            host.finished(cell, "interrupted", str(e), run_dir, _summary(run_dir))
+            host.finished(cell, "interrupted", str(e), run_dir, e.summary)
             raise KeyboardInterrupt from None
-        status, error = "failed", str(e)
-    except KeyboardInterrupt:
+        status, error, summary = "failed", str(e), e.summary
+    except KeyboardInterrupt:  # before or after the measurement wrote its files: what is there
         host.finished(cell, "interrupted", "interrupted by Ctrl-C", run_dir, _summary(run_dir))
         raise
     except Exception as e:  # noqa: BLE001 - one cell's failure never stops the sweep
-        status, error = "failed", _line(e)
-    summary = _summary(run_dir)
+        status, error, summary = "failed", first_line(e), _summary(run_dir)
     host.finished(cell, status, error, run_dir, summary)
     return summary if status == "done" else None
 
@@ -144,7 +151,7 @@ def _search(cfg: SweepConfig, group: Group, session: ServerSession, tokenizer, h
             return done
         if _ensure_alive(session, reopen, row):
             return None
-        return _measure_cell(cfg, group, cell, session, tokenizer, host)
+        return _measure_cell(cfg, group, cell, session, host, tokenizer)
 
     res = lim.search(at, spec.bounds, start=start, max_level=spec.max_level, integer=spec.by == "concurrency")
     return {"slo": spec.text, "by": spec.by, "max_meeting": res.best, "first_missing": res.first_fail,
@@ -181,7 +188,3 @@ def _fail_from(group: Group, cell: Cell, host: GroupHost, error: str) -> None:
     for c in cells[cells.index(cell):]:
         host.finished(c, "failed", error, None, None)
 
-
-def _line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from servebench.sweep.executor import ExecutorError, LocalHost, Progress, account
+from servebench.sweep.local import ExecutorError, LocalHost, Progress, account
 from servebench.sweep.group import LimitSpec
 from servebench.sweep.index import SweepIndex
 from servebench.sweep.plan import Cell, Group, Plan
@@ -133,89 +133,101 @@ class RayExecutor:
         t0 = time.perf_counter()
         host = DriverHost(index, Progress(len(plan.cells), emit), emit, shared)
         try:
-            self._run(ray, plan, index, host, emit, limit, opts)
+            _Driver(ray, plan, host, limit, opts, emit).run()
         finally:
             account(index, time.perf_counter() - t0, host.measure_s)
             ray.shutdown()
 
-    def _run(self, ray, plan: Plan, index: SweepIndex, host: DriverHost, emit, limit, opts) -> None:
-        from ray.util.queue import Empty, Queue
 
-        queue = Queue(actor_options={"num_cpus": 0, **_on_head_node(ray)})
-        task_fn = ray.remote(run_remote_group)
+class _Driver:
+    """One invocation's group tasks: submitted, their events fed to the host as they arrive,
+    each settled when it ends (retried when its node was lost), all cancelled on Ctrl-C."""
+
+    def __init__(self, ray, plan: Plan, host: DriverHost, limit: LimitSpec | None, opts,
+                 emit: Callable[[str], None]) -> None:
+        from ray.util.queue import Queue
+
+        self.ray, self.plan, self.host, self.limit, self.opts, self.emit = ray, plan, host, limit, opts, emit
+        self.index = host.index
+        self.queue = Queue(actor_options={"num_cpus": 0, **_on_head_node(ray)})
+        self.task_fn = ray.remote(run_remote_group)
+        self.active: dict[Any, _Task] = {}
+        self.shared_dir = str(self.index.dir.resolve()) if opts.results_shared else None
+
+    def run(self) -> None:
+        ray, opts = self.ray, self.opts
         nodes = ray.nodes()
-        emit(f"ray: {sum(1 for n in nodes if n.get('Alive'))} node(s), {len(plan.groups)} group(s)")
-        active: dict[Any, _Task] = {}
-        shared_dir = str(index.dir.resolve()) if opts.results_shared else None
-
-        def submit(group: Group, tries: int) -> None:
-            want = demand(group, opts.num_cpus, opts.accelerator_types)
-            gpus = want.pop("GPU", 0.0)
-            cpus = want.pop("CPU")
-            done = {c["id"]: s for c in index.data["cells"]
-                    if c["group"] == group.id and c.get("search") and (s := host.done_summary(_cell(c)))}
-            ref = task_fn.options(num_cpus=cpus, num_gpus=gpus, resources=want or None, max_retries=0,
-                                  name=f"servebench:{group.id}").remote(plan.config, group, limit, queue, shared_dir, done)
-            active[ref] = _Task(group, tries)
-
-        for g in plan.groups:
+        self.emit(f"ray: {sum(1 for n in nodes if n.get('Alive'))} node(s), {len(self.plan.groups)} group(s)")
+        for g in self.plan.groups:
             why = unmet(demand(g, opts.num_cpus, opts.accelerator_types), nodes)
             if why:
-                emit(f"error: {g.id} {g.server.label}: {why}")
+                self.emit(f"error: {g.id} {g.server.label}: {why}")
                 for c in g.cells:
-                    host.finished(c, "failed", why, None, None)
-                index.mark_group(g.id, status="failed", error=why)
+                    self.host.finished(c, "failed", why, None, None)
+                self.index.mark_group(g.id, status="failed", error=why)
                 continue
-            submit(g, 0)
-
-        def handle(ev: tuple) -> None:
-            kind = ev[0]
-            if kind == "started":
-                host.remote_started(ev[1], ev[2])
-            elif kind == "finished":
-                _, cell, status, error, had_dir, files, summary, _node = ev
-                host.remote_finished(cell, status, error, had_dir, files, summary)
-                for t in active.values():
-                    if t.group.id == cell.group:
-                        t.finished.add(cell.id)
-            elif kind == "group":
-                host.group_update(_group_of(plan, ev[1]), **ev[2])
-            elif kind == "server_files":
-                unpack(ev[2], host.server_dir(_group_of(plan, ev[1])))
-            elif kind == "phase":
-                emit(ev[1])
-
-        def drain(wait_s: float) -> None:
-            try:
-                handle(queue.get(block=wait_s > 0, timeout=wait_s if wait_s > 0 else None))
-            except Empty:
-                return
-            while (n := queue.qsize()) > 0:
-                for ev in queue.get_nowait_batch(n):
-                    handle(ev)
-
+            self.submit(g, 0)
         try:
-            while active:
-                drain(0.25)
-                ready, _ = ray.wait(list(active), num_returns=len(active), timeout=0)
+            while self.active:
+                self.drain(0.25)
+                ready, _ = ray.wait(list(self.active), num_returns=len(self.active), timeout=0)
                 for ref in ready:
-                    drain(0)  # a task's events are queued before it returns
-                    self._settle(ray, ref, active.pop(ref), host, index, submit, opts.max_retries, emit)
+                    self.drain(0)  # a task's events are queued before it returns
+                    self.settle(ref, self.active.pop(ref))
         except KeyboardInterrupt:
-            self._cancel(ray, active, drain, host, opts.cancel_grace_s, emit)
+            self.cancel()
             raise
 
-    def _settle(self, ray, ref, task: _Task, host: DriverHost, index: SweepIndex, submit, max_retries: int, emit) -> None:
+    def submit(self, group: Group, tries: int) -> None:
+        want = demand(group, self.opts.num_cpus, self.opts.accelerator_types)
+        gpus = want.pop("GPU", 0.0)
+        cpus = want.pop("CPU")
+        done = {c["id"]: s for c in self.index.data["cells"]
+                if c["group"] == group.id and c.get("search") and (s := self.host.done_summary(_cell(c)))}
+        ref = self.task_fn.options(num_cpus=cpus, num_gpus=gpus, resources=want or None, max_retries=0,
+                                   name=f"servebench:{group.id}").remote(self.plan.config, group, self.limit,
+                                                                         self.queue, self.shared_dir, done)
+        self.active[ref] = _Task(group, tries)
+
+    def handle(self, ev: tuple) -> None:
+        kind, host = ev[0], self.host
+        if kind == "started":
+            host.remote_started(ev[1], ev[2])
+        elif kind == "finished":
+            _, cell, status, error, had_dir, files, summary, _node = ev
+            host.remote_finished(cell, status, error, had_dir, files, summary)
+            for t in self.active.values():
+                if t.group.id == cell.group:
+                    t.finished.add(cell.id)
+        elif kind == "group":
+            host.group_update(_group_of(self.plan, ev[1]), **ev[2])
+        elif kind == "server_files":
+            unpack(ev[2], host.server_dir(_group_of(self.plan, ev[1])))
+        elif kind == "phase":
+            self.emit(ev[1])
+
+    def drain(self, wait_s: float) -> None:
+        from ray.util.queue import Empty
+
+        try:
+            self.handle(self.queue.get(block=wait_s > 0, timeout=wait_s if wait_s > 0 else None))
+        except Empty:
+            return
+        while (n := self.queue.qsize()) > 0:
+            for ev in self.queue.get_nowait_batch(n):
+                self.handle(ev)
+
+    def settle(self, ref, task: _Task) -> None:
         from ray.exceptions import RayTaskError, TaskCancelledError
 
-        g = task.group
+        g, host, max_retries = task.group, self.host, self.opts.max_retries
         try:
-            ray.get(ref)
+            self.ray.get(ref)
             return
         except TaskCancelledError:
             return  # interrupted cells were reported by the task itself
         except RayTaskError as e:  # servebench itself raised on the node: not a fault a retry mends
-            why = f"group task failed on its node: {_line(e.cause if getattr(e, 'cause', None) else e)}"
+            why = f"group task failed on its node: {_last_line(e.cause if getattr(e, 'cause', None) else e)}"
             retry = False
         except Exception as e:  # noqa: BLE001 - NodeDiedError, WorkerCrashedError, ObjectLost...: node or worker lost
             why = f"node lost ({type(e).__name__})"
@@ -224,37 +236,38 @@ class RayExecutor:
             host.lost(cid, why)
         left = [c for c in g.cells if c.id not in task.finished]
         if retry and (left or not g.cells):
-            emit(f"{g.id}: {why}; retrying {len(left)} cell(s) (retry {task.tries + 1} of {max_retries})")
+            self.emit(f"{g.id}: {why}; retrying {len(left)} cell(s) (retry {task.tries + 1} of {max_retries})")
             host.new_attempt(g.id)
-            submit(Group(g.id, g.server, left), task.tries + 1)
+            self.submit(Group(g.id, g.server, left), task.tries + 1)
             return
         for c in left:
-            if (index.cell(c.id) or {}).get("status") != "failed":
+            if (self.index.cell(c.id) or {}).get("status") != "failed":
                 host.finished(c, "failed", why if not retry else f"{why}; retries exhausted", None, None)
-        index.mark_group(g.id, status="failed", error=why)
+        self.index.mark_group(g.id, status="failed", error=why)
 
-    def _cancel(self, ray, active: dict, drain, host: DriverHost, grace_s: float, emit) -> None:
+    def cancel(self) -> None:
         """Ctrl-C: every task gets KeyboardInterrupt and tears its server down; stragglers are
         force-killed (their reaper stops the server). A second Ctrl-C meanwhile is held."""
         from servebench.signals import shielded
 
+        ray, active = self.ray, self.active
         with shielded():
-            emit(f"interrupted: cancelling {len(active)} group task(s), stopping their servers")
+            self.emit(f"interrupted: cancelling {len(active)} group task(s), stopping their servers")
             for ref in active:
                 ray.cancel(ref, force=False)
-            deadline = time.monotonic() + grace_s
+            deadline = time.monotonic() + self.opts.cancel_grace_s
             while active and time.monotonic() < deadline:
-                drain(0.25)
+                self.drain(0.25)
                 ready, _ = ray.wait(list(active), num_returns=len(active), timeout=0)
                 for ref in ready:
-                    drain(0)
+                    self.drain(0)
                     active.pop(ref)
             for ref in active:
                 ray.cancel(ref, force=True)
-            drain(0)
-            for cid in list(host._t0):
-                host.lost(cid, "interrupted by Ctrl-C")
-                host.index.mark_cell(cid, "interrupted")
+            self.drain(0)
+            for cid in list(self.host._t0):
+                self.host.lost(cid, "interrupted by Ctrl-C")
+                self.index.mark_cell(cid, "interrupted")
 
 
 def _on_head_node(ray) -> dict:
@@ -282,6 +295,7 @@ def _cell(row: dict) -> Cell:
     return Cell(row["id"], row["group"], LoadPoint(**row["load"]), search=row.get("search", False))
 
 
-def _line(e: BaseException) -> str:
+def _last_line(e: BaseException) -> str:
+    """A RayTaskError's text is the remote traceback: its last line names the exception."""
     text = str(e).strip()
     return text.splitlines()[-1] if text else type(e).__name__

@@ -114,7 +114,8 @@ def test_the_run_self_check_sees_the_warm_up_token_rate(tmp_path):
     import asyncio
 
     from servebench.config import LoadConfig
-    from servebench.run.orchestrate import RunState, _self_check
+    from servebench.run.orchestrate import _self_check
+    from servebench.run.state import RunState
 
     ev = b'data: {"id":"x","choices":[{"index":0,"text":"a","finish_reason":null}]}\n\n'
     warm = RequestRecord(index=-1, warmup=True, status=200, sent_ns=1, end_ns=200 * MS,

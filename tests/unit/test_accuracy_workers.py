@@ -11,6 +11,7 @@ from servebench.run.calibrate import run_plan
 from servebench.emulator import held, start_emulator
 from servebench.records import RequestRecord
 from servebench.transport.http import HttpTransport
+from servebench.load.split import SplitLoad
 from servebench.load.workers import WorkerError, run_split
 
 MS = 1_000_000
@@ -37,7 +38,7 @@ def test_rate_plan_keeps_global_release_times_from_one_t0(tmp_path):
     offsets = [i * 4 * MS for i in range(n)]
     with start_emulator("openai", 2, 1, log=tmp_path / "e.jsonl") as h:
         recs = [RequestRecord(index=i) for i in range(n)]
-        stats = run_split(h.url, "http", wires(h.url, n), recs, offsets, None, None, 2, connections=4)
+        stats = run_split(SplitLoad(h.url, "http", wires(h.url, n), recs, offsets, None, None, 2, connections=4))
     assert stats.released == stats.done == n
     # both workers released on the same clock: each request at t0 + its global offset
     assert [r.scheduled_ns - stats.t0_ns for r in recs] == offsets
@@ -49,7 +50,7 @@ def test_rate_plan_keeps_global_release_times_from_one_t0(tmp_path):
 def test_burst_across_workers_releases_everything_at_t0(tmp_path):
     with start_emulator("openai", 2, 1, log=tmp_path / "e.jsonl") as h:
         recs = [RequestRecord(index=i) for i in range(16)]
-        stats = run_split(h.url, "http", wires(h.url, 16), recs, [0] * 16, None, None, 2)
+        stats = run_split(SplitLoad(h.url, "http", wires(h.url, 16), recs, [0] * 16, None, None, 2))
     assert {r.scheduled_ns for r in recs} == {stats.t0_ns}
     assert min(r.sent_ns for r in recs) >= stats.t0_ns
 
@@ -60,7 +61,7 @@ def test_unreachable_server_is_a_one_line_worker_error():
         port = s.getsockname()[1]  # bound, never listening: connections are refused
         url = f"http://127.0.0.1:{port}"
         with pytest.raises(WorkerError, match=r"^load worker: cannot connect to 127\.0\.0\.1") as ei:
-            run_split(url, "http", wires(url, 4), [RequestRecord(index=i) for i in range(4)], None, 2, None, 2)
+            run_split(SplitLoad(url, "http", wires(url, 4), [RequestRecord(index=i) for i in range(4)], None, 2, None, 2))
     assert "\n" not in str(ei.value)
 
 
@@ -127,10 +128,10 @@ def test_workers_decode_their_records_and_send_back_no_raw_bytes(tmp_path):
     n = 8
     with start_emulator("openai", 2, 1, log=tmp_path / "e.jsonl") as h:
         recs = [RequestRecord(index=i) for i in range(n)]
-        run_split(h.url, "http", wires(h.url, n, tokens=5), recs, [0] * n, None, None, 2,
-                  adapter="openai-completions")
+        run_split(SplitLoad(h.url, "http", wires(h.url, n, tokens=5), recs, [0] * n, None, None, 2,
+                            adapter="openai-completions"))
         raw = [RequestRecord(index=i) for i in range(n)]
-        run_split(h.url, "http", wires(h.url, n, tokens=5), raw, [0] * n, None, None, 2)
+        run_split(SplitLoad(h.url, "http", wires(h.url, n, tokens=5), raw, [0] * n, None, None, 2))
     assert all(r.decoded and r.chunks == [] for r in recs)
     assert all(r.server_output_tokens == 5 and sum(r.token_counts) == 5 and r.ok for r in recs)
     # without an adapter the raw bytes come back for the parent to decode, as before

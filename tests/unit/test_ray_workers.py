@@ -15,7 +15,8 @@ from servebench.emulator import start_emulator
 from servebench.load.ray_workers import LoadActor, _loopback, best_offset, shift_records
 from servebench.records import RequestRecord
 from servebench.load.loop import LoadStats
-from servebench.load.workers import WorkerError, collect, jobs
+from servebench.load.split import SplitLoad, jobs
+from servebench.load.workers import WorkerError, collect
 from tests.unit.test_accuracy_workers import wires
 
 MS = 1_000_000
@@ -60,7 +61,8 @@ def test_actor_runs_its_share_from_a_wall_clock_t0_and_returns_driver_clock_stam
     with start_emulator("openai", 5, 2, log=tmp_path / "e.jsonl") as h:
         recs = [RequestRecord(index=i) for i in range(n)]
         parts = [(list(range(n)), None, 2)]
-        job = jobs(wires(h.url, n), recs, parts, 2, h.url, "http", 30.0, "openai-completions", None)[0]
+        job = jobs(SplitLoad(h.url, "http", wires(h.url, n), recs, None, 2, None, 1, timeout_s=30.0,
+                             adapter="openai-completions"), parts)[0]
         actor = LoadActor()
         actor.start(job)
         msgs = _until(actor, "ready")
@@ -122,7 +124,7 @@ def test_a_worker_lost_after_t0_fails_its_requests_and_keeps_the_others():
     parts = [([0, 2, 4], None, 1), ([1, 3, 5], None, 1)]
     chans = [_Fake([RequestRecord(index=i) for i in (0, 2, 4)], False), _Fake([], True)]
     with pytest.raises(WorkerError, match="node lost"):
-        collect(chans, parts, recs, LoadStats(), None, 6, None, None,
+        collect(chans, SplitLoad("", "http", [], recs, None, None, None, 2), parts,
                 wait_fn=lambda cs, t: [c for c in cs if c.out or c.dead])
     assert [r.ok for r in recs] == [True, False] * 3
     assert all(recs[i].error == "lost with its load worker: load actor on node-b: node lost" for i in (1, 3, 5))

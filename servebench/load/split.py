@@ -1,0 +1,53 @@
+"""One load plan driven by several load generators: `--workers N` processes (workers.py) or
+`--workers ray:N` actors (ray_workers.py). SplitLoad is what a run hands either of them; each
+generator gets its share as a job (schedule.split_plan: requests round-robin with their global
+release offsets, concurrency divided as evenly as possible)."""
+
+from __future__ import annotations
+
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any, Callable
+
+from servebench.load.loop import LoadStats
+from servebench.load.schedule import split_plan
+from servebench.records import RequestRecord
+
+Part = tuple[list[int], list[int] | None, int | None]  # (indices, offsets or None, concurrency or None)
+
+
+@dataclass(slots=True)
+class SplitLoad:
+    base_url: str
+    kind: str  # the transport: transport_class(kind)
+    wires: list[Any]  # prepared requests, one per record
+    records: list[RequestRecord]  # records[i] is replaced by the worker's filled copy
+    offsets_ns: list[int] | None  # release offsets from t0; None: closed loop
+    concurrency: int | None
+    duration_ns: int | None  # no releases after t0 + duration
+    workers: int
+    _: KW_ONLY
+    connections: int | None = None  # opened before t0 in total (default: the concurrency, or one per request)
+    timeout_s: float = 600.0
+    # a key of ADAPTERS: each worker decodes its records after the load and sends them back
+    # without the raw bytes, so decoding runs in parallel and the pipes carry little
+    adapter: str | None = None
+    # -- what comes back: every worker's stats pooled (cpu_ns: the sum of their load-loop
+    # CPU), the set-up time of every connection they opened, progress while it runs
+    stats: LoadStats = field(default_factory=LoadStats)
+    connect_ns: list[int] | None = None
+    progress: Callable[[int, int], None] | None = None
+    on_t0: Callable[[], None] | None = None  # runs once t0 is sent
+    actors: list[dict] | None = None  # ray:N: one row per actor (node, share, clock offset)
+
+    def parts(self) -> list[Part]:
+        return split_plan(list(range(len(self.records))), self.offsets_ns, self.concurrency, self.workers)
+
+
+def jobs(load: SplitLoad, parts: list[Part]) -> list[dict]:
+    """What each worker is sent: its share of the plan and how many connections to open."""
+    total_conns = load.connections or load.concurrency or len(load.records)
+    return [dict(base_url=load.base_url, kind=load.kind, timeout_s=load.timeout_s, adapter=load.adapter,
+                 wires=[load.wires[i] for i in idx], records=[load.records[i] for i in idx], offsets=offs,
+                 concurrency=conc, duration_ns=load.duration_ns,
+                 connections=max(1, min(len(idx), conc or len(idx), -(-total_conns // len(parts)))))
+            for idx, offs, conc in parts]
