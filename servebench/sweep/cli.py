@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -16,6 +17,20 @@ from servebench.sweep.config import SweepConfig, SweepConfigError, load_config
 def _fail(msg: str, code: int = 1):
     click.echo(f"error: {msg}", err=True)
     raise SystemExit(code)
+
+
+@dataclass(slots=True)
+class Execution:
+    """How execute() runs a plan: which cells, resumed or dry, a limit search, the executor."""
+
+    only: str | None = None
+    resume: bool = False
+    dry_run: bool = False
+    slo: str | None = None
+    limit_by: str = "concurrency"
+    max_level: float = 256
+    executor: str = "local"
+    executor_options: dict = field(default_factory=dict)
 
 
 def _console():
@@ -40,13 +55,12 @@ def _console():
 @click.option("--results-shared", default=None, type=click.Path(path_type=Path),
               help="A results dir every Ray node mounts at this same path: nodes write run dirs there (also sets --results-dir).")
 @click.option("--max-retries", default=None, type=click.IntRange(min=0), help="Re-runs of a group whose node was lost (--executor ray; default 2).")
-def sweep(config: Path, dry_run: bool, resume: bool, only: str | None, results_dir: Path | None, name: str | None,
-          slo: str | None, limit_by: str, max_level: float, executor: str, address: str | None,
-          results_shared: Path | None, max_retries: int | None) -> None:
+def sweep(config: Path, results_dir: Path | None, name: str | None, address: str | None,
+          results_shared: Path | None, max_retries: int | None, **run) -> None:
     """Run a matrix of server configurations x load points from a YAML config."""
     ray_opts = {k: v for k, v in (("address", address), ("results_shared", results_shared),
                                   ("max_retries", max_retries)) if v is not None}
-    if ray_opts and executor != "ray":
+    if ray_opts and run["executor"] != "ray":
         _fail(f"--{next(iter(ray_opts)).replace('_', '-')} applies to --executor ray", 2)
     if results_shared is not None:
         if results_dir is not None and results_dir.resolve() != results_shared.resolve():
@@ -57,8 +71,7 @@ def sweep(config: Path, dry_run: bool, resume: bool, only: str | None, results_d
         cfg, text = load_config(config, overrides)
     except SweepConfigError as e:
         _fail(str(e), 2)
-    execute(cfg, text, "sweep", Path(cfg.results_dir) / cfg.name, only=only, resume=resume, dry_run=dry_run,
-            slo=slo, limit_by=limit_by, max_level=max_level, executor=executor, executor_options=ray_opts)
+    execute(cfg, text, "sweep", Path(cfg.results_dir) / cfg.name, Execution(**run, executor_options=ray_opts))
 
 
 def _csv(value: str | None, cast=str) -> list:
@@ -90,31 +103,16 @@ def _csv(value: str | None, cast=str) -> list:
 @click.option("--results-dir", default="results", show_default=True, type=click.Path(path_type=Path))
 @click.option("--name", default=None, help="Directory name (default: <time>-compare-<engines>).")
 @click.option("--no-telemetry", is_flag=True)
-def compare(backends, model, concurrency, rate, requests, duration, input_tokens, output_tokens, warmup, repeats, seed,
-            launcher, gpus, quantization, endpoints, server_args, results_dir, name, no_telemetry) -> None:
+def compare(**opts) -> None:
     """One workload against several engines, each launched once, side by side."""
-    engines = _csv(backends)
-    eps = dict(_pair(x, "--endpoint") for x in _csv(endpoints))
-    extra: dict[str, list[str]] = {}
-    for x in server_args:
-        eng, arg = _pair(x, "--server-arg")
-        extra.setdefault(eng, []).append(arg)
-    unknown = sorted((set(eps) | set(extra)) - set(engines))
-    if unknown:
-        _fail(f"--endpoint/--server-arg name engine(s) not in --backends: {', '.join(unknown)}", 2)
-    servers = []
-    for eng in engines:
-        s = {"engine": eng, "model": model, "launcher": "external" if eng in eps else launcher,
-             "gpus": _csv(gpus, int) or None, "quantization": quantization, "server_args": extra.get(eng, [])}
-        if eng in eps:
-            s["endpoint"] = eps[eng]
-        servers.append(s)
-    short = [Path(e).stem if e.endswith((".yaml", ".yml")) else e for e in engines]
-    name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{'-'.join(short)}"
-    data = {"name": name, "results_dir": str(results_dir), "servers": servers, "telemetry": not no_telemetry,
-            "load": {"concurrency": _csv(concurrency, int), "rate": _csv(rate, float), "requests": requests,
-                     "duration_s": duration, "input_tokens": input_tokens, "output_tokens": output_tokens,
-                     "warmup": warmup, "repeats": repeats, "seed": seed}}
+    o = CompareOptions(**opts)
+    servers = o.servers()
+    short = [Path(e).stem if e.endswith((".yaml", ".yml")) else e for e in o.engines]
+    name = o.name or f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{'-'.join(short)}"
+    data = {"name": name, "results_dir": str(o.results_dir), "servers": servers, "telemetry": not o.no_telemetry,
+            "load": {"concurrency": _csv(o.concurrency, int), "rate": _csv(o.rate, float), "requests": o.requests,
+                     "duration_s": o.duration, "input_tokens": o.input_tokens, "output_tokens": o.output_tokens,
+                     "warmup": o.warmup, "repeats": o.repeats, "seed": o.seed}}
     from pydantic import ValidationError
 
     try:
@@ -124,7 +122,57 @@ def compare(backends, model, concurrency, rate, requests, duration, input_tokens
         _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}", 2)
     import yaml
 
-    execute(cfg, yaml.safe_dump(data, sort_keys=False), "compare", Path(results_dir) / name)
+    execute(cfg, yaml.safe_dump(data, sort_keys=False), "compare", Path(o.results_dir) / name)
+
+
+@dataclass(slots=True)
+class CompareOptions:
+    """compare's options, as click gives them (comma lists still text)."""
+
+    backends: str
+    model: str
+    concurrency: str | None
+    rate: str | None
+    requests: int
+    duration: float | None
+    input_tokens: int
+    output_tokens: int
+    warmup: int
+    repeats: int
+    seed: int
+    launcher: str
+    gpus: str | None
+    quantization: str | None
+    endpoints: str | None
+    server_args: tuple[str, ...]
+    results_dir: Path
+    name: str | None
+    no_telemetry: bool
+
+    @property
+    def engines(self) -> list[str]:
+        return _csv(self.backends)
+
+    def servers(self) -> list[dict]:
+        """One server entry per engine: launched, or external where --endpoint names one."""
+        engines = self.engines
+        eps = dict(_pair(x, "--endpoint") for x in _csv(self.endpoints))
+        extra: dict[str, list[str]] = {}
+        for x in self.server_args:
+            eng, arg = _pair(x, "--server-arg")
+            extra.setdefault(eng, []).append(arg)
+        unknown = sorted((set(eps) | set(extra)) - set(engines))
+        if unknown:
+            _fail(f"--endpoint/--server-arg name engine(s) not in --backends: {', '.join(unknown)}", 2)
+        servers = []
+        for eng in engines:
+            s = {"engine": eng, "model": self.model, "launcher": "external" if eng in eps else self.launcher,
+                 "gpus": _csv(self.gpus, int) or None, "quantization": self.quantization,
+                 "server_args": extra.get(eng, [])}
+            if eng in eps:
+                s["endpoint"] = eps[eng]
+            servers.append(s)
+        return servers
 
 
 def _pair(text: str, opt: str) -> tuple[str, str]:
@@ -134,19 +182,19 @@ def _pair(text: str, opt: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, *, only: str | None = None, resume: bool = False,
-            dry_run: bool = False, slo: str | None = None, limit_by: str = "concurrency", max_level: float = 256,
-            executor: str = "local", executor_options: dict | None = None) -> None:
+def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execution | None = None) -> None:
     from servebench.sweep import plan as planning
     from servebench.sweep.executor import EXECUTORS, ExecutorError
     from servebench.sweep.group import LimitSpec
     from servebench.sweep.index import SweepIndex
 
+    how = how or Execution()
+    only = how.only
     console = _console()
     try:
         full = planning.expand(cfg)
         sub = planning.only(full, only)
-        limit = LimitSpec(slo, limit_by, max_level=max_level) if slo else None
+        limit = LimitSpec(how.slo, how.limit_by, max_level=how.max_level) if how.slo else None
     except (SweepConfigError, ValueError) as e:
         _fail(str(e), 2)
     if limit is not None:  # the search replaces the config's load points
@@ -154,14 +202,14 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, *, only: st
         sub = planning.Plan(cfg, [planning.Group(g.id, g.server, []) for g in sub.groups])
     if not sub.groups:
         _fail(f"--only {only!r} matches no cell", 2)
-    if executor not in EXECUTORS:
-        _fail(_executor_hint(executor), 2)
+    if how.executor not in EXECUTORS:
+        _fail(_executor_hint(how.executor), 2)
     _check_servers(sub)
-    if dry_run:
+    if how.dry_run:
         _print_plan(sub, sweep_dir, limit, console)
         return
     exists = (sweep_dir / "index.json").exists()
-    if exists and not resume:
+    if exists and not how.resume:
         _fail(f"{sweep_dir} already holds a sweep: --resume to continue it, or --name for a new one", 2)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -181,7 +229,7 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, *, only: st
     interruptible()
     interrupted = False
     try:
-        EXECUTORS[executor](**(executor_options or {})).run(todo, index, lambda m: console.print(m, markup=False), limit)
+        EXECUTORS[how.executor](**how.executor_options).run(todo, index, lambda m: console.print(m, markup=False), limit)
     except KeyboardInterrupt:
         interrupted = True
     except ExecutorError as e:
