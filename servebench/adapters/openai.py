@@ -38,11 +38,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from servebench.adapters._json import as_int, dumps, error_text, load_object, merged, shape_checked
+from servebench.adapters._json import as_int, dumps, json_events, merged
 from servebench.adapters.base import Request
 from servebench.records import StreamEvent
 
-_DONE = b"[DONE]"
 MAX_TOKENS = "{max_tokens}"  # an extra value filled with the request's max_tokens
 
 
@@ -85,14 +84,8 @@ class OpenAICompletions:
         }
         return Request("POST", self.default_path, dumps(merged(body, _per_request(extra, max_tokens))))
 
-    @shape_checked
-    def parse(self, payload: bytes, state: dict[str, Any]) -> StreamEvent | None:
-        if payload.strip() == _DONE:
-            return StreamEvent(done=True)
-        obj = load_object(payload)
-        err = error_text(obj)
-        if err is not None:
-            return StreamEvent(error=err)
+    @json_events(done=True)
+    def parse(self, obj: dict[str, Any], state: dict[str, Any]) -> StreamEvent | None:
         ev = StreamEvent()
         choices = obj.get("choices")
         if choices:
@@ -128,14 +121,8 @@ class OpenAIChat:
         }
         return Request("POST", self.default_path, dumps(merged(body, _per_request(extra, max_tokens))))
 
-    @shape_checked
-    def parse(self, payload: bytes, state: dict[str, Any]) -> StreamEvent | None:
-        if payload.strip() == _DONE:
-            return StreamEvent(done=True)
-        obj = load_object(payload)
-        err = error_text(obj)
-        if err is not None:
-            return StreamEvent(error=err)
+    @json_events(done=True)
+    def parse(self, obj: dict[str, Any], state: dict[str, Any]) -> StreamEvent | None:
         ev = StreamEvent()
         choices = obj.get("choices")
         if choices:

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
-from servebench.launchers.readiness import free_port, is_secret, log_dir, log_tail, one_line, redact_env, served_name, wait_ready
-from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
+from servebench.launchers.readiness import is_secret, log_tail, one_line, opening, redact_env, served_name, wait_ready
+from servebench.engines.specs import EngineSpec, SpecError, render_command
 
 
 def _stderr(msg: str) -> None:
@@ -90,15 +90,10 @@ class DockerLauncher:
         return {"kwargs": kwargs, "docker_run": docker_run_line(kwargs, req.gpus), "env_shown": redact_env(env)}
 
     def start(self, req: LaunchRequest) -> Server:
-        try:
-            spec = load_spec(req.engine)
-            port = req.port or free_port(self.host)
-            plan = self.plan(spec, req, port)
-        except SpecError as e:
-            raise LaunchError(str(e)) from None
+        op = opening(req, self.host, self.plan)
+        spec, port, plan, adapter = op.spec, op.port, op.plan, op.adapter
         kw = plan["kwargs"]
-        self.log_path = log_dir(req, spec.name) / "server.log"
-        adapter = req.options.get("adapter") or spec.adapter
+        self.log_path = op.log_path
         try:
             self._ensure_image(kw["image"], req.options.get("pull", "missing"))
             self.progress(f"starting {kw['image']} as {kw['name']} on {self.host}:{port}")

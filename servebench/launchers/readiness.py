@@ -12,13 +12,14 @@ import socket
 import tempfile
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import httpx
 
 from servebench.launchers.base import LaunchError, LaunchRequest
-from servebench.engines.specs import EngineSpec
+from servebench.engines.specs import EngineSpec, SpecError, load_spec
 
 PROBE_PROMPT = "Hello"
 PROBE_TOKENS = 2
@@ -63,6 +64,30 @@ def log_dir(req: LaunchRequest, engine: str) -> Path:
 def served_name(req: LaunchRequest) -> str:
     """The model name the API expects: an explicit served name, else what was launched."""
     return req.options.get("served_model_name") or req.model
+
+
+@dataclass(slots=True)
+class Opening:
+    """What a local launcher knows before it starts anything."""
+
+    spec: EngineSpec
+    port: int
+    plan: Any  # the launcher's own: docker run's kwargs, the engine's argv
+    log_path: Path
+    adapter: str
+
+
+def opening(req: LaunchRequest, host: str, plan: Callable[[EngineSpec, LaunchRequest, int], Any]) -> Opening:
+    """The start of every local launcher's start(): the spec, a port, the launcher's plan (a spec
+    error is a LaunchError, before anything runs), where server.log goes, the adapter."""
+    try:
+        spec = load_spec(req.engine)
+        port = req.port or free_port(host)
+        planned = plan(spec, req, port)
+    except SpecError as e:
+        raise LaunchError(str(e)) from None
+    return Opening(spec, port, planned, log_dir(req, spec.name) / "server.log",
+                   req.options.get("adapter") or spec.adapter)
 
 
 def one_line(text: str, width: int = 300) -> str:

@@ -15,6 +15,8 @@ import click
 import numpy as np
 import pandas as pd
 
+from servebench.errors import described
+
 GIB = 1024**3
 
 
@@ -52,7 +54,7 @@ def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
     try:
         return pd.read_parquet(p)
     except Exception as e:
-        raise PlotError(f"cannot read {p}: {type(e).__name__}: {e}".splitlines()[0]) from e
+        raise PlotError(f"cannot read {p}: {described(e)}") from e
 
 
 def in_flight(sent_ns: np.ndarray, end_ns: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from servebench.telemetry.periodic import PeriodicSampler, Unavailable, one_line
+from servebench.errors import described
+from servebench.telemetry.periodic import PeriodicSampler, Unavailable
 from servebench.telemetry.summary import finite, headline, mean_in, peak_in, unavailable
 
 COLUMNS = ("t_ns", "cpu_cores", "rss_bytes", "num_procs")
@@ -187,4 +188,4 @@ class ProcessSampler(PeriodicSampler):
                 out["stopped_early"] = self.reason
             return out
         except Exception as e:
-            return unavailable(f"summary failed: {one_line(e)}")
+            return unavailable(f"summary failed: {described(e)}")
