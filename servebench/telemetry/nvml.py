@@ -163,13 +163,7 @@ class NvmlSampler(PeriodicSampler):
         return bool(self.rows)
 
     def write(self, run_dir: Path) -> list[str]:
-        if not self.rows:
-            return []
-        import pandas as pd
-
-        path = Path(run_dir) / "gpu.parquet"
-        pd.DataFrame(self.rows, columns=list(COLUMNS)).to_parquet(path, index=False)
-        return ["gpu.parquet"]
+        return self._write_rows(run_dir, "gpu.parquet", COLUMNS)
 
     def summary(self, output_tokens: int | None = None) -> dict[str, Any]:
         try:

@@ -92,6 +92,15 @@ class PeriodicSampler:
     def write(self, run_dir: Path) -> list[str]:
         raise NotImplementedError
 
+    def _write_rows(self, run_dir: Path, name: str, columns) -> list[str]:
+        """`self.rows` as run_dir/name (a parquet file); nothing when no sample was taken."""
+        if not self.rows:
+            return []
+        import pandas as pd
+
+        pd.DataFrame(self.rows, columns=list(columns)).to_parquet(Path(run_dir) / name, index=False)
+        return [name]
+
     def summary(self) -> dict[str, Any]:
         raise NotImplementedError
 

@@ -151,13 +151,7 @@ class ProcessSampler(PeriodicSampler):
         return len(self.rows) > 1
 
     def write(self, run_dir: Path) -> list[str]:
-        if not self.rows:
-            return []
-        import pandas as pd
-
-        path = Path(run_dir) / "process.parquet"
-        pd.DataFrame(self.rows, columns=list(COLUMNS)).to_parquet(path, index=False)
-        return ["process.parquet"]
+        return self._write_rows(run_dir, "process.parquet", COLUMNS)
 
     def summary(self) -> dict[str, Any]:
         try:

@@ -21,6 +21,7 @@ from typing import Any
 
 from servebench.adapters.base import Request
 from servebench.records import RequestRecord
+from servebench.transport.base import Transport
 
 SCHEME = "sagemaker://"
 
@@ -29,7 +30,7 @@ def _one_line(text: str, width: int = 300) -> str:
     return " ".join(str(text).split())[:width]
 
 
-class SageMakerTransport:
+class SageMakerTransport(Transport):
     name = "sagemaker"
 
     def __init__(self, base_url: str, *, timeout_s: float = 600.0, client: Any = None,
@@ -42,6 +43,7 @@ class SageMakerTransport:
         self.client = client
         self._pool: ThreadPoolExecutor | None = None
         self._size = 0
+        self.connect_ns: list[int] = []  # boto3 opens its connections out of sight: none to report
 
     # -- before t0
     def encode(self, req: Request, request_id: int | None = None) -> bytes:
