@@ -136,7 +136,7 @@ def recommend_cmd(dirs, fmt, output, **opts):
     """Best deployment per model (cost, latency, throughput), under an SLO, Pareto fronts, capacity.
 
     DIRS: sweep, compare or run directories (NAME=DIR names one)."""
-    from servebench.decide import render
+    from servebench.outputs import render
 
     _, tables = analyse(dirs, Analysis(**opts))
     if fmt == "console" and output is None:
@@ -159,8 +159,8 @@ def report(dirs, fmt, output, rebuild, **opts):
     dirs, o.goodput = split_goodput(dirs, o.goodput)
     if len(dirs) == 1 and fmt == "console" and not o.any_set() and _single_run(Path(dirs[0]), rebuild):
         return
-    from servebench.decide import render
-    from servebench.decide.summary_tables import comparison_table, metadata, runs_table
+    from servebench.outputs import render
+    from servebench.outputs.summary_tables import comparison_table, metadata, runs_table
 
     df, rec = analyse(dirs, o)
     comp = comparison_table(df)
@@ -215,8 +215,8 @@ def cost_cmd(dirs, prices, onprem, catalog, fmt, output):
     """Price, minutes and $ per 1M tokens and J/token of every run in DIRS (or --catalog)."""
     import pandas as pd
 
-    from servebench.decide import render
-    from servebench.decide.table import Table
+    from servebench.outputs import render
+    from servebench.outputs.table import Table
 
     if catalog:
         from servebench.decide.prices import price_book
