@@ -16,8 +16,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from servebench.errors import folded
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
-from servebench.launchers.readiness import is_secret, log_tail, one_line, opening, redact_env, served_name, wait_ready
+from servebench.launchers.readiness import is_secret, log_tail, opening, redact_env, served_name, wait_ready
 from servebench.engines.specs import EngineSpec, SpecError, render_command
 
 
@@ -51,7 +52,7 @@ class DockerLauncher:
             try:
                 self._client = docker.from_env()
             except docker.errors.DockerException as e:
-                raise LaunchError(f"cannot reach the docker daemon: {one_line(str(e))}") from None
+                raise LaunchError(f"cannot reach the docker daemon: {folded(e)}") from None
         return self._client
 
     def plan(self, spec: EngineSpec, req: LaunchRequest, host_port: int) -> dict[str, Any]:
@@ -108,7 +109,7 @@ class DockerLauncher:
         except BaseException as e:  # readiness failure, docker error, Ctrl-C: never leave it running
             self.stop()
             if isinstance(e, Exception) and not isinstance(e, LaunchError) and _is_docker_error(e):
-                raise LaunchError(f"docker: {one_line(str(e))}") from None
+                raise LaunchError(f"docker: {folded(e)}") from None
             raise
         return Server(base_url=f"http://{self.host}:{port}", engine=spec.name, adapter=adapter,
                       time_to_ready_s=ready_s, info={
@@ -135,7 +136,7 @@ class DockerLauncher:
         seen: set[str] = set()
         for ev in self.client.api.pull(repo, tag=tag, stream=True, decode=True):
             if "error" in ev:
-                raise LaunchError(f"docker pull {image} failed: {one_line(str(ev['error']))}")
+                raise LaunchError(f"docker pull {image} failed: {folded(ev['error'])}")
             layer, status = ev.get("id"), ev.get("status", "")
             if layer and status and not status.startswith("Pulling from"):  # that one is the tag
                 seen.add(layer)
@@ -181,7 +182,7 @@ class DockerLauncher:
             container.remove(force=True)  # kill + remove, even if it already exited
         except Exception as e:
             if type(e).__name__ != "NotFound":
-                self.progress(f"warning: could not remove container {container.name}: {one_line(str(e))}")
+                self.progress(f"warning: could not remove container {container.name}: {folded(e)}")
         if self._log_thread is not None:
             self._log_thread.join(timeout=5)
             self._log_thread = None

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import httpx
 
+from servebench.errors import folded
 from servebench.launchers.base import LaunchError, LaunchRequest
 from servebench.engines.specs import EngineSpec, SpecError, load_spec
 
@@ -90,10 +91,6 @@ def opening(req: LaunchRequest, host: str, plan: Callable[[EngineSpec, LaunchReq
                    req.options.get("adapter") or spec.adapter)
 
 
-def one_line(text: str, width: int = 300) -> str:
-    return " ".join(text.split())[:width]
-
-
 def probe_generation(
     spec: EngineSpec, base_url: str, adapter_name: str, model: str, timeout_s: float,
     client: httpx.Client | None = None,
@@ -114,7 +111,7 @@ def probe_generation(
     except httpx.TimeoutException:
         raise LaunchError(f"{what} timed out after {timeout_s:.0f}s") from None
     except httpx.HTTPError as e:
-        raise LaunchError(f"{what} failed: {one_line(str(e)) or type(e).__name__}") from None
+        raise LaunchError(f"{what} failed: {folded(e) or type(e).__name__}") from None
     finally:
         if own:
             client.close()
@@ -129,7 +126,7 @@ def probe_generation(
             return
     if not 200 <= r.status_code < 300:
         raise LaunchError(f"{what} got HTTP {r.status_code}: "
-                          f"{one_line(body.decode('utf-8', 'replace'), 200)}")
+                          f"{folded(body.decode('utf-8', 'replace'), 200)}")
 
 
 def wait_ready(

@@ -16,8 +16,9 @@ import time
 import uuid
 from typing import Any, Callable
 
+from servebench.errors import folded
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
-from servebench.launchers.readiness import one_line, redact_env
+from servebench.launchers.readiness import redact_env
 from servebench.engines.specs import EngineSpec, SpecError, load_spec
 
 SCHEME = "sagemaker://"
@@ -29,7 +30,7 @@ def _stderr(msg: str) -> None:
 
 def _err(e: Exception) -> str:
     resp = getattr(e, "response", None) or {}
-    return one_line(resp.get("Error", {}).get("Message") or str(e))
+    return folded(resp.get("Error", {}).get("Message") or str(e))
 
 
 class SageMakerLauncher:
@@ -149,7 +150,7 @@ class SageMakerLauncher:
             if status == "InService":
                 return
             if status in ("Failed", "OutOfService", "Deleting", "RollingBack"):
-                raise LaunchError(f"sagemaker endpoint {name} is {status}: {one_line(d.get('FailureReason') or '')}")
+                raise LaunchError(f"sagemaker endpoint {name} is {status}: {folded(d.get('FailureReason') or '')}")
             if time.monotonic() >= deadline:
                 raise LaunchError(f"sagemaker endpoint {name} not InService before the ready timeout (last: {status})")
             self.sleep(self.poll_s)

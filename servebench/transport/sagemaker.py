@@ -20,14 +20,11 @@ from time import perf_counter_ns
 from typing import Any
 
 from servebench.adapters.base import Request
+from servebench.errors import folded
 from servebench.records import RequestRecord
 from servebench.transport.base import Transport
 
 SCHEME = "sagemaker://"
-
-
-def _one_line(text: str, width: int = 300) -> str:
-    return " ".join(str(text).split())[:width]
 
 
 class SageMakerTransport(Transport):
@@ -93,7 +90,7 @@ class SageMakerTransport(Transport):
             return
         except BotoCoreError as e:  # no answer: connection, timeout, credentials
             rec.end_ns = perf_counter_ns()
-            rec.error = f"{type(e).__name__}: {_one_line(e)}"
+            rec.error = f"{type(e).__name__}: {folded(e)}"
             return
         rec.first_byte_ns = perf_counter_ns()
         rec.status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 200)
@@ -109,7 +106,7 @@ class SageMakerTransport(Transport):
             # head: the HTTP status stays what the server sent; the error says what happened
             rec.error = _client_error(e)
         except BotoCoreError as e:
-            rec.error = f"{type(e).__name__}: {_one_line(e)}"
+            rec.error = f"{type(e).__name__}: {folded(e)}"
         rec.end_ns = perf_counter_ns()
 
     async def close(self) -> None:
@@ -120,4 +117,4 @@ class SageMakerTransport(Transport):
 
 def _client_error(e: Any) -> str:
     err = e.response.get("Error", {})
-    return _one_line(f"{err.get('Code') or type(e).__name__}: {err.get('Message') or e}")
+    return folded(f"{err.get('Code') or type(e).__name__}: {err.get('Message') or e}")
