@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from servebench.estimate import catalog, models  # noqa: E402
+from servebench.estimate.forward import timings  # noqa: E402
 from servebench.estimate.roofline import Deployment, Factors, decode_step  # noqa: E402
 
 DEFAULTS = {"cuda": ("llama-2-7b,llama-2-13b,llama-3-8b,llama-2-70b:40", "1,8,32,128"),
@@ -81,16 +81,7 @@ def _sdpa(q, k, v):
 
 def timed(fn, device, steps):
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    for _ in range(3):
-        fn()
-    sync()
-    times = []
-    for _ in range(steps):
-        t = time.perf_counter_ns()
-        fn()
-        sync()
-        times.append(time.perf_counter_ns() - t)
-    times.sort()
+    times = sorted(timings(fn, sync, steps, warmup=3))
     return times[len(times) // 2] / 1e6  # median ms
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from servebench import __version__
+from servebench.errors import first_line
 
 # Commands that live beside their subsystem; imported lazily so a broken optional
 # dependency of one subsystem never breaks `servebench run`.
@@ -109,29 +110,12 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--strict", is_flag=True, help="Exit non-zero (4) when the client did not keep up with the load.")
 def run(**o) -> None:
     """Benchmark one server: launch (or use --endpoint), load, measure, report."""
-    from pydantic import ValidationError
     from rich.console import Console
 
-    from servebench.config import RunConfig
     from servebench.outputs.console import render as render_report
     from servebench.run import orchestrate
 
-    try:
-        cfg = RunConfig(
-            backend=o["backend"], model=o["model"], served_model_name=o["served_model_name"], endpoint=o["endpoint"],
-            launcher=o["launcher"], api=o["api"], gpus=_ints(o["gpus"]), server_args=list(o["server_args"]),
-            results_dir=o["results_dir"], name=o["name"], telemetry=not o["no_telemetry"],
-            max_error_rate=o["max_error_rate"], plots=not o["no_plots"], launcher_options=_kv(o["launcher_opts"]),
-            env=_kv(o["env"], "--env"),
-            load=dict(requests=o["requests"], concurrency=o["concurrency"], rate=o["rate"], arrival=o["arrival"],
-                      duration_s=o["duration"], warmup=o["warmup"], seed=o["seed"], workers=o["workers"],
-                      request_timeout_s=o["request_timeout_s"], self_check=o["self_check"], realtime=not o["no_realtime"]),
-            workload=dict(input_tokens=o["input_tokens"], output_tokens=o["output_tokens"],
-                          prompts_file=o["prompts_file"], tokenizer=o["tokenizer"]),
-        )
-    except ValidationError as e:
-        err = e.errors()[0]
-        _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg'].removeprefix('Value error, ')}", 2)
+    cfg = _run_config(o)
     from servebench.launchers import LAUNCHERS
 
     if cfg.launcher not in LAUNCHERS:
@@ -152,7 +136,7 @@ def run(**o) -> None:
             cause, code = interrupt_cause()
             error = f"interrupted by {cause}"
         except (ValueError, OSError, RuntimeError) as e:  # config, spec, model, tokenizer: before any load
-            error = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            error = first_line(e)
             code = 2 if isinstance(e, ValueError) else 1
     if run_dir is not None and (run_dir / "summary.json").exists() and (run_dir / "requests.parquet").exists():
         if _measured(run_dir):
@@ -169,6 +153,30 @@ def run(**o) -> None:
     if o["strict"] and _client_fell_behind(run_dir):
         click.echo("error: the client did not keep up with the load (--strict); see the warning above", err=True)
         raise SystemExit(4)  # 3 is "results not fully written" (servebench.analysis.verdict)
+
+
+def _run_config(o: dict):
+    """`run`'s options as a RunConfig; a bad value is a one-line usage error."""
+    from pydantic import ValidationError
+
+    from servebench.config import RunConfig
+
+    try:
+        return RunConfig(
+            backend=o["backend"], model=o["model"], served_model_name=o["served_model_name"], endpoint=o["endpoint"],
+            launcher=o["launcher"], api=o["api"], gpus=_ints(o["gpus"]), server_args=list(o["server_args"]),
+            results_dir=o["results_dir"], name=o["name"], telemetry=not o["no_telemetry"],
+            max_error_rate=o["max_error_rate"], plots=not o["no_plots"], launcher_options=_kv(o["launcher_opts"]),
+            env=_kv(o["env"], "--env"),
+            load=dict(requests=o["requests"], concurrency=o["concurrency"], rate=o["rate"], arrival=o["arrival"],
+                      duration_s=o["duration"], warmup=o["warmup"], seed=o["seed"], workers=o["workers"],
+                      request_timeout_s=o["request_timeout_s"], self_check=o["self_check"], realtime=not o["no_realtime"]),
+            workload=dict(input_tokens=o["input_tokens"], output_tokens=o["output_tokens"],
+                          prompts_file=o["prompts_file"], tokenizer=o["tokenizer"]),
+        )
+    except ValidationError as e:
+        err = e.errors()[0]
+        _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg'].removeprefix('Value error, ')}", 2)
 
 
 def _kv(pairs, hint: str = "--launcher-opt") -> dict[str, str]:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
+from servebench.records import StreamEvent
+
 try:
     import orjson
 
@@ -54,6 +56,28 @@ def shape_checked(parse):
     return checked
 
 
+def json_events(*, done: bool):
+    """The opening every JSON-per-event adapter shares: `[DONE]` (when the format sends it) is the
+    final event, the payload must be a JSON object, and an error-shaped object is an error event.
+    The decorated method gets the object; shape errors become the contract's ValueError."""
+
+    def wrap(parse_obj):
+        @shape_checked
+        @wraps(parse_obj)
+        def parse(self, payload: bytes, state: dict[str, Any]):
+            if done and payload.strip() == b"[DONE]":
+                return StreamEvent(done=True)
+            obj = load_object(payload)
+            err = error_text(obj)
+            if err is not None:
+                return StreamEvent(error=err)
+            return parse_obj(self, obj, state)
+
+        return parse
+
+    return wrap
+
+
 def error_text(obj: dict[str, Any], *, body: bool = False) -> str | None:
     """The message of an error-shaped object, or None when `obj` is not one.
 
@@ -85,6 +109,21 @@ def error_text(obj: dict[str, Any], *, body: bool = False) -> str | None:
         return str(detail)
     msg = obj.get("message")
     return str(msg) if msg is not None else None
+
+
+def body_error_text(body: bytes, *, json_string: bool = False) -> str | None:
+    """The error message a response or error-event body carries as JSON (`error_text` with
+    body=True; with json_string a bare JSON string too), or None: the caller falls back to the
+    raw text its own way."""
+    try:
+        obj = loads(bytes(body))  # orjson refuses bytes subclasses (decode's ErrorPayload)
+    except ValueError:
+        return None
+    if isinstance(obj, dict):
+        return error_text(obj, body=True) or None
+    if json_string and isinstance(obj, str):
+        return obj or None
+    return None
 
 
 def one_line(text: str, limit: int = 200) -> str:

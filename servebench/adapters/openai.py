@@ -38,11 +38,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from servebench.adapters._json import as_int, dumps, error_text, load_object, merged, shape_checked
+from servebench.adapters._json import as_int, dumps, json_events, merged
 from servebench.adapters.base import Request
 from servebench.records import StreamEvent
 
-_DONE = b"[DONE]"
 MAX_TOKENS = "{max_tokens}"  # an extra value filled with the request's max_tokens
 
 
@@ -68,44 +67,60 @@ def _exact_count(choice: dict[str, Any], ev: StreamEvent) -> None:
         ev.tokens = len(ids)
 
 
+# after the request's own fields, in this order on the wire
+_STREAMING = {"stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True, "temperature": 0}
+
+
+def _request(path: str, body: dict[str, Any], max_tokens: int, extra: dict[str, Any] | None) -> Request:
+    return Request("POST", path, dumps(merged({**body, **_STREAMING}, _per_request(extra, max_tokens))))
+
+
+def _event(obj: dict[str, Any], read_choice) -> StreamEvent:
+    """The event of one chunk: its first choice read by `read_choice`, then exact counts and usage."""
+    ev = StreamEvent()
+    choices = obj.get("choices")
+    if choices:
+        choice = choices[0]
+        read_choice(choice, ev)
+        _exact_count(choice, ev)
+    _usage(obj, ev)
+    return ev
+
+
+def _completion_choice(choice: dict[str, Any], ev: StreamEvent) -> None:
+    text = choice.get("text") or ""
+    reason = choice.get("finish_reason")
+    ev.text = text
+    ev.finish_reason = reason
+    if text or reason is None:
+        ev.tokens = 1
+
+
+def _chat_choice(choice: dict[str, Any], ev: StreamEvent) -> None:
+    delta = choice.get("delta") or {}
+    reason = choice.get("finish_reason")
+    text = delta.get("content") or ""
+    thought = delta.get("reasoning_content") or delta.get("reasoning") or ""
+    ev.text = text or thought
+    ev.finish_reason = reason
+    if text or thought or delta.get("tool_calls"):
+        ev.tokens = 1
+    elif reason is None and "role" not in delta:
+        ev.tokens = 1  # a token whose text the detokenizer is still holding back
+
+
 class OpenAICompletions:
     name = "openai-completions"
     default_path = "/v1/completions"
     forces_length = True  # vLLM / SGLang honour ignore_eos; plain OpenAI servers may not
 
     def build(self, prompt: str, max_tokens: int, *, model: str, extra: dict[str, Any] | None = None) -> Request:
-        body = {
-            "model": model,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "ignore_eos": True,
-            "temperature": 0,
-        }
-        return Request("POST", self.default_path, dumps(merged(body, _per_request(extra, max_tokens))))
+        return _request(self.default_path, {"model": model, "prompt": prompt, "max_tokens": max_tokens},
+                        max_tokens, extra)
 
-    @shape_checked
-    def parse(self, payload: bytes, state: dict[str, Any]) -> StreamEvent | None:
-        if payload.strip() == _DONE:
-            return StreamEvent(done=True)
-        obj = load_object(payload)
-        err = error_text(obj)
-        if err is not None:
-            return StreamEvent(error=err)
-        ev = StreamEvent()
-        choices = obj.get("choices")
-        if choices:
-            choice = choices[0]
-            text = choice.get("text") or ""
-            reason = choice.get("finish_reason")
-            ev.text = text
-            ev.finish_reason = reason
-            if text or reason is None:
-                ev.tokens = 1
-            _exact_count(choice, ev)
-        _usage(obj, ev)
-        return ev
+    @json_events(done=True)
+    def parse(self, obj: dict[str, Any], state: dict[str, Any]) -> StreamEvent | None:
+        return _event(obj, _completion_choice)
 
 
 class OpenAIChat:
@@ -121,35 +136,9 @@ class OpenAIChat:
             # either (max_completion_tokens wins), so send both
             "max_completion_tokens": max_tokens,
             "max_tokens": max_tokens,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-            "ignore_eos": True,
-            "temperature": 0,
         }
-        return Request("POST", self.default_path, dumps(merged(body, _per_request(extra, max_tokens))))
+        return _request(self.default_path, body, max_tokens, extra)
 
-    @shape_checked
-    def parse(self, payload: bytes, state: dict[str, Any]) -> StreamEvent | None:
-        if payload.strip() == _DONE:
-            return StreamEvent(done=True)
-        obj = load_object(payload)
-        err = error_text(obj)
-        if err is not None:
-            return StreamEvent(error=err)
-        ev = StreamEvent()
-        choices = obj.get("choices")
-        if choices:
-            choice = choices[0]
-            delta = choice.get("delta") or {}
-            reason = choice.get("finish_reason")
-            text = delta.get("content") or ""
-            thought = delta.get("reasoning_content") or delta.get("reasoning") or ""
-            ev.text = text or thought
-            ev.finish_reason = reason
-            if text or thought or delta.get("tool_calls"):
-                ev.tokens = 1
-            elif reason is None and "role" not in delta:
-                ev.tokens = 1  # a token whose text the detokenizer is still holding back
-            _exact_count(choice, ev)
-        _usage(obj, ev)
-        return ev
+    @json_events(done=True)
+    def parse(self, obj: dict[str, Any], state: dict[str, Any]) -> StreamEvent | None:
+        return _event(obj, _chat_choice)

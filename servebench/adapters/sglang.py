@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from servebench.adapters._json import as_int, dumps, error_text, load_object, merged, shape_checked
+from servebench.adapters._json import as_int, dumps, json_events, merged
 from servebench.adapters.base import Request
 from servebench.records import StreamEvent
 
@@ -35,14 +35,8 @@ class SGLang:
         body = {"text": prompt, "sampling_params": merged(params, extra), "stream": True}
         return Request("POST", self.default_path, dumps(body))
 
-    @shape_checked
-    def parse(self, payload: bytes, state: dict[str, Any]) -> StreamEvent | None:
-        if payload.strip() == b"[DONE]":
-            return StreamEvent(done=True)
-        obj = load_object(payload)
-        err = error_text(obj)
-        if err is not None:
-            return StreamEvent(error=err)
+    @json_events(done=True)
+    def parse(self, obj: dict[str, Any], state: dict[str, Any]) -> StreamEvent | None:
         meta = obj["meta_info"]
         count = as_int(meta["completion_tokens"], "meta_info.completion_tokens")
         prev = state.get("count", 0)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from servebench.adapters._json import as_int, dumps, error_text, load_object, merged, shape_checked
+from servebench.adapters._json import as_int, dumps, json_events, merged
 from servebench.adapters.base import Request
 from servebench.records import StreamEvent
 
@@ -35,12 +35,8 @@ class TGI:
         body = {"inputs": prompt, "parameters": merged(params, extra)}
         return Request("POST", self.default_path, dumps(body))
 
-    @shape_checked
-    def parse(self, payload: bytes, state: dict[str, Any]) -> StreamEvent | None:
-        obj = load_object(payload)
-        err = error_text(obj)
-        if err is not None:
-            return StreamEvent(error=err)
+    @json_events(done=False)
+    def parse(self, obj: dict[str, Any], state: dict[str, Any]) -> StreamEvent | None:
         ev = StreamEvent()
         token = obj.get("token")
         if token is not None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from servebench.adapters._json import error_text, loads, one_line
+from servebench.adapters._json import body_error_text, one_line
 from servebench.adapters.base import Adapter
 from servebench.adapters.sse import ErrorPayload, SSEDecoder
 from servebench.records import RequestRecord
@@ -126,28 +126,9 @@ def _apply(adapter: Adapter, payload: bytes, recv_ns: int, state: dict[str, Any]
 
 
 def _payload_error(payload: bytes) -> str:
-    try:
-        obj = loads(bytes(payload))  # orjson refuses bytes subclasses
-    except ValueError:
-        obj = None
-    if isinstance(obj, dict):
-        msg = error_text(obj, body=True)
-        if msg:
-            return msg
-    return payload.decode("utf-8", "replace") or "(no message)"
+    return body_error_text(payload) or payload.decode("utf-8", "replace") or "(no message)"
 
 
 def body_error(body: bytes) -> str:
     """One line describing a non-2xx response body: the JSON error message when there is one."""
-    try:
-        obj = loads(body)
-    except ValueError:
-        obj = None
-    msg = None
-    if isinstance(obj, dict):
-        msg = error_text(obj, body=True)
-    elif isinstance(obj, str):
-        msg = obj
-    if not msg:
-        msg = body.decode("utf-8", "replace").strip() or "(empty body)"
-    return one_line(msg)
+    return one_line(body_error_text(body, json_string=True) or body.decode("utf-8", "replace").strip() or "(empty body)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ import click
 from servebench.decide.load import LoadError, kind
 from servebench.decide.prices import PriceError
 from servebench.decide.slo import SloError
+from servebench.errors import first_line
 
 _price = click.option("--price", "prices", multiple=True, metavar="NAME=USD_PER_HOUR|FILE.yaml",
                       help="Price override: an instance ($/h) or a GPU type ($/GPU-hour), or a YAML file (repeatable).")
@@ -64,27 +66,43 @@ def split_goodput(dirs, goodput) -> tuple[list[str], list[str]]:
     return keep, list(goodput) + [d for d in dirs if d not in keep]
 
 
-def analyse(dirs, prices, onprem, slo, goodput, target_rps, at, max_error_rate):
+@dataclass(slots=True)
+class Analysis:
+    """The options recommend and report share (see _analysis); cost uses the prices alone."""
+
+    prices: tuple[str, ...] = ()
+    onprem: str | None = None
+    slo: str | None = None
+    goodput: tuple[str, ...] = ()
+    target_rps: float | None = None
+    at: str | None = None
+    max_error_rate: float | None = 0.01
+
+    def any_set(self) -> bool:
+        return any((self.slo, self.target_rps, self.goodput, self.prices, self.onprem, self.at))
+
+
+def analyse(dirs, o: Analysis):
     """Load, price and rank: (run table, recommendation tables)."""
     from servebench.decide.load import load_dirs, merge_repeats
     from servebench.decide.prices import price_book
     from servebench.decide.recommend import add_costs, recommend
     from servebench.decide.slo import add_goodput, parse_goodput, parse_slo
 
-    dirs, goodput = split_goodput(dirs, goodput)
+    dirs, goodput = split_goodput(dirs, o.goodput)
     if not dirs:
         _fail("no DIR given", 2)
-    at_levels = _kv_floats(at, "--at")
+    at_levels = _kv_floats(o.at, "--at")
     bad = set(at_levels) - {"cost", "latency", "throughput"}
     if bad:
         _fail(f"--at: unknown table {sorted(bad)[0]!r} (cost, latency, throughput)", 2)
     try:
-        book = price_book(list(prices), _kv_floats(onprem, "--onprem") or None)
-        bounds = parse_slo(slo, max_error_rate)
+        book = price_book(list(o.prices), _kv_floats(o.onprem, "--onprem") or None)
+        bounds = parse_slo(o.slo, o.max_error_rate)
         gp = parse_goodput(goodput)
         if any(b.column == "goodput" for b in bounds) and not gp:
             raise SloError("a goodput bound in --slo needs --goodput (e.g. --goodput ttft:500 tpot:50)")
-        if target_rps is not None and not target_rps > 0:
+        if o.target_rps is not None and not o.target_rps > 0:
             raise SloError("--target-rps must be > 0")
         raw = load_dirs(list(dirs))
     except (PriceError, SloError) as e:
@@ -95,7 +113,7 @@ def analyse(dirs, prices, onprem, slo, goodput, target_rps, at, max_error_rate):
         raw = add_goodput(raw, gp)
     # Every run for the run tables and plots; repeats of one load point averaged for ranking.
     ranked = add_costs(merge_repeats(raw), book)
-    return add_costs(raw, book), recommend(ranked, bounds=bounds, target_rps=target_rps, at=at_levels)
+    return add_costs(raw, book), recommend(ranked, bounds=bounds, target_rps=o.target_rps, at=at_levels)
 
 
 def _write(text: str, out: Path | None) -> None:
@@ -114,13 +132,13 @@ def _write(text: str, out: Path | None) -> None:
 @_analysis
 @click.option("--format", "fmt", default="console", show_default=True, type=click.Choice(["console", "md", "csv"]))
 @click.option("-o", "--output", default=None, type=click.Path(path_type=Path))
-def recommend_cmd(dirs, slo, target_rps, goodput, prices, onprem, at, max_error_rate, fmt, output):
+def recommend_cmd(dirs, fmt, output, **opts):
     """Best deployment per model (cost, latency, throughput), under an SLO, Pareto fronts, capacity.
 
     DIRS: sweep, compare or run directories (NAME=DIR names one)."""
-    from servebench.decide import render
+    from servebench.outputs import render
 
-    _, tables = analyse(dirs, prices, onprem, slo, goodput, target_rps, at, max_error_rate)
+    _, tables = analyse(dirs, Analysis(**opts))
     if fmt == "console" and output is None:
         render.console(tables)
     else:
@@ -133,38 +151,18 @@ def recommend_cmd(dirs, slo, target_rps, goodput, prices, onprem, at, max_error_
 @click.option("-o", "--output", default=None, type=click.Path(path_type=Path), help="File to write (html: default report.html).")
 @_analysis
 @click.option("--rebuild", is_flag=True, help="One run: make summary.json and the plots again from requests.parquet first.")
-def report(dirs, fmt, output, slo, target_rps, goodput, prices, onprem, at, max_error_rate, rebuild):
+def report(dirs, fmt, output, rebuild, **opts):
     """Report of a run, a compare or a sweep; several DIRs side by side (the first is the baseline).
 
     DIRS: run, compare or sweep directories; NAME=DIR gives a display name."""
-    dirs, goodput = split_goodput(dirs, goodput)
-    if len(dirs) == 1 and fmt == "console" and not any((slo, target_rps, goodput, prices, onprem, at)):
-        path = Path(dirs[0])
-        try:
-            single = kind(path) == "run"
-        except LoadError:
-            single = True  # let the run report say what is missing
-        if single:
-            from rich.console import Console
+    o = Analysis(**opts)
+    dirs, o.goodput = split_goodput(dirs, o.goodput)
+    if len(dirs) == 1 and fmt == "console" and not o.any_set() and _single_run(Path(dirs[0]), rebuild):
+        return
+    from servebench.outputs import render
+    from servebench.outputs.summary_tables import comparison_table, metadata, runs_table
 
-            from servebench.outputs import rebuild as rb
-            from servebench.outputs import console as run_report
-
-            try:
-                # derived files come back from requests.parquet when missing (or on --rebuild)
-                notes, problems = rb.prepare(path, force=rebuild)
-                for note in notes:
-                    click.echo(note, err=True)
-                run_report.render(path, Console())
-            except (FileNotFoundError, ValueError, KeyError) as e:
-                _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-            if problems:
-                _fail(problems[0])
-            return
-    from servebench.decide import render
-    from servebench.decide.summary_tables import comparison_table, metadata, runs_table
-
-    df, rec = analyse(dirs, prices, onprem, slo, goodput, target_rps, at, max_error_rate)
+    df, rec = analyse(dirs, o)
     comp = comparison_table(df)
     meta_table, meta = metadata(df)
     tables = [t for t in (comp, runs_table(df)) if t is not None] + rec + [meta_table]
@@ -181,6 +179,31 @@ def report(dirs, fmt, output, slo, target_rps, goodput, prices, onprem, at, max_
         _write(html.render(df, tables, meta, title=title, inputs=list(dirs)), output or Path("report.html"))
 
 
+def _single_run(path: Path, rebuild: bool) -> bool:
+    """The console report of one run directory; False when `path` is a sweep or compare."""
+    try:
+        if kind(path) != "run":
+            return False
+    except LoadError:
+        pass  # let the run report say what is missing
+    from rich.console import Console
+
+    from servebench.outputs import rebuild as rb
+    from servebench.outputs import console as run_report
+
+    try:
+        # derived files come back from requests.parquet when missing (or on --rebuild)
+        notes, problems = rb.prepare(path, force=rebuild)
+        for note in notes:
+            click.echo(note, err=True)
+        run_report.render(path, Console())
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        _fail(first_line(e))
+    if problems:
+        _fail(problems[0])
+    return True
+
+
 @click.command("cost")
 @click.argument("dirs", nargs=-1)
 @_price
@@ -192,8 +215,8 @@ def cost_cmd(dirs, prices, onprem, catalog, fmt, output):
     """Price, minutes and $ per 1M tokens and J/token of every run in DIRS (or --catalog)."""
     import pandas as pd
 
-    from servebench.decide import render
-    from servebench.decide.table import Table
+    from servebench.outputs import render
+    from servebench.outputs.table import Table
 
     if catalog:
         from servebench.decide.prices import price_book
@@ -215,7 +238,7 @@ def cost_cmd(dirs, prices, onprem, catalog, fmt, output):
     else:
         if not dirs:
             _fail("give DIR(s), or --catalog", 2)
-        df, _ = analyse(dirs, prices, onprem, None, (), None, None, None)
+        df, _ = analyse(dirs, Analysis(prices=prices, onprem=onprem, max_error_rate=None))
         cols = ["source", "config", "load_level", "status", "output_token_throughput", "usd_per_hour", "min_per_1m",
                 "usd_per_1m", "usd_per_1m_total", "j_per_token", "price_source"]
         notes = [f"{c}: no price (give --price)" for c in sorted(df.loc[df["usd_per_hour"].isna(), "config"].unique())]

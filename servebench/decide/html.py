@@ -16,7 +16,7 @@ import pandas as pd
 
 from servebench.decide.load import ok_mask
 from servebench.decide.recommend import pareto_mask
-from servebench.decide.table import Table, fmt, heading
+from servebench.outputs.table import Table, fmt, heading
 
 MAX_CDF_TRACES = 24
 MAX_TIMELINE_RUNS = 8

@@ -15,6 +15,8 @@ from typing import Any
 
 import pandas as pd
 
+from servebench.errors import first_line
+
 LATENCY = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "ms_per_token")
 STATS = ("mean", "p50", "p90", "p95", "p99")
 
@@ -27,7 +29,7 @@ def _json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise LoadError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+        raise LoadError(f"cannot read {path}: {first_line(e)}") from None
 
 
 def kind(path: Path) -> str:

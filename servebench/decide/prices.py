@@ -17,6 +17,8 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from servebench.errors import first_line
+
 HOURS_PER_YEAR = 8760.0
 HOURS_PER_MONTH = 730.0  # 8760 / 12, the cloud providers' convention
 
@@ -149,7 +151,7 @@ def load_price_file(path: Path) -> dict:
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise PriceError(f"cannot read price file {path}: {str(e).splitlines()[0]}") from None
+        raise PriceError(f"cannot read price file {path}: {first_line(e)}") from None
     if not isinstance(data, dict):
         raise PriceError(f"price file {path}: expected a mapping with instances/gpus/onprem")
     return data

@@ -13,7 +13,7 @@ from servebench.decide import cost
 from servebench.decide.load import ok_mask
 from servebench.decide.prices import HOURS_PER_MONTH, PriceBook
 from servebench.decide.slo import Bound, meets, missed
-from servebench.decide.table import Table
+from servebench.outputs.table import Table
 
 # Within 0.1 % is below run-to-run noise: such values are reported as a tie, not a winner.
 TIE_REL = 1e-3

@@ -34,14 +34,10 @@ from servebench.emulator.core import EmulatorConfig
 @click.option("--fault", "faults", multiple=True, metavar="SPEC",
               help="Act out a server fault (repeatable): kill-after=3s|N, hang-after=N|2s, status=503:0.3, "
                    "reset:0.1, garbage-after=N, slow-headers=2s. See docs/faults.md.")
-def emulate(fmt, ttft_ms, itl_ms, jitter_ms, fail_rate, fail_mode, batch_slowdown, max_running, seed,
-            host, port, log, model, tokenizer, faults) -> None:
+def emulate(fmt, faults, **opts) -> None:
     """Serve a streaming LLM endpoint whose token timing is known exactly."""
     try:
-        cfg = EmulatorConfig(format=fmt, ttft_ms=ttft_ms, itl_ms=itl_ms, jitter_ms=jitter_ms,
-                             fail_rate=fail_rate, fail_mode=fail_mode, batch_slowdown=batch_slowdown,
-                             max_running=max_running, seed=seed, host=host, port=port, log=log,
-                             model=model, tokenizer=tokenizer, faults=list(faults))
+        cfg = EmulatorConfig(format=fmt, faults=list(faults), **opts)
     except ValidationError as e:
         err = e.errors()[0]
         raise click.BadParameter(f"{'.'.join(map(str, err['loc']))}: {err['msg'].removeprefix('Value error, ')}") from None

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from servebench.emulator import faults as _faults
 from servebench.emulator.formats import FORMATS, Gen
+from servebench.errors import first_line
 
 # Token writes per event-loop turn. Requests are stamped on arrival in data_received, which
 # only runs between turns: 500 streams due at once would otherwise hold arrivals for ~5 ms.
@@ -363,5 +364,5 @@ def _counter(tokenizer: str | None):
     try:
         tok = Tokenizer.from_file(str(p))
     except Exception as e:  # tokenizers raises a bare Exception for a missing or bad file
-        raise ValueError(f"cannot load tokenizer {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise ValueError(f"cannot load tokenizer {p}: {first_line(e)}") from None
     return lambda text: len(tok.encode(text, add_special_tokens=False).ids)

@@ -51,6 +51,13 @@ def _int(v: Any, name: str, default: int) -> int:
     return v
 
 
+def _object(body: dict, key: str) -> dict:
+    v = body.get(key) or {}
+    if not isinstance(v, dict):
+        raise BadRequest(f"{key} must be an object")
+    return v
+
+
 def _prompt_text(v: Any, name: str) -> str:
     if isinstance(v, str):
         return v
@@ -144,9 +151,7 @@ class TGI:
         text = body.get("inputs")
         if not isinstance(text, str):
             raise BadRequest("inputs must be a string")
-        p = body.get("parameters") or {}
-        if not isinstance(p, dict):
-            raise BadRequest("parameters must be an object")
+        p = _object(body, "parameters")
         return dict(
             prompt_tokens=count(text),
             prompt_chars=len(text),
@@ -226,9 +231,7 @@ class SGLang:
 
     def parse(self, path: str, body: dict, count: Callable[[str], int]) -> dict:
         text = _prompt_text(body.get("text"), "text")
-        sp = body.get("sampling_params") or {}
-        if not isinstance(sp, dict):
-            raise BadRequest("sampling_params must be an object")
+        sp = _object(body, "sampling_params")
         return dict(
             prompt_tokens=count(text),
             prompt_chars=len(text),

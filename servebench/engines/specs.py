@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from servebench.errors import first_line
+
 BACKENDS_DIR = Path(__file__).resolve().parents[2] / "backends"
 TEMPLATE_KEYS = ("python", "model", "served_model_name", "host", "port")
 OPTIONAL_KEYS = ("quantize", "max_input_tokens", "max_total_tokens")
@@ -138,7 +140,7 @@ def load_spec(name_or_path: str | Path) -> EngineSpec:
     except OSError as e:
         raise SpecError(f"cannot read spec {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
-        raise SpecError(f"spec {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        raise SpecError(f"spec {path} is not valid YAML: {first_line(e)}") from None
     if not isinstance(data, dict):
         raise SpecError(f"spec {path} must be a YAML mapping")
     try:

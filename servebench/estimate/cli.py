@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from servebench.estimate.models import QUANT
+from servebench.errors import first_line
 
 
 def _fail(msg: str, code: int = 1):
@@ -34,7 +35,7 @@ def load_calibration(paths: list[Path], hw_override: str | None, warn):
         try:
             obs.append(efficiency.load_observation(run_dir, hw_override))
         except (ValueError, KeyError, FileNotFoundError) as e:
-            skipped.append(str(e).splitlines()[0])
+            skipped.append(first_line(e))
     for s in skipped:
         warn(f"calibration: skipped {s}")
     if not obs:

@@ -17,6 +17,7 @@ from servebench.estimate import catalog, models
 from servebench.estimate.hardware import Hardware
 from servebench.estimate.models import ModelShape
 from servebench.estimate.roofline import SCHEDULES, Deployment, Factors, capacity, decode_step, prefill, serve
+from servebench.errors import first_line
 
 METRICS = ("ttft_ms", "tpot_ms", "ms_per_token", "output_tok_s")
 STAT = "mean"  # statistic of a run's latency distributions that efficiency and calibration use
@@ -242,7 +243,7 @@ def run_efficiency(run_dir: Path, hw_override: str | None = None) -> dict:
     try:
         return of_observation(load_observation(run_dir, hw_override))
     except (ValueError, KeyError, FileNotFoundError) as e:
-        return {"available": False, "reason": str(e).splitlines()[0]}
+        return {"available": False, "reason": first_line(e)}
 
 
 def expand_dirs(paths: list[Path]) -> list[Path]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 ROWS = [  # (row, parent, kind) in display order
     ("embedding", None, "embedding"), ("rotary embedding", None, "rope"),
@@ -111,73 +112,111 @@ def _sum(rows, keys):
     return {"bytes": sum(rows[k]["bytes"] for k in keys), "flops": sum(rows[k]["flops"] for k in keys)}
 
 
-def run_profile(config: dict, name: str, phase: str, batch: int, seq: int, device: str = "cpu",
-                dtype: str | None = None, repeats: int = 5, layers: int | None = None, hw=None) -> dict:
+@dataclass(slots=True, frozen=True)
+class Setup:
+    """Where and how a profile runs (run_profile's keywords besides the hardware)."""
+
+    device: str = "cpu"
+    dtype: str | None = None  # None: float32 on CPU, bfloat16 elsewhere
+    repeats: int = 5
+    layers: int | None = None  # cut the layer count to fit memory
+
+
+def run_profile(config: dict, name: str, phase: str, batch: int, seq: int, *, hw=None, **setup) -> dict:
+    """One profile (Setup's fields as keywords): module and operator times beside their floors."""
     import torch
 
     from servebench.estimate import catalog, models
 
-    dtype = dtype or ("float32" if device == "cpu" else "bfloat16")
-    model, cfg = build(config, device, dtype, layers)
+    s = Setup(**setup)
+    dtype = s.dtype or ("float32" if s.device == "cpu" else "bfloat16")
+    model, cfg = build(config, s.device, dtype, s.layers)
     shape = models.shape(cfg, name, dtype=dtype)
     if hw is None:
-        hw = catalog.lookup("cpu" if device == "cpu" else torch.cuda.get_device_name())
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+        hw = catalog.lookup("cpu" if s.device == "cpu" else torch.cuda.get_device_name())
+    sync = torch.cuda.synchronize if s.device.startswith("cuda") else (lambda: None)
     gen = torch.Generator(device="cpu").manual_seed(0)
-    ids = torch.randint(3, shape.vocab, (batch, seq), generator=gen).to(device)
-    step_ids = torch.randint(3, shape.vocab, (batch, 1), generator=gen).to(device)
+    ids = torch.randint(3, shape.vocab, (batch, seq), generator=gen).to(s.device)
+    step_ids = torch.randint(3, shape.vocab, (batch, 1), generator=gen).to(s.device)
 
     with torch.inference_mode():
-        cache = None
-        if phase == "decode":
-            cache = model(ids, use_cache=True, logits_to_keep=1).past_key_values
-
-        def forward():
-            if phase == "prefill":
-                return model(ids, use_cache=False, logits_to_keep=1)
-            cache.crop(seq)  # every repeat decodes position `seq` over the same cache
-            return model(step_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-
-        forward()  # warm-up: allocator, kernels, lazy init
-        sync()
-        plain = []
-        for _ in range(repeats):
-            t = time.perf_counter_ns()
-            forward()
-            sync()
-            plain.append(time.perf_counter_ns() - t)
-
-        acc: dict[str, list[int]] = defaultdict(list)
-        stack: list[int] = []
-        handles = []
-        for mname, mod in model.named_modules():
-            row = _row_of(mname, mod)
-            if row is None:
-                continue
-
-            def pre(_m, _a, _r=row):
-                sync()
-                stack.append(time.perf_counter_ns())
-
-            def post(_m, _a, _o, _r=row):
-                sync()
-                acc[_r].append(time.perf_counter_ns() - stack.pop())
-
-            handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
-        hooked = []
-        try:
-            for _ in range(repeats):
-                t = time.perf_counter_ns()
-                forward()
-                sync()
-                hooked.append(time.perf_counter_ns() - t)
-        finally:
-            for hd in handles:
-                hd.remove()
-        ops = _operators(forward, device, sync)
+        forward = _forward(model, phase, ids, step_ids, seq)
+        plain = timings(forward, sync, s.repeats, warmup=1)  # warm-up: allocator, kernels, lazy init
+        acc, hooked = _hooked(model, forward, sync, s.repeats)
+        ops = _operators(forward, s.device, sync)
 
     # shares need the same statistic for parts and whole: means over the hooked repeats
-    total_ms = sum(hooked) / repeats / 1e6
+    total_ms = sum(hooked) / s.repeats / 1e6
+    fl = floors(shape, hw, phase, batch, seq, torch.finfo(getattr(torch, dtype)).bits // 8)
+    floor_total = sum(fl[k]["floor_ms"] for k in ("embedding", "decoder layers", "final RMSNorm", "LM head"))
+    return {"model": name, "phase": phase, "batch": batch, "seq": seq, "device": s.device, "dtype": dtype,
+            "layers": shape.layers, "params": shape.params, "hardware": hw.as_dict(), "repeats": s.repeats,
+            "forward_ms": _median(plain) / 1e6, "forward_hooked_ms": total_ms, "floor_ms": floor_total,
+            "efficiency": floor_total / (_median(plain) / 1e6), "modules": _module_rows(acc, s.repeats, total_ms, fl),
+            "operators": ops,
+            "definition": "forward_ms: median unhooked forward; module ms: mean per forward over the hooked repeats; "
+                          "share: of the mean hooked forward; "
+                          "floor: max(bytes / bandwidth, FLOPs / peak) of that module's own work"}
+
+
+def timings(fn, sync, repeats: int, warmup: int = 0) -> list[int]:
+    """perf_counter_ns of `repeats` calls of fn, each synced before the stop stamp, after
+    `warmup` untimed calls. Also the timing loop of scripts/device_estimate_check.py."""
+    for _ in range(warmup):
+        fn()
+    if warmup:
+        sync()
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter_ns()
+        fn()
+        sync()
+        out.append(time.perf_counter_ns() - t)
+    return out
+
+
+def _forward(model, phase: str, ids, step_ids, seq: int):
+    """The forward pass to time: the whole prompt (prefill), or one token over a `seq` cache."""
+    if phase == "prefill":
+        return lambda: model(ids, use_cache=False, logits_to_keep=1)
+    cache = model(ids, use_cache=True, logits_to_keep=1).past_key_values
+
+    def decode():
+        cache.crop(seq)  # every repeat decodes position `seq` over the same cache
+        return model(step_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+
+    return decode
+
+
+def _hooked(model, forward, sync, repeats: int) -> tuple[dict[str, list[int]], list[int]]:
+    """(ns per row per call, ns per whole forward) with a stamp before and after every module."""
+    acc: dict[str, list[int]] = defaultdict(list)
+    stack: list[int] = []
+    handles = []
+    for mname, mod in model.named_modules():
+        row = _row_of(mname, mod)
+        if row is None:
+            continue
+
+        def pre(_m, _a, _r=row):
+            sync()
+            stack.append(time.perf_counter_ns())
+
+        def post(_m, _a, _o, _r=row):
+            sync()
+            acc[_r].append(time.perf_counter_ns() - stack.pop())
+
+        handles += [mod.register_forward_pre_hook(pre), mod.register_forward_hook(post)]
+    try:
+        hooked = timings(forward, sync, repeats)
+    finally:
+        for hd in handles:
+            hd.remove()
+    return acc, hooked
+
+
+def _module_rows(acc: dict[str, list[int]], repeats: int, total_ms: float, fl: dict[str, dict]) -> list[dict]:
+    """ROWS with their mean ms per forward, share and floor; "self" rows are parent minus children."""
     per_fwd = {r: sum(v) / repeats / 1e6 for r, v in acc.items()}
     calls = {r: len(v) // repeats for r, v in acc.items()}
     per_fwd["    attention core (self)"] = per_fwd.get("  attention", 0) - sum(
@@ -186,7 +225,6 @@ def run_profile(config: dict, name: str, phase: str, batch: int, seq: int, devic
         per_fwd.get("    " + p, 0) for p in ("gate_proj", "up_proj", "down_proj", "SiLU"))
     per_fwd["  residual adds (self)"] = per_fwd.get("decoder layers", 0) - sum(
         per_fwd.get(p, 0) for p in ("  attention", "  MLP", "  RMSNorm (2 per layer)"))
-    fl = floors(shape, hw, phase, batch, seq, torch.finfo(getattr(torch, dtype)).bits // 8)
     rows = []
     for row, parent, kind in ROWS:
         ms = max(per_fwd.get(row, 0.0), 0.0)
@@ -196,14 +234,7 @@ def run_profile(config: dict, name: str, phase: str, batch: int, seq: int, devic
                      "floor_ms": f["floor_ms"] if f else None, "bound": f["bound"] if f else None,
                      "efficiency": (f["floor_ms"] / ms) if f and ms > 0 else None,
                      "bytes": f["bytes"] if f else None, "flops": f["flops"] if f else None})
-    floor_total = sum(fl[k]["floor_ms"] for k in ("embedding", "decoder layers", "final RMSNorm", "LM head"))
-    return {"model": name, "phase": phase, "batch": batch, "seq": seq, "device": device, "dtype": dtype,
-            "layers": shape.layers, "params": shape.params, "hardware": hw.as_dict(), "repeats": repeats,
-            "forward_ms": _median(plain) / 1e6, "forward_hooked_ms": total_ms, "floor_ms": floor_total,
-            "efficiency": floor_total / (_median(plain) / 1e6), "modules": rows, "operators": ops,
-            "definition": "forward_ms: median unhooked forward; module ms: mean per forward over the hooked repeats; "
-                          "share: of the mean hooked forward; "
-                          "floor: max(bytes / bandwidth, FLOPs / peak) of that module's own work"}
+    return rows
 
 
 def _median(xs: list[int]) -> float:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from servebench.errors import first_line
 from servebench.estimate.forward import run_profile
 
 
@@ -111,12 +112,13 @@ def profile(**o) -> None:
     try:
         name, cfg = models.find_config(o["model"])
         _check_memory(cfg, name, o["device"], o["dtype"], o["layers"])
-        result = run_profile(cfg, name, o["phase"], o["batch"], o["seq"], o["device"], o["dtype"], o["repeats"], o["layers"])
+        result = run_profile(cfg, name, o["phase"], o["batch"], o["seq"], device=o["device"], dtype=o["dtype"],
+                             repeats=o["repeats"], layers=o["layers"])
     except (KeyError, ValueError) as e:
         click.echo(f"error: {e.args[0] if e.args else e}", err=True)
         raise SystemExit(2)
     except RuntimeError as e:  # out of memory, unsupported dtype on this device
-        click.echo(f"error: {str(e).splitlines()[0]}", err=True)
+        click.echo(f"error: {first_line(e)}", err=True)
         raise SystemExit(1)
     out = o["out"] or Path("results") / time.strftime("profile-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)

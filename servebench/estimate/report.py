@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from servebench.errors import described
+
 
 def section(run_dir: Path, summary: dict | None = None) -> dict:
     """summary.json's `efficiency` block when the run stored one, else computed now."""
@@ -18,7 +20,7 @@ def render_efficiency(run_dir: Path, console, summary: dict | None = None) -> No
     try:
         e = section(run_dir, summary)
     except Exception as exc:  # never let the estimate break a report of measured data
-        console.print(f"efficiency: unavailable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+        console.print(f"efficiency: unavailable ({described(exc)})")
         return
     if not e.get("available"):
         console.print(f"efficiency: unavailable ({e.get('reason')})")

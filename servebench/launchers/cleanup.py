@@ -16,7 +16,7 @@ from typing import Any, Callable
 import click
 
 from servebench.launchers.owner import from_labels, from_tags, ledgers, owner_alive, state_dir
-from servebench.launchers.readiness import one_line
+from servebench.errors import folded
 from servebench.launchers.sagemaker_teardown import Teardown, err_text
 
 TYPES = {"endpoint": "sagemaker:endpoint", "endpoint-config": "sagemaker:endpoint-config", "model": "sagemaker:model"}
@@ -118,7 +118,7 @@ def clean_docker(client: Any, *, everything: bool, dry_run: bool, say: Callable[
         except Exception as e:
             if type(e).__name__ != "NotFound":
                 n -= 1
-                say(f"WARNING: could not remove container {c.name}: {one_line(str(e))}")
+                say(f"WARNING: could not remove container {c.name}: {folded(str(e))}")
     return n
 
 
@@ -167,7 +167,7 @@ def run_cleanup(opts: CleanupOptions, say: Callable[[str], None]) -> list[str]:
             n = clean_docker(client, everything=opts.all, dry_run=opts.dry_run, say=say)
             say(f"docker: {n} {'to remove' if opts.dry_run else 'removed'}")
         except Exception as e:
-            say(f"docker: not reachable ({one_line(str(e)) or type(e).__name__}): skipped")
+            say(f"docker: not reachable ({folded(str(e)) or type(e).__name__}): skipped")
     return errors
 
 

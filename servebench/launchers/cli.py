@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -44,6 +45,37 @@ def _model(model: str, launcher: str) -> str:
         return model
 
 
+@dataclass(slots=True)
+class LaunchOptions:
+    """`servebench launch`'s options; the launcher-specific ones go to LaunchRequest.options."""
+
+    model: str
+    launcher_name: str
+    gpus: list[int] | None
+    port: int | None
+    ready_timeout: float | None
+    run_dir: Path | None
+    env: tuple = ()
+    dry_run: bool = False
+    served_model_name: str | None = None
+    quantize: str | None = None
+    max_input_tokens: int | None = None
+    max_total_tokens: int | None = None
+    image: str | None = None
+    endpoint: str | None = None
+    instance_type: str | None = None
+    role_arn: str | None = None
+    region: str | None = None
+
+    def launcher_options(self) -> dict:
+        """The options given, named as the launchers read them (an endpoint is also a base_url)."""
+        named = {"served_model_name": self.served_model_name, "quantize": self.quantize,
+                 "max_input_tokens": self.max_input_tokens, "max_total_tokens": self.max_total_tokens,
+                 "image": self.image, "base_url": self.endpoint, "endpoint": self.endpoint,
+                 "instance_type": self.instance_type, "role_arn": self.role_arn, "region": self.region}
+        return {k: v for k, v in named.items() if v is not None}
+
+
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("engine")
 @click.option("--model", "-m", required=True, help="Preset name, model directory, or hub id.")
@@ -65,22 +97,19 @@ def _model(model: str, launcher: str) -> str:
 @click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Environment variable for the server (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Print the docker command, process command or SageMaker configuration; start nothing.")
 @click.argument("server_args", nargs=-1, type=click.UNPROCESSED)
-def launch(engine, model, launcher_name, gpus, port, served_model_name, quantize, max_input_tokens, max_total_tokens,
-           ready_timeout, run_dir, image, endpoint, instance_type, role_arn, region, server_args, env=(), dry_run=False):
+def launch(engine, server_args, **opts):
     """Start ENGINE serving MODEL and hold it until Ctrl-C. Arguments after `--` go to the engine."""
-    options = {k: v for k, v in {
-        "served_model_name": served_model_name, "quantize": quantize, "max_input_tokens": max_input_tokens,
-        "max_total_tokens": max_total_tokens, "image": image, "base_url": endpoint, "endpoint": endpoint,
-        "instance_type": instance_type, "role_arn": role_arn, "region": region}.items() if v is not None}
+    o = LaunchOptions(**opts)
+    launcher_name = o.launcher_name
     try:
         load_spec(engine)  # a typo in the engine fails before any model is resolved or generated
-        req = LaunchRequest(engine=engine, model=_model(model, launcher_name), gpus=gpus, port=port,
-                            extra_args=list(server_args), ready_timeout_s=ready_timeout, run_dir=run_dir, options=options,
-                            env=_env(env))
+        req = LaunchRequest(engine=engine, model=_model(o.model, launcher_name), gpus=o.gpus, port=o.port,
+                            extra_args=list(server_args), ready_timeout_s=o.ready_timeout, run_dir=o.run_dir,
+                            options=o.launcher_options(), env=_env(o.env))
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     launcher = get_launcher(launcher_name)
-    if dry_run:
+    if o.dry_run:
         try:
             click.echo(launcher.dry_run(req))
         except (LaunchError, ValueError) as e:

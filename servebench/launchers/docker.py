@@ -17,13 +17,14 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+from servebench.errors import folded
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.docker_parts import PullProgress, device_requests, docker_run_line
 from servebench.launchers.preflight import local_checks, run_checks
 from servebench.launchers.owner import docker_labels, from_labels, owner_alive
 from servebench.launchers.timeouts import option_s, ready_timeout
 from servebench.signals import shielded
-from servebench.launchers.readiness import free_port, log_dir, log_tail, one_line, redact_env, served_name, wait_ready
+from servebench.launchers.readiness import free_port, is_secret, log_tail, opening, redact_env, served_name, wait_ready
 from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
 
 
@@ -58,7 +59,7 @@ class DockerLauncher:
             try:
                 self._client = docker.from_env()
             except docker.errors.DockerException as e:
-                raise LaunchError(f"cannot reach the docker daemon: {one_line(str(e))}") from None
+                raise LaunchError(f"cannot reach the docker daemon: {folded(e)}") from None
         return self._client
 
     def plan(self, spec: EngineSpec, req: LaunchRequest, host_port: int) -> dict[str, Any]:
@@ -107,15 +108,10 @@ class DockerLauncher:
             raise LaunchError(str(e)) from None
 
     def start(self, req: LaunchRequest) -> Server:
-        try:
-            spec = load_spec(req.engine)
-            port = req.port or free_port(self.host)
-            plan = self.plan(spec, req, port)
-        except SpecError as e:
-            raise LaunchError(str(e)) from None
+        op = opening(req, self.host, self.plan)
+        spec, port, plan, adapter = op.spec, op.port, op.plan, op.adapter
         kw = plan["kwargs"]
-        self.log_path = log_dir(req, spec.name) / "server.log"
-        adapter = req.options.get("adapter") or spec.adapter
+        self.log_path = op.log_path
         self.stop_grace_s = option_s(req, "stop_grace_s", self.stop_grace_s)
         cache = Path(req.options.get("hf_cache") or hf_cache_dir()).expanduser()
         run_checks(local_checks(req, cache), self.progress)  # before any pull: GPUs asked for, disk for the weights
@@ -134,7 +130,7 @@ class DockerLauncher:
         except BaseException as e:  # readiness failure, docker error, Ctrl-C: never leave it running
             self.stop()
             if isinstance(e, Exception) and not isinstance(e, LaunchError) and _is_docker_error(e):
-                raise LaunchError(f"docker: {one_line(str(e))}") from None
+                raise LaunchError(f"docker: {folded(e)}") from None
             raise
         return Server(base_url=f"http://{self.host}:{port}", engine=spec.name, adapter=adapter,
                       time_to_ready_s=ready_s, info={
@@ -161,7 +157,7 @@ class DockerLauncher:
         deadline = time.monotonic() + timeout_s
         for ev in self.client.api.pull(repo, tag=tag, stream=True, decode=True):
             if "error" in ev:
-                raise LaunchError(f"docker pull {image} failed: {one_line(str(ev['error']))}")
+                raise LaunchError(f"docker pull {image} failed: {folded(ev['error'])}")
             pull.event(ev)
             if time.monotonic() >= deadline:  # the pull phase's own time-out, apart from start-up's
                 raise LaunchError(f"docker pull {image}: phase download timed out after {timeout_s:.0f}s "
@@ -249,7 +245,7 @@ def _remove(container: Any, progress: Callable[[str], None]) -> None:
         container.remove(force=True)  # kill + remove, even if it already exited
     except Exception as e:
         if type(e).__name__ != "NotFound":
-            progress(f"warning: could not remove container {container.name}: {one_line(str(e))}")
+            progress(f"warning: could not remove container {container.name}: {folded(str(e))}")
 
 
 def _is_docker_error(e: BaseException) -> bool:

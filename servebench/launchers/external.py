@@ -7,8 +7,9 @@ from typing import Any
 
 import httpx
 
+from servebench.errors import folded
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
-from servebench.launchers.readiness import one_line, served_name
+from servebench.launchers.readiness import served_name
 from servebench.engines.specs import SpecError, load_spec
 from servebench.transport.sagemaker import endpoint_url, parse_endpoint
 
@@ -59,9 +60,9 @@ class ExternalLauncher:
                 try:
                     r = client.get(base_url + path)
                 except httpx.ConnectError as e:  # nothing listens: no other path will answer
-                    raise LaunchError(f"endpoint {base_url} is unreachable: {one_line(str(e)) or type(e).__name__}") from None
+                    raise LaunchError(f"endpoint {base_url} is unreachable: {folded(e) or type(e).__name__}") from None
                 except httpx.HTTPError as e:
-                    last = f"GET {path} -> {one_line(str(e)) or type(e).__name__}"
+                    last = f"GET {path} -> {folded(e) or type(e).__name__}"
                     continue
                 answered = True
                 if r.status_code == 200:
@@ -77,9 +78,9 @@ class ExternalLauncher:
             sm = self._sm or _boto_client("sagemaker", region)
             status = sm.describe_endpoint(EndpointName=name)["EndpointStatus"]
         except ClientError as e:
-            raise LaunchError(f"SageMaker endpoint {name!r}: {one_line(e.response['Error'].get('Message', str(e)))}") from None
+            raise LaunchError(f"SageMaker endpoint {name!r}: {folded(e.response['Error'].get('Message', str(e)))}") from None
         except BotoCoreError as e:
-            raise LaunchError(f"SageMaker endpoint {name!r}: {one_line(str(e))}") from None
+            raise LaunchError(f"SageMaker endpoint {name!r}: {folded(e)}") from None
         if status != "InService":
             raise LaunchError(f"SageMaker endpoint {name!r} is {status}, not InService")
         return status

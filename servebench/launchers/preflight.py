@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servebench.launchers.base import LaunchError, LaunchRequest
-from servebench.launchers.readiness import one_line
+from servebench.errors import folded
 from servebench.launchers.timeouts import WEIGHT_FILES, weights_gb
 
 HEADROOM = 1.1  # partial downloads and the tokenizer beside the weights
@@ -59,7 +59,7 @@ def check_gpus(gpus: list[int] | None, nvml: Any = None) -> str:
             import pynvml as nvml
         nvml.nvmlInit()
     except Exception as e:  # no driver here, or NVML not installed: docker says so at create
-        return f"gpus: not checked (NVML: {one_line(str(e)) or type(e).__name__})"
+        return f"gpus: not checked (NVML: {folded(str(e)) or type(e).__name__})"
     try:
         count = int(nvml.nvmlDeviceGetCount())
         cuda = int(nvml.nvmlSystemGetCudaDriverVersion())
@@ -86,7 +86,7 @@ def check_quota(quotas: Any, instance_type: str, count: int) -> str:
         raise
     except Exception as e:  # no permission for Service Quotas: the create call will tell
         resp = getattr(e, "response", None) or {}
-        return f"quota: not checked ({one_line(resp.get('Error', {}).get('Code') or type(e).__name__)})"
+        return f"quota: not checked ({folded(resp.get('Error', {}).get('Code') or type(e).__name__)})"
     return f"quota: {want} not listed, not checked"
 
 

@@ -16,7 +16,7 @@ import psutil
 from servebench.engines.hostcpu import choose_dtype, slow_path_lines
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.timeouts import ready_timeout
-from servebench.launchers.readiness import free_port, log_dir, log_tail, redact_env, served_name, wait_ready
+from servebench.launchers.readiness import free_port, log_tail, opening, redact_env, served_name, wait_ready
 from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
 
 
@@ -101,14 +101,10 @@ class ProcessLauncher:
         return " ".join(env + [shlex.join(argv)])
 
     def start(self, req: LaunchRequest) -> Server:
-        try:
-            spec = load_spec(req.engine)
-            port = req.port or free_port(self.host)
-            argv = self.command(spec, req, port)
-        except SpecError as e:
-            raise LaunchError(str(e)) from None
+        op = opening(req, self.host, self.command)
+        spec, port, argv = op.spec, op.port, op.plan
         env, chosen = self.env(spec, req)
-        self.log_path = log_dir(req, spec.name) / "server.log"
+        self.log_path = op.log_path
         try:
             with open(self.log_path, "ab") as log:
                 # own session = own process group, so stop() reaches every worker the engine spawns
@@ -117,7 +113,7 @@ class ProcessLauncher:
         except OSError as e:
             raise LaunchError(f"cannot start {spec.name}: {argv[0]}: {e.strerror}") from None
         base_url = f"http://{self.host}:{port}"
-        adapter = req.options.get("adapter") or spec.adapter
+        adapter = op.adapter
         try:
             atexit.register(self.stop)
             ready_s = wait_ready(spec, base_url, adapter=adapter, model=self.served(spec, req), timeout_s=ready_timeout(req),

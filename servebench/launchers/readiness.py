@@ -11,13 +11,15 @@ import socket
 import tempfile
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import httpx
 
+from servebench.errors import folded
 from servebench.launchers.base import LaunchError, LaunchRequest
-from servebench.engines.specs import EngineSpec
+from servebench.engines.specs import EngineSpec, SpecError, load_spec
 
 PROBE_PROMPT = "Hello"
 PROBE_TOKENS = 2
@@ -66,8 +68,28 @@ def served_name(req: LaunchRequest) -> str:
     return req.options.get("served_model_name") or req.model
 
 
-def one_line(text: str, width: int = 300) -> str:
-    return " ".join(text.split())[:width]
+@dataclass(slots=True)
+class Opening:
+    """What a local launcher knows before it starts anything."""
+
+    spec: EngineSpec
+    port: int
+    plan: Any  # the launcher's own: docker run's kwargs, the engine's argv
+    log_path: Path
+    adapter: str
+
+
+def opening(req: LaunchRequest, host: str, plan: Callable[[EngineSpec, LaunchRequest, int], Any]) -> Opening:
+    """The start of every local launcher's start(): the spec, a port, the launcher's plan (a spec
+    error is a LaunchError, before anything runs), where server.log goes, the adapter."""
+    try:
+        spec = load_spec(req.engine)
+        port = req.port or free_port(host)
+        planned = plan(spec, req, port)
+    except SpecError as e:
+        raise LaunchError(str(e)) from None
+    return Opening(spec, port, planned, log_dir(req, spec.name) / "server.log",
+                   req.options.get("adapter") or spec.adapter)
 
 
 def probe_generation(
@@ -90,7 +112,7 @@ def probe_generation(
     except httpx.TimeoutException:
         raise LaunchError(f"{what} timed out after {timeout_s:.0f}s") from None
     except httpx.HTTPError as e:
-        raise LaunchError(f"{what} failed: {one_line(str(e)) or type(e).__name__}") from None
+        raise LaunchError(f"{what} failed: {folded(e) or type(e).__name__}") from None
     finally:
         if own:
             client.close()
@@ -105,7 +127,7 @@ def probe_generation(
             return
     if not 200 <= r.status_code < 300:
         raise LaunchError(f"{what} got HTTP {r.status_code}: "
-                          f"{one_line(body.decode('utf-8', 'replace'), 200)}")
+                          f"{folded(body.decode('utf-8', 'replace'), 200)}")
 
 
 def wait_ready(

@@ -23,7 +23,8 @@ from servebench.engines.specs import EngineSpec, SpecError, load_spec
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.owner import Ledger, aws_tags
 from servebench.launchers.preflight import check_quota
-from servebench.launchers.readiness import one_line, redact_env
+from servebench.errors import folded
+from servebench.launchers.readiness import redact_env
 from servebench.launchers.sagemaker_teardown import Teardown, err_text
 from servebench.launchers.timeouts import PROBE_S, option_s, ready_timeout, weights_gb
 from servebench.signals import shielded
@@ -225,7 +226,7 @@ class SageMakerLauncher:
             if status == "InService":
                 return
             if status in _FAILED:
-                raise LaunchError(f"sagemaker endpoint {name} is {status}: {one_line(d.get('FailureReason') or '')}")
+                raise LaunchError(f"sagemaker endpoint {name} is {status}: {folded(d.get('FailureReason') or '')}")
             if time.monotonic() >= deadline:
                 gb = f"~{p['weights_gb']:.0f} GB of weights, " if p["weights_gb"] else ""
                 raise LaunchError(

@@ -15,7 +15,7 @@ import time
 from typing import Any, Callable
 
 from servebench.launchers.owner import Ledger
-from servebench.launchers.readiness import one_line
+from servebench.errors import folded
 
 BUSY = ("Creating", "Updating", "SystemUpdating", "RollingBack", "UpdateRollbackFailed")
 DELETE = {"endpoint": ("delete_endpoint", "EndpointName"),
@@ -25,7 +25,7 @@ DELETE = {"endpoint": ("delete_endpoint", "EndpointName"),
 
 def err_text(e: BaseException) -> str:
     resp = getattr(e, "response", None) or {}
-    return one_line(resp.get("Error", {}).get("Message") or str(e))
+    return folded(resp.get("Error", {}).get("Message") or str(e))
 
 
 def _missing(e: BaseException) -> bool:

@@ -79,7 +79,22 @@ def render(run_dir: Path, console: Console | None = None) -> None:
         f"[bold]{engine.get('name', cfg.get('backend', '?'))}[/] {engine.get('version') or ''}  model={run.get('model', cfg.get('model'))}  "
         f"{mode}  {_lengths(wl, s)}  status={s['status']}"
     )
+    console.print(_throughput(s))
+    console.print(_latency(s))
+    o, i = s["output_tokens"], s["input_tokens"]
+    console.print(
+        f"tokens: input requested {_f(i['requested_mean'], 1)}, server-counted {_f(i['server_mean'], 1)} | "
+        f"output requested {_f(o['requested_mean'], 1)}, achieved {_f(o['achieved_mean'], 1)} "
+        f"(server-reported for {o['server_reported']}/{s['completed']})"
+    )
+    console.print("client: " + ", ".join(_client(s)))
+    _notes(s, run, console)
+    from servebench.estimate.report import render_efficiency  # issue 13: measured vs physical floor
 
+    render_efficiency(run_dir, console, s)
+
+
+def _throughput(s: dict) -> Table:
     t = Table(title="Throughput", show_header=True, header_style="bold")
     for col in ("completed", "failed", "duration s", "req/s", "output tok/s", "total tok/s", "in flight: target / mean / max"):
         t.add_column(col, justify="right")
@@ -89,8 +104,10 @@ def render(run_dir: Path, console: Console | None = None) -> None:
         _f(s["output_token_throughput"], 1), _f(s["total_token_throughput"], 1),
         f"{_f(c.get('target'))} / {_f(c.get('mean_in_flight'))} / {_f(c.get('max_in_flight'))}",
     )
-    console.print(t)
+    return t
 
+
+def _latency(s: dict) -> Table:
     lat = Table(title="Latency (ms)", show_header=True, header_style="bold")
     lat.add_column("metric")
     for col in ("mean", "p50", "p90", "p95", "p99"):
@@ -98,14 +115,11 @@ def render(run_dir: Path, console: Console | None = None) -> None:
     for key, label in (("ttft_ms", "TTFT"), ("itl_ms", "ITL"), ("tpot_ms", "TPOT"), ("e2e_ms", "end-to-end"), ("ms_per_token", "ms/token (e2e/tokens)")):
         d = s[key]
         lat.add_row(label, *(_f(d.get(k)) for k in ("mean", "p50", "p90", "p95", "p99")))
-    console.print(lat)
+    return lat
 
-    o, i = s["output_tokens"], s["input_tokens"]
-    console.print(
-        f"tokens: input requested {_f(i['requested_mean'], 1)}, server-counted {_f(i['server_mean'], 1)} | "
-        f"output requested {_f(o['requested_mean'], 1)}, achieved {_f(o['achieved_mean'], 1)} "
-        f"(server-reported for {o['server_reported']}/{s['completed']})"
-    )
+
+def _client(s: dict) -> list[str]:
+    """The client's side of the run: its waits, lags, CPU and whether it kept up."""
     client = [f"slot wait p99 {_f((s.get('slot_wait_ms') or {}).get('p99'))} ms", f"dispatch lag p99 {_f((s.get('dispatch_lag_ms') or {}).get('p99'))} ms"]
     if s.get("loop_lag_ms"):
         client.append(f"event-loop lag p99 {_f(s['loop_lag_ms'].get('p99'))} ms")
@@ -120,7 +134,11 @@ def render(run_dir: Path, console: Console | None = None) -> None:
     rate = s.get("rate") or {}
     if rate.get("target"):
         client.insert(0, f"rate target {_f(rate['target'])}/s achieved {_f(rate.get('achieved'))}/s")
-    console.print("client: " + ", ".join(client))
+    return client
+
+
+def _notes(s: dict, run: dict, console: Console) -> None:
+    """Telemetry headlines, the server's dtype and the warnings."""
     tel = s.get("telemetry") or {}
     for name, ts in tel.items():
         if isinstance(ts, dict) and ts.get("available") is False:
@@ -132,6 +150,3 @@ def render(run_dir: Path, console: Console | None = None) -> None:
         console.print(f"server dtype: {info['dtype']['dtype']} ({info['dtype'].get('why')})")
     for w in warnings(s):
         console.print(f"[yellow]warning:[/] {w}")
-    from servebench.estimate.report import render_efficiency  # issue 13: measured vs physical floor
-
-    render_efficiency(run_dir, console, s)

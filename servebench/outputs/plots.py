@@ -15,6 +15,8 @@ import click
 import numpy as np
 import pandas as pd
 
+from servebench.errors import described
+
 GIB = 1024**3
 
 
@@ -52,7 +54,7 @@ def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
     try:
         return pd.read_parquet(p)
     except Exception as e:
-        raise PlotError(f"cannot read {p}: {type(e).__name__}: {e}".splitlines()[0]) from e
+        raise PlotError(f"cannot read {p}: {described(e)}") from e
 
 
 def in_flight(sent_ns: np.ndarray, end_ns: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +114,13 @@ def build(run_dir: str | Path) -> Timeline:
     edges, rate = tokens_per_s(tok_ns_a, tok_n_a, t0, max(last_end, t0 + 1))
     # Repeat the last rate at the final edge so a step plot draws the last bin too.
     tps.series.append(Series("client", edges, np.append(rate, rate[-1]), step=True))
-    panels = [flight, tps]
+    panels = [flight, tps] + _server_panels(run_dir, t0, flight)
+    return Timeline(t0, (0.0, (last_end - t0) / 1e9), panels)
+
+
+def _server_panels(run_dir: Path, t0: int, flight: Panel) -> list[Panel]:
+    """Panels of the telemetry files a run holds; the server's own queue joins `flight`."""
+    panels: list[Panel] = []
 
     def rel(df: pd.DataFrame) -> np.ndarray:
         return (df["t_ns"].to_numpy(np.int64) - t0) / 1e9
@@ -140,7 +148,7 @@ def build(run_dir: str | Path) -> Timeline:
         if sm["kv_cache_usage"].notna().any():
             kv = sm["kv_cache_usage"].to_numpy(float) * 100  # the engines report a fraction
             panels.append(Panel("KV-cache use", "%", [Series("server", rel(sm), kv)]))
-    return Timeline(t0, (0.0, (last_end - t0) / 1e9), panels)
+    return panels
 
 
 def _png(tl: Timeline, path: Path) -> None:

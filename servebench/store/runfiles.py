@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from servebench import SCHEMA_VERSION
+from servebench.errors import first_line
 from servebench.records import RequestRecord
 
 _COLUMNS: list[tuple[str, pa.DataType]] = [
@@ -120,7 +121,7 @@ def load_records(path: Path) -> list[RequestRecord]:
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException) as e:  # truncated or not parquet at all
-        raise DamagedFile(f"{path}: unreadable ({_first_line(e)})") from None
+        raise DamagedFile(f"{path}: unreadable ({first_line(e)})") from None
     missing = [name for name, _ in _COLUMNS if name not in table.column_names]
     if missing:
         raise DamagedFile(f"{path}: missing columns {', '.join(missing)}")
@@ -134,12 +135,7 @@ def check_records(path: Path) -> int:
     try:
         return pq.read_table(path, columns=["index", "sent_ns", "end_ns"]).num_rows
     except (OSError, pa.ArrowException) as e:
-        raise DamagedFile(f"{path}: unreadable ({_first_line(e)})") from None
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+        raise DamagedFile(f"{path}: unreadable ({first_line(e)})") from None
 
 
 def write_summary(run_dir: Path, summary: dict) -> dict:

@@ -15,6 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from servebench.errors import first_line
 from servebench.store import runfiles
 
 # ENOSPC: no space; EDQUOT: over quota; EFBIG: over the file-size limit (ulimit -f)
@@ -80,5 +81,4 @@ def one_line(e: BaseException) -> str:
             return os.strerror(n)
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return first_line(e)

@@ -4,12 +4,13 @@ sweep resumable. compare is a one-workload sweep with a table per load level."""
 
 from __future__ import annotations
 
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
+from servebench.sweep import console as out
 from servebench.sweep.config import SweepConfig, SweepConfigError, load_config
 
 
@@ -18,11 +19,19 @@ def _fail(msg: str, code: int = 1):
     raise SystemExit(code)
 
 
-def _console():
-    from rich.console import Console
+@dataclass(slots=True)
+class Execution:
+    """How execute() runs a plan: which cells, resumed or dry, a limit search, the executor."""
 
-    # tables are wide: a log file or pipe gets them unwrapped instead of rich's 80 columns
-    return Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 220)
+    only: str | None = None
+    resume: bool = False
+    dry_run: bool = False
+    slo: str | None = None
+    limit_by: str = "concurrency"
+    max_level: float = 256
+    executor: str = "local"
+    executor_options: dict = field(default_factory=dict)
+    show_commands: bool = False  # with dry_run: each group's exact launch
 
 
 @click.command()
@@ -41,13 +50,12 @@ def _console():
               help="A results dir every Ray node mounts at this same path: nodes write run dirs there (also sets --results-dir).")
 @click.option("--max-retries", default=None, type=click.IntRange(min=0), help="Re-runs of a group whose node was lost (--executor ray; default 2).")
 @click.option("--show-commands", is_flag=True, help="With --dry-run: each group's docker/process command or SageMaker configuration.")
-def sweep(config: Path, dry_run: bool, resume: bool, only: str | None, results_dir: Path | None, name: str | None,
-          slo: str | None, limit_by: str, max_level: float, executor: str, address: str | None,
-          results_shared: Path | None, max_retries: int | None, show_commands: bool = False) -> None:
+def sweep(config: Path, results_dir: Path | None, name: str | None, address: str | None,
+          results_shared: Path | None, max_retries: int | None, **run) -> None:
     """Run a matrix of server configurations x load points from a YAML config."""
     ray_opts = {k: v for k, v in (("address", address), ("results_shared", results_shared),
                                   ("max_retries", max_retries)) if v is not None}
-    if ray_opts and executor != "ray":
+    if ray_opts and run["executor"] != "ray":
         _fail(f"--{next(iter(ray_opts)).replace('_', '-')} applies to --executor ray", 2)
     if results_shared is not None:
         if results_dir is not None and results_dir.resolve() != results_shared.resolve():
@@ -58,12 +66,12 @@ def sweep(config: Path, dry_run: bool, resume: bool, only: str | None, results_d
         cfg, text = load_config(config, overrides)
     except SweepConfigError as e:
         _fail(str(e), 2)
-    execute(cfg, text, "sweep", Path(cfg.results_dir) / cfg.name, only=only, resume=resume, dry_run=dry_run,
-            slo=slo, limit_by=limit_by, max_level=max_level, executor=executor, executor_options=ray_opts)
-    if dry_run and show_commands:
+    ex = Execution(**run, executor_options=ray_opts)
+    execute(cfg, text, "sweep", Path(cfg.results_dir) / cfg.name, ex)
+    if ex.dry_run and ex.show_commands:
         from servebench.sweep.plan import launch_commands
 
-        for line in launch_commands(cfg, only):
+        for line in launch_commands(cfg, ex.only):
             click.echo(line)
 
 
@@ -97,32 +105,16 @@ def _csv(value: str | None, cast=str) -> list:
 @click.option("--name", default=None, help="Directory name (default: <time>-compare-<engines>).")
 @click.option("--no-telemetry", is_flag=True)
 @click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="Environment variable for every server (repeatable).")
-def compare(backends, model, concurrency, rate, requests, duration, input_tokens, output_tokens, warmup, repeats, seed,
-            launcher, gpus, quantization, endpoints, server_args, results_dir, name, no_telemetry, env=()) -> None:
+def compare(**opts) -> None:
     """One workload against several engines, each launched once, side by side."""
-    engines = _csv(backends)
-    eps = dict(_pair(x, "--endpoint") for x in _csv(endpoints))
-    extra: dict[str, list[str]] = {}
-    for x in server_args:
-        eng, arg = _pair(x, "--server-arg")
-        extra.setdefault(eng, []).append(arg)
-    unknown = sorted((set(eps) | set(extra)) - set(engines))
-    if unknown:
-        _fail(f"--endpoint/--server-arg name engine(s) not in --backends: {', '.join(unknown)}", 2)
-    servers = []
-    for eng in engines:
-        s = {"engine": eng, "model": model, "launcher": "external" if eng in eps else launcher,
-             "gpus": _csv(gpus, int) or None, "quantization": quantization, "server_args": extra.get(eng, []),
-             "env": dict(x.split("=", 1) if "=" in x else _fail(f"--env: expected NAME=VALUE, got {x!r}", 2) for x in env)}
-        if eng in eps:
-            s["endpoint"] = eps[eng]
-        servers.append(s)
-    short = [Path(e).stem if e.endswith((".yaml", ".yml")) else e for e in engines]
-    name = name or f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{'-'.join(short)}"
-    data = {"name": name, "results_dir": str(results_dir), "servers": servers, "telemetry": not no_telemetry,
-            "load": {"concurrency": _csv(concurrency, int), "rate": _csv(rate, float), "requests": requests,
-                     "duration_s": duration, "input_tokens": input_tokens, "output_tokens": output_tokens,
-                     "warmup": warmup, "repeats": repeats, "seed": seed}}
+    o = CompareOptions(**opts)
+    servers = o.servers()
+    short = [Path(e).stem if e.endswith((".yaml", ".yml")) else e for e in o.engines]
+    name = o.name or f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{'-'.join(short)}"
+    data = {"name": name, "results_dir": str(o.results_dir), "servers": servers, "telemetry": not o.no_telemetry,
+            "load": {"concurrency": _csv(o.concurrency, int), "rate": _csv(o.rate, float), "requests": o.requests,
+                     "duration_s": o.duration, "input_tokens": o.input_tokens, "output_tokens": o.output_tokens,
+                     "warmup": o.warmup, "repeats": o.repeats, "seed": o.seed}}
     from pydantic import ValidationError
 
     try:
@@ -132,7 +124,60 @@ def compare(backends, model, concurrency, rate, requests, duration, input_tokens
         _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}", 2)
     import yaml
 
-    execute(cfg, yaml.safe_dump(data, sort_keys=False), "compare", Path(results_dir) / name)
+    execute(cfg, yaml.safe_dump(data, sort_keys=False), "compare", Path(o.results_dir) / name)
+
+
+@dataclass(slots=True)
+class CompareOptions:
+    """compare's options, as click gives them (comma lists still text)."""
+
+    backends: str
+    model: str
+    concurrency: str | None
+    rate: str | None
+    requests: int
+    duration: float | None
+    input_tokens: int
+    output_tokens: int
+    warmup: int
+    repeats: int
+    seed: int
+    launcher: str
+    gpus: str | None
+    quantization: str | None
+    endpoints: str | None
+    server_args: tuple[str, ...]
+    results_dir: Path
+    name: str | None
+    no_telemetry: bool
+    env: tuple[str, ...] = ()
+
+    @property
+    def engines(self) -> list[str]:
+        return _csv(self.backends)
+
+    def servers(self) -> list[dict]:
+        """One server entry per engine: launched, or external where --endpoint names one."""
+        engines = self.engines
+        eps = dict(_pair(x, "--endpoint") for x in _csv(self.endpoints))
+        extra: dict[str, list[str]] = {}
+        for x in self.server_args:
+            eng, arg = _pair(x, "--server-arg")
+            extra.setdefault(eng, []).append(arg)
+        unknown = sorted((set(eps) | set(extra)) - set(engines))
+        if unknown:
+            _fail(f"--endpoint/--server-arg name engine(s) not in --backends: {', '.join(unknown)}", 2)
+        servers = []
+        for eng in engines:
+            s = {"engine": eng, "model": self.model, "launcher": "external" if eng in eps else self.launcher,
+                 "gpus": _csv(self.gpus, int) or None, "quantization": self.quantization,
+                 "server_args": extra.get(eng, []),
+                 "env": dict(x.split("=", 1) if "=" in x else _fail(f"--env: expected NAME=VALUE, got {x!r}", 2)
+                             for x in self.env)}
+            if eng in eps:
+                s["endpoint"] = eps[eng]
+            servers.append(s)
+        return servers
 
 
 def _pair(text: str, opt: str) -> tuple[str, str]:
@@ -142,19 +187,19 @@ def _pair(text: str, opt: str) -> tuple[str, str]:
     return key.strip(), value
 
 
-def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, *, only: str | None = None, resume: bool = False,
-            dry_run: bool = False, slo: str | None = None, limit_by: str = "concurrency", max_level: float = 256,
-            executor: str = "local", executor_options: dict | None = None) -> None:
+def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execution | None = None) -> None:
     from servebench.sweep import plan as planning
     from servebench.sweep.executor import EXECUTORS, ExecutorError
     from servebench.sweep.group import LimitSpec
     from servebench.sweep.index import SweepIndex
 
-    console = _console()
+    how = how or Execution()
+    only = how.only
+    console = out.stderr_console()
     try:
         full = planning.expand(cfg)
         sub = planning.only(full, only)
-        limit = LimitSpec(slo, limit_by, max_level=max_level) if slo else None
+        limit = LimitSpec(how.slo, how.limit_by, max_level=how.max_level) if how.slo else None
     except (SweepConfigError, ValueError) as e:
         _fail(str(e), 2)
     if limit is not None:  # the search replaces the config's load points
@@ -162,14 +207,14 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, *, only: st
         sub = planning.Plan(cfg, [planning.Group(g.id, g.server, []) for g in sub.groups])
     if not sub.groups:
         _fail(f"--only {only!r} matches no cell", 2)
-    if executor not in EXECUTORS:
-        _fail(_executor_hint(executor), 2)
+    if how.executor not in EXECUTORS:
+        _fail(_executor_hint(how.executor), 2)
     _check_servers(sub)
-    if dry_run:
-        _print_plan(sub, sweep_dir, limit, console)
+    if how.dry_run:
+        out.print_plan(sub, sweep_dir, limit, console)
         return
     exists = (sweep_dir / "index.json").exists()
-    if exists and not resume:
+    if exists and not how.resume:
         _fail(f"{sweep_dir} already holds a sweep: --resume to continue it, or --name for a new one", 2)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -189,13 +234,13 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, *, only: st
     interruptible()
     interrupted = False
     try:
-        EXECUTORS[executor](**(executor_options or {})).run(todo, index, lambda m: console.print(m, markup=False), limit)
+        EXECUTORS[how.executor](**how.executor_options).run(todo, index, lambda m: console.print(m, markup=False), limit)
     except KeyboardInterrupt:
         interrupted = True
     except ExecutorError as e:
         index.save()
         _fail(str(e), 2)
-    _finish(index, sweep_dir, kind, interrupted, console)
+    out.finish(index, sweep_dir, kind, interrupted, console)
 
 
 def _check_servers(plan) -> None:
@@ -218,79 +263,3 @@ def _executor_hint(name: str) -> str:
     from servebench.sweep.executor import EXECUTORS
 
     return f"unknown executor {name!r} (known: {', '.join(EXECUTORS)})"
-
-
-def _print_plan(plan, sweep_dir: Path, limit, console) -> None:
-    from rich.table import Table
-
-    t = Table(title=f"plan: {sweep_dir}", header_style="bold")
-    for col in ("group", "server", "launcher", "cells", "load points"):
-        t.add_column(col)
-    for g in plan.groups:
-        pts = ", ".join(dict.fromkeys(c.load.level for c in g.cells)) or f"search: {limit.text}"
-        t.add_row(g.id, g.server.label, g.server.launcher, str(len(g.cells)), pts)
-    console.print(t)
-    launches = sum(1 for g in plan.groups if g.server.launcher != "external")
-    timed = [c.load.duration_s for c in plan.cells if c.load.duration_s]
-    est = f"; at least {sum(timed) / 60:.1f} min of load (duration-bound cells)" if timed else ""
-    console.print(f"{len(plan.groups)} server group(s), {launches} launch(es), {len(plan.cells)} cell(s){est}. "
-                  "Per-cell time is known after the first cell; the sweep prints time left as it goes.")
-
-
-def _finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> None:
-    from servebench.sweep import compare as cmp
-
-    counts = index.counts()
-    total = len(index.data["cells"])
-    t = index.data.get("timing") or {}
-    share = t.get("overhead_share")
-    if total:
-        try:
-            tabs = cmp.tables(sweep_dir)
-            (sweep_dir / f"{kind}.md").write_text(cmp.markdown(tabs))
-            _print_tables(tabs, console)
-        except Exception as e:  # noqa: BLE001 - the index is already safe on disk
-            console.print(f"could not build the comparison tables: {e}", markup=False)
-    parts = [f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "interrupted", "pending") if counts.get(s)]
-    line = f"{kind}: {', '.join(parts) or 'no cells'} of {total} cell(s)"
-    if share is not None:
-        line += f"; server start/stop {t['server_overhead_s']:.0f} s = {share:.1%} of {t['wall_s']:.0f} s wall"
-    console.print(line, markup=False)
-    for g in index.data["groups"]:
-        if g.get("limit"):
-            lm = g["limit"]
-            console.print(f"{g['server']['label']}: highest {lm['by']} meeting {lm['slo']}: {lm['max_meeting']}"
-                          f" (first missing: {lm['first_missing']})", markup=False)
-    click.echo(str(sweep_dir))
-    if interrupted:
-        click.echo(f"error: interrupted; finished cells are kept: servebench sweep ... --resume continues", err=True)
-        sys.stdout.flush()
-        raise SystemExit(130)
-    bad = counts.get("failed", 0) + counts.get("interrupted", 0) + counts.get("pending", 0)
-    if bad:
-        first = next((c for c in index.data["cells"] if c["status"] != "done"), {})
-        click.echo(f"error: {bad} of {total} cell(s) not done (first: {first.get('id')}: {first.get('error')})", err=True)
-        raise SystemExit(1)
-
-
-def _print_tables(tabs, console) -> None:
-    from rich.table import Table
-
-    from servebench.sweep.compare import COLUMNS, fmt
-
-    keep = {"req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "ITL p99", "e2e p99", "ms/token p50", "out len"}
-    for tab in tabs:
-        cols = [(j, c) for j, c in enumerate(COLUMNS) if c[0] in keep
-                or (c[0].startswith(("GPU", "J/")) and any(r.values[j] is not None for r in tab.rows))]
-        t = Table(title=tab.level, header_style="bold")
-        t.add_column("server")
-        for _, c in cols:
-            t.add_column(c[0], justify="right")
-        t.add_column("notes")
-        for r in tab.rows:
-            cells = []
-            for j, (name, _, _, digits) in cols:
-                s = fmt(r.values[j], digits)
-                cells.append(f"[bold green]{s}[/]" if r.label in tab.winners.get(name, []) else s)
-            t.add_row(r.label, *cells, r.note)
-        console.print(t)

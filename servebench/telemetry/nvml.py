@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from servebench.telemetry.gpus import Device, is_local, parse_visible, resolve_devices, text
-from servebench.telemetry.periodic import PeriodicSampler, Unavailable, one_line
+from servebench.errors import described
+from servebench.telemetry.periodic import PeriodicSampler, Unavailable
 from servebench.telemetry.summary import finalize, finite, headline, interp_delta, mean_in, peak_in, unavailable
 
 COLUMNS = (
@@ -62,14 +63,14 @@ class NvmlSampler(PeriodicSampler):
             try:
                 import pynvml
             except ImportError as e:
-                raise Unavailable(f"nvidia-ml-py is not installed ({one_line(e)})") from e
+                raise Unavailable(f"nvidia-ml-py is not installed ({described(e)})") from e
             self._nvml = pynvml
         nv = self._nvml
         base = _errors(nv, ("NVMLError",)) or (Exception,)
         try:
             nv.nvmlInit()
         except base as e:
-            raise Unavailable(f"NVML unavailable: {one_line(e)}") from e
+            raise Unavailable(f"NVML unavailable: {described(e)}") from e
         try:
             visible = parse_visible(self._env.get("CUDA_VISIBLE_DEVICES"))
             self.devices = resolve_devices(nv, self._gpus, visible)
@@ -146,9 +147,9 @@ class NvmlSampler(PeriodicSampler):
                 try:
                     vals.update(self._read(d, g))
                 except self._skip as e:
-                    d.skipped[g] = one_line(e)
+                    d.skipped[g] = described(e)
                 except self._lost as e:
-                    d.lost = f"device lost at t_ns={t_ns}: {one_line(e)}"
+                    d.lost = f"device lost at t_ns={t_ns}: {described(e)}"
                     break
                 except Exception:
                     pass  # transient (timeout, not ready): this value is missing this time
@@ -162,19 +163,13 @@ class NvmlSampler(PeriodicSampler):
         return bool(self.rows)
 
     def write(self, run_dir: Path) -> list[str]:
-        if not self.rows:
-            return []
-        import pandas as pd
-
-        path = Path(run_dir) / "gpu.parquet"
-        pd.DataFrame(self.rows, columns=list(COLUMNS)).to_parquet(path, index=False)
-        return ["gpu.parquet"]
+        return self._write_rows(run_dir, "gpu.parquet", COLUMNS)
 
     def summary(self, output_tokens: int | None = None) -> dict[str, Any]:
         try:
             out = self._unavailable_summary() or self._summarize()
         except Exception as e:
-            return unavailable(f"summary failed: {one_line(e)}")
+            return unavailable(f"summary failed: {described(e)}")
         return finalize(out, output_tokens) if output_tokens is not None else out
 
     def _summarize(self) -> dict[str, Any]:

@@ -13,15 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from servebench.errors import described
+
 
 class Unavailable(Exception):
     """Nothing can be sampled; the message (one line) goes into the summary."""
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    msg = text[0] if text else ""
-    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
 class PeriodicSampler:
@@ -63,7 +59,7 @@ class PeriodicSampler:
         except Unavailable as e:
             self.reason = str(e)
         except Exception as e:  # a broken library must not break the run
-            self.reason = f"could not start: {one_line(e)}"
+            self.reason = f"could not start: {described(e)}"
         return self._opened
 
     def start(self) -> None:
@@ -96,6 +92,15 @@ class PeriodicSampler:
     def write(self, run_dir: Path) -> list[str]:
         raise NotImplementedError
 
+    def _write_rows(self, run_dir: Path, name: str, columns) -> list[str]:
+        """`self.rows` as run_dir/name (a parquet file); nothing when no sample was taken."""
+        if not self.rows:
+            return []
+        import pandas as pd
+
+        pd.DataFrame(self.rows, columns=list(columns)).to_parquet(Path(run_dir) / name, index=False)
+        return [name]
+
     def summary(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -107,7 +112,7 @@ class PeriodicSampler:
             try:
                 self._sample(time.perf_counter_ns())
             except Exception as e:
-                self.reason = f"sampling stopped: {one_line(e)}"
+                self.reason = f"sampling stopped: {described(e)}"
 
     def _loop(self) -> None:
         # Deadlines on a fixed grid so the period doesn't drift by the sampling cost; if a

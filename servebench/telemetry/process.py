@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from servebench.telemetry.periodic import PeriodicSampler, Unavailable, one_line
+from servebench.errors import described
+from servebench.telemetry.periodic import PeriodicSampler, Unavailable
 from servebench.telemetry.summary import finite, headline, mean_in, peak_in, unavailable
 
 COLUMNS = ("t_ns", "cpu_cores", "rss_bytes", "num_procs")
@@ -150,13 +151,7 @@ class ProcessSampler(PeriodicSampler):
         return len(self.rows) > 1
 
     def write(self, run_dir: Path) -> list[str]:
-        if not self.rows:
-            return []
-        import pandas as pd
-
-        path = Path(run_dir) / "process.parquet"
-        pd.DataFrame(self.rows, columns=list(COLUMNS)).to_parquet(path, index=False)
-        return ["process.parquet"]
+        return self._write_rows(run_dir, "process.parquet", COLUMNS)
 
     def summary(self) -> dict[str, Any]:
         try:
@@ -187,4 +182,4 @@ class ProcessSampler(PeriodicSampler):
                 out["stopped_early"] = self.reason
             return out
         except Exception as e:
-            return unavailable(f"summary failed: {one_line(e)}")
+            return unavailable(f"summary failed: {described(e)}")

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from servebench.telemetry.periodic import PeriodicSampler, Unavailable, one_line
+from servebench.errors import described
+from servebench.telemetry.periodic import PeriodicSampler, Unavailable
 from servebench.telemetry.summary import bracket_delta, finite, headline, mean_in, peak_in, unavailable
 
 # Common name -> the engine's series, first present wins (older names last). Histogram
@@ -143,7 +144,7 @@ class PromScraper(PeriodicSampler):
             body, status = resp.text, resp.status_code
         except httpx.HTTPError as e:
             body, status = "", 0
-            self.last_error = one_line(e)
+            self.last_error = described(e)
         t_recv = time.perf_counter_ns()
         if status == 404 and not self.rows:
             hint = " (sglang needs --enable-metrics)" if self.engine == "sglang" else ""
@@ -186,7 +187,7 @@ class PromScraper(PeriodicSampler):
                 return out
             return self._summarize()
         except Exception as e:
-            return unavailable(f"summary failed: {one_line(e)}")
+            return unavailable(f"summary failed: {described(e)}")
 
     def _summarize(self) -> dict[str, Any]:
         col = {c: i for i, c in enumerate(COLUMNS)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+from servebench.transport.base import Transport
 from servebench.transport.http import HttpTransport, TransportError
 
 # name -> "module:Class"; imported on use so boto3 is only loaded for SageMaker runs.
@@ -13,9 +14,9 @@ TRANSPORTS: dict[str, str] = {
 }
 
 
-def transport_class(name: str):
+def transport_class(name: str) -> type[Transport]:
     mod, attr = TRANSPORTS[name].split(":")
     return getattr(importlib.import_module(mod), attr)
 
 
-__all__ = ["HttpTransport", "TransportError", "TRANSPORTS", "transport_class"]
+__all__ = ["HttpTransport", "Transport", "TransportError", "TRANSPORTS", "transport_class"]

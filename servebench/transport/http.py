@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 from servebench import __version__
 from servebench.adapters.base import Request
 from servebench.records import RequestRecord
+from servebench.transport.base import Transport
 from servebench.transport.stamped import SO_TIMESTAMPNS, SockIO
 
 _HEAD, _SIZE, _DATA, _DATA_END, _TRAILER, _LENGTH, _EOF, _IDLE = range(8)
@@ -213,7 +214,7 @@ class _Conn(asyncio.Protocol):
         self.pool._forget(self)
 
 
-class HttpTransport:
+class HttpTransport(Transport):
     """Keep-alive connection pool to one origin. `prepare` before t0; `send` during the load."""
 
     name = "http"

@@ -20,7 +20,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
-from servebench.adapters._json import loads, one_line
+from servebench.adapters._json import body_error_text, loads, one_line
 from servebench.adapters.base import Request
 
 PROBE_PROMPT = "Hello"
@@ -69,17 +69,7 @@ class Negotiation:
 
 def message_of(body: bytes) -> str:
     """The error text of a rejection body: JSON error fields flattened, else the raw text."""
-    from servebench.adapters._json import error_text
-
-    try:
-        obj = loads(body)
-    except ValueError:
-        obj = None
-    if isinstance(obj, dict):
-        text = error_text(obj, body=True)
-        if text:
-            return text
-    return body.decode("utf-8", "replace")
+    return body_error_text(body) or body.decode("utf-8", "replace")
 
 
 def named_fields(message: str, sent: dict[str, Any]) -> list[str]:

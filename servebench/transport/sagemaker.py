@@ -20,7 +20,9 @@ from time import perf_counter_ns
 from typing import Any
 
 from servebench.adapters.base import Request
+from servebench.errors import folded
 from servebench.records import RequestRecord
+from servebench.transport.base import Transport
 
 SCHEME = "sagemaker://"
 
@@ -42,11 +44,7 @@ def parse_endpoint(url: str) -> tuple[str, str | None]:
     return name, params.get("region") or None
 
 
-def _one_line(text: str, width: int = 300) -> str:
-    return " ".join(str(text).split())[:width]
-
-
-class SageMakerTransport:
+class SageMakerTransport(Transport):
     name = "sagemaker"
 
     def __init__(self, base_url: str, *, timeout_s: float = 600.0, client: Any = None,
@@ -57,6 +55,7 @@ class SageMakerTransport:
         self.client = client
         self._pool: ThreadPoolExecutor | None = None
         self._size = 0
+        self.connect_ns: list[int] = []  # boto3 opens its connections out of sight: none to report
 
     # -- before t0
     def encode(self, req: Request, request_id: int | None = None) -> bytes:
@@ -107,7 +106,7 @@ class SageMakerTransport:
             return
         except BotoCoreError as e:  # no answer: connection, timeout, credentials
             rec.end_ns = perf_counter_ns()
-            rec.error = f"{type(e).__name__}: {_one_line(e)}"
+            rec.error = f"{type(e).__name__}: {folded(e)}"
             return
         rec.first_byte_ns = perf_counter_ns()
         rec.status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 200)
@@ -123,7 +122,7 @@ class SageMakerTransport:
             # head: the HTTP status stays what the server sent; the error says what happened
             rec.error = _client_error(e)
         except BotoCoreError as e:
-            rec.error = f"{type(e).__name__}: {_one_line(e)}"
+            rec.error = f"{type(e).__name__}: {folded(e)}"
         rec.end_ns = perf_counter_ns()
 
     async def close(self) -> None:
@@ -134,4 +133,4 @@ class SageMakerTransport:
 
 def _client_error(e: Any) -> str:
     err = e.response.get("Error", {})
-    return _one_line(f"{err.get('Code') or type(e).__name__}: {err.get('Message') or e}")
+    return folded(f"{err.get('Code') or type(e).__name__}: {err.get('Message') or e}")

@@ -209,7 +209,7 @@ def test_interrupted_runs_are_listed_not_ranked(df):
 
 
 def test_comparison_against_a_baseline_run():
-    from servebench.decide.summary_tables import comparison_table
+    from servebench.outputs.summary_tables import comparison_table
 
     a, b = SWEEP / "runs/g00-c005-r0", SWEEP / "runs/g02-c005-r0"
     d = add_costs(load_dirs([f"base={a}", f"new={b}"]), price_book())
@@ -250,8 +250,8 @@ def test_renderings_keep_text_with_markup_characters():
 
     from rich.console import Console
 
-    from servebench.decide import render
-    from servebench.decide.table import Table
+    from servebench.outputs import render
+    from servebench.outputs.table import Table
 
     t = Table("x", "errors [/bold]", pd.DataFrame({"config": ["vllm [--tp 2]"], "usd_per_1m": [1.5]}),
               ["failed: [/] CUDA | out of memory"])

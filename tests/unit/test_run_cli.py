@@ -27,6 +27,7 @@ def test_run_against_emulated_engine_writes_consistent_results(tmp_path, fmt, ba
                "--input-tokens", "40", "--output-tokens", "8", "--concurrency", "3", "--warmup", "1",
                "--results-dir", str(tmp_path), "--no-telemetry")
     assert p.returncode == 0, p.stderr
+    assert "Throughput" in p.stdout and "TTFT" in p.stdout  # the run's console report, before its directory
     run_dir = tmp_path / p.stdout.strip().splitlines()[-1].split("/")[-1]
     assert run_dir.is_dir()
     summary = json.loads((run_dir / "summary.json").read_text())

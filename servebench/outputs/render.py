@@ -6,7 +6,7 @@ import io
 
 import pandas as pd
 
-from servebench.decide.table import Table, fmt, heading
+from servebench.outputs.table import Table, fmt, heading
 
 
 def console(tables: list[Table], out=None) -> None:

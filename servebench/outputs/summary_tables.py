@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from servebench.decide.table import Table
+from servebench.outputs.table import Table
 
 RUN_COLUMNS = ["source", "config", "load_level", "status", "completed", "failed", "request_throughput",
                "output_token_throughput", "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "itl_ms_p99", "e2e_ms_p50",

@@ -1,0 +1,92 @@
+"""What a sweep or compare prints: the plan (--dry-run), the comparison tables, the closing
+line and its exit status."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+def stderr_console():
+    from rich.console import Console
+
+    # tables are wide: a log file or pipe gets them unwrapped instead of rich's 80 columns
+    return Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 220)
+
+
+def print_plan(plan, sweep_dir: Path, limit, console) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"plan: {sweep_dir}", header_style="bold")
+    for col in ("group", "server", "launcher", "cells", "load points"):
+        t.add_column(col)
+    for g in plan.groups:
+        pts = ", ".join(dict.fromkeys(c.load.level for c in g.cells)) or f"search: {limit.text}"
+        t.add_row(g.id, g.server.label, g.server.launcher, str(len(g.cells)), pts)
+    console.print(t)
+    launches = sum(1 for g in plan.groups if g.server.launcher != "external")
+    timed = [c.load.duration_s for c in plan.cells if c.load.duration_s]
+    est = f"; at least {sum(timed) / 60:.1f} min of load (duration-bound cells)" if timed else ""
+    console.print(f"{len(plan.groups)} server group(s), {launches} launch(es), {len(plan.cells)} cell(s){est}. "
+                  "Per-cell time is known after the first cell; the sweep prints time left as it goes.")
+
+
+def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> None:
+    from servebench.sweep import compare as cmp
+
+    counts = index.counts()
+    total = len(index.data["cells"])
+    t = index.data.get("timing") or {}
+    share = t.get("overhead_share")
+    if total:
+        try:
+            tabs = cmp.tables(sweep_dir)
+            (sweep_dir / f"{kind}.md").write_text(cmp.markdown(tabs))
+            print_tables(tabs, console)
+        except Exception as e:  # noqa: BLE001 - the index is already safe on disk
+            console.print(f"could not build the comparison tables: {e}", markup=False)
+    parts = [f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "interrupted", "pending") if counts.get(s)]
+    line = f"{kind}: {', '.join(parts) or 'no cells'} of {total} cell(s)"
+    if share is not None:
+        line += f"; server start/stop {t['server_overhead_s']:.0f} s = {share:.1%} of {t['wall_s']:.0f} s wall"
+    console.print(line, markup=False)
+    for g in index.data["groups"]:
+        if g.get("limit"):
+            lm = g["limit"]
+            console.print(f"{g['server']['label']}: highest {lm['by']} meeting {lm['slo']}: {lm['max_meeting']}"
+                          f" (first missing: {lm['first_missing']})", markup=False)
+    click.echo(str(sweep_dir))
+    if interrupted:
+        click.echo(f"error: interrupted; finished cells are kept: servebench sweep ... --resume continues", err=True)
+        sys.stdout.flush()
+        raise SystemExit(130)
+    bad = counts.get("failed", 0) + counts.get("interrupted", 0) + counts.get("pending", 0)
+    if bad:
+        first = next((c for c in index.data["cells"] if c["status"] != "done"), {})
+        click.echo(f"error: {bad} of {total} cell(s) not done (first: {first.get('id')}: {first.get('error')})", err=True)
+        raise SystemExit(1)
+
+
+def print_tables(tabs, console) -> None:
+    from rich.table import Table
+
+    from servebench.sweep.compare import COLUMNS, fmt
+
+    keep = {"req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "ITL p99", "e2e p99", "ms/token p50", "out len"}
+    for tab in tabs:
+        cols = [(j, c) for j, c in enumerate(COLUMNS) if c[0] in keep
+                or (c[0].startswith(("GPU", "J/")) and any(r.values[j] is not None for r in tab.rows))]
+        t = Table(title=tab.level, header_style="bold")
+        t.add_column("server")
+        for _, c in cols:
+            t.add_column(c[0], justify="right")
+        t.add_column("notes")
+        for r in tab.rows:
+            cells = []
+            for j, (name, _, _, digits) in cols:
+                s = fmt(r.values[j], digits)
+                cells.append(f"[bold green]{s}[/]" if r.label in tab.winners.get(name, []) else s)
+            t.add_row(r.label, *cells, r.note)
+        console.print(t)
