@@ -24,7 +24,7 @@ from servebench.engines.specs import load_spec
 from servebench.run import writer
 from servebench.store import runfiles
 from servebench.analysis import verdict
-from servebench.load.prompts import Prompt, from_jsonl, load_tokenizer, synthetic
+from servebench.load.prompts import load_tokenizer
 from servebench.run.writer import quietly
 
 
@@ -61,6 +61,7 @@ class RunState:
     workers_reason: str = ""
     self_check_warning: str | None = None  # a prediction; writer.write weighs it against the verdict
     split: list[dict] = field(default_factory=list)  # --workers ray:N: each actor's node, share and clock
+    workload: Any = None  # Prepared.workload
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Prepared:
     model_dir: Path | None
     tokenizer: Any
     prompts: list
+    workload: Any = None  # load.workload.Workload: trace release times, summary's "workload" block
 
 
 def prepare(cfg: RunConfig, on_phase: Callable[[str], None] | None = None, tokenizer=None) -> Prepared:
@@ -86,7 +88,8 @@ def prepare(cfg: RunConfig, on_phase: Callable[[str], None] | None = None, token
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg.workload.tokenizer or model_dir or cfg.model)
     phase("building prompts")
-    return Prepared(spec, api, ADAPTERS[api], model_dir, tokenizer, _prompts(cfg, tokenizer))
+    wl = _prompts(cfg, tokenizer)
+    return Prepared(spec, api, ADAPTERS[api], model_dir, tokenizer, wl.prompts, wl)
 
 
 def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_phase: Callable[[str], None] | None = None) -> Path:
@@ -105,7 +108,7 @@ def measure(cfg: RunConfig, p: Prepared, session, run_dir: Path, progress: Calla
     """One load against the session's server -> one run directory. With own_session the
     session is opened here and closed before the results are written (the `run` case)."""
     phase = on_phase or (lambda msg: None)
-    st = RunState(run_dir, api=p.api)
+    st = RunState(run_dir, api=p.api, workload=p.workload)
     t_start = time.time()
     try:
         if own_session:
@@ -161,11 +164,10 @@ def _model_dir(cfg: RunConfig) -> Path | None:
         raise
 
 
-def _prompts(cfg: RunConfig, tokenizer) -> list[Prompt]:
-    w, n = cfg.workload, cfg.load.requests + cfg.load.warmup
-    if w.prompts_file:
-        return from_jsonl(w.prompts_file, tokenizer, w.output_tokens, n)
-    return synthetic(tokenizer, n, w.input_tokens, w.output_tokens, seed=cfg.load.seed)
+def _prompts(cfg: RunConfig, tokenizer):
+    from servebench.load import workload
+
+    return workload.build(cfg, tokenizer)
 
 
 def _samplers(cfg: RunConfig, server: Server, metric_map: dict) -> list:
@@ -213,7 +215,7 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunSt
             await tr.prepare(warm.concurrency)
             await drive(tr, warm, perf_counter_ns(), realtime=load.realtime)
         await _self_check(load, st)
-        offsets = release_offsets_ns(load, len(wires) - w)
+        offsets = release_offsets_ns(load, len(wires) - w, st.workload)
         duration_ns = int(load.duration_s * 1e9) if load.duration_s else None
         conns = _connections_needed(cfg, st.records[:w])
         if st.workers > 1 or load.ray_workers:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from servebench import SCHEMA_VERSION, __version__
-from servebench.analysis import client_check
+from servebench.analysis import client_check, fidelity
 from servebench.store import redact
 from servebench.store import salvage
 from servebench.store import runfiles
@@ -68,6 +68,9 @@ def write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start: 
         "scheduling": st.stats.scheduling,
         **({"split": st.split, "clock_uncertainty_ms": max(r["clock_uncertainty_ms"] for r in st.split)} if st.split else {}),
     }
+    summary.update(fidelity.blocks(getattr(st.workload, "info", None), sent,  # load.workload: trace, length mix
+                                   cfg.load.mode == "rate" or getattr(st.workload, "offsets_ns", None) is not None,
+                                   cfg.load.concurrency is not None))
     summary["client"]["verdict"] = client_check.judge(summary)  # did the client keep up? (servebench.analysis.client_check)
     summary["client"]["kept_up"] = summary["client"]["verdict"]["kept_up"]
     if st.self_check_warning:
