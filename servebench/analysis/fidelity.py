@@ -20,7 +20,7 @@ MINUTE_NS = 60_000_000_000
 def schedule(records: Sequence[RequestRecord], capped: bool) -> dict | None:
     """send_error_ms (sent - scheduled; with a --concurrency cap it includes the slot wait),
     and per minute of the replay (from the first scheduled release) the requests scheduled and
-    sent, with their rates per second. None when nothing was released on a schedule."""
+    sent in it. None when nothing was released on a schedule."""
     rel = [r for r in records if not r.warmup and r.scheduled_ns and r.sent_ns]
     if not rel:
         return None
@@ -29,8 +29,7 @@ def schedule(records: Sequence[RequestRecord], capped: bool) -> dict | None:
     for r in rel:
         minutes.setdefault((r.scheduled_ns - t0) // MINUTE_NS, [0, 0])[0] += 1
         minutes.setdefault((r.sent_ns - t0) // MINUTE_NS, [0, 0])[1] += 1
-    per_minute = [{"minute": int(k), "scheduled": a, "sent": b, "scheduled_per_s": a / 60, "sent_per_s": b / 60}
-                  for k, (a, b) in sorted(minutes.items())]
+    per_minute = [{"minute": int(k), "scheduled": a, "sent": b} for k, (a, b) in sorted(minutes.items())]
     full = [m for m in per_minute[:-1] if m["scheduled"]]  # the last minute is partial; sends spill into it
     worst = max((abs(m["sent"] - m["scheduled"]) / m["scheduled"] for m in full), default=None)
     return {

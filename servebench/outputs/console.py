@@ -9,6 +9,7 @@ from rich.table import Table
 
 from servebench.store.runfiles import load_summary, read_json
 from servebench.analysis.client_check import warning as client_warning
+from servebench.outputs.traffic import lines as traffic_lines
 
 
 def _f(v, nd: int = 2) -> str:
@@ -60,6 +61,8 @@ def rate_short(s: dict) -> bool:
 def _lengths(wl: dict, s: dict) -> str:
     """Requested lengths: the options, or for a prompts file its measured means (the options'
     defaults were never used)."""
+    if wl.get("trace"):
+        return f"trace {wl['trace']['source']}"
     if wl.get("prompts_file"):
         i, o = s["input_tokens"].get("requested_mean"), s["output_tokens"].get("requested_mean")
         return f"prompts {Path(wl['prompts_file']).name} (mean {_f(i, 1)}→{_f(o, 1)} tokens)"
@@ -121,6 +124,8 @@ def render(run_dir: Path, console: Console | None = None) -> None:
     if rate.get("target"):
         client.insert(0, f"rate target {_f(rate['target'])}/s achieved {_f(rate.get('achieved'))}/s")
     console.print("client: " + ", ".join(client))
+    for line in traffic_lines(s):  # a trace, length mixes, prefix reuse, schedule fidelity
+        console.print(line)
     tel = s.get("telemetry") or {}
     for name, ts in tel.items():
         if isinstance(ts, dict) and ts.get("available") is False:
