@@ -78,8 +78,7 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--max-output-tokens", default=None, type=int, help="Clip output lengths (the number clipped is reported).")
 @click.option("--trace", default=None, metavar="NAME|FILE",
               help="Replay a trace: azure-conv-2023, mooncake-conversation (shipped excerpts) or a file (docs/workloads.md).")
-@click.option("--trace-format", default=None, type=click.Choice(["azure", "mooncake", "servebench", "csv", "jsonl"]),
-              help="The trace's format (default: detected from its columns).")
+@click.option("--trace-format", default=None, help="azure | mooncake | servebench | csv | jsonl (default: detected).")
 @click.option("--trace-columns", default=None, metavar="time=COL,input=COL,output=COL",
               help="Column mapping for any CSV/JSONL; time=COL:s|ms|datetime, optional blocks=COL.")
 @click.option("--trace-speed", default=1.0, show_default=True, type=float, help="Replay K times faster than the trace.")
@@ -182,8 +181,8 @@ def _workload(o: dict) -> dict:
     if o["trace"]:
         trace = dict(source=o["trace"], format=o["trace_format"], columns=o["trace_columns"], speed=o["trace_speed"],
                      window=o["trace_window"], requests=o["requests"], scale_lengths=o["trace_scale_lengths"])
-    elif o["trace_format"] or o["trace_columns"] or o["trace_window"]:
-        _fail("--trace-format, --trace-columns and --trace-window need --trace", 2)
+    elif o["trace_format"] or o["trace_columns"] or o["trace_window"] or (o["trace_speed"], o["trace_scale_lengths"]) != (1, 1):
+        _fail("--trace-format, --trace-columns, --trace-window, --trace-speed and --trace-scale-lengths need --trace", 2)
     return dict(input_tokens=o["input_tokens"], output_tokens=o["output_tokens"], prompts_file=o["prompts_file"],
                 tokenizer=o["tokenizer"], max_input_tokens=o["max_input_tokens"],
                 max_output_tokens=o["max_output_tokens"], prefix_share=o["prefix_share"],

@@ -52,7 +52,6 @@ class LoadConfig(BaseModel):
 
 
 LENGTH_KINDS = ("lognormal:", "normal:", "uniform:", "empirical:")  # servebench.load.lengths parses them
-TRACE_FORMATS = ("azure", "mooncake", "servebench", "csv", "jsonl")
 
 
 class TraceConfig(BaseModel):
@@ -61,7 +60,7 @@ class TraceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str  # a shipped name (azure-conv-2023, mooncake-conversation) or a file
-    format: Literal["azure", "mooncake", "servebench", "csv", "jsonl"] | None = None  # None: detected
+    format: str | None = None  # azure | mooncake | servebench | csv | jsonl; None: detected (load.traces)
     columns: str | None = None  # time=COL[:s|ms|datetime],input=COL,output=COL[,blocks=COL]
     speed: float = Field(1.0, gt=0, allow_inf_nan=False)  # time compressed K-fold
     window: tuple[float, float | None] | None = None  # seconds after the first request; END None: to the end
@@ -119,6 +118,8 @@ class WorkloadConfig(BaseModel):
             raise ValueError("--trace and --prompts-file are two workloads: give one")
         if self.trace is not None and self.prefix_share:
             raise ValueError("--prefix-share is for synthetic loads; a trace brings its own prefix blocks")
+        if self.prompts_file is not None and self.prefix_share:
+            raise ValueError("--prefix-share is for synthetic prompts, not --prompts-file")
         if self.prefix_share and self.prefix_tokens is None:
             raise ValueError("--prefix-share needs --prefix-tokens N (the system prompts' length)")
         return self

@@ -14,7 +14,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from servebench.load.prompts import WorkloadError
@@ -104,7 +104,7 @@ def load_trace(source: str, fmt: str | None = None, columns: str | Columns | Non
     path, shipped_fmt = resolve(source)
     fmt = fmt or shipped_fmt
     if fmt is not None and fmt not in FORMATS:
-        raise TraceError(f"unknown trace format {fmt!r} (known: {', '.join(FORMATS)})")
+        raise TraceError(f"{path}: unknown trace format {fmt!r} (known: {', '.join(FORMATS)})")
     cols = parse_columns(columns) if isinstance(columns, str) else columns
     try:
         text = path.read_text(encoding="utf-8")
@@ -195,7 +195,9 @@ def _time(path: Path, lineno: int, field: str, value, unit: str | None) -> float
         raise TraceError(f"{path}:{lineno}: {field}: missing")
     if unit in (None, "datetime") and isinstance(value, str):
         try:
-            return datetime.fromisoformat(value.strip()).timestamp()
+            when = datetime.fromisoformat(value.strip())
+            # a naive time is read as UTC: a local zone's DST change would bend the schedule
+            return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
         except ValueError:
             if unit == "datetime":
                 raise TraceError(f"{path}:{lineno}: {field}: {value!r} is not a date and time "
@@ -211,6 +213,8 @@ def _time(path: Path, lineno: int, field: str, value, unit: str | None) -> float
 
 
 def _length(path: Path, lineno: int, field: str, value) -> int:
+    if value is None or value == "":
+        raise TraceError(f"{path}:{lineno}: {field}: missing")
     n = value
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         n = int(value)

@@ -125,7 +125,7 @@ def test_bad_column_mappings(columns, pattern):
 def test_unknown_source_and_format(tmp_path):
     with pytest.raises(TraceError, match="no such file, and not a shipped trace"):
         load_trace("no-such-trace")
-    with pytest.raises(TraceError, match="unknown trace format 'parquet'"):
+    with pytest.raises(TraceError, match=r"a\.csv: unknown trace format .parquet."):
         load_trace(str(write(tmp_path, "a.csv", AZURE)), fmt="parquet")
 
 
@@ -141,13 +141,31 @@ def test_schedule_from_trace_times_and_speed():
     assert release_offsets_ns(load, 2) == [0, 0]
 
 
-def test_bad_trace_exits_2_before_any_server(tmp_path):
-    bad = write(tmp_path, "bad.csv", AZURE.replace("396", "x"))
-    # an endpoint nothing listens on: the error must be the trace's, raised before the probe
+def _cli_error(tmp_path, *args) -> str:
+    # an endpoint nothing listens on: the error must be the workload's, raised before the probe
     p = subprocess.run([sys.executable, "-m", "servebench.cli", "run", "--endpoint", "http://127.0.0.1:9", "--model",
-                        "tiny", "--trace", str(bad), "--results-dir", str(tmp_path / "r")],
-                       capture_output=True, text=True, timeout=120)
+                        "tiny", "--results-dir", str(tmp_path / "r"), *args], capture_output=True, text=True, timeout=120)
     errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
     assert p.returncode == 2, p.stderr
-    assert errors == [f"error: {bad}:3: ContextTokens: 'x' is not a number of tokens"]
-    assert "Traceback" not in p.stderr and not (tmp_path / "r").exists()
+    assert len(errors) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert not (tmp_path / "r").exists()  # nothing half-run: no run directory
+    return errors[0]
+
+
+def test_bad_trace_exits_2_before_any_server(tmp_path):
+    bad = write(tmp_path, "bad.csv", AZURE.replace("396", "x"))
+    assert _cli_error(tmp_path, "--trace", str(bad)) == f"error: {bad}:3: ContextTokens: 'x' is not a number of tokens"
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--trace", "azure-conv-2023", "--trace-format", "parquet"], r"azure_conv_2023\.csv: unknown trace format 'parquet'"),
+    (["--trace-speed", "2"], "need --trace"),
+    (["--trace", "azure-conv-2023", "--rate", "5"], "--rate does not apply"),
+    (["--trace", "azure-conv-2023", "--trace-window", "50:10"], "expected START:END"),
+    (["--trace", "azure-conv-2023", "--trace-window", "5000:"], "no requests in the window 5000: s"),
+    (["--input-tokens", "zipf:2"], "expected a number of tokens or a distribution"),
+])
+def test_bad_trace_options_exit_2(tmp_path, args, pattern):
+    import re
+
+    assert re.search(pattern, _cli_error(tmp_path, *args))
