@@ -37,6 +37,17 @@ def trace_offsets_ns(times_s: list[float], speed: float = 1.0) -> list[int]:
     return [round(t * 1e9 / speed) for t in times_s]
 
 
+def most_released_within(offsets_ns: list[int], span_ns: int) -> int:
+    """The most releases in any stretch of span_ns (offsets sorted): a trace's busiest moment,
+    an upper bound on requests in flight when each lasts at most span_ns."""
+    best, lo = 0, 0
+    for hi, t in enumerate(offsets_ns):
+        while t - offsets_ns[lo] > span_ns:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
 def split_plan(indices: list[int], offsets: list[int] | None, concurrency: int | None, workers: int):
     """Split one global plan across worker processes so the whole still honours it: requests
     round-robin (keeping each one's global release time), concurrency divided as evenly as

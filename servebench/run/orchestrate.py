@@ -217,7 +217,7 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs, st: RunSt
         await _self_check(load, st)
         offsets = release_offsets_ns(load, len(wires) - w, st.workload)
         duration_ns = int(load.duration_s * 1e9) if load.duration_s else None
-        conns = _connections_needed(cfg, st.records[:w])
+        conns = _connections_needed(cfg, st.records[:w], offsets if st.workload and st.workload.offsets_ns else None)
         if st.workers > 1 or load.ray_workers:
             return wires[w:], offsets, duration_ns, conns  # the workers open their own connections
         plan = LoadPlan(wires[w:], st.records[w:], offsets, load.concurrency, duration_ns)
@@ -265,13 +265,18 @@ async def _self_check(load, st: RunState) -> None:
     st.self_check_warning = chk.warning
 
 
-def _connections_needed(cfg: RunConfig, warm: list[RequestRecord]) -> int:
-    """Connections to open before t0: one per request that can be in flight at once."""
+def _connections_needed(cfg: RunConfig, warm: list[RequestRecord], trace_offsets: list[int] | None = None) -> int:
+    """Connections to open before t0: one per request that can be in flight at once (a trace:
+    its busiest stretch, so a burst does not open connections inside its requests' sends)."""
     load, n = cfg.load, cfg.load.requests
     if load.mode == "concurrency":
         return min(n, load.concurrency)
     if load.mode == "burst":
         return min(n, load.concurrency or n)
     e2e = [(r.end_ns - r.sent_ns) / 1e9 for r in warm if r.ok]
+    if trace_offsets is not None:
+        from servebench.load.schedule import most_released_within
+
+        return min(n, load.concurrency or n, most_released_within(trace_offsets, int((max(e2e) if e2e else 1.0) * 2e9)) + 4)
     guess = int(load.rate * (max(e2e) if e2e else 1.0) * 2) + 4
     return min(n, load.concurrency or n, guess)

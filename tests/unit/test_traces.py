@@ -169,3 +169,11 @@ def test_bad_trace_options_exit_2(tmp_path, args, pattern):
     import re
 
     assert re.search(pattern, _cli_error(tmp_path, *args))
+
+
+def test_busiest_stretch_sizes_connections():
+    from servebench.load.schedule import most_released_within
+
+    offs = [0, 0, 0, 10, 500, 510, 520, 530, 2000]
+    assert most_released_within(offs, 5) == 3 and most_released_within(offs, 20) == 4
+    assert most_released_within(offs, 10_000) == 9 and most_released_within([], 5) == 0
