@@ -59,3 +59,18 @@ def blocks(info: dict | None, records: Sequence[RequestRecord], open_loop: bool,
     if open_loop:
         out["schedule"] = schedule(records, capped)
     return out
+
+
+def cache_start(run_info: dict, launcher: str) -> str:
+    """Whether the engine's prefix cache started cold for this load, from what the session
+    did (run.json's "session"): reset just before it (a sweep point), or a server this run
+    started itself; else unknown. Warm-up requests come after either and share no prefix
+    with a trace's or a prefix mix's blocks."""
+    resets = (run_info.get("session") or {}).get("cache_resets") or []
+    if resets and resets[-1].get("reset"):
+        return "cold: prefix cache reset before this load"
+    if launcher != "external" and "cell" not in run_info:
+        return "cold: server started for this run"
+    if resets:
+        return f"unknown: the cache reset failed ({resets[-1].get('reason') or resets[-1].get('status')})"
+    return "unknown: a server already running, cache not reset"

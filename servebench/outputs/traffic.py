@@ -28,7 +28,8 @@ def lines(s: dict) -> list[str]:
         hit = ((s.get("telemetry") or {}).get("server_metrics") or {}).get("prefix_cache_hit_rate")
         out.append(f"prefix reuse (ideal): {px['share']:.1%} of input tokens in a block seen before "
                    f"({px['distinct_blocks']:,} distinct blocks of {px['block_tokens']} tokens); server prefix-cache "
-                   + (f"hit rate {hit:.1%}" if hit is not None else "hit rate not exposed"))
+                   + (f"hit rate {hit:.1%}" if hit is not None else "hit rate not exposed")
+                   + (f"; cache {wl['prefix_cache_start']}" if wl.get("prefix_cache_start") else ""))
     for what, d in (wl.get("lengths") or {}).items():
         req, got = d.get("requested") or {}, d.get("achieved") or {}
         spec = (d.get("spec") or {}).get("spec")

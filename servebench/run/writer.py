@@ -71,6 +71,7 @@ def write(cfg: RunConfig, st: RunState, adapter, model_dir, tokenizer, t_start: 
     summary.update(fidelity.blocks(getattr(st.workload, "info", None), sent,  # load.workload: trace, length mix
                                    cfg.load.mode == "rate" or getattr(st.workload, "offsets_ns", None) is not None,
                                    cfg.load.concurrency is not None))
+    summary.setdefault("workload", {})["prefix_cache_start"] = fidelity.cache_start(st.extra_info, cfg.launcher)
     summary["client"]["verdict"] = client_check.judge(summary)  # did the client keep up? (servebench.analysis.client_check)
     summary["client"]["kept_up"] = summary["client"]["verdict"]["kept_up"]
     if st.self_check_warning:

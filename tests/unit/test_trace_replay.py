@@ -44,6 +44,7 @@ def test_trace_replay_arrives_on_schedule(tmp_path):
     sched = [(r.scheduled_ns - recs[0].scheduled_ns) / 1e9 for r in recs]
     assert sched == [2 * t for t in TIMES] or max(abs(a - 2 * b) for a, b in zip(sched, TIMES)) < 1e-6
     wl = s["workload"]
+    assert wl["prefix_cache_start"] == "unknown: a server already running, cache not reset"  # --endpoint
     assert wl["trace"]["requests"] == 6 and wl["trace"]["speed"] == 0.5 and wl["trace"]["format"] == "servebench"
     assert wl["clipped"]["output"] == 2 and wl["clipped"]["input"] == 0
     assert wl["lengths"]["output"]["requested"]["max"] == 6 and wl["lengths"]["output"]["achieved"]["max"] == 6
@@ -82,3 +83,14 @@ def test_client_verdict_flags_a_schedule_not_kept():
     assert v["kept_up"] is False and "the schedule was not kept" in warning(v)
     s["schedule"]["capped"] = True  # slot waits are the server's: not judged
     assert judge(s)["kept_up"] is None
+
+
+def test_cache_start_is_stated():
+    from servebench.analysis.fidelity import cache_start
+
+    assert cache_start({"session": {"cache_resets": [{"reset": True}]}, "cell": {}}, "process").startswith("cold: prefix cache reset")
+    assert cache_start({"session": {"cache_resets": []}}, "process") == "cold: server started for this run"
+    assert cache_start({"session": {"cache_resets": []}, "cell": {}}, "process").startswith("unknown")  # a reused sweep server
+    assert cache_start({"session": {"cache_resets": [{"reset": False, "reason": "engine has no cache-reset route"}]},
+                        "cell": {}}, "process") == "unknown: the cache reset failed (engine has no cache-reset route)"
+    assert cache_start({"session": {}}, "external") == "unknown: a server already running, cache not reset"
