@@ -88,13 +88,14 @@ def parse_length(spec: int | str, what: str = "--input-tokens", column: str = "i
 def _params(text: str, rest: str, what: str) -> dict:
     out: dict[str, float] = {}
     for part in rest.split(","):
-        key, eq, value = part.partition("=")
+        key, eq, value = (x.strip() for x in part.partition("="))
         try:
-            out[key.strip()] = float(value)
+            v = float(value)
         except ValueError:
-            eq = ""
-        if not eq or key.strip() not in ("mean", "sd") or not math.isfinite(out[key.strip()]):
+            v = math.nan
+        if not eq or key not in ("mean", "sd") or not math.isfinite(v):
             raise WorkloadError(f"{what} {text!r}: expected {text.split(':')[0]}:mean=M,sd=S, e.g. lognormal:mean=1000,sd=800")
+        out[key] = v
     if set(out) != {"mean", "sd"}:
         raise WorkloadError(f"{what} {text!r}: both mean= and sd= are needed")
     return out

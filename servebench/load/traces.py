@@ -24,7 +24,8 @@ SHIPPED = {  # name -> (file, format); sources, licences and the slice: traces_d
     "azure-conv-2023": ("azure_conv_2023.csv", "azure"),
     "mooncake-conversation": ("mooncake_conversation.jsonl", "mooncake"),
 }
-FORMATS = ("azure", "mooncake", "servebench", "csv", "jsonl")
+SHAPES = {"azure": "csv", "mooncake": "jsonl", "servebench": "jsonl", "csv": "csv", "jsonl": "jsonl"}
+FORMATS = tuple(SHAPES)
 TIME_UNITS = ("s", "ms", "datetime")
 MOONCAKE_BLOCK_TOKENS = 512  # the FAST'25 release's block size
 
@@ -115,8 +116,7 @@ def load_trace(source: str, fmt: str | None = None, columns: str | Columns | Non
     if first is None:
         raise TraceError(f"{path}: the trace is empty")
     shape = "jsonl" if first[1].lstrip().startswith("{") else "csv"
-    if fmt in ("azure",) and shape != "csv" or fmt in ("mooncake", "servebench", "jsonl") and shape != "jsonl" \
-            or fmt == "csv" and shape != "csv":
+    if fmt is not None and SHAPES[fmt] != shape:
         raise TraceError(f"{path}:{first[0]}: not a {fmt} trace (the file is {'JSON lines' if shape == 'jsonl' else 'CSV'})")
     rows = _rows(path, lines, shape)
     found = list(rows[0][1]) if rows else []
