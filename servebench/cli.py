@@ -80,9 +80,24 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--tokenizer", default=None, help="Tokenizer dir (default: the model).")
 @click.option("--gpus", default=None, help="GPU indices, e.g. 0,1.")
 @click.option("--server-arg", "server_args", multiple=True, help="Extra engine argument (repeatable).")
-@click.option("--requests", default=1000, show_default=True, type=int)
-@click.option("--input-tokens", default=512, show_default=True, type=int)
-@click.option("--output-tokens", default=128, show_default=True, type=int)
+@click.option("--requests", default=None, type=int, help="Requests to send [default: 1000; a trace: all in its window].")
+@click.option("--input-tokens", default="512", show_default=True,
+              help="Prompt length: N, or lognormal:mean=M,sd=S | normal:mean=M,sd=S | uniform:LO-HI | empirical:FILE.")
+@click.option("--output-tokens", default="128", show_default=True, help="Output length: N or a distribution, as --input-tokens.")
+@click.option("--max-input-tokens", default=None, type=int, help="Clip prompt lengths (the number clipped is reported).")
+@click.option("--max-output-tokens", default=None, type=int, help="Clip output lengths (the number clipped is reported).")
+@click.option("--trace", default=None, metavar="NAME|FILE",
+              help="Replay a trace: azure-conv-2023, mooncake-conversation (shipped excerpts) or a file (docs/workloads.md).")
+@click.option("--trace-format", default=None, help="azure | mooncake | servebench | csv | jsonl (default: detected).")
+@click.option("--trace-columns", default=None, metavar="time=COL,input=COL,output=COL",
+              help="Column mapping for any CSV/JSONL; time=COL:s|ms|datetime, optional blocks=COL.")
+@click.option("--trace-speed", default=1.0, show_default=True, type=float, help="Replay K times faster than the trace.")
+@click.option("--trace-window", default=None, metavar="START:END", help="Seconds after the trace's first request.")
+@click.option("--trace-scale-lengths", default=1.0, show_default=True, type=float,
+              help="Multiply every length (and the prefix block size) by F, to fit a small model.")
+@click.option("--prefix-share", default=0.0, show_default=True, type=float,
+              help="Synthetic: this share of requests starts with one of 4 shared system prompts.")
+@click.option("--prefix-tokens", default=None, type=int, help="Synthetic: the shared system prompts' length in tokens.")
 @click.option("--prompts-file", default=None, type=click.Path(path_type=Path), help="JSONL of {prompt, output_tokens?}.")
 @click.option("--concurrency", default=None, type=int, help="Closed loop with C in flight; with --rate, a cap.")
 @click.option("--rate", default=None, type=float, help="Open loop, requests/s.")
@@ -168,15 +183,29 @@ def _run_config(o: dict):
             results_dir=o["results_dir"], name=o["name"], telemetry=not o["no_telemetry"],
             max_error_rate=o["max_error_rate"], plots=not o["no_plots"], launcher_options=_kv(o["launcher_opts"]),
             env=_kv(o["env"], "--env"),
-            load=dict(requests=o["requests"], concurrency=o["concurrency"], rate=o["rate"], arrival=o["arrival"],
+            load=dict(concurrency=o["concurrency"], rate=o["rate"], arrival=o["arrival"],
                       duration_s=o["duration"], warmup=o["warmup"], seed=o["seed"], workers=o["workers"],
+                      **({"requests": o["requests"]} if o["requests"] is not None and not o["trace"] else {}),
                       request_timeout_s=o["request_timeout_s"], self_check=o["self_check"], realtime=not o["no_realtime"]),
-            workload=dict(input_tokens=o["input_tokens"], output_tokens=o["output_tokens"],
-                          prompts_file=o["prompts_file"], tokenizer=o["tokenizer"]),
+            workload=_workload(o),
         )
     except ValidationError as e:
         err = e.errors()[0]
         _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg'].removeprefix('Value error, ')}", 2)
+
+
+def _workload(o: dict) -> dict:
+    """The workload block of RunConfig from `run`'s options."""
+    trace = None
+    if o["trace"]:
+        trace = dict(source=o["trace"], format=o["trace_format"], columns=o["trace_columns"], speed=o["trace_speed"],
+                     window=o["trace_window"], requests=o["requests"], scale_lengths=o["trace_scale_lengths"])
+    elif o["trace_format"] or o["trace_columns"] or o["trace_window"] or (o["trace_speed"], o["trace_scale_lengths"]) != (1, 1):
+        _fail("--trace-format, --trace-columns, --trace-window, --trace-speed and --trace-scale-lengths need --trace", 2)
+    return dict(input_tokens=o["input_tokens"], output_tokens=o["output_tokens"], prompts_file=o["prompts_file"],
+                tokenizer=o["tokenizer"], max_input_tokens=o["max_input_tokens"],
+                max_output_tokens=o["max_output_tokens"], prefix_share=o["prefix_share"],
+                prefix_tokens=o["prefix_tokens"], trace=trace)
 
 
 def _kv(pairs, hint: str = "--launcher-opt") -> dict[str, str]:

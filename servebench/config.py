@@ -61,13 +61,78 @@ class LoadConfig(BaseModel):
         return "burst"
 
 
+LENGTH_KINDS = ("lognormal:", "normal:", "uniform:", "empirical:")  # servebench.load.lengths parses them
+
+
+class TraceConfig(BaseModel):
+    """A trace replay (servebench.load.traces, docs/workloads.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str  # a shipped name (azure-conv-2023, mooncake-conversation) or a file
+    format: str | None = None  # azure | mooncake | servebench | csv | jsonl; None: detected (load.traces)
+    columns: str | None = None  # time=COL[:s|ms|datetime],input=COL,output=COL[,blocks=COL]
+    speed: float = Field(1.0, gt=0, allow_inf_nan=False)  # time compressed K-fold
+    window: tuple[float, float | None] | None = None  # seconds after the first request; END None: to the end
+    requests: int | None = Field(None, ge=1)  # the first N of the window
+    scale_lengths: float = Field(1.0, gt=0, allow_inf_nan=False)  # lengths and prefix blocks times F
+
+    @field_validator("window", mode="before")
+    @classmethod
+    def _window(cls, v):
+        if not isinstance(v, str):
+            return v
+        start, colon, end = v.partition(":")
+        try:
+            lo, hi = float(start or 0), (float(end) if end.strip() else None)
+        except ValueError:
+            lo = hi = None
+        if not colon or lo is None or lo < 0 or (hi is not None and hi <= lo):
+            raise ValueError(f"{v!r}: expected START:END in seconds after the first request, e.g. 60:120 or 300:")
+        return (lo, hi)
+
+
 class WorkloadConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input_tokens: int = Field(512, ge=1)
-    output_tokens: int = Field(128, ge=1)
+    # a number of tokens, or a distribution: lognormal:mean=M,sd=S | normal:... | uniform:LO-HI | empirical:FILE
+    input_tokens: int | str = 512
+    output_tokens: int | str = 128
+    max_input_tokens: int | None = Field(None, ge=1)  # clip (counted in summary.json workload.clipped)
+    max_output_tokens: int | None = Field(None, ge=1)
     prompts_file: Path | None = None  # JSONL: {"prompt": ..., "output_tokens": optional}
     tokenizer: str | None = None  # defaults to the model
+    prefix_share: float = Field(0.0, ge=0, le=1)  # synthetic: this share of requests starts with a system prompt
+    prefix_tokens: int | None = Field(None, ge=5)  # ... of this many tokens
+    prefix_prompts: int = Field(4, ge=1)  # ... one of this many distinct ones
+    trace: TraceConfig | None = None
+
+    @field_validator("input_tokens", "output_tokens", mode="before")
+    @classmethod
+    def _length(cls, v):
+        text = str(v).strip()
+        if isinstance(v, bool):
+            raise ValueError(f"{v!r} is not a length")
+        if text.lstrip("-").isdigit():
+            if int(text) < 1:
+                raise ValueError(f"{text}: a length must be at least 1 token")
+            return int(text)
+        if not text.startswith(LENGTH_KINDS):
+            raise ValueError(f"{text!r}: expected a number of tokens or a distribution "
+                             "(lognormal:mean=M,sd=S, normal:mean=M,sd=S, uniform:LO-HI, empirical:FILE)")
+        return text
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "WorkloadConfig":
+        if self.trace is not None and self.prompts_file is not None:
+            raise ValueError("--trace and --prompts-file are two workloads: give one")
+        if self.trace is not None and self.prefix_share:
+            raise ValueError("--prefix-share is for synthetic loads; a trace brings its own prefix blocks")
+        if self.prompts_file is not None and self.prefix_share:
+            raise ValueError("--prefix-share is for synthetic prompts, not --prompts-file")
+        if self.prefix_share and self.prefix_tokens is None:
+            raise ValueError("--prefix-share needs --prefix-tokens N (the system prompts' length)")
+        return self
 
 
 class RunConfig(BaseModel):
@@ -107,6 +172,13 @@ class RunConfig(BaseModel):
                 port = urlsplit(v).netloc.rpartition(":")[2]
                 raise ValueError(f"port {port!r} in {v} is not a TCP port (1-65535)") from None
         return v
+
+    @model_validator(mode="after")
+    def _trace_sets_the_schedule(self) -> "RunConfig":
+        if self.workload.trace is not None and self.load.rate is not None:
+            raise ValueError("--trace releases each request at its trace time; --rate does not apply "
+                             "(--trace-speed K compresses time)")
+        return self
 
     @model_validator(mode="after")
     def _endpoint_means_external(self) -> "RunConfig":

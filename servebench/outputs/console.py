@@ -9,6 +9,7 @@ from rich.table import Table
 
 from servebench.store.runfiles import load_summary, read_json
 from servebench.analysis.client_check import warning as client_warning
+from servebench.outputs.traffic import lines as traffic_lines
 
 
 def _f(v, nd: int = 2) -> str:
@@ -60,6 +61,8 @@ def rate_short(s: dict) -> bool:
 def _lengths(wl: dict, s: dict) -> str:
     """Requested lengths: the options, or for a prompts file its measured means (the options'
     defaults were never used)."""
+    if wl.get("trace"):
+        return f"trace {wl['trace']['source']}"
     if wl.get("prompts_file"):
         i, o = s["input_tokens"].get("requested_mean"), s["output_tokens"].get("requested_mean")
         return f"prompts {Path(wl['prompts_file']).name} (mean {_f(i, 1)}→{_f(o, 1)} tokens)"
@@ -88,6 +91,8 @@ def render(run_dir: Path, console: Console | None = None) -> None:
         f"(server-reported for {o['server_reported']}/{s['completed']})"
     )
     console.print("client: " + ", ".join(_client(s)))
+    for line in traffic_lines(s):  # a trace, length mixes, prefix reuse, schedule fidelity
+        console.print(line)
     _notes(s, run, console)
     from servebench.estimate.report import render_efficiency  # issue 13: measured vs physical floor
 

@@ -114,7 +114,9 @@ def build(run_dir: str | Path) -> Timeline:
     edges, rate = tokens_per_s(tok_ns_a, tok_n_a, t0, max(last_end, t0 + 1))
     # Repeat the last rate at the final edge so a step plot draws the last bin too.
     tps.series.append(Series("client", edges, np.append(rate, rate[-1]), step=True))
-    panels = [flight, tps] + _server_panels(run_dir, t0, flight)
+    from servebench.outputs.offered import panels as offered  # open loops: offered load beside latency
+
+    panels = [flight, tps, *offered(run_dir, meas, t0)] + _server_panels(run_dir, t0, flight)
     return Timeline(t0, (0.0, (last_end - t0) / 1e9), panels)
 
 

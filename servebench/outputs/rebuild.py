@@ -15,7 +15,7 @@ from pathlib import Path
 from servebench.store import runfiles
 from servebench.analysis.metrics import summarize
 
-_CARRIED = ("warnings", "not_released", "loop_lag_ms", "connections", "client", "telemetry")
+_CARRIED = ("warnings", "not_released", "loop_lag_ms", "connections", "client", "telemetry", "workload", "schedule")
 
 
 def rebuild(run_dir: Path, plots: bool = True) -> list[str]:

@@ -27,7 +27,7 @@ from servebench.run import writer
 from servebench.run.state import Prepared, RunState
 from servebench.store import runfiles
 from servebench.analysis import verdict
-from servebench.load.prompts import Prompt, from_jsonl, load_tokenizer, synthetic
+from servebench.load.prompts import load_tokenizer
 from servebench.run.writer import quietly
 
 if TYPE_CHECKING:
@@ -72,7 +72,8 @@ def prepare(cfg: RunConfig, on_phase: Callable[[str], None] | None = None,
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg.workload.tokenizer or model_dir or cfg.model)
     phase("building prompts")
-    return Prepared(spec, api, ADAPTERS[api], model_dir, tokenizer, _prompts(cfg, tokenizer))
+    wl = _prompts(cfg, tokenizer)
+    return Prepared(spec, api, ADAPTERS[api], model_dir, tokenizer, wl.prompts, wl)
 
 
 def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_phase: Callable[[str], None] | None = None) -> Path:
@@ -92,7 +93,7 @@ def measure(cfg: RunConfig, p: Prepared, session: ServerSession, run_dir: Path,
     session is opened here and closed before the results are written (the `run` case).
     RunError (with the summary as written) when the run failed or was interrupted."""
     phase = on_phase or (lambda msg: None)
-    st = RunState(run_dir, api=p.api)
+    st = RunState(run_dir, api=p.api, workload=p.workload)
     try:
         if own_session:
             session.open(phase)
@@ -148,11 +149,10 @@ def _model_dir(cfg: RunConfig) -> Path | None:
         raise
 
 
-def _prompts(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase) -> list[Prompt]:
-    w, n = cfg.workload, cfg.load.requests + cfg.load.warmup
-    if w.prompts_file:
-        return from_jsonl(w.prompts_file, tokenizer, w.output_tokens, n)
-    return synthetic(tokenizer, n, w.input_tokens, w.output_tokens, seed=cfg.load.seed)
+def _prompts(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase):
+    from servebench.load import workload
+
+    return workload.build(cfg, tokenizer)
 
 
 def _samplers(cfg: RunConfig, server: Server, metric_map: dict) -> list:
@@ -204,9 +204,9 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs: list[Requ
             await tr.prepare(warm.concurrency)
             await drive(tr, warm, perf_counter_ns(), realtime=load.realtime)
         await _self_check(load, st)
-        offsets = release_offsets_ns(load, len(wires) - w)
+        offsets = release_offsets_ns(load, len(wires) - w, st.workload)
         duration_ns = int(load.duration_s * 1e9) if load.duration_s else None
-        conns = _connections_needed(cfg, st.records[:w])
+        conns = _connections_needed(cfg, st.records[:w], offsets if st.workload and st.workload.offsets_ns else None)
         if st.workers > 1 or load.ray_workers:
             return SplitLoad(base_url, kind, wires[w:], st.records[w:], offsets, load.concurrency, duration_ns,
                              st.workers, connections=conns, timeout_s=load.request_timeout_s, adapter=st.api,
@@ -252,13 +252,18 @@ async def _self_check(load: LoadConfig, st: RunState) -> None:
     st.self_check_warning = chk.warning
 
 
-def _connections_needed(cfg: RunConfig, warm: list[RequestRecord]) -> int:
-    """Connections to open before t0: one per request that can be in flight at once."""
+def _connections_needed(cfg: RunConfig, warm: list[RequestRecord], trace_offsets: list[int] | None = None) -> int:
+    """Connections to open before t0: one per request that can be in flight at once (a trace:
+    its busiest stretch, so a burst does not open connections inside its requests' sends)."""
     load, n = cfg.load, cfg.load.requests
     if load.mode == "concurrency":
         return min(n, load.concurrency)
     if load.mode == "burst":
         return min(n, load.concurrency or n)
     e2e = [(r.end_ns - r.sent_ns) / 1e9 for r in warm if r.ok]
+    if trace_offsets is not None:
+        from servebench.load.schedule import most_released_within
+
+        return min(n, load.concurrency or n, most_released_within(trace_offsets, int((max(e2e) if e2e else 1.0) * 2e9)) + 4)
     guess = int(load.rate * (max(e2e) if e2e else 1.0) * 2) + 4
     return min(n, load.concurrency or n, guess)

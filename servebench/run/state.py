@@ -20,6 +20,8 @@ from servebench.records import RequestRecord
 if TYPE_CHECKING:  # transformers is heavy: only its type, at check time
     from transformers import PreTrainedTokenizerBase
 
+    from servebench.load.workload import Workload
+
 
 @dataclass
 class Prepared:
@@ -31,6 +33,7 @@ class Prepared:
     model_dir: Path | None
     tokenizer: PreTrainedTokenizerBase
     prompts: list[Prompt]
+    workload: Workload | None = None  # trace release times, the summary's "workload" block
 
 
 @dataclass
@@ -57,6 +60,7 @@ class RunState:
     self_check_warning: str | None = None  # a prediction; the writer weighs it against the verdict
     split: list[dict] = field(default_factory=list)  # --workers ray:N: each actor's node, share and clock
     started_at: float = field(default_factory=time.time)  # wall clock, for run.json started_at
+    workload: Workload | None = None  # Prepared.workload
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from servebench import SCHEMA_VERSION, __version__
-from servebench.analysis import client_check
+from servebench.analysis import client_check, fidelity
 from servebench.store import redact
 from servebench.store import salvage
 from servebench.store import runfiles
@@ -58,6 +58,7 @@ def write(cfg: RunConfig, st: RunState, p: Prepared) -> Written:
     records_at, refused = salvage.write_records(run_dir, sent)  # first: the one thing not remade
     summary = summarize(sent, target_concurrency=cfg.load.concurrency, target_rate=cfg.load.rate)
     outcome = _judged(cfg, st, summary)
+    _traffic(cfg, st, sent, summary)
     _client(st, summary)
     start, end = _window(sent)
     _telemetry(job, summary, start, end)
@@ -91,6 +92,14 @@ def _judged(cfg: RunConfig, st: RunState, summary: dict) -> Outcome:
         error = verdict.failure(summary, cfg.max_error_rate, st.server_exit)
         return Outcome("failed" if error else "complete", error, st.exit_code)
     return Outcome(st.status, st.error, st.exit_code)
+
+
+def _traffic(cfg: RunConfig, st: RunState, sent: list[RequestRecord], summary: dict) -> None:
+    """What was offered: a trace or length mix, prefix reuse, how closely the schedule was kept."""
+    summary.update(fidelity.blocks(getattr(st.workload, "info", None), sent,  # load.workload: trace, length mix
+                                   cfg.load.mode == "rate" or getattr(st.workload, "offsets_ns", None) is not None,
+                                   cfg.load.concurrency is not None))
+    summary.setdefault("workload", {})["prefix_cache_start"] = fidelity.cache_start(st.extra_info, cfg.launcher)
 
 
 def _client(st: RunState, summary: dict) -> None:

@@ -27,6 +27,9 @@ ENGINE_METRICS: dict[str, dict[str, list[str]]] = {
         "kv_cache_usage": ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"],
         "prompt_tokens_total": ["vllm:prompt_tokens_total"],
         "generation_tokens_total": ["vllm:generation_tokens_total"],
+        # prompt tokens looked up in / found in the prefix cache (vLLM v1)
+        "prefix_cache_queries_total": ["vllm:prefix_cache_queries_total"],
+        "prefix_cache_hits_total": ["vllm:prefix_cache_hits_total"],
     },
     "tgi": {
         "running": ["tgi_batch_current_size"],
@@ -51,7 +54,7 @@ ENGINE_METRICS: dict[str, dict[str, list[str]]] = {
     },
 }
 GAUGES = ("running", "waiting", "kv_cache_usage", "batch_tokens")
-COUNTERS = ("prompt_tokens_total", "generation_tokens_total")
+COUNTERS = ("prompt_tokens_total", "generation_tokens_total", "prefix_cache_queries_total", "prefix_cache_hits_total")
 COMMON = GAUGES + COUNTERS
 # Several series of one name (data-parallel engines, per-rank labels) are summed, except a
 # usage fraction: summing fractions is meaningless, so report the fullest engine.
@@ -216,6 +219,10 @@ class PromScraper(PeriodicSampler):
             out[key] = d
         def pick(key: str, field: str) -> float | None:
             return (out.get(key) or {}).get(field)
+
+        # over the measured window, beside a trace's ideal reuse (docs/workloads.md); None: not exposed
+        queries, hits = pick("prefix_cache_queries", "delta"), pick("prefix_cache_hits", "delta")
+        out["prefix_cache_hit_rate"] = hits / queries if queries and hits is not None else None
 
         kv = pick("kv_cache_usage", "peak")
         out["headline"] = headline([

@@ -87,3 +87,25 @@ def test_bad_run_dirs_give_one_line_errors(tmp_path):
     pd.DataFrame({"sent_ns": [1], "end_ns": [2], "token_ns": [[2]], "warmup": [True]}).to_parquet(tmp_path / "requests.parquet")  # fmt: skip
     with pytest.raises(PlotError, match="no measured"):
         build(tmp_path)
+
+
+def test_open_loop_run_plots_offered_load_beside_latency(tmp_path):
+    import json
+
+    rows = []
+    for i, off in enumerate([0, 0, 0, S // 2, int(1.5 * S), int(1.6 * S)]):  # 4 scheduled in second 0, 2 in second 1
+        sent = T0 + off + 1000
+        rows.append({"scheduled_ns": T0 + off, "sent_ns": sent, "end_ns": sent + 2 * S, "token_ns": [sent + (i + 1) * S // 100],
+                     "token_counts": [1], "warmup": False, "input_tokens": 100 * (i + 1)})
+    pd.DataFrame(rows).to_parquet(tmp_path / "requests.parquet")
+    (tmp_path / "summary.json").write_text(json.dumps({"schedule": {"send_error_ms": {"p99": 0.001}}}))
+    tl = build(tmp_path)
+    titles = [p.title for p in tl.panels]
+    assert titles[2:] == ["Offered load (scheduled, 1 s bins)", "Offered prompt tokens/s (1 s bins)",
+                          "TTFT by send time (worst per 1 s bin)"]
+    req, tok, ttft = (tl.panels[k].series[0] for k in (2, 3, 4))
+    assert list(req.y[:2]) == pytest.approx([4, 2], rel=1e-3)  # requests/s in full 1 s bins
+    assert tok.y[0] == pytest.approx(100 + 200 + 300 + 400, rel=1e-3)
+    assert list(ttft.y[:2]) == pytest.approx([40, 60])  # the worst TTFT of the requests sent in each second (ms)
+    (tmp_path / "summary.json").write_text(json.dumps({}))  # a closed loop: no schedule, no such panels
+    assert len(build(tmp_path).panels) == 2

@@ -97,8 +97,11 @@ def serve(state: _State):
         srv.server_close()
 
 
-def vllm_body(gen: float, prompt: float, running: float = 12) -> bytes:
+def vllm_body(gen: float, prompt: float, running: float = 12, prefix: tuple[float, float] | None = None) -> bytes:
     text = fixture("vllm.txt")
+    if prefix is not None:  # (queries, hits): vLLM v1's prefix-cache counters, in tokens
+        text += ('vllm:prefix_cache_queries_total{engine="0",model_name="m"} %s\n'
+                 'vllm:prefix_cache_hits_total{engine="0",model_name="m"} %s\n' % prefix)
     text = text.replace("} 1536.0", f"}} {gen}").replace("} 8192.0", f"}} {prompt}")
     return text.replace('vllm:num_requests_running{engine="0",model_name="meta-llama/Llama-2-7b-hf"} 12.0',
                         f'vllm:num_requests_running{{engine="0",model_name="meta-llama/Llama-2-7b-hf"}} {running}').encode()  # fmt: skip
@@ -106,19 +109,19 @@ def vllm_body(gen: float, prompt: float, running: float = 12) -> bytes:
 
 def test_scraper_counter_delta_brackets_the_window(tmp_path):
     st = _State()
-    st.body = vllm_body(gen=1000, prompt=5000, running=2)
+    st.body = vllm_body(gen=1000, prompt=5000, running=2, prefix=(1000, 100))
     with serve(st) as url:
         s = PromScraper(url, "vllm", interval_s=0.02)
         s.start()
         time.sleep(0.05)
         s.scrape_now()  # the orchestrator's mark at the first send
         w0 = time.perf_counter_ns()
-        st.body = vllm_body(gen=1400, prompt=6000, running=10)
+        st.body = vllm_body(gen=1400, prompt=6000, running=10, prefix=(3000, 1100))
         time.sleep(0.1)
         w1 = time.perf_counter_ns()
         s.scrape_now()
         time.sleep(0.03)
-        st.body = vllm_body(gen=9999, prompt=9999, running=0)  # after the window: ignored
+        st.body = vllm_body(gen=9999, prompt=9999, running=0, prefix=(9999, 0))  # after the window: ignored
         time.sleep(0.05)
         s.mark_window(w0, w1)
         s.stop()
@@ -131,6 +134,7 @@ def test_scraper_counter_delta_brackets_the_window(tmp_path):
     assert summ["running"]["peak"] == 10 and 2 <= summ["running"]["mean"] <= 10
     assert summ["kv_cache_usage"] == {"mean": 0.42, "peak": 0.42}
     assert summ["batch_tokens"] is None  # vLLM has no such series
+    assert summ["prefix_cache_hit_rate"] == 0.5  # (1100 - 100) / (3000 - 1000) tokens in the window
     assert summ["sources"]["generation_tokens_total"] == "vllm:generation_tokens_total"
     assert s.write(tmp_path) == ["server_metrics.parquet"]
     df = pd.read_parquet(tmp_path / "server_metrics.parquet")
