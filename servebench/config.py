@@ -9,6 +9,12 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
+# Tokens per prompt or per answer: far past any model's context (the longest are ~10 M), and
+# well inside the records' int64 columns; a larger number is a typo, and once sent it ran on
+# for ever and then could not be stored ("Python int too large to convert to C long").
+MAX_TOKENS = 10_000_000
+
+
 class LoadConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,8 +60,8 @@ class LoadConfig(BaseModel):
 class WorkloadConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input_tokens: int = Field(512, ge=1)
-    output_tokens: int = Field(128, ge=1)
+    input_tokens: int = Field(512, ge=1, le=MAX_TOKENS)
+    output_tokens: int = Field(128, ge=1, le=MAX_TOKENS)
     prompts_file: Path | None = None  # JSONL: {"prompt": ..., "output_tokens": optional}
     tokenizer: str | None = None  # defaults to the model
 
