@@ -17,6 +17,10 @@ def check_env(env: dict) -> dict[str, str]:
     if bad:
         raise ValueError(f"not an environment variable name: {bad[0]!r}")
     return {str(k): str(x) for k, x in env.items()}
+# Tokens per prompt or per answer: far past any model's context (the longest are ~10 M), and
+# well inside the records' int64 columns; a larger number is a typo, and once sent it ran on
+# for ever and then could not be stored ("Python int too large to convert to C long").
+MAX_TOKENS = 10_000_000
 
 
 class LoadConfig(BaseModel):
@@ -116,6 +120,8 @@ class WorkloadConfig(BaseModel):
         if text.lstrip("-").isdigit():
             if int(text) < 1:
                 raise ValueError(f"{text}: a length must be at least 1 token")
+            if int(text) > MAX_TOKENS:
+                raise ValueError(f"{text}: more than {MAX_TOKENS:,} tokens is beyond any model's context")
             return int(text)
         if not text.startswith(LENGTH_KINDS):
             raise ValueError(f"{text!r}: expected a number of tokens or a distribution "

@@ -20,7 +20,10 @@ except ImportError:  # pragma: no cover - orjson is a soft dependency
     import json
 
     def loads(data: bytes) -> Any:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-        return json.loads(data)
+        try:
+            return json.loads(data)
+        except RecursionError:  # `[[[[...` a few thousand deep: a malformed payload, not a crash
+            raise ValueError("JSON nested too deeply") from None
 
     def dumps(obj: Any) -> bytes:
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
@@ -37,7 +40,7 @@ def as_int(value: Any, what: str) -> int | None:
     """A server-reported count: int or absent. bool is rejected (it is an int to Python)."""
     if value is None:
         return None
-    if type(value) is not int or value < 0:
+    if type(value) is not int or not 0 <= value < 2**63:  # the records store counts as int64
         raise ValueError(f"{what} is not a count: {value!r}")
     return value
 

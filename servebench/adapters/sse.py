@@ -17,6 +17,18 @@ after it (returned by `close()`).
 from __future__ import annotations
 
 
+# Size caps (docs/faults.md): a server's line or event past these fails its request instead
+# of growing the client's memory with it (a 50 MB line took 754 MB RSS at 2 streams). Far
+# above anything an engine sends: SGLang's cumulative text reaches 8 MiB only after ~2 M tokens.
+MAX_HEAD = 64 * 1024  # an HTTP response head, or one chunked-framing line
+MAX_LINE = 8 * 2**20  # one line of the body (an SSE `data:` line, a whole JSON body)
+MAX_EVENT = 16 * 2**20  # one SSE event (its lines up to the blank line)
+
+
+class OversizedStream(ValueError):
+    """A line or event past MAX_LINE / MAX_EVENT: the request fails with this message."""
+
+
 class ErrorPayload(bytes):
     """The data of an event sent with `event: error`."""
 
@@ -24,12 +36,14 @@ class ErrorPayload(bytes):
 
 
 class SSEDecoder:
-    __slots__ = ("_pending", "_skip_lf", "_data", "_event")
+    __slots__ = ("_pending", "_pending_n", "_skip_lf", "_data", "_data_n", "_event")
 
     def __init__(self) -> None:
         self._pending: list[bytes] = []  # bytes of the current, not yet terminated line
+        self._pending_n = 0  # their length (MAX_LINE)
         self._skip_lf = False  # last read ended in "\r": a "\n" opening the next read is its pair
         self._data: list[bytes] = []  # data lines of the event being assembled
+        self._data_n = 0  # their length (MAX_EVENT)
         self._event = b""  # its `event:` field
 
     def feed(self, data: bytes) -> list[bytes]:
@@ -48,21 +62,28 @@ class SSEDecoder:
         cut = data.rfind(b"\n")
         if cut < 0:
             if data:
-                self._pending.append(data)
+                self._pend(data)
             return []
         if self._pending:
             self._pending.append(data[:cut])
             block = b"".join(self._pending)
             self._pending.clear()
+            self._pending_n = 0
         else:
             block = data[:cut]
         rest = data[cut + 1 :]
         if rest:
-            self._pending.append(rest)
+            self._pend(rest)
         out: list[bytes] = []
         for line in block.split(b"\n"):
             self._line(line, out)
         return out
+
+    def _pend(self, part: bytes) -> None:
+        self._pending_n += len(part)
+        if self._pending_n > MAX_LINE:
+            raise OversizedStream(f"stream line over {MAX_LINE >> 20} MiB (servebench's cap)")
+        self._pending.append(part)
 
     def close(self) -> list[bytes]:
         """End of stream: return an event left without its closing blank line, if any."""
@@ -70,6 +91,7 @@ class SSEDecoder:
         if self._pending:
             line = b"".join(self._pending)
             self._pending.clear()
+            self._pending_n = 0
             self._line(line, out)
         self._line(b"", out)
         self._skip_lf = False
@@ -83,6 +105,7 @@ class SSEDecoder:
                 payload = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
                 out.append(ErrorPayload(payload) if self._event == b"error" else payload)
                 self._data = []
+                self._data_n = 0
             self._event = b""
             return
         if line[0] == 0x3A:  # ":" comment / keep-alive
@@ -96,6 +119,11 @@ class SSEDecoder:
             if value[:1] == b" ":
                 value = value[1:]
         if name == b"data":
+            self._data_n += len(value) + 1
+            if self._data_n > MAX_EVENT or len(value) > MAX_LINE:
+                raise OversizedStream(f"stream event over {MAX_EVENT >> 20} MiB (servebench's cap)"
+                                      if self._data_n > MAX_EVENT else
+                                      f"stream line over {MAX_LINE >> 20} MiB (servebench's cap)")
             self._data.append(value)
         elif name == b"event":
             self._event = value

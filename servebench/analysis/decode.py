@@ -33,7 +33,7 @@ from typing import Any
 
 from servebench.adapters._json import body_error_text, one_line
 from servebench.adapters.base import Adapter
-from servebench.adapters.sse import ErrorPayload, SSEDecoder
+from servebench.adapters.sse import ErrorPayload, OversizedStream, SSEDecoder
 from servebench.records import RequestRecord
 
 
@@ -45,6 +45,12 @@ def decode_records(adapter: Adapter, records: Iterable[RequestRecord]) -> None:
             decode_record(adapter, rec)
 
 
+def released(rec: RequestRecord) -> bool:
+    """Sent, failed trying (no connection), or holding a response. A request the schedule
+    never released (--duration ended, Ctrl-C) has none: it is `not_released`, never a failure."""
+    return bool(rec.sent_ns or rec.error or rec.status or rec.chunks)
+
+
 def decode_record(adapter: Adapter, rec: RequestRecord) -> None:
     # decoding again (e.g. a re-report of stored raw records) must give the same result
     rec.token_ns = []
@@ -52,7 +58,14 @@ def decode_record(adapter: Adapter, rec: RequestRecord) -> None:
     rec.server_input_tokens = None
     rec.server_output_tokens = None
     rec.finish_reason = None
-    err = _decode(adapter, rec)
+    if not released(rec):  # no response is expected of it: "no HTTP response" would fail it
+        rec.decoded = True
+        return
+    try:
+        err = _decode(adapter, rec)
+    except Exception as e:  # noqa: BLE001 - one stream's bytes must never stop the others' decoding
+        rec.token_ns, rec.token_counts = [], []
+        err = f"undecodable stream ({type(e).__name__}: {e})"
     if err is not None and rec.error is None:
         rec.error = one_line(err)
     rec.decoded = True
@@ -75,9 +88,15 @@ def _decode(adapter: Adapter, rec: RequestRecord) -> str | None:
                     return None if out is True else out
     except _Malformed as e:
         return e.message
+    except OversizedStream as e:  # the transport caps these too; records made elsewhere may not be
+        return str(e)
     # the connection closed: an event still open was never terminated by the server
     last_ns = rec.chunks[-1][0] if rec.chunks else 0
-    for payload in dec.close():
+    try:
+        rest = dec.close()
+    except OversizedStream as e:
+        return str(e)
+    for payload in rest:
         events += 1
         try:
             out = _apply(adapter, payload, last_ns, state, rec)
@@ -107,7 +126,7 @@ def _apply(adapter: Adapter, payload: bytes, recv_ns: int, state: dict[str, Any]
         return f"error event in stream: {_payload_error(payload)}"
     try:
         ev = adapter.parse(payload, state)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: JSON nested deeper than Python's stack
         raise _Malformed(f"malformed event ({e}): {payload[:80]!r}") from None
     if ev is None:
         return None

@@ -22,6 +22,9 @@ def failure(summary: dict, max_error_rate: float, server_exit: str | None = None
     gone = f"the server {server_exit} during the load; " if server_exit else ""
     if measured == 0:
         return gone + "no request was measured"
+    if failed == measured:  # nothing measured: no --max-error-rate (1.0 included) makes that a result
+        top = next(iter(summary.get("errors") or {}), "unknown error")
+        return f"{gone}{failed} of {measured} requests failed, nothing was measured (most common: {top})"
     if failed and failed / measured > max_error_rate:
         top = next(iter(summary.get("errors") or {}), "unknown error")
         return f"{gone}{failed} of {measured} requests failed (most common: {top})"

@@ -33,7 +33,7 @@ from servebench.emulator.core import EmulatorConfig
 @click.option("--tokenizer", default=None, help="tokenizer.json (or its folder) to count prompt tokens.")
 @click.option("--fault", "faults", multiple=True, metavar="SPEC",
               help="Act out a server fault (repeatable): kill-after=3s|N, hang-after=N|2s, status=503:0.3, "
-                   "reset:0.1, garbage-after=N, slow-headers=2s. See docs/faults.md.")
+                   "reset:0.1, garbage-after=N[:deep|:12MB], slow-headers=2s. See docs/faults.md.")
 def emulate(fmt, faults, **opts) -> None:
     """Serve a streaming LLM endpoint whose token timing is known exactly."""
     try:

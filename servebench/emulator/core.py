@@ -236,7 +236,7 @@ class Emulator:
                 data = fmt.token(g, i)
                 parts.append(b"%x\r\n%b\r\n" % (len(data), data))
                 if i + 1 == self.garbage_after and not last:
-                    parts.append(b"%x\r\n%b\r\n" % (len(_faults.GARBAGE), _faults.GARBAGE))
+                    parts.append(b"%x\r\n%b\r\n" % (len(self.faults.garbage), self.faults.garbage))
                 if last:
                     tail = fmt.tail(g)
                     if tail:

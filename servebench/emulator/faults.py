@@ -9,6 +9,8 @@
   status=503:0.3     30 % of generation requests answered with HTTP 503 (fraction default 1)
   reset:0.1          10 % of streams reset (TCP RST) after a random number of tokens
   garbage-after=5    after the 5th token of every stream, one malformed event, then the rest
+  garbage-after=5:deep   ... the event is JSON nested 100,000 deep (Python's json cannot parse it)
+  garbage-after=5:12MB   ... the event is one `data:` line of 12 MB (also KB; the client's caps)
   slow-headers=2s    the response head (and generation) starts 2 s after each request
 
 Durations take `s` or `ms`; a bare number is a count.
@@ -21,6 +23,8 @@ import re
 from pydantic import BaseModel, ConfigDict
 
 GARBAGE = b'data: {"malformed event\n\n'  # not JSON: a parser must flag it, not count it
+DEEP = b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n"  # RecursionError in json.loads
+_SIZE = re.compile(r"^(\d+)(KB|MB)$")
 
 _DUR = re.compile(r"^(\d+(?:\.\d+)?)(ms|s)$")
 
@@ -36,6 +40,7 @@ class Faults(BaseModel):
     status_rate: float = 0.0
     reset_rate: float = 0.0
     garbage_after: int | None = None
+    garbage: bytes = GARBAGE  # the event garbage-after sends
     slow_headers_s: float | None = None
 
     @property
@@ -68,6 +73,17 @@ def _fraction(name: str, v: str | None) -> float:
     return f
 
 
+def _garbage(kind: str) -> bytes:
+    if not kind:
+        return GARBAGE
+    if kind == "deep":
+        return DEEP
+    m = _SIZE.match(kind)
+    if not m:
+        raise ValueError(f"fault garbage-after=N:{kind}: expected deep or a size (12MB, 64KB)")
+    return b"data: " + b"x" * (int(m[1]) * (2**20 if m[2] == "MB" else 1024)) + b"\n\n"
+
+
 def parse(specs: list[str]) -> Faults:
     """Faults from `--fault` strings; ValueError (one line) on anything else."""
     out: dict = {}
@@ -88,9 +104,10 @@ def parse(specs: list[str]) -> Faults:
         elif name == "reset" and not sep:
             out["reset_rate"] = _fraction("reset", value)
         elif name == "garbage-after" and sep:
-            if not value.strip().isdigit() or int(value) < 1:
+            count, _, kind = value.partition(":")
+            if not count.strip().isdigit() or int(count) < 1:
                 raise ValueError(f"fault garbage-after={value!r}: expected a token count >= 1")
-            out["garbage_after"] = int(value)
+            out["garbage_after"], out["garbage"] = int(count), _garbage(kind.strip())
         elif name == "slow-headers" and sep:
             secs, count = _duration_or_count(name, value)
             if secs is None:
@@ -99,6 +116,6 @@ def parse(specs: list[str]) -> Faults:
         else:
             raise ValueError(
                 f"unknown fault {spec!r} (known: kill-after=3s|N, hang-after=N|2s, status=503:0.3, "
-                "reset:0.1, garbage-after=N, slow-headers=2s)"
+                "reset:0.1, garbage-after=N[:deep|:12MB], slow-headers=2s)"
             )
     return Faults(**out)

@@ -16,6 +16,7 @@ from servebench.errors import first_line
 if TYPE_CHECKING:  # transformers is heavy: imported when a tokenizer is loaded
     from transformers import PreTrainedTokenizerBase
 
+from servebench.config import MAX_TOKENS
 
 class WorkloadError(ValueError):
     pass
@@ -146,6 +147,8 @@ def from_jsonl(path: Path, tokenizer, default_output_tokens: int, n: int | None 
         if isinstance(out_toks, bool) or not isinstance(out_toks, int) or out_toks < 1:
             # never sent on: a server may read 0 or -5 as "no limit" and the run would measure that
             raise WorkloadError(f"{path}:{lineno}: 'output_tokens' must be a positive integer, got {out_toks!r}")
+        if out_toks > MAX_TOKENS:
+            raise WorkloadError(f"{path}:{lineno}: 'output_tokens' {out_toks} is more than {MAX_TOKENS:,} tokens")
         out.append(Prompt(text, len(tokenizer(text, add_special_tokens=True)["input_ids"]), out_toks))
     if not out:
         raise WorkloadError(f"prompts file {str(path)!r} has no prompts")

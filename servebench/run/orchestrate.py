@@ -103,7 +103,8 @@ def measure(cfg: RunConfig, p: Prepared, session: ServerSession, run_dir: Path,
         # server.info.request_probe, and a warning)
         from servebench.transport.probe import before_load
 
-        extra = before_load(st.server, p.adapter, session.served, p.spec.request_extra.get(p.api), st.warnings)
+        extra = before_load(st.server, p.adapter, session.served, p.spec.request_extra.get(p.api), st.warnings,
+                            timeout_s=cfg.load.request_timeout_s)
         st.samplers = _samplers(cfg, st.server, p.spec.metrics)
         for s in st.samplers:
             s.start()

@@ -41,16 +41,15 @@ def rescue_dirs() -> list[Path]:
 
 def write_records(run_dir: Path, records: list) -> tuple[Path | None, str | None]:
     """(where requests.parquet was written, why the run dir refused it). Tries the run dir,
-    then each rescue dir; returns (None, reason) when nothing could hold it."""
+    then each rescue dir, whatever the run dir's error was (not only a full disk: a read-only
+    dir, a lost mount); returns (None, reason) when nothing could hold it."""
     target = run_dir / "requests.parquet"
     try:
         runfiles.write_records(target, records)
         return target, None
-    except Exception as e:  # noqa: BLE001 - decided below: only a full disk has a fallback
+    except Exception as e:  # noqa: BLE001 - whatever refused them, the rescue dirs are tried
         remove_partial(run_dir)
         why = one_line(e)
-        if not disk_full(e):
-            return None, why
     for base in rescue_dirs():
         dest = base / run_dir.name
         try:

@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from servebench.config import MAX_TOKENS
+
 
 class SweepConfigError(ValueError):
     """A sweep config cannot be used (message is one line)."""
@@ -88,8 +90,8 @@ class LoadSpace(_Strict):
     burst: bool = False
     requests: int = Field(100, ge=1)
     duration_s: float | None = Field(None, gt=0)
-    input_tokens: int = Field(512, ge=1)
-    output_tokens: int = Field(128, ge=1)
+    input_tokens: int = Field(512, ge=1, le=MAX_TOKENS)
+    output_tokens: int = Field(128, ge=1, le=MAX_TOKENS)
     prompts_file: Path | None = None
     warmup: int = Field(2, ge=0)
     repeats: int = Field(1, ge=1)

@@ -28,11 +28,14 @@ from urllib.parse import urlsplit
 
 from servebench import __version__
 from servebench.adapters.base import Request
+from servebench.adapters.sse import MAX_EVENT, MAX_HEAD, MAX_LINE
 from servebench.records import RequestRecord
 from servebench.transport.base import Transport
 from servebench.transport.stamped import SO_TIMESTAMPNS, SockIO
 
 _HEAD, _SIZE, _DATA, _DATA_END, _TRAILER, _LENGTH, _EOF, _IDLE = range(8)
+_EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")  # a blank line closes an SSE event
+_LINE_ENDS = (b"\n", b"\r")
 
 
 class TransportError(RuntimeError):
@@ -42,7 +45,8 @@ class TransportError(RuntimeError):
 class _Conn(asyncio.Protocol):
     """One keep-alive connection; serves one request at a time."""
 
-    __slots__ = ("transport", "pool", "rec", "fut", "state", "buf", "need", "keep_alive", "closed", "used")
+    __slots__ = ("transport", "pool", "rec", "fut", "state", "buf", "need", "keep_alive", "closed", "used",
+                 "line_n", "event_n", "line_end")
 
     def __init__(self, pool: "HttpTransport") -> None:
         self.pool = pool
@@ -55,6 +59,8 @@ class _Conn(asyncio.Protocol):
         self.keep_alive = True
         self.closed = False
         self.used = False
+        self.line_n = self.event_n = 0  # body bytes since the last line end / blank line (the caps)
+        self.line_end = True  # the last body byte ended a line
 
     # -- asyncio.Protocol
     def connection_made(self, transport) -> None:  # type: ignore[override]
@@ -79,8 +85,11 @@ class _Conn(asyncio.Protocol):
         if self.state == _HEAD:
             data = self.buf + data
             end = data.find(b"\r\n\r\n")
-            if end < 0:
+            if end < 0 and len(data) <= MAX_HEAD:
                 self.buf = data
+                return
+            if end < 0 or end > MAX_HEAD:
+                self._finish(now, f"response head over {MAX_HEAD >> 10} KiB (servebench's cap)")
                 return
             self.buf = b""
             try:
@@ -95,12 +104,12 @@ class _Conn(asyncio.Protocol):
             if not data:
                 return
         if self.state == _LENGTH:
-            rec.chunks.append((now, data[: self.need]))
+            ok = self._body(data[: self.need], now, rec)
             self.need -= len(data)
-            if self.need <= 0:
+            if ok and self.need <= 0:
                 self._finish(now)
         elif self.state == _EOF:
-            rec.chunks.append((now, data))
+            self._body(data, now, rec)
         else:
             self._chunked(data, now, rec)
 
@@ -120,7 +129,10 @@ class _Conn(asyncio.Protocol):
         status_line = lines[0].split(b" ", 2)
         if not status_line[0].startswith(b"HTTP/"):
             raise ValueError("not HTTP")
-        self.rec.status = int(status_line[1])  # type: ignore[union-attr]
+        status = int(status_line[1])
+        if not 100 <= status <= 999:  # the records hold it as int32; anything else is not HTTP
+            raise ValueError("status out of range")
+        self.rec.status = status  # type: ignore[union-attr]
         length = None
         chunked = False
         self.keep_alive = status_line[0] != b"HTTP/1.0"
@@ -129,6 +141,8 @@ class _Conn(asyncio.Protocol):
             name = name.strip().lower()
             if name == b"content-length":
                 length = int(value.strip())
+                if length < 0:
+                    raise ValueError("negative Content-Length")
             elif name == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
             elif name == b"connection":
@@ -160,6 +174,10 @@ class _Conn(asyncio.Protocol):
                 eol = data.find(b"\r\n", pos)
                 if eol < 0:
                     self.buf = data[pos:]
+                    if len(self.buf) > MAX_HEAD:
+                        if self._emit(out, now, rec):
+                            self._finish(now, f"chunked framing line over {MAX_HEAD >> 10} KiB (servebench's cap)")
+                        return
                     break
                 line = data[pos:eol]
                 pos = eol + 2
@@ -169,27 +187,54 @@ class _Conn(asyncio.Protocol):
                     try:
                         size = int(line.split(b";", 1)[0], 16)
                     except ValueError:
-                        self._emit(out, now, rec)
-                        self._finish(now, f"malformed chunk size line: {line[:40]!r}")
+                        if self._emit(out, now, rec):
+                            self._finish(now, f"malformed chunk size line: {line[:40]!r}")
                         return
                     if size == 0:
                         self.state = _TRAILER
                     else:
                         self.state, self.need = _DATA, size
                 elif not line:  # empty line ends the trailers: response complete
-                    self._emit(out, now, rec)
-                    self._finish(now)
+                    if self._emit(out, now, rec):
+                        self._finish(now)
                     return
         self._emit(out, now, rec)
 
-    @staticmethod
-    def _emit(out: list[bytes], now: int, rec: RequestRecord) -> None:
-        if out:
-            rec.chunks.append((now, out[0] if len(out) == 1 else b"".join(out)))
+    def _emit(self, out: list[bytes], now: int, rec: RequestRecord) -> bool:
+        return self._body(out[0] if len(out) == 1 else b"".join(out), now, rec) if out else True
+
+    def _body(self, piece: bytes, now: int, rec: RequestRecord) -> bool:
+        """Keep one piece of body; False (the request failed, the connection dropped) when it
+        takes a line or an event past the caps. Per read: one endswith in the usual case (a
+        read holding whole events); only a read that ends mid-event is searched."""
+        rec.chunks.append((now, piece))
+        if piece.endswith(_EVENT_ENDS):
+            if self.event_n:  # 0 only after this same path (or begin): the rest is as it should be
+                self.line_n = self.event_n = 0
+                self.line_end = True
+            return True
+        n = len(piece)
+        i = max(piece.rfind(b"\n"), piece.rfind(b"\r"))
+        self.line_n = self.line_n + n if i < 0 else n - i - 1
+        j = max(piece.rfind(b"\n\n"), piece.rfind(b"\r\n\r\n"), piece.rfind(b"\r\r"))
+        if j >= 0:
+            self.event_n = n - j
+        elif self.line_end and piece.startswith(_LINE_ENDS):  # the blank line began in the last read
+            self.event_n = n
+        else:
+            self.event_n += n
+        self.line_end = piece.endswith(_LINE_ENDS)
+        if self.line_n <= MAX_LINE and self.event_n <= MAX_EVENT:
+            return True
+        what = f"line over {MAX_LINE >> 20}" if self.line_n > MAX_LINE else f"event over {MAX_EVENT >> 20}"
+        self._finish(now, f"stream {what} MiB (servebench's cap): the rest of the response was not read")
+        return False
 
     # -- request lifecycle
     def begin(self, rec: RequestRecord, fut: asyncio.Future) -> None:
         self.rec, self.fut, self.state, self.buf, self.used = rec, fut, _HEAD, b"", True
+        self.line_n = self.event_n = 0
+        self.line_end = True
 
     def _finish(self, now: int, error: str | None = None) -> None:
         rec, fut = self.rec, self.fut
@@ -237,7 +282,7 @@ class HttpTransport(Transport):
         self.read_lag_ns = array("q")  # per kernel-stamped read: read time - receive stamp
 
     # -- before t0
-    def encode(self, req: Request, request_id: int | None = None) -> bytes:
+    def encode(self, req: Request, request_id: int | str | None = None) -> bytes:
         """Serialize one request to wire bytes (done before t0, never in the hot path)."""
         lines = [
             f"{req.method} {self.prefix}{req.path} HTTP/1.1",

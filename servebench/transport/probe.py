@@ -123,7 +123,11 @@ PROBE_REQUEST_ID = "servebench-probe"
 
 
 def http_send(base_url: str, timeout_s: float = 60.0, client: Any = None) -> Send:
-    """A Send over httpx: reads the whole (short) streamed answer."""
+    """A Send that reads the whole (short) streamed answer within `timeout_s` in all: connect,
+    head and body (servebench's own transport, so the size caps hold too). httpx when a
+    client is given (it bounds each read, not the whole: a slow head or a trickle goes on)."""
+    if client is None:
+        return lambda req: _send_by_deadline(base_url, req, timeout_s)
     import httpx
 
     def send(req: Request) -> tuple[int, bytes]:
@@ -143,8 +147,40 @@ def http_send(base_url: str, timeout_s: float = 60.0, client: Any = None) -> Sen
     return send
 
 
+def _send_by_deadline(base_url: str, req: Request, timeout_s: float) -> tuple[int, bytes]:
+    """One request on a loop of its own; RuntimeError (one line) when it did not end in time."""
+    import asyncio
+
+    from servebench.records import RequestRecord
+    from servebench.transport.http import HttpTransport
+
+    async def one() -> RequestRecord:
+        tr = HttpTransport(base_url, timeout_s=timeout_s)
+        rec = RequestRecord(index=-1)
+        try:  # the transport bounds the response; wait_for the connect too
+            await asyncio.wait_for(tr.send(tr.encode(req, PROBE_REQUEST_ID), rec), timeout_s)
+        except asyncio.TimeoutError:
+            rec.error = f"timeout: no complete response after {timeout_s:g}s"
+        finally:
+            await tr.close()
+        return rec
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case: no loop in this thread
+        rec = asyncio.run(one())
+    else:  # called from inside a loop (a Ray actor's thread): a loop of its own elsewhere
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            rec = pool.submit(asyncio.run, one()).result()
+    if rec.error:
+        raise RuntimeError(rec.error)
+    return rec.status, b"".join(c for _, c in rec.chunks)
+
+
 def before_load(server: Any, adapter: Any, model: str, extra: dict[str, Any] | None,
-                warnings: list[str], *, send: Send | None = None) -> dict[str, Any] | None:
+                warnings: list[str], *, send: Send | None = None, timeout_s: float = 60.0) -> dict[str, Any] | None:
     """The run's checks before the load: returns the `extra` the load must use. Records the probe
     in server.info["request_probe"] (run.json) and appends a warning when fields were dropped,
     and one when the CPU server logged a slow path (servebench.engines.hostcpu)."""
@@ -155,7 +191,7 @@ def before_load(server: Any, adapter: Any, model: str, extra: dict[str, Any] | N
         warnings.append(slow)
     if not str(server.base_url).startswith("http"):
         return extra  # SageMaker: the container's API is fixed by the spec
-    send = send or http_send(server.base_url)
+    send = send or http_send(server.base_url, timeout_s)  # --timeout: the probe is a request too
     neg = negotiate(send, lambda x: adapter.build(PROBE_PROMPT, PROBE_TOKENS, model=model, extra=x), extra)
     rec = neg.record()
     if neg.body:

@@ -167,9 +167,27 @@ def test_transport_error_is_kept_but_tokens_are_decoded():
 
 
 def test_no_response_at_all():
-    rec = RequestRecord(index=0, status=0)
+    rec = RequestRecord(index=0, status=0, sent_ns=5, end_ns=9)
     decode_record(ADAPTERS["openai-chat"], rec)
     assert rec.error == "no HTTP response"
+
+
+def test_a_request_never_released_is_not_failed_by_decoding():
+    # --duration ended (or Ctrl-C) before its turn: nothing was sent, so no response is missing
+    rec = RequestRecord(index=0)
+    decode_record(ADAPTERS["openai-chat"], rec)
+    assert rec.error is None and rec.decoded and rec.token_ns == []
+
+
+def test_deeply_nested_event_fails_its_own_request_only():
+    deep = b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n"
+    ok = b'data: {"choices":[{"text":"a","finish_reason":null}]}\n\n'
+    end = b'data: {"choices":[{"text":"b","finish_reason":"length"}]}\n\ndata: [DONE]\n\n'
+    bad = RequestRecord(index=0, status=200, sent_ns=1, end_ns=9, chunks=[(2, ok), (3, deep), (4, end)])
+    good = RequestRecord(index=1, status=200, sent_ns=1, end_ns=9, chunks=[(2, ok), (4, end)])
+    decode_records(ADAPTERS["openai-completions"], [bad, good])  # never raises
+    assert bad.error.startswith("malformed event") and bad.token_ns == [2]
+    assert good.error is None and good.token_ns == [2, 4]
 
 
 def test_empty_and_non_sse_bodies():
