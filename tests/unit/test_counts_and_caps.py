@@ -110,7 +110,7 @@ def test_token_counts_past_any_model_are_bad_input(tmp_path):
         p = sb("run", "--endpoint", "http://127.0.0.1:9", "--model", "tiny", "--requests", "2",
                "--results-dir", str(tmp_path / "r"), *args)
         assert p.returncode == 2, p.stderr
-        assert "less than or equal to 10000000" in one_error(p)
+        assert "more than 10,000,000 tokens" in one_error(p)
     f = tmp_path / "p.jsonl"
     f.write_text('{"prompt": "hi"}\n{"prompt": "hello", "output_tokens": %s}\n' % huge)
     p = sb("run", "--endpoint", "http://127.0.0.1:9", "--model", "tiny", "--prompts-file", str(f), "--requests", "2",
