@@ -160,7 +160,7 @@ def run(**o) -> None:
             except Exception:  # noqa: BLE001 - the run's own error line below is what matters
                 pass
     if error:
-        click.echo(f"error: {_scrubbed(error, cfg.launcher_options, cfg.server_args)}", err=True)
+        click.echo(f"error: {_scrubbed(error, {**cfg.launcher_options, **cfg.env}, cfg.server_args)}", err=True)
         if run_dir is not None:
             click.echo(str(run_dir))
         raise SystemExit(code)

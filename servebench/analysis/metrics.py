@@ -105,23 +105,11 @@ def summarize(records: Sequence[RequestRecord], *, target_concurrency: int | Non
 
     out_tok = [output_tokens(r) for r in ok]
     in_tok = [input_tokens(r) for r in ok]
-    streamed = [sum(r.token_counts) for r in ok]
     per = lambda xs: (sum(xs) / dur_s) if dur_s > 0 else 0.0  # noqa: E731
-
-    ttft = [v / MS for r in ok if (v := ttft_ns(r)) is not None]
-    itl = [g / MS for r in ok for g in itl_gaps_ns(r)]
-    tpot = [v / MS for r in ok if (v := tpot_ns(r)) is not None]
-    e2e = [e2e_ns(r) / MS for r in ok]
-    ms_tok = [e2e_ns(r) / MS / n for r, n in zip(ok, out_tok) if n > 0]
-
-    req_out = [r.output_tokens for r in ok]
-    req_in = [r.input_tokens for r in ok]
-    sched = sorted(r.scheduled_ns for r in measured if r.scheduled_ns)
     sent = sorted(r.sent_ns for r in timed)
     flight = in_flight(measured, start, end)
     errors = Counter((r.error or f"HTTP {r.status}") for r in failed)
-
-    summary = {
+    return {
         "completed": len(ok),
         "failed": len(failed),
         "error_rate": len(failed) / len(measured) if measured else 0.0,
@@ -130,11 +118,37 @@ def summarize(records: Sequence[RequestRecord], *, target_concurrency: int | Non
         "request_throughput": per([1] * len(ok)),
         "output_token_throughput": per(out_tok),
         "total_token_throughput": per(out_tok) + per(in_tok),
-        "ttft_ms": dist(ttft),
-        "tpot_ms": dist(tpot),
-        "itl_ms": dist(itl),
-        "e2e_ms": dist(e2e),
-        "ms_per_token": dist(ms_tok),
+        **_latencies(ok, out_tok),
+        **_token_counts(ok, out_tok, in_tok),
+        "concurrency": {
+            "target": target_concurrency,
+            "mean_in_flight": flight["mean"],
+            "max_in_flight": flight["max"],
+        },
+        "rate": {
+            "target": target_rate,
+            "achieved": (len(sent) - 1) / ((sent[-1] - sent[0]) / 1e9) if len(sent) > 1 and sent[-1] > sent[0] else None,
+        },
+        **_client_timing(measured, timed, sent),
+    }
+
+
+def _latencies(ok: list[RequestRecord], out_tok: list[int]) -> dict:
+    return {
+        "ttft_ms": dist([v / MS for r in ok if (v := ttft_ns(r)) is not None]),
+        "tpot_ms": dist([v / MS for r in ok if (v := tpot_ns(r)) is not None]),
+        "itl_ms": dist([g / MS for r in ok for g in itl_gaps_ns(r)]),
+        "e2e_ms": dist([e2e_ns(r) / MS for r in ok]),
+        "ms_per_token": dist([e2e_ns(r) / MS / n for r, n in zip(ok, out_tok) if n > 0]),
+    }
+
+
+def _token_counts(ok: list[RequestRecord], out_tok: list[int], in_tok: list[int]) -> dict:
+    """Requested vs server-counted vs streamed tokens: where they differ, the run says so."""
+    req_out = [r.output_tokens for r in ok]
+    req_in = [r.input_tokens for r in ok]
+    streamed = [sum(r.token_counts) for r in ok]
+    return {
         "input_tokens": {
             "requested_mean": float(np.mean(req_in)) if req_in else None,
             "server_mean": float(np.mean(in_tok)) if in_tok else None,
@@ -157,19 +171,16 @@ def summarize(records: Sequence[RequestRecord], *, target_concurrency: int | Non
                 1 for r, s in zip(ok, streamed) if r.server_output_tokens is not None and r.server_output_tokens != s
             ),
         },
-        "concurrency": {
-            "target": target_concurrency,
-            "mean_in_flight": flight["mean"],
-            "max_in_flight": flight["max"],
-        },
-        "rate": {
-            "target": target_rate,
-            "achieved": (len(sent) - 1) / ((sent[-1] - sent[0]) / 1e9) if len(sent) > 1 and sent[-1] > sent[0] else None,
-        },
+    }
+
+
+def _client_timing(measured: list[RequestRecord], timed: list[RequestRecord], sent: list[int]) -> dict:
+    """The client's own delays: waiting for a slot, dispatching, connecting, releasing."""
+    sched = sorted(r.scheduled_ns for r in measured if r.scheduled_ns)
+    return {
         "slot_wait_ms": dist([(r.slot_ns - r.scheduled_ns) / MS for r in measured if r.slot_ns]),
         "dispatch_lag_ms": dist([(r.sent_ns - (r.slot_ns or r.scheduled_ns)) / MS for r in timed]),
         "connect_ms": dist([r.connect_ns / MS for r in measured if r.connect_ns]),
         "release_spread_ms": (sched[-1] - sched[0]) / MS if sched else None,
         "send_spread_ms": (sent[-1] - sent[0]) / MS if sent else None,
     }
-    return summary

@@ -52,7 +52,7 @@ class _Job:
 def write(cfg: RunConfig, st: RunState, p: Prepared) -> Written:
     """Write whatever exists; each piece on its own so one failure never loses the rest.
     Returns the verdict and summary.json as written to the run directory."""
-    job, run_dir = _Job(cfg, st, p, redact.secret_values(cfg.launcher_options, cfg.server_args)), st.run_dir
+    job, run_dir = _Job(cfg, st, p, redact.secret_values({**cfg.launcher_options, **cfg.env}, cfg.server_args)), st.run_dir
     job.attempt("decode", decode_records, p.adapter, st.records)
     sent = _sent(st.records, job.secrets)
     records_at, refused = salvage.write_records(run_dir, sent)  # first: the one thing not remade
