@@ -226,15 +226,10 @@ def table(rows: list[dict], variants: bool) -> str:
 
 
 def write_docs(text: str, name: str = "accuracy") -> None:
-    doc = ROOT / "docs" / "performance.md"
-    cur = doc.read_text()
-    begin, end = BEGIN.replace("accuracy", name), END.replace("accuracy", name)
-    block = f"{begin}\n{text}\n{end}"
-    if begin in cur and end in cur:
-        cur = cur[: cur.index(begin)] + block + cur[cur.index(end) + len(end):]
-    else:
-        cur = cur.rstrip("\n") + "\n\n## CLI accuracy\n\n" + block + "\n"
-    doc.write_text(cur)
+    from docblock import write_block
+
+    write_block(ROOT / "docs" / "performance.md", BEGIN.replace("accuracy", name), END.replace("accuracy", name),
+                text, "CLI accuracy")
 
 
 def main() -> None:

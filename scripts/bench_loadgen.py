@@ -208,14 +208,9 @@ def table(rows: list[dict]) -> str:
 
 
 def write_docs(text: str) -> None:
-    doc = ROOT / "docs" / "performance.md"
-    cur = doc.read_text() if doc.exists() else "# Performance\n"
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in cur and END in cur:
-        cur = cur[: cur.index(BEGIN)] + block + cur[cur.index(END) + len(END):]
-    else:
-        cur = cur.rstrip("\n") + "\n\n## Load generator accuracy\n\n" + block + "\n"
-    doc.write_text(cur)
+    from docblock import write_block
+
+    write_block(ROOT / "docs" / "performance.md", BEGIN, END, text, "Load generator accuracy")
 
 
 def main() -> None:

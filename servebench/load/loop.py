@@ -124,9 +124,7 @@ async def drive(
             if tasks:
                 await asyncio.gather(*tasks)
     except asyncio.CancelledError:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel_all(tasks)
         raise
     finally:
         if cpu0:
@@ -162,10 +160,15 @@ async def _closed_loop(transport, plan: LoadPlan, stats: LoadStats, end_release:
     try:
         await asyncio.gather(*slots)
     except asyncio.CancelledError:
-        for s in slots:
-            s.cancel()
-        await asyncio.gather(*slots, return_exceptions=True)
+        await _cancel_all(slots)
         raise
+
+
+async def _cancel_all(tasks: list[asyncio.Task]) -> None:
+    """Ctrl-C: every request in flight is cancelled and awaited, so each records its end."""
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _open_loop(transport, plan: LoadPlan, stats: LoadStats, t0_ns: int, end_release: int | None, tasks: list) -> None:
