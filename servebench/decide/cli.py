@@ -23,6 +23,8 @@ _slo = click.option("--slo", default=None, help='Bounds, e.g. "ttft_p95<=1000ms,
 _goodput = click.option("--goodput", "goodput", multiple=True, metavar="ttft:MS tpot:MS e2el:MS",
                         help="Goodput bounds in ms (share of requests meeting all; errors are misses).")
 _target = click.option("--target-rps", default=None, type=float, help="Capacity planning for this request rate.")
+_growth = click.option("--trace-growth", default=None, type=float, metavar="G",
+                       help="Capacity plan for G times a trace's traffic, from a sweep's trace-speed limit search.")
 _at = click.option("--at", default=None, metavar="cost=5,latency=1,throughput=20",
                    help="Rank each study table at one concurrency only (the study's levels shown).")
 _err = click.option("--max-error-rate", default=0.01, show_default=True, type=float,
@@ -31,7 +33,7 @@ _err = click.option("--max-error-rate", default=0.01, show_default=True, type=fl
 
 def _analysis(f):
     """The options recommend and report share (SLO, target rate, goodput, prices, at, errors)."""
-    for opt in (_err, _at, _onprem, _price, _goodput, _target, _slo):
+    for opt in (_err, _at, _onprem, _price, _goodput, _growth, _target, _slo):
         f = opt(f)
     return f
 
@@ -77,9 +79,10 @@ class Analysis:
     target_rps: float | None = None
     at: str | None = None
     max_error_rate: float | None = 0.01
+    trace_growth: float | None = None
 
     def any_set(self) -> bool:
-        return any((self.slo, self.target_rps, self.goodput, self.prices, self.onprem, self.at))
+        return any((self.slo, self.target_rps, self.goodput, self.prices, self.onprem, self.at, self.trace_growth))
 
 
 def analyse(dirs, o: Analysis):
@@ -104,6 +107,8 @@ def analyse(dirs, o: Analysis):
             raise SloError("a goodput bound in --slo needs --goodput (e.g. --goodput ttft:500 tpot:50)")
         if o.target_rps is not None and not o.target_rps > 0:
             raise SloError("--target-rps must be > 0")
+        if o.trace_growth is not None and not 0 < o.trace_growth < float("inf"):
+            raise SloError("--trace-growth must be > 0 (a multiple of the trace's traffic, e.g. 10)")
         raw = load_dirs(list(dirs))
     except (PriceError, SloError) as e:
         _fail(str(e), 2)
@@ -112,8 +117,16 @@ def analyse(dirs, o: Analysis):
     if gp:
         raw = add_goodput(raw, gp)
     # Every run for the run tables and plots; repeats of one load point averaged for ranking.
-    ranked = add_costs(merge_repeats(raw), book)
-    return add_costs(raw, book), recommend(ranked, bounds=bounds, target_rps=o.target_rps, at=at_levels)
+    ranked, priced = add_costs(merge_repeats(raw), book), add_costs(raw, book)
+    tables = recommend(ranked, bounds=bounds, target_rps=o.target_rps, at=at_levels)
+    if o.trace_growth is not None:
+        from servebench.decide.traceplan import PlanError, trace_limits, trace_plan
+
+        try:
+            tables.append(trace_plan(priced, trace_limits(list(dirs)), o.trace_growth))
+        except PlanError as e:
+            _fail(str(e), 2)
+    return priced, tables
 
 
 def _write(text: str, out: Path | None) -> None:

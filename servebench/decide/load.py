@@ -89,7 +89,9 @@ def _load_from_config(run: dict) -> dict:
     cfg = run.get("config") or {}
     ld, wl = cfg.get("load") or {}, cfg.get("workload") or {}
     mode = "rate" if ld.get("rate") else ("concurrency" if ld.get("concurrency") else "burst")
-    return {"mode": mode, "concurrency": ld.get("concurrency"), "rate": ld.get("rate"),
+    trace = wl.get("trace") or {}
+    return {"mode": "trace" if trace else mode, "concurrency": ld.get("concurrency"),
+            "rate": None if trace else ld.get("rate"), "speed": trace.get("speed"),
             "requests": ld.get("requests"), "duration_s": ld.get("duration_s"),
             "input_tokens": wl.get("input_tokens"), "output_tokens": wl.get("output_tokens"),
             "repeat": 0, "seed": ld.get("seed")}
@@ -137,7 +139,7 @@ def _row(run_dir: Path | None, server: dict, load: dict, *, status: str, error: 
         row[k] = server.get(k)
     row["config"] = config_label(server)
     row["family"] = model_family(server.get("model"))
-    for k in ("mode", "concurrency", "rate", "requests", "input_tokens", "output_tokens", "repeat"):
+    for k in ("mode", "concurrency", "rate", "speed", "requests", "input_tokens", "output_tokens", "repeat"):
         row[k] = load.get(k)
     row["load_level"] = level(load)
     return row
@@ -167,6 +169,8 @@ def model_family(name: str | None) -> str | None:
 
 
 def level(load: dict) -> str:
+    if load.get("mode") == "trace":
+        return f"trace x{load.get('speed') or 1:g}"
     if load.get("mode") == "rate" or (load.get("rate") and load.get("mode") != "concurrency"):
         return f"rate {load['rate']:g}/s" + (f" cap {load['concurrency']}" if load.get("concurrency") else "")
     if load.get("concurrency"):
@@ -265,7 +269,7 @@ def merge_repeats(df: pd.DataFrame) -> pd.DataFrame:
     metric by metric, so a lucky repeat never wins a table. Rows that may not rank stay as they are."""
     if "repeat" not in df or not (df["repeat"].fillna(0) > 0).any():
         return df.assign(repeats=1)
-    keys = ["source", "config", "mode", "concurrency", "rate", "requests", "input_tokens", "output_tokens"]
+    keys = ["source", "config", "mode", "concurrency", "rate", "speed", "requests", "input_tokens", "output_tokens"]
     ok = ok_mask(df)
     num = [c for c in df.select_dtypes("number").columns if c not in keys + ["repeat"]]
     agg = {c: ("mean" if c in num else "first") for c in df.columns if c not in keys}

@@ -14,7 +14,7 @@ from servebench.outputs.table import Table
 RUN_COLUMNS = ["source", "config", "load_level", "status", "completed", "failed", "request_throughput",
                "output_token_throughput", "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "itl_ms_p99", "e2e_ms_p50",
                "ms_per_token_p50", "usd_per_hour", "usd_per_1m", "usd_per_1m_total", "j_per_token"]
-_KEY = ["mode", "concurrency", "rate", "input_tokens", "output_tokens"]
+_KEY = ["mode", "concurrency", "rate", "speed", "input_tokens", "output_tokens"]
 
 
 def runs_table(df: pd.DataFrame) -> Table:

@@ -31,6 +31,8 @@ HEADINGS = {
     "cell": "cell", "completed": "completed", "failed": "failed", "engine_version": "engine version",
     "delta_throughput_pct": "throughput vs baseline %", "delta_latency_pct": "latency vs baseline %",
     "delta_usd_per_1m_pct": "$ per 1M vs baseline %", "met_slo": "met SLO",
+    "trace_rps": "trace req/s (x1)", "limit_speed": "limit (x trace rate)", "first_missing": "first missing",
+    "margin": "margin", "binding": "binds first",
 }
 
 

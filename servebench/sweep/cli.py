@@ -27,7 +27,7 @@ class Execution:
     resume: bool = False
     dry_run: bool = False
     slo: str | None = None
-    limit_by: str = "concurrency"
+    limit_by: str | None = None  # None: speed for a trace load, else concurrency
     max_level: float = 256
     executor: str = "local"
     executor_options: dict = field(default_factory=dict)
@@ -42,7 +42,8 @@ class Execution:
 @click.option("--results-dir", default=None, type=click.Path(path_type=Path), help="Default: the config's results_dir (results).")
 @click.option("--name", default=None, help="Sweep name (its directory); default: the config's name.")
 @click.option("--max-load-under", "slo", default=None, help='Find the highest load meeting an SLO, e.g. "ttft_p99<=500ms,tpot_p50<=50ms".')
-@click.option("--limit-by", default="concurrency", show_default=True, type=click.Choice(["concurrency", "rate"]))
+@click.option("--limit-by", default=None, type=click.Choice(["concurrency", "rate", "speed"]),
+              help="What the limit search varies [default: speed for a trace load (--trace-speed), else concurrency].")
 @click.option("--max-level", default=256, show_default=True, type=float, help="Upper bound of the limit search.")
 @click.option("--executor", default="local", show_default=True, help="Where groups run: local (or ray, when installed).")
 @click.option("--address", default=None, help="Ray cluster: auto, HOST:6379 or ray://HOST:10001 (--executor ray; default: a new local Ray).")
@@ -199,7 +200,8 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execut
     try:
         full = planning.expand(cfg)
         sub = planning.only(full, only)
-        limit = LimitSpec(how.slo, how.limit_by, max_level=how.max_level) if how.slo else None
+        planning.check_load(cfg)
+        limit = LimitSpec(how.slo, planning.limit_by(cfg, how.limit_by), max_level=how.max_level) if how.slo else None
     except (SweepConfigError, ValueError) as e:
         _fail(str(e), 2)
     if limit is not None:  # the search replaces the config's load points

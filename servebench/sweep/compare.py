@@ -96,7 +96,7 @@ def _level(load: dict) -> str:
         return f"c={load['concurrency']}"
     if load["mode"] == "rate":
         return f"rate={load['rate']:g}/s"
-    return "burst"
+    return f"trace x{load['speed']:g}" if load["mode"] == "trace" else "burst"
 
 
 def _mean(xs: list[float | None]) -> float | None:

@@ -8,17 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from servebench.config import MAX_TOKENS
+from servebench.sweep.loadspace import LoadSpace, TraceLoad, _Strict
+
+__all__ = ["LoadSpace", "TraceLoad", "ServerPoint", "SweepConfig", "SweepConfigError", "load_config", "server_point"]
 
 
 class SweepConfigError(ValueError):
     """A sweep config cannot be used (message is one line)."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ServerPoint(_Strict):
@@ -80,50 +78,6 @@ class ServerPoint(_Strict):
         if self.gpu_count is not None:
             return self.gpu_count
         return len(self.gpus) if self.gpus else 0
-
-
-class LoadSpace(_Strict):
-    """Load points measured against every server: each concurrency, each rate, and a burst."""
-
-    concurrency: list[int] = Field(default_factory=list)
-    rate: list[float] = Field(default_factory=list)
-    burst: bool = False
-    requests: int = Field(100, ge=1)
-    duration_s: float | None = Field(None, gt=0)
-    input_tokens: int = Field(512, ge=1, le=MAX_TOKENS)
-    output_tokens: int = Field(128, ge=1, le=MAX_TOKENS)
-    prompts_file: Path | None = None
-    warmup: int = Field(2, ge=0)
-    repeats: int = Field(1, ge=1)
-    seed: int = 0
-    arrival: str = "poisson"
-    request_timeout_s: float = Field(600.0, gt=0)
-    max_error_rate: float = Field(1.0, ge=0, le=1)  # a cell with errors is still a measured cell
-
-    @field_validator("concurrency", "rate", mode="before")
-    @classmethod
-    def _listify(cls, v: Any) -> Any:
-        return [v] if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-
-    @field_validator("concurrency")
-    @classmethod
-    def _positive_c(cls, v: list[int]) -> list[int]:
-        if any(c < 1 for c in v):
-            raise ValueError("concurrency levels must be >= 1")
-        return v
-
-    @field_validator("rate")
-    @classmethod
-    def _positive_r(cls, v: list[float]) -> list[float]:
-        if any(not (0 < r < float("inf")) for r in v):
-            raise ValueError("rates must be finite and > 0")
-        return v
-
-    @model_validator(mode="after")
-    def _some_point(self) -> "LoadSpace":
-        if not (self.concurrency or self.rate or self.burst):
-            self.burst = True  # nothing asked: the paper's default, a burst
-        return self
 
 
 class RayOptions(_Strict):
@@ -209,7 +163,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> tuple[Sw
         where = ".".join(map(str, loc)) or "config"
         line = _line_of(root, loc)
         at = f" (line {line})" if line else ""
-        raise SweepConfigError(f"{path}: {where}{at}: {err['msg']}") from None
+        raise SweepConfigError(f"{path}: {where}{at}: {err['msg'].removeprefix('Value error, ')}") from None
 
 
 def _line_of(node, loc: list) -> int | None:

@@ -26,6 +26,7 @@ def print_plan(plan, sweep_dir: Path, limit, console) -> None:
         pts = ", ".join(dict.fromkeys(c.load.level for c in g.cells)) or f"search: {limit.text}"
         t.add_row(g.id, g.server.label, g.server.launcher, str(len(g.cells)), pts)
     console.print(t)
+    console.print(f"workload: {plan.config.load.describe()}", markup=False)
     launches = sum(1 for g in plan.groups if g.server.launcher != "external")
     timed = [c.load.duration_s for c in plan.cells if c.load.duration_s]
     est = f"; at least {sum(timed) / 60:.1f} min of load (duration-bound cells)" if timed else ""
@@ -55,7 +56,8 @@ def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> Non
     for g in index.data["groups"]:
         if g.get("limit"):
             lm = g["limit"]
-            console.print(f"{g['server']['label']}: highest {lm['by']} meeting {lm['slo']}: {lm['max_meeting']}"
+            what = "trace speed (x the trace's rate)" if lm["by"] == "speed" else lm["by"]
+            console.print(f"{g['server']['label']}: highest {what} meeting {lm['slo']}: {lm['max_meeting']}"
                           f" (first missing: {lm['first_missing']})", markup=False)
     click.echo(str(sweep_dir))
     if interrupted:

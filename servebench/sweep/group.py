@@ -49,8 +49,8 @@ class LimitSpec:
 
 def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec | None = None) -> dict[str, Any]:
     """Measure the group's cells (then the limit search, if asked); returns the group row."""
-    first = run_config(cfg, group.server, group.cells[0].load if group.cells else _search_point(cfg, 1, 0),
-                       Path("."), "probe")
+    first = run_config(cfg, group.server, group.cells[0].load if group.cells else
+                       _search_point(cfg, 1, 0, "speed" if cfg.load.trace else "concurrency"), Path("."), "probe")
     try:
         p0 = prepare(first)  # fails the group before any server starts (bad tokenizer, prompts file)
     except (ValueError, OSError, RuntimeError) as e:
@@ -140,29 +140,47 @@ def _measure_cell(cfg: SweepConfig, group: Group, cell: Cell, session: ServerSes
 def _search(cfg: SweepConfig, group: Group, session: ServerSession, tokenizer, host: GroupHost, spec: LimitSpec,
             reopen, row: dict) -> dict:
     ld = cfg.load
-    start = spec.start or (min(ld.concurrency) if spec.by == "concurrency" and ld.concurrency else
-                           min(ld.rate) if spec.by == "rate" and ld.rate else 1)
+    levels = {"concurrency": ld.concurrency, "rate": ld.rate, "speed": ld.trace.speed if ld.trace else []}[spec.by]
+    start = spec.start or (min(levels) if levels else 1)
+    seen: dict[float, tuple[str, dict | None]] = {}
 
     def at(level: float) -> dict | None:
         cell = Cell("", group.id, _search_point(cfg, level, 0, spec.by), search=True)
         cell = replace(cell, id=f"{group.id}-lim-{cell.load.key}")
         done = host.done_summary(cell)
-        if done is not None:
-            return done
-        if _ensure_alive(session, reopen, row):
-            return None
-        return _measure_cell(cfg, group, cell, session, host, tokenizer)
+        if done is None and not _ensure_alive(session, reopen, row):
+            done = _measure_cell(cfg, group, cell, session, host, tokenizer)
+        seen[level] = (cell.id, done)
+        return done
 
     res = lim.search(at, spec.bounds, start=start, max_level=spec.max_level, integer=spec.by == "concurrency")
-    return {"slo": spec.text, "by": spec.by, "max_meeting": res.best, "first_missing": res.first_fail,
-            "tried": [{"level": lv, "met": ok} for lv, ok in res.tried]}
+    out = {"slo": spec.text, "by": spec.by, "max_meeting": res.best, "first_missing": res.first_fail,
+           "tried": [{"level": lv, "met": ok} for lv, ok in res.tried]}
+    if spec.by == "speed":  # what a capacity plan needs: the trace's own rate, and what binds at the limit
+        cell_id, summary = seen.get(res.best, (None, None))
+        out["at_limit"] = {"cell": cell_id, **(lim.closeness(spec.bounds, summary) or {})} if summary else None
+        out["trace"] = _trace_rate(ld.trace.source, [s for _, s in seen.values()])
+    return out
+
+
+def _trace_rate(source: str, summaries: list[dict | None]) -> dict:
+    """The replayed trace's mean request rate at speed 1, from any level that measured it."""
+    for s in summaries:
+        t = ((s or {}).get("workload") or {}).get("trace") or {}
+        if t.get("mean_rate_per_s") and t.get("speed"):
+            return {"name": source, "requests": t.get("requests"), "span_s": t.get("span_s"),
+                    "rate_per_s": t["mean_rate_per_s"] / t["speed"]}
+    return {"name": source, "requests": None, "span_s": None, "rate_per_s": None}
 
 
 def _search_point(cfg: SweepConfig, level: float, repeat: int, by: str = "concurrency") -> LoadPoint:
     """A search level's load: enough requests to hold the level (2 per stream at least)."""
     ld = cfg.load
-    n = max(ld.requests, 2 * int(level)) if by == "concurrency" else ld.requests
     seed = ld.seed + 10_000_000 + int(level * 1000)  # its own prompts, apart from the config's levels
+    if by == "speed":
+        return LoadPoint("trace", None, None, ld.trace_requests, ld.duration_s, ld.input_tokens, ld.output_tokens,
+                         repeat, seed, speed=float(level))
+    n = max(ld.requests, 2 * int(level)) if by == "concurrency" else ld.requests
     if by == "rate":
         return LoadPoint("rate", None, float(level), n, ld.duration_s, ld.input_tokens, ld.output_tokens, repeat, seed)
     return LoadPoint("concurrency", int(level), None, n, ld.duration_s, ld.input_tokens, ld.output_tokens, repeat, seed)

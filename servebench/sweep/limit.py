@@ -2,6 +2,7 @@
 
 Measure at the start level, double while the SLO holds, then bisect between the last level
 that met it and the first that did not. Concurrency is searched in whole streams; rates
+(and trace speeds)
 until the bracket is within 10 %. Pure: `measure(level)` is given, so the search is tested
 on a scripted server and run against a real one unchanged."""
 
@@ -110,3 +111,19 @@ def search(measure: Callable[[float], dict | None], bounds: list[Bound], *, star
         else:
             hi = res.first_fail = mid
     return res
+
+
+def closeness(bounds: list[Bound], summary: dict | None) -> dict | None:
+    """Each bound's measured value as a share of its limit at one level, and the bound that
+    binds first there: the one closest to (or furthest past) its limit."""
+    if not summary:
+        return None
+    rows = []
+    for b in bounds:
+        v = b.value(summary)
+        # a zero limit (error_rate<=0) met at this level was met with nothing to spare or use
+        share = None if v is None else (v / b.limit if b.limit > 0 else (0.0 if v <= 0 else None))
+        rows.append({"bound": f"{b.name}{b.op}{b.limit:g}", "value": v, "limit": b.limit, "share": share})
+    ranked = [r for r in rows if r["share"] is not None]
+    binding = max(ranked, key=lambda r: r["share"])["bound"] if ranked else None
+    return {"bounds": rows, "binding": binding}

@@ -20,15 +20,16 @@ SEED_STRIDE = 1000  # seeds of consecutive load points are this far apart; repea
 
 @dataclass(frozen=True, slots=True)
 class LoadPoint:
-    mode: str  # burst | concurrency | rate
+    mode: str  # burst | concurrency | rate | trace
     concurrency: int | None
     rate: float | None
-    requests: int
+    requests: int | None  # None: a trace's whole window
     duration_s: float | None
-    input_tokens: int
-    output_tokens: int
+    input_tokens: int | str  # a number or a distribution
+    output_tokens: int | str
     repeat: int
     seed: int
+    speed: float | None = None  # a trace replayed this many times faster
 
     @property
     def key(self) -> str:
@@ -36,14 +37,22 @@ class LoadPoint:
             return f"c{self.concurrency:04d}"
         if self.mode == "rate":
             return f"rate{self.rate:g}"
-        return "burst"
+        return f"trace{self.speed:g}" if self.mode == "trace" else "burst"
 
     @property
     def level(self) -> str:
-        """How a person reads the point: 'c=4', 'rate=2/s', 'burst'."""
+        """How a person reads the point: 'c=4', 'rate=2/s', 'trace x2', 'burst'."""
         if self.mode == "concurrency":
             return f"c={self.concurrency}"
+        if self.mode == "trace":
+            return f"trace x{self.speed:g}"
         return f"rate={self.rate:g}/s" if self.mode == "rate" else "burst"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["speed"] is None:  # indexes written before traces had no speed: they still line up
+            del d["speed"]
+        return d
 
 
 @dataclass(slots=True)
@@ -54,7 +63,7 @@ class Cell:
     search: bool = False  # made by a find-the-limit search, not by the config
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "group": self.group, "load": asdict(self.load), "search": self.search}
+        return {"id": self.id, "group": self.group, "load": self.load.as_dict(), "search": self.search}
 
 
 @dataclass(slots=True)
@@ -113,6 +122,10 @@ def _merge(cfg: SweepConfig, point: dict[str, Any], where: str) -> ServerPoint:
 
 def load_points(cfg: SweepConfig) -> list[LoadPoint]:
     ld = cfg.load
+    if ld.trace is not None:
+        return [LoadPoint("trace", None, None, ld.trace_requests, ld.duration_s, ld.input_tokens, ld.output_tokens, rep,
+                          seed=ld.seed + 1 + i * SEED_STRIDE + rep, speed=float(k))
+                for i, k in enumerate(ld.trace.speed) for rep in range(ld.repeats)]
     shapes: list[tuple[str, int | None, float | None]] = [("concurrency", c, None) for c in ld.concurrency]
     shapes += [("rate", None, r) for r in ld.rate]
     if ld.burst:
@@ -180,12 +193,22 @@ def run_config(cfg: SweepConfig, server: ServerPoint, load: LoadPoint, runs_dir:
         endpoint=server.endpoint, launcher=server.launcher, api=server.api, gpus=server.gpus,
         server_args=list(server.server_args), launcher_options=opts, env=dict(server.env), results_dir=runs_dir, name=name,
         telemetry=cfg.telemetry, plots=cfg.plots, max_error_rate=ld.max_error_rate,
-        load=dict(requests=load.requests, concurrency=load.concurrency, rate=load.rate, arrival=ld.arrival,
+        load=dict(concurrency=load.concurrency, rate=load.rate, arrival=ld.arrival,
                   duration_s=load.duration_s, warmup=ld.warmup, seed=load.seed,
-                  request_timeout_s=ld.request_timeout_s),
+                  request_timeout_s=ld.request_timeout_s, **({"requests": load.requests} if load.requests else {})),
         workload=dict(input_tokens=load.input_tokens, output_tokens=load.output_tokens,
-                      prompts_file=ld.prompts_file, tokenizer=server.tokenizer),
+                      max_input_tokens=ld.max_input_tokens, max_output_tokens=ld.max_output_tokens,
+                      prompts_file=ld.prompts_file, tokenizer=server.tokenizer, trace=_trace(cfg, load)),
     )
+
+
+def _trace(cfg: SweepConfig, load: LoadPoint) -> dict | None:
+    """The cell's trace replay (run's --trace options), at the cell's speed."""
+    t = cfg.load.trace
+    if t is None or load.mode != "trace":
+        return None
+    return dict(source=t.source, format=t.format, columns=t.columns, speed=load.speed, window=t.run_window,
+                requests=load.requests, scale_lengths=t.scale_lengths)
 
 
 def launch_commands(cfg: SweepConfig, expr: str | None = None) -> list[str]:
@@ -197,3 +220,30 @@ def launch_commands(cfg: SweepConfig, expr: str | None = None) -> list[str]:
         rc = run_config(cfg, g.server, g.cells[0].load, Path(cfg.results_dir), g.id) if g.cells else None
         out += [f"# {g.id} {g.server.label}", describe(rc) if rc else "(no cells)"]
     return out
+
+
+def check_load(cfg: SweepConfig) -> None:
+    """The workload every cell sends, read once before any server starts: a trace that does not
+    parse or a length file that is missing is one line now, not a failed cell per server."""
+    from servebench.load import lengths, traces
+
+    ld = cfg.load
+    try:
+        if ld.trace is not None:
+            traces.load_trace(ld.trace.source, ld.trace.format, ld.trace.columns)
+        else:
+            lengths.parse_length(ld.input_tokens, "load.input_tokens", "input")
+            lengths.parse_length(ld.output_tokens, "load.output_tokens", "output")
+    except (ValueError, OSError) as e:
+        raise SweepConfigError(str(e).splitlines()[0]) from None
+
+
+def limit_by(cfg: SweepConfig, asked: str | None) -> str:
+    """What --max-load-under searches: a trace's speed, else concurrency (or --limit-by)."""
+    if cfg.load.trace is not None:
+        if asked not in (None, "speed"):
+            raise SweepConfigError(f"--limit-by {asked}: a trace load is searched by its speed (--limit-by speed)")
+        return "speed"
+    if asked == "speed":
+        raise SweepConfigError("--limit-by speed needs a trace load (load.trace in the config)")
+    return asked or "concurrency"

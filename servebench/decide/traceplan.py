@@ -1,0 +1,112 @@
+"""A capacity plan from a trace: the highest speed of a trace replay at which one server met the
+SLO (`sweep --max-load-under` on a trace load, index.json's group `limit`), turned into the
+servers that carry G times the trace's traffic, priced. Definitions in docs/decide.md."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from servebench.decide.load import _json, config_label, kind
+from servebench.decide.prices import HOURS_PER_MONTH
+from servebench.outputs.table import Table
+
+COLUMNS = ["model", "config", "trace", "trace_rps", "limit_speed", "first_missing", "capacity_rps", "servers",
+           "margin", "binding", "usd_per_hour", "usd_per_month", "price_source"]
+
+
+class PlanError(ValueError):
+    """No plan can be made from these inputs (message is one line)."""
+
+
+def trace_limits(specs: list[str]) -> list[dict]:
+    """Per server group of each sweep DIR that searched a trace's speed: its limit block and the
+    run dirs of its cells (which carry its price in the run table)."""
+    out = []
+    for spec in specs:
+        name, sep, p = spec.partition("=")
+        path = Path(p if sep and not Path(spec).exists() else spec)
+        if kind(path) not in ("sweep", "compare"):
+            continue
+        idx = _json(path / "index.json")
+        for g in idx.get("groups") or []:
+            lm = g.get("limit") or {}
+            if lm.get("by") == "speed":
+                dirs = {str(path / c["run_dir"]) for c in idx.get("cells") or []
+                        if c.get("group") == g["id"] and c.get("run_dir")}
+                out.append({"group": g["id"], "label": config_label(g.get("server") or {}), "limit": lm,
+                            "run_dirs": dirs})
+    return out
+
+
+def servers_for(growth: float, limit_speed: float) -> tuple[int, float]:
+    """(servers, margin): whole servers for `growth` times the trace's rate when one holds the
+    SLO up to `limit_speed` times it; margin = limit_speed x servers / growth - 1."""
+    n = max(1, math.ceil(growth / limit_speed - 1e-9))
+    return n, limit_speed * n / growth - 1
+
+
+def _binding(at: dict | None) -> str | None:
+    """'ttft_ms.p99<=500 (82% of it)': the bound closest to its limit at the limit point."""
+    if not at or not at.get("binding"):
+        return None
+    row = next(r for r in at["bounds"] if r["bound"] == at["binding"])
+    return f"{row['bound']} ({row['share']:.0%} of it)"
+
+
+def _priced_row(df: pd.DataFrame, run_dirs: set[str]) -> pd.Series | None:
+    rows = df[df["run_dir"].isin(run_dirs)] if "run_dir" in df else df.iloc[:0]
+    if rows.empty:
+        return None
+    priced = rows[rows["usd_per_hour"].notna()]
+    return (priced if not priced.empty else rows).iloc[0]
+
+
+def trace_plan(df: pd.DataFrame, limits: list[dict], growth: float) -> Table:
+    """One row per configuration whose trace-speed limit was searched."""
+    if not limits:
+        raise PlanError("--trace-growth: no trace-speed limit in these directories (run `servebench sweep CONFIG "
+                        "--max-load-under SLO` on a config whose load is a trace)")
+    rows, notes, unpriced = [], [], []
+    for lm in limits:
+        block, r = lm["limit"], _priced_row(df, lm["run_dirs"])
+        trace = block.get("trace") or {}
+        best, price = block.get("max_meeting"), (None if r is None else _num(r.get("usd_per_hour")))
+        config = r["config"] if r is not None else lm["label"]
+        n, margin = servers_for(growth, best) if best else (None, None)
+        if best is None:
+            notes.append(f"{config}: never met {block.get('slo')} (even x{block.get('first_missing'):g} of the trace missed)")
+        elif block.get("first_missing") is None:
+            notes.append(f"{config}: met the SLO up to the search's cap x{best:g}: its limit is higher, the plan conservative")
+        if price is None and best is not None:
+            unpriced.append((config, r))
+        rate = trace.get("rate_per_s")
+        rows.append({"model": r["family"] if r is not None else None, "config": config, "trace": trace.get("name"),
+                     "trace_rps": rate, "limit_speed": best, "first_missing": block.get("first_missing"),
+                     "capacity_rps": best * rate if best and rate else np.nan, "servers": n, "margin": margin,
+                     "binding": _binding(block.get("at_limit")),
+                     "usd_per_hour": n * price if n and price is not None else np.nan,
+                     "usd_per_month": n * price * HOURS_PER_MONTH if n and price is not None else np.nan,
+                     "price_source": r["price_source"] if r is not None else None})
+    if unpriced:
+        config, r = unpriced[0]
+        where = (r.get("instance_type") or r.get("hardware")) if r is not None else None
+        raise PlanError(f"--trace-growth: no price for {config}" + (f" ({where})" if where else "") +
+                        f": give --price {where or 'HARDWARE'}=USD_PER_HOUR (or --onprem)")
+    frame = pd.DataFrame(rows, columns=COLUMNS).sort_values(["usd_per_hour", "servers", "config"], na_position="last")
+    notes.insert(0, f"servers = ceil({growth:g} / limit speed); margin = limit speed x servers / {growth:g} - 1; "
+                    f"$/month = $/h x {HOURS_PER_MONTH:g}")
+    slo = next((lm["limit"].get("slo") for lm in limits), "")
+    return Table("trace_plan", f"Capacity plan: {growth:g}x the trace's traffic under {slo}",
+                 frame.reset_index(drop=True), notes)
+
+
+def _num(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
