@@ -17,7 +17,7 @@ from servebench.engines.hostcpu import choose_dtype, slow_path_lines
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.timeouts import ready_timeout
 from servebench.launchers.readiness import free_port, log_tail, opening, redact_env, served_name, wait_ready
-from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
+from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command, resolve_local_model
 
 
 class ProcessLauncher:
@@ -51,7 +51,8 @@ class ProcessLauncher:
         """GGUF engines: the model dir's GGUF file in the `quantize` type (converted once);
         the type is in the file, so it is no command-line option."""
         if spec.model_format != "gguf":
-            return req.model, req.options
+            snap = resolve_local_model(spec, req.model, Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface"))
+            return (str(snap) if snap else req.model), req.options
         from servebench.engines.gguf_export import ensure_gguf
 
         assert spec.process is not None
