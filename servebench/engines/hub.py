@@ -15,11 +15,15 @@ from urllib.parse import urlsplit
 _TRUE = ("1", "true", "yes", "on")
 
 
+def hf_home() -> Path:
+    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+
+
 def token() -> str | None:
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         if os.environ.get(var):
             return os.environ[var]
-    home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
+    home = hf_home()
     path = Path(os.environ.get("HF_TOKEN_PATH") or home / "token")
     try:
         return path.read_text().strip() or None
