@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from servebench.engines.hub import cached_snapshot
 from servebench.errors import first_line
 
 BACKENDS_DIR = Path(__file__).resolve().parents[2] / "backends"
@@ -108,6 +109,9 @@ class EngineSpec(_Strict):
     # "gguf": the engine loads one GGUF file; the process launcher converts a model dir (a preset)
     # with servebench.engines.gguf_export, the `quantize` option naming the GGUF type (f16, q8_0, ...)
     model_format: Literal["hf", "gguf"] = "hf"
+    # the engine loads only a local directory holding config.json (LightLLM's --model_dir): a hub
+    # id is resolved to its snapshot in the HF cache (resolve_local_model), or refused before start
+    model_dir_only: bool = False
     process: ProcessSpec | None = None
     docker: DockerSpec | None = None
     sagemaker: SageMakerSpec | None = None
@@ -186,3 +190,17 @@ def render_command(
             raise SpecError(f"{spec.name} does not know quantization {opts[key]!r} (known: {', '.join(known)})")
         argv += [flag, str(opts[key])]
     return argv + list(extra_args or [])
+
+
+def resolve_local_model(spec: EngineSpec, model: str, cache: Path) -> Path | None:
+    """For a `model_dir_only` engine: None when `model` is a local directory already (or the
+    engine loads hub ids itself), else the hub id's snapshot directory under `cache`; SpecError
+    when there is none, so a launch stops before anything is pulled or started."""
+    if not spec.model_dir_only or Path(model).expanduser().is_dir():
+        return None
+    snap = cached_snapshot(model, cache)
+    if snap is None:
+        raise SpecError(f"{spec.name} loads only a local model directory with config.json; {model!r} is neither a "
+                        f"directory nor in the HF cache {cache / 'hub'}: download it first "
+                        f"(huggingface-cli download {model}) or pass its directory")
+    return snap

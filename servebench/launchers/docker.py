@@ -25,7 +25,7 @@ from servebench.launchers.owner import docker_labels, from_labels, owner_alive
 from servebench.launchers.timeouts import option_s, ready_timeout
 from servebench.signals import shielded
 from servebench.launchers.readiness import free_port, is_secret, log_tail, opening, redact_env, served_name, wait_ready
-from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
+from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command, resolve_local_model
 
 
 def _stderr(msg: str) -> None:
@@ -76,6 +76,9 @@ class DockerLauncher:
             model = d.model_mount
         cache = Path(req.options.get("hf_cache") or hf_cache_dir()).expanduser()
         volumes[str(cache)] = {"bind": d.hf_cache, "mode": "rw"}
+        snap = resolve_local_model(spec, req.model, cache)
+        if snap is not None:  # seen through the cache mount, so the snapshot's links to ../../blobs resolve
+            model = f"{d.hf_cache.rstrip('/')}/{snap.relative_to(cache).as_posix()}"
         values = {"python": "python3", "model": model, "host": "0.0.0.0", "port": d.port,
                   "served_model_name": served_name(req)}
         command = render_command(spec, d, values, gpus=req.gpus, options=req.options, extra_args=req.extra_args)

@@ -14,10 +14,11 @@ from pathlib import Path
 import psutil
 
 from servebench.engines.hostcpu import choose_dtype, slow_path_lines
+from servebench.engines.hub import hf_home
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.timeouts import ready_timeout
 from servebench.launchers.readiness import free_port, log_tail, opening, redact_env, served_name, wait_ready
-from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command
+from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command, resolve_local_model
 
 
 class ProcessLauncher:
@@ -49,9 +50,11 @@ class ProcessLauncher:
 
     def _model_file(self, spec: EngineSpec, req: LaunchRequest, convert: bool = True) -> tuple[str, dict]:
         """GGUF engines: the model dir's GGUF file in the `quantize` type (converted once);
-        the type is in the file, so it is no command-line option."""
+        the type is in the file, so it is no command-line option. Engines that load only a local
+        directory (LightLLM): a hub id's snapshot in the HF cache."""
         if spec.model_format != "gguf":
-            return req.model, req.options
+            snap = resolve_local_model(spec, req.model, hf_home())
+            return (str(snap) if snap else req.model), req.options
         from servebench.engines.gguf_export import ensure_gguf
 
         assert spec.process is not None

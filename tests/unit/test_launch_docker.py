@@ -6,6 +6,7 @@ real readiness code (health poll + one generation request) runs against it."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -165,9 +166,11 @@ EXPECTED = {
                           "--tensor-parallel-size", "2"]),
     "tgi": dict(image="ghcr.io/huggingface/text-generation-inference:3.3.5", port=80, cache="/data", shm="1g", ipc=None,
                 command=["--model-id", HUB, "--num-shard", "2"]),
-    "lightllm": dict(image="ghcr.io/modeltc/lightllm:main", port=8080, cache="/root/.cache/huggingface", shm="1g",
-                     ipc=None, command=["python", "-m", "lightllm.server.api_server", "--model_dir", HUB, "--host",
-                                        "0.0.0.0", "--port", "8080", "--tp", "2"]),
+    # LightLLM loads only directories: the hub id's snapshot, seen through the cache mount
+    "lightllm": dict(image="ghcr.io/modeltc/lightllm:v1.0.1", port=8080, cache="/root/.cache/huggingface", shm="32g",
+                     ipc=None, command=["python", "-m", "lightllm.server.api_server", "--model_dir",
+                                        "/root/.cache/huggingface/hub/models--meta-llama--Llama-2-7b-hf/snapshots/"
+                                        "c0ffee", "--host", "0.0.0.0", "--port", "8080", "--tp", "2"]),
     "sglang": dict(image="lmsysorg/sglang:v0.4.7.post1-cu124", port=30000, cache="/root/.cache/huggingface",
                    shm=None, ipc="host", command=["python3", "-m", "sglang.launch_server", "--model-path", HUB,
                                                   "--served-model-name", HUB, "--host", "0.0.0.0", "--port", "30000",
@@ -175,11 +178,27 @@ EXPECTED = {
 }
 
 
+def cached_snapshot(cache, model: str, rev: str, main: bool = True, config: bool = True):
+    """A hub model as huggingface_hub lays it out: snapshots/<rev> (links to ../../blobs) and refs/main."""
+    repo = cache / "hub" / ("models--" + model.replace("/", "--"))
+    snap = repo / "snapshots" / rev
+    snap.mkdir(parents=True)
+    (repo / "blobs").mkdir(exist_ok=True)
+    if config:
+        (repo / "blobs" / rev).write_text("{}")
+        (snap / "config.json").symlink_to(f"../../blobs/{rev}")
+    if main:
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text(rev)
+    return snap
+
+
 @pytest.mark.parametrize("engine", sorted(EXPECTED))
 def test_container_spec_field_by_field(engine, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_s3cret")
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     e = EXPECTED[engine]
+    cached_snapshot(tmp_path / "hf", HUB, "c0ffee")
     req = LaunchRequest(engine=engine, model=HUB, gpus=[2, 3], options={"hf_cache": str(tmp_path / "hf")})
     plan = DockerLauncher(client=FakeDocker()).plan(load_spec(engine), req, 40001)
     kw = plan["kwargs"]
@@ -380,3 +399,48 @@ def test_pull_says_bytes_and_has_its_own_time_out(tmp_path, monkeypatch):
         DockerLauncher(client=client, progress=lambda m: None).start(LaunchRequest(
             engine="vllm", model=HUB, run_dir=tmp_path, options={"hf_cache": str(tmp_path), "pull_timeout_s": "0"}))
     assert not client.created
+
+
+def test_lightllm_hub_id_not_cached_stops_before_anything_runs(tmp_path):
+    docker_ = FakeDocker()
+    launcher = DockerLauncher(client=docker_, progress=lambda m: None, poll_s=0.05)
+    req = LaunchRequest(engine="lightllm", model=HUB, gpus=[0], run_dir=tmp_path,
+                        options={"hf_cache": str(tmp_path / "hf")})
+    with pytest.raises(LaunchError) as ei:
+        launcher.start(req)
+    msg = str(ei.value)
+    assert "lightllm loads only a local model directory" in msg and "\n" not in msg
+    assert f"huggingface-cli download {HUB}" in msg and str(tmp_path / "hf" / "hub") in msg
+    assert docker_.calls == []  # nothing pulled, listed or created
+    with pytest.raises(LaunchError, match="lightllm loads only a local model directory"):
+        launcher.dry_run(req)
+    # a snapshot without config.json is not a loadable model directory either
+    cached_snapshot(tmp_path / "hf", HUB, "partial", main=False, config=False)
+    with pytest.raises(LaunchError, match="neither a directory nor in the HF cache"):
+        launcher.dry_run(req)
+
+
+def test_lightllm_picks_the_snapshot_refs_main_names(tmp_path):
+    cache = tmp_path / "hf"
+    cached_snapshot(cache, HUB, "aaa111")
+    newer = cached_snapshot(cache, HUB, "bbb222", main=False)
+    os.utime(newer, (2e9, 2e9))
+    req = LaunchRequest(engine="lightllm", model=HUB, gpus=[0], options={"hf_cache": str(cache)})
+    cmd = DockerLauncher(client=FakeDocker()).plan(load_spec("lightllm"), req, 1)["kwargs"]["command"]
+    assert cmd[cmd.index("--model_dir") + 1].endswith("/snapshots/aaa111")
+    (cache / "hub" / "models--meta-llama--Llama-2-7b-hf" / "refs" / "main").unlink()  # no ref: the newest one
+    cmd = DockerLauncher(client=FakeDocker()).plan(load_spec("lightllm"), req, 1)["kwargs"]["command"]
+    assert cmd[cmd.index("--model_dir") + 1].endswith("/snapshots/bbb222")
+
+
+def test_lightllm_local_dir_is_mounted_and_shared_memory_is_at_least_2_gb(tmp_path):
+    model = tmp_path / "llama"
+    model.mkdir()
+    req = LaunchRequest(engine="lightllm", model=str(model), gpus=[0, 1], options={"hf_cache": str(tmp_path / "hf")})
+    kw = DockerLauncher(client=FakeDocker()).plan(load_spec("lightllm"), req, 1)["kwargs"]
+    assert kw["command"][kw["command"].index("--model_dir") + 1] == "/model"
+    assert kw["volumes"][str(model)] == {"bind": "/model", "mode": "ro"}
+    units = {"k": 2**10, "m": 2**20, "g": 2**30}
+    shm = kw["shm_size"]
+    assert int(shm[:-1]) * units[shm[-1].lower()] >= 2 * 2**30  # LightLLM's docs: >= 2 GB
+    assert kw["image"].split(":")[1] not in ("main", "latest")  # a release, not a moving tag

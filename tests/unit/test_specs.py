@@ -129,3 +129,24 @@ def test_template_keys_documented():
     for n in ENGINES:
         text = open(load_spec(n).source).read()
         assert set(re.findall(r"\{(\w+)\}", text)) - {"region"} <= set(TEMPLATE_KEYS)
+
+
+def test_lightllm_hub_id_resolves_to_its_cached_snapshot_for_the_process_launcher(tmp_path, monkeypatch):
+    from servebench.engines.specs import resolve_local_model
+    from servebench.launchers.base import LaunchRequest
+    from servebench.launchers.process import ProcessLauncher
+
+    spec = load_spec("lightllm")
+    assert spec.model_dir_only and not load_spec("vllm").model_dir_only
+    hub = "meta-llama/Llama-2-7b-hf"
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    req = LaunchRequest(engine="lightllm", model=hub, gpus=[0])
+    with pytest.raises(SpecError, match=r"huggingface-cli download meta-llama/Llama-2-7b-hf"):
+        ProcessLauncher(python="PY").command(spec, req, 1234)
+    snap = tmp_path / "hub" / "models--meta-llama--Llama-2-7b-hf" / "snapshots" / "abc"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    argv = ProcessLauncher(python="PY").command(spec, req, 1234)
+    assert argv[argv.index("--model_dir") + 1] == str(snap)
+    assert resolve_local_model(spec, str(snap), tmp_path) is None  # a directory is passed as it is
+    assert resolve_local_model(load_spec("vllm"), hub, tmp_path / "empty") is None  # vLLM downloads itself
