@@ -98,6 +98,13 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--prefix-share", default=0.0, show_default=True, type=float,
               help="Synthetic: this share of requests starts with one of 4 shared system prompts.")
 @click.option("--prefix-tokens", default=None, type=int, help="Synthetic: the shared system prompts' length in tokens.")
+@click.option("--sessions", default=None, metavar="FILE|synthetic",
+              help="Multi-turn chat sessions: a JSONL file (one session a line) or synthetic (docs/workloads.md).")
+@click.option("--turns", default=None, type=int, help="Sessions: turns each [synthetic: 3]; a file: at most T.")
+@click.option("--think-time", default="0", show_default=True,
+              help="Sessions: seconds between an answer and the next turn, or uniform:A-B | normal:mean=M,sd=S | "
+                   "lognormal:mean=M,sd=S | exponential:mean=M.")
+@click.option("--session-count", default=None, type=int, help="Sessions to run [synthetic: 8; a file: all its sessions].")
 @click.option("--prompts-file", default=None, type=click.Path(path_type=Path), help="JSONL of {prompt, output_tokens?}.")
 @click.option("--concurrency", default=None, type=int, help="Closed loop with C in flight; with --rate, a cap.")
 @click.option("--rate", default=None, type=float, help="Open loop, requests/s.")
@@ -202,10 +209,15 @@ def _workload(o: dict) -> dict:
                      window=o["trace_window"], requests=o["requests"], scale_lengths=o["trace_scale_lengths"])
     elif o["trace_format"] or o["trace_columns"] or o["trace_window"] or (o["trace_speed"], o["trace_scale_lengths"]) != (1, 1):
         _fail("--trace-format, --trace-columns, --trace-window, --trace-speed and --trace-scale-lengths need --trace", 2)
+    sessions = None
+    if o["sessions"]:
+        sessions = dict(source=o["sessions"], turns=o["turns"], think_time=o["think_time"], count=o["session_count"])
+    elif o["turns"] is not None or o["session_count"] is not None or o["think_time"] not in ("0", 0):
+        _fail("--turns, --think-time and --session-count need --sessions", 2)
     return dict(input_tokens=o["input_tokens"], output_tokens=o["output_tokens"], prompts_file=o["prompts_file"],
                 tokenizer=o["tokenizer"], max_input_tokens=o["max_input_tokens"],
                 max_output_tokens=o["max_output_tokens"], prefix_share=o["prefix_share"],
-                prefix_tokens=o["prefix_tokens"], trace=trace)
+                prefix_tokens=o["prefix_tokens"], trace=trace, sessions=sessions)
 
 
 def _kv(pairs, hint: str = "--launcher-opt") -> dict[str, str]:

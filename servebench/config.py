@@ -96,6 +96,28 @@ class TraceConfig(BaseModel):
         return (lo, hi)
 
 
+class SessionConfig(BaseModel):
+    """Multi-turn chat sessions (servebench.load.sessions, docs/workloads.md "Sessions")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str  # "synthetic" or a JSONL file, one session a line
+    turns: int | None = Field(None, ge=1)  # synthetic: turns a session (default 3); a file: at most this many
+    think_time: float | str = 0.0  # seconds between an answer's end and the next turn; or a distribution
+    count: int | None = Field(None, ge=1)  # sessions; synthetic default 8, a file: all (or its first N)
+
+    @field_validator("think_time", mode="before")
+    @classmethod
+    def _think(cls, v):
+        try:
+            t = float(v)
+        except (TypeError, ValueError):
+            return str(v).strip()  # a distribution: parsed (one-line errors) by load.sessions
+        if isinstance(v, bool) or not 0 <= t < 86_400:
+            raise ValueError(f"{v!r}: a think time is seconds, 0 or more (or a distribution, e.g. lognormal:mean=2,sd=1)")
+        return t
+
+
 class WorkloadConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -110,6 +132,7 @@ class WorkloadConfig(BaseModel):
     prefix_tokens: int | None = Field(None, ge=5)  # ... of this many tokens
     prefix_prompts: int = Field(4, ge=1)  # ... one of this many distinct ones
     trace: TraceConfig | None = None
+    sessions: SessionConfig | None = None
 
     @field_validator("input_tokens", "output_tokens", mode="before")
     @classmethod
@@ -136,6 +159,8 @@ class WorkloadConfig(BaseModel):
             raise ValueError("--prefix-share is for synthetic loads; a trace brings its own prefix blocks")
         if self.prompts_file is not None and self.prefix_share:
             raise ValueError("--prefix-share is for synthetic prompts, not --prompts-file")
+        if self.sessions is not None and (self.trace is not None or self.prompts_file is not None or self.prefix_share):
+            raise ValueError("--sessions is a workload of its own: not with --trace, --prompts-file or --prefix-share")
         if self.prefix_share and self.prefix_tokens is None:
             raise ValueError("--prefix-share needs --prefix-tokens N (the system prompts' length)")
         return self
@@ -184,6 +209,14 @@ class RunConfig(BaseModel):
         if self.workload.trace is not None and self.load.rate is not None:
             raise ValueError("--trace releases each request at its trace time; --rate does not apply "
                              "(--trace-speed K compresses time)")
+        return self
+
+    @model_validator(mode="after")
+    def _sessions_speak_chat(self) -> "RunConfig":
+        if self.workload.sessions is not None:
+            if self.api not in (None, "openai-chat"):
+                raise ValueError(f"--sessions sends conversations through the chat endpoint (api openai-chat), not {self.api}")
+            self.api = "openai-chat"
         return self
 
     @model_validator(mode="after")

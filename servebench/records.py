@@ -34,6 +34,11 @@ class RequestRecord:
     server_output_tokens: int | None = None
     finish_reason: str | None = None
     decoded: bool = False  # token fields filled; raw chunks may since have been dropped (workers)
+    # -- multi-turn sessions only (load/sessions.py); None for single requests
+    session: int | None = None  # the session's number in the run
+    turn: int | None = None  # 1 for a session's first turn
+    prompt_text: str | None = None  # the chat messages sent, as JSON
+    reply_text: str | None = None  # the assistant text the server returned (sent on in the next turn)
 
     @property
     def ok(self) -> bool:

@@ -129,9 +129,14 @@ class OpenAIChat:
     forces_length = True
 
     def build(self, prompt: str, max_tokens: int, *, model: str, extra: dict[str, Any] | None = None) -> Request:
+        return self.build_chat([{"role": "user", "content": prompt}], max_tokens, model=model, extra=extra)
+
+    def build_chat(self, messages: list[dict[str, str]], max_tokens: int, *, model: str,
+                   extra: dict[str, Any] | None = None) -> Request:
+        """A whole conversation (multi-turn sessions: load/sessions.py); the server applies its template."""
         body = {
             "model": model,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": messages,
             # max_tokens is deprecated by OpenAI but is what older servers read; vLLM takes
             # either (max_completion_tokens wins), so send both
             "max_completion_tokens": max_tokens,

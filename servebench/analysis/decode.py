@@ -151,3 +151,26 @@ def _payload_error(payload: bytes) -> str:
 def body_error(body: bytes) -> str:
     """One line describing a non-2xx response body: the JSON error message when there is one."""
     return one_line(body_error_text(body, json_string=True) or body.decode("utf-8", "replace").strip() or "(empty body)")
+
+
+def reply_text(adapter: Adapter, rec: RequestRecord) -> str:
+    """The text a response carried, its events' text in order (a multi-turn session sends it
+    back as the assistant's turn). Empty for a failed request or one whose events do not parse."""
+    if not rec.ok or not rec.chunks:
+        return ""
+    dec = SSEDecoder()
+    state: dict[str, Any] = {}
+    parts: list[str] = []
+    try:
+        for _, data in rec.chunks:
+            for payload in dec.feed(data):
+                if type(payload) is ErrorPayload:
+                    return "".join(parts)
+                ev = adapter.parse(payload, state)
+                if ev is not None:
+                    parts.append(ev.text)
+                    if ev.done:
+                        return "".join(parts)
+    except (ValueError, RecursionError, OversizedStream):
+        pass
+    return "".join(parts)

@@ -7,6 +7,7 @@ cost in the hot loop is a lookup or one small concatenation, never a `json.dumps
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,12 @@ class Gen:
     created: int = 0
     tmpl: Any = None  # per-format rendering cache, filled by prepare()
     extra: dict = field(default_factory=dict)
+
+
+def chat_reply(text: str) -> str:
+    """A chat answer's first token: a word derived from the conversation, so each answer in a
+    multi-turn session is distinct and the same conversation always gets the same one."""
+    return " r" + hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=4).hexdigest()
 
 
 def count_words(text: str) -> int:
@@ -81,11 +88,14 @@ class OpenAI:
             text = " ".join(str(m.get("content", "")) for m in msgs if isinstance(m, dict))
             mt = body.get("max_completion_tokens", body.get("max_tokens"))
             default = 16  # stands in for "until the context is full"
+            extra = {"reply": chat_reply(text)}
         else:
             text = _prompt_text(body.get("prompt"), "prompt")
             mt, default = body.get("max_tokens"), 16  # vLLM's /v1/completions default
+            extra = {}
         so = body.get("stream_options") or {}
         return dict(
+            extra=extra,
             prompt_tokens=count(text),
             prompt_chars=len(text),
             max_tokens=_int(mt, "max_tokens", default),
@@ -96,6 +106,7 @@ class OpenAI:
 
     def prepare(self, g: Gen) -> None:
         chat = g.path.endswith("/chat/completions")
+        reply = g.extra.get("reply", TOKEN_TEXT)
         oid = f"{'chatcmpl' if chat else 'cmpl'}-{g.rid}"
         head = '{"id":%s,"object":"%s","created":%d,"model":%s,' % (
             _J(oid), "chat.completion.chunk" if chat else "text_completion", g.created, _J(g.model))
@@ -104,6 +115,8 @@ class OpenAI:
             choice = '"choices":[{"index":0,"delta":{"content":%s},"logprobs":null,"finish_reason":%s,"stop_reason":null}]'
             first = head + '"choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}'
             first = b"data: " + first.encode() + b"\n\n"
+            # the first token names the conversation: a multi-turn client must send it back
+            first += ("data: " + head + choice % (_J(reply), '"length"' if g.max_tokens == 1 else "null") + "}\n\n").encode()
         else:
             choice = '"choices":[{"index":0,"text":%s,"logprobs":null,"finish_reason":%s,"stop_reason":null}]'
             first = b""
@@ -117,16 +130,17 @@ class OpenAI:
         g.tmpl = (first, mid, last, tail + b"data: [DONE]\n\n", head, chat)
 
     def token(self, g: Gen, i: int) -> bytes:
-        first, mid, last, _, _, _ = g.tmpl
-        ev = last if i == g.max_tokens - 1 else mid
-        return first + ev if i == 0 else ev
+        first, mid, last, _, _, chat = g.tmpl
+        if i == 0:
+            return first if chat else first + (last if g.max_tokens == 1 else mid)
+        return last if i == g.max_tokens - 1 else mid
 
     def tail(self, g: Gen) -> bytes:
         return g.tmpl[3]
 
     def whole(self, g: Gen) -> tuple[bytes, list[tuple[str, str]]]:
         _, _, _, _, head, chat = g.tmpl
-        text = _J(TOKEN_TEXT * g.max_tokens)
+        text = _J((g.extra["reply"] + TOKEN_TEXT * (g.max_tokens - 1)) if chat else TOKEN_TEXT * g.max_tokens)
         head = head.replace(".chunk", "") if chat else head
         if chat:
             choice = '"choices":[{"index":0,"message":{"role":"assistant","content":%s},"logprobs":null,"finish_reason":"length","stop_reason":null}]' % text

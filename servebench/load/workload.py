@@ -25,6 +25,7 @@ class Workload:
     prompts: list[Prompt]  # warm-up ones first
     offsets_ns: list[int] | None = None  # release times of the measured ones (a trace), else None
     info: dict = field(default_factory=dict)  # summary.json "workload"
+    sessions: list | None = None  # multi-turn: load.sessions.Conversation each (load/session_loop.py drives them)
 
 
 def build(cfg: RunConfig, tokenizer) -> Workload:
@@ -33,6 +34,12 @@ def build(cfg: RunConfig, tokenizer) -> Workload:
     w, load = cfg.workload, cfg.load
     if w.trace is not None:
         return _from_trace(cfg, tokenizer)
+    if w.sessions is not None:
+        from servebench.load import sessions
+
+        convs, warm, info = sessions.build(cfg, tokenizer)
+        load.requests = sum(len(c.turns) for c in convs)  # every turn is a request
+        return Workload(warm, None, info, convs)
     n = load.requests + load.warmup
     if w.prompts_file:
         return Workload(from_jsonl(w.prompts_file, tokenizer, _fixed_output(w.output_tokens), n), None,

@@ -36,10 +36,13 @@ def warnings(s: dict) -> list[str]:
                    "usage, so each streamed chunk with text counts as one token")
     if o.get("count_mismatches"):
         out.append(f"{o['count_mismatches']} request(s): server-reported output tokens differ from streamed chunks")
-    if i.get("mismatched_requests"):
+    if i.get("mismatched_requests") and s.get("sessions"):
+        out.append(f"{i['mismatched_requests']} turn(s): the server counted the conversation differently from the "
+                   "tokenizer's own chat template (the server applies another template)")
+    elif i.get("mismatched_requests"):
         out.append(f"{i['mismatched_requests']} request(s): server-counted prompt tokens differ from the requested length")
     tgt = c.get("target")
-    if tgt and s["completed"] >= 2 * tgt and c.get("mean_in_flight", 0) < 0.95 * tgt:
+    if tgt and not s.get("sessions") and s["completed"] >= 2 * tgt and c.get("mean_in_flight", 0) < 0.95 * tgt:
         out.append(f"target concurrency {tgt} not held: mean in flight {c['mean_in_flight']:.2f}")
     cw = client_warning((s.get("client") or {}).get("verdict") or {})
     if cw:

@@ -36,6 +36,7 @@ def lines(s: dict) -> list[str]:
         out.append(f"{what} tokens{f' {spec}' if spec else ''}: requested mean {_n(req.get('mean'), 1)} "
                    f"p50 {_n(req.get('p50'))} p99 {_n(req.get('p99'))}; achieved mean {_n(got.get('mean'), 1)} "
                    f"p50 {_n(got.get('p50'))} p99 {_n(got.get('p99'))}")
+    out += _sessions(s)
     sc = s.get("schedule")
     if sc and sc.get("send_error_ms", {}).get("n"):
         e = sc["send_error_ms"]
@@ -43,4 +44,18 @@ def lines(s: dict) -> list[str]:
         out.append(f"schedule: send - scheduled p50 {_n(e['p50'], 3)} ms, p99 {_n(e['p99'], 3)} ms, max {_n(e['max'], 3)} ms"
                    + (f"; worst minute {dev:.1%} off the trace's count" if dev is not None else "")
                    + (" (includes --concurrency slot waits)" if sc.get("capped") else ""))
+    return out
+
+
+def _sessions(s: dict) -> list[str]:
+    ss = s.get("sessions")
+    if not ss:
+        return []
+    think = (((s.get("workload") or {}).get("sessions") or {}).get("think_time_s") or {}).get("spec")
+    out = [f"sessions: {ss['sessions_completed']} of {ss['sessions']} ran every turn ({ss['turns_sent']} of "
+           f"{ss['turns_planned']} turns sent){f'; think time {think} s' if think else ''}; context counted by "
+           f"{ss['context_counted_by']}"]
+    for t in ss["by_turn"]:
+        out.append(f"  turn {t['turn']}: {t['completed']} completed, TTFT p50 {_n(t['ttft_ms']['p50'], 2)} ms "
+                   f"p99 {_n(t['ttft_ms']['p99'], 2)} ms, context mean {_n(t['context_tokens']['mean'], 1)} tokens")
     return out

@@ -109,7 +109,10 @@ def measure(cfg: RunConfig, p: Prepared, session: ServerSession, run_dir: Path,
         for s in st.samplers:
             s.start()
         phase("running load")
-        _drive_all(cfg, st, p.adapter, p.prompts, session.served, progress, extra)
+        if p.workload is not None and p.workload.sessions is not None:  # multi-turn: load/session_loop.py
+            _drive_sessions(cfg, st, p, session.served, progress, extra)
+        else:
+            _drive_all(cfg, st, p.adapter, p.prompts, session.served, progress, extra)
         st.status = "complete"
     except KeyboardInterrupt:
         cause, st.exit_code = interrupt_cause()
@@ -168,6 +171,20 @@ def _mark(samplers: list) -> None:
     """A sample exactly at a window edge, so counters (energy, server tokens) are read there."""
     for s in samplers:
         quietly(s.sample_now)
+
+
+def _drive_sessions(cfg: RunConfig, st: RunState, p: Prepared, served: str,
+                    progress: Callable[[int, int], None] | None, extra: dict | None) -> None:
+    """Conversations: each turn is built from the previous answer, so one process drives them
+    (no --workers split, no self-check: the client's load is a few live sessions)."""
+    from servebench.load import session_loop as sl
+
+    st.workers, st.workers_reason = 1, "multi-turn sessions run in one load process"
+    st.records = sl.session_records(p.workload, cfg.load.warmup)
+    job = sl.SessionJob(st.server.base_url, p.adapter, served, extra, cfg.load, p.workload, st.stats, st.connect_ns,
+                        progress)
+    sl.run_sessions(job, st.records, p.tokenizer)
+    _mark(st.samplers)
 
 
 def _drive_all(cfg: RunConfig, st: RunState, adapter: Adapter, prompts: list[Prompt], served: str,

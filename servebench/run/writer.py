@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from servebench import SCHEMA_VERSION, __version__
-from servebench.analysis import client_check, fidelity
+from servebench.analysis import client_check, fidelity, turns
 from servebench.store import redact
 from servebench.store import salvage
 from servebench.store import runfiles
@@ -100,6 +100,9 @@ def _traffic(cfg: RunConfig, st: RunState, sent: list[RequestRecord], summary: d
                                    cfg.load.mode == "rate" or getattr(st.workload, "offsets_ns", None) is not None,
                                    cfg.load.concurrency is not None))
     summary.setdefault("workload", {})["prefix_cache_start"] = fidelity.cache_start(st.extra_info, cfg.launcher)
+    sessions = turns.per_turn(st.records)  # multi-turn: TTFT and context by turn index
+    if sessions is not None:
+        summary["sessions"] = sessions
 
 
 def _client(st: RunState, summary: dict) -> None:

@@ -40,6 +40,13 @@ _COLUMNS: list[tuple[str, pa.DataType]] = [
     ("server_output_tokens", pa.int64()),
     ("finish_reason", pa.string()),
 ]
+# later columns: a run dir written before them reads back with None in their place
+_OPTIONAL: list[tuple[str, pa.DataType]] = [
+    ("session", pa.int64()),
+    ("turn", pa.int64()),
+    ("prompt_text", pa.string()),
+    ("reply_text", pa.string()),
+]
 
 
 class Summary(BaseModel):
@@ -104,8 +111,9 @@ def read_json(path: Path) -> dict:
 
 
 def write_records(path: Path, records: list[RequestRecord]) -> None:
-    cols = {name: [getattr(r, name) for r in records] for name, _ in _COLUMNS}
-    table = pa.table({name: pa.array(cols[name], type=t) for name, t in _COLUMNS})
+    every = _COLUMNS + _OPTIONAL
+    cols = {name: [getattr(r, name) for r in records] for name, _ in every}
+    table = pa.table({name: pa.array(cols[name], type=t) for name, t in every})
     tmp = path.with_suffix(".parquet.tmp")
     try:
         pq.write_table(table, tmp)
@@ -125,8 +133,9 @@ def load_records(path: Path) -> list[RequestRecord]:
     missing = [name for name, _ in _COLUMNS if name not in table.column_names]
     if missing:
         raise DamagedFile(f"{path}: missing columns {', '.join(missing)}")
-    rows = table.to_pylist()
-    return [RequestRecord(**{name: row[name] for name, _ in _COLUMNS}) for row in rows]
+    names = [name for name, _ in _COLUMNS] + [name for name, _ in _OPTIONAL if name in table.column_names]
+    rows = table.select(names).to_pylist()
+    return [RequestRecord(**{name: row[name] for name in names}) for row in rows]
 
 
 def check_records(path: Path) -> int:

@@ -14,6 +14,7 @@ from servebench.adapters import ADAPTERS
 from servebench.analysis.decode import decode_record
 from servebench.emulator import EmulatorError, read_log, start_emulator
 from servebench.emulator.cli import emulate
+from servebench.emulator.formats import chat_reply
 from servebench.records import RequestRecord
 
 ADAPTER_OF = {"openai": "openai-completions", "openai-chat": "openai-chat", "tgi": "tgi",
@@ -80,8 +81,20 @@ def test_chat_role_chunk_then_content_deltas(emu):
     _, _, raw = post(h, "/v1/chat/completions", body)
     events = [json.loads(p) for p in sse_payloads(raw)[:-1]]
     assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
-    assert [e["choices"][0]["delta"]["content"] for e in events[1:]] == [" the"] * 3
+    # the first token is a word derived from the conversation (multi-turn clients must send it back)
+    assert [e["choices"][0]["delta"]["content"] for e in events[1:]] == [chat_reply("hi"), " the", " the"]
     assert events[-1]["object"] == "chat.completion.chunk"
+    assert [e["choices"][0]["finish_reason"] for e in events[1:]] == [None, None, "length"]
+    _, _, again = post(h, "/v1/chat/completions", body)
+    assert again.count(chat_reply("hi").encode()) == 1  # deterministic: the same conversation, the same answer
+    other = {**body, "messages": body["messages"] + [{"role": "assistant", "content": chat_reply("hi")},
+                                                     {"role": "user", "content": "and?"}]}
+    _, _, raw2 = post(h, "/v1/chat/completions", other)
+    assert chat_reply("hi").encode() not in raw2 and b' r' in raw2  # a new turn, a new answer
+    one = {**body, "max_tokens": 1}
+    _, _, raw1 = post(h, "/v1/chat/completions", one)
+    ev1 = [json.loads(p) for p in sse_payloads(raw1)[:-1]]
+    assert [e["choices"][0]["finish_reason"] for e in ev1] == [None, "length"]
 
 
 def test_tgi_stream_matches_documented_bytes(emu):
