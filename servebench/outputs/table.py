@@ -29,8 +29,10 @@ HEADINGS = {
     "tput_per_gpu": "tok/s per GPU", "tput_per_user": "tok/s per user", "devices": "GPUs used",
     "capacity_rps": "req/s per server (SLO met)", "servers": "servers", "usd_per_month": "$/month",
     "cell": "cell", "completed": "completed", "failed": "failed", "engine_version": "engine version",
-    "delta_throughput_pct": "throughput vs baseline %", "delta_latency_pct": "latency vs baseline %",
-    "delta_usd_per_1m_pct": "$ per 1M vs baseline %", "met_slo": "met SLO",
+    "delta_throughput_pct": "throughput vs baseline % (higher is better)",
+    "delta_latency_pct": "latency vs baseline % (lower is better)",
+    "delta_usd_per_1m_pct": "$ per 1M vs baseline % (lower is better)", "met_slo": "met SLO",
+    "comparable": "same load as baseline", "verdict": "vs baseline",
 }
 
 
