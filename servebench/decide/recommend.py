@@ -156,7 +156,7 @@ def never_met(df: pd.DataFrame, bounds: list[Bound], met: pd.Series | None = Non
     met = meets(df, bounds) if met is None else met
     notes = []
     for cfg, g in df.groupby("config", sort=True):
-        if met[g.index].any():
+        if met[g.index].any() or (g["status"] == "skipped").all():  # skipped: named under the first table
             continue
         ok = g[ok_mask(g)]
         if ok.empty:
@@ -274,6 +274,9 @@ def failed_runs(df: pd.DataFrame) -> list[str]:
     bad["why"] = [_short(e) if isinstance(e, str) and e else "no completed request" for e in bad["error"]]
     out = []
     for (cfg, status, why), g in bad.groupby(["config", "status", "why"], sort=True, dropna=False):
+        if status == "skipped":
+            out.append(f"{cfg}: skipped: {why}")
+            continue
         out.append(f"{cfg} @ {', '.join(g['load_level'])} ({', '.join(map(str, g['cell']))}): {status}: {why}")
     return out
 

@@ -63,7 +63,10 @@ def test_what_cannot_be_read_beneath_a_folder_is_named_with_why(tmp_path):
     assert runs.loc["b/broken-sweep", "status"] == "skipped" and runs.loc["c", "status"] == "skipped"
     notes = " ".join(df.loc[df["table"] == "cost:note", "note"])
     assert "b/broken-sweep" in notes and "cannot read" in notes
-    assert "c @ -" in notes and "without run.json or summary.json" in notes
+    assert "c: skipped: measurements without run.json or summary.json" in notes
+    rec = sb("recommend", tmp_path, "--slo", "ttft_p95<=1000ms")
+    assert "b/broken-sweep: skipped: cannot read" in rec.stdout and "b/broken-sweep: never met" not in rec.stdout
+    assert "b/broken-sweep: no price" not in sb("cost", tmp_path).stdout
 
 
 # --- report compares level by level, says which way is better --------------------------------
