@@ -220,6 +220,9 @@ def _load_tree(path: Path, source: str | None) -> list[dict]:
             rows += load_sweep(p, source) if k == "sweep" else [load_run(p, source or path.name)]
         except (LoadError, KeyError, TypeError, ValueError, AttributeError) as e:
             skipped.append((p, first_line(e) or type(e).__name__))
+    if not rows:  # nothing measured to show: an error, naming what was found and why it was not read
+        p, why = skipped[0]
+        raise LoadError(f"{path}: nothing readable beneath it ({p}: {why})")
     for p, why in skipped:
         rel = p.relative_to(path).as_posix() if p.is_relative_to(path) else str(p)
         rows.append({"source": source or path.name, "cell": rel, "config": rel, "load_level": "-",

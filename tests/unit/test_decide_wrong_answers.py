@@ -67,6 +67,11 @@ def test_what_cannot_be_read_beneath_a_folder_is_named_with_why(tmp_path):
     rec = sb("recommend", tmp_path, "--slo", "ttft_p95<=1000ms")
     assert "b/broken-sweep: skipped: cannot read" in rec.stdout and "b/broken-sweep: never met" not in rec.stdout
     assert "b/broken-sweep: no price" not in sb("cost", tmp_path).stdout
+    shutil.rmtree(tmp_path / "a")
+    shutil.rmtree(tmp_path / "c")
+    p = sb("recommend", tmp_path)  # nothing readable at all: one line, not an empty table
+    assert p.returncode == 1 and p.stderr.startswith("error: ") and "nothing readable beneath it" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
 
 
 # --- report compares level by level, says which way is better --------------------------------
