@@ -120,9 +120,9 @@ def render(r: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 140)  # a pipe or file: don't squeeze the table to 80
+    from servebench.outputs.render import console_width
+
+    console = console or Console(width=console_width())  # COLUMNS honoured; piped without it, not squeezed to 80
     m, hw, cap = r["model"], r["hardware"], r["capacity"]
     params = f"{m['params'] / 1e9:.2f} B" if m["params"] >= 1e9 else f"{m['params'] / 1e6:.1f} M"
     console.print(f"[bold]ESTIMATE[/] (not measured): {m['name']} ({params} params, "

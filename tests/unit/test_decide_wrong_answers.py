@@ -227,3 +227,12 @@ def test_estimate_doc_names_sources_not_a_developers_path():
     text = (ROOT / "docs/estimate.md").read_text()
     assert not re.search(r"(/work/|/home/|/Users/)", text)
     assert "LLM-Viewer" in text and "aiconfigurator" in text
+
+
+def test_estimate_table_honours_columns_when_piped():
+    from rich.cells import cell_len
+
+    for cols in (90, 160):
+        p = sb("estimate", "--model", "meta-llama/Llama-2-7b-hf", "--gpu", "a10g", env={"COLUMNS": str(cols)})
+        assert p.returncode == 0, p.stderr
+        assert max(cell_len(line) for line in p.stdout.splitlines()) <= cols
