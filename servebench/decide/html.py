@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from servebench.decide.load import ok_mask
+from servebench.decide.names import size_key
 from servebench.decide.recommend import pareto_mask
 from servebench.outputs.table import Table, cells, heading
 
@@ -177,7 +178,7 @@ def pareto_plot(df: pd.DataFrame):
     for i, (name, g) in enumerate(ok.groupby(ok.apply(_series_name, axis=1), sort=True)):
         fig.add_trace(go.Scatter(x=g["ms_per_token_p50"], y=g["usd_per_1m"], mode="markers", name=name,
                                  text=g["load_level"], marker=dict(size=9, color=_color(i))))
-    for model, g in ok.groupby("family"):
+    for model, g in sorted(ok.groupby("family"), key=lambda kv: size_key(kv[0])):
         front = g[pareto_mask(g["usd_per_1m"].to_numpy(float), g["ms_per_token_p50"].to_numpy(float))]
         front = front.sort_values("ms_per_token_p50")
         fig.add_trace(go.Scatter(x=front["ms_per_token_p50"], y=front["usd_per_1m"], mode="lines",

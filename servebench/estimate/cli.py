@@ -112,6 +112,18 @@ def _hardware(name: str, gpus: int | None):
     return hw, gpus or count
 
 
+def _width() -> int | None:
+    """COLUMNS when set (piped too: outputs/render.py's rule; outputs imports this stage, so
+    not from there); else the terminal's; piped without it, 140 rather than rich's 80."""
+    import os
+    import sys
+
+    cols = os.environ.get("COLUMNS", "").strip()
+    if cols.isdigit() and int(cols) > 0:
+        return int(cols)
+    return None if sys.stdout.isatty() else 140
+
+
 def _f(v, nd=1):
     return "-" if v is None else f"{v:,.{nd}f}"
 
@@ -120,9 +132,7 @@ def render(r: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from servebench.outputs.render import console_width
-
-    console = console or Console(width=console_width())  # COLUMNS honoured; piped without it, not squeezed to 80
+    console = console or Console(width=_width())
     m, hw, cap = r["model"], r["hardware"], r["capacity"]
     params = f"{m['params'] / 1e9:.2f} B" if m["params"] >= 1e9 else f"{m['params'] / 1e6:.1f} M"
     console.print(f"[bold]ESTIMATE[/] (not measured): {m['name']} ({params} params, "
