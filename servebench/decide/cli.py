@@ -254,7 +254,7 @@ def cost_cmd(dirs, prices, onprem, catalog, fmt, output):
         df, _ = analyse(dirs, Analysis(prices=prices, onprem=onprem, max_error_rate=None))
         cols = ["source", "config", "load_level", "status", "output_token_throughput", "usd_per_hour", "min_per_1m",
                 "usd_per_1m", "usd_per_1m_total", "j_per_token", "price_source"]
-        notes = [f"{c}: no price (give --price)" for c in sorted(df.loc[df["usd_per_hour"].isna(), "config"].unique())]
+        notes = [f"{c}: no price (give --price)" for c in sorted(df.loc[df["usd_per_hour"].isna() & (df["status"] != "skipped"), "config"].unique())]
         notes += [f"{r['config']} @ {r['load_level']}: {r['price_note']}" for _, r in df.iterrows() if isinstance(r.get("price_note"), str)]
         tables = [Table("cost", "Cost per run", df[cols].reset_index(drop=True), notes)]
     if fmt == "console" and output is None:

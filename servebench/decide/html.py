@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 
 from servebench.decide.load import ok_mask
+from servebench.decide.names import size_key
 from servebench.decide.recommend import pareto_mask
-from servebench.outputs.table import Table, fmt, heading
+from servebench.outputs.table import Table, cells, heading
 
 MAX_CDF_TRACES = 24
 MAX_TIMELINE_RUNS = 8
@@ -58,11 +59,11 @@ def _table_html(t: Table) -> str:
     if len(t.df):
         head = "".join(f"<th>{html.escape(heading(c))}</th>" for c in t.df.columns)
         body = []
-        for _, row in t.df.iterrows():
-            cells = "".join(
-                f'<td class="num">{html.escape(fmt(v))}</td>' if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
-                else f"<td>{html.escape(fmt(v))}</td>" for v in row)
-            body.append(f"<tr>{cells}</tr>")
+        for row, text in zip(t.df.itertuples(index=False, name=None), cells(t.df)):
+            tds = "".join(
+                f'<td class="num">{html.escape(x)}</td>' if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                else f"<td>{html.escape(x)}</td>" for v, x in zip(row, text))
+            body.append(f"<tr>{tds}</tr>")
         parts.append(f'<div class="scroll"><table class="sb-table" data-key="{html.escape(t.key)}"><tr>{head}</tr>{"".join(body)}</table></div>')
     else:
         parts.append("<p><em>nothing to show</em></p>")
@@ -177,7 +178,7 @@ def pareto_plot(df: pd.DataFrame):
     for i, (name, g) in enumerate(ok.groupby(ok.apply(_series_name, axis=1), sort=True)):
         fig.add_trace(go.Scatter(x=g["ms_per_token_p50"], y=g["usd_per_1m"], mode="markers", name=name,
                                  text=g["load_level"], marker=dict(size=9, color=_color(i))))
-    for model, g in ok.groupby("family"):
+    for model, g in sorted(ok.groupby("family"), key=lambda kv: size_key(kv[0])):
         front = g[pareto_mask(g["usd_per_1m"].to_numpy(float), g["ms_per_token_p50"].to_numpy(float))]
         front = front.sort_values("ms_per_token_p50")
         fig.add_trace(go.Scatter(x=front["ms_per_token_p50"], y=front["usd_per_1m"], mode="lines",

@@ -3,7 +3,8 @@
 A sweep/compare dir has index.json (groups = server configurations, cells = load points,
 runs/<cell>/ = ordinary run dirs; docs/decide.md). A plain run dir has run.json + summary.json;
 its labels come from run.json["cell"] when a sweep made it, else from run.json["config"].
-A directory holding run dirs (e.g. results/) reads as a collection of plain runs.
+A directory holding run dirs (e.g. results/) reads as a collection: every run, compare and
+sweep beneath it (find.py); what could not be read is a row of status "skipped" saying why.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 import pandas as pd
 
+from servebench.decide.find import find, is_run, is_sweep
+from servebench.decide.names import config_label, engine_name, model_family  # noqa: F401 (model_family re-exported)
 from servebench.errors import first_line
 
 LATENCY = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "ms_per_token")
@@ -33,16 +36,16 @@ def _json(path: Path) -> dict:
 
 
 def kind(path: Path) -> str:
-    """'sweep' | 'compare' | 'run' | 'runs' (a folder of run dirs)."""
+    """'sweep' | 'compare' | 'run' | 'runs' (a folder with runs, compares or sweeps beneath it)."""
     path = Path(path)
     if not path.is_dir():
         raise LoadError(f"{path}: not a directory")
-    if (path / "index.json").exists():
+    if is_sweep(path):
         k = _json(path / "index.json").get("kind", "sweep")
         return k if k in ("sweep", "compare") else "sweep"
-    if (path / "summary.json").exists() or (path / "run.json").exists():
+    if is_run(path):
         return "run"
-    if any((p / "summary.json").exists() for p in path.iterdir() if p.is_dir()):
+    if find(path)[0]:
         return "runs"
     raise LoadError(f"{path}: no index.json, summary.json or run directories in it")
 
@@ -97,19 +100,6 @@ def _load_from_config(run: dict) -> dict:
             "repeat": 0, "seed": ld.get("seed")}
 
 
-def config_label(server: dict) -> str:
-    if server.get("label"):
-        return str(server["label"])
-    parts = [f"{server.get('engine') or '?'}/{server.get('model') or '?'}"]
-    if server.get("quantization"):
-        parts.append(str(server["quantization"]))
-    where = server.get("instance_type") or server.get("hardware")
-    if where:
-        n = server.get("gpu_count")
-        parts.append(f"{where}" + (f" x{n}" if n and not server.get("instance_type") else ""))
-    return " ".join(parts)
-
-
 def _metrics(summary: dict) -> dict[str, Any]:
     out: dict[str, Any] = {k: summary.get(k) for k in (
         "completed", "failed", "error_rate", "duration_s", "request_throughput",
@@ -132,7 +122,7 @@ def _metrics(summary: dict) -> dict[str, Any]:
 
 def _row(run_dir: Path | None, server: dict, load: dict, *, status: str, error: str | None,
          cell_id: str | None, group: str | None, source: str) -> dict:
-    server = {**server, "engine": _engine_name(server.get("engine"))}
+    server = {**server, "engine": engine_name(server.get("engine"))}
     row: dict[str, Any] = {"source": source, "cell": cell_id, "group": group, "status": status, "error": error,
                            "run_dir": str(run_dir) if run_dir else None, "engine_version": None, "hostname": None}
     for k in ("engine", "model", "quantization", "hardware", "instance_type", "gpu_count", "launcher"):
@@ -143,29 +133,6 @@ def _row(run_dir: Path | None, server: dict, load: dict, *, status: str, error: 
         row[k] = load.get(k)
     row["load_level"] = level(load)
     return row
-
-
-def _engine_name(engine: str | None) -> str | None:
-    """A spec path (backends/x/spec.yaml, my-engine.yaml) reads as its engine name."""
-    if isinstance(engine, str) and engine.endswith((".yaml", ".yml")):
-        p = Path(engine)
-        return p.parent.name if p.stem == "spec" and p.parent.name else p.stem
-    return engine
-
-
-# Name parts that say how a checkpoint is stored, not which model it is: without them the
-# GPTQ and fp16 checkpoints of one model rank in one table, as the study's tables do.
-_STORAGE = {"gptq", "awq", "gguf", "int4", "int8", "fp8", "fp16", "bf16", "4bit", "8bit", "bnb", "hf", "marlin",
-            "w4a16", "w8a8", "w8a16", "exl2", "q4", "q8", "q4_k_m", "q8_0", "f16"}
-
-
-def model_family(name: str | None) -> str | None:
-    """'TheBloke/Llama-2-7B-Chat-GPTQ' and 'meta-llama/Llama-2-7b-chat-hf' -> 'llama-2-7b-chat'."""
-    if not isinstance(name, str) or not name:
-        return name
-    base = name.rstrip("/").split("/")[-1].lower()
-    parts = [p for p in re.split(r"[-_.]", base) if p and p not in _STORAGE]
-    return "-".join(parts) or base
 
 
 def level(load: dict) -> str:
@@ -240,13 +207,31 @@ def load_dir(path: Path, source: str | None = None) -> pd.DataFrame:
     if k == "run":
         rows = [load_run(path, source)]
     elif k == "runs":
-        rows = [load_run(p, source or path.name) for p in sorted(path.iterdir())
-                if p.is_dir() and (p / "summary.json").exists()]
+        rows = _load_tree(path, source)
     else:
         rows = load_sweep(path, source)
     df = pd.DataFrame(rows)
     df["kind"] = k
     return df
+
+
+def _load_tree(path: Path, source: str | None) -> list[dict]:
+    """Every run, compare and sweep beneath path; one that cannot be read is a skipped row."""
+    found, skipped = find(path)
+    rows: list[dict] = []
+    for k, p in found:
+        try:
+            rows += load_sweep(p, source) if k == "sweep" else [load_run(p, source or path.name)]
+        except (LoadError, KeyError, TypeError, ValueError, AttributeError) as e:
+            skipped.append((p, first_line(e) or type(e).__name__))
+    if not rows:  # nothing measured to show: an error, naming what was found and why it was not read
+        p, why = skipped[0]
+        raise LoadError(f"{path}: nothing readable beneath it ({p}: {why})")
+    for p, why in skipped:
+        rel = p.relative_to(path).as_posix() if p.is_relative_to(path) else str(p)
+        rows.append({"source": source or path.name, "cell": rel, "config": rel, "load_level": "-",
+                     "status": "skipped", "error": why, "run_dir": str(p)})
+    return rows
 
 
 def load_dirs(specs: list[str]) -> pd.DataFrame:

@@ -137,13 +137,17 @@ def onprem_price(m: OnPrem, *, gpus: int, energy_j: float | None, duration_s: fl
     capex = gpus * m.purchase_usd_per_gpu / (m.amortisation_years * HOURS_PER_YEAR * m.utilisation)
     note = None
     power = 0.0
+    # The source text says what the price holds: "+ measured power" only where power was added.
+    power_text = "; power not priced (no $/kWh)"
     if m.usd_per_kwh > 0:
         if energy_j is not None and duration_s and duration_s > 0:
             power = energy_j / duration_s * m.pue / 1000.0 * m.usd_per_kwh
+            power_text = f" + measured power x PUE {m.pue:g} at ${m.usd_per_kwh:g}/kWh"
         else:
             note = "power not included: the run has no NVML energy"
+            power_text = f"; power not included (no NVML energy; would be at ${m.usd_per_kwh:g}/kWh)"
     src = (f"on-prem: {gpus} GPU(s) x ${m.purchase_usd_per_gpu:g} over {m.amortisation_years:g} y at "
-           f"{m.utilisation:.0%} use + measured power x PUE {m.pue:g} at ${m.usd_per_kwh:g}/kWh")
+           f"{m.utilisation:.0%} use{power_text}")
     return Price(capex + power, src, False, note)
 
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from servebench.decide import cost
 from servebench.decide.load import ok_mask
+from servebench.decide.names import size_key
 from servebench.decide.prices import HOURS_PER_MONTH, PriceBook
 from servebench.decide.slo import Bound, meets, missed
 from servebench.outputs.table import Table
@@ -89,6 +90,29 @@ TABLES = (
 )
 
 
+def _empty_note(model: str, key: str, cand: pd.DataFrame, at: dict[str, float], what: str) -> str:
+    """Why a model has no row in a table, with what would give it one."""
+    if key in at and not (cand["concurrency"] == at[key]).any():
+        return (f"{model}: no measured run at {at[key]:g} concurrent{what} to rank "
+                f"(concurrency levels measured: {', '.join(f'{c:g}' for c in sorted(set(cand['concurrency'].dropna()))) or 'none'})")
+    cand = cand[cand["concurrency"] == at[key]] if key in at else cand
+    if key == "cost" and len(cand) and cand["usd_per_hour"].isna().all():
+        return f"{model}: every run unpriced{what}: nothing to rank by $ per 1M (give --price)"
+    return f"{model}: no measured run{what} to rank"
+
+
+def _candidates(base: pd.DataFrame, model: str, key: str, col: str, at: dict[str, float], notes: list[str]) -> pd.DataFrame:
+    cand = base[base["family"] == model]
+    if key in at:
+        cand = cand[cand["concurrency"] == at[key]]
+    if key == "cost":
+        unpriced = cand[cand["usd_per_hour"].isna()]
+        for cfg in sorted(unpriced["config"].unique()):
+            notes.append(f"{model}: no price for {cfg} (give --price): left out of this table")
+        cand = cand[cand["usd_per_1m"].notna()]
+    return cand[cand[col].notna()]
+
+
 def study_tables(df: pd.DataFrame, *, at: dict[str, float] | None = None, mask: pd.Series | None = None,
                  suffix: str = "", what: str = "") -> list[Table]:
     """Per model, the row that wins each of the study's three tables. `at` restricts a table to
@@ -98,19 +122,10 @@ def study_tables(df: pd.DataFrame, *, at: dict[str, float] | None = None, mask: 
     out = []
     for key, title, col, lowest, tiebreak in TABLES:
         rows, notes = [], []
-        for model in sorted(df["family"].dropna().unique(), key=str):
-            cand = base[base["family"] == model]
-            if key in at:
-                cand = cand[cand["concurrency"] == at[key]]
-            if key == "cost":
-                unpriced = cand[cand["usd_per_hour"].isna()]
-                for cfg in sorted(unpriced["config"].unique()):
-                    notes.append(f"{model}: no price for {cfg} (give --price): left out of this table")
-                cand = cand[cand["usd_per_1m"].notna()]
-            cand = cand[cand[col].notna()]
+        for model in sorted(df["family"].dropna().unique(), key=size_key):
+            cand = _candidates(base, model, key, col, at, notes)
             if cand.empty:
-                why = f" at {at[key]:g} concurrent" if key in at else ""
-                notes.append(f"{model}: no measured run{why}{what} to rank")
+                notes.append(_empty_note(model, key, base[base["family"] == model], at, what))
                 continue
             top, tied = _best(cand, col, lowest, tiebreak)
             rows.append(top)
@@ -141,7 +156,7 @@ def never_met(df: pd.DataFrame, bounds: list[Bound], met: pd.Series | None = Non
     met = meets(df, bounds) if met is None else met
     notes = []
     for cfg, g in df.groupby("config", sort=True):
-        if met[g.index].any():
+        if met[g.index].any() or (g["status"] == "skipped").all():  # skipped: named under the first table
             continue
         ok = g[ok_mask(g)]
         if ok.empty:
@@ -168,7 +183,7 @@ def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def pareto_tables(df: pd.DataFrame) -> list[Table]:
     base = df[ok_mask(df)]
     cost_rows, tput_rows, notes_c, notes_t = [], [], [], []
-    for model, g in base.groupby("family", sort=True):
+    for model, g in sorted(base.groupby("family"), key=lambda kv: size_key(kv[0])):
         priced = g[g["usd_per_1m"].notna() & g["ms_per_token_p50"].notna()]
         if len(priced) < len(g):
             notes_c.append(f"{model}: {len(g) - len(priced)} run(s) without a price left out")
@@ -232,8 +247,9 @@ def capacity(df: pd.DataFrame, target_rps: float, bounds: list[Bound]) -> Table:
                      "price_source": top["price_source"]})
         if price is None:
             notes.append(f"{cfg}: no price: server count only (give --price)")
-    frame = pd.DataFrame(rows, columns=cols).sort_values(["model", "usd_per_hour", "servers"], na_position="last")
-    for model, g in frame.groupby("model", sort=True):
+    frame = pd.DataFrame(rows, columns=cols).sort_values(["usd_per_hour", "servers"], na_position="last")
+    frame = frame.iloc[sorted(range(len(frame)), key=lambda i: size_key(frame["model"].iloc[i]))]  # stable: price order kept
+    for model, g in sorted(frame.groupby("model"), key=lambda kv: size_key(kv[0])):
         cheapest = g[g["usd_per_hour"].notna()]
         cheapest = cheapest[np.isclose(cheapest["usd_per_hour"], cheapest["usd_per_hour"].min(), rtol=TIE_REL)]
         if len(cheapest) > 1:
@@ -258,6 +274,9 @@ def failed_runs(df: pd.DataFrame) -> list[str]:
     bad["why"] = [_short(e) if isinstance(e, str) and e else "no completed request" for e in bad["error"]]
     out = []
     for (cfg, status, why), g in bad.groupby(["config", "status", "why"], sort=True, dropna=False):
+        if status == "skipped":
+            out.append(f"{cfg}: skipped: {why}")
+            continue
         out.append(f"{cfg} @ {', '.join(g['load_level'])} ({', '.join(map(str, g['cell']))}): {status}: {why}")
     return out
 

@@ -45,8 +45,9 @@ def load_calibration(paths: list[Path], hw_override: str | None, warn):
 
 @click.command("estimate")
 @click.option("--model", required=True, help="Model id (e.g. meta-llama/Llama-2-13b-hf), config.json, model dir or preset.")
-@click.option("--gpu", required=True, help="Accelerator: a10g, a100-40gb, a100-80gb, a800, rtx4090, rtx3090, l4, l40s, h100-sxm, h200, ... or cpu.")
-@click.option("--gpus", default=1, show_default=True, type=int, help="GPUs in the tensor-parallel group.")
+@click.option("--gpu", required=True, help="Accelerator: a10g, a100-40gb, a100-80gb, a800, rtx4090, rtx3090, l4, l40s, h100-sxm, h200, ... "
+                                            "or cpu; or a cloud instance type (ml.g5.12xlarge: its GPU, and all its GPUs unless --gpus).")
+@click.option("--gpus", default=None, type=int, help="GPUs in the tensor-parallel group [default: 1, or the instance's count].")
 @click.option("--quant", default="none", show_default=True, type=click.Choice(sorted(QUANT)), help="Weight quantization.")
 @click.option("--dtype", default=None, type=click.Choice(["float16", "bfloat16", "float32"]), help="Override the config's dtype.")
 @click.option("--kv-dtype", default=None, type=click.Choice(["float16", "bfloat16", "fp8"]), help="KV-cache dtype (default: the model's).")
@@ -70,10 +71,10 @@ def estimate(**o) -> None:
     from servebench.estimate.roofline import SCHEDULES, Deployment
 
     warn = lambda m: click.echo(f"warning: {m}", err=True)  # noqa: E731
-    if o["gpus"] < 1 or o["input_tokens"] < 1 or o["output_tokens"] < 1:
+    if (o["gpus"] is not None and o["gpus"] < 1) or o["input_tokens"] < 1 or o["output_tokens"] < 1:
         _fail("--gpus, --input-tokens and --output-tokens must be >= 1", 2)
     try:
-        hw = catalog.lookup(o["gpu"])
+        hw, o["gpus"] = _hardware(o["gpu"], o["gpus"])
         shape = models.load(o["model"], quant=o["quant"], dtype=o["dtype"], kv_dtype=o["kv_dtype"])
     except (KeyError, ValueError) as e:
         _fail(str(e.args[0] if e.args else e), 2)
@@ -87,6 +88,8 @@ def estimate(**o) -> None:
     result = predict.estimate(d, o["levels"], o["input_tokens"], o["output_tokens"], cal, o["price"], engine,
                               lockstep=o["arrivals"] == "lockstep")
     result["engine"] = engine
+    if catalog.instance(o["gpu"]):
+        result["instance_type"] = o["gpu"]
     text = json.dumps(result, indent=2, default=str)
     if o["out"]:
         Path(o["out"]).write_text(text + "\n")
@@ -94,6 +97,31 @@ def estimate(**o) -> None:
         click.echo(text)
     else:
         render(result)
+
+
+def _hardware(name: str, gpus: int | None):
+    """(Hardware, GPUs): a GPU name, or an instance type read as its GPU and count (docs/estimate.md)."""
+    from servebench.estimate import catalog
+
+    inst = catalog.instance(name)
+    if inst is None:
+        return catalog.lookup(name), gpus or 1
+    hw, count = inst
+    if gpus is not None and gpus > count:
+        raise ValueError(f"--gpus {gpus}: {name} has {count} {hw.label} GPU(s)")
+    return hw, gpus or count
+
+
+def _width() -> int | None:
+    """COLUMNS when set (piped too: outputs/render.py's rule; outputs imports this stage, so
+    not from there); else the terminal's; piped without it, 140 rather than rich's 80."""
+    import os
+    import sys
+
+    cols = os.environ.get("COLUMNS", "").strip()
+    if cols.isdigit() and int(cols) > 0:
+        return int(cols)
+    return None if sys.stdout.isatty() else 140
 
 
 def _f(v, nd=1):
@@ -104,15 +132,16 @@ def render(r: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 140)  # a pipe or file: don't squeeze the table to 80
+    console = console or Console(width=_width())
     m, hw, cap = r["model"], r["hardware"], r["capacity"]
     params = f"{m['params'] / 1e9:.2f} B" if m["params"] >= 1e9 else f"{m['params'] / 1e6:.1f} M"
     console.print(f"[bold]ESTIMATE[/] (not measured): {m['name']} ({params} params, "
                   f"{m['weight_gib']:.3g} GiB weights) on {r['gpus']}x {hw['label']} "
-                  f"({hw['bandwidth_gbs']:.4g} GB/s, {hw['memory_gib']:.3g} GiB each), engine {r['engine']}, "
+                  f"({hw['bandwidth_gbs']:.4g} GB/s, {hw['memory_gib']:.3g} GiB each)"
+                  + (f" = {r['instance_type']}" if r.get("instance_type") else "") + f", engine {r['engine']}, "
                   f"{r['workload']['input_tokens']}→{r['workload']['output_tokens']} tokens, {r['workload']['arrivals']} arrivals")
+    if r.get("engine_note"):
+        console.print(f"[yellow]note:[/] {r['engine_note']}")
     if not r["fits"]:
         console.print(f"[bold red]does not fit:[/] {cap['why']}")
         return

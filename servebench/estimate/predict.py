@@ -24,6 +24,7 @@ def estimate(d: Deployment, levels: list[int], n_in: int, n_out: int, cal: Calib
                                                           "note": "uncalibrated: default factors"},
         "transfer": cal.transfer(d.hw) if cal.n_runs else "uncalibrated",
         "engine_calibrated": (engine in cal.engines) if cal.n_runs and engine else None,
+        "engine_note": engine_note(engine, d.schedule, cal, lockstep),
         "sigma_log": sigma, "band": f"x{math.exp(-sigma):.2f} .. x{math.exp(sigma):.2f} (one sigma, log space)",
         "levels": [],
     }
@@ -45,3 +46,23 @@ def estimate(d: Deployment, levels: list[int], n_in: int, n_out: int, cal: Calib
             row["minutes_per_1m_output_tokens"] = 1e6 / p["output_tok_s"] / 60
         out["levels"].append(row)
     return out
+
+
+def engine_note(engine: str | None, schedule: str, cal: Calibration, lockstep: bool) -> str:
+    """What the engine named changes in these numbers, said beside them: no published per-engine
+    factors are shipped, so only its prefill schedule (spread arrivals) and calibration runs of
+    it make a difference; under lockstep arrivals every uncalibrated engine gets one answer."""
+    from servebench.estimate.roofline import SCHEDULES
+
+    if engine is None:
+        return "engine not modelled"
+    calibrated = bool(cal.n_runs and engine in cal.engines)
+    if engine not in SCHEDULES:
+        return f"engine {engine} not modelled: treated as a mixed-prefill engine (known: {', '.join(sorted(SCHEDULES))})"
+    if calibrated:
+        return f"engine {engine}: efficiency fitted on its own runs" + ("" if lockstep else f"; {schedule} prefill schedule")
+    if lockstep:
+        return (f"engine {engine} not modelled under lockstep arrivals: every engine gets these numbers "
+                f"(--arrivals spread models its {schedule} prefill; --calibrate on its runs fits its efficiency)")
+    return (f"engine {engine}: modelled by its {schedule} prefill schedule only; efficiency not engine-specific "
+            "(--calibrate on its runs fits it)")

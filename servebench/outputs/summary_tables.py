@@ -14,7 +14,6 @@ from servebench.outputs.table import Table
 RUN_COLUMNS = ["source", "config", "load_level", "status", "completed", "failed", "request_throughput",
                "output_token_throughput", "ttft_ms_p50", "ttft_ms_p99", "tpot_ms_p50", "itl_ms_p99", "e2e_ms_p50",
                "ms_per_token_p50", "usd_per_hour", "usd_per_1m", "usd_per_1m_total", "j_per_token"]
-_KEY = ["mode", "concurrency", "rate", "speed", "input_tokens", "output_tokens"]
 
 
 def runs_table(df: pd.DataFrame) -> Table:
@@ -29,31 +28,76 @@ def _same(a, b) -> bool:
     return (a is None or a != a) and (b is None or b != b) or a == b
 
 
+# What must match for two runs to be compared: a burst's size is its load.
+_LOAD = ["mode", "concurrency", "rate", "speed", "requests"]  # speed: a trace replayed K times faster
+_TOKENS = ["input_tokens", "output_tokens"]
+# metric, lower is better, heading word
+DELTAS = (("output_token_throughput", False, "throughput"), ("ms_per_token_p50", True, "latency"),
+          ("usd_per_1m", True, "$ per 1M"))
+
+
+def _load_same(a, b) -> bool:
+    keys = _LOAD if a.get("mode") == "burst" or b.get("mode") == "burst" else _LOAD[:-1]
+    return all(_same(a.get(k), b.get(k)) for k in keys)
+
+
+def _mismatch(r, b) -> str:
+    """'' when r and b ran the same load; else what differs, in the reader's words."""
+    why = []
+    if not _load_same(r, b):
+        why.append(f"load {r['load_level']} vs {b['load_level']}")
+    if not all(_same(r.get(k), b.get(k)) for k in _TOKENS):
+        tok = lambda x: f"{x.get('input_tokens')}/{x.get('output_tokens')}"  # noqa: E731
+        why.append(f"tokens in/out {tok(r)} vs {tok(b)}")
+    return "; ".join(why)
+
+
+def _verdict(deltas: dict[str, float]) -> str:
+    better = [w for c, lo, w in DELTAS if deltas[c] == deltas[c] and deltas[c] != 0 and (deltas[c] < 0) == lo]
+    worse = [w for c, lo, w in DELTAS if deltas[c] == deltas[c] and deltas[c] != 0 and (deltas[c] < 0) != lo]
+    return "; ".join(x for x in (("better: " + ", ".join(better)) if better else "",
+                                 ("worse: " + ", ".join(worse)) if worse else "") if x) or "-"
+
+
+def _compare_row(r, b) -> dict:
+    mismatch = _mismatch(r, b)
+
+    def pct(col: str) -> float:
+        x, y = r.get(col), b.get(col)
+        ok = not mismatch and x is not None and y is not None and x == x and y == y and y
+        return (x / y - 1) * 100 if ok else np.nan
+
+    deltas = {c: pct(c) for c, _, _ in DELTAS}
+    return {"source": r["source"], "config": r["config"], "load_level": r["load_level"],
+            "baseline": f"{b['source']}: {b['config']} @ {b['load_level']}",
+            "comparable": f"no: {mismatch}" if mismatch else "yes",
+            "output_token_throughput": r["output_token_throughput"], "delta_throughput_pct": deltas["output_token_throughput"],
+            "ms_per_token_p50": r["ms_per_token_p50"], "delta_latency_pct": deltas["ms_per_token_p50"],
+            "usd_per_1m": r["usd_per_1m"], "delta_usd_per_1m_pct": deltas["usd_per_1m"],
+            "verdict": _verdict(deltas) if not mismatch else "-"}
+
+
 def comparison_table(df: pd.DataFrame) -> Table | None:
-    """Each other input against the baseline (the first DIR): the baseline run at the same load
-    (mode, concurrency, rate, tokens); a baseline that is a single run is the reference for all."""
-    if df["source"].nunique() < 2:
-        return None
+    """Each other input against the baseline (the first DIR), level by level: the baseline run at
+    the same load (mode, concurrency, rate, a burst's size) and token lengths. Where the baseline
+    has no such run, the row names the one it has and what differs, and gives no difference."""
     base = df[df["baseline"]]
+    if df["source"].nunique() < 2 or base.empty or bool(df["baseline"].all()):
+        return None
     rows, notes = [], []
     for _, r in df[~df["baseline"]].iterrows():
-        match = base if len(base) == 1 else base[[all(_same(b[k], r[k]) for k in _KEY) for _, b in base.iterrows()]]
-        if match.empty:
-            notes.append(f"{r['source']} {r['config']} @ {r['load_level']}: no baseline run at the same load")
+        if r.get("status") == "skipped":
             continue
-        same = match[match["config"] == r["config"]]  # the same configuration, when the baseline has it
-        b = (same if len(same) else match).iloc[0]
-
-        def pct(col: str) -> float:
-            x, y = r.get(col), b.get(col)
-            return (x / y - 1) * 100 if x == x and y == y and y and x is not None else np.nan
-
-        rows.append({"source": r["source"], "config": r["config"], "load_level": r["load_level"],
-                     "baseline": f"{b['source']}: {b['config']} @ {b['load_level']}",
-                     "output_token_throughput": r["output_token_throughput"], "delta_throughput_pct": pct("output_token_throughput"),
-                     "ms_per_token_p50": r["ms_per_token_p50"], "delta_latency_pct": pct("ms_per_token_p50"),
-                     "usd_per_1m": r["usd_per_1m"], "delta_usd_per_1m_pct": pct("usd_per_1m")})
-    name = base["source"].iloc[0] if len(base) else "?"
+        match = base[[not _mismatch(r, b) for _, b in base.iterrows()]]
+        pool = match if len(match) else base
+        same = pool[pool["config"] == r["config"]]  # the same configuration, when the baseline has it
+        b = (same if len(same) else pool).iloc[0]
+        rows.append(_compare_row(r, b))
+        if match.empty:
+            notes.append(f"{r['source']} {r['config']} @ {r['load_level']}: no baseline run at the same load "
+                         f"and token lengths ({_mismatch(r, b)}): not compared")
+    notes.append("differences in % of the baseline: throughput higher is better; latency and $ per 1M lower are better")
+    name = base["source"].iloc[0]
     return Table("comparison", f"Against the baseline ({name})", pd.DataFrame(rows), notes)
 
 

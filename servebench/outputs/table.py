@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 
@@ -29,8 +32,10 @@ HEADINGS = {
     "tput_per_gpu": "tok/s per GPU", "tput_per_user": "tok/s per user", "devices": "GPUs used",
     "capacity_rps": "req/s per server (SLO met)", "servers": "servers", "usd_per_month": "$/month",
     "cell": "cell", "completed": "completed", "failed": "failed", "engine_version": "engine version",
-    "delta_throughput_pct": "throughput vs baseline %", "delta_latency_pct": "latency vs baseline %",
-    "delta_usd_per_1m_pct": "$ per 1M vs baseline %", "met_slo": "met SLO",
+    "delta_throughput_pct": "throughput vs baseline % (higher is better)",
+    "delta_latency_pct": "latency vs baseline % (lower is better)",
+    "delta_usd_per_1m_pct": "$ per 1M vs baseline % (lower is better)", "met_slo": "met SLO",
+    "comparable": "same load as baseline", "verdict": "vs baseline",
     "trace_rps": "trace req/s (x1)", "limit_speed": "limit (x trace rate)", "first_missing": "first missing",
     "margin": "margin", "binding": "binds first",
 }
@@ -53,3 +58,27 @@ def fmt(v) -> str:
         a = abs(v)
         return f"{v:,.2f}" if a >= 0.995 else (f"{v:.4f}" if a >= 1e-3 else f"{v:.3g}")
     return str(v)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+
+
+def column_format(values) -> Callable[[object], str]:
+    """One number format for a whole column, so that 0.10 stands beside 1.52 (not 0.1000):
+    whole numbers as integers; else enough decimals (at least 2) to give the column's smallest
+    non-zero value two significant digits. Text and missing values as fmt() gives them."""
+    nums = [float(v) for v in values if _number(v)]
+    if not nums:
+        return fmt
+    if all(x.is_integer() for x in nums) and max(abs(x) for x in nums) < 1e15:
+        return lambda v: f"{int(v):,}" if _number(v) else fmt(v)
+    small = min((abs(x) for x in nums if x != 0), default=1.0)
+    dec = 2 if small >= 0.995 else min(8, max(2, 1 - math.floor(math.log10(small))))
+    return lambda v: f"{float(v):,.{dec}f}" if _number(v) else fmt(v)
+
+
+def cells(df: pd.DataFrame) -> list[list[str]]:
+    """The table's text, row by row, each column in its own single format."""
+    fmts = [column_format(df[c].tolist()) for c in df.columns]
+    return [[f(v) for f, v in zip(fmts, row)] for row in df.itertuples(index=False, name=None)]

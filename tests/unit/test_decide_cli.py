@@ -106,7 +106,7 @@ def test_cost_catalog_lists_every_price_with_its_source():
 def test_cost_of_runs_states_missing_prices():
     p = sb("cost", SWEEP, "--format", "md")
     assert p.returncode == 0, p.stderr
-    assert "vllm/llama-7b gptq mystery-gpu x1: no price (give --price)" in p.stdout
+    assert "vllm/llama-7b/gptq/mystery-gpu: no price (give --price)" in p.stdout
 
 
 def test_recommend_and_report_on_a_fresh_compare(tmp_path):

@@ -83,15 +83,15 @@ def test_tables_pick_the_best_measured_row_per_model(df):
 def test_tie_is_stated_and_broken_deterministically(df):
     t = tables(df)
     tie = [n for n in t["cost"].notes if "tie" in n]
-    assert len(tie) == 1 and "sglang/llama-7b ml.g5.2xlarge" in tie[0] and "vllm/llama-7b ml.g5.2xlarge" in tie[0]
-    assert t["cost"].df.set_index("model").loc["llama-7b", "config"] == "sglang/llama-7b ml.g5.2xlarge"
+    assert len(tie) == 1 and "sglang/llama-7b/ml.g5.2xlarge" in tie[0] and "vllm/llama-7b/ml.g5.2xlarge" in tie[0]
+    assert t["cost"].df.set_index("model").loc["llama-7b", "config"] == "sglang/llama-7b/ml.g5.2xlarge"
     front = [n for n in t["pareto_cost"].notes if "tie on the front" in n]
     assert len(front) == 2
 
 
 def test_missing_price_is_stated_and_an_override_fills_it(df):
     t = tables(df)
-    assert any("no price for vllm/llama-7b gptq mystery-gpu x1" in n for n in t["cost"].notes)
+    assert any("no price for vllm/llama-7b/gptq/mystery-gpu" in n for n in t["cost"].notes)
     assert "mystery-gpu" not in set(t["cost"].df["where"])
     priced = add_costs(load_dirs([str(SWEEP)]), price_book(["mystery-gpu=0.01"]))
     t2 = tables(priced)
@@ -125,7 +125,7 @@ def test_slo_filters_and_capacity_uses_highest_level_met(df):
         assert cap.loc[cfg, "servers"] == math.ceil(10 / top["request_throughput"])
         if top["usd_per_hour"] == top["usd_per_hour"]:
             assert cap.loc[cfg, "usd_per_month"] == pytest.approx(cap.loc[cfg, "servers"] * top["usd_per_hour"] * 730)
-    assert np.isnan(cap.loc["vllm/llama-7b gptq mystery-gpu x1", "usd_per_hour"])
+    assert np.isnan(cap.loc["vllm/llama-7b/gptq/mystery-gpu", "usd_per_hour"])
     assert any("no price: server count only" in n for n in t["capacity"].notes)
 
 
@@ -152,7 +152,7 @@ def test_pareto_fronts_are_non_dominated_and_per_gpu(df):
                      & ((m["usd_per_1m"] < r["usd_per_1m"]) | (m["ms_per_token_p50"] < r["ms_per_token_p50"])))
         assert not dominated.any()
     tp = t["pareto_throughput"].df
-    r = tp[tp["config"] == "tgi/llama-7b ml.g5.12xlarge"].iloc[0]
+    r = tp[tp["config"] == "tgi/llama-7b/ml.g5.12xlarge"].iloc[0]
     assert r["devices"] == 4 and r["tput_per_gpu"] == pytest.approx(r["output_token_throughput"] / 4)
 
 
