@@ -1,0 +1,99 @@
+"""Bad input that used to end in a traceback, a raw errno or a line about something else
+(issue 20): each gets one `error:` line naming the real problem, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def sb(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "servebench.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def one_error(p: subprocess.CompletedProcess, prefix: str = "error:") -> str:
+    assert "Traceback" not in p.stderr, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith(prefix)]
+    assert len(lines) == 1, p.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("endpoint,needle", [
+    ("http://127.0.0.1:0", "port '0' in http://127.0.0.1:0 is not a TCP port (1-65535)"),
+    ("ftp://127.0.0.1:9", "'ftp://127.0.0.1:9' is neither an http(s) URL nor sagemaker://<name>"),
+    ("http://:18001", "http://:18001 has no host"),
+])
+def test_an_endpoint_that_cannot_be_reached_in_principle_is_bad_input(tmp_path, endpoint, needle):
+    res = tmp_path / "r"
+    p = sb("run", "--endpoint", endpoint, "--model", "tiny", "--requests", "2", "--results-dir", str(res))
+    assert p.returncode == 2, p.stderr
+    err = one_error(p)
+    assert needle in err, err
+    assert "refused" not in err and "protocol" not in err
+    assert not res.exists()  # nothing started, no run dir
+
+
+def test_results_dir_naming_a_file_is_one_line_and_exit_2(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for target in (f, f / "below"):
+        p = sb("run", "--endpoint", "http://127.0.0.1:9", "--model", "tiny", "--requests", "2",
+               "--results-dir", str(target))
+        assert p.returncode == 2, p.stderr
+        err = one_error(p)
+        assert f"{f} is a file, not a directory" in err and "Errno" not in err
+    assert f.read_text() == "x"
+
+
+def test_prompts_file_with_invalid_utf8_names_file_and_line(tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_bytes(b'{"prompt": "fine"}\n{"prompt": "caf\xff\xfe"}\n')
+    res = tmp_path / "r"
+    p = sb("run", "--endpoint", "http://127.0.0.1:9", "--model", "tiny", "--prompts-file", str(f), "--requests", "2",
+           "--results-dir", str(res))
+    assert p.returncode == 2, p.stderr
+    err = one_error(p)
+    assert f"{f}:2: not UTF-8 text (byte 0xff" in err and "codec" not in err
+    assert not res.exists()
+
+
+def test_launch_refuses_an_impossible_port_before_starting_anything():
+    p = sb("launch", "vllm", "--model", "tiny", "--port", "99999", timeout=60)
+    assert p.returncode == 2, p.stderr
+    assert "99999 is not a TCP port (1-65535)" in one_error(p, "Error:")
+    assert "starting" not in p.stderr
+
+
+@pytest.mark.parametrize("cmd", [["estimate", "--gpu", "h100-sxm"], ["profile"]])
+def test_a_model_path_that_is_no_config_is_named(tmp_path, cmd):
+    f = tmp_path / "passwd"
+    f.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    p = sb(*cmd, "--model", str(f), "--out", str(tmp_path / "o"))
+    assert p.returncode == 2, p.stderr
+    err = one_error(p)
+    assert f"{f} is not a model config.json" in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--price", "-3"], "--price -3.0: a deployment's $/hour is a finite number"),
+    (["--price", "nan"], "--price nan:"),
+    (["--mem-fraction", "5"], "--mem-fraction 5.0: a share of GPU memory, above 0 and at most 1"),
+    (["--gpus", "3"], "--gpus 3: meta-llama/Llama-2-7b-hf has 32 attention heads"),
+    (["--max-num-seqs", "0"], "--max-num-seqs 0: the engine must run at least 1 sequence"),
+])
+def test_estimate_refuses_impossible_numbers(tmp_path, args, needle):
+    p = sb("estimate", "--model", "meta-llama/Llama-2-7b-hf", "--gpu", "h100-sxm", *args, "--out", str(tmp_path / "e.json"))
+    assert p.returncode == 2, p.stderr
+    assert needle in one_error(p)
+    assert not (tmp_path / "e.json").exists() and "nan" not in p.stdout
+
+
+def test_estimate_still_takes_a_head_divisor_and_a_price(tmp_path):
+    p = sb("estimate", "--model", "meta-llama/Llama-2-7b-hf", "--gpu", "h100-sxm", "--gpus", "2", "--price", "4",
+           "--json")
+    assert p.returncode == 0, p.stderr
+    assert '"usd_per_1m_output_tokens"' in p.stdout
