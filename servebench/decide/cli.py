@@ -116,10 +116,26 @@ def analyse(dirs, o: Analysis):
     return add_costs(raw, book), recommend(ranked, bounds=bounds, target_rps=o.target_rps, at=at_levels)
 
 
+# What a run, sweep or compare dir holds: a report written over one of them would destroy it.
+_RESULT_FILES = {"summary.json", "run.json", "index.json", "requests.parquet", "server_metrics.parquet",
+                 "process.parquet", "server.log", "error.log", "timeline.png", "timeline.html", "sweep.yaml"}
+
+
+def _own_file(out: Path) -> bool:
+    """`out` is one of a result dir's own files (or any .json/.parquet/.log in such a dir)."""
+    parent = out.parent
+    if not any((parent / f).exists() for f in ("run.json", "summary.json", "index.json")):
+        return False
+    return out.name in _RESULT_FILES or out.suffix in (".json", ".parquet", ".log", ".yaml")
+
+
 def _write(text: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
+    if _own_file(Path(out)):
+        _fail(f"-o {out}: that is a results file of the run in {Path(out).parent}; "
+              "write the report elsewhere (e.g. -o report.html)", 2)
     try:
         Path(out).write_text(text)
     except OSError as e:
@@ -176,7 +192,11 @@ def report(dirs, fmt, output, rebuild, **opts):
     else:
         from servebench.decide import html
 
-        _write(html.render(df, tables, meta, title=title, inputs=list(dirs)), output or Path("report.html"))
+        damaged: list[str] = []
+        _write(html.render(df, tables, meta, title=title, inputs=list(dirs), damaged=damaged),
+               output or Path("report.html"))
+        if damaged:  # as the console report does: what was readable is written, the loss is named
+            _fail(f"{damaged[0]}: the raw records are lost")
 
 
 def _single_run(path: Path, rebuild: bool) -> bool:
@@ -184,8 +204,10 @@ def _single_run(path: Path, rebuild: bool) -> bool:
     try:
         if kind(path) != "run":
             return False
-    except LoadError:
-        pass  # let the run report say what is missing
+    except LoadError as e:
+        if (path / "index.json").exists():  # a damaged sweep, not a run missing its summary
+            _fail(str(e))
+        # else let the run report say what is missing
     from rich.console import Console
 
     from servebench.outputs import rebuild as rb
