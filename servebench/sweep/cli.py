@@ -206,7 +206,7 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execut
         full = planning.Plan(cfg, [planning.Group(g.id, g.server, []) for g in full.groups])
         sub = planning.Plan(cfg, [planning.Group(g.id, g.server, []) for g in sub.groups])
     if not sub.groups:
-        _fail(f"--only {only!r} matches no cell", 2)
+        _fail(f"--only {only!r} matches no cell" if only else "the config gives no server to run", 2)
     if how.executor not in EXECUTORS:
         _fail(_executor_hint(how.executor), 2)
     _check_servers(sub)

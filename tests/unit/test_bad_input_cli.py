@@ -97,3 +97,50 @@ def test_estimate_still_takes_a_head_divisor_and_a_price(tmp_path):
            "--json")
     assert p.returncode == 0, p.stderr
     assert '"usd_per_1m_output_tokens"' in p.stdout
+
+
+SWEEP_HEAD = "name: s\nload:\n  concurrency: [1]\n"
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("matrix:\n  engine: [vllm]\n  model: [tiny]\nexclude:\n  - engine: vllm\n",
+     "exclude (line 8): removes every server of the matrix, and no `servers:` are listed"),
+    ("servers:\n  - engine: vllm\n  - engine: vllm\n    gpus: [a, b]\n",
+     "servers[1]: gpus.0 (line 7): Input should be a valid integer"),
+    ("servers:\n  - engine: vllm\n    modle: tiny\n", "servers[0]: modle (line 6): Extra inputs are not permitted"),
+])
+def test_sweep_config_server_errors_name_file_and_line(tmp_path, body, needle):
+    f = tmp_path / "s.yaml"
+    f.write_text(SWEEP_HEAD + body)
+    p = sb("sweep", str(f), "--dry-run", "--results-dir", str(tmp_path / "r"))
+    assert p.returncode == 2, p.stderr
+    err = one_error(p)
+    assert f"{f}: {needle}" in err, err
+    assert "--only" not in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("slo,needle", [
+    ("ttft_p99>=5ms", "a latency is bounded from above (<= or <)"),
+    ("tpot_p50>1", "a latency is bounded from above"),
+    ("ttft_p99<=-5ms", "the bound must be a finite number, 0 or more"),
+    ("error_rate<=-0.1", "the bound must be a finite number, 0 or more"),
+    ("error_rate>=0.5", "the error rate is bounded from above"),
+    ("error_rate<=150%", "error_rate is a share, 0 to 1"),
+])
+def test_slo_bounds_no_run_could_mean_are_refused(slo, needle):
+    from pathlib import Path
+
+    sweep = Path(__file__).resolve().parents[2] / "tests/fixtures/decide/sweep"
+    p = sb("recommend", str(sweep), "--slo", slo)
+    assert p.returncode == 2, p.stderr
+    assert f"SLO bound {slo!r}: {needle}" in one_error(p)
+
+
+def test_a_goodput_floor_is_still_a_bound():
+    from pathlib import Path
+
+    sweep = Path(__file__).resolve().parents[2] / "tests/fixtures/decide/sweep"
+    p = sb("recommend", str(sweep), "--slo", "goodput>=0.5,ttft_p95<=2s", "--goodput", "ttft:500")
+    assert p.returncode == 0, p.stderr
+    assert "goodput>=0.5" in p.stdout
