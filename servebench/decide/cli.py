@@ -213,6 +213,10 @@ def _single_run(path: Path, rebuild: bool) -> bool:
     from servebench.outputs import rebuild as rb
     from servebench.outputs import console as run_report
 
+    rescued = _rescued(path)
+    if rescued is not None:
+        _fail(f"no summary.json or requests.parquet in {path}: its records were rescued to {rescued} when the "
+              f"results disk was full; `servebench report --rebuild {rescued.parent}` makes the rest there")
     try:
         # derived files come back from requests.parquet when missing (or on --rebuild)
         notes, problems = rb.prepare(path, force=rebuild)
@@ -224,6 +228,20 @@ def _single_run(path: Path, rebuild: bool) -> bool:
     if problems:
         _fail(problems[0])
     return True
+
+
+def _rescued(path: Path) -> Path | None:
+    """The rescued requests.parquet of a run dir that lost its records to a full disk (a rescue
+    dir holds it under the run dir's name: servebench.store.salvage), or None."""
+    from servebench.store.salvage import rescue_dirs
+
+    if (path / "requests.parquet").exists() or (path / "summary.json").exists() or not path.is_dir():
+        return None
+    for base in rescue_dirs():
+        kept = base / path.name / "requests.parquet"
+        if kept.is_file():
+            return kept
+    return None
 
 
 @click.command("cost")
