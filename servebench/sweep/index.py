@@ -99,6 +99,7 @@ class SweepIndex:
                 runfiles.write_json(self.path, self.data)
             except OSError as e:
                 if _write_in_place(self.path, self.data):
+                    self.write_error = None
                     return
                 first = self.write_error is None
                 self.write_error = refused(f"cannot write {self.path}", e, IndexWriteError)
