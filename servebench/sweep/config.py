@@ -53,6 +53,13 @@ class ServerPoint(_Strict):
     def _str_values(cls, v: Any) -> Any:
         return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else v
 
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        from servebench.config import check_endpoint
+
+        return check_endpoint(v) if v is not None else v
+
     @field_validator("env", mode="before")
     @classmethod
     def _env(cls, v: Any) -> Any:
@@ -243,7 +250,8 @@ def server_point(data: dict[str, Any], where: str, loc: tuple = ()) -> ServerPoi
         return ServerPoint.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        raise ServerError(where, ".".join(map(str, err["loc"])) or "server", err["msg"], [*loc, *err["loc"]]) from None
+        raise ServerError(where, ".".join(map(str, err["loc"])) or "server", err["msg"].removeprefix("Value error, "),
+                          [*loc, *err["loc"]]) from None
 
 
 def _check_servers(cfg: SweepConfig, path: Path, root) -> None:

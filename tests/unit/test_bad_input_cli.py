@@ -144,3 +144,11 @@ def test_a_goodput_floor_is_still_a_bound():
     p = sb("recommend", str(sweep), "--slo", "goodput>=0.5,ttft_p95<=2s", "--goodput", "ttft:500")
     assert p.returncode == 0, p.stderr
     assert "goodput>=0.5" in p.stdout
+
+
+def test_a_sweep_servers_endpoint_is_checked_like_runs(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text('name: e\nservers:\n  - engine: vllm\n    endpoint: "http://:18001"\n')
+    p = sb("sweep", str(f), "--dry-run", "--results-dir", str(tmp_path / "r"))
+    assert p.returncode == 2, p.stderr
+    assert f"{f}: servers[0]: endpoint (line 4): http://:18001 has no host" in one_error(p)
