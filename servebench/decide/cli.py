@@ -129,13 +129,18 @@ def _own_file(out: Path) -> bool:
     return out.name in _RESULT_FILES or out.suffix in (".json", ".parquet", ".log", ".yaml")
 
 
+def _refuse_own(out: Path | None) -> None:
+    """Checked before any work as well as at the write: nothing is read or rendered in vain."""
+    if out is not None and _own_file(Path(out)):
+        _fail(f"-o {out}: that is a results file of the run in {Path(out).parent}; "
+              "write the report elsewhere (e.g. -o report.html)", 2)
+
+
 def _write(text: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
-    if _own_file(Path(out)):
-        _fail(f"-o {out}: that is a results file of the run in {Path(out).parent}; "
-              "write the report elsewhere (e.g. -o report.html)", 2)
+    _refuse_own(out)
     try:
         Path(out).write_text(text)
     except OSError as e:
@@ -154,6 +159,7 @@ def recommend_cmd(dirs, fmt, output, **opts):
     DIRS: sweep, compare or run directories (NAME=DIR names one)."""
     from servebench.outputs import render
 
+    _refuse_own(output)
     _, tables = analyse(dirs, Analysis(**opts))
     if fmt == "console" and output is None:
         render.console(tables)
@@ -171,6 +177,7 @@ def report(dirs, fmt, output, rebuild, **opts):
     """Report of a run, a compare or a sweep; several DIRs side by side (the first is the baseline).
 
     DIRS: run, compare or sweep directories; NAME=DIR gives a display name."""
+    _refuse_own(output)
     o = Analysis(**opts)
     dirs, o.goodput = split_goodput(dirs, o.goodput)
     if len(dirs) == 1 and fmt == "console" and not o.any_set() and _single_run(Path(dirs[0]), rebuild):
