@@ -23,6 +23,28 @@ def check_env(env: dict) -> dict[str, str]:
 MAX_TOKENS = 10_000_000
 
 
+def check_endpoint(v: str) -> str:
+    """An endpoint the probe can reach in principle: the scheme, host and port are checked
+    here, so a typo is bad input (exit 2, nothing written), not "connection refused"."""
+    if v.startswith("sagemaker://"):
+        if not v.removeprefix("sagemaker://").strip("/"):
+            raise ValueError(f"{v}: expected sagemaker://<endpoint-name>")
+        return v
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not v.startswith(("http://", "https://")):
+        raise ValueError(f"{v!r} is neither an http(s) URL nor sagemaker://<name>")
+    try:
+        port = parts.port
+    except ValueError:
+        port = parts.netloc.rpartition(":")[2]
+        raise ValueError(f"port {port!r} in {v} is not a TCP port (1-65535)") from None
+    if port == 0:
+        raise ValueError(f"port '0' in {v} is not a TCP port (1-65535)")
+    if not parts.hostname:
+        raise ValueError(f"{v} has no host: expected e.g. http://127.0.0.1:8000")
+    return v
+
+
 class LoadConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -194,14 +216,18 @@ class RunConfig(BaseModel):
 
     @field_validator("endpoint")
     @classmethod
-    def _endpoint_port(cls, v: str | None) -> str | None:
-        # an impossible port would otherwise surface as "Connection refused" from the probe
-        if v and v.startswith(("http://", "https://")):
-            try:
-                urlsplit(v).port
-            except ValueError:
-                port = urlsplit(v).netloc.rpartition(":")[2]
-                raise ValueError(f"port {port!r} in {v} is not a TCP port (1-65535)") from None
+    def _endpoint(cls, v: str | None) -> str | None:
+        return check_endpoint(v) if v is not None else v
+
+    @field_validator("results_dir")
+    @classmethod
+    def _results_dir(cls, v: Path) -> Path:
+        # a file on the way would surface as a raw errno after the server was already started
+        for p in (v, *v.parents):
+            if p.exists():
+                if not p.is_dir():
+                    raise ValueError(f"{p} is a file, not a directory" + ("" if p == v else f" (in {v})"))
+                break
         return v
 
     @model_validator(mode="after")

@@ -129,10 +129,31 @@ def analyse(dirs, o: Analysis):
     return priced, tables
 
 
+# What a run, sweep or compare dir holds: a report written over one of them would destroy it.
+_RESULT_FILES = {"summary.json", "run.json", "index.json", "requests.parquet", "server_metrics.parquet",
+                 "process.parquet", "server.log", "error.log", "timeline.png", "timeline.html", "sweep.yaml"}
+
+
+def _own_file(out: Path) -> bool:
+    """`out` is one of a result dir's own files (or any .json/.parquet/.log in such a dir)."""
+    parent = out.parent
+    if not any((parent / f).exists() for f in ("run.json", "summary.json", "index.json")):
+        return False
+    return out.name in _RESULT_FILES or out.suffix in (".json", ".parquet", ".log", ".yaml")
+
+
+def _refuse_own(out: Path | None) -> None:
+    """Checked before any work as well as at the write: nothing is read or rendered in vain."""
+    if out is not None and _own_file(Path(out)):
+        _fail(f"-o {out}: that is a results file of the run in {Path(out).parent}; "
+              "write the report elsewhere (e.g. -o report.html)", 2)
+
+
 def _write(text: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
+    _refuse_own(out)
     try:
         Path(out).write_text(text)
     except OSError as e:
@@ -151,6 +172,7 @@ def recommend_cmd(dirs, fmt, output, **opts):
     DIRS: sweep, compare or run directories (NAME=DIR names one)."""
     from servebench.outputs import render
 
+    _refuse_own(output)
     _, tables = analyse(dirs, Analysis(**opts))
     if fmt == "console" and output is None:
         render.console(tables)
@@ -168,6 +190,7 @@ def report(dirs, fmt, output, rebuild, **opts):
     """Report of a run, a compare or a sweep; several DIRs side by side (the first is the baseline).
 
     DIRS: run, compare or sweep directories; NAME=DIR gives a display name."""
+    _refuse_own(output)
     o = Analysis(**opts)
     dirs, o.goodput = split_goodput(dirs, o.goodput)
     if len(dirs) == 1 and fmt == "console" and not o.any_set() and _single_run(Path(dirs[0]), rebuild):
@@ -189,7 +212,11 @@ def report(dirs, fmt, output, rebuild, **opts):
     else:
         from servebench.decide import html
 
-        _write(html.render(df, tables, meta, title=title, inputs=list(dirs)), output or Path("report.html"))
+        damaged: list[str] = []
+        _write(html.render(df, tables, meta, title=title, inputs=list(dirs), damaged=damaged),
+               output or Path("report.html"))
+        if damaged:  # as the console report does: what was readable is written, the loss is named
+            _fail(f"{damaged[0]}: the raw records are lost")
 
 
 def _single_run(path: Path, rebuild: bool) -> bool:
@@ -197,13 +224,19 @@ def _single_run(path: Path, rebuild: bool) -> bool:
     try:
         if kind(path) != "run":
             return False
-    except LoadError:
-        pass  # let the run report say what is missing
+    except LoadError as e:
+        if (path / "index.json").exists():  # a damaged sweep, not a run missing its summary
+            _fail(str(e))
+        # else let the run report say what is missing
     from rich.console import Console
 
     from servebench.outputs import rebuild as rb
     from servebench.outputs import console as run_report
 
+    rescued = _rescued(path)
+    if rescued is not None:
+        _fail(f"no summary.json or requests.parquet in {path}: its records were rescued to {rescued} when the "
+              f"results disk was full; `servebench report --rebuild {rescued.parent}` makes the rest there")
     try:
         # derived files come back from requests.parquet when missing (or on --rebuild)
         notes, problems = rb.prepare(path, force=rebuild)
@@ -215,6 +248,20 @@ def _single_run(path: Path, rebuild: bool) -> bool:
     if problems:
         _fail(problems[0])
     return True
+
+
+def _rescued(path: Path) -> Path | None:
+    """The rescued requests.parquet of a run dir that lost its records to a full disk (a rescue
+    dir holds it under the run dir's name: servebench.store.salvage), or None."""
+    from servebench.store.salvage import rescue_dirs
+
+    if (path / "requests.parquet").exists() or (path / "summary.json").exists() or not path.is_dir():
+        return None
+    for base in rescue_dirs():
+        kept = base / path.name / "requests.parquet"
+        if kept.is_file():
+            return kept
+    return None
 
 
 @click.command("cost")

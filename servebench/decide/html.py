@@ -111,21 +111,28 @@ def _color(i: int) -> str:
     return pal[i % len(pal)]
 
 
-def _cdf_values(run_dir: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _cdf_values(run_dir: str, damaged: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
     from servebench.analysis import metrics
-    from servebench.store.runfiles import load_records
+    from servebench.store.runfiles import DamagedFile, load_records
 
     p = Path(run_dir) / "requests.parquet"
     if not p.exists():
         return None
-    recs = [r for r in load_records(p) if not r.warmup and r.ok]
+    try:
+        loaded = load_records(p)
+    except DamagedFile as e:  # the rest of the report still stands; the caller names the loss
+        damaged.append(str(e))
+        return None
+    recs = [r for r in loaded if not r.warmup and r.ok]
     ttft = np.array([v / 1e6 for r in recs if (v := metrics.ttft_ns(r)) is not None])
     itl = np.array([g / 1e6 for r in recs for g in metrics.itl_gaps_ns(r)])
     return ttft, itl
 
 
-def cdfs(df: pd.DataFrame):
-    """TTFT and ITL distributions (empirical CDFs at 200 quantiles) per run."""
+def cdfs(df: pd.DataFrame, damaged: list[str] | None = None):
+    """TTFT and ITL distributions (empirical CDFs at 200 quantiles) per run; the messages of
+    unreadable requests.parquet files go to `damaged`."""
+    damaged = [] if damaged is None else damaged
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -136,7 +143,7 @@ def cdfs(df: pd.DataFrame):
     q = np.linspace(0, 1, 201)
     n = 0
     for i, (_, r) in enumerate(ok.iterrows()):
-        vals = _cdf_values(r["run_dir"])
+        vals = _cdf_values(r["run_dir"], damaged)
         if vals is None:
             continue
         name = f"{_series_name(r)} @ {r['load_level']}"
@@ -212,12 +219,14 @@ def gpu_timelines(df: pd.DataFrame):
     return fig
 
 
-def render(df: pd.DataFrame, tables: list[Table], meta: dict[str, dict], *, title: str, inputs: list[str]) -> str:
+def render(df: pd.DataFrame, tables: list[Table], meta: dict[str, dict], *, title: str, inputs: list[str],
+           damaged: list[str] | None = None) -> str:
     from plotly.offline import get_plotlyjs
 
     df = df.copy()
     df["multi"] = df["source"].nunique() > 1
-    figs = [("Throughput vs latency", curves(df)), ("Latency distributions", cdfs(df)), ("Cost", cost_bars(df)),
+    damaged = [] if damaged is None else damaged
+    figs = [("Throughput vs latency", curves(df)), ("Latency distributions", cdfs(df, damaged)), ("Cost", cost_bars(df)),
             ("Cost vs latency", pareto_plot(df)), ("GPU telemetry", gpu_timelines(df))]
     body = [f"<h1>{html.escape(title)}</h1>", '<div id="sb-errors" data-count="0"></div>',
             '<div id="sb-status" data-plots="" data-drawn=""></div>',
@@ -229,6 +238,7 @@ def render(df: pd.DataFrame, tables: list[Table], meta: dict[str, dict], *, titl
     body += [_table_html(t) for t in study]
     n = 0
     body.append("<h2>Plots</h2>")
+    body += [f"<p class='meta'>{html.escape(d)}: the raw records are lost</p>" for d in damaged]
     for heading_, fig in figs:
         if fig is None:
             body.append(f"<p class='meta'>{html.escape(heading_)}: no data to plot</p>")

@@ -30,9 +30,26 @@ class LoadError(ValueError):
 
 def _json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as e:  # ValueError: JSON or UTF-8
         raise LoadError(f"cannot read {path}: {first_line(e)}") from None
+    if not isinstance(data, dict):
+        hint = " (servebench report --rebuild remakes it)" if path.name == "summary.json" else ""
+        raise LoadError(f"cannot read {path}: a JSON object is needed, not {type(data).__name__}{hint}")
+    return data
+
+
+def _index(path: Path) -> dict:
+    """index.json with its lists checked: a hand-edited or foreign file is named, never a traceback."""
+    idx = _json(path)
+    for key, need in (("groups", ()), ("cells", ("id",))):
+        rows = idx.get(key, [])
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and all(k in r for k in need) for r in rows):
+            what = "objects with an id" if need else "objects"
+            raise LoadError(f"cannot read {path}: '{key}' must be a list of {what}, got {json.dumps(rows)[:60]}")
+    if not idx.get("cells"):
+        raise LoadError(f"{path} lists no cells")
+    return idx
 
 
 def kind(path: Path) -> str:
@@ -41,7 +58,7 @@ def kind(path: Path) -> str:
     if not path.is_dir():
         raise LoadError(f"{path}: not a directory")
     if is_sweep(path):
-        k = _json(path / "index.json").get("kind", "sweep")
+        k = _index(path / "index.json").get("kind", "sweep")
         return k if k in ("sweep", "compare") else "sweep"
     if is_run(path):
         return "run"
@@ -181,8 +198,8 @@ def load_run(run_dir: Path, source: str | None = None) -> dict:
 
 def load_sweep(path: Path, source: str | None = None) -> list[dict]:
     path = Path(path)
-    idx = _json(path / "index.json")
-    groups = {g["id"]: g for g in idx.get("groups") or []}
+    idx = _index(path / "index.json")
+    groups = {g.get("id"): g for g in idx.get("groups") or []}
     rows = []
     for c in idx.get("cells") or []:
         g = groups.get(c.get("group"), {})

@@ -268,10 +268,22 @@ def _short(text, n: int = 240) -> str:
     return text if len(text) <= n else text[: n // 2] + " … " + text[-(n // 2):]
 
 
+def _why(row: pd.Series) -> str:
+    """Why a row is not ranked. A cell the index still calls running or pending may hold a
+    finished run (the sweep stopped before marking it): say what it holds, not "no request"."""
+    err, done = row.get("error"), row.get("completed")
+    if isinstance(err, str) and err:
+        return _short(err)
+    if row.get("status") in ("running", "pending"):
+        held = f"; its run dir holds {int(done)} completed requests" if pd.notna(done) and done else ""
+        return f"the sweep did not finish this cell (sweep --resume runs it){held}"
+    return "no completed request"
+
+
 def failed_runs(df: pd.DataFrame) -> list[str]:
     """One line per configuration and failure (its load levels and cells listed)."""
     bad = df[~ok_mask(df)].copy()
-    bad["why"] = [_short(e) if isinstance(e, str) and e else "no completed request" for e in bad["error"]]
+    bad["why"] = [_why(r) for _, r in bad.iterrows()]
     out = []
     for (cfg, status, why), g in bad.groupby(["config", "status", "why"], sort=True, dropna=False):
         if status == "skipped":

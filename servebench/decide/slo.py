@@ -42,6 +42,19 @@ class Bound:
         return v is not None and not (isinstance(v, float) and math.isnan(v)) and _OPS[self.op](v, self.value)
 
 
+def _check_bound(text: str, col: str, op: str, value: float) -> None:
+    """A bound no run could mean: negative, infinite, a share past 100 %, or a floor on a
+    latency or on the error rate (a faster server or fewer errors would "miss" it)."""
+    if not math.isfinite(value) or value < 0:
+        raise SloError(f"SLO bound {text!r}: the bound must be a finite number, 0 or more")
+    if col in ("error_rate", "goodput") and value > 1:
+        raise SloError(f"SLO bound {text!r}: {col} is a share, 0 to 1 (or 0% to 100%)")
+    if op in (">=", ">") and col != "goodput":
+        what = "the error rate" if col == "error_rate" else "a latency"
+        raise SloError(f"SLO bound {text!r}: {what} is bounded from above (<= or <); "
+                       "only goodput takes a lower bound (goodput>=0.9)")
+
+
 def parse_slo(spec: str | None, max_error_rate: float | None = None) -> list[Bound]:
     bounds: list[Bound] = []
     for part in [p for p in (spec or "").split(",") if p.strip()]:
@@ -63,6 +76,7 @@ def parse_slo(spec: str | None, max_error_rate: float | None = None) -> list[Bou
                 raise SloError(f"SLO bound {part.strip()!r}: latency in ms or s, not %")
         else:
             raise SloError(f"SLO bound {part.strip()!r}: unknown metric {name!r} (known: {', '.join(sorted(_METRIC))}, error_rate, goodput)")
+        _check_bound(part.strip(), col, op, value)
         bounds.append(Bound(part.strip(), col, op, value))
     if max_error_rate is not None and bounds and not any(b.column == "error_rate" for b in bounds):
         bounds.append(Bound(f"error_rate<={max_error_rate:g}", "error_rate", "<=", max_error_rate))

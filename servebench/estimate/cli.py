@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -24,6 +25,19 @@ def _levels(value: str) -> list[int]:
     if not out or min(out) < 1:
         raise click.BadParameter("levels must be >= 1")
     return out
+
+
+def _bad_numbers(o: dict) -> str | None:
+    """The option that would make the estimate impossible (negative cost, >100 % memory), if any."""
+    if (o["gpus"] is not None and o["gpus"] < 1) or o["input_tokens"] < 1 or o["output_tokens"] < 1:
+        return "--gpus, --input-tokens and --output-tokens must be >= 1"
+    if o["max_num_seqs"] < 1:
+        return f"--max-num-seqs {o['max_num_seqs']}: the engine must run at least 1 sequence"
+    if not 0 < o["mem_fraction"] <= 1:  # nan fails this too
+        return f"--mem-fraction {o['mem_fraction']}: a share of GPU memory, above 0 and at most 1"
+    if o["price"] is not None and not (math.isfinite(o["price"]) and o["price"] >= 0):
+        return f"--price {o['price']}: a deployment's $/hour is a finite number, 0 or more"
+    return None
 
 
 def load_calibration(paths: list[Path], hw_override: str | None, warn):
@@ -71,13 +85,18 @@ def estimate(**o) -> None:
     from servebench.estimate.roofline import SCHEDULES, Deployment
 
     warn = lambda m: click.echo(f"warning: {m}", err=True)  # noqa: E731
-    if (o["gpus"] is not None and o["gpus"] < 1) or o["input_tokens"] < 1 or o["output_tokens"] < 1:
-        _fail("--gpus, --input-tokens and --output-tokens must be >= 1", 2)
+    bad = _bad_numbers(o)
+    if bad:
+        _fail(bad, 2)
     try:
         hw, o["gpus"] = _hardware(o["gpu"], o["gpus"])
         shape = models.load(o["model"], quant=o["quant"], dtype=o["dtype"], kv_dtype=o["kv_dtype"])
     except (KeyError, ValueError) as e:
         _fail(str(e.args[0] if e.args else e), 2)
+    if shape.heads % o["gpus"]:
+        # engines split attention heads across the tensor-parallel group; vLLM refuses this too
+        _fail(f"--gpus {o['gpus']}: {shape.name} has {shape.heads} attention heads, which {o['gpus']} GPUs "
+              "cannot share evenly (tensor parallelism needs a divisor of the head count)", 2)
     try:
         cal = load_calibration(list(o["calib"]), o["calib_hardware"], warn) if o["calib"] else fit.uncalibrated()
     except (ValueError, KeyError) as e:

@@ -13,6 +13,8 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+from servebench.errors import first_line
+
 # bytes per weight of the decoder linears, and the dtype the tensor units compute in
 QUANT = {
     "none": (None, None),
@@ -96,6 +98,19 @@ def shipped_names() -> list[str]:
     return sorted(_shipped())
 
 
+def _read_config(path: Path) -> dict:
+    """A config.json as a dict; anything else is named (a bare "Expecting value" said nothing)."""
+    try:
+        cfg = json.loads(path.read_bytes())
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:  # JSON or UTF-8
+        raise ValueError(f"{path} is not a model config.json ({first_line(e)})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{path} is not a model config.json (a JSON object is needed)")
+    return cfg
+
+
 def find_config(name: str) -> tuple[str, dict]:
     """Model id / alias / config.json path / model dir / preset -> (name, config dict)."""
     low = name.strip().lower()
@@ -106,11 +121,11 @@ def find_config(name: str) -> tuple[str, dict]:
     if p.is_dir() and (p / "config.json").is_file():
         p = p / "config.json"
     if p.is_file():
-        return str(name), json.loads(p.read_text())
+        return str(name), _read_config(p)
     from servebench.engines.presets import PRESETS, resolve_model
 
     if name in PRESETS:
-        return name, json.loads((resolve_model(name) / "config.json").read_text())
+        return name, _read_config(resolve_model(name) / "config.json")
     raise KeyError(f"unknown model {name!r}: give a config.json path, a model dir, a preset "
                    f"({', '.join(sorted(PRESETS))}) or one of: {', '.join(shipped_names())}")
 

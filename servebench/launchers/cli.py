@@ -22,6 +22,13 @@ def _gpus(_ctx, _param, value: str | None) -> list[int] | None:
         raise click.BadParameter(f"expected GPU indices like 0,1 (got {value!r})") from None
 
 
+def _port(_ctx, _param, value: int | None) -> int | None:
+    # an impossible port used to reach the engine, which died in its own truncated traceback
+    if value is not None and not 1 <= value <= 65535:
+        raise click.BadParameter(f"{value} is not a TCP port (1-65535)")
+    return value
+
+
 def _env(pairs) -> dict[str, str]:
     from servebench.config import check_env
 
@@ -81,7 +88,7 @@ class LaunchOptions:
 @click.option("--model", "-m", required=True, help="Preset name, model directory, or hub id.")
 @click.option("--launcher", "launcher_name", type=click.Choice(sorted(LAUNCHERS)), default="process", show_default=True)
 @click.option("--gpus", callback=_gpus, help="GPU indices, e.g. 0,1 (sets the engine's tensor-parallel flag).")
-@click.option("--port", type=int, help="Host port (default: a free one).")
+@click.option("--port", type=int, callback=_port, help="Host port (default: a free one).")
 @click.option("--served-model-name", help="Name the API expects (default: the model).")
 @click.option("--quantize", help="Quantization method, passed with the engine's own flag.")
 @click.option("--max-input-tokens", type=int)

@@ -129,9 +129,15 @@ def synthetic(tokenizer, n: int, input_tokens: int, output_tokens: int, seed: in
 def from_jsonl(path: Path, tokenizer, default_output_tokens: int, n: int | None = None) -> list[Prompt]:
     """Lines of {"prompt": str, "output_tokens": int (optional)}; cycled up to n."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        data = Path(path).read_bytes()
     except OSError as e:
         raise WorkloadError(f"cannot read prompts file {str(path)!r}: {e.strerror}") from None
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        lineno = data.count(b"\n", 0, e.start) + 1
+        raise WorkloadError(f"{path}:{lineno}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset "
+                            f"{e.start})") from None
     out: list[Prompt] = []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():

@@ -12,6 +12,7 @@ import click
 
 from servebench.sweep import console as out
 from servebench.sweep.config import SweepConfig, SweepConfigError, load_config
+from servebench.sweep.index import ResultsRefused
 
 
 def _fail(msg: str, code: int = 1):
@@ -208,7 +209,7 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execut
         full = planning.Plan(cfg, [planning.Group(g.id, g.server, []) for g in full.groups])
         sub = planning.Plan(cfg, [planning.Group(g.id, g.server, []) for g in sub.groups])
     if not sub.groups:
-        _fail(f"--only {only!r} matches no cell", 2)
+        _fail(f"--only {only!r} matches no cell" if only else "the config gives no server to run", 2)
     if how.executor not in EXECUTORS:
         _fail(_executor_hint(how.executor), 2)
     _check_servers(sub)
@@ -218,14 +219,7 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execut
     exists = (sweep_dir / "index.json").exists()
     if exists and not how.resume:
         _fail(f"{sweep_dir} already holds a sweep: --resume to continue it, or --name for a new one", 2)
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        index = SweepIndex.load(sweep_dir) if exists else SweepIndex.create(sweep_dir, kind, cfg.name)
-        index.sync(full)
-    except ValueError as e:
-        _fail(str(e), 2)
-    (sweep_dir / "sweep.yaml").write_text(text)
-    index.save()
+    index = _open_index(sweep_dir, exists, kind, cfg.name, full, text)
     todo = index.todo(sub) if limit is None else planning.Plan(cfg, [g for g in sub.groups
                                                                       if (index.group(g.id) or {}).get("status") != "done"])
     done_before = index.counts().get("done", 0)
@@ -242,7 +236,30 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execut
     except ExecutorError as e:
         index.save()
         _fail(str(e), 2)
+    except ResultsRefused as e:
+        out.refused(index, sweep_dir, str(e))
     out.finish(index, sweep_dir, kind, interrupted, console)
+
+
+def _open_index(sweep_dir: Path, exists: bool, kind: str, name: str, full, text: str):
+    """The sweep's index, synced with the plan and on disk with the config beside it. A results
+    dir that cannot take them (read-only, full) is one line before any server starts."""
+    from servebench.store.salvage import disk_full, one_line
+    from servebench.sweep.index import SweepIndex
+
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        index = SweepIndex.load(sweep_dir) if exists else SweepIndex.create(sweep_dir, kind, name)
+        index.sync(full)
+        (sweep_dir / "sweep.yaml").write_text(text)
+        index.save()
+    except ResultsRefused as e:
+        _fail(f"{e}; nothing was started", 3 if str(e).startswith("results disk full") else 2)
+    except OSError as e:
+        _fail(f"cannot write the sweep to {sweep_dir} ({one_line(e)}); nothing was started", 3 if disk_full(e) else 2)
+    except ValueError as e:
+        _fail(str(e), 2)
+    return index
 
 
 def _check_servers(plan) -> None:

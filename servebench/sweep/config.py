@@ -51,6 +51,13 @@ class ServerPoint(_Strict):
     def _str_values(cls, v: Any) -> Any:
         return {str(k): str(x) for k, x in v.items()} if isinstance(v, dict) else v
 
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        from servebench.config import check_endpoint
+
+        return check_endpoint(v) if v is not None else v
+
     @field_validator("env", mode="before")
     @classmethod
     def _env(cls, v: Any) -> Any:
@@ -156,7 +163,7 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> tuple[Sw
     data.setdefault("name", path.stem)
     data.update(overrides or {})
     try:
-        return SweepConfig.model_validate(data), text
+        cfg = SweepConfig.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         loc = [x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-"))]
@@ -164,6 +171,8 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> tuple[Sw
         line = _line_of(root, loc)
         at = f" (line {line})" if line else ""
         raise SweepConfigError(f"{path}: {where}{at}: {err['msg'].removeprefix('Value error, ')}") from None
+    _check_servers(cfg, path, root)
+    return cfg, text
 
 
 def _line_of(node, loc: list) -> int | None:
@@ -182,9 +191,34 @@ def _line_of(node, loc: list) -> int | None:
     return line
 
 
-def server_point(data: dict[str, Any], where: str) -> ServerPoint:
+class ServerError(SweepConfigError):
+    """One server of the config is invalid; `loc` is its path in the YAML (for the line)."""
+
+    def __init__(self, where: str, field: str, msg: str, loc: list) -> None:
+        super().__init__(f"{where}: {field}: {msg}")
+        self.where, self.field, self.msg, self.loc = where, field, msg, loc
+
+
+def server_point(data: dict[str, Any], where: str, loc: tuple = ()) -> ServerPoint:
     try:
         return ServerPoint.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        raise SweepConfigError(f"{where}: {'.'.join(map(str, err['loc'])) or 'server'}: {err['msg']}") from None
+        raise ServerError(where, ".".join(map(str, err["loc"])) or "server", err["msg"].removeprefix("Value error, "),
+                          [*loc, *err["loc"]]) from None
+
+
+def _check_servers(cfg: SweepConfig, path: Path, root) -> None:
+    """Each server as the plan will build it: an error names the file and line, and an
+    `exclude` that leaves nothing is said as such (it used to read "--only None matches no cell")."""
+    from servebench.sweep.plan import servers  # the plan is built on this module
+
+    try:
+        found = servers(cfg)
+    except ServerError as e:
+        line = _line_of(root, e.loc)
+        raise SweepConfigError(f"{path}: {e.where}: {e.field}{f' (line {line})' if line else ''}: {e.msg}") from None
+    if not found:
+        line = _line_of(root, ["exclude"])
+        raise SweepConfigError(f"{path}: exclude{f' (line {line})' if line else ''}: removes every server of "
+                               "the matrix, and no `servers:` are listed: nothing to run")

@@ -44,14 +44,14 @@ def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> Non
     if total:
         try:
             tabs = cmp.tables(sweep_dir)
-            (sweep_dir / f"{kind}.md").write_text(cmp.markdown(tabs))
             print_tables(tabs, console)
+            _write_text(sweep_dir / f"{kind}.md", cmp.markdown(tabs))
         except Exception as e:  # noqa: BLE001 - the index is already safe on disk
             console.print(f"could not build the comparison tables: {e}", markup=False)
     parts = [f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "interrupted", "pending") if counts.get(s)]
     line = f"{kind}: {', '.join(parts) or 'no cells'} of {total} cell(s)"
     if share is not None:
-        line += f"; server start/stop {t['server_overhead_s']:.0f} s = {share:.1%} of {t['wall_s']:.0f} s wall"
+        line += overhead_line(t)
     console.print(line, markup=False)
     for g in index.data["groups"]:
         if g.get("limit"):
@@ -69,6 +69,40 @@ def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> Non
         first = next((c for c in index.data["cells"] if c["status"] != "done"), {})
         click.echo(f"error: {bad} of {total} cell(s) not done (first: {first.get('id')}: {first.get('error')})", err=True)
         raise SystemExit(1)
+
+
+def overhead_line(t: dict) -> str:
+    """Server start/stop as a share of the groups' time (start/stop + measuring): meaningful
+    when groups ran side by side, where their sums pass the wall time."""
+    group_s = t.get("group_s") or (t["server_overhead_s"] + (t.get("measure_s") or 0.0))
+    wall = t.get("wall_s") or 0.0
+    side = "; groups ran side by side" if group_s > 1.05 * wall else ""
+    return (f"; server start/stop {t['server_overhead_s']:.0f} s = {t['overhead_share']:.1%} of the groups' "
+            f"{group_s:.0f} s (start/stop + load; {wall:.0f} s wall{side})")
+
+
+def _write_text(path: Path, text: str) -> None:
+    """A full disk leaves no empty or half file behind (it would read as the sweep's tables)."""
+    try:
+        path.write_text(text)
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def refused(index, sweep_dir: Path, why: str) -> None:
+    """The results disk refused the sweep's files: stop with one line and exit 3 (the
+    verdict's "measured, but the results disk refused some files"). Cells it caught running
+    are marked failed, so index.json never shows a cell running that nothing runs."""
+    index.settle(why)
+    counts = index.counts()
+    kept = f"{counts.get('done', 0)} cell(s) done are kept in {sweep_dir}"
+    if index.write_error is not None:
+        kept += f", but index.json there could not be updated ({index.write_error})"
+    click.echo(f"error: {why}; the sweep stopped: {kept}; free space, then `servebench sweep CONFIG --resume`",
+               err=True)
+    sys.stdout.flush()
+    raise SystemExit(3)
 
 
 def print_tables(tabs, console) -> None:

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from servebench.analysis.verdict import EXIT_RESULTS
 from servebench.errors import first_line
 from servebench.run.orchestrate import RunError, measure, prepare
 from servebench.run.session import ServerSession
@@ -20,6 +21,7 @@ from servebench.run.state import Prepared
 from servebench.store.runfiles import load_summary
 from servebench.sweep import limit as lim
 from servebench.sweep.config import SweepConfig
+from servebench.sweep.index import ResultsRefused
 from servebench.sweep.plan import Cell, Group, LoadPoint, run_config
 
 if TYPE_CHECKING:
@@ -77,6 +79,7 @@ def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec 
         if err:
             session.close()
             row["teardown_s"] += session.teardown_s or 0.0
+            _check_room(host.server_dir(group), err)
             return _fail_all(group, host, f"server did not start: {err}", row)
         for i, cell in enumerate(group.cells):
             err = _ensure_alive(session, open_session, row)
@@ -97,6 +100,23 @@ def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec 
         row["teardown_s"] += time.perf_counter() - t
         host.group_update(group, **row)
     return row
+
+
+# Less free space than this where the server's log goes: a failed start is the full disk's doing
+# (the server could not write its log), not the server's; the next groups would fare no better.
+_MIN_FREE = 1 << 20
+
+
+def _check_room(log_dir: Path, err: str) -> None:
+    import shutil
+
+    try:
+        free = shutil.disk_usage(log_dir).free
+    except OSError:
+        return
+    if free < _MIN_FREE:
+        raise ResultsRefused(f"results disk full: {free:,} bytes free in {log_dir}, where the server writes "
+                             f"its log; it did not start ({err})")
 
 
 def _ensure_alive(session: ServerSession, reopen: Callable[[], str | None], row: dict) -> str | None:
@@ -128,6 +148,9 @@ def _measure_cell(cfg: SweepConfig, group: Group, cell: Cell, session: ServerSes
             host.finished(cell, "interrupted", str(e), run_dir, e.summary)
             raise KeyboardInterrupt from None
         status, error, summary = "failed", str(e), e.summary
+        if e.code == EXIT_RESULTS:  # the next cells would meet the same full disk: stop here
+            host.finished(cell, status, error, run_dir, summary)
+            raise ResultsRefused(error) from None
     except KeyboardInterrupt:  # before or after the measurement wrote its files: what is there
         host.finished(cell, "interrupted", "interrupted by Ctrl-C", run_dir, _summary(run_dir))
         raise

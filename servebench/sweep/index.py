@@ -4,6 +4,8 @@ re-run knows exactly what is left (docs/sweep.md has the format)."""
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import threading
 import time
@@ -29,6 +31,42 @@ def headline(summary: dict) -> dict[str, Any]:
     return out
 
 
+class ResultsRefused(RuntimeError):
+    """The results disk refused a sweep's files (full, read-only): the sweep stops, one line."""
+
+
+class IndexWriteError(ResultsRefused):
+    """index.json could not be written."""
+
+
+def refused(what: str, cause: OSError, cls: type[ResultsRefused] = ResultsRefused) -> ResultsRefused:
+    """`results disk full: cannot write X (No space left on device)` (or the refusal's own words)."""
+    from servebench.store.salvage import disk_full, one_line
+
+    kind = "results disk full" if disk_full(cause) else "results dir refused a write"
+    return cls(f"{kind}: {what} ({one_line(cause)})")
+
+
+def _write_in_place(path: Path, data: dict) -> bool:
+    """The index written over the old one when a temporary copy has no room: only when it
+    fits in the blocks the old file already holds (compact if need be), so the write takes no
+    new space and cannot stop half-way for want of it."""
+    try:
+        room = path.stat().st_blocks * 512
+        for text in (json.dumps(data, indent=2, default=str) + "\n", json.dumps(data, default=str)):
+            raw = text.encode()
+            if len(raw) <= room:
+                with open(path, "r+b") as f:
+                    f.write(raw)
+                    f.truncate()
+                    f.flush()
+                    os.fsync(f.fileno())
+                return True
+    except OSError:
+        pass
+    return False
+
+
 class SweepIndex:
     """In-memory index + its file. Thread-safe: a Ray executor updates it from callbacks."""
 
@@ -36,6 +74,7 @@ class SweepIndex:
         self.dir = Path(sweep_dir)
         self.data = data
         self._lock = threading.Lock()
+        self.write_error: IndexWriteError | None = None
 
     @property
     def path(self) -> Path:
@@ -52,8 +91,33 @@ class SweepIndex:
         return cls(sweep_dir, data)
 
     def save(self) -> None:
+        """Write index.json; an OSError becomes one IndexWriteError, raised once: the saves in
+        the teardown after it (the group's row, the timing) stay quiet, so the user gets one
+        line, not a chain of tracebacks (each still tries, and a later success clears it)."""
         with self._lock:
-            runfiles.write_json(self.path, self.data)
+            try:
+                runfiles.write_json(self.path, self.data)
+            except OSError as e:
+                if _write_in_place(self.path, self.data):
+                    self.write_error = None
+                    return
+                first = self.write_error is None
+                self.write_error = refused(f"cannot write {self.path}", e, IndexWriteError)
+                if first:
+                    raise self.write_error from None
+                return
+            self.write_error = None
+
+    def settle(self, why: str) -> None:
+        """Cells still marked running when the sweep stops on a write error: failed, with why
+        (a resume runs them again); then one more try to write the index."""
+        for c in self.data["cells"]:
+            if c["status"] == "running":
+                c["status"], c["error"] = "failed", why
+        try:
+            self.save()
+        except IndexWriteError:
+            pass
 
     # -- bookkeeping -------------------------------------------------------------------
     def group(self, gid: str) -> dict | None:
@@ -98,13 +162,16 @@ class SweepIndex:
     def cell_dir(self, cid: str) -> Path:
         """A fresh run directory for the cell; an earlier attempt's is kept beside it."""
         d = self.dir / "runs" / cid
-        if d.exists():
-            n = 1
-            while (keep := self.dir / "runs" / ".attempts" / f"{cid}.{n}").exists():
-                n += 1
-            keep.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(d), str(keep))
-        d.mkdir(parents=True)
+        try:
+            if d.exists():
+                n = 1
+                while (keep := self.dir / "runs" / ".attempts" / f"{cid}.{n}").exists():
+                    n += 1
+                keep.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(d), str(keep))
+            d.mkdir(parents=True)
+        except OSError as e:
+            raise refused(f"cannot make {d}", e) from None
         return d
 
     def mark_cell(self, cid: str, status: str, **fields: Any) -> None:

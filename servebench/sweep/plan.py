@@ -99,9 +99,9 @@ def servers(cfg: SweepConfig) -> list[ServerPoint]:
             point.update(v) if isinstance(v, dict) else point.__setitem__(k, v)
         if any(all(_same(point.get(k, cfg.defaults.get(k)), v) for k, v in ex.items()) for ex in cfg.exclude):
             continue
-        out.append(_merge(cfg, point, f"matrix combination {i + 1} ({point})"))
+        out.append(_merge(cfg, point, f"matrix combination {i + 1} ({point})", ("matrix",)))
     for i, s in enumerate(cfg.servers):
-        out.append(_merge(cfg, s, f"servers[{i}]"))
+        out.append(_merge(cfg, s, f"servers[{i}]", ("servers", i)))
     unique: list[ServerPoint] = []
     for s in out:
         if s not in unique:
@@ -114,10 +114,10 @@ def _same(a: Any, b: Any) -> bool:
     return (a in none and b in none) or a == b
 
 
-def _merge(cfg: SweepConfig, point: dict[str, Any], where: str) -> ServerPoint:
+def _merge(cfg: SweepConfig, point: dict[str, Any], where: str, loc: tuple = ()) -> ServerPoint:
     engine = point.get("engine", cfg.defaults.get("engine"))
     data = {**cfg.defaults, **cfg.engines.get(str(engine), {}), **point}
-    return server_point(data, where)
+    return server_point(data, where, loc)
 
 
 def load_points(cfg: SweepConfig) -> list[LoadPoint]:

@@ -16,6 +16,21 @@ from typing import Any
 from servebench.errors import described
 
 
+def write_rows(rows: list, columns, path: Path) -> None:
+    """Rows as a parquet file, whole or not at all: written beside it and renamed, the partial
+    file removed when the disk refuses it (a full disk used to leave a 0-byte file that read as
+    samples)."""
+    import pandas as pd
+
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        pd.DataFrame(rows, columns=list(columns)).to_parquet(tmp, index=False)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class Unavailable(Exception):
     """Nothing can be sampled; the message (one line) goes into the summary."""
 
@@ -96,9 +111,7 @@ class PeriodicSampler:
         """`self.rows` as run_dir/name (a parquet file); nothing when no sample was taken."""
         if not self.rows:
             return []
-        import pandas as pd
-
-        pd.DataFrame(self.rows, columns=list(columns)).to_parquet(Path(run_dir) / name, index=False)
+        write_rows(self.rows, columns, Path(run_dir) / name)
         return [name]
 
     def summary(self) -> dict[str, Any]:

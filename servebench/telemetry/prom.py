@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from servebench.errors import described
-from servebench.telemetry.periodic import PeriodicSampler, Unavailable
+from servebench.telemetry.periodic import PeriodicSampler, Unavailable, write_rows
 from servebench.telemetry.summary import bracket_delta, finite, headline, mean_in, peak_in, unavailable
 
 # Common name -> the engine's series, first present wins (older names last). Histogram
@@ -175,10 +175,8 @@ class PromScraper(PeriodicSampler):
     def write(self, run_dir: Path) -> list[str]:
         if not self.rows:
             return []
-        import pandas as pd
-
         path = Path(run_dir) / "server_metrics.parquet"
-        pd.DataFrame(self.rows, columns=list(COLUMNS)).to_parquet(path, index=False)
+        write_rows(self.rows, COLUMNS, path)
         return [path.name]
 
     def summary(self) -> dict[str, Any]:
