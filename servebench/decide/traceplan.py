@@ -12,6 +12,7 @@ import pandas as pd
 
 from servebench.decide.load import _json, config_label, kind
 from servebench.decide.prices import HOURS_PER_MONTH
+from servebench.decide.recommend import _num
 from servebench.outputs.table import Table
 
 COLUMNS = ["model", "config", "trace", "trace_rps", "limit_speed", "first_missing", "capacity_rps", "servers",
@@ -102,11 +103,3 @@ def trace_plan(df: pd.DataFrame, limits: list[dict], growth: float) -> Table:
     slo = next((lm["limit"].get("slo") for lm in limits), "")
     return Table("trace_plan", f"Capacity plan: {growth:g}x the trace's traffic under {slo}",
                  frame.reset_index(drop=True), notes)
-
-
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None

@@ -15,7 +15,6 @@ to the run (load/session_loop.py sends turn k after turn k-1's answer came back)
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from servebench.load import lengths
+from servebench.load.jsonl import objects
 from servebench.load.prompts import ExactPrompts, Prompt, WorkloadError
 
 SYNTHETIC = "synthetic"
@@ -96,15 +96,7 @@ def read_file(path: Path, max_turns: int | None) -> list[tuple[int, str | None, 
     except (OSError, UnicodeDecodeError) as e:
         raise WorkloadError(f"cannot read session file {path}: {getattr(e, 'strerror', None) or e}") from None
     out = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            obj = None
-        if not isinstance(obj, dict):
-            raise WorkloadError(f"{path}:{lineno}: not a JSON object")
+    for lineno, obj in objects(path, lines, WorkloadError):
         turns = obj.get("turns")
         if not isinstance(turns, list) or not turns:
             raise WorkloadError(f"{path}:{lineno}: turns: expected a non-empty list of user turns")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from servebench.load.jsonl import objects
 from servebench.load.prompts import WorkloadError
 
 DATA = Path(__file__).parent / "traces_data"
@@ -140,18 +141,7 @@ def _rows(path: Path, lines: list[str], shape: str) -> list[tuple[int, dict]]:
                 raise TraceError(f"{path}:{reader.line_num}: expected {len(reader.fieldnames or [])} comma-separated fields")
             out.append((reader.line_num, row))
         return out
-    out = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            raise TraceError(f"{path}:{lineno}: not a JSON object") from None
-        if not isinstance(obj, dict):
-            raise TraceError(f"{path}:{lineno}: not a JSON object")
-        out.append((lineno, obj))
-    return out
+    return objects(path, lines, TraceError)
 
 
 def _detect(path: Path, fmt: str | None, cols: Columns | None, found: list[str], shape: str) -> tuple[str, Columns]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from servebench.outputs.plots import Panel, Series
+from servebench.outputs.panels import Panel, Series
 
 
 def _bins(rel_s: np.ndarray, end_s: float) -> np.ndarray:

@@ -8,7 +8,6 @@ negative times; the shaded band is the measured window (first send to last respo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -16,35 +15,13 @@ import numpy as np
 import pandas as pd
 
 from servebench.errors import described
+from servebench.outputs.panels import Panel, Series, Timeline
 
 GIB = 1024**3
 
 
 class PlotError(ValueError):
     """The run dir can't be plotted (message is one line)."""
-
-
-@dataclass(slots=True)
-class Series:
-    label: str
-    x: np.ndarray  # seconds from t0
-    y: np.ndarray
-    step: bool = False  # piecewise constant from each x to the next
-    dash: bool = False
-
-
-@dataclass(slots=True)
-class Panel:
-    title: str
-    unit: str
-    series: list[Series] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Timeline:
-    t0_ns: int
-    window_s: tuple[float, float] | None
-    panels: list[Panel]
 
 
 def _read(run_dir: Path, name: str) -> pd.DataFrame | None:

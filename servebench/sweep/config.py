@@ -4,6 +4,7 @@ the field and its line in the YAML."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from servebench.sweep.loadspace import LoadSpace, TraceLoad, _Strict
 
-__all__ = ["LoadSpace", "TraceLoad", "ServerPoint", "SweepConfig", "SweepConfigError", "load_config", "server_point"]
+__all__ = ["LoadSpace", "TraceLoad", "ServerPoint", "SweepConfig", "SweepConfigError", "load_config", "server_point", "servers"]
 
 
 class SweepConfigError(ValueError):
@@ -211,8 +212,6 @@ def server_point(data: dict[str, Any], where: str, loc: tuple = ()) -> ServerPoi
 def _check_servers(cfg: SweepConfig, path: Path, root) -> None:
     """Each server as the plan will build it: an error names the file and line, and an
     `exclude` that leaves nothing is said as such (it used to read "--only None matches no cell")."""
-    from servebench.sweep.plan import servers  # the plan is built on this module
-
     try:
         found = servers(cfg)
     except ServerError as e:
@@ -222,3 +221,34 @@ def _check_servers(cfg: SweepConfig, path: Path, root) -> None:
         line = _line_of(root, ["exclude"])
         raise SweepConfigError(f"{path}: exclude{f' (line {line})' if line else ''}: removes every server of "
                                "the matrix, and no `servers:` are listed: nothing to run")
+
+
+def servers(cfg: SweepConfig) -> list[ServerPoint]:
+    """The crossed matrix (minus exclusions) then the explicit list; duplicates dropped."""
+    out: list[ServerPoint] = []
+    keys = list(cfg.matrix)
+    for i, combo in enumerate(itertools.product(*(cfg.matrix[k] for k in keys)) if keys else []):
+        point: dict[str, Any] = {}
+        for k, v in zip(keys, combo):  # a mapping is a bundle of fields that vary together
+            point.update(v) if isinstance(v, dict) else point.__setitem__(k, v)
+        if any(all(_same(point.get(k, cfg.defaults.get(k)), v) for k, v in ex.items()) for ex in cfg.exclude):
+            continue
+        out.append(_merge(cfg, point, f"matrix combination {i + 1} ({point})", ("matrix",)))
+    for i, s in enumerate(cfg.servers):
+        out.append(_merge(cfg, s, f"servers[{i}]", ("servers", i)))
+    unique: list[ServerPoint] = []
+    for s in out:
+        if s not in unique:
+            unique.append(s)
+    return unique
+
+
+def _same(a: Any, b: Any) -> bool:
+    none = (None, "none", "None", "")
+    return (a in none and b in none) or a == b
+
+
+def _merge(cfg: SweepConfig, point: dict[str, Any], where: str, loc: tuple = ()) -> ServerPoint:
+    engine = point.get("engine", cfg.defaults.get("engine"))
+    data = {**cfg.defaults, **cfg.engines.get(str(engine), {}), **point}
+    return server_point(data, where, loc)

@@ -7,13 +7,12 @@ prompt (so no level is served from a prefix cached by the one before)."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from servebench.config import RunConfig
-from servebench.sweep.config import ServerPoint, SweepConfig, SweepConfigError, server_point
+from servebench.sweep.config import ServerPoint, SweepConfig, SweepConfigError, servers
 
 SEED_STRIDE = 1000  # seeds of consecutive load points are this far apart; repeats step by 1
 
@@ -87,37 +86,6 @@ class Plan:
     @property
     def cells(self) -> list[Cell]:
         return [c for g in self.groups for c in g.cells]
-
-
-def servers(cfg: SweepConfig) -> list[ServerPoint]:
-    """The crossed matrix (minus exclusions) then the explicit list; duplicates dropped."""
-    out: list[ServerPoint] = []
-    keys = list(cfg.matrix)
-    for i, combo in enumerate(itertools.product(*(cfg.matrix[k] for k in keys)) if keys else []):
-        point: dict[str, Any] = {}
-        for k, v in zip(keys, combo):  # a mapping is a bundle of fields that vary together
-            point.update(v) if isinstance(v, dict) else point.__setitem__(k, v)
-        if any(all(_same(point.get(k, cfg.defaults.get(k)), v) for k, v in ex.items()) for ex in cfg.exclude):
-            continue
-        out.append(_merge(cfg, point, f"matrix combination {i + 1} ({point})", ("matrix",)))
-    for i, s in enumerate(cfg.servers):
-        out.append(_merge(cfg, s, f"servers[{i}]", ("servers", i)))
-    unique: list[ServerPoint] = []
-    for s in out:
-        if s not in unique:
-            unique.append(s)
-    return unique
-
-
-def _same(a: Any, b: Any) -> bool:
-    none = (None, "none", "None", "")
-    return (a in none and b in none) or a == b
-
-
-def _merge(cfg: SweepConfig, point: dict[str, Any], where: str, loc: tuple = ()) -> ServerPoint:
-    engine = point.get("engine", cfg.defaults.get("engine"))
-    data = {**cfg.defaults, **cfg.engines.get(str(engine), {}), **point}
-    return server_point(data, where, loc)
 
 
 def load_points(cfg: SweepConfig) -> list[LoadPoint]:
