@@ -35,7 +35,8 @@ def test_sweep_group_env_reaches_the_launch_request(tmp_path):
 def test_bad_env_names_are_one_line_errors(tmp_path):
     f = tmp_path / "s.yaml"
     f.write_text("name: s\nservers:\n  - {engine: vllm, env: {NCCL-P2P: 1}}\n")
-    with pytest.raises(SweepConfigError, match=r"^servers\[0\]: env: Value error, not an environment variable name: 'NCCL-P2P'"):
+    # the config is checked as it is read: the file, the server, the field and its line
+    with pytest.raises(SweepConfigError, match=r"s\.yaml: servers\[0\]: env \(line 3\): not an environment variable name: 'NCCL-P2P'"):
         expand(load_config(f)[0])
     with pytest.raises(ValidationError, match="not an environment variable name"):
         RunConfig(env={"1X": "y"})
