@@ -10,7 +10,6 @@ sweep beneath it (find.py); what could not be read is a row of status "skipped" 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 

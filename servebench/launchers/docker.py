@@ -24,7 +24,7 @@ from servebench.launchers.preflight import local_checks, run_checks
 from servebench.launchers.owner import docker_labels, from_labels, owner_alive
 from servebench.launchers.timeouts import option_s, ready_timeout
 from servebench.signals import shielded
-from servebench.launchers.readiness import free_port, is_secret, log_tail, opening, redact_env, served_name, wait_ready
+from servebench.launchers.readiness import free_port, log_tail, opening, redact_env, served_name, wait_ready
 from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command, resolve_local_model
 
 

@@ -31,6 +31,7 @@ from servebench.load.prompts import load_tokenizer
 from servebench.run.writer import quietly
 
 if TYPE_CHECKING:
+    from servebench.load.prompts import Prompt
     from transformers import PreTrainedTokenizerBase
 
     from servebench.run.session import ServerSession

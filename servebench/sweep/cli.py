@@ -193,7 +193,6 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execut
     from servebench.sweep import plan as planning
     from servebench.sweep.executor import EXECUTORS, ExecutorError
     from servebench.sweep.group import LimitSpec
-    from servebench.sweep.index import SweepIndex
 
     how = how or Execution()
     only = how.only
