@@ -152,18 +152,22 @@ def test_slow_response_headers_hit_the_request_timeout(tmp_path):
     assert summary["failed"] == 3 and all(r.first_byte_ns == 0 and r.sent_ns for r in records)
 
 
-def _with_tmpfs(size: str, results: Path, out: Path, argv: list[str], env: dict) -> subprocess.CompletedProcess:
-    """Run argv with `results` a tmpfs of `size` in a private mount namespace (the mount is
+def in_mount(opts: str, mnt: Path, out: Path, argv: list[str], env: dict) -> subprocess.CompletedProcess:
+    """argv with `mnt` a tmpfs mounted with `opts` in a private mount namespace (the mount is
     seen by nothing else and goes with the child); the dir is copied to `out` afterwards."""
     unshare = shutil.which("unshare")
-    assert unshare, "the disk-full test needs util-linux unshare"
-    results.mkdir(parents=True, exist_ok=True)
+    assert unshare, "these tests need util-linux unshare"
+    mnt.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    script = ('mount -t tmpfs -o size="$1" tmpfs "$2" || exit 99; shift 3; "$@"; rc=$?; '
+    script = ('mount -t tmpfs -o "$1" tmpfs "$2" || exit 99; shift 3; "$@"; rc=$?; '
               'cp -a "$0/." "$OUT_DIR/"; exit $rc')
-    return subprocess.run([unshare, "-rm", "sh", "-c", script, str(results), size, str(results), "x", *argv],
+    return subprocess.run([unshare, "-rm", "sh", "-c", script, str(mnt), opts, str(mnt), "x", *argv],
                           capture_output=True, text=True, timeout=300, env={**env, "OUT_DIR": str(out)},
                           stdin=subprocess.DEVNULL)
+
+
+def _with_tmpfs(size: str, results: Path, out: Path, argv: list[str], env: dict) -> subprocess.CompletedProcess:
+    return in_mount(f"size={size}", results, out, argv, env)
 
 
 def test_results_disk_full_rescues_the_records_and_report_rebuilds(tmp_path):

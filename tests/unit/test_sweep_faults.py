@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from tests.unit.test_faults_cli import in_mount
 
 SPEC = Path(__file__).resolve().parents[1] / "fixtures" / "specs" / "emulated.yaml"
 
@@ -27,17 +27,7 @@ def _config(tmp_path: Path) -> Path:
     return p
 
 
-def _in_mount(opts: str, mnt: Path, out: Path, argv: list[str], env: dict) -> subprocess.CompletedProcess:
-    """argv with `mnt` a tmpfs mounted with `opts` in a private mount namespace; copied to `out` after."""
-    unshare = shutil.which("unshare")
-    assert unshare, "these tests need util-linux unshare"
-    mnt.mkdir(parents=True, exist_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
-    script = ('mount -t tmpfs -o "$1" tmpfs "$2" || exit 99; shift 3; "$@"; rc=$?; '
-              'cp -a "$0/." "$OUT_DIR/"; exit $rc')
-    return subprocess.run([unshare, "-rm", "sh", "-c", script, str(mnt), opts, str(mnt), "x", *argv],
-                          capture_output=True, text=True, timeout=300, env={**env, "OUT_DIR": str(out)},
-                          stdin=subprocess.DEVNULL)
+_in_mount = in_mount  # one tmpfs helper for every disk test
 
 
 def one_error(p: subprocess.CompletedProcess) -> str:
