@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Callable
@@ -36,15 +37,27 @@ def interruptible() -> None:
         signal.signal(signal.SIGHUP, _raise_interrupt)
 
 
+_shields: list[list[int]] = []  # the signals each open shield holds, innermost last
+
+
 @contextmanager
-def shielded(notice: Callable[[int], None] | None = None):
+def shielded(notice: Callable[[int], None] | None = None, deliver: bool | None = None):
     """Teardown and result writing run to the end: a second Ctrl-C (or SIGTERM) meanwhile is
     held back, never left to kill a half-stopped server or a half-written run directory.
-    `notice(signum)` tells the user why their Ctrl-C did nothing (a teardown can take minutes)."""
+    `notice(signum)` tells the user why their Ctrl-C did nothing (a teardown can take minutes).
+
+    A held signal is never dropped. An inner shield hands it to the one around it. The
+    outermost delivers it (KeyboardInterrupt) when its block ends, unless it was entered while
+    an exception was already on its way up (that teardown is the answer to the first Ctrl-C)
+    or `deliver=False` (the caller reads the yielded list and answers it itself). Dropping it
+    was how a Ctrl-C pressed while a finished cell wrote its results let a sweep run on."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield []
         return
+    if deliver is None:
+        deliver = sys.exc_info()[0] is None
     got: list[int] = []
+
     def hold(signum, frame) -> None:
         got.append(signum)
         if notice is not None:
@@ -52,8 +65,16 @@ def shielded(notice: Callable[[int], None] | None = None):
 
     held = (signal.SIGINT, signal.SIGTERM) + (() if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN else (signal.SIGHUP,))
     old = {s: signal.signal(s, hold) for s in held}
+    _shields.append(got)
+    ok = False
     try:
-        yield
+        yield got
+        ok = True
     finally:
+        _shields.pop()
         for s, h in old.items():
             signal.signal(s, h)
+        if got and _shields:
+            _shields[-1].extend(got)
+        elif got and ok and deliver:
+            _raise_interrupt(got[-1], None)

@@ -122,7 +122,7 @@ def measure(cfg: RunConfig, p: Prepared, session: ServerSession, run_dir: Path,
         st.error = first_line(e)
         quietly((st.run_dir / "error.log").write_text, traceback.format_exc())  # the whole story, on disk
     finally:
-        with shielded():
+        with shielded(deliver=False) as held:
             for s in st.samplers:
                 quietly(s.stop)
             st.server_exit = quietly(session.exited)  # a launched server that died by itself
@@ -133,7 +133,19 @@ def measure(cfg: RunConfig, p: Prepared, session: ServerSession, run_dir: Path,
     out = written.outcome  # the writer judged the run: summary.json says the same
     if out.error:
         raise RunError(out.error, st.run_dir, out.exit_code, written.summary)
+    if held:  # Ctrl-C while a finished load was written: kept, then honoured (never dropped)
+        cause, code = _cause(held[-1])
+        raise RunError(f"interrupted by {cause} after the load ended (its results are complete and kept)",
+                       st.run_dir, code, written.summary)
     return Measured(st.run_dir, written.summary)
+
+
+def _cause(signum: int) -> tuple[str, int]:
+    import signal
+
+    if signum == signal.SIGINT:
+        return "Ctrl-C", 128 + signum
+    return signal.Signals(signum).name, 128 + signum
 
 
 def _session_info(session) -> dict:

@@ -96,9 +96,11 @@ def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec 
         raise
     finally:
         t = time.perf_counter()
-        session.close()
-        row["teardown_s"] += time.perf_counter() - t
-        host.group_update(group, **row)
+        try:
+            session.close()  # a Ctrl-C held during a normal teardown is raised when it ends
+        finally:
+            row["teardown_s"] += time.perf_counter() - t
+            host.group_update(group, **row)
     return row
 
 
@@ -145,7 +147,9 @@ def _measure_cell(cfg: SweepConfig, group: Group, cell: Cell, session: ServerSes
         summary = measure(rc, p, session, run_dir, host.progress, host.phase, run_info=info).summary
     except RunError as e:
         if e.interrupted:
-            host.finished(cell, "interrupted", str(e), run_dir, e.summary)
+            # a load that ended before the Ctrl-C is measured: kept as done, not run again
+            done = (e.summary or {}).get("status") == "complete"
+            host.finished(cell, "done" if done else "interrupted", None if done else str(e), run_dir, e.summary)
             raise KeyboardInterrupt from None
         status, error, summary = "failed", str(e), e.summary
         if e.code == EXIT_RESULTS:  # the next cells would meet the same full disk: stop here

@@ -69,7 +69,11 @@ def test_real_sweep_interrupted_and_resumed(tmp_path):
             proc.kill()
     assert proc.returncode == 130, err[-3000:]
     first = cells(d)
-    assert first["g00-c0001-r0"]["status"] == "done" and first["g00-c0002-r0"]["status"] == "interrupted"
+    # interrupted mid-load, or done when the Ctrl-C came while its finished load was written:
+    # either way the sweep stopped there (a Ctrl-C held during the write used to be dropped)
+    second = first["g00-c0002-r0"]["status"]
+    assert first["g00-c0001-r0"]["status"] == "done" and second in ("interrupted", "done")
+    assert first["g00-c0004-r0"]["status"] in ("pending", "interrupted")
     assert not servers_alive(tag)
     done_parquet = d / first["g00-c0001-r0"]["run_dir"] / "requests.parquet"
     mtime = done_parquet.stat().st_mtime_ns
@@ -81,7 +85,7 @@ def test_real_sweep_interrupted_and_resumed(tmp_path):
     after = cells(d)
     assert all(c["status"] == "done" for c in after.values()) and len(after) == 6
     assert after["g00-c0001-r0"]["attempts"] == 1 and done_parquet.stat().st_mtime_ns == mtime
-    assert after["g00-c0002-r0"]["attempts"] == 2
+    assert after["g00-c0002-r0"]["attempts"] == (2 if second == "interrupted" else 1)
     index = json.loads((d / "index.json").read_text())
     assert [g["launches"] for g in index["groups"]] == [2, 1]
     for cid, c in after.items():

@@ -15,11 +15,15 @@ def test_interrupt_inside_shield_is_held_back_and_handlers_restored():
     try:
         interruptible()
         done = []
-        with shielded():
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGTERM)
-            done.append("teardown finished")
+        with pytest.raises(KeyboardInterrupt):  # held to the end of the block, then honoured
+            with shielded():
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGTERM)
+                done.append("teardown finished")
         assert done == ["teardown finished"]
+        from servebench.signals import interrupt_cause
+
+        assert interrupt_cause() == ("SIGTERM", 143)
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         with pytest.raises(KeyboardInterrupt):  # outside the shield both stop the run again
             os.kill(os.getpid(), signal.SIGTERM)
@@ -37,11 +41,53 @@ def test_hangup_tears_down_like_ctrl_c_and_is_held_during_teardown():
         with pytest.raises(KeyboardInterrupt):  # the terminal closed: stop, then tear down
             os.kill(os.getpid(), signal.SIGHUP)
         assert interrupt_cause() == ("SIGHUP", 129)
-        with shielded():
-            os.kill(os.getpid(), signal.SIGHUP)  # held: the teardown finishes
+        with pytest.raises(KeyboardInterrupt):
+            with shielded():
+                os.kill(os.getpid(), signal.SIGHUP)  # held: the teardown finishes, then stops
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # under nohup
         interruptible()
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         for s, h in before.items():
             signal.signal(s, h)
+
+
+@pytest.fixture
+def handlers():
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    interruptible()
+    yield
+    for s, h in before.items():
+        signal.signal(s, h)
+
+
+def test_a_held_ctrl_c_goes_to_the_outer_shield_and_is_raised_when_it_ends(handlers):
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with shielded():
+            with shielded():  # e.g. the server's teardown inside the writing of a run
+                os.kill(os.getpid(), signal.SIGINT)
+                steps.append("server stopped")
+            steps.append("results written")  # not cut short by the inner shield
+    assert steps == ["server stopped", "results written"]
+
+
+def test_a_shield_entered_while_stopping_does_not_raise_again(handlers):
+    steps = []
+    with pytest.raises(ValueError):
+        try:
+            raise ValueError("the first failure")
+        finally:
+            with shielded():  # teardown on the way up: a second Ctrl-C is held and dropped
+                os.kill(os.getpid(), signal.SIGINT)
+                steps.append("torn down")
+    assert steps == ["torn down"]
+
+
+def test_deliver_false_hands_the_signals_to_the_caller(handlers):
+    with shielded(deliver=False) as held:
+        os.kill(os.getpid(), signal.SIGTERM)
+    assert held == [signal.SIGTERM]
+    with shielded() as quiet:
+        pass
+    assert quiet == []

@@ -87,7 +87,11 @@ def test_sweep_interrupted_mid_cell_resumes_without_remeasuring(tmp_path):
     assert "--resume" in err and err.count("error:") == 1
     first = cells(sweep_dir)
     assert first["g00-c0001-r0"]["status"] == "done"
-    assert first["g00-c0002-r0"]["status"] == "interrupted"
+    # interrupted mid-load, or done: the Ctrl-C came while its finished load was being written
+    # (then kept, and the sweep still stops: the Ctrl-C is never dropped)
+    second = first["g00-c0002-r0"]["status"]
+    assert second in ("interrupted", "done")
+    assert first["g00-c0004-r0"]["status"] in ("pending", "interrupted")
     assert all(first[c]["status"] == "pending" for c in first if c.startswith("g01"))
     assert not emulators_alive(tag)  # the server was torn down on Ctrl-C
     done_run = sweep_dir / first["g00-c0001-r0"]["run_dir"]
@@ -105,8 +109,11 @@ def test_sweep_interrupted_mid_cell_resumes_without_remeasuring(tmp_path):
     assert after["g00-c0001-r0"]["attempts"] == 1  # finished cell not re-measured
     assert json.loads((done_run / "run.json").read_text())["started_at"] == stamp
     assert (done_run / "requests.parquet").stat().st_mtime_ns == mtime
-    assert after["g00-c0002-r0"]["attempts"] == 2  # interrupted cell measured again, old attempt kept
-    assert (sweep_dir / "runs" / ".attempts" / "g00-c0002-r0.1").is_dir()
+    if second == "interrupted":
+        assert after["g00-c0002-r0"]["attempts"] == 2  # interrupted cell measured again, old attempt kept
+        assert (sweep_dir / "runs" / ".attempts" / "g00-c0002-r0.1").is_dir()
+    else:
+        assert after["g00-c0002-r0"]["attempts"] == 1
     assert not emulators_alive(tag)
     groups = {g["id"]: g for g in index(sweep_dir)["groups"]}
     assert groups["g00"]["launches"] == 2 and groups["g01"]["launches"] == 1  # one launch per group per invocation
