@@ -72,3 +72,10 @@ def test_llamacpp_end_to_end_on_gguf(tmp_path, qtype):
     assert m["token_counts"].map(lambda c: int(np.sum(c))).eq(OUTPUT).all()
     assert summary["output_tokens"]["client_counted"] == N
     assert summary["output_tokens"]["shortfall_requests"] == 0
+    # on an AMX host llama.cpp's AMX weight buffers are off (their q8_0 path segfaulted there);
+    # the server log says which way this host went
+    from servebench.engines.hostcpu import cpu_flags
+
+    text = next(tmp_path.rglob("server.log")).read_text()  # this test's one run
+    expect = "off (CPU has amx_int8" if "amx_int8" in cpu_flags() else "on (no AMX on this CPU)"
+    assert f"servebench: llama.cpp weight repacking {expect}" in text
