@@ -12,16 +12,8 @@ import pytest
 from servebench.config import LoadConfig, RunConfig
 from servebench.emulator import start_emulator
 from servebench.run import orchestrate, writer
-from servebench.signals import interruptible
 
 
-@pytest.fixture
-def handlers():
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    interruptible()
-    yield
-    for s, h in before.items():
-        signal.signal(s, h)
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

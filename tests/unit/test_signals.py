@@ -52,13 +52,6 @@ def test_hangup_tears_down_like_ctrl_c_and_is_held_during_teardown():
             signal.signal(s, h)
 
 
-@pytest.fixture
-def handlers():
-    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    interruptible()
-    yield
-    for s, h in before.items():
-        signal.signal(s, h)
 
 
 def test_a_held_ctrl_c_goes_to_the_outer_shield_and_is_raised_when_it_ends(handlers):
