@@ -61,6 +61,28 @@ class TraceLoad(_Strict):
         return tuple(self.window) if isinstance(self.window, list) else self.window
 
 
+class SessionsLoad(_Strict):
+    """Multi-turn chat sessions sent to every server (run's --sessions, docs/workloads.md); the
+    load points are live sessions (concurrency) or session starts per second (rate)."""
+
+    source: str  # synthetic, or a JSONL file of conversations
+    turns: int | None = Field(None, ge=1)
+    think_time: float | str = 0.0  # seconds, or a distribution (lognormal:mean=2,sd=1, ...)
+    count: int | None = Field(None, ge=1)  # sessions per load point
+
+    @model_validator(mode="after")
+    def _as_run_would(self) -> "SessionsLoad":
+        from servebench.config import SessionConfig
+        from servebench.load.sessions import parse_think
+
+        try:
+            SessionConfig(**self.model_dump())
+            parse_think(self.think_time)
+        except ValidationError as e:
+            raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return self
+
+
 def _length(v: Any) -> Any:
     """A number of tokens or a distribution, checked as `run --input-tokens` checks it."""
     from servebench.config import WorkloadConfig
@@ -86,6 +108,7 @@ class LoadSpace(_Strict):
     max_input_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)  # clip (a trace to a small model, a long tail)
     max_output_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     trace: TraceLoad | None = None
+    sessions: SessionsLoad | None = None
     prompts_file: Path | None = None
     warmup: int = Field(2, ge=0)
     repeats: int = Field(1, ge=1)
@@ -120,6 +143,11 @@ class LoadSpace(_Strict):
 
     @model_validator(mode="after")
     def _some_point(self) -> "LoadSpace":
+        if self.sessions is not None:
+            given = sorted({"trace", "prompts_file"} & self.model_fields_set)
+            if given:
+                raise ValueError(f"{', '.join(given)}: sessions are a workload of their own (their load points are "
+                                 "concurrency, live sessions, or rate, session starts per second)")
         if self.trace is not None:
             given = sorted({"concurrency", "rate", "burst", "input_tokens", "output_tokens", "prompts_file"}
                            & self.model_fields_set)
@@ -149,6 +177,12 @@ class LoadSpace(_Strict):
                 parts.append(f"lengths x{t.scale_lengths:g}")
             text = ", ".join(parts + ([clip] if clip else []))
             return f"{text}; speeds {', '.join(f'x{s:g}' for s in t.speed)}"
+        if self.sessions is not None:
+            sc = self.sessions
+            parts = [f"sessions {sc.source}"] + [f"{k} {v}" for k, v in (
+                ("turns", sc.turns), ("count", sc.count), ("think time", sc.think_time)) if v is not None]
+            return f"{', '.join(parts)}; input tokens {self.input_tokens}, output tokens {self.output_tokens}" + (
+                f", {clip}" if clip else "")
         if self.prompts_file is not None:
             return f"prompts {self.prompts_file}" + (f", {clip}" if clip else "")
         return f"input tokens {self.input_tokens}, output tokens {self.output_tokens}" + (f", {clip}" if clip else "")

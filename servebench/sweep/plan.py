@@ -166,7 +166,8 @@ def run_config(cfg: SweepConfig, server: ServerPoint, load: LoadPoint, runs_dir:
                   request_timeout_s=ld.request_timeout_s, **({"requests": load.requests} if load.requests else {})),
         workload=dict(input_tokens=load.input_tokens, output_tokens=load.output_tokens,
                       max_input_tokens=ld.max_input_tokens, max_output_tokens=ld.max_output_tokens,
-                      prompts_file=ld.prompts_file, tokenizer=server.tokenizer, trace=_trace(cfg, load)),
+                      prompts_file=ld.prompts_file, tokenizer=server.tokenizer, trace=_trace(cfg, load),
+                      sessions=ld.sessions.model_dump() if ld.sessions else None),
     )
 
 
@@ -200,6 +201,10 @@ def check_load(cfg: SweepConfig) -> None:
         if ld.trace is not None:
             traces.load_trace(ld.trace.source, ld.trace.format, ld.trace.columns)
         else:
+            if ld.sessions is not None and ld.sessions.source != "synthetic":
+                from servebench.load.sessions import read_file
+
+                read_file(Path(ld.sessions.source).expanduser(), ld.sessions.turns)
             lengths.parse_length(ld.input_tokens, "load.input_tokens", "input")
             lengths.parse_length(ld.output_tokens, "load.output_tokens", "output")
     except (ValueError, OSError) as e:
