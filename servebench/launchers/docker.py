@@ -20,7 +20,7 @@ from typing import Any, Callable
 from servebench.errors import folded
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.docker_parts import PullProgress, device_requests, docker_run_line
-from servebench.launchers.preflight import local_checks, run_checks
+from servebench.launchers.preflight import check_image_cuda, local_checks, run_checks
 from servebench.launchers.owner import docker_labels, from_labels, owner_alive
 from servebench.launchers.timeouts import option_s, ready_timeout
 from servebench.signals import shielded
@@ -121,6 +121,8 @@ class DockerLauncher:
         self.reap()
         try:
             self._ensure_image(kw["image"], req.options.get("pull", "missing"), option_s(req, "pull_timeout_s", 3600.0))
+            if kw["device_requests"]:  # a CUDA image the driver cannot run: one line, before the container starts
+                run_checks([lambda: check_image_cuda(kw["image"], self._image_config(kw["image"]))], self.progress)
             self.progress(f"starting {kw['image']} as {kw['name']} on {self.host}:{port}")
             atexit.register(self.stop)
             self._name = kw["name"]  # so stop() finds a container whose run() call was interrupted
@@ -142,6 +144,13 @@ class DockerLauncher:
                           "docker_run": plan["docker_run"], "env": plan["env_shown"], "port": port,
                           "log": str(self.log_path), "served_model_name": served_name(req),
                           "spec": spec.source})
+
+    def _image_config(self, image: str) -> dict:
+        """The local image's Config (Env, Labels); {} when docker cannot say."""
+        try:
+            return dict((self.client.images.get(image).attrs or {}).get("Config") or {})
+        except Exception:  # noqa: BLE001 - no config is "not checked", never a failed launch
+            return {}
 
     def _ensure_image(self, image: str, policy: str, timeout_s: float = 3600.0) -> None:
         import docker

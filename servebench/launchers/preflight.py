@@ -4,11 +4,14 @@ Docker/process on a GPU host: the GPUs asked for exist (NVML), and the disk unde
 holds the weights still to be downloaded (a 130 GB download that fails at 90% costs an hour).
 SageMaker: the account's quota for the instance type as an endpoint, where Service Quotas
 answers (a refusal only costs a failed create call, but says nothing about why).
+Docker with GPUs: the image's CUDA against the driver's (an image whose NVIDIA_REQUIRE_CUDA
+the driver cannot meet is refused by the NVIDIA container runtime, after a pull of many GB).
 Checks that cannot be made (no NVML, no permission) are reported as notes, never guessed.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable
@@ -69,6 +72,59 @@ def check_gpus(gpus: list[int] | None, nvml: Any = None) -> str:
         return f"gpus: {count} visible, driver supports CUDA up to {cuda // 1000}.{cuda % 1000 // 10}"
     finally:
         nvml.nvmlShutdown()
+
+
+def image_cuda(config: dict) -> tuple[tuple[int, int], str] | None:
+    """((major, minor), where it was read) from an image's config (`docker inspect`'s Config):
+    NVIDIA_REQUIRE_CUDA (what the container runtime enforces), else CUDA_VERSION, else the
+    com.nvidia.cuda.version label. None when the image names none (not a CUDA image, or unknown)."""
+    env = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
+    m = re.search(r"cuda>=(\d+)\.(\d+)", env.get("NVIDIA_REQUIRE_CUDA", ""))
+    if m:
+        return (int(m[1]), int(m[2])), "NVIDIA_REQUIRE_CUDA"
+    for where, value in (("CUDA_VERSION", env.get("CUDA_VERSION")),
+                         ("label com.nvidia.cuda.version", (config.get("Labels") or {}).get("com.nvidia.cuda.version"))):
+        m = re.match(r"(\d+)\.(\d+)", value or "")
+        if m:
+            return (int(m[1]), int(m[2])), where
+    return None
+
+
+def driver_cuda(nvml: Any = None) -> tuple[int, int] | str:
+    """The newest CUDA the host's driver supports, or why it could not be read."""
+    try:
+        if nvml is None:
+            import pynvml as nvml
+        nvml.nvmlInit()
+    except Exception as e:
+        return f"NVML: {folded(str(e)) or type(e).__name__}"
+    try:
+        v = int(nvml.nvmlSystemGetCudaDriverVersion())
+        return v // 1000, v % 1000 // 10
+    finally:
+        nvml.nvmlShutdown()
+
+
+def check_image_cuda(image: str, config: dict, nvml: Any = None) -> str:
+    """LaunchError, before the container starts, when the image needs a newer CUDA than the
+    driver supports and the NVIDIA runtime would refuse it (NVIDIA_REQUIRE_CUDA), or the major
+    version differs; a same-major newer minor without that requirement may still run (CUDA
+    minor-version compatibility), so it is a warning."""
+    need = image_cuda(config)
+    if need is None:
+        return f"cuda: {image} names no CUDA version (CUDA_VERSION, NVIDIA_REQUIRE_CUDA), not checked"
+    (want, where), have = need, driver_cuda(nvml)
+    if isinstance(have, str):
+        return f"cuda: {image} needs CUDA {want[0]}.{want[1]}; driver not checked ({have})"
+    env = dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e)
+    enforced = where == "NVIDIA_REQUIRE_CUDA" and env.get("NVIDIA_DISABLE_REQUIRE", "") in ("", "0", "false")
+    shown = f"{image} needs CUDA {want[0]}.{want[1]} ({where}), this host's driver supports up to CUDA {have[0]}.{have[1]}"
+    if want > have and (enforced or want[0] != have[0]):
+        raise LaunchError(f"{shown}: update the NVIDIA driver, or pin an image built for CUDA {have[0]}.{have[1]} "
+                          "or older (launcher option image)")
+    if want > have:
+        return f"cuda: warning: {shown}; it may run under CUDA minor-version compatibility"
+    return f"cuda: {shown}"
 
 
 def check_quota(quotas: Any, instance_type: str, count: int) -> str:

@@ -218,7 +218,7 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execut
     exists = (sweep_dir / "index.json").exists()
     if exists and not how.resume:
         _fail(f"{sweep_dir} already holds a sweep: --resume to continue it, or --name for a new one", 2)
-    index = _open_index(sweep_dir, exists, kind, cfg.name, full, text)
+    index = _open_index(sweep_dir, exists, kind, cfg, full, text)
     todo = index.todo(sub) if limit is None else planning.Plan(cfg, [g for g in sub.groups
                                                                       if (index.group(g.id) or {}).get("status") != "done"])
     done_before = index.counts().get("done", 0)
@@ -240,7 +240,7 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execut
     out.finish(index, sweep_dir, kind, interrupted, console)
 
 
-def _open_index(sweep_dir: Path, exists: bool, kind: str, name: str, full, text: str):
+def _open_index(sweep_dir: Path, exists: bool, kind: str, cfg: SweepConfig, full, text: str):
     """The sweep's index, synced with the plan and on disk with the config beside it. A results
     dir that cannot take them (read-only, full) is one line before any server starts."""
     from servebench.store.salvage import disk_full, one_line
@@ -248,8 +248,9 @@ def _open_index(sweep_dir: Path, exists: bool, kind: str, name: str, full, text:
 
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        index = SweepIndex.load(sweep_dir) if exists else SweepIndex.create(sweep_dir, kind, name)
+        index = SweepIndex.load(sweep_dir) if exists else SweepIndex.create(sweep_dir, kind, cfg.name)
         index.sync(full)
+        index.data["assumptions"] = cfg.assumption_lines()  # reports read them beside the results
         (sweep_dir / "sweep.yaml").write_text(text)
         index.save()
     except ResultsRefused as e:

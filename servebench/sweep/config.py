@@ -5,12 +5,14 @@ the field and its line in the YAML."""
 from __future__ import annotations
 
 import itertools
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from servebench.sweep.assumptions import Assumption
 from servebench.sweep.loadspace import LoadSpace, TraceLoad, _Strict
 
 __all__ = ["LoadSpace", "TraceLoad", "ServerPoint", "SweepConfig", "SweepConfigError", "load_config", "server_point", "servers"]
@@ -116,6 +118,8 @@ class SweepConfig(_Strict):
     plots: bool = False  # per-cell timelines cost seconds each; the sweep report draws its own
     reset_cache: bool = True  # between load points on one server, where the engine allows
     ray: RayOptions = Field(default_factory=RayOptions)
+    # values the reproduced study does not state, marked as servebench's choice (sweep/assumptions.py)
+    assumptions: list[Assumption] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -146,6 +150,18 @@ class SweepConfig(_Strict):
             raise ValueError("no servers: give `matrix:` (crossed) and/or `servers:` (a list)")
         return self
 
+    @field_validator("assumptions")
+    @classmethod
+    def _assumed_fields_exist(cls, v: list[Assumption], info: ValidationInfo) -> list[Assumption]:
+        from servebench.sweep import assumptions
+
+        return assumptions.check(v, info.data)  # every field but this one is validated by now
+
+    def assumption_lines(self) -> list[str]:
+        from servebench.sweep import assumptions
+
+        return assumptions.lines(self.assumptions, self.model_dump(mode="json"))
+
 
 def load_config(path: Path, overrides: dict[str, Any] | None = None) -> tuple[SweepConfig, str]:
     """(config, its text). Errors name the file, the field and its line."""
@@ -163,17 +179,32 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> tuple[Sw
         raise SweepConfigError(f"{path}: a sweep config is a YAML mapping")
     data.setdefault("name", path.stem)
     data.update(overrides or {})
+    _files_beside(data, path.parent)
     try:
         cfg = SweepConfig.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         loc = [x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-"))]
+        loc += getattr((err.get("ctx") or {}).get("error"), "loc", [])  # a validator that knows the item
         where = ".".join(map(str, loc)) or "config"
         line = _line_of(root, loc)
         at = f" (line {line})" if line else ""
         raise SweepConfigError(f"{path}: {where}{at}: {err['msg'].removeprefix('Value error, ')}") from None
     _check_servers(cfg, path, root)
     return cfg, text
+
+
+def _files_beside(data: dict[str, Any], where: Path) -> None:
+    """A relative `empirical:FILE` length mix that is not found from the working directory is
+    taken from beside the config, so a study that ships its lengths runs from anywhere."""
+    load = data.get("load")
+    for key in ("input_tokens", "output_tokens"):
+        spec = load.get(key) if isinstance(load, dict) else None
+        if isinstance(spec, str) and spec.startswith("empirical:"):
+            file = Path(spec.removeprefix("empirical:"))
+            if not file.is_absolute() and not file.exists() and (where / file).exists():
+                rel = os.path.relpath(where / file)
+                load[key] = f"empirical:{(where / file).resolve() if rel.startswith('..') else rel}"
 
 
 def _line_of(node, loc: list) -> int | None:

@@ -20,18 +20,74 @@ def print_plan(plan, sweep_dir: Path, limit, console) -> None:
     from rich.table import Table
 
     t = Table(title=f"plan: {sweep_dir}", header_style="bold")
-    for col in ("group", "server", "launcher", "cells", "load points"):
+    env = any(g.server.env for g in plan.groups)  # a platform's setting (NCCL_P2P_DISABLE=1) shows per group
+    for col in ("group", "server", "launcher", "cells", "load points") + (("env",) if env else ()):
         t.add_column(col)
     for g in plan.groups:
         pts = ", ".join(dict.fromkeys(c.load.level for c in g.cells)) or f"search: {limit.text}"
-        t.add_row(g.id, g.server.label, g.server.launcher, str(len(g.cells)), pts)
+        extra = (" ".join(f"{k}={v}" for k, v in g.server.env.items()),) if env else ()
+        t.add_row(g.id, g.server.label, g.server.launcher, str(len(g.cells)), pts, *extra)
     console.print(t)
     console.print(f"workload: {plan.config.load.describe()}", markup=False)
+    if plan.cells:
+        console.print(cells_table(plan))
+    assumed = plan.config.assumption_lines()
+    if assumed:
+        console.print("assumed (not stated by the study; servebench's choice):", markup=False)
+        for line in assumed:
+            console.print(f"  - {line}", markup=False)
     launches = sum(1 for g in plan.groups if g.server.launcher != "external")
     timed = [c.load.duration_s for c in plan.cells if c.load.duration_s]
     est = f"; at least {sum(timed) / 60:.1f} min of load (duration-bound cells)" if timed else ""
     console.print(f"{len(plan.groups)} server group(s), {launches} launch(es), {len(plan.cells)} cell(s){est}. "
                   "Per-cell time is known after the first cell; the sweep prints time left as it goes.")
+
+
+def cells_table(plan):
+    """What each cell sends: its tokens, warm-up and how long it lasts. Cells of different
+    groups at the same load point send the same, so one row stands for all of them."""
+    from rich.table import Table
+
+    ld = plan.config.load
+    rows: dict[tuple[str, int], list[str]] = {}
+    points = {}
+    for g in plan.groups:
+        for c in g.cells:
+            rows.setdefault((c.load.key, c.load.repeat), []).append(g.id)
+            points[(c.load.key, c.load.repeat)] = c.load
+    t = Table(title="cells (every group at each load point)", header_style="bold")
+    for col in ("cell", "load", "repeat", "input tokens", "output tokens", "warm-up", "duration", "groups"):
+        t.add_column(col)
+    n_groups = len(plan.groups)
+    for (key, rep), gids in rows.items():
+        p = points[(key, rep)]
+        t.add_row(f"gNN-{key}-r{rep}", p.level, str(rep), *cell_tokens(p, ld), f"{ld.warmup} request(s), not measured",
+                  cell_duration(p), "all" if len(gids) == n_groups else ", ".join(gids))
+    return t
+
+
+def cell_tokens(p, ld) -> tuple[str, str]:
+    """(input, output) as the cell asks for them, with the config's clipping."""
+    if p.mode == "trace":
+        scale = f" x{ld.trace.scale_lengths:g}" if ld.trace.scale_lengths != 1 else ""
+        inp, out = f"the trace's{scale}", f"the trace's{scale}"
+    elif ld.prompts_file is not None:
+        inp, out = f"prompts of {ld.prompts_file}", str(p.output_tokens)
+    else:
+        inp, out = str(p.input_tokens), str(p.output_tokens)
+    inp += f" (at most {ld.max_input_tokens})" if ld.max_input_tokens else ""
+    out += f" (at most {ld.max_output_tokens})" if ld.max_output_tokens else ""
+    return inp, out
+
+
+def cell_duration(p) -> str:
+    """How a cell ends: after a time, after N requests, or at the end of a trace's window."""
+    if p.mode == "trace":
+        what = f"the first {p.requests} requests of the trace" if p.requests else "the trace's window"
+        return what + f" at x{p.speed:g}" + (f", at most {p.duration_s:g} s" if p.duration_s else "")
+    if p.duration_s:
+        return f"{p.duration_s:g} s (at most {p.requests} requests)"
+    return f"{p.requests} requests" + (" released at once" if p.mode == "burst" else "")
 
 
 def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> None:
@@ -45,7 +101,7 @@ def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> Non
         try:
             tabs = cmp.tables(sweep_dir)
             print_tables(tabs, console)
-            _write_text(sweep_dir / f"{kind}.md", cmp.markdown(tabs))
+            _write_text(sweep_dir / f"{kind}.md", cmp.markdown(tabs) + assumed_markdown(index.data.get("assumptions")))
         except Exception as e:  # noqa: BLE001 - the index is already safe on disk
             console.print(f"could not build the comparison tables: {e}", markup=False)
     parts = [f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "interrupted", "pending") if counts.get(s)]
@@ -53,6 +109,8 @@ def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> Non
     if share is not None:
         line += overhead_line(t)
     console.print(line, markup=False)
+    for a in index.data.get("assumptions") or []:
+        console.print(f"assumed: {a}", markup=False)
     for g in index.data["groups"]:
         if g.get("limit"):
             lm = g["limit"]
@@ -69,6 +127,14 @@ def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> Non
         first = next((c for c in index.data["cells"] if c["status"] != "done"), {})
         click.echo(f"error: {bad} of {total} cell(s) not done (first: {first.get('id')}: {first.get('error')})", err=True)
         raise SystemExit(1)
+
+
+def assumed_markdown(lines: list[str] | None) -> str:
+    """The config's assumptions under the tables: a reader of the results sees what the study
+    did not state and servebench chose."""
+    if not lines:
+        return ""
+    return "\n### Assumptions (not stated by the study; servebench's choice)\n\n" + "".join(f"- {x}\n" for x in lines)
 
 
 def overhead_line(t: dict) -> str:

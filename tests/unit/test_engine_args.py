@@ -89,6 +89,8 @@ def test_fixture_says_where_it_came_from_and_matches_the_pin(engine):
     doc = fixture(engine)
     src = doc["source"]
     assert src["repository"] and src["tag"] and src["path"] and src["taken_from"], src
+    if engine in ("tgi", "lightllm"):  # read from a repository copy: which commit, and how to redo it at the tag
+        assert len(src["commit"]) == 40 and int(src["commit"], 16) >= 0 and "generate.py" in src["regenerate"], src
     assert doc["flags"] and all(f.startswith("--") for f in doc["flags"])
     # a new image tag needs that version's own argument list: the spec and its fixture move together
     tag = load_spec(engine).docker.tag
@@ -183,3 +185,112 @@ def test_every_rendered_vllm_command_parses_with_vllms_own_parser(vllm_parser):
         checked += 1
     assert checked >= 2 * 3 * 3
     assert "--max-num-batched-tokenz" in vllm_rejection(vllm_parser, ["--model", "m", "--max-num-batched-tokenz", "1"])
+
+
+def emitted_flags(spec) -> set[str]:
+    """Every option string a spec can put on a command line: its flag table, the options in its
+    process and docker templates, and the CPU dtype flag."""
+    out = {f for f in (spec.flags.gpus, spec.flags.quantize, spec.flags.max_input_tokens, spec.flags.max_total_tokens) if f}
+    for _, section in sections(spec):
+        out |= {a.split("=", 1)[0] for a in section.args if a.startswith("-")}
+    if getattr(spec, "cpu_dtype", None) is not None:
+        out.add(spec.cpu_dtype.flag)
+    return out
+
+
+@pytest.mark.parametrize("engine", sorted(PINNED))
+def test_every_flag_a_spec_emits_is_one_the_pinned_engine_has(engine):
+    """Not only the combinations rendered above: each option string anywhere in the spec, spelled
+    as the engine takes it (argparse takes a unique prefix, SGLang's --tp for --tp-size; clap none)."""
+    spec, doc = load_spec(engine), fixture(engine)
+    known = {n for f, e in doc["flags"].items() for n in (f, *e.get("aliases", []))}
+
+    def takes(flag: str) -> bool:
+        return flag in known or (doc["allow_abbrev"] and len([k for k in known if k.startswith(flag)]) == 1)
+
+    emitted = emitted_flags(spec)
+    assert emitted, engine
+    missing = sorted(f for f in emitted if not takes(f))
+    assert not missing, (engine, missing, doc["source"]["tag"])
+
+
+def test_every_flag_the_vllm_spec_emits_is_in_vllms_parser(vllm_parser):
+    known = set(vllm_parser._option_string_actions)
+    missing = sorted(f for f in emitted_flags(load_spec("vllm")) if f not in known)
+    assert not missing
+
+
+def test_a_spec_flag_the_engine_lacks_fails_the_check():
+    spec = load_spec("tgi").model_copy(deep=True)
+    spec.flags.max_input_tokens = "--max-input-tokenz"
+    known = set(fixture("tgi")["flags"])
+    assert sorted(f for f in emitted_flags(spec) if f not in known) == ["--max-input-tokenz"]
+
+
+GENERATE = FIXTURES / "generate.py"
+
+
+def _generator():
+    import importlib.util
+
+    s = importlib.util.spec_from_file_location("engine_args_generate", GENERATE)
+    mod = importlib.util.module_from_spec(s)
+    s.loader.exec_module(mod)
+    return mod
+
+
+def test_generator_reads_clap_args_and_an_argparse_parser(tmp_path):
+    gen = _generator()
+    rs = tmp_path / "main.rs"
+    rs.write_text('''
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Mode {
+    /// first
+    Fast,
+    #[clap(name = "bf16")]
+    BFloat16,
+    NoStack,
+}
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// the model
+    #[clap(default_value = "m", long, env)]
+    model_id: String,
+
+    #[clap(default_value = "3000", long, short, env)]
+    port: u16,
+    #[clap(long, env, value_enum)]
+    mode: Option<Mode>,
+    #[clap(long, env)]
+    sharded: Option<bool>,
+    #[clap(long, env)]
+    json_output: bool,
+    positional_thing: String,
+}
+''')
+    doc = gen.generate("tgi", rs, "v9.9.9", "0" * 40)
+    assert doc["flags"] == {"--model-id": {}, "--port": {"aliases": ["-p"]},
+                            "--mode": {"choices": ["fast", "bf16", "no-stack"]},
+                            "--sharded": {"choices": ["true", "false"]}, "--json-output": {"action": "store_true"}}
+    assert doc["source"]["commit"] == "0" * 40 and doc["source"]["tag"] == "v9.9.9" and doc["version"] == "9.9.9"
+    assert fixture_parser(doc).parse_args(["--port", "1", "--mode", "bf16"]).mode == "bf16"
+
+    py = tmp_path / "api_cli.py"
+    py.write_text("import argparse\n\ndef make_argument_parser():\n    p = argparse.ArgumentParser()\n"
+                  "    p.add_argument('--tp', type=int, default=1)\n"
+                  "    p.add_argument('--mode', nargs='+', default=[])\n"
+                  "    p.add_argument('--trust_remote_code', action='store_true')\n"
+                  "    p.add_argument('--key', action='append', default=[])\n"
+                  "    p.add_argument('--trunc', choices=[None, 'head'], default=None)\n    return p\n")
+    doc = gen.generate("lightllm", py, "v1.0.1", "1" * 40)
+    assert doc["flags"] == {"--tp": {}, "--mode": {"nargs": "+"}, "--trust_remote_code": {"action": "store_true"},
+                            "--key": {"action": "append"}, "--trunc": {"choices": ["head"]}}
+    # --check: a fixture that names a flag the source lacks is refused, flag by flag
+    stale = dict(doc, flags={**doc["flags"], "--max_req_input_len": {}})
+    f = tmp_path / "stale.json"
+    f.write_text(json.dumps(stale))
+    assert gen.differences(stale, doc) == ["only in the fixture: --max_req_input_len"]
+    assert gen.main(["lightllm", str(py), "--tag", "v1.0.1", "--commit", "1" * 40, "--check", str(f)]) == 1
+    f.write_text(json.dumps(doc))
+    assert gen.main(["lightllm", str(py), "--tag", "v1.0.1", "--commit", "1" * 40, "--check", str(f)]) == 0

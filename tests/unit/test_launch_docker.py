@@ -444,3 +444,30 @@ def test_lightllm_local_dir_is_mounted_and_shared_memory_is_at_least_2_gb(tmp_pa
     shm = kw["shm_size"]
     assert int(shm[:-1]) * units[shm[-1].lower()] >= 2 * 2**30  # LightLLM's docs: >= 2 GB
     assert kw["image"].split(":")[1] not in ("main", "latest")  # a release, not a moving tag
+
+
+def test_a_cuda_image_the_driver_cannot_run_is_refused_before_the_container_starts(tmp_path, monkeypatch):
+    from servebench.launchers import preflight
+
+    class Image:
+        attrs = {"Config": {"Env": ["CUDA_VERSION=12.8.1", "NVIDIA_REQUIRE_CUDA=cuda>=12.8 brand=tesla,driver>=535"]}}
+
+    class WithConfig(_Images):
+        def get(self, image):
+            super().get(image)
+            return Image()
+
+    monkeypatch.setattr(preflight, "driver_cuda", lambda nvml=None: (12, 4))
+    client = FakeDocker()
+    client.images = WithConfig(client)
+    msgs: list[str] = []
+    with pytest.raises(LaunchError, match=r"^vllm/vllm-openai:v0\.11\.0 needs CUDA 12\.8 \(NVIDIA_REQUIRE_CUDA\), this host's "
+                                          r"driver supports up to CUDA 12\.4: update the NVIDIA driver"):
+        DockerLauncher(client=client, progress=msgs.append).start(
+            LaunchRequest(engine="vllm", model=HUB, gpus=[0], run_dir=tmp_path, options={"hf_cache": str(tmp_path)}))
+    assert not client.created  # nothing started
+    monkeypatch.setattr(preflight, "driver_cuda", lambda nvml=None: (12, 8))
+    launcher = DockerLauncher(client=client, progress=msgs.append, poll_s=0.05)
+    launcher.start(LaunchRequest(engine="vllm", model=HUB, gpus=[0], run_dir=tmp_path, options={"hf_cache": str(tmp_path)}))
+    launcher.stop()
+    assert any(m.startswith("preflight cuda: vllm/vllm-openai:v0.11.0 needs CUDA 12.8") for m in msgs)

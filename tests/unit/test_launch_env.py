@@ -60,4 +60,6 @@ def test_arxiv_three_platform_sweep_in_docs_sets_nccl_p2p_disable_on_the_rtx4090
     assert set(envs) == {"a800-80gb", "rtx4090-24gb", "rtx3090-24gb"}
     assert all(e == {"NCCL_P2P_DISABLE": "1"} for e in envs["rtx4090-24gb"])
     assert all(e == {} for e in envs["a800-80gb"] + envs["rtx3090-24gb"])
-    assert "# env: {NCCL_P2P_DISABLE: \"1\"}" in STUDY.read_text()  # the single-host file says where
+    study = {g.server.label: g.server.env for g in expand(load_config(STUDY)[0]).groups}  # the shipped file: the same
+    assert {label: env for label, env in study.items() if env} == {
+        label: {"NCCL_P2P_DISABLE": "1"} for label in study if "rtx4090" in label} and len(study) == 27
