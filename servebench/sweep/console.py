@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from servebench.sweep.limit import describe
+
 
 def stderr_console():
     from rich.console import Console
@@ -57,8 +59,8 @@ def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> Non
         if g.get("limit"):
             lm = g["limit"]
             what = "trace speed (x the trace's rate)" if lm["by"] == "speed" else lm["by"]
-            console.print(f"{g['server']['label']}: highest {what} meeting {lm['slo']}: {lm['max_meeting']}"
-                          f" (first missing: {lm['first_missing']})", markup=False)
+            console.print(f"{g['server']['label']}: highest {what} meeting {lm['slo']}: {describe(lm)}",
+                          markup=False)
     click.echo(str(sweep_dir))
     if interrupted:
         click.echo(f"error: interrupted; finished cells are kept: servebench sweep ... --resume continues", err=True)
