@@ -47,6 +47,8 @@ class LimitSpec:
 
     def __init__(self, slo: str, by: str = "concurrency", start: float | None = None, max_level: float = 1024,
                  repeats: int = 3) -> None:
+        if not max_level > 0:
+            raise ValueError(f"--max-level must be > 0 (the highest load the limit search tries), got {max_level:g}")
         self.text, self.bounds, self.by = slo, lim.parse_slo(slo), by
         self.start, self.max_level, self.repeats = start, max_level, repeats
 
@@ -169,7 +171,7 @@ def _search(cfg: SweepConfig, group: Group, session: ServerSession, tokenizer, h
             reopen, row: dict) -> dict:
     ld = cfg.load
     levels = {"concurrency": ld.concurrency, "rate": ld.rate, "speed": ld.trace.speed if ld.trace else []}[spec.by]
-    start = spec.start or (min(levels) if levels else 1)
+    start = min(spec.start or (min(levels) if levels else 1), spec.max_level)  # a cap under the config's levels wins
     seen: dict[float, tuple[str, dict | None]] = {}
 
     def at(level: float, repeat: int = 0) -> dict | None:

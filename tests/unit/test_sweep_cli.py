@@ -137,6 +137,23 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error: --only: unknown key")
 
 
+def test_bad_limit_search_values_are_one_line_errors(tmp_path):
+    cfg = write_config(tmp_path, "lim")
+    for args, msg in ((["--max-level", "0"], "error: --max-level must be > 0 (the highest load the limit search tries), got 0"),
+                      (["--max-load-under", "throughput>=5"], "error: bad SLO term 'throughput>=5'")):
+        p = sb("sweep", str(cfg), "--dry-run", *(["--max-load-under", "ttft_p99<=1s"] if "--max-load-under" not in args
+                                                  else []), *args)
+        assert p.returncode == 2 and p.stderr.startswith(msg) and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    p = sb("sweep", str(cfg), "--dry-run", "--max-load-under", "ttft_p99<=1s", "--limit-repeats", "0")
+    assert p.returncode == 2 and "Invalid value for '--limit-repeats': 0 is not in the range 1<=x<=50" in p.stderr
+    data = yaml.safe_load(cfg.read_text())
+    (tmp_path / "r0.yaml").write_text(yaml.safe_dump({**data, "limit_repeats": 0}))
+    p = sb("sweep", str(tmp_path / "r0.yaml"), "--dry-run", "--max-load-under", "ttft_p99<=1s")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'r0.yaml'}: limit_repeats (line ")
+    assert lines[0].endswith("Input should be greater than or equal to 1")
+
+
 def test_compare_reports_a_failed_engine_and_measures_the_others(tmp_path):
     fast = spec_copy(tmp_path, "fastemu", ["--ttft-ms", "10", "--itl-ms", "2"])
     slow = spec_copy(tmp_path, "slowemu", ["--ttft-ms", "60", "--itl-ms", "6"])
