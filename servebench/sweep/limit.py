@@ -210,20 +210,24 @@ def search(measure: Callable[..., dict | None], bounds: list[Bound], *, start: f
 
 
 def _floor(s: _Search, rungs: list[float]) -> None:
-    """No level shown to meet under the noise band: walk the ladder down (each rung with
-    repeats, being now the band's lower boundary) to one that is, then narrow up from it. A
-    rung still undecided after its repeats ends the walk: the rungs under it ran fewer
-    requests, and their intervals are no narrower."""
+    """The band's lower edge. A level shown to meet under it: the gap up to the band narrowed
+    as the noise allows. None: walk the ladder down (each rung with repeats, being now the
+    band's lower boundary) to one that is. A rung still undecided after its repeats ends the
+    walk: the rungs under it ran fewer requests, and their intervals are no narrower."""
     probes = s.res.probes
-    while s.answer().low is None:
+    while True:
         band = [lv for lv, p in probes.items() if p.verdict == UNDECIDED and len(p.runs) >= s.repeats]
-        lower = [lv for lv in rungs if band and lv < min(band)]
-        if not lower:
+        if not band:
             return
-        v = s.sure(lower[-1])
-        if v == MET:
-            s.bisect(lower[-1], min(band), band=True)
-        if v != MET or s.repeats <= 1:  # undecided with its repeats, or a miss (noise): done
+        low = s.answer().low
+        if low is not None:
+            if low < min(band):
+                s.bisect(low, min(band), band=True)
+            return
+        lower = [lv for lv in rungs if lv < min(band)]
+        # met: narrowed up from it on the next pass; undecided after its repeats, or a miss
+        # under an undecided level (noise): the walk ends
+        if not lower or s.sure(lower[-1]) != MET:
             return
 
 
