@@ -25,7 +25,7 @@ def print_plan(plan, sweep_dir: Path, limit, console) -> None:
     for col in ("group", "server", "launcher", "cells", "load points"):
         t.add_column(col)
     for g in plan.groups:
-        pts = ", ".join(dict.fromkeys(c.load.level for c in g.cells)) or f"search: {limit.text}"
+        pts = ", ".join(dict.fromkeys(c.load.level for c in g.cells)) or f"search: {limit.text} (up to {limit.repeats} runs a boundary level)"
         t.add_row(g.id, g.server.label, g.server.launcher, str(len(g.cells)), pts)
     console.print(t)
     console.print(f"workload: {plan.config.load.describe()}", markup=False)

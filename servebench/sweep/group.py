@@ -21,8 +21,8 @@ from servebench.run.state import Prepared
 from servebench.store.runfiles import load_summary
 from servebench.sweep import limit as lim
 from servebench.sweep.config import SweepConfig
-from servebench.sweep.judge import with_samples
 from servebench.sweep.index import ResultsRefused
+from servebench.sweep.judge import with_samples
 from servebench.sweep.plan import Cell, Group, LoadPoint, run_config
 
 if TYPE_CHECKING:
