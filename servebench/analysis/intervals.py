@@ -131,3 +131,17 @@ def overlap(a: Interval, b: Interval) -> bool:
     blo = -math.inf if b.low is None else b.low
     bhi = math.inf if b.high is None else b.high
     return alo <= bhi and blo <= ahi
+
+
+def binomial_ci(k: int, n: int, level: float = LEVEL) -> Interval:
+    """Wilson score interval for a share k/n (an error rate): unlike k/n +- z*se it stays
+    inside [0, 1] and is not zero-width when no request failed."""
+    if n <= 0:
+        return Interval(None, None, "wilson", 0, level)
+    z, p = _z(level), k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    # at k = 0 (or n) the bound is exactly 0 (or 1); the formula leaves a rounding speck
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return Interval(low, high, "wilson", n, level)

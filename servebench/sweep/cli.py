@@ -30,6 +30,7 @@ class Execution:
     slo: str | None = None
     limit_by: str | None = None  # None: speed for a trace load, else concurrency
     max_level: float = 256
+    limit_repeats: int | None = None  # None: the config's limit_repeats
     executor: str = "local"
     executor_options: dict = field(default_factory=dict)
     show_commands: bool = False  # with dry_run: each group's exact launch
@@ -46,6 +47,8 @@ class Execution:
 @click.option("--limit-by", default=None, type=click.Choice(["concurrency", "rate", "speed"]),
               help="What the limit search varies [default: speed for a trace load (--trace-speed), else concurrency].")
 @click.option("--max-level", default=256, show_default=True, type=float, help="Upper bound of the limit search.")
+@click.option("--limit-repeats", default=None, type=click.IntRange(min=1, max=50),
+              help="Runs pooled at each boundary level of the limit search [default: the config's limit_repeats, 3].")
 @click.option("--executor", default="local", show_default=True, help="Where groups run: local (or ray, when installed).")
 @click.option("--address", default=None, help="Ray cluster: auto, HOST:6379 or ray://HOST:10001 (--executor ray; default: a new local Ray).")
 @click.option("--results-shared", default=None, type=click.Path(path_type=Path),
@@ -201,7 +204,8 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execut
         full = planning.expand(cfg)
         sub = planning.only(full, only)
         planning.check_load(cfg)
-        limit = LimitSpec(how.slo, planning.limit_by(cfg, how.limit_by), max_level=how.max_level) if how.slo else None
+        limit = LimitSpec(how.slo, planning.limit_by(cfg, how.limit_by), max_level=how.max_level,
+                          repeats=how.limit_repeats or cfg.limit_repeats) if how.slo else None
     except (SweepConfigError, ValueError) as e:
         _fail(str(e), 2)
     if limit is not None:  # the search replaces the config's load points

@@ -117,6 +117,8 @@ class SweepConfig(_Strict):
     telemetry: bool = True
     plots: bool = False  # per-cell timelines cost seconds each; the sweep report draws its own
     reset_cache: bool = True  # between load points on one server, where the engine allows
+    # runs pooled at each boundary level of a --max-load-under search (docs/sweep.md)
+    limit_repeats: int = Field(3, ge=1, le=50)
     ray: RayOptions = Field(default_factory=RayOptions)
     # values the reproduced study does not state, marked as servebench's choice (sweep/assumptions.py)
     assumptions: list[Assumption] = Field(default_factory=list)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from servebench.sweep.limit import describe
+
 
 def stderr_console():
     from rich.console import Console
@@ -24,7 +26,8 @@ def print_plan(plan, sweep_dir: Path, limit, console) -> None:
     for col in ("group", "server", "launcher", "cells", "load points") + (("env",) if env else ()):
         t.add_column(col)
     for g in plan.groups:
-        pts = ", ".join(dict.fromkeys(c.load.level for c in g.cells)) or f"search: {limit.text}"
+        pts = ", ".join(dict.fromkeys(c.load.level for c in g.cells)) or \
+            f"search: {limit.text} (up to {limit.repeats} runs a boundary level)"
         extra = (" ".join(f"{k}={v}" for k, v in g.server.env.items()),) if env else ()
         t.add_row(g.id, g.server.label, g.server.launcher, str(len(g.cells)), pts, *extra)
     console.print(t)
@@ -115,8 +118,8 @@ def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> Non
         if g.get("limit"):
             lm = g["limit"]
             what = "trace speed (x the trace's rate)" if lm["by"] == "speed" else lm["by"]
-            console.print(f"{g['server']['label']}: highest {what} meeting {lm['slo']}: {lm['max_meeting']}"
-                          f" (first missing: {lm['first_missing']})", markup=False)
+            console.print(f"{g['server']['label']}: highest {what} meeting {lm['slo']}: {describe(lm)}",
+                          markup=False)
     click.echo(str(sweep_dir))
     if interrupted:
         click.echo(f"error: interrupted; finished cells are kept: servebench sweep ... --resume continues", err=True)

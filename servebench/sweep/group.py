@@ -22,6 +22,7 @@ from servebench.store.runfiles import load_summary
 from servebench.sweep import limit as lim
 from servebench.sweep.config import SweepConfig
 from servebench.sweep.index import ResultsRefused
+from servebench.sweep.judge import with_samples
 from servebench.sweep.plan import Cell, Group, LoadPoint, run_config
 
 if TYPE_CHECKING:
@@ -44,9 +45,12 @@ class GroupHost(Protocol):
 class LimitSpec:
     """--max-load-under: search this group's load for the highest level meeting the SLO."""
 
-    def __init__(self, slo: str, by: str = "concurrency", start: float | None = None, max_level: float = 1024) -> None:
+    def __init__(self, slo: str, by: str = "concurrency", start: float | None = None, max_level: float = 1024,
+                 repeats: int = 3) -> None:
+        if not max_level > 0:
+            raise ValueError(f"--max-level must be > 0 (the highest load the limit search tries), got {max_level:g}")
         self.text, self.bounds, self.by = slo, lim.parse_slo(slo), by
-        self.start, self.max_level = start, max_level
+        self.start, self.max_level, self.repeats = start, max_level, repeats
 
 
 def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec | None = None) -> dict[str, Any]:
@@ -131,9 +135,10 @@ def _ensure_alive(session: ServerSession, reopen: Callable[[], str | None], row:
 
 
 def _measure_cell(cfg: SweepConfig, group: Group, cell: Cell, session: ServerSession, host: GroupHost,
-                  tokenizer: PreTrainedTokenizerBase, prepared: Prepared | None = None) -> dict | None:
+                  tokenizer: PreTrainedTokenizerBase, prepared: Prepared | None = None, samples: bool = False) -> dict | None:
     """One cell measured and reported; its summary when it is done. `prepared`: the cell's
-    prompts already built (the group's first cell)."""
+    prompts already built (the group's first cell); `samples`: with each request's latencies
+    beside it (judge.with_samples), for the limit search."""
     run_dir = host.cell_dir(cell)
     rc = run_config(cfg, group.server, cell.load, run_dir.parent, cell.id)
     host.started(cell, run_dir)
@@ -161,28 +166,31 @@ def _measure_cell(cfg: SweepConfig, group: Group, cell: Cell, session: ServerSes
     except Exception as e:  # noqa: BLE001 - one cell's failure never stops the sweep
         status, error, summary = "failed", first_line(e), _summary(run_dir)
     host.finished(cell, status, error, run_dir, summary)
-    return summary if status == "done" else None
+    if status != "done":
+        return None
+    return with_samples(summary, run_dir) if samples else summary
 
 
 def _search(cfg: SweepConfig, group: Group, session: ServerSession, tokenizer, host: GroupHost, spec: LimitSpec,
             reopen, row: dict) -> dict:
     ld = cfg.load
     levels = {"concurrency": ld.concurrency, "rate": ld.rate, "speed": ld.trace.speed if ld.trace else []}[spec.by]
-    start = spec.start or (min(levels) if levels else 1)
+    start = min(spec.start or (min(levels) if levels else 1), spec.max_level)  # a cap under the config's levels wins
     seen: dict[float, tuple[str, dict | None]] = {}
 
-    def at(level: float) -> dict | None:
-        cell = Cell("", group.id, _search_point(cfg, level, 0, spec.by), search=True)
-        cell = replace(cell, id=f"{group.id}-lim-{cell.load.key}")
+    def at(level: float, repeat: int = 0) -> dict | None:
+        cell = Cell("", group.id, _search_point(cfg, level, repeat, spec.by), search=True)
+        cell = replace(cell, id=f"{group.id}-lim-{cell.load.key}" + (f"-r{repeat}" if repeat else ""))
         done = host.done_summary(cell)
         if done is None and not _ensure_alive(session, reopen, row):
-            done = _measure_cell(cfg, group, cell, session, host, tokenizer)
-        seen[level] = (cell.id, done)
+            done = _measure_cell(cfg, group, cell, session, host, tokenizer, samples=True)
+        if repeat == 0:
+            seen[level] = (cell.id, done)
         return done
 
-    res = lim.search(at, spec.bounds, start=start, max_level=spec.max_level, integer=spec.by == "concurrency")
-    out = {"slo": spec.text, "by": spec.by, "max_meeting": res.best, "first_missing": res.first_fail,
-           "tried": [{"level": lv, "met": ok} for lv, ok in res.tried]}
+    res = lim.search(at, spec.bounds, start=start, max_level=spec.max_level, integer=spec.by == "concurrency",
+                     repeats=spec.repeats)
+    out = lim.block(res, spec.text, spec.by, spec.repeats)
     if spec.by == "speed":  # what a capacity plan needs: the trace's own rate, and what binds at the limit
         cell_id, summary = seen.get(res.best, (None, None))
         out["at_limit"] = {"cell": cell_id, **(lim.closeness(spec.bounds, summary) or {})} if summary else None
@@ -203,7 +211,8 @@ def _trace_rate(source: str, summaries: list[dict | None]) -> dict:
 def _search_point(cfg: SweepConfig, level: float, repeat: int, by: str = "concurrency") -> LoadPoint:
     """A search level's load: enough requests to hold the level (2 per stream at least)."""
     ld = cfg.load
-    seed = ld.seed + 10_000_000 + int(level * 1000)  # its own prompts, apart from the config's levels
+    # its own prompts, apart from the config's levels and from its other repeats
+    seed = ld.seed + 10_000_000 * (1 + repeat) + int(level * 1000)
     if by == "speed":
         return LoadPoint("trace", None, None, ld.trace_requests, ld.duration_s, ld.input_tokens, ld.output_tokens,
                          repeat, seed, speed=float(level))

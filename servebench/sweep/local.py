@@ -98,8 +98,11 @@ class LocalHost(GroupHost):
             return None
         from servebench.store.runfiles import load_summary
 
-        try:
-            return load_summary(self.index.dir / row["run_dir"])
+        from servebench.sweep.judge import with_samples
+
+        try:  # a search cell measured before a resume is judged on its requests as it was then
+            d = self.index.dir / row["run_dir"]
+            return with_samples(load_summary(d), d)
         except Exception:  # noqa: BLE001 - unreadable: measure it again
             return None
 
