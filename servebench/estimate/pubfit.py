@@ -11,6 +11,7 @@ leave-one-source-out pass stays in seconds.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import statistics
@@ -124,17 +125,18 @@ def _sse(train: list[Row], f: Factors) -> float:
 
 def _refine(train: list[Row], f: Factors) -> Factors:
     """The fixed point splits rows by phase; a small joint grid then settles the pair where
-    both phases pull on the same rows (large-batch decode, long prompts)."""
+    both phases pull on the same rows (large-batch decode, long prompts). The fixed cost per
+    step stays at its default: fitted too, it lowered the in-sample error and raised the
+    held-out one (tok/s 38% -> 44%), i.e. it fitted the sources rather than the hardware."""
     best, cost = f, _sse(train, f)
     for spread in (0.3, 0.1):
         base = best
-        for a in (-spread, 0.0, spread):
-            for b in (-spread, 0.0, spread):
-                g = base.with_(eta_mem=min(max(base.eta_mem * math.exp(a), 0.05), 0.95),
-                               eta_compute=min(max(base.eta_compute * math.exp(b), 0.05), 0.95))
-                c = _sse(train, g)
-                if c < cost:
-                    best, cost = g, c
+        for a, b in itertools.product((-spread, 0.0, spread), repeat=2):
+            g = base.with_(eta_mem=min(max(base.eta_mem * math.exp(a), 0.05), 0.95),
+                           eta_compute=min(max(base.eta_compute * math.exp(b), 0.05), 0.95))
+            e = _sse(train, g)
+            if e < cost:
+                best, cost = g, e
     return best
 
 

@@ -237,7 +237,8 @@ def summarize(done: list[Req], load: Load) -> dict:
     toks = sum(r.n_out for r in by_done[skip:])
     out = {"completed": len(done), "makespan_s": by_done[-1].done - min(r.arrive for r in done),
            "output_tok_s": toks / span if span > 0 else float("nan"),
-           "request_throughput": (len(by_done) - skip) / span if span > 0 else float("nan")}
+           "request_throughput": (len(by_done) - skip) / span if span > 0 else float("nan"),
+           "queue_ms": statistics.fmean(r.admit - r.arrive for r in done) * 1e3}
     for k, v in (("ttft_ms", ttft), ("e2e_ms", e2e), ("tpot_ms", tpot), ("ms_per_token", server)):
         if v:
             out[k] = statistics.fmean(v) * 1e3
