@@ -91,6 +91,7 @@ class _State:
     prefilling: list = field(default_factory=list)  # admitted, prompt not done
     finish: list = field(default_factory=list)  # heap (decode step count at which it ends, seq, req)
     running: int = 0
+    peak: int = 0  # largest batch seen (decoding + prefilling)
     ctx: float = 0.0  # KV tokens of decoding requests
     decode_steps: int = 0
     seq: int = 0
@@ -134,6 +135,7 @@ def _admit(s: _State, d: Deployment) -> None:
         r.blocks, r.admit = need, s.t
         s.free_blocks -= need
         s.prefilling.append(r)
+        s.peak = max(s.peak, s.running + len(s.prefilling))
 
 
 def _start_decoding(s: _State, r: Req) -> None:
@@ -188,8 +190,9 @@ def _step(s: _State, d: Deployment, cost: StepCost, chunk: int | None) -> None:
         _start_decoding(s, r)
 
 
-def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None) -> dict:
-    """Run the load through the engine; per-request stamps and their summary (see summarize)."""
+def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, detail: bool = False) -> dict:
+    """Run the load through the engine: the summary (see summarize), the peak batch, and with
+    detail the requests themselves (Req, in arrival order)."""
     cap = capacity(d)
     if not cap["fits"]:
         return {"fits": False, "why": cap.get("why", "model does not fit")}
@@ -218,7 +221,10 @@ def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None) ->
                 if issued < load.requests:
                     pending.append(Req(n_ins[issued], max(n_outs[issued], 1), r.done, user=r.user))
                     issued += 1
-    return {"fits": True, **summarize(s.done, load), "kv_tokens": cap["kv_tokens"]}
+    out = {"fits": True, **summarize(s.done, load), "kv_tokens": cap["kv_tokens"], "peak_batch": s.peak}
+    if detail:
+        out["requests"] = sorted(s.done, key=lambda r: (r.arrive, id(r)))
+    return out
 
 
 def summarize(done: list[Req], load: Load) -> dict:
