@@ -83,6 +83,22 @@ def per_source(res: list[dict]) -> tuple[list[str], dict]:
     return out, agg
 
 
+def within_source(sources=("hf-sagemaker-tgi", "trtllm-h200-blog")) -> list[str]:
+    """What calibrating on one's own runs buys: each row of a source predicted by factors fitted
+    on that source's other rows (same engine, same setup) instead of on the other sources."""
+    out = ["| source | rows | median abs error, fitted on the other sources | fitted on its own other rows |", "|---|---|---|---|"]
+    res = {x["row"]: x for x in pubfit.loso()}
+    for src in sources:
+        rs = [r for r in pubfit.rows() if r.source == src]
+        own, other = [], []
+        for i, r in enumerate(rs):
+            f, _, _ = pubfit.fit(rs[:i] + rs[i + 1:]).factors_for(r.family, r.engine)
+            own += [abs(math.expm1(e)) for e in pubfit.log_errors(r, f).values()]
+            other += [abs(math.expm1(e)) for e in res[r.label]["log_errors"].values()]
+        out.append(f"| {src} | {len(rs)} | {statistics.median(other):.0%} | {statistics.median(own):.0%} |")
+    return out
+
+
 def ordering(fitted: pubfit.Fitted) -> list[str]:
     """The arXiv study's platforms: Llama 2 7B, 8 GPUs, burst of 1000 x 512 prompts, TGI."""
     out = []
@@ -106,6 +122,7 @@ def main() -> int:
              f"Overall (every held-out row): median absolute error {statistics.median(agg['ms_per_token']):.0%} on "
              f"ms/token ({len(agg['ms_per_token'])} figures), {statistics.median(agg['tokens_per_s']):.0%} on tok/s "
              f"({len(agg['tokens_per_s'])} figures); {agg['inside']}/{agg['rows']} held-out rows inside their band.", ""]
+    lines += ["### Calibrating on the same engine's runs (leave one row out within a source)", "", *within_source(), ""]
     everything = pubfit.fit(list(pubfit.rows()))
     lines += ["### The arXiv study's platforms (4090 vs 3090)", "", *ordering(everything), ""]
     text = "\n".join(lines)

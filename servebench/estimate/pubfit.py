@@ -120,7 +120,12 @@ def fit_group(train: list[Row], start: Factors | None = None) -> Factors:
 
 
 def _sse(train: list[Row], f: Factors) -> float:
-    return sum(e * e for r in train for e in log_errors(r, f).values())
+    """Squared log errors, each source weighted as one (23 rows of one source would otherwise
+    outvote a 2-row source that is the only one of its kind)."""
+    n = {}
+    for r in train:
+        n[r.source] = n.get(r.source, 0) + 1
+    return sum(e * e / n[r.source] for r in train for e in log_errors(r, f).values())
 
 
 def _refine(train: list[Row], f: Factors) -> Factors:
