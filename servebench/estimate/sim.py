@@ -76,6 +76,7 @@ class Req:
     n_out: int
     arrive: float
     user: int = 0
+    index: int = 0  # order of issue
     admit: float = -1.0
     first: float = -1.0
     done: float = -1.0
@@ -110,19 +111,19 @@ def _arrivals(load: Load) -> tuple[list[Req], int]:
     n = load.requests
     ins, outs = _lengths(load.n_in, n, load.seed), _lengths(load.n_out, n, load.seed)
     if load.mode == "burst":
-        return [Req(ins[i], max(outs[i], 1), 0.0) for i in range(n)], n
+        return [Req(ins[i], max(outs[i], 1), 0.0, index=i) for i in range(n)], n
     if load.mode == "rate":
         if not load.rate > 0:
             raise ValueError("rate load needs rate > 0")
         rng, t, out = random.Random(load.seed), 0.0, []
         for i in range(n):
-            out.append(Req(ins[i], max(outs[i], 1), t))
+            out.append(Req(ins[i], max(outs[i], 1), t, index=i))
             t += rng.expovariate(load.rate)
         return out, n
     if load.mode != "closed":
         raise ValueError(f"unknown load mode {load.mode!r} (closed, rate, burst)")
     u = max(min(load.users, n), 1)
-    return [Req(ins[i], max(outs[i], 1), i * load.stagger_s / u, user=i) for i in range(u)], u
+    return [Req(ins[i], max(outs[i], 1), i * load.stagger_s / u, user=i, index=i) for i in range(u)], u
 
 
 def _admit(s: _State, d: Deployment) -> None:
@@ -192,7 +193,7 @@ def _step(s: _State, d: Deployment, cost: StepCost, chunk: int | None) -> None:
 
 def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, detail: bool = False) -> dict:
     """Run the load through the engine: the summary (see summarize), the peak batch, and with
-    detail the requests themselves (Req, in arrival order)."""
+    detail the requests themselves (Req, in the order they were issued)."""
     cap = capacity(d)
     if not cap["fits"]:
         return {"fits": False, "why": cap.get("why", "model does not fit")}
@@ -219,11 +220,11 @@ def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, de
         if load.mode == "closed":
             for r in s.done[before:]:
                 if issued < load.requests:
-                    pending.append(Req(n_ins[issued], max(n_outs[issued], 1), r.done, user=r.user))
+                    pending.append(Req(n_ins[issued], max(n_outs[issued], 1), r.done, user=r.user, index=issued))
                     issued += 1
     out = {"fits": True, **summarize(s.done, load), "kv_tokens": cap["kv_tokens"], "peak_batch": s.peak}
     if detail:
-        out["requests"] = sorted(s.done, key=lambda r: (r.arrive, id(r)))
+        out["requests"] = sorted(s.done, key=lambda r: r.index)
     return out
 
 
