@@ -73,16 +73,21 @@ def estimate(d: Deployment, levels: list[int], n_in: int, n_out: int, cal: Calib
 
 
 def engine_note(engine: str | None, schedule: str, cal: Calibration, lockstep: bool) -> str:
-    """What the engine named changes in these numbers, said beside them: no published per-engine
-    factors are shipped, so only its prefill schedule (spread arrivals) and calibration runs of
-    it make a difference; under lockstep arrivals every uncalibrated engine gets one answer."""
-    from servebench.estimate.roofline import SCHEDULES
-
+    """What the engine named changes in these numbers, said beside them. The published rows'
+    factors are per GPU family, not per engine (no shipped source compares engines on one
+    family), so without calibration runs of it the engine is "not modelled" beyond its prefill
+    schedule (which only matters when arrivals are spread)."""
     if engine is None:
         return "engine not modelled"
+    note = _schedule_note(engine, schedule, cal, lockstep)
     if not cal.n_runs and cal.basis.startswith("published") and "/" not in cal.basis:
-        return (f"engine not modelled: the published rows' factors for this GPU family are not per engine (no source "
-                f"compares engines on it); {engine} only sets the {schedule} prefill schedule")
+        return "engine not modelled (the published fit is per GPU family); " + note
+    return note
+
+
+def _schedule_note(engine: str, schedule: str, cal: Calibration, lockstep: bool) -> str:
+    from servebench.estimate.roofline import SCHEDULES
+
     calibrated = bool(cal.n_runs and engine in cal.engines)
     if engine not in SCHEDULES:
         return f"engine {engine} not modelled: treated as a mixed-prefill engine (known: {', '.join(sorted(SCHEDULES))})"

@@ -185,7 +185,7 @@ def _step(s: _State, d: Deployment, cost: StepCost, chunk: int | None) -> None:
         while s.finish and s.finish[0][0] <= s.decode_steps:
             _, _, r = heapq.heappop(s.finish)
             s.running -= 1
-            s.ctx -= r.n_in + r.n_out - 1
+            s.ctx -= r.n_in + r.n_out  # prompt + every token it generated (the first came with its prefill)
             _finish(s, r)
     for r in ready:
         _start_decoding(s, r)

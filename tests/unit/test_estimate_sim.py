@@ -69,6 +69,17 @@ def test_separate_prefill_stalls_decoding_more_than_chunked():
     assert sep["tpot_ms_p50"] > mix["tpot_ms_p50"]
 
 
+def test_one_request_at_a_time_is_the_same_under_either_schedule():
+    """With nothing to interleave, whole and riding prefills cost the same; a KV-context leak
+    between requests (a past bug) made the second request onward differ."""
+    runs = [simulate(_dep(schedule=s), Factors(), Load("closed", 1, requests=5, n_in=512, n_out=8), detail=True)
+            for s in ("separate", "mixed")]
+    a, b = ([(q.first, q.done) for q in r["requests"]] for r in runs)
+    assert a == b
+    one = a[0][1] - 0.0
+    assert all(d - f == pytest.approx(a[0][1] - a[0][0]) for f, d in a) and one > 0
+
+
 def test_model_that_does_not_fit_is_an_answer():
     d = Deployment(models.load("llama-2-70b"), catalog.lookup("a10g"), 1)
     r = simulate(d, Factors(), Load("closed", 1, requests=2))
