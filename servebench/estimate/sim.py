@@ -99,7 +99,7 @@ class _State:
     done: list = field(default_factory=list)
 
 
-def _lengths(v, n: int, seed: int) -> list[int]:
+def _lengths(v, n: int) -> list[int]:
     if isinstance(v, (int, float)):
         return [int(v)] * n
     v = list(v)
@@ -109,7 +109,7 @@ def _lengths(v, n: int, seed: int) -> list[int]:
 def _arrivals(load: Load) -> tuple[list[Req], int]:
     """Requests known up front (rate, burst) and, for closed loops, the first one per user."""
     n = load.requests
-    ins, outs = _lengths(load.n_in, n, load.seed), _lengths(load.n_out, n, load.seed)
+    ins, outs = _lengths(load.n_in, n), _lengths(load.n_out, n)
     if load.mode == "burst":
         return [Req(ins[i], max(outs[i], 1), 0.0, index=i) for i in range(n)], n
     if load.mode == "rate":
@@ -203,7 +203,7 @@ def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, de
     if pending and math.ceil((pending[0].n_in + pending[0].n_out) / BLOCK) > s.free_blocks:
         return {"fits": False, "why": f"one request of {pending[0].n_in + pending[0].n_out} tokens needs more KV "
                                       f"than the {cap['kv_tokens']} tokens free"}
-    cost, n_ins, n_outs = StepCost.of(d, f), _lengths(load.n_in, load.requests, 0), _lengths(load.n_out, load.requests, 0)
+    cost, n_ins, n_outs = StepCost.of(d, f), _lengths(load.n_in, load.requests), _lengths(load.n_out, load.requests)
     pi = 0
     while len(s.done) < load.requests:
         while pi < len(pending) and pending[pi].arrive <= s.t:
