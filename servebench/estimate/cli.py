@@ -72,6 +72,10 @@ def load_calibration(paths: list[Path], hw_override: str | None, warn):
 @click.option("--arrivals", default="lockstep", show_default=True, type=click.Choice(["lockstep", "spread"]),
               help="lockstep: fixed lengths started together (servebench runs: requests move in waves); "
                    "spread: varied lengths, prompts interleave with decoding (production traffic).")
+@click.option("--scheduler", default="sim", show_default=True, type=click.Choice(["sim", "formula"]),
+              help="sim: a simulated continuous-batching engine (KV admission, prefill schedule); formula: closed-form roofline.")
+@click.option("--load", "load_mode", default="closed", show_default=True, type=click.Choice(["closed", "burst", "rate"]),
+              help="With --scheduler sim: each --concurrency level is closed-loop users, a burst's size, or a rate in requests/s.")
 @click.option("--calibrate", "calib", multiple=True, type=click.Path(path_type=Path), help="Run or sweep dir to fit the efficiency factors on (repeatable).")
 @click.option("--calib-hardware", default=None, help="Hardware of the calibration runs when run.json cannot say (e.g. endpoint runs).")
 @click.option("--price", default=None, type=float, help="$/hour for the whole deployment (all --gpus): adds $ per 1M output tokens.")
@@ -98,14 +102,16 @@ def estimate(**o) -> None:
         _fail(f"--gpus {o['gpus']}: {shape.name} has {shape.heads} attention heads, which {o['gpus']} GPUs "
               "cannot share evenly (tensor parallelism needs a divisor of the head count)", 2)
     try:
-        cal = load_calibration(list(o["calib"]), o["calib_hardware"], warn) if o["calib"] else fit.uncalibrated()
+        cal = load_calibration(list(o["calib"]), o["calib_hardware"], warn) if o["calib"] else \
+            fit.published(hw, o["engine"].lower())
     except (ValueError, KeyError) as e:
         _fail(str(e.args[0] if e.args else e))
     engine = o["engine"].lower()
     d = Deployment(shape, hw, o["gpus"], mem_fraction=o["mem_fraction"], max_num_seqs=o["max_num_seqs"],
                    schedule=SCHEDULES.get(engine, "mixed"))
     result = predict.estimate(d, o["levels"], o["input_tokens"], o["output_tokens"], cal, o["price"], engine,
-                              lockstep=o["arrivals"] == "lockstep")
+                              lockstep=o["arrivals"] == "lockstep",
+                              load=o["load_mode"] if o["scheduler"] == "sim" else None)
     result["engine"] = engine
     if catalog.instance(o["gpu"]):
         result["instance_type"] = o["gpu"]
@@ -180,7 +186,7 @@ def render(r: dict, console=None) -> None:
         if r.get("engine_calibrated") is False:
             console.print(f"[yellow]note:[/] no calibration run used {r['engine']} ({', '.join(cal['engines'])} did): band widened")
     else:
-        console.print("[yellow]uncalibrated[/]: default efficiency factors (pass --calibrate RUN_DIR to fit them on your runs)")
+        console.print(f"[yellow]not calibrated on your runs[/]: {cal['note']} (pass --calibrate RUN_DIR to fit them on your runs)")
     t = Table(title="Estimate per concurrency (conc)", header_style="bold", pad_edge=False)
     cols = ["conc", "batch", "TTFT ms", "TPOT ms", "ms/tok", "out tok/s", "range", "bound"]
     has_cost = any("usd_per_1m_output_tokens" in x for x in r["levels"])

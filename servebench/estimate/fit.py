@@ -49,6 +49,7 @@ class Calibration:
     engines: list[str] = field(default_factory=list)
     arches: list[str] = field(default_factory=list)
     residuals: list[dict] = field(default_factory=list)  # in-sample, per run
+    basis: str = "defaults"  # defaults | published rows (<group>) | the runs given
 
     def summary(self) -> dict:
         errs = [abs(e) for r in self.loo for e in r["errors"].values()]
@@ -69,6 +70,12 @@ class Calibration:
         return "same-arch" if hw.arch in self.arches else "other-gpu"
 
     def sigma_for(self, hw, engine: str | None = None) -> float:
+        """Band half-width (log). Without runs of the user's own, the sigma already is an
+        out-of-sample figure over other hardware and engines (the published band, or the
+        documented default): returned as it is, not widened again (issue 19: the docs said
+        0.6 while hypot(0.6, 0.35) was shown)."""
+        if not self.n_runs:
+            return self.sigma
         other_engine = bool(self.engines and engine and engine not in self.engines)
         return math.hypot(self.sigma, TRANSFER_SIGMA[self.transfer(hw)], ENGINE_SIGMA if other_engine else 0.0)
 
@@ -165,3 +172,22 @@ def calibrate(obs: list[Observation], start: Factors | None = None) -> Calibrati
 
 def uncalibrated() -> Calibration:
     return Calibration(factors=Factors(), fitted=[], n_runs=0, sigma=DEFAULT_SIGMA)
+
+
+def published(hw, engine: str | None = None) -> Calibration:
+    """Factors fitted on the shipped published rows for the target's GPU family (pooled over
+    every family when its family has none), band = the widest leave-one-source-out miss;
+    both written by scripts/estimate_error_table.py into data/published_fit.json."""
+    import json
+    from importlib import resources
+
+    try:
+        data = json.loads(resources.files("servebench.estimate").joinpath("data/published_fit.json").read_text())
+    except FileNotFoundError:
+        return uncalibrated()
+    groups = data["groups"]
+    key = f"{hw.arch}/{engine}"
+    if key not in data.get("separated", []) or key not in groups:
+        key = hw.arch if hw.arch in groups else "*"
+    f = Factors(**{k: v for k, v in groups[key].items() if k in Factors.__slots__})
+    return Calibration(factors=f, fitted=[], n_runs=0, sigma=float(data["band_log"]), basis=f"published rows ({key})")

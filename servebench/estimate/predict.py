@@ -10,29 +10,53 @@ from servebench.estimate.roofline import Deployment, capacity, serve
 TIME_METRICS = ("ttft_ms", "tpot_ms", "ms_per_token", "e2e_ms")
 
 
+def _level(d: Deployment, c: int, n_in: int, n_out: int, cal: Calibration, lockstep: bool, load: str | None) -> dict:
+    """One level's metrics: the closed formulas (load None) or the simulated scheduler, where a
+    level is closed-loop users, a burst's size or a rate in requests/s."""
+    if load is None:
+        return serve(d, c, n_in, n_out, cal.factors, lockstep=lockstep)
+    from servebench.estimate.sim import Load, simulate
+
+    n = max(c * 8, 64) if load != "burst" else c
+    p = simulate(d, cal.factors, Load(mode=load, users=c, rate=float(c), requests=n, n_in=n_in, n_out=n_out,
+                                      stagger_s=0.0 if lockstep else 1.0))
+    b = min(c, capacity(d, n_in + n_out).get("max_batch") or 1)
+    step = serve(d, b, n_in, n_out, cal.factors, lockstep=lockstep)
+    # the formulas' ms/token is client-side (e2e / output tokens); keep that meaning here
+    return {**p, "ms_per_token": p["e2e_ms"] / n_out, "batch": b, "decode_step_ms": step["decode_step_ms"],
+            "decode_bound": step["decode_bound"], "prefill_bound": step["prefill_bound"]}
+
+
 def estimate(d: Deployment, levels: list[int], n_in: int, n_out: int, cal: Calibration,
-             price_per_hour: float | None = None, engine: str | None = None, lockstep: bool = True) -> dict:
+             price_per_hour: float | None = None, engine: str | None = None, lockstep: bool = True,
+             load: str | None = None) -> dict:
     cap = capacity(d, n_in + n_out)
     sigma = cal.sigma_for(d.hw, engine)
     out = {
         "estimate": True,
         "note": "ESTIMATES from a calibrated roofline, not measurements",
         "model": d.model.as_dict(), "hardware": d.hw.as_dict(), "gpus": d.tp, "schedule": d.schedule,
-        "workload": {"input_tokens": n_in, "output_tokens": n_out, "arrivals": "lockstep" if lockstep else "spread"},
+        "workload": {"input_tokens": n_in, "output_tokens": n_out, "arrivals": "lockstep" if lockstep else "spread",
+                     "load": load or "closed", "scheduler": "simulated" if load else "formula"},
         "capacity": cap, "fits": cap["fits"],
         "calibration": cal.summary() if cal.n_runs else {"runs": 0, "factors": cal.factors.as_dict(),
-                                                          "note": "uncalibrated: default factors"},
+                                                          "basis": cal.basis, "note": (
+                                                              "factors fitted on " + cal.basis + ", band from their "
+                                                              "leave-one-source-out error" if cal.basis.startswith("published")
+                                                              else "default factors")},
         "transfer": cal.transfer(d.hw) if cal.n_runs else "uncalibrated",
         "engine_calibrated": (engine in cal.engines) if cal.n_runs and engine else None,
         "engine_note": engine_note(engine, d.schedule, cal, lockstep),
-        "sigma_log": sigma, "band": f"x{math.exp(-sigma):.2f} .. x{math.exp(sigma):.2f} (one sigma, log space)",
+        "sigma_log": sigma, "band": f"x{math.exp(-sigma):.2f} .. x{math.exp(sigma):.2f} " + (
+            "(the widest leave-one-source-out miss over the published rows)" if not cal.n_runs and cal.basis.startswith("published")
+            else "(one sigma, log space)"),
         "levels": [],
     }
     if not cap["fits"]:
         return out
     lo, hi = math.exp(-sigma), math.exp(sigma)
     for c in levels:
-        p = serve(d, c, n_in, n_out, cal.factors, lockstep=lockstep)
+        p = _level(d, c, n_in, n_out, cal, lockstep, load)
         row = {"concurrency": c, **{k: p[k] for k in ("batch", "ttft_ms", "tpot_ms", "ms_per_token", "e2e_ms",
                                                       "output_tok_s", "request_throughput", "queue_ms",
                                                       "decode_step_ms", "decode_bound", "prefill_bound")}}
@@ -49,13 +73,21 @@ def estimate(d: Deployment, levels: list[int], n_in: int, n_out: int, cal: Calib
 
 
 def engine_note(engine: str | None, schedule: str, cal: Calibration, lockstep: bool) -> str:
-    """What the engine named changes in these numbers, said beside them: no published per-engine
-    factors are shipped, so only its prefill schedule (spread arrivals) and calibration runs of
-    it make a difference; under lockstep arrivals every uncalibrated engine gets one answer."""
-    from servebench.estimate.roofline import SCHEDULES
-
+    """What the engine named changes in these numbers, said beside them. The published rows'
+    factors are per GPU family, not per engine (no shipped source compares engines on one
+    family), so without calibration runs of it the engine is "not modelled" beyond its prefill
+    schedule (which only matters when arrivals are spread)."""
     if engine is None:
         return "engine not modelled"
+    note = _schedule_note(engine, schedule, cal, lockstep)
+    if not cal.n_runs and cal.basis.startswith("published") and "/" not in cal.basis:
+        return "engine not modelled (the published fit is per GPU family); " + note
+    return note
+
+
+def _schedule_note(engine: str, schedule: str, cal: Calibration, lockstep: bool) -> str:
+    from servebench.estimate.roofline import SCHEDULES
+
     calibrated = bool(cal.n_runs and engine in cal.engines)
     if engine not in SCHEDULES:
         return f"engine {engine} not modelled: treated as a mixed-prefill engine (known: {', '.join(sorted(SCHEDULES))})"

@@ -1,0 +1,32 @@
+#!/usr/bin/env python
+"""How long the simulated scheduler takes for 1,000 requests (a benchmark, not a test).
+
+    PYTHONPATH=. python scripts/estimate_sim_bench.py
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from servebench.estimate import catalog, models  # noqa: E402
+from servebench.estimate.roofline import Deployment, Factors  # noqa: E402
+from servebench.estimate.sim import Load, simulate  # noqa: E402
+
+
+def main() -> int:
+    d = Deployment(models.load("llama-2-7b"), catalog.lookup("a10g"), 1)
+    for name, load in (("closed, 1 user (50,000 steps)", Load("closed", 1, requests=1000, n_in=256, n_out=50)),
+                       ("closed, 32 users", Load("closed", 32, requests=1000, n_in=256, n_out=50)),
+                       ("rate 10/s", Load("rate", rate=10.0, requests=1000, n_in=256, n_out=50)),
+                       ("burst of 1000", Load("burst", requests=1000, n_in=512, n_out=128))):
+        t = time.perf_counter()
+        r = simulate(d, Factors(), load)
+        print(f"{name:32s} {(time.perf_counter() - t) * 1e3:7.1f} ms   {r['output_tok_s']:8.1f} tok/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
