@@ -109,7 +109,7 @@ def estimate(**o) -> None:
     engine = o["engine"].lower()
     d = Deployment(shape, hw, o["gpus"], mem_fraction=o["mem_fraction"], max_num_seqs=o["max_num_seqs"],
                    schedule=SCHEDULES.get(engine, "mixed"))
-    result = predict.estimate(d, o["levels"], o["input_tokens"], o["output_tokens"], cal, o["price"], engine,
+    result = predict.estimate(d, o["levels"], (o["input_tokens"], o["output_tokens"]), cal, o["price"], engine,
                               lockstep=o["arrivals"] == "lockstep",
                               load=o["load_mode"] if o["scheduler"] == "sim" else None)
     result["engine"] = engine

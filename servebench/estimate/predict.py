@@ -27,9 +27,11 @@ def _level(d: Deployment, c: int, n_in: int, n_out: int, cal: Calibration, locks
             "decode_bound": step["decode_bound"], "prefill_bound": step["prefill_bound"]}
 
 
-def estimate(d: Deployment, levels: list[int], n_in: int, n_out: int, cal: Calibration,
+def estimate(d: Deployment, levels: list[int], tokens: tuple[int, int], cal: Calibration,
              price_per_hour: float | None = None, engine: str | None = None, lockstep: bool = True,
              load: str | None = None) -> dict:
+    """`tokens`: (input, output) per request."""
+    n_in, n_out = tokens
     cap = capacity(d, n_in + n_out)
     sigma = cal.sigma_for(d.hw, engine)
     out = {

@@ -122,7 +122,7 @@ def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> Non
                           markup=False)
     click.echo(str(sweep_dir))
     if interrupted:
-        click.echo(f"error: interrupted; finished cells are kept: servebench sweep ... --resume continues", err=True)
+        click.echo("error: interrupted; finished cells are kept: servebench sweep ... --resume continues", err=True)
         sys.stdout.flush()
         raise SystemExit(130)
     bad = counts.get("failed", 0) + counts.get("interrupted", 0) + counts.get("pending", 0)
