@@ -22,6 +22,7 @@ from servebench.analysis.metrics import MS, PERCENTILES, e2e_ns, input_tokens, i
 from servebench.records import RequestRecord
 
 WINDOWS = 10  # batch-means windows; fewer when there are few completions
+MIN_WINDOWS = 5  # below this Student's t is so wide (t = 12.7 at 2) that no interval says more
 MIN_PER_WINDOW = 5  # completions a window should see on average, or the rates are mostly noise
 
 
@@ -37,7 +38,7 @@ def batch_means(ends_ns: Sequence[int], weights: Sequence[float], start_ns: int,
     run's figure exactly, as the windows are equal and cover the span."""
     n_done = len(ends_ns)
     k = min(WINDOWS, n_done // MIN_PER_WINDOW)
-    if k < 2 or end_ns <= start_ns:
+    if k < MIN_WINDOWS or end_ns <= start_ns:
         return Interval(None, None, "batch-means", max(k, 0), level)
     width_s = (end_ns - start_ns) / k / 1e9
     idx = np.minimum((np.asarray(ends_ns, dtype=np.float64) - start_ns) * k // (end_ns - start_ns), k - 1)
