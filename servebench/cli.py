@@ -123,6 +123,9 @@ def _ints(value: str | None) -> list[int] | None:
               help="Calibrate the client against the built-in emulator first (default: above 100 streams).")
 @click.option("--no-realtime", is_flag=True, help="Keep the load loop at normal scheduling priority.")
 @click.option("--no-plots", is_flag=True, help="Do not draw timeline.png / timeline.html.")
+@click.option("--steady-state", is_flag=True,
+              help="Metrics only over requests sent after the load reached its target and ended before the drain "
+                   "(the window is recorded in summary.json; docs/decide.md).")
 @click.option("--launcher-opt", "launcher_opts", multiple=True, metavar="KEY=VALUE",
               help="Launcher option, e.g. instance_type=ml.g5.2xlarge, region=us-west-2, quantize=gptq.")
 @click.option("--env", "env", multiple=True, metavar="NAME=VALUE",
@@ -188,7 +191,8 @@ def _run_config(o: dict):
             backend=o["backend"], model=o["model"], served_model_name=o["served_model_name"], endpoint=o["endpoint"],
             launcher=o["launcher"], api=o["api"], gpus=_ints(o["gpus"]), server_args=list(o["server_args"]),
             results_dir=o["results_dir"], name=o["name"], telemetry=not o["no_telemetry"],
-            max_error_rate=o["max_error_rate"], plots=not o["no_plots"], launcher_options=_kv(o["launcher_opts"]),
+            max_error_rate=o["max_error_rate"], plots=not o["no_plots"],
+            steady_state=o["steady_state"], launcher_options=_kv(o["launcher_opts"]),
             env=_kv(o["env"], "--env"),
             load=dict(concurrency=o["concurrency"], rate=o["rate"], arrival=o["arrival"],
                       duration_s=o["duration"], warmup=o["warmup"], seed=o["seed"], workers=o["workers"],

@@ -207,6 +207,7 @@ class RunConfig(BaseModel):
     name: str | None = None
     telemetry: bool = True
     plots: bool = True  # timeline.png / timeline.html in the run dir
+    steady_state: bool = False  # metrics over the window after the load reached its target (analysis/steady.py)
     max_error_rate: float = Field(0.0, ge=0, le=1)  # above this fraction of failed requests: exit 1
 
     @field_validator("env")

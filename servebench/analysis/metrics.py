@@ -91,11 +91,41 @@ def in_flight(records: Iterable[RequestRecord], start_ns: int, end_ns: int) -> d
     return {"mean": area / (end_ns - start_ns), "max": peak}
 
 
-def summarize(records: Sequence[RequestRecord], *, target_concurrency: int | None = None, target_rate: float | None = None) -> dict:
-    """The run summary (summary.json's core) from decoded records; warm-up excluded."""
+def summarize(records: Sequence[RequestRecord], *, target_concurrency: int | None = None,
+              target_rate: float | None = None, steady_state: bool = False) -> dict:
+    """The run summary (summary.json's core) from decoded records; warm-up excluded. With
+    steady_state, only the window after the load reached its target (analysis/steady.py)."""
+    # imported here: both build on this module's per-request functions
+    from servebench.analysis import run_intervals, steady
+
     # a request that was due but failed before it could be sent (no connection: the server
     # is gone) is a failed request; only sent ones have timings
     measured = [r for r in records if not r.warmup and (r.sent_ns or r.error)]
+    win = steady.find(measured, target_concurrency, target_rate) if steady_state else None
+    kept = steady.keep(measured, win) if win else measured
+    out = _summary(kept, target_concurrency, target_rate)
+    ok = [r for r in kept if r.ok]
+    start = min((r.sent_ns for r in kept if r.sent_ns), default=0)
+    done, end = ok, max((r.end_ns for r in kept if r.sent_ns and r.end_ns), default=start)
+    if win is not None:
+        if win.applied:  # the rate over the window: every completion inside it, wherever sent
+            done, start, end = steady.completions(measured, win), win.start_ns, win.end_ns
+            _rates(out, done, (end - start) / 1e9)
+        out["steady_state"] = steady.block(measured, kept, win)
+    out["intervals"] = run_intervals.block(ok, start, end, done=done)
+    return out
+
+
+def _rates(out: dict, done: list[RequestRecord], dur_s: float) -> None:
+    o = sum(output_tokens(r) for r in done)
+    i = sum(input_tokens(r) for r in done)
+    out["duration_s"] = dur_s
+    out["request_throughput"] = len(done) / dur_s if dur_s > 0 else 0.0
+    out["output_token_throughput"] = o / dur_s if dur_s > 0 else 0.0
+    out["total_token_throughput"] = (o + i) / dur_s if dur_s > 0 else 0.0
+
+
+def _summary(measured: list[RequestRecord], target_concurrency: int | None, target_rate: float | None) -> dict:
     timed = [r for r in measured if r.sent_ns]
     ok = [r for r in measured if r.ok]
     failed = [r for r in measured if not r.ok]

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from servebench.decide.find import find, is_run, is_sweep
+from servebench.decide.noise import add_repeat_cis, ci_columns
 from servebench.decide.names import config_label, engine_name, model_family  # noqa: F401 (model_family re-exported)
 from servebench.errors import first_line
 
@@ -133,6 +134,7 @@ def _metrics(summary: dict) -> dict[str, Any]:
     out["energy_j"] = total.get("energy_j") if gpu.get("available") else None
     out["gpus_measured"] = len(gpu.get("gpus") or []) if gpu.get("available") else 0
     out["warnings"] = len(summary.get("warnings") or [])
+    out.update(ci_columns(summary))  # X_ci_low / X_ci_high, ci: "run" (decide/noise.py)
     return out
 
 
@@ -277,6 +279,7 @@ def merge_repeats(df: pd.DataFrame) -> pd.DataFrame:
     agg["cell"] = lambda s: ",".join(map(str, s))
     merged = df[ok].groupby(keys, dropna=False, sort=False).agg(agg).reset_index()
     merged["repeats"] = df[ok].groupby(keys, dropna=False, sort=False).size().to_numpy()
+    merged = add_repeat_cis(merged, df[ok], keys)  # across repeats: ci "repeats"
     rest = df[~ok].assign(repeats=1)
     return pd.concat([merged[df.columns.tolist() + ["repeats"]], rest], ignore_index=True)
 

@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from servebench.decide import cost
+from servebench.analysis import ties
+from servebench.decide import cost, noise
 from servebench.decide.load import ok_mask
 from servebench.decide.names import size_key
 from servebench.decide.prices import HOURS_PER_MONTH, PriceBook
@@ -46,7 +47,7 @@ def add_costs(df: pd.DataFrame, book: PriceBook) -> pd.DataFrame:
     df["where"] = [_str(a) or _str(b) or "?" for a, b in zip(df.get("instance_type", [None] * len(df)), df.get("hardware", [None] * len(df)))]
     df["tput_per_gpu"] = df["output_token_throughput"] / df["devices"]
     df["tput_per_user"] = 1000.0 / df["tpot_ms_p50"].where(df["tpot_ms_p50"] > 0)
-    return df
+    return noise.cost_cis(df)
 
 
 def _num(v) -> float | None:
@@ -70,16 +71,28 @@ def _nan(v):
     return np.nan if v is None else v
 
 
-def _best(rows: pd.DataFrame, col: str, lowest: bool, tiebreak: list[tuple[str, bool]]) -> tuple[pd.Series, list[str]]:
-    """The best row by col, and the configurations tied with it (within TIE_REL)."""
+def _best(rows: pd.DataFrame, col: str, lowest: bool, tiebreak: list[tuple[str, bool]]) -> tuple[pd.Series, list[str], str]:
+    """The best row by col, the configurations tied with it, and the verdict: "winner", or
+    "tie (±N %)" when another row's interval overlaps the best one's (decide/noise.py); rows
+    without intervals tie within TIE_REL."""
     keys = [col] + [c for c, _ in tiebreak] + ["config"]
     asc = [lowest] + [lo for _, lo in tiebreak] + [True]
     ordered = rows.sort_values(keys, ascending=asc, na_position="last")
     top = ordered.iloc[0]
     v = top[col]
-    tied = ordered[np.isclose(ordered[col], v, rtol=TIE_REL, atol=0)]
+    close = np.isclose(ordered[col], v, rtol=TIE_REL, atol=0)
+    by_ci = [ties.interval(r, col) is not None and ties.interval(top, col) is not None for _, r in ordered.iterrows()]
+    tie = [(ties.tied(r, top, col) is not None) if known else bool(c) for (_, r), known, c in zip(ordered.iterrows(), by_ci, close)]
+    tied = ordered[tie]
     names = [f"{r['config']} @ {r['load_level']}" for _, r in tied.iterrows()]
-    return top, names if len(tied) > 1 else []
+    if len(tied) < 2:
+        return top, [], "winner"
+    ivs = [ties.interval(r, col) for _, r in tied.iterrows()]
+    if all(iv is not None for iv in ivs):
+        verdict = ties.tie_text(ivs, float(v))
+    else:
+        verdict = f"tie within {TIE_REL:.1%}"
+    return top, names, verdict
 
 
 TABLES = (
@@ -127,13 +140,14 @@ def study_tables(df: pd.DataFrame, *, at: dict[str, float] | None = None, mask: 
             if cand.empty:
                 notes.append(_empty_note(model, key, base[base["family"] == model], at, what))
                 continue
-            top, tied = _best(cand, col, lowest, tiebreak)
-            rows.append(top)
+            top, tied, verdict = _best(cand, col, lowest, tiebreak)
+            rows.append(top.copy())
+            rows[-1]["verdict"] = verdict
             if tied:
-                notes.append(f"{model}: tie within {TIE_REL:.1%} on {col}: " + "; ".join(tied) + f" (shown: {top['config']}, by tie-break)")
+                notes.append(f"{model}: {verdict} on {col}: " + "; ".join(tied) + f" (shown: {top['config']}, by tie-break)")
         frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=STUDY_COLUMNS)
         if rows:  # "model" is the family (GPTQ and fp16 checkpoints of one model compete); config names the checkpoint
-            frame = frame.assign(model=frame["family"])[STUDY_COLUMNS + ["config", "load_level"]]
+            frame = frame.assign(model=frame["family"])[STUDY_COLUMNS + ["config", "load_level", "verdict"]]
         if rows and frame["concurrency"].notna().all():
             frame = frame.drop(columns="load_level")  # the concurrency column already says it
         sub = f" at {at[key]:g} concurrent" if key in at else ""

@@ -25,7 +25,9 @@ def rebuild(run_dir: Path, plots: bool = True) -> list[str]:
     records = runfiles.load_records(run_dir / "requests.parquet")
     run, old = _readable(run_dir / "run.json"), _readable(run_dir / "summary.json")
     load = (run.get("config") or {}).get("load") or {}
-    summary = summarize(records, target_concurrency=load.get("concurrency"), target_rate=load.get("rate"))
+    steady = bool((run.get("config") or {}).get("steady_state"))  # the window the run was measured over
+    summary = summarize(records, target_concurrency=load.get("concurrency"), target_rate=load.get("rate"),
+                        steady_state=steady)
     summary.update({k: old[k] for k in _CARRIED if k in old})
     summary["status"] = run.get("status") or old.get("status") or "unknown"
     summary["error"] = run.get("error", old.get("error"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from servebench.analysis import ties
 from servebench.outputs.table import Table
 
 RUN_COLUMNS = ["source", "config", "load_level", "status", "completed", "failed", "request_throughput",
@@ -52,11 +53,15 @@ def _mismatch(r, b) -> str:
     return "; ".join(why)
 
 
-def _verdict(deltas: dict[str, float]) -> str:
-    better = [w for c, lo, w in DELTAS if deltas[c] == deltas[c] and deltas[c] != 0 and (deltas[c] < 0) == lo]
-    worse = [w for c, lo, w in DELTAS if deltas[c] == deltas[c] and deltas[c] != 0 and (deltas[c] < 0) != lo]
+def _verdict(deltas: dict[str, float], tie: dict[str, str | None]) -> str:
+    """better / worse only where the intervals do not overlap; else a tie and its reach."""
+    real = {c: d for c, d in deltas.items() if d == d and d != 0 and not tie.get(c)}
+    better = [w for c, lo, w in DELTAS if c in real and (real[c] < 0) == lo]
+    worse = [w for c, lo, w in DELTAS if c in real and (real[c] < 0) != lo]
+    tied = [f"{w} {tie[c][4:]}" for c, _, w in DELTAS if tie.get(c) and deltas[c] == deltas[c]]
     return "; ".join(x for x in (("better: " + ", ".join(better)) if better else "",
-                                 ("worse: " + ", ".join(worse)) if worse else "") if x) or "-"
+                                 ("worse: " + ", ".join(worse)) if worse else "",
+                                 ("tie: " + ", ".join(tied)) if tied else "") if x) or "-"
 
 
 def _compare_row(r, b) -> dict:
@@ -68,13 +73,14 @@ def _compare_row(r, b) -> dict:
         return (x / y - 1) * 100 if ok else np.nan
 
     deltas = {c: pct(c) for c, _, _ in DELTAS}
+    tie = {c: ties.tied(r, b, c) for c, _, _ in DELTAS}  # intervals overlap: no winner (analysis/ties.py)
     return {"source": r["source"], "config": r["config"], "load_level": r["load_level"],
             "baseline": f"{b['source']}: {b['config']} @ {b['load_level']}",
             "comparable": f"no: {mismatch}" if mismatch else "yes",
             "output_token_throughput": r["output_token_throughput"], "delta_throughput_pct": deltas["output_token_throughput"],
             "ms_per_token_p50": r["ms_per_token_p50"], "delta_latency_pct": deltas["ms_per_token_p50"],
             "usd_per_1m": r["usd_per_1m"], "delta_usd_per_1m_pct": deltas["usd_per_1m"],
-            "verdict": _verdict(deltas) if not mismatch else "-"}
+            "verdict": _verdict(deltas, tie) if not mismatch else "-"}
 
 
 def comparison_table(df: pd.DataFrame) -> Table | None:
@@ -96,7 +102,8 @@ def comparison_table(df: pd.DataFrame) -> Table | None:
         if match.empty:
             notes.append(f"{r['source']} {r['config']} @ {r['load_level']}: no baseline run at the same load "
                          f"and token lengths ({_mismatch(r, b)}): not compared")
-    notes.append("differences in % of the baseline: throughput higher is better; latency and $ per 1M lower are better")
+    notes.append("differences in % of the baseline: throughput higher is better; latency and $ per 1M lower are better; "
+                 "a difference whose 95 % intervals overlap is a tie (±: how far the intervals reach)")
     name = base["source"].iloc[0]
     return Table("comparison", f"Against the baseline ({name})", pd.DataFrame(rows), notes)
 

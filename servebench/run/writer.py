@@ -56,7 +56,8 @@ def write(cfg: RunConfig, st: RunState, p: Prepared) -> Written:
     job.attempt("decode", decode_records, p.adapter, st.records)
     sent = _sent(st.records, job.secrets)
     records_at, refused = salvage.write_records(run_dir, sent)  # first: the one thing not remade
-    summary = summarize(sent, target_concurrency=cfg.load.concurrency, target_rate=cfg.load.rate)
+    summary = summarize(sent, target_concurrency=cfg.load.concurrency, target_rate=cfg.load.rate,
+                        steady_state=cfg.steady_state)
     outcome = _judged(cfg, st, summary)
     _traffic(cfg, st, sent, summary)
     _client(st, summary)

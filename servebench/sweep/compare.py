@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from servebench.analysis.intervals import Interval, overlap, repeats_ci
+from servebench.analysis.ties import tie_text
 from servebench.store.runfiles import load_summary, read_json
 
 # (column, how to read it from a summary, better: "high" | "low" | None, digits)
@@ -30,6 +32,12 @@ COLUMNS: list[tuple[str, Any, str | None, int]] = [
 ]
 
 
+# column -> summary.json intervals key (the run's own 95 % interval of that figure)
+_FIGURE = {"req/s": "request_throughput", "out tok/s": "output_token_throughput", "TTFT p50": "ttft_ms.p50",
+           "TTFT p99": "ttft_ms.p99", "TPOT p50": "tpot_ms.p50", "TPOT p99": "tpot_ms.p99", "ITL p50": "itl_ms.p50",
+           "ITL p99": "itl_ms.p99", "e2e p50": "e2e_ms.p50", "e2e p99": "e2e_ms.p99", "ms/token p50": "ms_per_token.p50"}
+
+
 def _p(s: dict, metric: str, stat: str) -> float | None:
     return (s.get(metric) or {}).get(stat)
 
@@ -46,6 +54,7 @@ class Row:
     status: str
     values: list[float | None] = field(default_factory=list)
     note: str = ""  # why a row has no numbers, or what is off about them
+    cis: list[Interval | None] = field(default_factory=list)  # 95 %: across repeats, else the run's own
 
 
 @dataclass
@@ -54,6 +63,7 @@ class LevelTable:
     columns: list[str]
     rows: list[Row]
     winners: dict[str, list[str]]  # column -> labels of the best row(s) (ties share the win)
+    ties: dict[str, str] = field(default_factory=dict)  # column -> "tie (±N %)" where intervals overlap
 
 
 def tables(sweep_dir: Path) -> list[LevelTable]:
@@ -86,9 +96,22 @@ def tables(sweep_dir: Path) -> list[LevelTable]:
                 rows.append(Row(label, cells[-1]["status"], [None] * len(COLUMNS), why or cells[-1]["status"]))
                 continue
             vals = [_mean([get(s) for s in sums]) for _, get, _, _ in COLUMNS]
-            rows.append(Row(label, "done", vals, _note(sums, len(cells))))
-        out.append(LevelTable(level, [c[0] for c in COLUMNS], rows, _winners(rows)))
+            rows.append(Row(label, "done", vals, _note(sums, len(cells)), [_ci(name, get, sums) for name, get, _, _ in COLUMNS]))
+        wins, ties = _winners(rows)
+        out.append(LevelTable(level, [c[0] for c in COLUMNS], rows, wins, ties))
     return out
+
+
+def _ci(name: str, get: Any, sums: list[dict]) -> Interval | None:
+    """Across repeats (Student t) where there are 2+, else the run's own interval."""
+    if name not in _FIGURE:
+        return None
+    if len(sums) > 1:
+        iv = repeats_ci([get(s) for s in sums])
+    else:
+        f = (((sums[0].get("intervals") or {}).get("figures") or {}).get(_FIGURE[name])) or {}
+        iv = Interval(f.get("low"), f.get("high"), f.get("method", "run"), f.get("n", 0))
+    return None if iv.low is None and iv.high is None else iv
 
 
 def _level(load: dict) -> str:
@@ -119,18 +142,26 @@ def _note(sums: list[dict], n_cells: int) -> str:
     return "; ".join(notes)
 
 
-def _winners(rows: list[Row]) -> dict[str, list[str]]:
+def _winners(rows: list[Row]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Per column, the best row and every row tied with it: equal as displayed, or its 95 %
+    interval overlaps the best one's (then the column's tie says how far they reach)."""
     wins: dict[str, list[str]] = {}
+    ties: dict[str, str] = {}
     for j, (name, _, better, digits) in enumerate(COLUMNS):
         if better is None:
             continue
         # compared as displayed: a difference nobody can see in the table is a tie
-        vals = [(round(r.values[j], digits), r.label) for r in rows if r.values and r.values[j] is not None]
+        vals = [(round(r.values[j], digits), r) for r in rows if r.values and r.values[j] is not None]
         if len(vals) < 2:
             continue
         best = max(v for v, _ in vals) if better == "high" else min(v for v, _ in vals)
-        wins[name] = [lbl for v, lbl in vals if v == best]
-    return wins
+        top = next(r for v, r in vals if v == best)
+        ci = lambda r: r.cis[j] if len(r.cis) > j else None  # noqa: E731
+        by_ci = [r for v, r in vals if v != best and ci(r) and ci(top) and overlap(ci(r), ci(top))]
+        wins[name] = [r.label for v, r in vals if v == best] + [r.label for r in by_ci]
+        if by_ci:
+            ties[name] = tie_text([ci(top)] + [ci(r) for r in by_ci], top.values[j])
+    return wins, ties
 
 
 def fmt(v: float | None, digits: int) -> str:
@@ -153,6 +184,8 @@ def markdown(tabs: list[LevelTable]) -> str:
                 cells.append(f"**{s}**" if r.label in t.winners.get(name, []) else s)
             lines.append(f"| {_md(r.label)} | " + " | ".join(cells) + f" | {_md(r.note)} |")
         lines.append("")
+        if t.ties:
+            lines += ["Intervals overlap (no winner): " + "; ".join(f"{k} {v}" for k, v in t.ties.items()), ""]
     lines.append("Bold: best in its column at that level (higher throughput, lower latency/memory/energy); "
-                 "equal as displayed is a tie. Definitions: docs/metrics.md.")
+                 "equal as displayed, or 95 % intervals that overlap, is a tie. Definitions: docs/metrics.md.")
     return "\n".join(lines) + "\n"

@@ -116,6 +116,7 @@ class SweepConfig(_Strict):
     load: LoadSpace = Field(default_factory=LoadSpace)
     telemetry: bool = True
     plots: bool = False  # per-cell timelines cost seconds each; the sweep report draws its own
+    steady_state: bool = False  # every cell's metrics over its steady-state window (run --steady-state)
     reset_cache: bool = True  # between load points on one server, where the engine allows
     # runs pooled at each boundary level of a --max-load-under search (docs/sweep.md)
     limit_repeats: int = Field(3, ge=1, le=50)

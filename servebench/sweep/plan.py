@@ -160,7 +160,7 @@ def run_config(cfg: SweepConfig, server: ServerPoint, load: LoadPoint, runs_dir:
         backend=server.engine, model=server.model, served_model_name=server.served_model_name,
         endpoint=server.endpoint, launcher=server.launcher, api=server.api, gpus=server.gpus,
         server_args=list(server.server_args), launcher_options=opts, env=dict(server.env), results_dir=runs_dir, name=name,
-        telemetry=cfg.telemetry, plots=cfg.plots, max_error_rate=ld.max_error_rate,
+        telemetry=cfg.telemetry, plots=cfg.plots, steady_state=cfg.steady_state, max_error_rate=ld.max_error_rate,
         load=dict(concurrency=load.concurrency, rate=load.rate, arrival=ld.arrival,
                   duration_s=load.duration_s, warmup=ld.warmup, seed=load.seed,
                   request_timeout_s=ld.request_timeout_s, **({"requests": load.requests} if load.requests else {})),

@@ -26,7 +26,7 @@ def test_recommend_console_states_failures_ties_and_prices():
     assert p.returncode == 0, p.stderr
     out = p.stdout
     for needle in ("Most cost-effective deployment", "Lowest latency deployment", "Highest throughput deployment",
-                   "under SLO ttft_p95<=1ms", "never met the SLO", "tie within", "no price for", "not ranked: ",
+                   "under SLO ttft_p95<=1ms", "never met the SLO", "tie (±", "no price for", "not ranked: ",
                    "Pareto front", "Capacity for 10 req/s", "Goodput"):
         assert needle in out, needle
 
