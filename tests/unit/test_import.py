@@ -190,3 +190,13 @@ def test_yaml_table_and_rate_without_rate(tmp_path):
     r = cli("cost", tmp_path / "o", "--format", "csv")
     row = next(csv.DictReader(io.StringIO(r.output)))
     assert row["load_level"] == "rate not stated" and float(row["usd_per_hour"]) == 1.0
+
+
+def test_stated_price_beats_catalog_and_price_beats_stated(tmp_path):
+    f = tmp_path / "rows.csv"
+    f.write_text("source,model,instance,load,concurrency,tokens_per_s,usd_per_hour\nVendor,m-7b,ml.g5.2xlarge,closed,1,100,2.0\n")
+    assert cli("import", f, "--from", "table", "-o", tmp_path / "o").exit_code == 0
+    row = next(csv.DictReader(io.StringIO(cli("cost", tmp_path / "o", "--format", "csv").output)))
+    assert float(row["usd_per_hour"]) == 2.0 and "Vendor (as published)" in row["price_source"]  # catalog says 1.52
+    row = next(csv.DictReader(io.StringIO(cli("cost", tmp_path / "o", "--price", "ml.g5.2xlarge=3", "--format", "csv").output)))
+    assert float(row["usd_per_hour"]) == 3.0
