@@ -200,3 +200,11 @@ def test_stated_price_beats_catalog_and_price_beats_stated(tmp_path):
     assert float(row["usd_per_hour"]) == 2.0 and "Vendor (as published)" in row["price_source"]  # catalog says 1.52
     row = next(csv.DictReader(io.StringIO(cli("cost", tmp_path / "o", "--price", "ml.g5.2xlarge=3", "--format", "csv").output)))
     assert float(row["usd_per_hour"]) == 3.0
+
+
+def test_stated_lengths_fill_only_what_the_file_lacks(tmp_path):
+    run, _ = files(imported(tmp_path, "vllm-bench", "--output-tokens", "32", "--input-tokens", "999"))
+    load = run["cell"]["load"]
+    assert load["output_tokens"] == 32  # vllm bench records no requested output length
+    assert load["input_tokens"] == 64  # the file's own prompt lengths win over the option
+    assert any("output_tokens 32: given on the command line" in n for n in run["notes"])

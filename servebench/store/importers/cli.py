@@ -19,9 +19,12 @@ class ImportOptions:
     gpu: str | None = None
     gpu_count: int | None = None
     instance: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
     def given(self) -> dict:
-        return {"engine": self.engine, "hardware": self.gpu, "gpu_count": self.gpu_count, "instance_type": self.instance}
+        return {"engine": self.engine, "hardware": self.gpu, "gpu_count": self.gpu_count, "instance_type": self.instance,
+                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
 
 
 @click.command("import")
@@ -34,6 +37,9 @@ class ImportOptions:
 @click.option("--gpu", default=None, help="The server's hardware (a10g, h100-sxm, cpu, ...), when the file does not say.")
 @click.option("--gpu-count", default=None, type=click.IntRange(min=0), help="GPUs the server used, when the file does not say.")
 @click.option("--instance", default=None, help="Cloud instance type (prices it), when the file does not say.")
+@click.option("--input-tokens", default=None, type=click.IntRange(min=1), help="Requested prompt length, when the file does not say.")
+@click.option("--output-tokens", default=None, type=click.IntRange(min=1),
+              help="Requested output length, when the file does not say (vllm bench serve records none).")
 def import_cmd(**opts):
     """Turn other tools' results or published rows into run directories that cost, recommend,
     report and estimate --calibrate read. What a source does not give stays missing (null)."""

@@ -131,7 +131,8 @@ def with_overrides(imp: Imported, given: dict) -> Imported:
     """What the user states on the command line (--engine, --gpu, ...) fills what the file
     leaves unsaid; it never replaces what the file says."""
     for k, v in given.items():
-        if v is not None and imp.server.get(k) is None:
-            imp.server[k] = v
+        part = imp.load if k in LOAD_KEYS else imp.server
+        if v is not None and part.get(k) is None:
+            part[k] = v
             imp.notes.append(f"{k} {v!r}: given on the command line, not in the source file")
     return imp
