@@ -24,6 +24,7 @@ _EXTERNAL = {
     "recommend": "servebench.decide.cli:recommend_cmd",
     "cost": "servebench.decide.cli:cost_cmd",
     "cleanup": "servebench.launchers.cleanup:cleanup",
+    "import": "servebench.store.importers.cli:import_cmd",
 }
 
 

@@ -222,8 +222,8 @@ def report(dirs, fmt, output, rebuild, **opts):
 def _single_run(path: Path, rebuild: bool) -> bool:
     """The console report of one run directory; False when `path` is a sweep or compare."""
     try:
-        if kind(path) != "run":
-            return False
+        if kind(path) != "run" or _imported(path):
+            return False  # an imported run has no records to draw: its table report says what it holds
     except LoadError as e:
         if (path / "index.json").exists():  # a damaged sweep, not a run missing its summary
             _fail(str(e))
@@ -248,6 +248,15 @@ def _single_run(path: Path, rebuild: bool) -> bool:
     if problems:
         _fail(problems[0])
     return True
+
+
+def _imported(path: Path) -> bool:
+    import json
+
+    try:
+        return bool(json.loads((path / "run.json").read_text()).get("imported"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _rescued(path: Path) -> Path | None:

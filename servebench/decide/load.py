@@ -157,7 +157,9 @@ def level(load: dict) -> str:
     if load.get("mode") == "trace":
         return f"trace x{load.get('speed') or 1:g}"
     if load.get("mode") == "rate" or (load.get("rate") and load.get("mode") != "concurrency"):
-        return f"rate {load['rate']:g}/s" + (f" cap {load['concurrency']}" if load.get("concurrency") else "")
+        # an imported row may say "rate" without the rate (published tables): say so, never guess
+        rate = f"{load['rate']:g}/s" if load.get("rate") is not None else "not stated"
+        return f"rate {rate}" + (f" cap {load['concurrency']}" if load.get("concurrency") else "")
     if load.get("concurrency"):
         return f"{load['concurrency']} concurrent"
     return f"burst {load.get('requests')}"
@@ -167,6 +169,11 @@ def _fill_from_run(row: dict, run_dir: Path) -> None:
     run = _json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
     row["engine_version"] = (run.get("engine") or {}).get("version")
     row["hostname"] = (run.get("host") or {}).get("hostname")
+    if run.get("imported"):  # servebench import: what made it, and the price its source states
+        row["imported"] = (run.get("source") or {}).get("tool") or "?"
+        price = run.get("price") or {}
+        row["stated_usd_per_hour"] = price.get("usd_per_hour")
+        row["stated_price_source"] = price.get("source")
     s = _json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else None
     if row.get("hardware") is None and row.get("instance_type") is None and run:
         # A sweep server without a hardware label: what the run saw (local launch: its GPUs, or cpu).
@@ -288,4 +295,6 @@ def ok_mask(df: pd.DataFrame) -> pd.Series:
     """Rows that may be ranked: a complete run with completed requests. Failed, interrupted,
     pending cells are listed, never ranked (a partial run's numbers cover only part of the load)."""
     done = df["completed"].fillna(0) > 0 if "completed" in df else pd.Series(False, index=df.index)
+    if "imported" in df and "completed" in df:  # a published row states no request count: it ranks on what it states
+        done |= df["imported"].notna() & df["completed"].isna()
     return done & (df["status"] == "complete")

@@ -113,8 +113,20 @@ class PriceBook:
         n = _norm(name)
         return self.user_instances.get(n) or self.catalog.instances.get(n)
 
+    def overridden(self, instance_type: str | None, hardware: str | None) -> bool:
+        """The user priced this run's instance or GPU (--price, --onprem)."""
+        if self.onprem is not None and hardware:
+            return True
+        if instance_type and _norm(instance_type) in self.user_instances:
+            return True
+        return bool(hardware) and any(k and k in self.user_gpus for k in (_norm(hardware), self.gpu_key(hardware)))
+
     def lookup(self, *, instance_type: str | None, hardware: str | None, gpu_count: int | None,
-               energy_j: float | None = None, duration_s: float | None = None) -> Price | None:
+               energy_j: float | None = None, duration_s: float | None = None, stated: Price | None = None) -> Price | None:
+        """stated: the price an imported run's source gives; the user's own prices beat it,
+        the catalog does not."""
+        if stated is not None and not self.overridden(instance_type, hardware):
+            return stated
         inst = self.instance(instance_type)
         if inst is not None:
             return Price(inst.usd_per_hour, f"{instance_type}: {inst.source}", inst.indicative)

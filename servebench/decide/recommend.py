@@ -13,7 +13,7 @@ from servebench.analysis import ties
 from servebench.decide import cost, noise
 from servebench.decide.load import ok_mask
 from servebench.decide.names import size_key
-from servebench.decide.prices import HOURS_PER_MONTH, PriceBook
+from servebench.decide.prices import HOURS_PER_MONTH, Price, PriceBook
 from servebench.decide.slo import Bound, meets, missed
 from servebench.outputs.table import Table
 
@@ -30,8 +30,10 @@ def add_costs(df: pd.DataFrame, book: PriceBook) -> pd.DataFrame:
                             "usd_per_1m_total", "j_per_token", "devices")}
     for _, r in df.iterrows():
         energy = _num(r.get("energy_j"))
+        stated = _num(r.get("stated_usd_per_hour"))
         p = book.lookup(instance_type=_str(r.get("instance_type")), hardware=_str(r.get("hardware")),
-                        gpu_count=_int(r.get("gpu_count")), energy_j=energy, duration_s=_num(r.get("duration_s")))
+                        gpu_count=_int(r.get("gpu_count")), energy_j=energy, duration_s=_num(r.get("duration_s")),
+                        stated=Price(stated, _str(r.get("stated_price_source")) or "source") if stated is not None else None)
         tps, tot = _num(r.get("output_token_throughput")), _num(r.get("total_token_throughput"))
         cols["usd_per_hour"].append(p.usd_per_hour if p else np.nan)
         cols["price_source"].append(p.source if p else None)

@@ -56,12 +56,13 @@ class Summary(BaseModel):
 
     schema_version: int = SCHEMA_VERSION
     status: str  # complete | interrupted | failed
-    completed: int
-    failed: int
-    duration_s: float
-    request_throughput: float
-    output_token_throughput: float
-    total_token_throughput: float
+    # None only in an imported run (store/importers): what its source did not measure
+    completed: int | None
+    failed: int | None
+    duration_s: float | None
+    request_throughput: float | None
+    output_token_throughput: float | None
+    total_token_throughput: float | None
     ttft_ms: dict
     tpot_ms: dict
     itl_ms: dict

@@ -1,0 +1,83 @@
+"""guidellm's benchmarks JSON (`--output kind=json`) -> one imported run per benchmark.
+
+guidellm's names differ from servebench's: its TPOT is latency / output tokens per request
+(servebench's ms/token) and its ITL is (latency - TTFT) / (output tokens - 1) (servebench's
+TPOT). It keeps no gap between tokens, so servebench's ITL stays null. Distributions are
+computed from the per-request records the file keeps, as servebench computes its own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from servebench.store.importers.common import Imported, ImportFailed, dist, num
+
+# servebench metric <- guidellm per-request field (ms), or request_latency (s)
+_PER_REQUEST = {"ttft_ms": "time_to_first_token_ms", "tpot_ms": "inter_token_latency_ms",
+                "ms_per_token": "time_per_output_token_ms"}
+
+
+def read(path: Path) -> list[Imported]:
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ImportFailed(f"{path}: not a guidellm JSON report ({e})") from None
+    benches = d.get("benchmarks") if isinstance(d, dict) else None
+    if not isinstance(benches, list) or not benches:
+        raise ImportFailed(f"{path}: not a guidellm report (no 'benchmarks' list)")
+    meta = d.get("metadata") or {}
+    source = {"tool": "guidellm", "version": meta.get("guidellm_version"), "file": str(path), "command": None}
+    data = ((d.get("config") or {}).get("spec") or {}).get("data") or [{}]
+    out = []
+    for i, b in enumerate(benches):
+        imp = Imported(name=f"{Path(path).stem}-{i}" if len(benches) > 1 else Path(path).stem, source=dict(source))
+        _fill(imp, b, data[0] if isinstance(data[0], dict) else {})
+        imp.notes.append("guidellm does not record its command line, the server's engine or hardware")
+        out.append(imp)
+    return out
+
+
+def _total(m: dict, name: str) -> float | None:
+    return num(((m.get(name) or {}).get("successful") or {}).get("mean"))
+
+
+def _fill(imp: Imported, b: dict, data: dict) -> None:
+    m, s = b.get("metrics") or {}, imp.summary
+    totals = m.get("request_totals") or {}
+    s["completed"], s["failed"] = totals.get("successful"), totals.get("errored")
+    if isinstance(s["completed"], int) and isinstance(s["failed"], int) and s["completed"] + s["failed"]:
+        s["error_rate"] = s["failed"] / (s["completed"] + s["failed"])
+    s["duration_s"] = num(b.get("duration"))
+    s["request_throughput"] = _total(m, "requests_per_second")
+    s["output_token_throughput"] = _total(m, "output_tokens_per_second")
+    s["total_token_throughput"] = _total(m, "tokens_per_second")
+    reqs = [r for r in ((b.get("requests") or {}).get("successful") or []) if isinstance(r, dict)]
+    if reqs:
+        for key, field in _PER_REQUEST.items():
+            s[key] = dist([v for r in reqs if (v := num(r.get(field))) is not None])
+        s["e2e_ms"] = dist([v * 1000.0 for r in reqs if (v := num(r.get("request_latency"))) is not None])
+        outs = [r["output_tokens"] for r in reqs if isinstance(r.get("output_tokens"), int)]
+        ins = [r["prompt_tokens"] for r in reqs if isinstance(r.get("prompt_tokens"), int)]
+        s["output_tokens"].update(achieved_mean=sum(outs) / len(outs) if outs else None, total=sum(outs) if outs else None)
+        s["input_tokens"].update(server_mean=sum(ins) / len(ins) if ins else None, total=sum(ins) if ins else None)
+    else:
+        imp.notes.append("no per-request records in the report: latency distributions missing")
+    s["concurrency"]["mean_in_flight"] = _total(m, "request_concurrency")
+    cfg = b.get("config") or {}
+    strat, backend = cfg.get("strategy") or {}, cfg.get("backend") or {}
+    kind = strat.get("type_")
+    conc = strat.get("streams") if kind in ("concurrent", "synchronous") else strat.get("max_concurrency")
+    rate = num(strat.get("rate")) if kind in ("constant", "poisson", "async") else None
+    mode = {"concurrent": "concurrency", "synchronous": "concurrency", "throughput": "burst"}.get(kind, "rate" if rate else None)
+    imp.load = {"mode": mode, "concurrency": 1 if kind == "synchronous" else conc, "rate": rate,
+                "requests": _max_requests(cfg), "duration_s": None,
+                "input_tokens": num(data.get("prompt_tokens")), "output_tokens": num(data.get("output_tokens"))}
+    s["concurrency"]["target"] = imp.load["concurrency"]
+    imp.server = {"engine": None, "model": backend.get("model"), "quantization": None, "hardware": None,
+                  "instance_type": None, "gpu_count": None}
+
+
+def _max_requests(cfg: dict) -> int | None:
+    c = ((cfg.get("constraints") or {}).get("max_requests") or {}).get("args") or {}
+    return c.get("count")
