@@ -66,6 +66,7 @@ ul.buy{font-size:15px;line-height:1.5;background:#f3f8ee;border:1px solid #cfe3b
 p.ci{font-size:12.5px;color:#555;margin:0 0 18px}footer{margin-top:40px;font-size:12px;color:#666;border-top:1px solid #ddd;padding-top:8px}
 """
 _CONFIG_COLUMNS = ("config",)
+_CI_SOURCE = {"run": "per run, over its requests", "repeats": "Student t across repeats"}
 # What each figure draws intervals of, when the run table carries them.
 _CI = {"Throughput vs latency": ("output_token_throughput", "ms_per_token_p50", "ttft_ms_p99"), "Cost": ("usd_per_1m",),
        "Cost vs latency": ("ms_per_token_p50", "usd_per_1m")}
@@ -111,7 +112,8 @@ def _ci_caption(df: pd.DataFrame, cols: tuple[str, ...]) -> str:
         return ("no intervals: the runs carry no 95 % confidence intervals for "
                 + ", ".join(heading(c) for c in cols) + " (points are single measurements)")
     missing = [heading(c) for c in cols if c not in have]
-    methods = sorted({str(m) for c in have if f"{c}_ci_method" in df for m in df[f"{c}_ci_method"].dropna()})
+    # load.py says in `ci` where a row's intervals come from: the run's own, or across repeats
+    methods = sorted({_CI_SOURCE.get(str(m), str(m)) for m in df["ci"].dropna()}) if "ci" in df else []
     return ("bars: 95 % confidence intervals of " + ", ".join(heading(c) for c in have)
             + (f" ({', '.join(methods)})" if methods else "") + "; an interval open above draws no upper arm"
             + (f"; no intervals for {', '.join(missing)}" if missing else ""))

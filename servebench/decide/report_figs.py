@@ -132,10 +132,11 @@ def cdfs(df: pd.DataFrame, st: Style, damaged: list[str] | None = None):
     for col, (vals, title) in enumerate(zip(seen, ("TTFT (ms)", "inter-token latency (ms)")), start=1):
         v = np.concatenate(vals) if vals else np.array([1.0])
         v = v[v > 0]  # gaps of 0 (tokens of one chunk) have no place on a log axis
-        fig.update_xaxes(**ps.axis(np.quantile(v, [0.01, 1.0]) if v.size else [1.0], title), row=1, col=col)
+        fig.update_xaxes(**ps.axis([v.min(), v.max()] if v.size else [1.0], title), row=1, col=col)
     fig.update_yaxes(title_text="share of requests (TTFT) / of gaps (ITL)", range=[0, 1.02], tickformat=".0%", col=1)
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", col=2)
-    fig.update_layout(height=600, title="Latency distributions (CDF; colour: configuration, dash: load level)", legend={**LEGEND, "font": dict(size=10)})
+    fig.update_layout(height=600, title="Latency distributions (CDF; colour: configuration, dash: load level)",
+                      legend={**LEGEND, "font": dict(size=10)})
     return fig
 
 

@@ -139,6 +139,8 @@ def test_intervals_drawn_when_the_table_has_them(reference):
     assert np.isclose(r["usd_per_1m_ci_low"], r["usd_per_hour"] * 1e6 / 3600 / r["output_token_throughput_ci_high"])
     page = html.render(df, reference[1], reference[2], title="t", inputs=["x"])
     assert page.count("bars: 95 % confidence intervals") == 3 and "no intervals:" not in page
+    page = html.render(df.assign(ci="run"), reference[1], reference[2], title="t", inputs=["x"])
+    assert "(per run, over its requests)" in page  # where the intervals come from (load.py's `ci`)
 
 
 def test_no_intervals_said_and_none_drawn(reference):

@@ -9,16 +9,13 @@ SERVEBENCH_UPDATE_SCREENSHOT=1 writes it."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import json
-import os
-
-import pytest
 
 from tests.unit.test_report_html import build, with_intervals
 
