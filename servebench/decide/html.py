@@ -58,7 +58,7 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1280px;color:#222;padding:0 16px}
 h1{font-size:22px}h2{font-size:18px;margin-top:32px;border-bottom:1px solid #ddd;padding-bottom:4px}h3{font-size:15px;margin:18px 0 4px}
 table{border-collapse:collapse;font-size:12.5px;margin:6px 0}th,td{border:1px solid #ddd;padding:3px 7px}
-th{background:#f4f6f8;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}td.why{font-size:12px;color:#333;min-width:260px}
+th{background:#f4f6f8;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}tr.why td{font-size:12px;color:#333;background:#fbfbf6;border-top:none}
 ul.notes{font-size:12.5px;color:#8a5a00}#sb-errors:empty{display:none}#sb-errors{color:#b00;white-space:pre}
 #sb-status{font-size:11px;color:#888}#sb-colors{display:none}details pre{font-size:11px;background:#f8f8f8;padding:8px;overflow:auto;max-height:400px}
 .meta{font-size:12.5px;color:#555}.scroll{overflow-x:auto}td[data-config]{white-space:nowrap}.sw{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:5px;vertical-align:-1px}
@@ -86,13 +86,12 @@ def _table_html(t: Table, st: figs.Style, why: list[words.Reason] | None = None)
     parts = [f'<h3 id="t-{html.escape(t.key)}">{html.escape(t.title)}</h3>']
     if len(t.df):
         cols = list(t.df.columns)
-        head = "".join(f"<th>{html.escape(heading(c))}</th>" for c in cols) + ("<th>why it won</th>" if why else "")
+        head = "".join(f"<th>{html.escape(heading(c))}</th>" for c in cols)
         body = []
         for i, (row, text) in enumerate(zip(t.df.itertuples(index=False, name=None), cells(t.df))):
-            tds = "".join(_cell(c, v, x, st) for c, v, x in zip(cols, row, text))
-            if why:
-                tds += f'<td class="why">{html.escape(why[i].text)}</td>'
-            body.append(f"<tr>{tds}</tr>")
+            body.append("<tr>" + "".join(_cell(c, v, x, st) for c, v, x in zip(cols, row, text)) + "</tr>")
+            if why:  # a full-width row under its winner: a wide table never scrolls the reason out of sight
+                body.append(f'<tr class="why"><td colspan="{len(cols)}"><b>why it won:</b> {html.escape(why[i].text)}</td></tr>')
         parts.append(f'<div class="scroll"><table class="sb-table" data-key="{html.escape(t.key)}"><tr>{head}</tr>{"".join(body)}</table></div>')
     else:
         parts.append("<p><em>nothing to show</em></p>")

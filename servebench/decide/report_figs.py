@@ -193,7 +193,7 @@ def pareto_plot(df: pd.DataFrame, st: Style):
         colour, dash = ps.FRONT_COLOURS[i % len(ps.FRONT_COLOURS)], ps.DASHES[(i + 1) % len(ps.DASHES)]
         fig.add_trace(go.Scatter(x=front["ms_per_token_p50"], y=front["usd_per_1m"], mode="lines+text", meta=f"front:{model}",
                                  name=f"Pareto front: {model}", line=dict(dash=dash, color=colour, width=2),
-                                 text=[""] * (len(front) - 1) + [f"front: {model}"], textposition="middle right",
+                                 text=[""] * (len(front) - 1) + [f"front: {model}"], textposition="top left",
                                  textfont=dict(color=colour, size=11), hoverinfo="skip"))
     fig.update_layout(height=560, title="Cost vs latency: lower left is better (one Pareto front per model)", legend=LEGEND,
                       xaxis=ps.axis(ps.ci_values(ok, "ms_per_token_p50"), "latency (ms/token, median)"),

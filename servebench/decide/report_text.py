@@ -81,9 +81,13 @@ def _margin(col: str, lowest: bool, win: float, other: float) -> str:
     ratio = other / win if lowest else win / other
     if not np.isfinite(ratio) or ratio <= 0:
         return ""
+    word = "lower" if lowest else "higher"
     if ratio >= 2:
-        return f"{ratio:.1f}x {'lower' if lowest else 'higher'}"
-    return f"{abs(ratio - 1):.0%} {'lower' if lowest else 'higher'}"
+        return f"{ratio:.1f}x {word}"
+    gap = abs(ratio - 1)
+    if gap < 0.001:
+        return "equal to 0.1 %"
+    return f"{gap:.1%} {word}" if gap < 0.01 else f"{gap:.0%} {word}"
 
 
 def reason(t: Table, row: pd.Series, df: pd.DataFrame) -> Reason:

@@ -160,8 +160,8 @@ def test_recommendation_first_with_reasons_and_what_to_buy(reference):
     buy = re.search(r'<ul class="buy" id="sb-buy"><li>(.*?)</li></ul>', page).group(1)
     assert buy == ("tiny: buy vllm/tiny/cpu for the lowest cost ($0.0042 at burst 1000) and the highest throughput "
                    "(6,567 tokens/s at burst 1000); llamacpp/tiny/q8_0/cpu for the lowest latency (1.75 ms/token at 1 concurrent).")
-    assert page.count("<th>why it won</th>") == 3
-    assert ("lowest latency: 1.75 ms/token; next: llamacpp/tiny/f16/cpu @ 1 concurrent, 2.15 ms/token (23% lower); "
+    assert page.count('<tr class="why"><td colspan=') == 3  # one per winning row, under it
+    assert ("<b>why it won:</b> lowest latency: 1.75 ms/token; next: llamacpp/tiny/f16/cpu @ 1 concurrent, 2.15 ms/token (23% lower); "
             "no intervals to judge the noise") in page
 
 
@@ -202,3 +202,10 @@ def test_self_contained_library_once_and_size_stated(reference, tmp_path):
     footer = re.search(r'<footer id="sb-footer">this file: ([\d.]+) MB \(([\d,]+) bytes\)', page)
     assert footer and int(footer.group(2).replace(",", "")) == size
     assert abs(float(footer.group(1)) - size / 1e6) < 0.06
+
+
+def test_margins_read_as_words():
+    assert words._margin("usd_per_1m", True, 1.0, 3.5) == "3.5x lower"
+    assert words._margin("output_token_throughput", False, 1.6, 1.0) == "60% higher"
+    assert words._margin("usd_per_1m", True, 1.27, 1.2705) == "equal to 0.1 %"  # never "0% lower"
+    assert words._margin("usd_per_1m", True, 1.0, 1.004) == "0.4% lower"

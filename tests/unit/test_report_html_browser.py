@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SWEEP = ROOT / "tests/fixtures/decide/sweep"
 EMU = ROOT / "results/reference/emulator-sweep"
 CPU_REF = ROOT / "results/reference/cpu-reference"  # real vLLM, transformers serve, llama.cpp
-SHOT = (1280, 1480)  # the README picture: down to the load curves and their interval caption
+SHOT = (1280, 1395)  # the README picture: down to the load curves and their interval caption
 
 
 def chromium() -> str:
