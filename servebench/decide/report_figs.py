@@ -79,6 +79,10 @@ def curves(df: pd.DataFrame, st: Style):
     for col, (y, title) in enumerate((("ms_per_token_p50", "latency (ms/token, median)"), ("ttft_ms_p99", "TTFT p99 (ms)")), start=1):
         fig.update_xaxes(**x, row=1, col=col)
         fig.update_yaxes(**ps.axis(ps.ci_values(ok, y), title), row=1, col=col)
+        if ok[y].isna().all():  # e.g. published rows without TTFT: say so rather than draw an empty frame
+            axis = "" if col == 1 else str(col)
+            fig.add_annotation(text=f"{title.split(' (')[0]}: not measured in these runs", showarrow=False,
+                               xref=f"x{axis} domain", yref=f"y{axis} domain", x=0.5, y=0.5, font=dict(size=13, color="#8a5a00"))
     fig.update_layout(height=560, title="Throughput vs latency across load levels (labels: load level; c = concurrent requests)",
                       legend=LEGEND)
     return fig

@@ -209,3 +209,11 @@ def test_margins_read_as_words():
     assert words._margin("output_token_throughput", False, 1.6, 1.0) == "60% higher"
     assert words._margin("usd_per_1m", True, 1.27, 1.2705) == "equal to 0.1 %"  # never "0% lower"
     assert words._margin("usd_per_1m", True, 1.0, 1.004) == "0.4% lower"
+
+
+def test_an_unmeasured_curve_says_so(reference):
+    df = reference[0].assign(ttft_ms_p99=np.nan)  # e.g. published rows: no TTFT
+    fig = figs.curves(df, figs.Style.of(df))
+    notes = [a.text for a in fig.layout.annotations]
+    assert "TTFT p99: not measured in these runs" in notes
+    assert not any("latency: not measured" in n for n in notes)
