@@ -13,6 +13,7 @@ import pandas as pd
 
 from servebench.analysis.intervals import Interval, overlap
 from servebench.decide.load import merge_repeats, ok_mask
+from servebench.decide.names import size_key
 from servebench.decide.slo import SloError, meets, parse_slo
 from servebench.outputs import plotstyle as ps
 from servebench.outputs.table import Table
@@ -136,4 +137,7 @@ def what_to_buy(tables: list[Table], df: pd.DataFrame) -> list[str]:
         if len(by_cfg) == 1 and sum(len(g) for g in by_cfg.values()) == len(use) > 1:
             parts = [f"{next(iter(by_cfg))}, which wins all {len(use)} tables: " + "; ".join(next(iter(by_cfg.values())))]
         out.append(f"{model}{where}: buy " + "; ".join(parts) + ".")
+    for model in sorted(set(df.loc[ok_mask(df), "family"].dropna().astype(str)) - set(wins), key=size_key):
+        why = f"no configuration met the SLO {slo}" if slo else "no run could be ranked"
+        out.append(f"{model}: nothing to buy from these runs: {why} (see the notes under the tables).")
     return out

@@ -217,3 +217,10 @@ def test_an_unmeasured_curve_says_so(reference):
     notes = [a.text for a in fig.layout.annotations]
     assert "TTFT p99: not measured in these runs" in notes
     assert not any("latency: not measured" in n for n in notes)
+
+
+def test_a_model_without_a_winner_is_named_in_what_to_buy():
+    df, tables, _ = build([SWEEP], prices=("ml.g5.2xlarge=1.41", "ml.g5.12xlarge=7.09"), slo="ttft_p95<=60ms")
+    buy = words.what_to_buy(tables, df)
+    assert any(s.startswith("llama-13b: nothing to buy from these runs: no configuration met the SLO ttft_p95<=60ms")
+               for s in buy), buy
