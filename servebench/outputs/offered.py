@@ -34,8 +34,8 @@ def panels(run_dir: Path, meas: pd.DataFrame, t0: int) -> list[Panel]:
     n, _ = np.histogram(rel, bins=edges)
     toks, _ = np.histogram(rel, bins=edges, weights=sched["input_tokens"].to_numpy(float))
     step = lambda v: np.append(v, v[-1])  # noqa: E731 - a step plot draws the last bin too
-    offered = Panel("Offered load (scheduled, 1 s bins)", "requests/s", [Series("requests/s", edges, step(n / width), step=True)])
-    tokens = Panel("Offered prompt tokens/s (1 s bins)", "tokens/s", [Series("prompt tokens/s", edges, step(toks / width), step=True)])
+    offered = Panel("Offered load (scheduled, 1 s bins)", "requests/s", [Series("requests/s", edges, step(n / width), step=True)], "offered")
+    tokens = Panel("Offered prompt tokens/s (1 s bins)", "tokens/s", [Series("prompt tokens/s", edges, step(toks / width), step=True)], "offered prompt")
     ttft = [(int(ts[0]) - int(s)) / 1e6 if ts is not None and len(ts) else np.nan
             for ts, s in zip(meas["token_ns"], meas["sent_ns"])]
     sent = (meas["sent_ns"].to_numpy(np.int64) - t0) / 1e9
@@ -44,5 +44,5 @@ def panels(run_dir: Path, meas: pd.DataFrame, t0: int) -> list[Panel]:
     for i, v in zip(idx, ttft):
         if not np.isnan(v):
             worst[i] = v if np.isnan(worst[i]) else max(worst[i], v)
-    lat = Panel("TTFT by send time (worst per 1 s bin)", "ms", [Series("TTFT max", edges, step(worst), step=True)])
+    lat = Panel("TTFT by send time (worst per 1 s bin)", "ms", [Series("TTFT max", edges, step(worst), step=True)], "TTFT")
     return [offered, tokens, lat]

@@ -22,6 +22,11 @@ class Panel:
     title: str
     unit: str
     series: list[Series] = field(default_factory=list)
+    metric: str = ""  # what the y axis measures, beside its unit: "TTFT (ms)", not "ms"
+
+    @property
+    def axis_title(self) -> str:
+        return f"{self.metric} ({self.unit})" if self.metric else self.unit
 
 
 @dataclass(slots=True)

@@ -84,10 +84,10 @@ def build(run_dir: str | Path) -> Timeline:
     ends = meas["end_ns"].to_numpy(np.int64)
     ends = np.where(ends > 0, ends, max(last_end, int(tok_ns_a.max()) if tok_ns_a.size else 0))
 
-    flight = Panel("Requests in flight", "requests")
+    flight = Panel("Requests in flight", "requests", metric="in flight")
     sends = meas["sent_ns"].to_numpy(np.int64)
     flight.series.append(Series("client", *in_flight(sends, ends, t0), step=True))
-    tps = Panel("Output tokens/s (1 s bins)", "tokens/s")
+    tps = Panel("Output tokens/s (1 s bins)", "tokens/s", metric="output")
     edges, rate = tokens_per_s(tok_ns_a, tok_n_a, t0, max(last_end, t0 + 1))
     # Repeat the last rate at the final edge so a step plot draws the last bin too.
     tps.series.append(Series("client", edges, np.append(rate, rate[-1]), step=True))
@@ -106,7 +106,7 @@ def _server_panels(run_dir: Path, t0: int, flight: Panel) -> list[Panel]:
 
     gpu = _read(run_dir, "gpu.parquet")
     if gpu is not None and not gpu.empty:
-        util, mem = Panel("GPU utilisation", "%"), Panel("GPU memory used", "GiB")
+        util, mem = Panel("GPU utilisation", "%", metric="GPU util"), Panel("GPU memory used", "GiB", metric="GPU memory")
         for g, df in gpu.groupby("gpu"):
             util.series.append(Series(f"GPU {g}", rel(df), df["util_gpu_pct"].to_numpy(float)))
             mem.series.append(Series(f"GPU {g}", rel(df), df["mem_used_bytes"].to_numpy(float) / GIB))
@@ -114,10 +114,10 @@ def _server_panels(run_dir: Path, t0: int, flight: Panel) -> list[Panel]:
     proc = _read(run_dir, "process.parquet")
     if proc is not None and not proc.empty:
         x = rel(proc)
-        panels.append(Panel("Server CPU", "cores", [Series("process tree", x, proc["cpu_cores"].to_numpy(float))]))
+        panels.append(Panel("Server CPU", "cores", [Series("process tree", x, proc["cpu_cores"].to_numpy(float))], "CPU"))
         if gpu is None or gpu.empty:
             rss = proc["rss_bytes"].to_numpy(float) / GIB
-            panels.append(Panel("Server RSS", "GiB", [Series("process tree", x, rss)]))
+            panels.append(Panel("Server RSS", "GiB", [Series("process tree", x, rss)], "RSS"))
     sm = _read(run_dir, "server_metrics.parquet")
     if sm is not None and not sm.empty:
         sm = sm[sm["status"] == 200]
@@ -126,7 +126,7 @@ def _server_panels(run_dir: Path, t0: int, flight: Panel) -> list[Panel]:
                 flight.series.append(Series(label, rel(sm), sm[col].to_numpy(float), dash=True))
         if sm["kv_cache_usage"].notna().any():
             kv = sm["kv_cache_usage"].to_numpy(float) * 100  # the engines report a fraction
-            panels.append(Panel("KV-cache use", "%", [Series("server", rel(sm), kv)]))
+            panels.append(Panel("KV-cache use", "%", [Series("server", rel(sm), kv)], "KV cache"))
     return panels
 
 
@@ -147,7 +147,7 @@ def _png(tl: Timeline, path: Path) -> None:
         # Everything plotted is non-negative; a zero baseline keeps flat series honest.
         ax.set_ylim(bottom=0, top=105 if p.unit == "%" else None)
         ax.set_title(p.title, fontsize=9, loc="left")
-        ax.set_ylabel(p.unit, fontsize=8)
+        ax.set_ylabel(p.axis_title, fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(alpha=0.3)
         if len(p.series) > 1:
@@ -170,7 +170,7 @@ def _html(tl: Timeline, path: Path) -> None:
             line = {"shape": "hv" if s.step else "linear", "dash": "dash" if s.dash else "solid"}
             trace = go.Scatter(x=s.x, y=s.y, name=f"{p.title}: {s.label}", mode="lines", line=line)
             fig.add_trace(trace, row=i, col=1)
-        fig.update_yaxes(title_text=p.unit, rangemode="tozero", row=i, col=1)
+        fig.update_yaxes(title_text=p.axis_title, rangemode="tozero", row=i, col=1)
         if tl.window_s:
             x0, x1 = tl.window_s
             fig.add_vrect(x0=x0, x1=x1, fillcolor="green", opacity=0.07, line_width=0, row=i, col=1)

@@ -109,3 +109,13 @@ def test_open_loop_run_plots_offered_load_beside_latency(tmp_path):
     assert list(ttft.y[:2]) == pytest.approx([40, 60])  # the worst TTFT of the requests sent in each second (ms)
     (tmp_path / "summary.json").write_text(json.dumps({}))  # a closed loop: no schedule, no such panels
     assert len(build(tmp_path).panels) == 2
+
+
+def test_axis_titles_name_the_metric_beside_its_unit(tmp_path):
+    from servebench.outputs.panels import Panel
+
+    make_run(tmp_path)
+    assert [p.axis_title for p in build(tmp_path).panels] == [
+        "in flight (requests)", "output (tokens/s)", "GPU util (%)", "GPU memory (GiB)", "KV cache (%)"]
+    assert Panel("TTFT by send time", "ms", metric="TTFT").axis_title == "TTFT (ms)"
+    assert Panel("Something", "GiB").axis_title == "GiB"  # no metric given: the unit alone, as before
