@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from servebench.analysis.intervals import LEVEL, Interval, bootstrap_ci, quantile_ci, repeats_ci
-from servebench.analysis.metrics import MS, PERCENTILES, e2e_ns, input_tokens, itl_gaps_ns, output_tokens, tpot_ns, ttft_ns
+from servebench.analysis.per_request import MS, PERCENTILES, e2e_ns, input_tokens, itl_gaps_ns, output_tokens, tpot_ns, ttft_ns
 from servebench.records import RequestRecord
 
 WINDOWS = 10  # batch-means windows; fewer when there are few completions

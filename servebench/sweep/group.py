@@ -24,6 +24,7 @@ from servebench.sweep.config import SweepConfig
 from servebench.sweep.index import ResultsRefused
 from servebench.sweep.judge import with_samples
 from servebench.sweep.plan import Cell, Group, LoadPoint, run_config
+from servebench.sweep.slo_bounds import parse_slo
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -49,7 +50,7 @@ class LimitSpec:
                  repeats: int = 3) -> None:
         if not max_level > 0:
             raise ValueError(f"--max-level must be > 0 (the highest load the limit search tries), got {max_level:g}")
-        self.text, self.bounds, self.by = slo, lim.parse_slo(slo), by
+        self.text, self.bounds, self.by = slo, parse_slo(slo), by
         self.start, self.max_level, self.repeats = start, max_level, repeats
 
 

@@ -26,7 +26,7 @@ from servebench.store.runfiles import load_records
 
 if TYPE_CHECKING:
     from servebench.records import RequestRecord
-    from servebench.sweep.limit import Bound
+    from servebench.sweep.slo_bounds import Bound
 
 MET, MISSED, UNDECIDED = "met", "missed", "undecided"
 

@@ -18,7 +18,8 @@ import yaml
 
 from servebench.decide.traceplan import PlanError, servers_for, trace_plan
 from servebench.sweep.config import SweepConfig, SweepConfigError, load_config
-from servebench.sweep.limit import closeness, parse_slo
+from servebench.sweep.limit import closeness
+from servebench.sweep.slo_bounds import parse_slo
 from servebench.sweep.plan import expand, limit_by, run_config
 
 SPEC = Path(__file__).resolve().parents[1] / "fixtures" / "specs" / "emulated.yaml"
