@@ -9,6 +9,14 @@ servebench.estimate's floor (roofline at peak bandwidth / FLOP/s) for the same s
 batch and context. Also measures the device's copy bandwidth and bf16 matmul rate beside
 the catalog's figures. Writes $OUT/device_estimate_check.json (or --out).
 
+Each point is also judged against what `servebench estimate --gpu <this GPU>` would say:
+its factors (fitted on the published rows for the GPU's family, data/published_fit.json)
+without the engine's fixed step overhead (a captured graph has none), and its band
+exp(+-sigma). `gpu_compared` in the JSON says whether a GPU was measured at all: with
+`--device auto` (the default) and no CUDA device, it runs the CPU shapes and says that the
+GPU estimate was not checked.
+
+    PYTHONPATH=. python scripts/device_estimate_check.py                   # auto: cuda if torch sees one
     PYTHONPATH=. python scripts/device_estimate_check.py --device cuda     # H200: ~3 min
     PYTHONPATH=. python scripts/device_estimate_check.py --device cpu      # tiny/small, here
 """
@@ -25,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from servebench.estimate import catalog, models  # noqa: E402
+from servebench.estimate import catalog, fit, models  # noqa: E402
 from servebench.estimate.forward import timings  # noqa: E402
 from servebench.estimate.roofline import Deployment, Factors, decode_step  # noqa: E402
 
@@ -95,24 +103,58 @@ def device_rates(device, dtype):
     return {"matmul_tflops": 2 * n**3 / (mm_ms / 1e3) / 1e12, "copy_gbs_read_plus_write": 2 * src.numel() / (cp_ms / 1e3) / 1e9}
 
 
+def judge(shape, hw, batch: int, ctx: int, measured_ms: float, cal=None) -> dict:
+    """The estimate's decode step for this shape on `hw` beside a measured one: error and
+    whether the measurement lies inside the band the CLI would print."""
+    import math
+
+    cal = cal or fit.published(hw)
+    f = cal.factors.with_(step_ms=0.0)  # kernels only: no engine scheduling in a torch step
+    est = decode_step(Deployment(shape, hw), batch, ctx, f)["s"] * 1e3
+    sigma = cal.sigma_for(hw)
+    lo, hi = est * math.exp(-sigma), est * math.exp(sigma)
+    return {"estimate_ms": est, "estimate_band_ms": [lo, hi], "estimate_basis": cal.basis,
+            "estimate_vs_measured": est / measured_ms - 1, "inside_band": lo <= measured_ms <= hi}
+
+
+def pick_device(asked: str) -> tuple[str, str | None]:
+    """(device, why the GPU estimate is not being checked, or None)."""
+    has = torch.cuda.is_available()
+    if asked == "cuda" and not has:
+        raise SystemExit("error: --device cuda but torch sees no CUDA device")
+    if asked == "auto":
+        asked = "cuda" if has else "cpu"
+    if asked == "cpu":
+        return "cpu", ("no CUDA device visible to torch: the estimate for a GPU was NOT compared with a measurement "
+                       "(run this on the lent device machine); checking this host's CPU instead")
+    return "cuda", None
+
+
+def summarize(points: list[dict]) -> dict:
+    errs = sorted(abs(p["estimate_vs_measured"]) for p in points)
+    return {"median_abs_estimate_error": errs[len(errs) // 2] if errs else None,
+            "inside_band": sum(p["inside_band"] for p in points), "points": len(points)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--device", default="auto", choices=["auto", "cuda", "cpu"])
     ap.add_argument("--models", default=None, help="comma list; NAME:LAYERS cuts the layer count to fit memory")
     ap.add_argument("--batches", default=None)
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     args = ap.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but torch sees no CUDA device", file=sys.stderr)
-        return 1
+    args.device, not_compared = pick_device(args.device)
+    if not_compared:
+        print(f"note: {not_compared}")
     names, batches = DEFAULTS[args.device]
     names, batches = (args.models or names).split(","), [int(b) for b in (args.batches or batches).split(",")]
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     hw = catalog.lookup(torch.cuda.get_device_name() if args.device == "cuda" else "cpu")
     result = {"device": args.device, "hardware": hw.as_dict(), "torch": torch.__version__, "ctx": args.ctx,
-              "dtype": str(dtype), "rates": device_rates(args.device, dtype), "points": []}
+              "dtype": str(dtype), "rates": device_rates(args.device, dtype), "points": [],
+              "gpu_compared": not_compared is None, "not_compared_why": not_compared}
     print(f"{hw.label}: catalog {hw.bandwidth_gbs:g} GB/s, {hw.bf16_tflops:g} TFLOP/s; measured "
           f"{result['rates']['copy_gbs_read_plus_write']:.0f} GB/s copy, {result['rates']['matmul_tflops']:.1f} TFLOP/s matmul")
     sol = Factors.speed_of_light()
@@ -149,20 +191,25 @@ def main() -> int:
             p = {"model": shape.name, "params": shape.params, "batch": b, "ctx": args.ctx, "eager_ms": eager,
                  "graph_ms": graph, "floor_ms": floor["s"] * 1e3, "bound": floor["bound"],
                  "efficiency": floor["s"] * 1e3 / best, "estimate_default_ms": est["s"] * 1e3,
-                 "estimate_error": est["s"] * 1e3 / best - 1}
+                 "estimate_error": est["s"] * 1e3 / best - 1, **judge(shape, hw, b, args.ctx, best)}
             result["points"].append(p)
             print(f"{shape.name:40s} b={b:4d} eager {eager:8.3f} ms  graph {graph or float('nan'):8.3f} ms  "
                   f"floor {p['floor_ms']:8.3f} ms ({p['bound']})  efficiency {p['efficiency']:.2f}  "
-                  f"default estimate {p['estimate_default_ms']:.3f} ms ({p['estimate_error']:+.0%})")
+                  f"estimate {p['estimate_ms']:.3f} ms ({p['estimate_vs_measured']:+.0%}, "
+                  f"{'inside' if p['inside_band'] else 'OUTSIDE'} its band)")
             del m
             if args.device == "cuda":
                 torch.cuda.empty_cache()
     effs = sorted(p["efficiency"] for p in result["points"] if p["bound"] == "memory")
     result["median_memory_efficiency"] = effs[len(effs) // 2] if effs else None
+    result["summary"] = summarize(result["points"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "device_estimate_check.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"median efficiency of memory-bound points: {result['median_memory_efficiency']}")
+    sm = result["summary"]
+    print(f"estimate vs measured: median |error| {sm['median_abs_estimate_error']}, {sm['inside_band']}/{sm['points']} "
+          f"points inside the band" + ("" if not_compared is None else " (CPU only: no GPU compared)"))
     print(out / "device_estimate_check.json")
     return 0
 
