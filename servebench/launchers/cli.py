@@ -137,7 +137,10 @@ def launch(engine, server_args, **opts):
     except KeyboardInterrupt:
         click.echo("stopping ...", err=True)
     finally:
-        launcher.stop()
+        try:
+            launcher.stop()
+        except KeyboardInterrupt:  # pressed again during the stop: held until it ended, and stopping is the answer
+            pass
     click.echo("stopped", err=True)
 
 

@@ -364,9 +364,32 @@ def test_second_ctrl_c_cuts_the_grace_short_but_still_removes(tmp_path):
     c.kill = kill
     launcher.stop_grace_s = 30
     t0 = __import__("time").monotonic()
-    launcher.stop()
+    try:  # the stop is the answer to a first Ctrl-C: the second is held, and dropped after it
+        raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        launcher.stop()
     assert __import__("time").monotonic() - t0 < 10
     assert c.signals == ["SIGTERM"] and c.remove_calls == [{"force": True}]
+
+
+def test_a_ctrl_c_during_a_normal_stop_is_honoured_after_the_removal(tmp_path, handlers):
+    import signal
+
+    client = FakeDocker()
+    launcher, _ = start(tmp_path, client)
+    c = client.created[0]
+    real_kill = c.kill
+    c.behaviour = "ignores_sigterm"
+
+    def kill(**kw):
+        real_kill(**kw)
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C while a finished run's container drains
+
+    c.kill = kill
+    launcher.stop_grace_s = 30
+    with pytest.raises(KeyboardInterrupt):  # never dropped: raised once the container is gone
+        launcher.stop()
+    assert c.remove_calls == [{"force": True}]
 
 
 def test_env_reaches_the_container_and_vllm_dev_mode_for_the_cache_reset(tmp_path):
