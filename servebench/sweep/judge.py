@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from servebench.analysis import metrics
+from servebench.analysis import metrics, steady
 from servebench.analysis.intervals import binomial_ci, bootstrap_ci, quantile_ci, repeats_ci
 from servebench.store.runfiles import load_records
 
@@ -31,10 +31,16 @@ if TYPE_CHECKING:
 MET, MISSED, UNDECIDED = "met", "missed", "undecided"
 
 
-def samples(records: Sequence[RequestRecord]) -> dict[str, list[float]]:
+def samples(records: Sequence[RequestRecord], steady_block: dict | None = None) -> dict[str, list[float]]:
     """Per-request values (ms) of every latency an SLO can bound, as metrics.summarize takes
-    them: measured (not warm-up), successful requests only."""
-    ok = [r for r in records if not r.warmup and r.sent_ns and r.ok]
+    them: measured (not warm-up), successful requests only; inside the run's steady-state
+    window when its summary applied one (`steady_state` block), as its figures were."""
+    measured = [r for r in records if not r.warmup and (r.sent_ns or r.error)]
+    if steady_block and steady_block.get("applied"):
+        t0 = min((r.sent_ns for r in measured if r.sent_ns), default=0)
+        win = steady.Window(True, t0 + int(steady_block["start_offset_ns"]), t0 + int(steady_block["end_offset_ns"]), "")
+        measured = steady.keep(measured, win)
+    ok = [r for r in measured if r.sent_ns and r.ok]
     per_tok = [(r, n) for r in ok if (n := metrics.output_tokens(r)) > 0]
     return {
         "ttft_ms": [v / metrics.MS for r in ok if (v := metrics.ttft_ns(r)) is not None],
@@ -53,7 +59,7 @@ def with_samples(summary: dict | None, run_dir: Path) -> dict | None:
     if summary is None or not path.exists():
         return summary
     try:
-        return {**summary, "samples": samples(load_records(path))}
+        return {**summary, "samples": samples(load_records(path), summary.get("steady_state"))}
     except Exception:  # noqa: BLE001 - a damaged file costs the interval, not the search
         return summary
 
