@@ -208,3 +208,21 @@ def test_stated_lengths_fill_only_what_the_file_lacks(tmp_path):
     assert load["output_tokens"] == 32  # vllm bench records no requested output length
     assert load["input_tokens"] == 64  # the file's own prompt lengths win over the option
     assert any("output_tokens 32: given on the command line" in n for n in run["notes"])
+
+
+def test_guidellm_sampled_requests_use_its_own_distributions(tmp_path):
+    """guidellm --sample-requests N keeps N requests in the file: their p99 is not the run's."""
+    src = json.loads((FIX / "guidellm.json").read_text())
+    b = src["benchmarks"][0]
+    b["requests"]["successful"] = b["requests"]["successful"][:20]
+    f = tmp_path / "sampled.json"
+    f.write_text(json.dumps(src))
+    r = cli("import", f, "--from", "guidellm", "-o", tmp_path / "imp")
+    assert r.exit_code == 0, r.output
+    run, s = files(tmp_path / "imp" / "sampled")
+    ttft, lat = b["metrics"]["time_to_first_token_ms"]["successful"], b["metrics"]["request_latency"]["successful"]
+    assert s["ttft_ms"]["p99"] == pytest.approx(ttft["percentiles"]["p99"]) and s["ttft_ms"]["n"] == 50
+    assert s["e2e_ms"]["p50"] == pytest.approx(lat["median"] * 1000.0)
+    assert s["output_tokens"]["total"] == 1600
+    assert all(v is None for v in s["tpot_ms"].values()) and all(v is None for v in s["ms_per_token"].values())
+    assert any("keeps 20 of 50" in n for n in run["notes"])
