@@ -48,6 +48,9 @@ def samples(records: Sequence[RequestRecord], steady_block: dict | None = None) 
         "itl_ms": [g / metrics.MS for r in ok for g in metrics.itl_gaps_ns(r)],
         "e2e_ms": [metrics.e2e_ns(r) / metrics.MS for r in ok],
         "ms_per_token": [metrics.e2e_ns(r) / metrics.MS / n for r, n in per_tok],
+        # (sum of gaps ms, gaps) per request: the ITL mean's interval resamples requests, as
+        # the run's own does (a slow request has slow gaps: the gaps are not independent)
+        "itl_ms_by_request": [[sum(g) / metrics.MS, len(g)] for r in ok if (g := metrics.itl_gaps_ns(r))],
     }
 
 
@@ -82,6 +85,8 @@ def _interval(b: Bound, runs: list[dict]) -> tuple[float | None, float | None, f
         if b.stat == "max":
             v = float(pooled.max())
             return v, v, v, "max", int(pooled.size)
+        if b.stat == "mean" and b.metric == "itl_ms":
+            return _itl_mean(runs, float(pooled.mean()))
         if b.stat == "mean":
             ci = bootstrap_ci(pooled)
             return float(pooled.mean()), ci.low, ci.high, ci.method, ci.n
@@ -98,6 +103,20 @@ def _interval(b: Bound, runs: list[dict]) -> tuple[float | None, float | None, f
         return values[0], values[0], values[0], "value", 1
     ci = repeats_ci(values)
     return float(np.mean(values)), ci.low, ci.high, ci.method, ci.n
+
+
+def _itl_mean(runs: list[dict], value: float) -> tuple[float | None, float | None, float | None, str, int]:
+    """The pooled ITL mean with a bootstrap over requests (sum of gaps / gaps), as
+    analysis/run_intervals.py gives a run's own; over gaps when a run has no per-request sums."""
+    per = [(r.get("samples") or {}).get("itl_ms_by_request") for r in runs]
+    if any(p is None for p in per):
+        ci = bootstrap_ci(np.concatenate([np.asarray(r["samples"]["itl_ms"], dtype=np.float64) for r in runs]))
+        return value, ci.low, ci.high, ci.method, ci.n
+    rows = np.asarray([x for p in per for x in p], dtype=np.float64).reshape(-1, 2)
+    s, c = rows[:, 0], rows[:, 1]
+    ci = bootstrap_ci(np.arange(len(s), dtype=np.float64),
+                      lambda m: s[m.astype(np.int64)].sum(axis=1) / c[m.astype(np.int64)].sum(axis=1))
+    return value, ci.low, ci.high, ci.method, int(c.sum())
 
 
 def judge_bound(b: Bound, runs: list[dict]) -> dict:

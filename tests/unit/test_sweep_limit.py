@@ -217,3 +217,15 @@ def test_search_samples_are_the_requests_of_a_steady_state_summary():
     got = samples(recs, s["steady_state"])["ttft_ms"]
     assert len(got) == s["completed"] and float(np.max(got)) == pytest.approx(s["ttft_ms"]["max"])
     assert len(samples(recs)["ttft_ms"]) == 60  # no window: every measured request
+
+
+def test_itl_mean_bound_resamples_requests_not_gaps():
+    """Five fast and five slow requests of 100 gaps each: 1000 gaps look like a tight mean of
+    20 ms, but ten requests cannot say it is under 21 ms (the run's own interval resamples
+    requests too)."""
+    flat = [10.0] * 500 + [30.0] * 500
+    by_req = [[1000.0, 100]] * 5 + [[3000.0, 100]] * 5
+    run = {"completed": 10, "itl_ms": {"mean": 20.0}, "samples": {"itl_ms": flat, "itl_ms_by_request": by_req}}
+    verdict, rows = judge(parse_slo("itl_mean<=21ms"), [run])
+    assert verdict == UNDECIDED and rows[0]["high"] > 23 and rows[0]["n"] == 1000
+    assert rows[0]["value"] == pytest.approx(20.0)
