@@ -125,7 +125,7 @@ def _ints(value: str | None) -> list[int] | None:
 @click.option("--no-realtime", is_flag=True, help="Keep the load loop at normal scheduling priority.")
 @click.option("--no-plots", is_flag=True, help="Do not draw timeline.png / timeline.html.")
 @click.option("--steady-state", is_flag=True,
-              help="Metrics only over requests sent after the load reached its target and ended before the drain "
+              help="Metrics only over requests sent between the load reaching its target and its last release "
                    "(the window is recorded in summary.json; docs/decide.md).")
 @click.option("--launcher-opt", "launcher_opts", multiple=True, metavar="KEY=VALUE",
               help="Launcher option, e.g. instance_type=ml.g5.2xlarge, region=us-west-2, quantize=gptq.")

@@ -25,7 +25,7 @@ LEVEL = 0.95
 RESAMPLES = 1000
 SEED = 0
 _CHUNK = 4_000_000  # resampled values held at once (~32 MB of float64)
-# two-sided 97.5 % Student t quantiles, df 1..30 (beyond that the normal 1.96 is within 2 %)
+# two-sided 97.5 % Student t quantiles, df 1..30; beyond, _t's expansion (1.96 alone is ~4 % narrow at df 31)
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
          2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
          2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
@@ -51,6 +51,13 @@ def _z(level: float) -> float:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p else (lo, mid)
     return (lo + hi) / 2
+
+
+def _t(level: float, df: int) -> float:
+    # Cornish-Fisher expansion of Student's t around the normal quantile: within 0.2 % of the
+    # table past df 10, within 1 % from df 5 (the normal quantile alone is ~4 % narrow at df 31)
+    z = _z(level)
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df * df)
 
 
 def _binom_ranks(n: int, q: float, level: float) -> tuple[int, int]:
@@ -116,7 +123,7 @@ def repeats_ci(values: Sequence[float], level: float = LEVEL) -> Interval:
     n = int(a.size)
     if n < 2:
         return Interval(None, None, "repeats", n, level)
-    t = _T975[n - 2] if level == LEVEL and n - 1 <= len(_T975) else _z(level)
+    t = _T975[n - 2] if level == LEVEL and n - 1 <= len(_T975) else _t(level, n - 1)
     half = t * float(a.std(ddof=1)) / math.sqrt(n)
     m = float(a.mean())
     return Interval(m - half, m + half, "repeats", n, level)

@@ -5,8 +5,10 @@ The window opens when the load first reached its target: the in-flight count fir
 target concurrency (closed loop), or, for an open loop at a rate, the level it settles at (its
 time-weighted mean in-flight rounded, at least 1), since a rate has no in-flight target of its own. It
 closes at the last release: after that the load only drains. A request counts when it was sent
-inside the window and ended inside it; throughput counts every completion inside the window
-over the window's span, so requests that straddle an edge are not lost from the rate.
+inside the window, however late it ended: dropping the ones still in flight at the close would
+drop the long ones most (a long request is in flight more of the time), biasing latencies low.
+Throughput counts every completion inside the window over the window's span, so requests that
+straddle an edge are not lost from the rate.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def find(records: Sequence[RequestRecord], target_concurrency: int | None,
 def _inside(r: RequestRecord, w: Window) -> bool:
     if not r.sent_ns:  # failed before it could be sent: counted where it was due
         return w.start_ns <= (r.scheduled_ns or 0) <= w.end_ns
-    return r.sent_ns >= w.start_ns and (r.end_ns or r.sent_ns) <= w.end_ns
+    return w.start_ns <= r.sent_ns <= w.end_ns
 
 
 def keep(records: Sequence[RequestRecord], w: Window) -> list[RequestRecord]:

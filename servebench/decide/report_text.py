@@ -85,7 +85,9 @@ def _margin(col: str, lowest: bool, win: float, other: float) -> str:
     word = "lower" if lowest else "higher"
     if ratio >= 2:
         return f"{ratio:.1f}x {word}"
-    gap = abs(ratio - 1)
+    # the winner's gap in % of the next one's figure: 1.75 against 2.15 ms is 19 % lower, not
+    # the 23 % by which 2.15 is higher
+    gap = abs(1 - 1 / ratio) if lowest else abs(ratio - 1)
     if gap < 0.001:
         return "equal to 0.1 %"
     return f"{gap:.1%} {word}" if gap < 0.01 else f"{gap:.0%} {word}"

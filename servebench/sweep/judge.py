@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from servebench.analysis import metrics
+from servebench.analysis import metrics, steady
 from servebench.analysis.intervals import binomial_ci, bootstrap_ci, quantile_ci, repeats_ci
 from servebench.store.runfiles import load_records
 
@@ -31,10 +31,16 @@ if TYPE_CHECKING:
 MET, MISSED, UNDECIDED = "met", "missed", "undecided"
 
 
-def samples(records: Sequence[RequestRecord]) -> dict[str, list[float]]:
+def samples(records: Sequence[RequestRecord], steady_block: dict | None = None) -> dict[str, list[float]]:
     """Per-request values (ms) of every latency an SLO can bound, as metrics.summarize takes
-    them: measured (not warm-up), successful requests only."""
-    ok = [r for r in records if not r.warmup and r.sent_ns and r.ok]
+    them: measured (not warm-up), successful requests only; inside the run's steady-state
+    window when its summary applied one (`steady_state` block), as its figures were."""
+    measured = [r for r in records if not r.warmup and (r.sent_ns or r.error)]
+    if steady_block and steady_block.get("applied"):
+        t0 = min((r.sent_ns for r in measured if r.sent_ns), default=0)
+        win = steady.Window(True, t0 + int(steady_block["start_offset_ns"]), t0 + int(steady_block["end_offset_ns"]), "")
+        measured = steady.keep(measured, win)
+    ok = [r for r in measured if r.sent_ns and r.ok]
     per_tok = [(r, n) for r in ok if (n := metrics.output_tokens(r)) > 0]
     return {
         "ttft_ms": [v / metrics.MS for r in ok if (v := metrics.ttft_ns(r)) is not None],
@@ -42,6 +48,9 @@ def samples(records: Sequence[RequestRecord]) -> dict[str, list[float]]:
         "itl_ms": [g / metrics.MS for r in ok for g in metrics.itl_gaps_ns(r)],
         "e2e_ms": [metrics.e2e_ns(r) / metrics.MS for r in ok],
         "ms_per_token": [metrics.e2e_ns(r) / metrics.MS / n for r, n in per_tok],
+        # (sum of gaps ms, gaps) per request: the ITL mean's interval resamples requests, as
+        # the run's own does (a slow request has slow gaps: the gaps are not independent)
+        "itl_ms_by_request": [[sum(g) / metrics.MS, len(g)] for r in ok if (g := metrics.itl_gaps_ns(r))],
     }
 
 
@@ -53,7 +62,7 @@ def with_samples(summary: dict | None, run_dir: Path) -> dict | None:
     if summary is None or not path.exists():
         return summary
     try:
-        return {**summary, "samples": samples(load_records(path))}
+        return {**summary, "samples": samples(load_records(path), summary.get("steady_state"))}
     except Exception:  # noqa: BLE001 - a damaged file costs the interval, not the search
         return summary
 
@@ -76,6 +85,8 @@ def _interval(b: Bound, runs: list[dict]) -> tuple[float | None, float | None, f
         if b.stat == "max":
             v = float(pooled.max())
             return v, v, v, "max", int(pooled.size)
+        if b.stat == "mean" and b.metric == "itl_ms":
+            return _itl_mean(runs, float(pooled.mean()))
         if b.stat == "mean":
             ci = bootstrap_ci(pooled)
             return float(pooled.mean()), ci.low, ci.high, ci.method, ci.n
@@ -92,6 +103,20 @@ def _interval(b: Bound, runs: list[dict]) -> tuple[float | None, float | None, f
         return values[0], values[0], values[0], "value", 1
     ci = repeats_ci(values)
     return float(np.mean(values)), ci.low, ci.high, ci.method, ci.n
+
+
+def _itl_mean(runs: list[dict], value: float) -> tuple[float | None, float | None, float | None, str, int]:
+    """The pooled ITL mean with a bootstrap over requests (sum of gaps / gaps), as
+    analysis/run_intervals.py gives a run's own; over gaps when a run has no per-request sums."""
+    per = [(r.get("samples") or {}).get("itl_ms_by_request") for r in runs]
+    if any(p is None for p in per):
+        ci = bootstrap_ci(np.concatenate([np.asarray(r["samples"]["itl_ms"], dtype=np.float64) for r in runs]))
+        return value, ci.low, ci.high, ci.method, ci.n
+    rows = np.asarray([x for p in per for x in p], dtype=np.float64).reshape(-1, 2)
+    s, c = rows[:, 0], rows[:, 1]
+    ci = bootstrap_ci(np.arange(len(s), dtype=np.float64),
+                      lambda m: s[m.astype(np.int64)].sum(axis=1) / c[m.astype(np.int64)].sum(axis=1))
+    return value, ci.low, ci.high, ci.method, int(c.sum())
 
 
 def judge_bound(b: Bound, runs: list[dict]) -> dict:

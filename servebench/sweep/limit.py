@@ -196,7 +196,7 @@ def block(res: SearchResult, slo: str, by: str, repeats: int) -> dict:
 
 def _too_few(res: SearchResult) -> str | None:
     """Why no level was shown to meet: a percentile whose upper bound needs more requests than
-    the highest undecided level pooled (a p99 needs 367: below that its interval is open)."""
+    the highest undecided level pooled (a p99 needs 368: below that its interval is open)."""
     for lv in sorted(res.probes, reverse=True):
         for row in res.probes[lv].bounds:
             name = row["bound"].split("<")[0]

@@ -42,7 +42,7 @@ def test_vllm_bench_per_request_figures_match_its_own(tmp_path):
     assert s["completed"] == src["completed"] == 50 and s["failed"] == 0
     assert s["output_token_throughput"] == pytest.approx(src["output_throughput"])
     # recomputed from the per-request lists, servebench's way; vLLM's own aggregates agree
-    for ours, theirs in (("ttft_ms", "ttft"), ("tpot_ms", "tpot"), ("itl_ms", "itl"), ("e2e_ms", "e2el")):
+    for ours, theirs in (("ttft_ms", "ttft"), ("tpot_ms", "tpot"), ("e2e_ms", "e2el")):
         assert s[ours]["p50"] == pytest.approx(src[f"median_{theirs}_ms"], rel=1e-9)
         assert s[ours]["mean"] == pytest.approx(src[f"mean_{theirs}_ms"], rel=1e-9)
         assert s[ours]["p99"] == pytest.approx(src[f"p99_{theirs}_ms"], rel=1e-9)
@@ -59,7 +59,9 @@ def test_aiperf_names_mapped_and_missing_left_null(tmp_path):
     assert run["source"]["command"].startswith("aiperf profile")
     assert s["ttft_ms"]["p50"] == src["time_to_first_token"]["p50"]
     assert s["tpot_ms"]["mean"] == src["inter_token_latency"]["avg"]  # AIPerf's ITL is per request: TPOT
-    assert s["itl_ms"]["p99"] == src["inter_chunk_latency"]["p99"]
+    # 1338 chunk gaps for 1550 token gaps: AIPerf's per-chunk ITL is not servebench's per-token one
+    assert all(v is None for v in s["itl_ms"].values())
+    assert any("inter_chunk_latency has 1338 chunk gaps" in n for n in run["notes"])
     assert s["e2e_ms"]["p50"] == src["request_latency"]["p50"]
     assert all(v is None for v in s["ms_per_token"].values())
     assert s["output_token_throughput"] == src["output_token_throughput"]["avg"] and s["completed"] == 50
@@ -208,3 +210,35 @@ def test_stated_lengths_fill_only_what_the_file_lacks(tmp_path):
     assert load["output_tokens"] == 32  # vllm bench records no requested output length
     assert load["input_tokens"] == 64  # the file's own prompt lengths win over the option
     assert any("output_tokens 32: given on the command line" in n for n in run["notes"])
+
+
+def test_guidellm_sampled_requests_use_its_own_distributions(tmp_path):
+    """guidellm --sample-requests N keeps N requests in the file: their p99 is not the run's."""
+    src = json.loads((FIX / "guidellm.json").read_text())
+    b = src["benchmarks"][0]
+    b["requests"]["successful"] = b["requests"]["successful"][:20]
+    f = tmp_path / "sampled.json"
+    f.write_text(json.dumps(src))
+    r = cli("import", f, "--from", "guidellm", "-o", tmp_path / "imp")
+    assert r.exit_code == 0, r.output
+    run, s = files(tmp_path / "imp" / "sampled")
+    ttft, lat = b["metrics"]["time_to_first_token_ms"]["successful"], b["metrics"]["request_latency"]["successful"]
+    assert s["ttft_ms"]["p99"] == pytest.approx(ttft["percentiles"]["p99"]) and s["ttft_ms"]["n"] == 50
+    assert s["e2e_ms"]["p50"] == pytest.approx(lat["median"] * 1000.0)
+    assert s["output_tokens"]["total"] == 1600
+    assert all(v is None for v in s["tpot_ms"].values()) and all(v is None for v in s["ms_per_token"].values())
+    assert any("keeps 20 of 50" in n for n in run["notes"])
+
+
+def test_vllm_itl_is_per_chunk_so_kept_only_when_a_chunk_is_a_token(tmp_path):
+    """vLLM's itls are one gap per streamed chunk; servebench's ITL is one per token."""
+    src = json.loads((FIX / "vllm-bench.json").read_text())
+    assert sum(map(len, src["itls"])) == 1449 != sum(n - 1 for n in src["output_lens"])  # chunks of several tokens
+    run, s = files(imported(tmp_path, "vllm-bench"))
+    assert all(v is None for v in s["itl_ms"].values()) and any("1449 chunk gaps" in n for n in run["notes"])
+    one = dict(src, itls=[[0.002] * (n - 1) for n in src["output_lens"]])  # one token per chunk: the same
+    f = tmp_path / "one.json"
+    f.write_text(json.dumps(one))
+    assert cli("import", f, "--from", "vllm-bench", "-o", tmp_path / "o").exit_code == 0
+    _, s = files(tmp_path / "o" / "one")
+    assert s["itl_ms"]["mean"] == pytest.approx(2.0) and s["itl_ms"]["n"] == 1550

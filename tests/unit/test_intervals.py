@@ -1,5 +1,7 @@
 """The interval methods cover what they claim, and say when they cannot."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,11 @@ def test_overlap_is_a_tie_and_open_ends_reach_far():
     assert overlap(a, Interval(1.9, 3.0, "bootstrap", 10))
     assert not overlap(a, Interval(2.1, 3.0, "bootstrap", 10))
     assert overlap(Interval(0.0, None, "order-statistic", 10), Interval(50.0, 60.0, "bootstrap", 3))
+
+
+def test_repeats_past_the_t_table_still_use_student_t():
+    # 32 values (df 31): t = 2.0395, not the normal 1.96 (that interval is ~4 % too narrow)
+    vals = [float(i % 2) for i in range(32)]
+    iv = repeats_ci(vals)
+    sd = float(np.std(vals, ddof=1))
+    assert (iv.high - iv.low) / 2 == pytest.approx(2.0395 * sd / math.sqrt(32), rel=1e-3)

@@ -161,7 +161,7 @@ def test_recommendation_first_with_reasons_and_what_to_buy(reference):
     assert buy == ("tiny: buy vllm/tiny/cpu for the lowest cost ($0.0042 at burst 1000) and the highest throughput "
                    "(6,567 tokens/s at burst 1000); llamacpp/tiny/q8_0/cpu for the lowest latency (1.75 ms/token at 1 concurrent).")
     assert page.count('<tr class="why"><td colspan=') == 3  # one per winning row, under it
-    assert ("<b>why it won:</b> lowest latency: 1.75 ms/token; next: llamacpp/tiny/f16/cpu @ 1 concurrent, 2.15 ms/token (23% lower); "
+    assert ("<b>why it won:</b> lowest latency: 1.75 ms/token; next: llamacpp/tiny/f16/cpu @ 1 concurrent, 2.15 ms/token (18% lower); "
             "no intervals to judge the noise") in page
 
 
@@ -224,3 +224,9 @@ def test_a_model_without_a_winner_is_named_in_what_to_buy():
     buy = words.what_to_buy(tables, df)
     assert any(s.startswith("llama-13b: nothing to buy from these runs: no configuration met the SLO ttft_p95<=60ms")
                for s in buy), buy
+
+
+def test_a_lower_margin_is_in_percent_of_the_next_figure():
+    # 1.75 against 2.15: the winner is 18.6 % lower (2.15 is 22.9 % higher)
+    assert words._margin("ms_per_token_p50", True, 1.75, 2.15) == "19% lower"
+    assert words._margin("usd_per_1m", True, 1.0, 1.5) == "33% lower"

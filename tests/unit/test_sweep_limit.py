@@ -193,3 +193,39 @@ def test_error_rate_is_judged_on_a_binomial_interval():
     ci = binomial_ci(0, 20)
     assert ci.low == 0.0 and 0.1 < ci.high < 0.2 and ci.method == "wilson"
     assert binomial_ci(0, 0).high is None
+
+
+def test_search_samples_are_the_requests_of_a_steady_state_summary():
+    """With --steady-state the summary's figures are of its window; the limit search's verdict
+    must judge the same requests, not the ramp and drain the window left out."""
+    from servebench.analysis.metrics import summarize
+    from servebench.records import RequestRecord
+    from servebench.sweep.judge import samples
+
+    ms, t0 = 1_000_000, 10**12
+    recs, free = [], [t0 + k * 5 * ms for k in range(4)]
+    for i in range(60):
+        k = int(np.argmin(free))
+        sent = free[k]
+        toks = [sent + (40 + i) * ms + j * 3 * ms for j in range(8)]
+        recs.append(RequestRecord(index=i, input_tokens=8, output_tokens=8, scheduled_ns=sent, sent_ns=sent,
+                                  end_ns=toks[-1], status=200, token_ns=toks, token_counts=[1] * 8,
+                                  server_output_tokens=8))
+        free[k] = toks[-1]
+    s = summarize(recs, target_concurrency=4, steady_state=True)
+    assert s["steady_state"]["applied"] and s["steady_state"]["requests_left_out"] > 0
+    got = samples(recs, s["steady_state"])["ttft_ms"]
+    assert len(got) == s["completed"] and float(np.max(got)) == pytest.approx(s["ttft_ms"]["max"])
+    assert len(samples(recs)["ttft_ms"]) == 60  # no window: every measured request
+
+
+def test_itl_mean_bound_resamples_requests_not_gaps():
+    """Five fast and five slow requests of 100 gaps each: 1000 gaps look like a tight mean of
+    20 ms, but ten requests cannot say it is under 21 ms (the run's own interval resamples
+    requests too)."""
+    flat = [10.0] * 500 + [30.0] * 500
+    by_req = [[1000.0, 100]] * 5 + [[3000.0, 100]] * 5
+    run = {"completed": 10, "itl_ms": {"mean": 20.0}, "samples": {"itl_ms": flat, "itl_ms_by_request": by_req}}
+    verdict, rows = judge(parse_slo("itl_mean<=21ms"), [run])
+    assert verdict == UNDECIDED and rows[0]["high"] > 23 and rows[0]["n"] == 1000
+    assert rows[0]["value"] == pytest.approx(20.0)

@@ -2,8 +2,8 @@
 
 AIPerf's names differ from servebench's for the same quantities: its inter_token_latency is
 per request (latency - TTFT) / (output tokens - 1), servebench's TPOT; its inter_chunk_latency
-is every gap between chunks, servebench's ITL. It reports no per-request latency / output
-tokens distribution, so ms/token stays null.
+is every gap between chunks, servebench's ITL when every chunk carried one token (else
+missing). It reports no per-request latency / output tokens distribution, so ms/token stays null.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from servebench.store.importers.common import Imported, ImportFailed, num, stats
+from servebench.store.importers.common import Imported, ImportFailed, missing, num, stats
 
 _DIST = {"time_to_first_token": "ttft_ms", "inter_token_latency": "tpot_ms", "inter_chunk_latency": "itl_ms",
          "request_latency": "e2e_ms"}
@@ -57,6 +57,7 @@ def read(path: Path) -> list[Imported]:
                               for k, src in (("mean", "avg"), ("p50", "p50"), ("p90", "p90"), ("p95", "p95"),
                                              ("p99", "p99"), ("min", "min"), ("max", "max"), ("std", "std"))})
             s[key]["n"] = _metric(d, name).get("count")
+    _chunks_are_tokens(d, s, imp.notes)
     s["input_tokens"].update(server_mean=_avg(d, "input_sequence_length"), total=_avg(d, "total_isl"))
     s["output_tokens"].update(achieved_mean=_avg(d, "output_sequence_length"), total=_avg(d, "total_osl"))
     s["concurrency"]["mean_in_flight"] = _avg(d, "effective_concurrency")
@@ -68,6 +69,20 @@ def read(path: Path) -> list[Imported]:
     imp.started_at = d.get("start_time")
     imp.notes.append("aiperf does not know the server's engine or hardware")
     return [imp]
+
+
+def _chunks_are_tokens(d: dict, s: dict, notes: list[str]) -> None:
+    """inter_chunk_latency is one gap per chunk; servebench's ITL one per token (a chunk of k
+    tokens gives k gaps of gap/k). The same only when the gaps number output tokens - 1 per
+    request; otherwise servebench's ITL is not in the file: missing."""
+    chunks = _metric(d, "inter_chunk_latency").get("count")
+    osl, done = _avg(d, "total_osl"), s["completed"]
+    if chunks is None or s["itl_ms"]["n"] is None:
+        return
+    if osl is None or done is None or int(chunks) != int(osl) - done:
+        notes.append(f"AIPerf's inter_chunk_latency has {chunks} chunk gaps, not one per token "
+                     f"({'unknown' if osl is None or done is None else int(osl) - done}): servebench's ITL left missing")
+        s["itl_ms"] = missing()
 
 
 def _load(cfg: dict) -> dict:

@@ -3,7 +3,8 @@
 guidellm's names differ from servebench's: its TPOT is latency / output tokens per request
 (servebench's ms/token) and its ITL is (latency - TTFT) / (output tokens - 1) (servebench's
 TPOT). It keeps no gap between tokens, so servebench's ITL stays null. Distributions are
-computed from the per-request records the file keeps, as servebench computes its own.
+computed from the per-request records the file keeps, as servebench computes its own, when it
+keeps them all (a sample: `_sampled`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from servebench.store.importers.common import Imported, ImportFailed, dist, num
+from servebench.store.importers.common import Imported, ImportFailed, dist, num, stats
 
 # servebench metric <- guidellm per-request field (ms), or request_latency (s)
 _PER_REQUEST = {"ttft_ms": "time_to_first_token_ms", "tpot_ms": "inter_token_latency_ms",
@@ -53,7 +54,9 @@ def _fill(imp: Imported, b: dict, data: dict) -> None:
     s["output_token_throughput"] = _total(m, "output_tokens_per_second")
     s["total_token_throughput"] = _total(m, "tokens_per_second")
     reqs = [r for r in ((b.get("requests") or {}).get("successful") or []) if isinstance(r, dict)]
-    if reqs:
+    if reqs and isinstance(s["completed"], int) and len(reqs) < s["completed"]:
+        _sampled(imp, m, len(reqs))
+    elif reqs:
         for key, field in _PER_REQUEST.items():
             s[key] = dist([v for r in reqs if (v := num(r.get(field))) is not None])
         s["e2e_ms"] = dist([v * 1000.0 for r in reqs if (v := num(r.get("request_latency"))) is not None])
@@ -76,6 +79,27 @@ def _fill(imp: Imported, b: dict, data: dict) -> None:
     s["concurrency"]["target"] = imp.load["concurrency"]
     imp.server = {"engine": None, "model": backend.get("model"), "quantization": None, "hardware": None,
                   "instance_type": None, "gpu_count": None}
+
+
+def _sampled(imp: Imported, m: dict, kept: int) -> None:
+    """The file keeps a sample of its requests (--sample-requests, 20 by default in some
+    versions): a p99 of those is not the run's. TTFT and latency come from guidellm's own
+    distributions over every request; its TPOT and time per output token distributions are
+    weighted by tokens, not per request, so they stay missing."""
+    s = imp.summary
+    for key, name, scale in (("ttft_ms", "time_to_first_token_ms", 1.0), ("e2e_ms", "request_latency", 1000.0)):
+        d = (m.get(name) or {}).get("successful") or {}
+        pct = d.get("percentiles") or {}
+        scaled = {k: (v * scale if (v := num(x)) is not None else None) for k, x in (
+            ("mean", d.get("mean")), ("p50", d.get("median")), ("p90", pct.get("p90")), ("p95", pct.get("p95")),
+            ("p99", pct.get("p99")), ("min", d.get("min")), ("max", d.get("max")), ("std", d.get("std_dev")))}
+        s[key] = stats(**scaled, n=d.get("count"))
+    for part, name in (("output_tokens", "output_token_count"), ("input_tokens", "prompt_token_count")):
+        d = (m.get(name) or {}).get("successful") or {}
+        s[part].update({"achieved_mean" if part == "output_tokens" else "server_mean": num(d.get("mean")),
+                        "total": num(d.get("total_sum"))})
+    imp.notes.append(f"the file keeps {kept} of {s['completed']} requests (guidellm --sample-requests): TTFT and "
+                     "latency from guidellm's distributions over all; TPOT and ms/token missing (its are token-weighted)")
 
 
 def _max_requests(cfg: dict) -> int | None:
