@@ -166,8 +166,7 @@ def render(df: pd.DataFrame, tables: list[Table], meta: dict[str, dict], *, titl
            damaged: list[str] | None = None) -> str:
     from plotly.offline import get_plotlyjs
 
-    df = figs.with_cost_ci(df.copy())
-    st = figs.Style.of(df)
+    st = figs.Style.of(df)  # add_costs gave $ per 1M its interval (decide/noise.cost_cis)
     damaged = [] if damaged is None else damaged
     first = {t.key: t for t in tables}
     study = [t for t in tables if words.study_key(t)]

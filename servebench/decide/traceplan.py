@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from servebench.analysis.ties import num
 from servebench.decide.load import _json, config_label, kind
 from servebench.decide.prices import HOURS_PER_MONTH
-from servebench.decide.recommend import _num
 from servebench.outputs.table import Table
 
 COLUMNS = ["model", "config", "trace", "trace_rps", "limit_speed", "limit_range", "first_missing", "capacity_rps", "servers",
@@ -101,7 +101,7 @@ def trace_plan(df: pd.DataFrame, limits: list[dict], growth: float) -> Table:
     for lm in limits:
         block, r = lm["limit"], _priced_row(df, lm["run_dirs"])
         trace = block.get("trace") or {}
-        best, price = _lower_end(block), (None if r is None else _num(r.get("usd_per_hour")))
+        best, price = _lower_end(block), (None if r is None else num(r.get("usd_per_hour")))
         config = r["config"] if r is not None else lm["label"]
         n, margin = servers_for(growth, best) if best else (None, None)
         if best is None:
