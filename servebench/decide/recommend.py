@@ -235,14 +235,20 @@ def _load_value(r) -> float:
     return float(r["concurrency"]) if num(r.get("concurrency")) else (num(r.get("rate")) or 0.0)
 
 
-def capacity(df: pd.DataFrame, target_rps: float, bounds: list[Bound]) -> Table:
+def capacity(df: pd.DataFrame, target_rps: float, bounds: list[Bound],
+             caps: dict[str, tuple[float | None, str]] | None = None) -> Table:
     """Servers of each configuration needed for target_rps: one server carries the request
-    rate it achieved at the highest load level at which it met the SLO."""
+    rate it achieved at the highest load level at which it met the SLO. `caps` (sweepinfo.py):
+    a configuration whose limit was searched counts on no level above the range's lower end."""
     met = meets(df, bounds) if bounds else ok_mask(df)
     rows, notes = [], []
     cols = ["model", "config", "load_level", "capacity_rps", "servers", "usd_per_hour", "usd_per_month", "price_source"]
     for cfg, g in df.groupby("config", sort=True):
         ok = g[met[g.index]]
+        if cfg in (caps or {}):
+            low, line = caps[cfg]
+            ok = ok[[low is not None and _load_value(ok.loc[i]) <= low for i in ok.index]]
+            notes.append(line)
         if ok.empty:
             continue
         top = ok.loc[max(ok.index, key=lambda i: (_load_value(ok.loc[i]), ok.loc[i, "request_throughput"] or 0))]
@@ -302,7 +308,7 @@ def failed_runs(df: pd.DataFrame) -> list[str]:
 
 
 def recommend(df: pd.DataFrame, *, bounds: list[Bound] | None = None, target_rps: float | None = None,
-              at: dict[str, float] | None = None) -> list[Table]:
+              at: dict[str, float] | None = None, caps: dict[str, tuple[float | None, str]] | None = None) -> list[Table]:
     tables = study_tables(df, at=at)
     fails = failed_runs(df)
     if fails:
@@ -311,7 +317,7 @@ def recommend(df: pd.DataFrame, *, bounds: list[Bound] | None = None, target_rps
         tables += slo_tables(df, bounds, at)
     tables += pareto_tables(df)
     if target_rps:
-        tables.append(capacity(df, target_rps, bounds or []))
+        tables.append(capacity(df, target_rps, bounds or [], caps))
     if "goodput" in df:
         cols = ["model", "config", "load_level", "goodput", "goodput_rps", "completed", "failed"]
         tables.append(Table("goodput", "Goodput (share of requests meeting every bound; errors are misses)",
