@@ -87,6 +87,7 @@ class Analysis:
 
 def analyse(dirs, o: Analysis):
     """Load, price and rank: (run table, recommendation tables)."""
+    from servebench.decide import sweepinfo
     from servebench.decide.load import load_dirs, merge_repeats
     from servebench.decide.prices import price_book
     from servebench.decide.recommend import add_costs, recommend
@@ -118,7 +119,9 @@ def analyse(dirs, o: Analysis):
         raw = add_goodput(raw, gp)
     # Every run for the run tables and plots; repeats of one load point averaged for ranking.
     ranked, priced = add_costs(merge_repeats(raw), book), add_costs(raw, book)
-    tables = recommend(ranked, bounds=bounds, target_rps=o.target_rps, at=at_levels)
+    found = sweepinfo.sweeps(list(dirs))  # limit searches and assumptions beside the cells
+    tables = recommend(ranked, bounds=bounds, target_rps=o.target_rps, at=at_levels,
+                       caps=sweepinfo.capacity_caps(found, bounds))
     if o.trace_growth is not None:
         from servebench.decide.traceplan import PlanError, trace_limits, trace_plan
 
@@ -126,6 +129,7 @@ def analyse(dirs, o: Analysis):
             tables.append(trace_plan(priced, trace_limits(list(dirs)), o.trace_growth))
         except PlanError as e:
             _fail(str(e), 2)
+    tables += [t for t in (sweepinfo.limits_table(found), sweepinfo.assumptions_table(found)) if t is not None]
     return priced, tables
 
 

@@ -1,6 +1,7 @@
 """The HTML report: one self-contained file (plotly.js inlined once from plotly's offline
 bundle, no network), the recommendation first (what to buy, then the three tables with the
-reason each row won), then the plots, the other tables and the reproduction metadata. Figures:
+reason each row won, then the study assumptions they rest on, marked as such), then the plots,
+the other tables (limit searches as ranges among them) and the reproduction metadata. Figures:
 decide/report_figs.py; words: decide/report_text.py; colours: outputs/plotstyle.py.
 
 The page records script and console errors into #sb-errors, and once loaded the number of plots
@@ -63,7 +64,7 @@ ul.notes{font-size:12.5px;color:#8a5a00}#sb-errors:empty{display:none}#sb-errors
 #sb-status{font-size:11px;color:#888}#sb-colors{display:none}details pre{font-size:11px;background:#f8f8f8;padding:8px;overflow:auto;max-height:400px}
 .meta{font-size:12.5px;color:#555}.scroll{overflow-x:auto}td[data-config]{white-space:nowrap}.sw{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:5px;vertical-align:-1px}
 ul.buy{font-size:15px;line-height:1.5;background:#f3f8ee;border:1px solid #cfe3bf;padding:10px 10px 10px 30px}
-p.ci{font-size:12.5px;color:#555;margin:0 0 18px}footer{margin-top:40px;font-size:12px;color:#666;border-top:1px solid #ddd;padding-top:8px}
+table[data-key=assumptions] td{background:#fff8e6;font-style:italic}p.ci{font-size:12.5px;color:#555;margin:0 0 18px}footer{margin-top:40px;font-size:12px;color:#666;border-top:1px solid #ddd;padding-top:8px}
 """
 _CONFIG_COLUMNS = ("config",)
 _CI_SOURCE = {"run": "per run, over its requests", "repeats": "Student t across repeats"}
@@ -166,19 +167,20 @@ def render(df: pd.DataFrame, tables: list[Table], meta: dict[str, dict], *, titl
            damaged: list[str] | None = None) -> str:
     from plotly.offline import get_plotlyjs
 
-    df = figs.with_cost_ci(df.copy())
-    st = figs.Style.of(df)
+    st = figs.Style.of(df)  # add_costs gave $ per 1M its interval (decide/noise.cost_cis)
     damaged = [] if damaged is None else damaged
     first = {t.key: t for t in tables}
     study = [t for t in tables if words.study_key(t)]
-    more = [t for t in tables if t not in study and t.key not in ("runs", "comparison", "metadata")]
+    more = [t for t in tables if t not in study and t.key not in ("runs", "comparison", "metadata", "assumptions")]
     body = [f"<h1>{html.escape(title)}</h1>", '<div id="sb-errors" data-count="0"></div>',
             '<div id="sb-status" data-plots="" data-drawn="" data-errorbars=""></div><div id="sb-colors"></div>',
             '<p class="meta">inputs: ' + ", ".join(html.escape(i) for i in inputs) + "</p>"]
     body += _recommendation(df, study, st)
+    if "assumptions" in first:  # next to the decision they bear on, marked as servebench's choice
+        body += ['<h2 id="sb-assumptions">Assumptions (not stated by the study)</h2>', _table_html(first["assumptions"], st)]
     plots, n = _plots(df, st, damaged)
     body += plots
-    body.append("<h2>Pareto fronts, capacity, goodput</h2>")
+    body.append("<h2>Pareto fronts, capacity, limits, goodput</h2>")
     body += [_table_html(t, st) for t in more]
     body.append("<h2>Runs</h2>")
     body += [_table_html(first[k], st) for k in ("comparison", "runs", "metadata") if k in first]

@@ -259,13 +259,17 @@ def _load_tree(path: Path, source: str | None) -> list[dict]:
     return rows
 
 
+def spec_path(spec: str) -> tuple[str | None, Path]:
+    """DIR or NAME=DIR -> (NAME or None, DIR); a directory whose own name holds '=' is a DIR."""
+    name, sep, p = spec.partition("=")
+    return (name, Path(p)) if sep and not Path(spec).exists() else (None, Path(spec))
+
+
 def load_dirs(specs: list[str]) -> pd.DataFrame:
     """Each spec is DIR or NAME=DIR; the first is the baseline of a comparison."""
     frames = []
     for i, spec in enumerate(specs):
-        name, sep, p = spec.partition("=")
-        path = Path(p if sep and not Path(spec).exists() else spec)
-        label = name if sep and not Path(spec).exists() else None
+        label, path = spec_path(spec)
         df = load_dir(path, label)
         if label is None and len(specs) > 1:
             df["source"] = path.name  # several inputs: each is one side of the comparison

@@ -63,6 +63,10 @@ def cost_cis(df: pd.DataFrame) -> pd.DataFrame:
     lo, hi = df.get("output_token_throughput_ci_low"), df.get("output_token_throughput_ci_high")
     if lo is None or hi is None or "usd_per_hour" not in df:
         return df
-    per = lambda tps: df["usd_per_hour"] / (pd.to_numeric(tps, errors="coerce") * 3600 / 1e6)  # noqa: E731
-    low, high = per(hi), per(lo.where(pd.to_numeric(lo, errors="coerce") > 0))
+
+    def per(tps: pd.Series) -> pd.Series:
+        tps = pd.to_numeric(tps, errors="coerce")
+        return pd.to_numeric(df["usd_per_hour"], errors="coerce") / (tps.where(tps > 0) * 3600 / 1e6)  # 0 tok/s: no cost
+
+    low, high = per(hi), per(lo)
     return df.assign(usd_per_1m_ci_low=low, usd_per_1m_ci_high=high)

@@ -4,12 +4,12 @@ definitions in docs/decide.md."""
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pandas as pd
 
 from servebench.analysis import ties
+from servebench.analysis.ties import num
 from servebench.decide import cost, noise
 from servebench.decide.load import ok_mask
 from servebench.decide.names import size_key
@@ -29,19 +29,19 @@ def add_costs(df: pd.DataFrame, book: PriceBook) -> pd.DataFrame:
     cols = {k: [] for k in ("usd_per_hour", "price_source", "price_note", "min_per_1m", "usd_per_1m",
                             "usd_per_1m_total", "j_per_token", "devices")}
     for _, r in df.iterrows():
-        energy = _num(r.get("energy_j"))
-        stated = _num(r.get("stated_usd_per_hour"))
+        energy = num(r.get("energy_j"))
+        stated = num(r.get("stated_usd_per_hour"))
         p = book.lookup(instance_type=_str(r.get("instance_type")), hardware=_str(r.get("hardware")),
-                        gpu_count=_int(r.get("gpu_count")), energy_j=energy, duration_s=_num(r.get("duration_s")),
+                        gpu_count=_int(r.get("gpu_count")), energy_j=energy, duration_s=num(r.get("duration_s")),
                         stated=Price(stated, _str(r.get("stated_price_source")) or "source") if stated is not None else None)
-        tps, tot = _num(r.get("output_token_throughput")), _num(r.get("total_token_throughput"))
+        tps, tot = num(r.get("output_token_throughput")), num(r.get("total_token_throughput"))
         cols["usd_per_hour"].append(p.usd_per_hour if p else np.nan)
         cols["price_source"].append(p.source if p else None)
         cols["price_note"].append(p.note if p else None)
         cols["min_per_1m"].append(_nan(cost.minutes_per_million(tps)))
         cols["usd_per_1m"].append(_nan(cost.usd_per_million(p.usd_per_hour if p else None, tps)))
         cols["usd_per_1m_total"].append(_nan(cost.usd_per_million(p.usd_per_hour if p else None, tot)))
-        cols["j_per_token"].append(_nan(cost.joules_per_token(energy, _num(r.get("output_tokens_total")))))
+        cols["j_per_token"].append(_nan(cost.joules_per_token(energy, num(r.get("output_tokens_total")))))
         n = _int(r.get("gpu_count")) or _int(r.get("gpus_measured"))
         cols["devices"].append(n if n else 1)  # a CPU host (or unknown) counts as one device
     for k, v in cols.items():
@@ -52,16 +52,8 @@ def add_costs(df: pd.DataFrame, book: PriceBook) -> pd.DataFrame:
     return noise.cost_cis(df)
 
 
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _int(v) -> int | None:
-    f = _num(v)
+    f = num(v)
     return int(f) if f is not None else None
 
 
@@ -144,12 +136,12 @@ def study_tables(df: pd.DataFrame, *, at: dict[str, float] | None = None, mask: 
                 continue
             top, tied, verdict = _best(cand, col, lowest, tiebreak)
             rows.append(top.copy())
-            rows[-1]["verdict"] = verdict
+            rows[-1]["vs_next"] = verdict  # not "verdict": that column is the comparison's vs its baseline
             if tied:
                 notes.append(f"{model}: {verdict} on {col}: " + "; ".join(tied) + f" (shown: {top['config']}, by tie-break)")
         frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=STUDY_COLUMNS)
         if rows:  # "model" is the family (GPTQ and fp16 checkpoints of one model compete); config names the checkpoint
-            frame = frame.assign(model=frame["family"])[STUDY_COLUMNS + ["config", "load_level", "verdict"]]
+            frame = frame.assign(model=frame["family"])[STUDY_COLUMNS + ["config", "load_level", "vs_next"]]
         if rows and frame["concurrency"].notna().all():
             frame = frame.drop(columns="load_level")  # the concurrency column already says it
         sub = f" at {at[key]:g} concurrent" if key in at else ""
@@ -240,22 +232,28 @@ def _duplicates(model: str, front: pd.DataFrame, cols: list[str]) -> list[str]:
 
 
 def _load_value(r) -> float:
-    return float(r["concurrency"]) if _num(r.get("concurrency")) else (_num(r.get("rate")) or 0.0)
+    return float(r["concurrency"]) if num(r.get("concurrency")) else (num(r.get("rate")) or 0.0)
 
 
-def capacity(df: pd.DataFrame, target_rps: float, bounds: list[Bound]) -> Table:
+def capacity(df: pd.DataFrame, target_rps: float, bounds: list[Bound],
+             caps: dict[str, tuple[float | None, str]] | None = None) -> Table:
     """Servers of each configuration needed for target_rps: one server carries the request
-    rate it achieved at the highest load level at which it met the SLO."""
+    rate it achieved at the highest load level at which it met the SLO. `caps` (sweepinfo.py):
+    a configuration whose limit was searched counts on no level above the range's lower end."""
     met = meets(df, bounds) if bounds else ok_mask(df)
     rows, notes = [], []
     cols = ["model", "config", "load_level", "capacity_rps", "servers", "usd_per_hour", "usd_per_month", "price_source"]
     for cfg, g in df.groupby("config", sort=True):
         ok = g[met[g.index]]
+        if cfg in (caps or {}):
+            low, line = caps[cfg]
+            ok = ok[[low is not None and _load_value(ok.loc[i]) <= low for i in ok.index]]
+            notes.append(line)
         if ok.empty:
             continue
         top = ok.loc[max(ok.index, key=lambda i: (_load_value(ok.loc[i]), ok.loc[i, "request_throughput"] or 0))]
-        n = cost.servers_needed(target_rps, _num(top["request_throughput"]))
-        price = _num(top["usd_per_hour"])
+        n = cost.servers_needed(target_rps, num(top["request_throughput"]))
+        price = num(top["usd_per_hour"])
         rows.append({"model": top["family"], "config": cfg, "load_level": top["load_level"],
                      "capacity_rps": top["request_throughput"], "servers": n,
                      "usd_per_hour": n * price if n and price is not None else np.nan,
@@ -310,7 +308,7 @@ def failed_runs(df: pd.DataFrame) -> list[str]:
 
 
 def recommend(df: pd.DataFrame, *, bounds: list[Bound] | None = None, target_rps: float | None = None,
-              at: dict[str, float] | None = None) -> list[Table]:
+              at: dict[str, float] | None = None, caps: dict[str, tuple[float | None, str]] | None = None) -> list[Table]:
     tables = study_tables(df, at=at)
     fails = failed_runs(df)
     if fails:
@@ -319,7 +317,7 @@ def recommend(df: pd.DataFrame, *, bounds: list[Bound] | None = None, target_rps
         tables += slo_tables(df, bounds, at)
     tables += pareto_tables(df)
     if target_rps:
-        tables.append(capacity(df, target_rps, bounds or []))
+        tables.append(capacity(df, target_rps, bounds or [], caps))
     if "goodput" in df:
         cols = ["model", "config", "load_level", "goodput", "goodput_rps", "completed", "failed"]
         tables.append(Table("goodput", "Goodput (share of requests meeting every bound; errors are misses)",

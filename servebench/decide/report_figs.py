@@ -205,20 +205,6 @@ def pareto_plot(df: pd.DataFrame, st: Style):
     return fig
 
 
-def with_cost_ci(df: pd.DataFrame) -> pd.DataFrame:
-    """$ per 1M is the hourly price over throughput: when the run table has a throughput
-    interval and no cost interval of its own, the cost interval is that one mapped through the
-    same formula (the price itself is taken as exact)."""
-    lo, hi = ps.ci_columns("output_token_throughput")
-    if ps.has_ci(df, "usd_per_1m") or not ps.has_ci(df, "output_token_throughput") or "usd_per_hour" not in df:
-        return df
-    per_token = pd.to_numeric(df["usd_per_hour"], errors="coerce") * 1e6 / 3600.0
-    clo, chi = ps.ci_columns("usd_per_1m")
-    high = pd.to_numeric(df[hi], errors="coerce")
-    return df.assign(**{clo: per_token / high.where(high > 0),
-                        chi: per_token / pd.to_numeric(df[lo], errors="coerce").where(lambda s: s > 0)})
-
-
 def gpu_timelines(df: pd.DataFrame, st: Style, max_runs: int = 8):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots

@@ -7,14 +7,14 @@ the SLO at 95 %, and says so. Definitions in docs/decide.md."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from servebench.decide.load import _json, config_label, kind
+from servebench.analysis.ties import num
+from servebench.decide.load import config_label
+from servebench.decide.sweepinfo import lower_end, sweeps
 from servebench.decide.prices import HOURS_PER_MONTH
-from servebench.decide.recommend import _num
 from servebench.outputs.table import Table
 
 COLUMNS = ["model", "config", "trace", "trace_rps", "limit_speed", "limit_range", "first_missing", "capacity_rps", "servers",
@@ -26,15 +26,10 @@ class PlanError(ValueError):
 
 
 def trace_limits(specs: list[str]) -> list[dict]:
-    """Per server group of each sweep DIR that searched a trace's speed: its limit block and the
-    run dirs of its cells (which carry its price in the run table)."""
+    """Per server group of each sweep among the DIRs (or beneath them) that searched a trace's
+    speed: its limit block and the run dirs of its cells (which carry its price in the run table)."""
     out = []
-    for spec in specs:
-        name, sep, p = spec.partition("=")
-        path = Path(p if sep and not Path(spec).exists() else spec)
-        if kind(path) not in ("sweep", "compare"):
-            continue
-        idx = _json(path / "index.json")
+    for _, path, idx in sweeps(specs):
         for g in idx.get("groups") or []:
             lm = g.get("limit") or {}
             if lm.get("by") == "speed":
@@ -60,15 +55,9 @@ def _binding(at: dict | None) -> str | None:
     return f"{row['bound']} ({row['share']:.0%} of it)"
 
 
-def _lower_end(block: dict) -> float | None:
-    """The speed a plan counts on: the range's lower end (`max_meeting` in blocks from before
-    ranges, which were exact)."""
-    return block.get("low", block.get("max_meeting"))
-
-
 def _range(block: dict) -> str | None:
     """'x4-x6.5 (95 %)', or 'x4 (exact)' when the boundary was sharp."""
-    low, high = _lower_end(block), block.get("high", _lower_end(block))
+    low, high = lower_end(block), block.get("high", lower_end(block))
     if low is None:
         return None if high is None else f"<= x{high:g} (none shown)"
     if high is None or high == low:
@@ -101,7 +90,7 @@ def trace_plan(df: pd.DataFrame, limits: list[dict], growth: float) -> Table:
     for lm in limits:
         block, r = lm["limit"], _priced_row(df, lm["run_dirs"])
         trace = block.get("trace") or {}
-        best, price = _lower_end(block), (None if r is None else _num(r.get("usd_per_hour")))
+        best, price = lower_end(block), (None if r is None else num(r.get("usd_per_hour")))
         config = r["config"] if r is not None else lm["label"]
         n, margin = servers_for(growth, best) if best else (None, None)
         if best is None:

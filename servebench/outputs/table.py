@@ -35,9 +35,10 @@ HEADINGS = {
     "delta_throughput_pct": "throughput vs baseline % (higher is better)",
     "delta_latency_pct": "latency vs baseline % (lower is better)",
     "delta_usd_per_1m_pct": "$ per 1M vs baseline % (lower is better)", "met_slo": "met SLO",
-    "comparable": "same load as baseline", "verdict": "vs baseline",
+    "comparable": "same load as baseline", "verdict": "vs baseline", "vs_next": "vs next best",
     "trace_rps": "trace req/s (x1)", "limit_speed": "limit (x trace rate, lower end)", "limit_range": "limit range", "first_missing": "first missing",
-    "margin": "margin", "binding": "binds first",
+    "margin": "margin", "binding": "binds first", "slo": "SLO", "by": "searched",
+    "limit_low": "lower end (a plan counts on it)", "limit_high": "upper end", "assumption": "assumed (not stated by the study)",
 }
 
 

@@ -67,24 +67,39 @@ def _ranked(a_tps, a_ci, b_tps, b_ci):
 def test_recommend_calls_overlapping_intervals_a_tie_and_says_by_how_much():
     t = {x.key: x for x in study_tables(_ranked(104.0, (98.0, 110.0), 100.0, (94.0, 106.0)))}["throughput"]
     row = t.df.iloc[0]
-    assert row["config"] == "a/tiny/cpu" and row["verdict"] == "tie (±10 %)"  # (104-94)/104
+    assert row["config"] == "a/tiny/cpu" and row["vs_next"] == "tie (±10 %)"  # (104-94)/104
     assert any("tie (±10 %) on output_token_throughput" in n and "b/tiny/cpu" in n for n in t.notes)
 
 
 def test_recommend_names_a_winner_when_intervals_do_not_overlap():
     t = {x.key: x for x in study_tables(_ranked(120.0, (115.0, 125.0), 100.0, (95.0, 105.0)))}["throughput"]
-    assert t.df.iloc[0]["verdict"] == "winner" and not any("tie" in n for n in t.notes)
+    assert t.df.iloc[0]["vs_next"] == "winner" and not any("tie" in n for n in t.notes)
+
+
+def test_recommendation_and_comparison_tables_head_their_verdicts_apart():
+    """The recommendation row is judged against the next best configuration, the comparison row
+    against the baseline run: each column's heading says which, in every format."""
+    from servebench.outputs import render
+
+    rec = {x.key: x for x in study_tables(_ranked(120.0, (115.0, 125.0), 100.0, (95.0, 105.0)))}["throughput"]
+    cmp = comparison_table(pd.DataFrame([_compare_row("A", True, (99.0, 101.0)), _compare_row("B", False, (103.0, 105.0))]))
+    md = render.markdown([rec, cmp])
+    rec_md, cmp_md = md.split(f"## {cmp.title}")
+    assert "| vs next best |" in rec_md and "vs baseline" not in rec_md
+    assert "| vs baseline |" in cmp_md and "vs next best" not in cmp_md
+    assert "verdict" not in rec.df.columns and "vs_next" not in cmp.df.columns  # the CSV's columns kept apart too
+
+
+def _compare_row(source, baseline, ci):
+    return {"config": "vllm/tiny/cpu", "load_level": "4 concurrent", "mode": "concurrency", "concurrency": 4,
+            "rate": None, "speed": None, "requests": 100, "input_tokens": 64, "output_tokens": 32,
+            "status": "complete", "ms_per_token_p50": 10.0, "usd_per_1m": None, "ci": "run", "source": source,
+            "baseline": baseline, "output_token_throughput": 100.0 if baseline else 104.0,
+            "output_token_throughput_ci_low": ci[0], "output_token_throughput_ci_high": ci[1]}
 
 
 def _compare(b_ci, r_ci):
-    base = {"config": "vllm/tiny/cpu", "load_level": "4 concurrent", "mode": "concurrency", "concurrency": 4,
-            "rate": None, "speed": None, "requests": 100, "input_tokens": 64, "output_tokens": 32,
-            "status": "complete", "ms_per_token_p50": 10.0, "usd_per_1m": None, "ci": "run"}
-    rows = [{**base, "source": "A", "baseline": True, "output_token_throughput": 100.0,
-             "output_token_throughput_ci_low": b_ci[0], "output_token_throughput_ci_high": b_ci[1]},
-            {**base, "source": "B", "baseline": False, "output_token_throughput": 104.0,
-             "output_token_throughput_ci_low": r_ci[0], "output_token_throughput_ci_high": r_ci[1]}]
-    return comparison_table(pd.DataFrame(rows)).df.iloc[0]
+    return comparison_table(pd.DataFrame([_compare_row("A", True, b_ci), _compare_row("B", False, r_ci)])).df.iloc[0]
 
 
 def test_report_diff_is_a_tie_when_intervals_overlap():

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from servebench.decide import html, report_figs as figs, report_text as words
+from servebench.decide import html, noise, report_figs as figs, report_text as words
 from servebench.decide.cli import Analysis, analyse
 from servebench.outputs import plotstyle as ps
 from servebench.outputs.summary_tables import comparison_table, metadata, runs_table
@@ -41,7 +41,7 @@ def with_intervals(df: pd.DataFrame) -> pd.DataFrame:
     ok = df.index[df["completed"].fillna(0) > 0]
     df.loc[ok[0], [c for c in df.columns if c.endswith(("_ci_low", "_ci_high"))]] = np.nan
     df.loc[ok[1], "ttft_ms_p99_ci_high"] = np.nan
-    return df
+    return noise.cost_cis(df)  # as add_costs gives $ per 1M its interval from the throughput's
 
 
 def traces(fig):
@@ -59,7 +59,6 @@ def reference():
 
 def test_one_colour_per_configuration_in_every_plot_and_table(reference):
     df, tables, meta = reference
-    df = figs.with_cost_ci(df)
     st = figs.Style.of(df)
     seen: dict[str, set[str]] = {}
     made = [figs.curves(df, st), figs.cdfs(df, st), figs.cost_bars(df, st), figs.pareto_plot(df, st)]
@@ -133,8 +132,7 @@ def test_intervals_drawn_when_the_table_has_them(reference):
     assert np.isnan(arms).sum() == 1 and np.nanmax(arms) > 0  # the open end draws no arm
     null = [t for t in fig.data if t.name == "reference: vllm/tiny/cpu"]  # the row whose intervals are null
     assert len(null) == 2 and all(t.error_y.array is None for t in null)
-    cost = figs.with_cost_ci(df)  # $ per 1M from the throughput interval through the same formula
-    r = cost[cost["usd_per_1m_ci_low"].notna()].iloc[0]
+    r = df[df["usd_per_1m_ci_low"].notna()].iloc[0]  # $ per 1M: the throughput interval through the same formula
     assert r["usd_per_1m_ci_low"] < r["usd_per_1m"] < r["usd_per_1m_ci_high"]
     assert np.isclose(r["usd_per_1m_ci_low"], r["usd_per_hour"] * 1e6 / 3600 / r["output_token_throughput_ci_high"])
     page = html.render(df, reference[1], reference[2], title="t", inputs=["x"])

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.unit.test_decide_sweepinfo import ASSUMED, searched_sweep
 from tests.unit.test_report_html import build, with_intervals
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,14 +90,22 @@ def assert_one_colour_per_configuration(r: dict) -> dict[str, str]:
 
 
 def test_fixture_sweep_report_draws_every_plot(tmp_path):
-    html = report_html(tmp_path, SWEEP, "--slo", "ttft_p95<=300ms", "--target-rps", "10", "--goodput", "ttft:500", "tpot:50")
+    """The fixture sweep as a limit search with study assumptions left it (test_decide_sweepinfo)."""
+    sweep = searched_sweep(tmp_path / "sweep")
+    html = report_html(tmp_path, sweep, "--slo", "ttft_p95<=300ms", "--target-rps", "10", "--goodput", "ttft:500", "tpot:50")
     r = load_in_browser(html, tmp_path)
     assert r["errors"] == 0 and r["console"] == [], (r["error_text"], r["console"])
     # curves, CDFs, cost bars, cost-vs-latency, GPU timelines: all five, each with its SVG.
     assert r["expected"] == r["plots"] == r["drawn"] == r["containers"] == 5
     assert r["dom"].count('class="main-svg"') >= 2 * 5
-    for key in ("cost", "latency", "throughput", "cost_slo", "pareto_cost", "pareto_throughput", "capacity", "goodput", "runs", "metadata"):
+    for key in ("cost", "latency", "throughput", "cost_slo", "pareto_cost", "pareto_throughput", "capacity", "goodput",
+                "limits", "assumptions", "runs", "metadata"):
         assert f'data-key="{key}"' in r["dom"], key
+    limits = re.search(r'data-key="limits">(.*?)</table>', r["dom"], re.S).group(1)
+    assert "<td>5-20 (95 %; first missing: 21)</td>" in limits  # a range, as the search answered it
+    assumed = re.search(r'data-key="assumptions">(.*?)</table>', r["dom"], re.S).group(1)
+    assert "assumed (not stated by the study)" in assumed and all(f"<td>{a}</td>" in assumed for a in ASSUMED)
+    assert r["dom"].index('data-key="throughput"') < r["dom"].index('id="sb-assumptions"') < r["dom"].index('id="sb-plot-0"')
 
 
 def test_real_emulator_sweep_report_draws_every_plot(tmp_path):

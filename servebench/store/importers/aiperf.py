@@ -8,10 +8,9 @@ missing). It reports no per-request latency / output tokens distribution, so ms/
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from servebench.store.importers.common import Imported, ImportFailed, missing, num, stats
+from servebench.store.importers.common import ImportFailed, Imported, missing, num, read_json, stats
 
 _DIST = {"time_to_first_token": "ttft_ms", "inter_token_latency": "tpot_ms", "inter_chunk_latency": "itl_ms",
          "request_latency": "e2e_ms"}
@@ -29,10 +28,7 @@ def _avg(d: dict, name: str) -> float | None:
 
 
 def read(path: Path) -> list[Imported]:
-    try:
-        d = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise ImportFailed(f"{path}: not an AIPerf JSON export ({e})") from None
+    d = read_json(path, "an AIPerf JSON export")
     if not isinstance(d, dict) or "aiperf_version" not in d:
         raise ImportFailed(f"{path}: not an AIPerf export (no 'aiperf_version'; give profile_export_aiperf.json)")
     cfg = d.get("input_config") or {}

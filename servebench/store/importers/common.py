@@ -8,6 +8,7 @@ need servebench's own records (requests.parquet) know there are none.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,14 @@ LATENCIES = ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "ms_per_token")
 
 class ImportFailed(ValueError):
     """A source file cannot be imported (message is one line, naming the file)."""
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The file's JSON, or ImportFailed naming it as not `what` (unreadable, or not JSON)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ImportFailed(f"{path}: not {what} ({e})") from None
 
 
 def dist(values: Sequence[float]) -> dict[str, float | None]:

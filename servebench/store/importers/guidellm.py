@@ -9,10 +9,9 @@ keeps them all (a sample: `_sampled`).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from servebench.store.importers.common import Imported, ImportFailed, dist, num, stats
+from servebench.store.importers.common import ImportFailed, Imported, dist, num, read_json, stats
 
 # servebench metric <- guidellm per-request field (ms), or request_latency (s)
 _PER_REQUEST = {"ttft_ms": "time_to_first_token_ms", "tpot_ms": "inter_token_latency_ms",
@@ -20,10 +19,7 @@ _PER_REQUEST = {"ttft_ms": "time_to_first_token_ms", "tpot_ms": "inter_token_lat
 
 
 def read(path: Path) -> list[Imported]:
-    try:
-        d = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise ImportFailed(f"{path}: not a guidellm JSON report ({e})") from None
+    d = read_json(path, "a guidellm JSON report")
     benches = d.get("benchmarks") if isinstance(d, dict) else None
     if not isinstance(benches, list) or not benches:
         raise ImportFailed(f"{path}: not a guidellm report (no 'benchmarks' list)")

@@ -10,20 +10,16 @@ those are copied and everything else (ms/token among them) stays null.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from servebench.store.importers.common import Imported, ImportFailed, dist, missing, num, stats
+from servebench.store.importers.common import ImportFailed, Imported, dist, missing, num, read_json, stats
 
 # vLLM's metric names -> servebench's
 _AGG = {"ttft": "ttft_ms", "tpot": "tpot_ms", "itl": "itl_ms", "e2el": "e2e_ms"}
 
 
 def read(path: Path) -> list[Imported]:
-    try:
-        d = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as e:
-        raise ImportFailed(f"{path}: not a vllm bench serve JSON ({e})") from None
+    d = read_json(path, "a vllm bench serve JSON")
     if not isinstance(d, dict) or "completed" not in d or "output_throughput" not in d:
         raise ImportFailed(f"{path}: not a vllm bench serve result (no 'completed' / 'output_throughput'; "
                            "was it written with --save-result?)")
