@@ -126,13 +126,21 @@ def measure(cfg: RunConfig, p: Prepared, session: ServerSession, run_dir: Path,
             for s in st.samplers:
                 quietly(s.stop)
             st.server_exit = quietly(session.exited)  # a launched server that died by itself
+            teardown = None
             if own_session:
-                session.close()
+                try:
+                    session.close()
+                except Exception as e:  # noqa: BLE001 - what was measured is written whatever the teardown did
+                    teardown = f"server teardown failed: {first_line(e)}"
+                    st.warnings.append(teardown)
             st.extra_info = {**(run_info or {}), "session": _session_info(session)}
             written = writer.write(cfg, st, p)
     out = written.outcome  # the writer judged the run: summary.json says the same
     if out.error:
         raise RunError(out.error, st.run_dir, out.exit_code, written.summary)
+    if teardown:  # results kept; a server may be left running (and billing): said, and not exit 0
+        raise RunError(f"{teardown}; the results are kept, check that nothing is left running "
+                       "(servebench cleanup)", st.run_dir, 1, written.summary)
     if held:  # Ctrl-C while a finished load was written: kept, then honoured (never dropped)
         cause, code = _cause(held[-1])
         raise RunError(f"interrupted by {cause} after the load ended (its results are complete and kept)",
