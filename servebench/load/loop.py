@@ -29,6 +29,9 @@ class LoadPlan:
     offsets_ns: list[int] | None  # release offsets from t0; None: closed loop
     concurrency: int | None  # closed loop: the number of slots; open loop: optional cap
     duration_ns: int | None = None  # no releases after t0 + duration
+    # each finished record is handed here (store/spool.py: a deque append; the bytes go to
+    # disk off the loop, so memory stays flat over any run length); None: kept in memory
+    on_done: Callable[[RequestRecord], None] | None = None
 
 
 def realtime_on() -> str:
@@ -143,7 +146,7 @@ async def drive(
 
 
 async def _closed_loop(transport, plan: LoadPlan, stats: LoadStats, end_release: int | None) -> None:
-    n, it = len(plan.records), iter(range(len(plan.records)))
+    n, it, done = len(plan.records), iter(range(len(plan.records))), plan.on_done
 
     async def slot() -> None:
         for i in it:  # a shared iterator: each free slot takes the next request
@@ -155,6 +158,8 @@ async def _closed_loop(transport, plan: LoadPlan, stats: LoadStats, end_release:
             stats.released += 1
             await transport.send(plan.wires[i], rec)
             stats.done += 1
+            if done is not None:
+                done(rec)
 
     slots = [asyncio.create_task(slot()) for _ in range(min(plan.concurrency or n, n))]
     try:
@@ -173,6 +178,7 @@ async def _cancel_all(tasks: list[asyncio.Task]) -> None:
 
 async def _open_loop(transport, plan: LoadPlan, stats: LoadStats, t0_ns: int, end_release: int | None, tasks: list) -> None:
     sem = asyncio.Semaphore(plan.concurrency) if plan.concurrency else None
+    done = plan.on_done
 
     async def one(i: int) -> None:
         rec = plan.records[i]
@@ -184,6 +190,8 @@ async def _open_loop(transport, plan: LoadPlan, stats: LoadStats, t0_ns: int, en
                 rec.slot_ns = perf_counter_ns()
                 await transport.send(plan.wires[i], rec)
         stats.done += 1
+        if done is not None:
+            done(rec)
 
     for i, off in enumerate(plan.offsets_ns):  # type: ignore[arg-type]
         target = t0_ns + off
