@@ -109,22 +109,25 @@ def test_a_run_spools_during_the_load_and_removes_the_spool_after(tmp_path):
     assert len(recs) == 60 and all(r.ok and len(r.token_ns) == 8 for r in recs)
 
 
-def test_a_killed_run_keeps_what_was_spooled_and_report_reads_it(tmp_path):
-    """SIGKILL mid-run: no summary, no requests.parquet, but every request finished more than
-    a flush interval before the kill is on disk; `report` makes the run dir whole from it."""
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_killed_run_keeps_what_was_spooled_and_report_reads_it(tmp_path, workers):
+    """SIGKILL mid-run (the parent and its load workers): no summary, no requests.parquet, but
+    every request finished more than a flush interval before the kill is on disk; `report`
+    makes the run dir whole from it."""
     with start_emulator("openai", ttft_ms=5, itl_ms=20) as emu:
         proc = subprocess.Popen([sys.executable, "-m", "servebench.cli", "run", "--endpoint", emu.url, "--model",
                                  "tiny", "--requests", "400", "--input-tokens", "16", "--output-tokens", "10",
-                                 "--concurrency", "2", "--results-dir", str(tmp_path), "--no-telemetry", "--no-plots"],
+                                 "--concurrency", "4", "--workers", workers, "--results-dir", str(tmp_path),
+                                 "--no-telemetry", "--no-plots"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
-                found = [p for p in tmp_path.glob(f"*/{spool.NAME}") if p.stat().st_size > 4000]
-                if found:
+                found = [p for p in tmp_path.glob(f"*/{spooled.PATTERN}") if p.stat().st_size > 4000]
+                if len(found) == int(workers):
                     break
                 time.sleep(0.2)
-            assert found, "the run never spooled a batch"
+            assert len(found) == int(workers), "the run never spooled a batch"
             time.sleep(1.5)  # a further flush or so
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
@@ -133,8 +136,7 @@ def test_a_killed_run_keeps_what_was_spooled_and_report_reads_it(tmp_path):
                 os.killpg(proc.pid, signal.SIGKILL)
     run_dir = found[0].parent
     assert not (run_dir / "summary.json").exists() and not (run_dir / "requests.parquet").exists()
-    _, rows = spool.records(found[0])
-    n = len(list(rows))
+    n = sum(len(list(spool.records(p)[1])) for p in found)
     assert 0 < n < 400
     notes, problems = rebuild.prepare(run_dir)
     assert problems == [] and "spooled" in notes[0]
