@@ -9,6 +9,7 @@ from pathlib import Path
 from servebench.adapters import ADAPTERS
 from servebench.adapters.base import Adapter
 from servebench.analysis.decode import decode_record, decode_records
+from servebench.load.loop import LoadStats
 from servebench.records import RequestRecord
 from servebench.signals import shielded
 from servebench.store import runfiles, spool
@@ -26,13 +27,16 @@ def start(path: Path, adapter: str, interval_s: float = INTERVAL_S) -> spool.Spo
         return None
 
 
-def stop(sp: spool.Spool | None, warnings: list[str] | None = None) -> None:
-    """The rest written out; shielded, as a Ctrl-C halfway would leave records neither on
-    disk nor in memory."""
+def stop(sp: spool.Spool | None, stats: LoadStats, warnings: list[str] | None = None) -> None:
+    """The rest written out, and the read-lag stamps spilled during the load back in `stats`
+    (8 bytes a read, for the summary's read_lag_ms); shielded, as a Ctrl-C halfway would leave
+    records neither on disk nor in memory."""
     if sp is None:
         return
     with shielded():
         sp.close()
+        stats.read_lag_ns.extend(sp.read_lags())
+        remove([sp.lag_path])
     if sp.error and warnings is not None:
         warnings.append(f"records kept in memory after the spool to disk failed: {sp.error}")
 

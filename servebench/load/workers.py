@@ -265,7 +265,7 @@ async def _worker(conn: Connection, job: dict) -> None:
             return
         sp = spooled.start(Path(job["spool"]), job["adapter"]) if job.get("spool") and job.get("adapter") else None
         plan = LoadPlan(job["wires"], records, job["offsets"], job["concurrency"], job["duration_ns"],
-                        on_done=sp.add if sp else None)
+                        on_done=sp.add if sp else None, on_lags=sp.add_lags if sp else None)
         run = asyncio.ensure_future(drive(tr, plan, t0_fut.result(), stats=stats))
 
         async def report() -> None:
@@ -282,7 +282,7 @@ async def _worker(conn: Connection, job: dict) -> None:
         waiter.cancel()
     finally:
         await tr.close()
-        spooled.stop(sp)
+        spooled.stop(sp, stats)
     if job.get("adapter"):
         _decode_and_drop(job["adapter"], records, [sp.path] if sp is not None else [])
     conn.send(("done", records, stats, list(getattr(tr, "connect_ns", []))))

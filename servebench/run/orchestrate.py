@@ -236,13 +236,13 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs: list[Requ
         sp = spooled.start(st.run_dir / spool.NAME, st.api)
         st.spools = [sp.path] if sp else []
         plan = LoadPlan(wires[w:], st.records[w:], offsets, load.concurrency, duration_ns,
-                        on_done=sp.add if sp else None)
+                        on_done=sp.add if sp else None, on_lags=sp.add_lags if sp else None)
         await tr.prepare(conns)
         _mark(st.samplers)
         try:
             await drive(tr, plan, perf_counter_ns() + 20_000_000, progress, st.stats, realtime=load.realtime)
         finally:
-            spooled.stop(sp, st.warnings)
+            spooled.stop(sp, st.stats, st.warnings)
         _mark(st.samplers)
     finally:
         st.connect_ns.extend(tr.connect_ns)

@@ -12,6 +12,7 @@ reads as nothing). Decoding still happens after the run, from these bytes (raw-f
 from __future__ import annotations
 
 import threading
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,6 +52,10 @@ class Spool:
         self.error: str | None = None
         self.written = 0  # records on disk
         self._q: deque[RequestRecord] = deque()
+        self._lags: deque[array] = deque()  # read-lag stamps (8 bytes a read): appended raw to a file
+        self.lag_path = self.path.with_name(self.path.name.replace(".arrow", ".lags"))
+        self._lag_file = open(self.lag_path, "wb", buffering=0)
+        self._lag_bytes = 0  # written whole: a torn write's part is not read back
         self._schema = schema(adapter)
         self._sink = pa.OSFile(str(self.path), "wb")  # unbuffered: each batch reaches the OS whole
         self._writer = pa.ipc.new_stream(self._sink, self._schema)
@@ -61,12 +66,37 @@ class Spool:
     def add(self, rec: RequestRecord) -> None:
         self._q.append(rec)
 
+    def add_lags(self, lags: array) -> None:
+        """A run's per-read lag stamps, a slice at a time (load/loop.py _spill_lags)."""
+        self._lags.append(lags)
+
+    def read_lags(self) -> array:
+        """Every stamp handed in: those on disk, then those a failed write left in memory."""
+        out = array("q")
+        try:
+            with open(self.lag_path, "rb") as f:
+                out.frombytes(f.read(self._lag_bytes))
+        except OSError:
+            pass
+        for a in self._lags:
+            out.extend(a)
+        return out
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.flush()
 
     def flush(self) -> None:
         if self.error is not None:
+            return
+        try:
+            while self._lags:
+                data = self._lags[0].tobytes()
+                self._lag_file.write(data)
+                self._lag_bytes += len(data)
+                self._lags.popleft()
+        except Exception as e:  # noqa: BLE001 - what is left stays in memory (read_lags)
+            self.error = f"{type(e).__name__}: {e}"
             return
         q, taken = self._q, []
         while q:
@@ -92,6 +122,7 @@ class Spool:
         try:
             self._writer.close()
             self._sink.close()
+            self._lag_file.close()
         except Exception as e:  # noqa: BLE001 - every batch already written stays readable
             self.error = self.error or f"{type(e).__name__}: {e}"
 

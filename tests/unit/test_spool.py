@@ -145,3 +145,18 @@ def test_a_killed_run_keeps_what_was_spooled_and_report_reads_it(tmp_path, worke
     assert len(runfiles.load_records(run_dir / "requests.parquet")) == n
     p = sb("report", str(run_dir))
     assert p.returncode == 0, p.stderr
+
+
+def test_read_lag_stamps_spilled_during_the_load_all_come_back(tmp_path):
+    from array import array
+
+    from servebench.load.loop import LoadStats
+
+    _, records = reference_records("vllm_completions", 2)
+    sp = spool.Spool(tmp_path / spool.NAME, "openai-completions", interval_s=0.01)
+    for k in range(5):
+        sp.add_lags(array("q", range(k * 5000, (k + 1) * 5000)))
+    stats = LoadStats(read_lag_ns=array("q", [-1, -2]))  # what stayed in the transport at the end
+    spooled.stop(sp, stats)
+    assert sorted(stats.read_lag_ns) == [-2, -1, *range(25000)]
+    assert not sp.lag_path.exists()
