@@ -24,6 +24,7 @@ def start(path: Path, adapter: str, interval_s: float = INTERVAL_S) -> spool.Spo
     try:
         return spool.Spool(path, adapter, interval_s)
     except Exception:  # noqa: BLE001 - never stops a load
+        remove([path, spool.lags_path(path)])  # no empty spool left to puzzle a reader
         return None
 
 

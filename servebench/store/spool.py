@@ -42,6 +42,10 @@ def batch(records: list[RequestRecord], sch: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(cols, schema=sch)
 
 
+def lags_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name.replace(".arrow", ".lags"))
+
+
 class Spool:
     """add() from the load loop (a deque append); a thread writes a batch every interval_s.
     A write that fails stops spooling and keeps every record in memory as before (the run
@@ -53,7 +57,7 @@ class Spool:
         self.written = 0  # records on disk
         self._q: deque[RequestRecord] = deque()
         self._lags: deque[array] = deque()  # read-lag stamps (8 bytes a read): appended raw to a file
-        self.lag_path = self.path.with_name(self.path.name.replace(".arrow", ".lags"))
+        self.lag_path = lags_path(self.path)
         self._lag_file = open(self.lag_path, "wb", buffering=0)
         self._lag_bytes = 0  # written whole: a torn write's part is not read back
         self._schema = schema(adapter)

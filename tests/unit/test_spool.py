@@ -160,3 +160,14 @@ def test_read_lag_stamps_spilled_during_the_load_all_come_back(tmp_path):
     spooled.stop(sp, stats)
     assert sorted(stats.read_lag_ns) == [-2, -1, *range(25000)]
     assert not sp.lag_path.exists()
+
+
+def test_a_run_dir_that_refuses_the_spool_is_left_without_one(tmp_path):
+    run_dir = tmp_path / "ro"
+    run_dir.mkdir()
+    (run_dir / spool.NAME).mkdir()  # the name taken by a directory: opening the spool fails
+    ok = spooled.start(run_dir / "requests.spool.w0.arrow", "openai-completions")
+    assert ok is not None
+    ok.close()
+    assert spooled.start(run_dir / spool.NAME, "openai-completions") is None
+    assert (run_dir / spool.NAME).is_dir() and not (run_dir / "requests.spool.lags").exists()
