@@ -29,6 +29,12 @@ class LoadPlan:
     offsets_ns: list[int] | None  # release offsets from t0; None: closed loop
     concurrency: int | None  # closed loop: the number of slots; open loop: optional cap
     duration_ns: int | None = None  # no releases after t0 + duration
+    # each finished record is handed here (store/spool.py: a deque append; the bytes go to
+    # disk off the loop, so memory stays flat over any run length); None: kept in memory
+    on_done: Callable[[RequestRecord], None] | None = None
+    # the transport's per-read lag stamps are handed here a slice at a time (8 bytes a read
+    # would otherwise grow with the run); None: kept in memory
+    on_lags: Callable[[array], None] | None = None
 
 
 def realtime_on() -> str:
@@ -72,6 +78,16 @@ async def _lag_probe(stats: LoadStats, period_s: float = 0.05) -> None:
         stats.loop_lag_ns.append(max(0, perf_counter_ns() - want))
 
 
+async def _spill_lags(lags: array, spill: Callable[[array], None], period_s: float = 0.25) -> None:
+    """The transport's read-lag stamps handed over a slice at a time. On the loop, like the
+    reads that append them, so none is lost between the copy and the delete."""
+    while True:
+        await asyncio.sleep(period_s)
+        if len(lags) >= 4096:
+            spill(lags[:])
+            del lags[:]
+
+
 async def _ticker(stats: LoadStats, total: int, progress: Callable[[int, int], None]) -> None:
     while True:
         progress(stats.done, total)
@@ -107,12 +123,12 @@ async def drive(
     stats.t0_ns = t0_ns
     n = len(plan.records)
     end_release = t0_ns + plan.duration_ns if plan.duration_ns else None
+    lags = getattr(transport, "read_lag_ns", None)
     helpers = [asyncio.create_task(_lag_probe(stats))]
     if progress is not None:
         helpers.append(asyncio.create_task(_ticker(stats, n, progress)))
     tasks: list[asyncio.Task] = []
     cpu0 = 0
-    lags = getattr(transport, "read_lag_ns", None)
     # A full collection walks every object the process holds (tokenizer, transformers, pandas:
     # millions) and stalls the loop for hundreds of ms, which lands in TTFT and starves
     # slots: none runs during the load. Nor one here before it: in a large process it took
@@ -124,6 +140,8 @@ async def drive(
         await _sleep_until(t0_ns)
         if lags is not None:
             del lags[:]  # the warm-up's reads are not the load's
+            if plan.on_lags is not None:
+                helpers.append(asyncio.create_task(_spill_lags(lags, plan.on_lags)))
         cpu0 = process_time_ns()
         if plan.offsets_ns is None:
             await _closed_loop(transport, plan, stats, end_release)
@@ -151,7 +169,7 @@ async def drive(
 
 
 async def _closed_loop(transport, plan: LoadPlan, stats: LoadStats, end_release: int | None) -> None:
-    n, it = len(plan.records), iter(range(len(plan.records)))
+    n, it, done = len(plan.records), iter(range(len(plan.records))), plan.on_done
 
     async def slot() -> None:
         for i in it:  # a shared iterator: each free slot takes the next request
@@ -163,6 +181,8 @@ async def _closed_loop(transport, plan: LoadPlan, stats: LoadStats, end_release:
             stats.released += 1
             await transport.send(plan.wires[i], rec)
             stats.done += 1
+            if done is not None:
+                done(rec)
 
     slots = [asyncio.create_task(slot()) for _ in range(min(plan.concurrency or n, n))]
     try:
@@ -181,6 +201,7 @@ async def _cancel_all(tasks: list[asyncio.Task]) -> None:
 
 async def _open_loop(transport, plan: LoadPlan, stats: LoadStats, t0_ns: int, end_release: int | None, tasks: list) -> None:
     sem = asyncio.Semaphore(plan.concurrency) if plan.concurrency else None
+    done = plan.on_done
 
     async def one(i: int) -> None:
         rec = plan.records[i]
@@ -192,6 +213,8 @@ async def _open_loop(transport, plan: LoadPlan, stats: LoadStats, t0_ns: int, en
                 rec.slot_ns = perf_counter_ns()
                 await transport.send(plan.wires[i], rec)
         stats.done += 1
+        if done is not None:
+            done(rec)
 
     for i, off in enumerate(plan.offsets_ns):  # type: ignore[arg-type]
         target = t0_ns + off

@@ -38,6 +38,9 @@ class SplitLoad:
     progress: Callable[[int, int], None] | None = None
     on_t0: Callable[[], None] | None = None  # runs once t0 is sent
     actors: list[dict] | None = None  # ray:N: one row per actor (node, share, clock offset)
+    # each worker spools its finished records here (store/spool.py); None: kept in memory
+    # (Ray actors: their node's disk is not the run dir's)
+    spool_dir: Any = None
 
     def parts(self) -> list[Part]:
         return split_plan(list(range(len(self.records))), self.offsets_ns, self.concurrency, self.workers)
@@ -49,5 +52,6 @@ def jobs(load: SplitLoad, parts: list[Part]) -> list[dict]:
     return [dict(base_url=load.base_url, kind=load.kind, timeout_s=load.timeout_s, adapter=load.adapter,
                  wires=[load.wires[i] for i in idx], records=[load.records[i] for i in idx], offsets=offs,
                  concurrency=conc, duration_ns=load.duration_ns,
-                 connections=max(1, min(len(idx), conc or len(idx), -(-total_conns // len(parts)))))
-            for idx, offs, conc in parts]
+                 connections=max(1, min(len(idx), conc or len(idx), -(-total_conns // len(parts)))),
+                 spool=str(load.spool_dir / f"requests.spool.w{k}.arrow") if load.spool_dir else None)
+            for k, (idx, offs, conc) in enumerate(parts)]

@@ -22,6 +22,7 @@ import threading
 import time
 from array import array
 from dataclasses import fields
+from pathlib import Path
 from multiprocessing.connection import Connection, wait
 from time import perf_counter_ns
 from typing import Callable
@@ -30,6 +31,7 @@ from servebench.errors import first_line
 from servebench.records import RequestRecord
 from servebench.load.loop import LoadPlan, LoadStats, drive, new_loop
 from servebench.load.split import Part, SplitLoad, jobs
+from servebench.load import spooled
 
 START_MARGIN_NS = 50_000_000  # t0 this far after the last worker is ready: time to deliver it
 
@@ -252,6 +254,7 @@ async def _worker(conn: Connection, job: dict) -> None:
                 return
 
     threading.Thread(target=reader, daemon=True).start()
+    sp = None
     try:
         await tr.prepare(job["connections"])
         conn.send(("ready",))
@@ -260,7 +263,9 @@ async def _worker(conn: Connection, job: dict) -> None:
         if not t0_fut.done():
             conn.send(("done", records, stats, list(tr.connect_ns)))
             return
-        plan = LoadPlan(job["wires"], records, job["offsets"], job["concurrency"], job["duration_ns"])
+        sp = spooled.start(Path(job["spool"]), job["adapter"]) if job.get("spool") and job.get("adapter") else None
+        plan = LoadPlan(job["wires"], records, job["offsets"], job["concurrency"], job["duration_ns"],
+                        on_done=sp.add if sp else None, on_lags=sp.add_lags if sp else None)
         run = asyncio.ensure_future(drive(tr, plan, t0_fut.result(), stats=stats))
 
         async def report() -> None:
@@ -277,16 +282,15 @@ async def _worker(conn: Connection, job: dict) -> None:
         waiter.cancel()
     finally:
         await tr.close()
+        spooled.stop(sp, stats)
     if job.get("adapter"):
-        _decode_and_drop(job["adapter"], records)
+        _decode_and_drop(job["adapter"], records, [sp.path] if sp is not None else [])
     conn.send(("done", records, stats, list(getattr(tr, "connect_ns", []))))
 
 
-def _decode_and_drop(adapter: str, records: list[RequestRecord]) -> None:
+def _decode_and_drop(adapter: str, records: list[RequestRecord], spools: list) -> None:
     from servebench.adapters import ADAPTERS
-    from servebench.analysis.decode import decode_records
-
-    decode_records(ADAPTERS[adapter], records)
+    spooled.decode_all(ADAPTERS[adapter], records, spools)
     for r in records:
         r.chunks = []
 

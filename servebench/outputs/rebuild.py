@@ -57,6 +57,11 @@ def prepare(run_dir: Path, force: bool = False) -> tuple[list[str], list[str]]:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run directory {run_dir}")
     parquet, summary = run_dir / "requests.parquet", run_dir / "summary.json"
+    from servebench.load.spooled import salvage
+
+    if salvage(run_dir) is not None:  # killed mid-run: the records spooled before the kill
+        return [f"requests.parquet made from the records spooled before the run ended; rebuilt "
+                f"{', '.join(rebuild(run_dir))} from {parquet}"], []
     if force or (not summary.exists() and parquet.exists()):
         why = "rebuilt" if force else "summary.json was missing: rebuilt"
         return [f"{why} {', '.join(rebuild(run_dir))} from {parquet}"], []

@@ -25,7 +25,8 @@ from servebench.signals import interrupt_cause, shielded
 from servebench.engines.specs import load_spec
 from servebench.run import writer
 from servebench.run.state import Prepared, RunState
-from servebench.store import runfiles
+from servebench.store import runfiles, spool
+from servebench.load import spooled
 from servebench.analysis import verdict
 from servebench.load.prompts import load_tokenizer
 from servebench.run.writer import quietly
@@ -250,11 +251,18 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs: list[Requ
             return SplitLoad(base_url, kind, wires[w:], st.records[w:], offsets, load.concurrency, duration_ns,
                              st.workers, connections=conns, timeout_s=load.request_timeout_s, adapter=st.api,
                              stats=st.stats, connect_ns=st.connect_ns, progress=progress,
-                             on_t0=lambda: _mark(st.samplers), actors=st.split)
-        plan = LoadPlan(wires[w:], st.records[w:], offsets, load.concurrency, duration_ns)
+                             on_t0=lambda: _mark(st.samplers), actors=st.split,
+                             spool_dir=None if load.ray_workers else st.run_dir)
+        sp = spooled.start(st.run_dir / spool.NAME, st.api)
+        st.spools = [sp.path] if sp else []
+        plan = LoadPlan(wires[w:], st.records[w:], offsets, load.concurrency, duration_ns,
+                        on_done=sp.add if sp else None, on_lags=sp.add_lags if sp else None)
         await tr.prepare(conns)
         _mark(st.samplers)
-        await drive(tr, plan, perf_counter_ns() + 20_000_000, progress, st.stats, realtime=load.realtime)
+        try:
+            await drive(tr, plan, perf_counter_ns() + 20_000_000, progress, st.stats, realtime=load.realtime)
+        finally:
+            spooled.stop(sp, st.stats, st.warnings)
         _mark(st.samplers)
     finally:
         st.connect_ns.extend(tr.connect_ns)
@@ -274,6 +282,7 @@ def _drive_workers(plan: SplitLoad, st: RunState, load: LoadConfig) -> None:
         _mark(st.samplers)
     finally:
         st.records[load.warmup:] = plan.records
+        st.spools = spooled.found(st.run_dir)  # the workers' crash copies, removed with the parquet
 
 
 async def _self_check(load: LoadConfig, st: RunState) -> None:

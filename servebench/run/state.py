@@ -61,6 +61,7 @@ class RunState:
     split: list[dict] = field(default_factory=list)  # --workers ray:N: each actor's node, share and clock
     started_at: float = field(default_factory=time.time)  # wall clock, for run.json started_at
     workload: Workload | None = None  # Prepared.workload
+    spools: list[Path] = field(default_factory=list)  # finished records' raw bytes on disk (store/spool.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from servebench.store import salvage
 from servebench.store import runfiles
 from servebench.analysis import verdict
 from servebench.config import RunConfig
-from servebench.analysis.decode import decode_records
+from servebench.load import spooled
 from servebench.engines.hostcpu import cpu_model
 from servebench.analysis.metrics import dist, summarize
 from servebench.records import RequestRecord
@@ -53,9 +53,11 @@ def write(cfg: RunConfig, st: RunState, p: Prepared) -> Written:
     """Write whatever exists; each piece on its own so one failure never loses the rest.
     Returns the verdict and summary.json as written to the run directory."""
     job, run_dir = _Job(cfg, st, p, redact.secret_values({**cfg.launcher_options, **cfg.env}, cfg.server_args)), st.run_dir
-    job.attempt("decode", decode_records, p.adapter, st.records)
+    job.attempt("decode", spooled.decode_all, p.adapter, st.records, st.spools)
     sent = _sent(st.records, job.secrets)
     records_at, refused = salvage.write_records(run_dir, sent)  # first: the one thing not remade
+    if records_at is not None:  # the spools were the crash copy of these rows
+        spooled.remove(st.spools)
     summary = summarize(sent, target_concurrency=cfg.load.concurrency, target_rate=cfg.load.rate,
                         steady_state=cfg.steady_state)
     outcome = _judged(cfg, st, summary)

@@ -1,0 +1,186 @@
+"""Completed requests on disk while the run goes on, raw bytes and stamps as received.
+
+Holding every token's bytes until the run ends made RSS grow ~0.5 KB per token (issue 20: 1.5
+GB after 1.9 M tokens; tens of GB for an hour at GPU rates). Here the load loop only appends a
+finished record to a deque; a thread takes what gathered every `interval_s`, appends it to the
+spool as one Arrow IPC stream batch and then drops the record's chunks, so memory holds what
+is in flight plus one interval. The IPC *stream* format has no footer: a run killed with
+SIGKILL leaves every batch written before it readable (a parquet file without its footer
+reads as nothing). Decoding still happens after the run, from these bytes (raw-first).
+"""
+
+from __future__ import annotations
+
+import threading
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pyarrow as pa
+
+from servebench.records import RequestRecord
+
+NAME = "requests.spool.arrow"  # in the run dir; removed once requests.parquet holds its rows
+_SCALARS: list[tuple[str, pa.DataType]] = [
+    ("index", pa.int64()), ("warmup", pa.bool_()), ("input_tokens", pa.int64()), ("output_tokens", pa.int64()),
+    ("scheduled_ns", pa.int64()), ("slot_ns", pa.int64()), ("connect_ns", pa.int64()), ("sent_ns", pa.int64()),
+    ("first_byte_ns", pa.int64()), ("end_ns", pa.int64()), ("status", pa.int32()), ("error", pa.string()),
+]
+_RAW = [("chunk_ns", pa.list_(pa.int64())), ("chunk_data", pa.list_(pa.binary()))]
+
+
+def schema(adapter: str) -> pa.Schema:
+    """The adapter key rides in the metadata: a salvaged spool is decoded without run.json."""
+    return pa.schema([pa.field(n, t) for n, t in _SCALARS + _RAW], metadata={"adapter": adapter})
+
+
+def batch(records: list[RequestRecord], sch: pa.Schema) -> pa.RecordBatch:
+    cols = [pa.array([getattr(r, n) for r in records], type=t) for n, t in _SCALARS]
+    cols.append(pa.array([[c[0] for c in r.chunks] for r in records], type=pa.list_(pa.int64())))
+    cols.append(pa.array([[c[1] for c in r.chunks] for r in records], type=pa.list_(pa.binary())))
+    return pa.RecordBatch.from_arrays(cols, schema=sch)
+
+
+def lags_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name.replace(".arrow", ".lags"))
+
+
+class Spool:
+    """add() from the load loop (a deque append); a thread writes a batch every interval_s.
+    A write that fails stops spooling and keeps every record in memory as before (the run
+    is never failed for it); `error` says why."""
+
+    def __init__(self, path: Path, adapter: str, interval_s: float = 1.0) -> None:
+        self.path, self.interval_s = Path(path), interval_s
+        self.error: str | None = None
+        self.written = 0  # records on disk
+        self._q: deque[RequestRecord] = deque()
+        self._lags: deque[array] = deque()  # read-lag stamps (8 bytes a read): appended raw to a file
+        self.lag_path = lags_path(self.path)
+        self._lag_file = open(self.lag_path, "wb", buffering=0)
+        self._lag_bytes = 0  # written whole: a torn write's part is not read back
+        self._schema = schema(adapter)
+        self._sink = pa.OSFile(str(self.path), "wb")  # unbuffered: each batch reaches the OS whole
+        self._writer = pa.ipc.new_stream(self._sink, self._schema)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="servebench-spool", daemon=True)
+        self._thread.start()
+
+    def add(self, rec: RequestRecord) -> None:
+        self._q.append(rec)
+
+    def add_lags(self, lags: array) -> None:
+        """A run's per-read lag stamps, a slice at a time (load/loop.py _spill_lags)."""
+        self._lags.append(lags)
+
+    def read_lags(self) -> array:
+        """Every stamp handed in: those on disk, then those a failed write left in memory."""
+        out = array("q")
+        try:
+            with open(self.lag_path, "rb") as f:
+                out.frombytes(f.read(self._lag_bytes))
+        except OSError:
+            pass
+        for a in self._lags:
+            out.extend(a)
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.flush()
+
+    def flush(self) -> None:
+        if self.error is not None:
+            return
+        try:
+            while self._lags:
+                data = self._lags[0].tobytes()
+                self._lag_file.write(data)
+                self._lag_bytes += len(data)
+                self._lags.popleft()
+        except Exception as e:  # noqa: BLE001 - what is left stays in memory (read_lags)
+            self.error = f"{type(e).__name__}: {e}"
+            return
+        q, taken = self._q, []
+        while q:
+            taken.append(q.popleft())
+        if not taken:
+            return
+        try:
+            self._writer.write_batch(batch(taken, self._schema))
+        except Exception as e:  # noqa: BLE001 - the records stay in memory and are written at the end
+            self.error = f"{type(e).__name__}: {e}"
+            return
+        for r in taken:  # on disk: the bytes are read back after the run
+            r.chunks = []
+        self.written += len(taken)
+
+    def close(self) -> None:
+        """Stop the thread and write what is left; safe to call twice."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join()
+        self.flush()
+        try:
+            self._writer.close()
+            self._sink.close()
+            self._lag_file.close()
+        except Exception as e:  # noqa: BLE001 - every batch already written stays readable
+            self.error = self.error or f"{type(e).__name__}: {e}"
+
+
+def read(path: Path) -> tuple[str | None, Iterator[pa.RecordBatch]]:
+    """(adapter key, batches): every whole batch, stopping quietly at a torn last one."""
+    source = pa.memory_map(str(path))
+    reader = pa.ipc.open_stream(source)
+    meta = reader.schema.metadata or {}
+    adapter = meta.get(b"adapter", b"").decode() or None
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        while True:
+            try:
+                yield reader.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, OSError):  # a batch cut short by a kill: the rest is gone
+                return
+
+    return adapter, batches()
+
+
+def restore(path: Path, records: list[RequestRecord], each: Callable[[RequestRecord], None]) -> int:
+    """Put each spooled row's bytes back on its record (matched by index), call each(rec) on
+    it (decode), then drop the bytes again: one batch in memory at a time. Records not in the
+    spool are untouched, and so is one already decoded (a worker did it). Returns the rows
+    restored."""
+    by_index = {r.index: r for r in records if not r.decoded}
+    n = 0
+    if not by_index:
+        return n
+    for b in read(path)[1]:
+        cols = b.to_pydict()
+        for i, idx in enumerate(cols["index"]):
+            rec = by_index.get(idx)
+            if rec is None:
+                continue
+            rec.chunks = list(zip(cols["chunk_ns"][i], cols["chunk_data"][i]))
+            each(rec)
+            rec.chunks = []
+            n += 1
+    return n
+
+
+def records(path: Path) -> tuple[str | None, Iterator[RequestRecord]]:
+    """A spool left by a killed run, as records with their bytes (salvage)."""
+    adapter, batches = read(path)
+
+    def rows() -> Iterator[RequestRecord]:
+        for b in batches:
+            cols = b.to_pydict()
+            for i in range(b.num_rows):
+                kw = {n: cols[n][i] for n, _ in _SCALARS}
+                yield RequestRecord(**kw, chunks=list(zip(cols["chunk_ns"][i], cols["chunk_data"][i])))
+
+    return adapter, rows()

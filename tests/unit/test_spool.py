@@ -1,0 +1,173 @@
+"""Finished records go to disk during the run (store/spool.py), so memory stays flat over any
+run length; a killed run keeps what was spooled before the kill; metrics from spooled records
+are the same bytes as from records held in memory."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from servebench.adapters import ADAPTERS
+from servebench.analysis.decode import decode_records
+from servebench.analysis.metrics import summarize
+from servebench.emulator.handle import start_emulator
+from servebench.load import spooled
+from servebench.outputs import rebuild
+from servebench.records import RequestRecord
+from servebench.store import runfiles, spool
+
+STREAMS = Path(__file__).parent.parent / "fixtures" / "streams"
+
+
+def reference_records(name: str, n: int = 40) -> tuple[str, list[RequestRecord]]:
+    """n requests replaying a byte-exact engine stream (tests/fixtures/streams), each read
+    stamped at its own times, so every request's metrics differ."""
+    meta = json.loads((STREAMS / f"{name}.json").read_text())
+    body = (STREAMS / f"{name}.sse").read_bytes()
+    edges = [0, *meta["splits"], len(body)]
+    reads = [body[a:b] for a, b in zip(edges, edges[1:])]
+    out = []
+    for i in range(n):
+        sent = 1_000_000_000 + i * 7_000_000
+        stamps = [sent + 20_000_000 + k * (1_000_000 + 37_000 * i) for k in range(len(reads))]
+        out.append(RequestRecord(index=i, input_tokens=16, output_tokens=8, scheduled_ns=sent, slot_ns=sent,
+                                 sent_ns=sent, first_byte_ns=stamps[0] - 10, end_ns=stamps[-1] + 5,
+                                 status=meta["status"], chunks=list(zip(stamps, reads))))
+    return meta["adapter"], out
+
+
+@pytest.mark.parametrize("name", ["vllm_completions", "vllm_chat", "tgi", "lightllm", "sglang", "vllm_truncated",
+                                  "vllm_400"])
+def test_metrics_from_spooled_records_are_byte_identical(tmp_path, name):
+    key, records = reference_records(name)
+    kept = copy.deepcopy(records)
+    decode_records(ADAPTERS[key], kept)
+    sp = spool.Spool(tmp_path / spool.NAME, key, interval_s=0.01)
+    for r in records[:30]:  # the last ten stay in memory, as requests in flight at the end would
+        sp.add(r)
+    deadline = time.monotonic() + 60
+    while sp.written < 30 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(r.chunks == [] for r in records[:30])  # flushed by the thread: the bytes left memory
+    sp.close()
+    assert sp.written == 30 and sp.error is None
+    spooled.decode_all(ADAPTERS[key], records, [sp.path])
+    assert json.dumps(summarize(records)) == json.dumps(summarize(kept))
+    runfiles.write_records(tmp_path / "a.parquet", records)
+    runfiles.write_records(tmp_path / "b.parquet", kept)
+    assert runfiles.load_records(tmp_path / "a.parquet") == runfiles.load_records(tmp_path / "b.parquet")
+
+
+def test_a_torn_last_batch_is_dropped_and_the_whole_ones_read(tmp_path):
+    key, records = reference_records("vllm_completions", 12)
+    sp = spool.Spool(tmp_path / spool.NAME, key, interval_s=3600)  # flushed by hand below
+    for part in (records[:4], records[4:8], records[8:]):
+        for r in part:
+            sp.add(r)
+        sp.flush()
+    sp.close()
+    data = sp.path.read_bytes()
+    sp.path.write_bytes(data[: len(data) - 200])  # a kill in the middle of the third batch
+    _, rows = spool.records(sp.path)
+    assert [r.index for r in rows] == list(range(8))
+
+
+def test_a_spool_that_cannot_write_keeps_the_records_in_memory(tmp_path):
+    key, records = reference_records("vllm_completions", 4)
+    sp = spool.Spool(tmp_path / spool.NAME, key, interval_s=3600)
+    sp._writer.close()  # as a disk that failed under it: every later write raises
+    for r in records:
+        sp.add(r)
+    sp.flush()
+    sp.close()
+    assert sp.error and sp.written == 0
+    assert all(r.chunks for r in records)  # nothing lost: the writer decodes them from memory
+
+
+def sb(*args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "servebench.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_run_spools_during_the_load_and_removes_the_spool_after(tmp_path):
+    with start_emulator("openai", ttft_ms=5, itl_ms=2) as emu:
+        p = sb("run", "--endpoint", emu.url, "--model", "tiny", "--requests", "60", "--input-tokens", "16",
+               "--output-tokens", "8", "--concurrency", "4", "--results-dir", str(tmp_path), "--no-telemetry",
+               "--no-plots")
+    assert p.returncode == 0, p.stderr
+    run_dir = next(tmp_path.iterdir())
+    assert not spooled.found(run_dir)  # the crash copy is gone once requests.parquet holds the rows
+    recs = [r for r in runfiles.load_records(run_dir / "requests.parquet") if not r.warmup]
+    assert len(recs) == 60 and all(r.ok and len(r.token_ns) == 8 for r in recs)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_killed_run_keeps_what_was_spooled_and_report_reads_it(tmp_path, workers):
+    """SIGKILL mid-run (the parent and its load workers): no summary, no requests.parquet, but
+    every request finished more than a flush interval before the kill is on disk; `report`
+    makes the run dir whole from it."""
+    with start_emulator("openai", ttft_ms=5, itl_ms=20) as emu:
+        proc = subprocess.Popen([sys.executable, "-m", "servebench.cli", "run", "--endpoint", emu.url, "--model",
+                                 "tiny", "--requests", "400", "--input-tokens", "16", "--output-tokens", "10",
+                                 "--concurrency", "4", "--workers", workers, "--results-dir", str(tmp_path),
+                                 "--no-telemetry", "--no-plots"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                found = [p for p in tmp_path.glob(f"*/{spooled.PATTERN}") if p.stat().st_size > 4000]
+                if len(found) == int(workers):
+                    break
+                time.sleep(0.2)
+            assert len(found) == int(workers), "the run never spooled a batch"
+            time.sleep(1.5)  # a further flush or so
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    run_dir = found[0].parent
+    assert not (run_dir / "summary.json").exists() and not (run_dir / "requests.parquet").exists()
+    n = sum(len(list(spool.records(p)[1])) for p in found)
+    assert 0 < n < 400
+    notes, problems = rebuild.prepare(run_dir)
+    assert problems == [] and "spooled" in notes[0]
+    summary = runfiles.load_summary(run_dir)
+    assert summary["completed"] == n and summary["failed"] == 0
+    assert len(runfiles.load_records(run_dir / "requests.parquet")) == n
+    p = sb("report", str(run_dir))
+    assert p.returncode == 0, p.stderr
+
+
+def test_read_lag_stamps_spilled_during_the_load_all_come_back(tmp_path):
+    from array import array
+
+    from servebench.load.loop import LoadStats
+
+    _, records = reference_records("vllm_completions", 2)
+    sp = spool.Spool(tmp_path / spool.NAME, "openai-completions", interval_s=0.01)
+    for k in range(5):
+        sp.add_lags(array("q", range(k * 5000, (k + 1) * 5000)))
+    stats = LoadStats(read_lag_ns=array("q", [-1, -2]))  # what stayed in the transport at the end
+    spooled.stop(sp, stats)
+    assert sorted(stats.read_lag_ns) == [-2, -1, *range(25000)]
+    assert not sp.lag_path.exists()
+
+
+def test_a_run_dir_that_refuses_the_spool_is_left_without_one(tmp_path):
+    run_dir = tmp_path / "ro"
+    run_dir.mkdir()
+    (run_dir / spool.NAME).mkdir()  # the name taken by a directory: opening the spool fails
+    ok = spooled.start(run_dir / "requests.spool.w0.arrow", "openai-completions")
+    assert ok is not None
+    ok.close()
+    assert spooled.start(run_dir / spool.NAME, "openai-completions") is None
+    assert (run_dir / spool.NAME).is_dir() and not (run_dir / "requests.spool.lags").exists()
