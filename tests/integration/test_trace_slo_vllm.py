@@ -27,9 +27,10 @@ from tests.integration._cli import servebench
 pytestmark = pytest.mark.integration
 
 N, SCALE, SPEEDS, MAX_LEVEL, GROWTH, PRICE = 10, 0.1, [2], 8, 10, 0.10
-# two bounds, both far above anything tiny on a CPU takes for 10 short requests (ms, and a share)
-SLO = "e2e_p99<=120s,error_rate<=0.5"
-BOUNDS = {"e2e_ms.p99<=120000": lambda s: s["e2e_ms"]["p99"] / 120000, "error_rate<=0.5": lambda s: s["error_rate"] / 0.5}
+# two bounds, both far above anything tiny on a CPU takes for 10 short requests (ms, and a share);
+# a max, not a p99: no p99 of 10 requests can be shown to meet a bound at 95 % (docs/sweep.md)
+SLO = "e2e_max<=120s,error_rate<=0.5"
+BOUNDS = {"e2e_ms.max<=120000": lambda s: s["e2e_ms"]["max"] / 120000, "error_rate<=0.5": lambda s: s["error_rate"] / 0.5}
 
 
 def _sweep(url: str, tmp_path: Path) -> Path:
