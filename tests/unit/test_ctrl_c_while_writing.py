@@ -9,15 +9,13 @@ import signal
 
 import pytest
 
-from servebench.config import LoadConfig, RunConfig
-from servebench.emulator import start_emulator
 from servebench.run import orchestrate, writer
 
 
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_during_the_write_of_a_complete_run_is_kept_and_honoured(tmp_path, monkeypatch, handlers, sig, code):
+def test_signal_during_the_write_of_a_complete_run_is_kept_and_honoured(monkeypatch, handlers, emulated_run, sig, code):
     real_write = writer.write
 
     def write_with_a_ctrl_c(*a, **kw):
@@ -25,12 +23,8 @@ def test_signal_during_the_write_of_a_complete_run_is_kept_and_honoured(tmp_path
         return real_write(*a, **kw)
 
     monkeypatch.setattr(writer, "write", write_with_a_ctrl_c)
-    with start_emulator("openai", ttft_ms=2, itl_ms=1) as emu:
-        cfg = RunConfig(endpoint=emu.url, launcher="external", model="tiny", results_dir=tmp_path, telemetry=False,
-                        load=LoadConfig(requests=6, concurrency=2, warmup=0, workers=1))
-        cfg.workload.input_tokens, cfg.workload.output_tokens = 16, 4
-        with pytest.raises(orchestrate.RunError) as e:
-            orchestrate.run(cfg)
+    with pytest.raises(orchestrate.RunError) as e:
+        emulated_run(6)
     assert e.value.code == code and "after the load ended" in str(e.value)
     summary = json.loads((e.value.run_dir / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["completed"] == 6

@@ -24,6 +24,8 @@ from servebench.sweep.plan import expand, limit_by, run_config
 
 SPEC = Path(__file__).resolve().parents[1] / "fixtures" / "specs" / "emulated.yaml"
 
+SESSIONS = {"source": "synthetic", "turns": 2, "count": 3, "think_time": 0.1}
+
 
 def sb(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "servebench.cli", *args], capture_output=True, text=True,
@@ -80,6 +82,11 @@ def test_distribution_lengths_pass_through_and_old_index_rows_line_up(tmp_path):
     ({"trace": {"source": "azure-conv-2023", "speed": []}}, "at least one"),
     ({"trace": {"source": "azure-conv-2023", "window": "9:3"}}, "START:END"),
     ({"trace": {"source": "azure-conv-2023"}, "concurrency": [1]}, "a trace brings its own schedule"),
+    # sessions as a sweep load (test_sweep_sessions.py)
+    ({"sessions": SESSIONS, "trace": {"source": "azure-conv-2023"}}, "sessions are a workload of their own"),
+    ({"sessions": {**SESSIONS, "think_time": "gamma:3"}, "concurrency": [1]}, "--think-time 'gamma:3'"),
+    ({"sessions": {**SESSIONS, "turns": 0}, "concurrency": [1]}, "greater than or equal to 1"),
+    ({"sessions": {"turns": 2}, "concurrency": [1]}, "source"),
     ({"trace": {"source": "azure-conv-2023"}, "input_tokens": "uniform:1-9"}, "a trace brings its own"),
     ({"concurrency": [1], "input_tokens": "gamma:3"}, "expected a number of tokens or a distribution"),
     ({"concurrency": [1], "output_tokens": 0}, "at least 1 token"),
