@@ -14,7 +14,7 @@ from servebench.records import RequestRecord
 from servebench.signals import shielded
 from servebench.store import runfiles, spool
 
-INTERVAL_S = 1.0  # a kill loses at most about this much of the finished records
+INTERVAL_S = 0.1  # a kill loses at most about this much of the finished records
 PATTERN = "requests.spool*.arrow"  # one per load process: requests.spool.arrow, requests.spool.w1.arrow, ...
 
 
