@@ -65,6 +65,10 @@ class Spool:
         self._schema = schema(adapter)
         self._sink = pa.OSFile(str(self.path), "wb")  # unbuffered: each batch reaches the OS whole
         self._writer = pa.ipc.new_stream(self._sink, self._schema)
+        # pyarrow's first conversion of Python lists costs ~200 ms (lazy set-up), all of it with
+        # the GIL held: made here, before the load, not in the first flush, where it stalled the
+        # load loop (a read waited 15 ms; a run judged "did not keep up" on an idle host)
+        batch([RequestRecord(index=0, chunks=[(0, b"")])], self._schema)
         self._stop = threading.Event()
         # while this thread builds a batch it holds the GIL, and the load loop waiting to send
         # gets it back only after the switch interval (5 ms by default): send error p99 went
