@@ -54,8 +54,16 @@ def write(cfg: RunConfig, st: RunState, p: Prepared) -> Written:
     Returns the verdict and summary.json as written to the run directory."""
     job, run_dir = _Job(cfg, st, p, redact.secret_values({**cfg.launcher_options, **cfg.env}, cfg.server_args)), st.run_dir
     job.attempt("decode", spooled.decode_all, p.adapter, st.records, st.spools)
+    decoded = not any(f.startswith("decode:") for f in job.failures)  # every spooled row is in memory
     sent = _sent(st.records, job.secrets)
-    records_at, refused = salvage.write_records(run_dir, sent)  # first: the one thing not remade
+
+    def make_room() -> bool:  # a nearly full disk: the spool's copy of these rows gives way to them
+        if not (decoded and st.spools):
+            return False
+        spooled.remove(st.spools)
+        return True
+
+    records_at, refused = salvage.write_records(run_dir, sent, make_room)  # first: the one thing not remade
     if records_at is not None:  # the spools were the crash copy of these rows
         spooled.remove(st.spools)
     summary = summarize(sent, target_concurrency=cfg.load.concurrency, target_rate=cfg.load.rate,

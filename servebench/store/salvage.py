@@ -14,6 +14,7 @@ import errno
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from servebench.errors import first_line
 from servebench.store import runfiles
@@ -39,17 +40,24 @@ def rescue_dirs() -> list[Path]:
     return out
 
 
-def write_records(run_dir: Path, records: list) -> tuple[Path | None, str | None]:
+def write_records(run_dir: Path, records: list, make_room: Callable[[], bool] | None = None) -> tuple[Path | None, str | None]:
     """(where requests.parquet was written, why the run dir refused it). Tries the run dir,
     then each rescue dir, whatever the run dir's error was (not only a full disk: a read-only
-    dir, a lost mount); returns (None, reason) when nothing could hold it."""
+    dir, a lost mount); returns (None, reason) when nothing could hold it. `make_room()`, when
+    given, may free space in the run dir (the load's spool, a crash copy of these same rows,
+    held on the disk beside them) after a first refusal: True means try the run dir again."""
     target = run_dir / "requests.parquet"
-    try:
-        runfiles.write_records(target, records)
-        return target, None
-    except Exception as e:  # noqa: BLE001 - whatever refused them, the rescue dirs are tried
-        remove_partial(run_dir)
-        why = one_line(e)
+    why = None
+    for _ in range(2):
+        try:
+            runfiles.write_records(target, records)
+            return target, None
+        except Exception as e:  # noqa: BLE001 - whatever refused them, the rescue dirs are tried
+            remove_partial(run_dir)
+            why = why or one_line(e)
+        if make_room is None or not make_room():
+            break
+        make_room = None
     for base in rescue_dirs():
         dest = base / run_dir.name
         try:

@@ -37,6 +37,7 @@ def test_hangup_tears_down_like_ctrl_c_and_is_held_during_teardown():
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # a terminal session, even when the suite runs under nohup
         interruptible()
         with pytest.raises(KeyboardInterrupt):  # the terminal closed: stop, then tear down
             os.kill(os.getpid(), signal.SIGHUP)
