@@ -4,6 +4,7 @@ the requests.parquet every reader knows (salvage)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from servebench.adapters import ADAPTERS
@@ -13,6 +14,19 @@ from servebench.load.loop import LoadStats
 from servebench.records import RequestRecord
 from servebench.signals import shielded
 from servebench.store import runfiles, spool
+
+# A run spools from this many expected streamed tokens (SERVEBENCH_SPOOL_MIN_TOKENS overrides):
+# below it the records stay in memory (at ~0.5 KB a token, under ~0.5 GB), where nothing runs
+# beside the load loop. The spool thread's batches still hold the GIL now and then (a read
+# waited 3 ms in a 1,000-request run whose token gap was 2 ms), a cost worth paying only where
+# memory would otherwise grow without bound.
+MIN_TOKENS = 1_000_000
+
+
+def wanted(expected_tokens: int) -> bool:
+    limit = os.environ.get("SERVEBENCH_SPOOL_MIN_TOKENS", "").strip()
+    return expected_tokens >= (int(limit) if limit.isdigit() else MIN_TOKENS)
+
 
 INTERVAL_S = 0.1  # a kill loses at most about this much of the finished records
 PATTERN = "requests.spool*.arrow"  # one per load process: requests.spool.arrow, requests.spool.w1.arrow, ...

@@ -247,13 +247,14 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs: list[Requ
         offsets = release_offsets_ns(load, len(wires) - w, st.workload)
         duration_ns = int(load.duration_s * 1e9) if load.duration_s else None
         conns = _connections_needed(cfg, st.records[:w], offsets if st.workload and st.workload.offsets_ns else None)
+        spool_it = spooled.wanted(sum(r.output_tokens for r in st.records[w:]))
         if st.workers > 1 or load.ray_workers:
             return SplitLoad(base_url, kind, wires[w:], st.records[w:], offsets, load.concurrency, duration_ns,
                              st.workers, connections=conns, timeout_s=load.request_timeout_s, adapter=st.api,
                              stats=st.stats, connect_ns=st.connect_ns, progress=progress,
                              on_t0=lambda: _mark(st.samplers), actors=st.split,
-                             spool_dir=None if load.ray_workers else st.run_dir)
-        sp = spooled.start(st.run_dir / spool.NAME, st.api)
+                             spool_dir=None if load.ray_workers or not spool_it else st.run_dir)
+        sp = spooled.start(st.run_dir / spool.NAME, st.api) if spool_it else None
         st.spools = [sp.path] if sp else []
         plan = LoadPlan(wires[w:], st.records[w:], offsets, load.concurrency, duration_ns,
                         on_done=sp.add if sp else None, on_lags=sp.add_lags if sp else None)

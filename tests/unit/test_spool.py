@@ -97,7 +97,8 @@ def sb(*args, timeout=240):
                           timeout=timeout)
 
 
-def test_a_run_spools_during_the_load_and_removes_the_spool_after(tmp_path):
+def test_a_run_spools_during_the_load_and_removes_the_spool_after(tmp_path, monkeypatch):
+    monkeypatch.setenv("SERVEBENCH_SPOOL_MIN_TOKENS", "0")  # a small run spools too
     with start_emulator("openai", ttft_ms=5, itl_ms=2) as emu:
         p = sb("run", "--endpoint", emu.url, "--model", "tiny", "--requests", "60", "--input-tokens", "16",
                "--output-tokens", "8", "--concurrency", "4", "--results-dir", str(tmp_path), "--no-telemetry",
@@ -110,10 +111,11 @@ def test_a_run_spools_during_the_load_and_removes_the_spool_after(tmp_path):
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
-def test_a_killed_run_keeps_what_was_spooled_and_report_reads_it(tmp_path, workers):
+def test_a_killed_run_keeps_what_was_spooled_and_report_reads_it(tmp_path, monkeypatch, workers):
     """SIGKILL mid-run (the parent and its load workers): no summary, no requests.parquet, but
     every request finished more than a flush interval before the kill is on disk; `report`
     makes the run dir whole from it."""
+    monkeypatch.setenv("SERVEBENCH_SPOOL_MIN_TOKENS", "0")  # a small run spools too
     with start_emulator("openai", ttft_ms=5, itl_ms=20) as emu:
         proc = subprocess.Popen([sys.executable, "-m", "servebench.cli", "run", "--endpoint", emu.url, "--model",
                                  "tiny", "--requests", "400", "--input-tokens", "16", "--output-tokens", "10",
@@ -171,3 +173,25 @@ def test_a_run_dir_that_refuses_the_spool_is_left_without_one(tmp_path):
     ok.close()
     assert spooled.start(run_dir / spool.NAME, "openai-completions") is None
     assert (run_dir / spool.NAME).is_dir() and not (run_dir / "requests.spool.lags").exists()
+
+
+def test_only_runs_expected_to_stream_many_tokens_spool(monkeypatch):
+    monkeypatch.delenv("SERVEBENCH_SPOOL_MIN_TOKENS", raising=False)
+    assert not spooled.wanted(128_000) and spooled.wanted(spooled.MIN_TOKENS)
+    monkeypatch.setenv("SERVEBENCH_SPOOL_MIN_TOKENS", "0")
+    assert spooled.wanted(0)
+
+
+def test_a_small_run_keeps_its_records_in_memory(tmp_path, monkeypatch):
+    monkeypatch.delenv("SERVEBENCH_SPOOL_MIN_TOKENS", raising=False)
+    seen = []
+    real = spooled.start
+    monkeypatch.setattr(spooled, "start", lambda *a, **k: seen.append(a) or real(*a, **k))
+    from servebench.config import LoadConfig, RunConfig
+    from servebench.run import orchestrate
+
+    with start_emulator("openai", ttft_ms=2, itl_ms=1) as emu:
+        cfg = RunConfig(endpoint=emu.url, launcher="external", model="tiny", results_dir=tmp_path, telemetry=False,
+                        load=LoadConfig(requests=20, concurrency=2, warmup=0, workers=1))
+        run_dir = orchestrate.run(cfg)
+    assert seen == [] and (run_dir / "requests.parquet").exists() and not spooled.found(run_dir)
