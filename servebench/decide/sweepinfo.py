@@ -14,7 +14,7 @@ from servebench.decide.find import find
 from servebench.decide.load import LoadError, _index, config_label, kind, spec_path
 from servebench.decide.slo import Bound, SloError, parse_slo
 from servebench.outputs.table import Table
-from servebench.sweep.limit import LEVEL, describe
+from servebench.store.limitblock import LEVEL, describe
 
 LIMIT_COLUMNS = ["source", "config", "slo", "by", "limit_range", "limit_low", "limit_high", "first_missing", "cells"]
 RANGE_NOTE = (f"a range, not one number: the lower end is the highest level shown to meet the SLO at {LEVEL * 100:g} %, "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from servebench.sweep.limit import describe
+from servebench.store.limitblock import describe
 
 
 def stderr_console():

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from servebench.sweep.judge import MET, MISSED, UNDECIDED, judge
+from servebench.store.limitblock import LEVEL
 from servebench.sweep.slo_bounds import Bound
 
 def meets(bounds: list[Bound], summary: dict) -> bool:
@@ -29,8 +30,6 @@ def meets(bounds: list[Bound], summary: dict) -> bool:
         return False
     return all(b.met(summary) for b in bounds)
 
-
-LEVEL = 0.95
 
 
 @dataclass(slots=True)
@@ -207,23 +206,6 @@ def _too_few(res: SearchResult) -> str | None:
                 return (f"{name} of {row['n']} requests at {lv:g} has no upper {LEVEL * 100:g} % bound "
                         f"(it needs {need} or more): more requests per level, or a higher --limit-repeats")
     return None
-
-
-def describe(lm: dict) -> str:
-    """'110-125 (95 %; first missing: 126)', or '120 (first missing: 121)' when exact. Reads
-    blocks written before ranges too (max_meeting and first_missing only)."""
-    low = lm.get("low", lm.get("max_meeting"))
-    high = lm.get("high", low)
-    first = lm.get("first_missing")
-    miss = f"first missing: {first:g}" if first is not None else "none missed up to the search's cap"
-    if low is None and high is None:
-        return f"none (even {first:g} missed)" if first is not None else "none"
-    if low is None:
-        why = lm.get("note") or "the noise leaves every level up to it undecided"
-        return f"none shown at 95 %, at most {high:g} ({miss}; {why})"
-    if high is None or low == high:
-        return f"{low:g} ({miss})"
-    return f"{low:g}-{high:g} ({lm.get('level', LEVEL) * 100:g} %; {miss})"
 
 
 def closeness(bounds: list[Bound], summary: dict | None) -> dict | None:

@@ -11,7 +11,8 @@ import pytest
 
 from servebench.analysis.intervals import binomial_ci
 from servebench.sweep.judge import MET, MISSED, UNDECIDED, judge
-from servebench.sweep.limit import block, describe, meets, search
+from servebench.store.limitblock import describe
+from servebench.sweep.limit import block, meets, search
 from servebench.sweep.slo_bounds import parse_slo
 
 
