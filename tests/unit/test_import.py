@@ -163,6 +163,26 @@ def test_published_row_lacks_what_the_table_does_not_give(tmp_path):
     assert run["price"]["usd_per_hour"] == 1.52 and run["engine"] == {"name": "tgi", "version": "1.0.3"}
 
 
+def test_estimate_calibrates_on_published_rows_or_says_per_row_why_not(tmp_path):
+    """A published row has no request count; it is still a measured point at a stated load."""
+    bare = tmp_path / "bare"
+    assert cli("import", STUDY, "--from", "table", "-o", bare).exit_code == 0
+    r = CliRunner().invoke(main, ["estimate", "--model", "llama-2-7b", "--gpu", "a10g", "--calibrate", str(bare)])
+    assert r.exit_code != 0 and "error: no usable calibration run" in r.output
+    skipped = [ln for ln in r.output.splitlines() if "calibration: skipped" in ln]
+    assert len(skipped) == 9 and all("no input length in the source" in ln for ln in skipped)  # the study gives none
+    given = tmp_path / "given"
+    assert cli("import", STUDY, "--from", "table", "--input-tokens", "256", "-o", given).exit_code == 0
+    r = cli("estimate", "--model", "llama-2-7b", "--gpu", "a10g", "--calibrate", given)
+    assert r.exit_code == 0, r.output
+    assert "calibrated on 9 run(s) (a100-40gb-sxm, a10g)" in r.output and "skipped" not in r.output
+    from servebench.estimate.efficiency import load_observation
+
+    obs = load_observation(sorted(given.iterdir())[0])  # 7B gptq, 5 users on ml.g5.2xlarge
+    assert obs.measured == {"ms_per_token": 34.25, "output_tok_s": 120.09}  # the table's median, its tok/s
+    assert (obs.concurrency, obs.n_in, obs.n_out, obs.lockstep, obs.engine) == (5.0, 256.0, 50.0, False, "tgi")
+
+
 @pytest.mark.parametrize("text, why", [
     ("model,load,tokens_per_s,colour\nm,closed,1,red\n", "unknown column 'colour'"),
     ("model,load,tokens_per_s\nm,open,1\n", "load 'open'"),
