@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +33,10 @@ from servebench.analysis.intervals import overlap, repeats_ci  # noqa: E402
 
 FIGS = ("output_token_throughput", "ttft_ms.p50", "tpot_ms.p50", "itl_ms.p50", "e2e_ms.p50", "ms_per_token.p50")
 HEAD = ("tok/s", "TTFT p50", "TPOT p50", "ITL p50", "e2e p50", "ms/token p50")
+MEANS = ("ttft_ms.mean", "tpot_ms.mean", "e2e_ms.mean")
+# vLLM's own histograms of the same quantities (seconds): its view of each run, as the emulator log
+VLLM_HIST = {"ttft_ms.mean": "vllm:time_to_first_token_seconds", "tpot_ms.mean": "vllm:inter_token_latency_seconds",
+             "e2e_ms.mean": "vllm:e2e_request_latency_seconds"}
 VLLM_BENCH = ("import argparse,sys; from vllm.benchmarks.serve import add_cli_args, main; "
               "p=argparse.ArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
 
@@ -81,7 +86,7 @@ def tool_argv(a, tool: str, out: Path) -> tuple[list[str], dict]:
     backend = "openai" if a.emulated else "vllm"
     return [sys.executable, "-m", "servebench.cli", "run", "--backend", backend, "--endpoint", url, "--model", a.model,
             "--tokenizer", a.tokenizer, "--requests", n, "--concurrency", c, "--input-tokens", i, "--output-tokens", o,
-            "--warmup", "0", "--results-dir", str(out)], {}
+            "--warmup", "0", "--results-dir", str(out), *a.servebench_args.split()], {}
 
 
 RESULT = {"guidellm": "guidellm.json", "aiperf": "profile_export_aiperf.json", "vllm-bench": "vllm-bench.json"}
@@ -109,7 +114,7 @@ def run_client(a, tool: str, out: Path) -> Path:
 def figures(run_dir: Path) -> dict:
     s = json.loads((run_dir / "summary.json").read_text())
     out = {"output_token_throughput": s.get("output_token_throughput")}
-    for f in FIGS[1:]:
+    for f in FIGS[1:] + MEANS:
         m, st = f.split(".")
         out[f] = (s.get(m) or {}).get(st)
     ivs = (s.get("intervals") or {}).get("figures") or {}
@@ -133,10 +138,28 @@ def emulator_figures(log: Path, a) -> dict:
             "requests": len(recs)}
 
 
+def scrape(url: str) -> dict[str, float]:
+    """Every sample of a Prometheus text page summed over its labels."""
+    out: dict[str, float] = {}
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            key = name.split("{")[0]
+            out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def vllm_figures(before: dict, after: dict) -> dict:
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    figs = {f: 1000.0 * d[f"{h}_sum"] / d[f"{h}_count"] for f, h in VLLM_HIST.items() if d.get(f"{h}_count")}
+    return {"figures": figs, "requests": d.get("vllm:e2e_request_latency_seconds_count")}
+
+
 def one_run(a, tool: str, rnd: int, name: str) -> dict:
     out = a.out / name
     a.out.mkdir(parents=True, exist_ok=True)
     emu = start_emulator(a, out.with_suffix(".emulator.jsonl")) if a.emulated else None
+    before = None if emu else scrape(a.url)
     try:
         t0 = time.time()
         run_dir = run_client(a, tool, out)
@@ -148,6 +171,8 @@ def one_run(a, tool: str, rnd: int, name: str) -> dict:
            **figures(run_dir)}
     if emu:
         row["emulator"] = emulator_figures(out.with_suffix(".emulator.jsonl"), a)
+    else:
+        row["server"] = vllm_figures(before, scrape(a.url))
     return row
 
 
@@ -177,7 +202,18 @@ def tables(rows: list[dict], tools: list[str]) -> str:
             tie = "" if t == "servebench" else (" tie" if overlap(iv, own[f]) else " **differs**")
             cells.append(f"{fmt(float(np.mean(vals)))} [{fmt(iv.low)}, {fmt(iv.high)}]{tie}")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + (_client_error(rows, [*tools, "servebench"]) if emulated else []))
+    return "\n".join(lines + (_client_error(rows, [*tools, "servebench"]) if emulated else _vs_server(rows)))
+
+
+def _vs_server(rows: list[dict]) -> list[str]:
+    """Each client's means beside vLLM's own (its /metrics histograms, before and after the run)."""
+    head = ("TTFT mean", "TPOT mean", "e2e mean")
+    lines = ["", "Means (ms): its file / vLLM's own /metrics over the same run:", "",
+             "| round | client | requests vLLM saw | " + " | ".join(head) + " |", "|---" * (len(head) + 3) + "|"]
+    for r in rows:
+        cells = [f"{fmt(r['figures'][f])} / {fmt(r['server']['figures'].get(f))}" for f in MEANS]
+        lines.append(f"| {r['round']} | {r['tool']} | {r['server']['requests']:.0f} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _client_error(rows: list[dict], clients: list[str]) -> list[str]:
@@ -211,6 +247,7 @@ def main() -> None:
     ap.add_argument("--tokenizer", default=str(Path.home() / ".cache/servebench/models/tiny"))
     ap.add_argument("--server-cpu", default="0")
     ap.add_argument("--client-cpu", default="1")
+    ap.add_argument("--servebench-args", default="", help="more `servebench run` options, e.g. --no-realtime")
     ap.add_argument("--timeout-s", type=float, default=600)
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
