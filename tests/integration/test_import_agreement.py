@@ -3,14 +3,17 @@
 
 The server is `servebench emulate` with a known TTFT and ITL, so that neither client's CPU use
 changes what the server does, and both figures are checked against the emulator's settings, not
-against this host's speed. TTFT 150 ms (not 50) so that every confusion of definitions moves a
-figure by more than its tolerance: ms/token is (150 + 31 x 20) / 32 = 24.06 ms against a TPOT
-and ITL of 20 ms, and a TTFT read as e2e (770 ms) is off by far more.
+against this host's speed. TTFT 150 ms (not 50) so that a confusion between TPOT, ms/token, TTFT
+and e2e moves a figure by more than its tolerance: ms/token is (150 + 31 x 20) / 32 = 24.06 ms
+against a TPOT of 20 ms, and a TTFT read as e2e (770 ms) is off by far more. (TPOT and ITL are
+both 20 ms on a steady server: tests/unit/test_import.py checks which is which.)
 
-The tool is AIPerf. CI does not install it (its venv is ~1.2 GB, minutes to install on top of
-vLLM's), so by default the test imports the file AIPerf made against this emulator setting
-(tests/fixtures/imports/emulator/, command in tests/fixtures/imports/README.md) and runs
-servebench live; with SERVEBENCH_AIPERF=/path/to/aiperf (or aiperf on PATH) AIPerf runs live too.
+The tool is AIPerf (it ran here in 17 s, guidellm in 27 s; AIPerf's file also has an ITL). CI
+does not install it: its own venv is ~1.2 GB here (guidellm's 6 GB), more than the ~2 minutes
+scripts/setup.sh may grow by. So by default the test imports the file AIPerf made against this
+emulator setting (tests/fixtures/imports/emulator/, command in tests/fixtures/imports/README.md)
+and runs servebench live; with SERVEBENCH_AIPERF=/path/to/aiperf (or aiperf on PATH) AIPerf
+runs live too.
 """
 
 from __future__ import annotations
