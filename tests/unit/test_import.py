@@ -250,6 +250,19 @@ def test_guidellm_sampled_requests_use_its_own_distributions(tmp_path):
     assert any("keeps 20 of 50" in n for n in run["notes"])
 
 
+def test_itl_of_tokens_read_together_is_kept_and_said(tmp_path):
+    """A real AIPerf file whose ITL median is 0 (events that arrived in one read): its figure is
+    AIPerf's and stays, with a note that it describes reads, not the server's pace."""
+    r = cli("import", FIX / "aiperf-grouped.json", "--from", "aiperf", "-o", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    run, s = files(tmp_path / "o" / "aiperf-grouped")
+    assert s["itl_ms"]["p50"] == 0.0 and s["tpot_ms"]["p50"] == pytest.approx(3.6460, abs=1e-4)
+    (note,) = [n for n in run["notes"] if "ITL p50" in n]
+    assert "at least half the token gaps are ~0" in note and note in s["warnings"]
+    _, fine = files(imported(tmp_path, "aiperf"))  # the ordinary file: no such note
+    assert not any("ITL p50" in w for w in fine["warnings"])
+
+
 def test_vllm_itl_is_per_chunk_so_kept_only_when_a_chunk_is_a_token(tmp_path):
     """vLLM's itls are one gap per streamed chunk; servebench's ITL is one per token."""
     src = json.loads((FIX / "vllm-bench.json").read_text())
