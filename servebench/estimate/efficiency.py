@@ -136,8 +136,10 @@ def observation(run_json: dict, summary: dict, model_config: dict, hw: Hardware,
     engine = str((run_json.get("engine") or {}).get("name") or cfg.get("backend") or "vllm").lower()
     shape = models.shape(model_config, str(run_json.get("model") or "model"), quant, dtype)
     i, o = summary.get("input_tokens") or {}, summary.get("output_tokens") or {}
-    n_in = i.get("server_mean") or i.get("requested_mean") or (cfg.get("workload") or {}).get("input_tokens") or 1
-    n_out = o.get("achieved_mean") or o.get("requested_mean") or (cfg.get("workload") or {}).get("output_tokens") or 1
+    work = cfg.get("workload") or {}
+    n_in = i.get("server_mean") or i.get("requested_mean") or work.get("input_tokens") or cell_load.get("input_tokens") or 1
+    n_out = o.get("achieved_mean") or o.get("requested_mean") or work.get("output_tokens") or cell_load.get("output_tokens") or 1
+    imported = bool(run_json.get("imported"))
     conc = summary.get("concurrency") or {}
     target = cell_load.get("concurrency") or load.get("concurrency")
     rate = cell_load.get("rate") or load.get("rate")
@@ -149,16 +151,24 @@ def observation(run_json: dict, summary: dict, model_config: dict, hw: Hardware,
     running = (sm.get("running") or {}) if (sm.get("scrapes") or 0) >= 10 else {}
     # servebench's synthetic prompts have exact lengths and the loop starts every slot at t0,
     # so a closed loop or burst stays in waves unless lengths vary (a prompts file, a shortfall)
-    fixed = not (cfg.get("workload") or {}).get("prompts_file") and not o.get("shortfall_requests")
+    # (another tool's load or a published table: nothing says its requests started together)
+    fixed = not imported and not work.get("prompts_file") and not o.get("shortfall_requests")
     # Means, not medians: the serving model is a mean-value model, and only means obey
     # Little's law with the measured throughput (a skewed run's p50 e2e says 30% more tok/s
     # than it delivered). Published rows keep whatever statistic their source gives.
-    measured = {k: (summary.get(k) or {}).get(STAT) for k in ("ttft_ms", "tpot_ms", "ms_per_token")}
+    measured = {k: _figure(summary, k, imported) for k in ("ttft_ms", "tpot_ms", "ms_per_token")}
     measured["output_tok_s"] = summary.get("output_token_throughput")
     return Observation(label=label or str(run_json.get("model")), model=shape, hw=hw, tp=run_tp(run_json),
                        concurrency=float(in_flight), n_in=float(n_in), n_out=float(n_out),
                        measured={k: v for k, v in measured.items() if v}, batch_cap=running.get("peak"), mode=mode,
                        schedule=SCHEDULES.get(engine, "mixed"), engine=engine, lockstep=fixed and mode != "rate")
+
+
+def _figure(summary: dict, name: str, imported: bool) -> float | None:
+    """The run's mean; an imported source that gives only a median (a published table) is
+    read at its median, as the estimator's own published rows are."""
+    d = summary.get(name) or {}
+    return d.get(STAT) if d.get(STAT) is not None or not imported else d.get("p50")
 
 
 # --- the efficiency figures -------------------------------------------------------------
@@ -231,11 +241,29 @@ def load_observation(run_dir: Path, hw_override: str | None = None) -> Observati
     mc = run_model_config(run_json)
     if mc is None:
         raise ValueError(f"{run_dir}: model config not found for {run_json.get('model')!r}")
-    if not summary.get("completed"):
+    if run_json.get("imported"):
+        _usable_import(run_dir, run_json, summary)
+    elif not summary.get("completed"):
         raise ValueError(f"{run_dir}: no completed requests")
     obs = observation(run_json, summary, mc[1], hw, label=run_dir.name)
     obs.meta["run_dir"] = str(run_dir)
     return obs
+
+
+def _usable_import(run_dir: Path, run_json: dict, summary: dict) -> None:
+    """An imported run (a published row has no request count) places on the model when it
+    says the load and at least one figure; otherwise the one thing missing, and how to give it."""
+    load = (run_json.get("cell") or {}).get("load") or {}
+    i, o = summary.get("input_tokens") or {}, summary.get("output_tokens") or {}
+    if not (i.get("server_mean") or load.get("input_tokens")):
+        raise ValueError(f"{run_dir}: no input length in the source (import it with --input-tokens N to state one)")
+    if not (o.get("achieved_mean") or load.get("output_tokens")):
+        raise ValueError(f"{run_dir}: no output length in the source (import it with --output-tokens N)")
+    if not (load.get("concurrency") or (summary.get("concurrency") or {}).get("mean_in_flight")):
+        raise ValueError(f"{run_dir}: no concurrency in the source (the model needs the requests in flight)")
+    if not any(_figure(summary, k, True) for k in ("ttft_ms", "tpot_ms", "ms_per_token")) \
+            and not summary.get("output_token_throughput"):
+        raise ValueError(f"{run_dir}: no TTFT, TPOT, ms/token or tok/s in the source")
 
 
 def run_efficiency(run_dir: Path, hw_override: str | None = None) -> dict:

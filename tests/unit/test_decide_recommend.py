@@ -232,6 +232,17 @@ def test_a_real_compare_directory():
     assert len(fail) == 1 and "1 concurrent, 4 concurrent" in fail[0] and "CUDA out of memory" in fail[0]
 
 
+def test_the_compare_fixture_reads_as_the_code_prints_it():
+    """compare.md is what `servebench compare` writes from its runs: a stale copy (an old footer)
+    would teach a reader words the tables no longer say."""
+    from servebench.sweep import compare as cmp
+    from servebench.sweep.console import assumed_markdown
+
+    d = ROOT / "tests/fixtures/decide/compare"
+    idx = json.loads((d / "index.json").read_text())
+    assert (d / "compare.md").read_text() == cmp.markdown(cmp.tables(d)) + assumed_markdown(idx.get("assumptions"))
+
+
 def test_onprem_cost_uses_the_measured_energy():
     raw = load_dirs([str(SWEEP)])
     raw = raw[raw["cell"] == "g02-c005-r0"].copy()

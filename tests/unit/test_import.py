@@ -163,6 +163,26 @@ def test_published_row_lacks_what_the_table_does_not_give(tmp_path):
     assert run["price"]["usd_per_hour"] == 1.52 and run["engine"] == {"name": "tgi", "version": "1.0.3"}
 
 
+def test_estimate_calibrates_on_published_rows_or_says_per_row_why_not(tmp_path):
+    """A published row has no request count; it is still a measured point at a stated load."""
+    bare = tmp_path / "bare"
+    assert cli("import", STUDY, "--from", "table", "-o", bare).exit_code == 0
+    r = CliRunner().invoke(main, ["estimate", "--model", "llama-2-7b", "--gpu", "a10g", "--calibrate", str(bare)])
+    assert r.exit_code != 0 and "error: no usable calibration run" in r.output
+    skipped = [ln for ln in r.output.splitlines() if "calibration: skipped" in ln]
+    assert len(skipped) == 9 and all("no input length in the source" in ln for ln in skipped)  # the study gives none
+    given = tmp_path / "given"
+    assert cli("import", STUDY, "--from", "table", "--input-tokens", "256", "-o", given).exit_code == 0
+    r = cli("estimate", "--model", "llama-2-7b", "--gpu", "a10g", "--calibrate", given)
+    assert r.exit_code == 0, r.output
+    assert "calibrated on 9 run(s) (a100-40gb-sxm, a10g)" in r.output and "skipped" not in r.output
+    from servebench.estimate.efficiency import load_observation
+
+    obs = load_observation(sorted(given.iterdir())[0])  # 7B gptq, 5 users on ml.g5.2xlarge
+    assert obs.measured == {"ms_per_token": 34.25, "output_tok_s": 120.09}  # the table's median, its tok/s
+    assert (obs.concurrency, obs.n_in, obs.n_out, obs.lockstep, obs.engine) == (5.0, 256.0, 50.0, False, "tgi")
+
+
 @pytest.mark.parametrize("text, why", [
     ("model,load,tokens_per_s,colour\nm,closed,1,red\n", "unknown column 'colour'"),
     ("model,load,tokens_per_s\nm,open,1\n", "load 'open'"),
@@ -228,6 +248,19 @@ def test_guidellm_sampled_requests_use_its_own_distributions(tmp_path):
     assert s["output_tokens"]["total"] == 1600
     assert all(v is None for v in s["tpot_ms"].values()) and all(v is None for v in s["ms_per_token"].values())
     assert any("keeps 20 of 50" in n for n in run["notes"])
+
+
+def test_itl_of_tokens_read_together_is_kept_and_said(tmp_path):
+    """A real AIPerf file whose ITL median is 0 (events that arrived in one read): its figure is
+    AIPerf's and stays, with a note that it describes reads, not the server's pace."""
+    r = cli("import", FIX / "aiperf-grouped.json", "--from", "aiperf", "-o", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    run, s = files(tmp_path / "o" / "aiperf-grouped")
+    assert s["itl_ms"]["p50"] == 0.0 and s["tpot_ms"]["p50"] == pytest.approx(3.6460, abs=1e-4)
+    (note,) = [n for n in run["notes"] if "ITL p50" in n]
+    assert "at least half the token gaps are ~0" in note and note in s["warnings"]
+    _, fine = files(imported(tmp_path, "aiperf"))  # the ordinary file: no such note
+    assert not any("ITL p50" in w for w in fine["warnings"])
 
 
 def test_vllm_itl_is_per_chunk_so_kept_only_when_a_chunk_is_a_token(tmp_path):

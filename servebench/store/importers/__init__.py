@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from servebench.store.importers import aiperf, guidellm, table, vllm_bench
-from servebench.store.importers.common import Imported, ImportFailed, with_overrides, write_run
+from servebench.store.importers.common import Imported, ImportFailed, grouped_reads, with_overrides, write_run
 
 READERS = {
     "vllm-bench": vllm_bench.read,
@@ -29,7 +29,7 @@ def import_files(files: list[Path], fmt: str, out_dir: Path, given: dict | None 
     for f in files:
         if not Path(f).is_file():
             raise ImportFailed(f"{f}: no such file")
-        points += [with_overrides(p, given or {}) for p in READERS[fmt](Path(f))]
+        points += [grouped_reads(with_overrides(p, given or {})) for p in READERS[fmt](Path(f))]
     seen: dict[str, int] = {}
     for p in points:  # two files with one stem: number the later ones rather than refuse
         seen[p.name] = seen.get(p.name, 0) + 1

@@ -145,3 +145,19 @@ def with_overrides(imp: Imported, given: dict) -> Imported:
             part[k] = v
             imp.notes.append(f"{k} {v!r}: given on the command line, not in the source file")
     return imp
+
+
+def grouped_reads(imp: Imported) -> Imported:
+    """A tool's ITL is one gap per event as its client saw it: events that arrived in one read
+    share a stamp and give gaps of 0. When that is at least half of them while TPOT is not near 0,
+    its ITL percentiles describe how the tokens were grouped into reads (a server writing them
+    together, or the tool reading late), not the server's pace: said, not changed."""
+    s = imp.summary
+    itl, tpot = s["itl_ms"].get("p50"), s["tpot_ms"].get("p50")
+    if itl is not None and tpot is not None and tpot >= 0.5 and itl < 0.05 * tpot:
+        msg = (f"ITL p50 {itl:.2f} ms with TPOT p50 {tpot:.2f} ms: at least half the token gaps are ~0 "
+               "(tokens that arrived in one read); the ITL percentiles describe reads, TPOT the pace")
+        imp.notes.append(msg)
+        s["warnings"].append(msg)
+    return imp
+
