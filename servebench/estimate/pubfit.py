@@ -20,7 +20,7 @@ from functools import lru_cache
 from importlib import resources
 
 from servebench.estimate import catalog, models
-from servebench.estimate.roofline import SCHEDULES, Deployment, Factors, decode_step
+from servebench.estimate.roofline import SCHEDULES, Deployment, Factors, decode_step, spans_batches
 from servebench.estimate.sim import Load, simulate
 
 ASSUMED_INPUT = 256  # the seed study's ShareGPT prompts: length not published (studies.md)
@@ -116,7 +116,28 @@ def fit_group(train: list[Row], start: Factors | None = None) -> Factors:
         em = f.eta_mem * math.exp(0.8 * statistics.median(mem)) if mem else f.eta_mem
         ec = f.eta_compute * math.exp(0.8 * statistics.median(cmp)) if cmp else f.eta_compute
         f = f.with_(eta_mem=min(max(em, 0.05), 0.95), eta_compute=min(max(ec, 0.05), 0.95))
-    return _refine(train, f)
+    f = _refine(train, f)
+    return _fit_seq(train, f) if FIT_SEQ else f
+
+
+# Per-sequence step cost (ms) tried for a group whose rows span batch sizes; else the prior.
+SEQ_GRID_MS = (0.001, 0.003, 0.01, 0.03, 0.1)
+FIT_SEQ = False  # fitted, it raised the held-out error (docs/estimate.md): the prior ships
+
+
+def _fit_seq(train: list[Row], f: Factors) -> Factors:
+    """A 1-D search over the per-sequence cost, the efficiencies re-settled for each value.
+    Only batch sizes that differ by 2x or more can tell it from the fixed step cost."""
+    if not spans_batches([min(r.load.users if r.load.mode == "closed" else r.load.requests, r.d.max_num_seqs)
+                          for r in train]):
+        return f
+    best, cost = f, _sse(train, f)
+    for v in SEQ_GRID_MS:
+        g = _refine(train, f.with_(seq_ms=v))
+        e = _sse(train, g)
+        if e < cost:
+            best, cost = g, e
+    return best
 
 
 def _sse(train: list[Row], f: Factors) -> float:
