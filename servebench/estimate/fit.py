@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from servebench.estimate.efficiency import METRICS, Observation
-from servebench.estimate.roofline import Factors, spans_batches
+from servebench.estimate.roofline import Factors, is_w4, spans_batches
 
-BOUNDS = {"eta_mem": (0.02, 0.95), "eta_compute": (0.02, 0.95), "step_ms": (1e-3, 1e3), "seq_ms": (1e-4, 1e2), "req_ms": (1e-3, 1e3),
+BOUNDS = {"eta_mem": (0.02, 0.95), "eta_compute": (0.02, 0.95), "step_ms": (1e-3, 1e3), "seq_ms": (1e-4, 1e2), "req_ms": (1e-3, 1e3), "eta_w4": (0.05, 1.5),
           "alpha_us": (0.1, 1e4), "eta_link": (0.01, 1.0)}
 # Prior widths, log space: efficiencies are known to lie within a factor ~e of their defaults;
 # overheads and collective latencies vary by engine and stack far more (a factor ~20).
-PRIOR_SIGMA = {"eta_mem": 1.0, "eta_compute": 1.0, "step_ms": 3.0, "seq_ms": 10.0, "req_ms": 10.0, "alpha_us": 3.0, "eta_link": 1.0}
+PRIOR_SIGMA = {"eta_mem": 1.0, "eta_compute": 1.0, "step_ms": 3.0, "seq_ms": 10.0, "req_ms": 10.0, "eta_w4": 1.0, "alpha_us": 3.0, "eta_link": 1.0}
 # Uncalibrated: RMS log error of default-factor predictions over every published row (docs/estimate.md)
 DEFAULT_SIGMA = 0.6
 # How much wider a band gets when the target was not measured (log space), from the
@@ -100,6 +100,8 @@ def _which(obs: list[Observation]) -> list[str]:
         names.append("seq_ms")
         if sum("ttft_ms" in o.measured for o in obs) >= 2:
             names.append("req_ms")
+    if any(is_w4(o.model) for o in obs):
+        names.append("eta_w4")  # kept near 1 by its prior unless fp16 runs pin eta_mem apart from it
     tps = {o.tp for o in obs}
     if len(tps) >= 2 and max(tps) > 1:
         names.append("alpha_us")
@@ -224,9 +226,14 @@ def published(hw, engine: str | None = None) -> Calibration:
         data = json.loads(resources.files("servebench.estimate").joinpath("data/published_fit.json").read_text())
     except FileNotFoundError:
         return uncalibrated()
+    from servebench.estimate.pubfit import by_ratio
+
     groups = data["groups"]
     key = f"{hw.arch}/{engine}"
     if key not in data.get("separated", []) or key not in groups:
         key = hw.arch if hw.arch in groups else "*"
     f = Factors(**{k: v for k, v in groups[key].items() if k in Factors.__slots__})
+    hit = None if "/" in key else by_ratio(f, engine, data.get("engines", {}).get(key, []), data.get("engine_ratios", {}))
+    if hit:  # "/" in the basis: the engine is modelled (predict.engine_note)
+        f, key = hit[0], f"{key}/{engine} relative to {hit[1]}"
     return Calibration(factors=f, fitted=[], n_runs=0, sigma=float(data["band_log"]), basis=f"published rows ({key})")

@@ -20,7 +20,7 @@ from functools import lru_cache
 from importlib import resources
 
 from servebench.estimate import catalog, models
-from servebench.estimate.roofline import SCHEDULES, Deployment, Factors, decode_step, spans_batches
+from servebench.estimate.roofline import SCHEDULES, Deployment, Factors, decode_step, is_w4, spans_batches
 from servebench.estimate.sim import Load, simulate
 
 ASSUMED_INPUT = 256  # the seed study's ShareGPT prompts: length not published (studies.md)
@@ -106,16 +106,21 @@ def fit_group(train: list[Row], start: Factors | None = None) -> Factors:
     if not train:
         return f
     cb = {id(r): _compute_bound_decode(r) for r in train}
+    # int4 rows set eta_w4, not eta_mem, when fp16 rows are there to set eta_mem; else they
+    # are all there is and eta_mem takes them (eta_w4 stays 1: nothing tells the two apart)
+    w4 = {id(r) for r in train if is_w4(r.d.model)} if any(not is_w4(r.d.model) for r in train) else set()
     for _ in range(ITERATIONS):
-        mem, cmp = [], []
+        mem, cmp, q = [], [], []
         for r in train:
             for m, e in log_errors(r, f).items():
                 s = _slowness(m, e)
-                (cmp if m == "ttft_ms" or cb[id(r)] else mem).append(s)
+                (cmp if m == "ttft_ms" or cb[id(r)] else q if id(r) in w4 else mem).append(s)
         # slower than published -> raise the efficiency; damped (0.8) against the fixed overheads
         em = f.eta_mem * math.exp(0.8 * statistics.median(mem)) if mem else f.eta_mem
         ec = f.eta_compute * math.exp(0.8 * statistics.median(cmp)) if cmp else f.eta_compute
-        f = f.with_(eta_mem=min(max(em, 0.05), 0.95), eta_compute=min(max(ec, 0.05), 0.95))
+        ew = f.eta_w4 * math.exp(0.8 * statistics.median(q)) if q else f.eta_w4
+        f = f.with_(eta_mem=min(max(em, 0.05), 0.95), eta_compute=min(max(ec, 0.05), 0.95),
+                    eta_w4=min(max(ew, 0.1), 1.5))
     f = _refine(train, f)
     return _fit_seq(train, f) if FIT_SEQ else f
 
@@ -178,23 +183,58 @@ def _separated(train: list[Row]) -> set[tuple[str, str]]:
     return out
 
 
+RATIO_FACTORS = ("eta_mem", "eta_compute")
+
+
+def engine_ratios(groups: dict, separated: set) -> dict:
+    """"engine/reference" -> factor -> how many times the reference engine's efficiency the
+    engine reached, geometric mean over the families where one source ran both."""
+    out = {}
+    for fam in sorted({f for f, _ in separated}):
+        engs = sorted(e for f, e in separated if f == fam)
+        for e, ref in itertools.permutations(engs, 2):
+            a, b = groups.get(f"{fam}/{e}"), groups.get(f"{fam}/{ref}")
+            if a and b:
+                out.setdefault(f"{e}/{ref}", []).append({k: math.log(getattr(a, k) / getattr(b, k)) for k in RATIO_FACTORS})
+    return {k: {f: math.exp(statistics.fmean(x[f] for x in v)) for f in RATIO_FACTORS} for k, v in out.items()}
+
+
+def by_ratio(base: Factors, engine: str | None, engines_seen: list, ratios: dict) -> tuple[Factors, str] | None:
+    """A family whose rows all ran one engine, asked about another that some source measured
+    beside it (on any family): the family's factors times that engine's ratio to it."""
+    if not engine or len(engines_seen) != 1 or engines_seen[0] == engine:
+        return None
+    r = ratios.get(f"{engine}/{engines_seen[0]}")
+    if not r:
+        return None
+    return base.with_(**{k: min(max(getattr(base, k) * v, 0.02), 0.95) for k, v in r.items()}), engines_seen[0]
+
+
 @dataclass(slots=True)
 class Fitted:
     groups: dict  # key ("family" or "family/engine" or "*") -> Factors
     separated: set
+    engines: dict = field(default_factory=dict)  # family -> engines of its rows
+    ratios: dict = field(default_factory=dict)  # see engine_ratios
 
     def factors_for(self, family: str, engine: str | None) -> tuple[Factors, str, str]:
         """(factors, which group, engine note)."""
         if engine and (family, engine) in self.separated and f"{family}/{engine}" in self.groups:
             return self.groups[f"{family}/{engine}"], f"{family}/{engine}", f"engine {engine}: fitted on a source that separates engines"
+        key = family if family in self.groups else "*"
+        hit = by_ratio(self.groups[key], engine, self.engines.get(key, []), self.ratios)
+        if hit:
+            return hit[0], f"{key}/{engine}:{hit[1]}", (f"engine {engine}: the {key} factors ({hit[1]} rows) times {engine}'s "
+                                                        f"efficiency relative to {hit[1]} where a source ran both")
         note = "engine not modelled: no published source compares engines on this GPU family"
-        if family in self.groups:
+        if key == family:
             return self.groups[family], family, note
         return self.groups["*"], "*", note + "; GPU family not in the published rows: factors pooled over all families"
 
     def as_dict(self) -> dict:
         return {"groups": {k: v.as_dict() for k, v in self.groups.items()},
-                "separated": sorted(f"{a}/{b}" for a, b in self.separated)}
+                "separated": sorted(f"{a}/{b}" for a, b in self.separated),
+                "engines": self.engines, "engine_ratios": self.ratios}
 
 
 def fit(train: list[Row]) -> Fitted:
@@ -204,7 +244,8 @@ def fit(train: list[Row]) -> Fitted:
     sep = _separated(train)
     for fam, eng in sorted(sep):
         groups[f"{fam}/{eng}"] = fit_group([r for r in train if (r.family, r.engine) == (fam, eng)], groups[fam])
-    return Fitted(groups, sep)
+    engines = {k: sorted({r.engine for r in train if k in ("*", r.family)}) for k in groups if "/" not in k}
+    return Fitted(groups, sep, engines, engine_ratios(groups, sep))
 
 
 def loso(all_rows: list[Row] | None = None) -> list[dict]:

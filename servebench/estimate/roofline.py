@@ -60,12 +60,17 @@ class Factors:
     # engine's); fitted on the user's runs with seq_ms, which otherwise takes the fixed step
     # cost that used to pay for this and leaves a 1-user TTFT too fast (h-seqcost: 12 % -> 32 %)
     req_ms: float = 0.0
+    # weight-only int4 kernels (GPTQ/AWQ: dequantised in the matmul) against fp16 ones reading
+    # the same bytes: 1 = as efficient. Fitted only on rows or runs that used such weights
+    # (older GPTQ kernels fall far short of the 4x byte saving; Marlin nearly reaches it)
+    eta_w4: float = 1.0
     alpha_us: float | None = None  # latency per all-reduce; None: the hardware row's default
     eta_link: float = 0.7  # achieved / peak link bandwidth in all-reduces
 
     @staticmethod
     def speed_of_light() -> "Factors":
-        return Factors(eta_mem=1.0, eta_compute=1.0, step_ms=0.0, seq_ms=0.0, req_ms=0.0, alpha_us=0.0, eta_link=1.0)
+        return Factors(eta_mem=1.0, eta_compute=1.0, step_ms=0.0, seq_ms=0.0, req_ms=0.0, eta_w4=1.0, alpha_us=0.0,
+                       eta_link=1.0)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +95,19 @@ SCHEDULES = {"vllm": "mixed", "sglang": "mixed", "trtllm": "mixed", "tensorrt-ll
              "tgi": "separate", "lightllm": "separate"}
 
 
+def weight_read_bytes(m: ModelShape, f: Factors) -> float:
+    """Decode weight bytes as an fp16 kernel would see them: weight-only int4 linears count
+    1/eta_w4 times their size (their kernels reach a smaller share of the bandwidth)."""
+    if m.linear_bytes >= 1 or m.compute != "fp16" or f.eta_w4 == 1.0:
+        return m.decode_weight_bytes()
+    q = m.layers * m.layer_linear_params * m.linear_bytes
+    return m.decode_weight_bytes() + q * (1 / f.eta_w4 - 1)
+
+
+def is_w4(m: ModelShape) -> bool:
+    return m.linear_bytes < 1 and m.compute == "fp16"
+
+
 def spans_batches(batches) -> bool:
     """A per-sequence cost is told apart from the fixed step cost only by steps of different
     batch sizes: at least two, the largest at least twice the smallest."""
@@ -102,6 +120,7 @@ def spans_batches(batches) -> bool:
 # pays two copies' latency instead of one write into the peer.
 STAGED_BW = 0.5
 STAGED_ALPHA = 2.0
+HOST_LINK_GBS = 31.5  # staged transfers go over the card's PCIe (Gen4 x16) to the host, never NVLink
 
 
 def p2p(d: Deployment) -> bool:
@@ -112,12 +131,25 @@ def p2p(d: Deployment) -> bool:
     return d.hw.p2p or d.hw.interconnect == "nvlink"
 
 
+def link_note(d: Deployment) -> str | None:
+    """What the all-reduces run over, said beside the numbers (None for one GPU)."""
+    if d.tp <= 1:
+        return None
+    if p2p(d):
+        return f"{d.tp} GPUs, all-reduces over {d.hw.interconnect} {d.hw.link_gbs:g} GB/s per direction with peer access"
+    how = f"PCIe {min(d.hw.link_gbs, HOST_LINK_GBS):g} GB/s per direction"
+    why = ("--p2p off" if d.p2p is False else "NCCL_P2P_DISABLE=1" if os.environ.get("NCCL_P2P_DISABLE", "").strip()
+           else f"{d.hw.label} has no peer access")
+    return (f"{d.tp} GPUs, all-reduces over {how} staged through host memory ({why}): assumed "
+            f"x{STAGED_BW:g} bandwidth and x{STAGED_ALPHA:g} latency")
+
+
 def link(d: Deployment, f: Factors) -> tuple[float, float]:
     """(latency per all-reduce in s, achieved bytes/s per direction) of the TP group's ring.
     A fitted alpha_us is the latency the runs showed, staging included, so it is not scaled;
     the catalog's default is a peer-access figure and is."""
     staged = not p2p(d)
-    bw = f.eta_link * d.hw.link_gbs * 1e9 * (STAGED_BW if staged else 1.0)
+    bw = f.eta_link * 1e9 * (min(d.hw.link_gbs, HOST_LINK_GBS) * STAGED_BW if staged else d.hw.link_gbs)
     if f.alpha_us is not None:
         return f.alpha_us * 1e-6, bw
     return d.hw.alpha_us * 1e-6 * (STAGED_ALPHA if staged else 1.0), bw
@@ -134,7 +166,7 @@ def decode_step(d: Deployment, batch: float, ctx: float, f: Factors) -> dict:
     m, hw = d.model, d.hw
     w = m.decode_weight_bytes() / d.tp
     kv = batch * ctx * m.kv_bytes_per_token(d.tp)
-    t_mem = (w + kv) / (f.eta_mem * hw.bandwidth_gbs * 1e9)
+    t_mem = (weight_read_bytes(m, f) / d.tp + kv) / (f.eta_mem * hw.bandwidth_gbs * 1e9)
     flops = (2 * m.matmul_params * batch + m.attn_flops(batch, ctx)) / d.tp
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
     t_comm = 2 * m.layers * _allreduce_s(d, batch * m.hidden * m.dtype_bytes, f)
@@ -147,8 +179,7 @@ def decode_step(d: Deployment, batch: float, ctx: float, f: Factors) -> dict:
 def prefill(d: Deployment, n_tokens: float, seq_len: float, f: Factors) -> dict:
     """n_tokens prompt tokens in one step, in sequences of seq_len (causal: mean context len/2)."""
     m, hw = d.model, d.hw
-    w = m.decode_weight_bytes() / d.tp
-    t_mem = w / (f.eta_mem * hw.bandwidth_gbs * 1e9)
+    t_mem = weight_read_bytes(m, f) / d.tp / (f.eta_mem * hw.bandwidth_gbs * 1e9)
     flops = (2 * m.matmul_params * n_tokens + m.attn_flops(n_tokens, seq_len / 2)) / d.tp
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
     t_comm = 2 * m.layers * _allreduce_s(d, n_tokens * m.hidden * m.dtype_bytes, f)

@@ -23,7 +23,7 @@ import random
 import statistics
 from dataclasses import dataclass, field
 
-from servebench.estimate.roofline import Deployment, Factors, capacity, link
+from servebench.estimate.roofline import Deployment, Factors, capacity, link, weight_read_bytes
 
 BLOCK = 16  # tokens per KV block (vLLM's default block size)
 
@@ -59,7 +59,7 @@ class StepCost:
         fl = f.eta_compute * hw.peak_flops(m.compute)
         alpha, link_bw = link(d, f)
         layers2 = 2 * m.layers if tp > 1 else 0
-        return StepCost(mem0=m.decode_weight_bytes() / tp / bw, mem_ctx=m.kv_bytes_per_token(tp) / bw,
+        return StepCost(mem0=weight_read_bytes(m, f) / tp / bw, mem_ctx=m.kv_bytes_per_token(tp) / bw,
                         cmp_tok=2 * m.matmul_params / tp / fl, cmp_attn=m.attn_flops(1, 1) / tp / fl,
                         comm0=layers2 * alpha,
                         comm_tok=layers2 * 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes / link_bw if tp > 1 else 0.0,

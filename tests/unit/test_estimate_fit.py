@@ -106,10 +106,10 @@ def test_published_seed_study_leave_one_out():
     """Within the seed study (TGI 1.0.3): each of the 9 rows predicted from the other 8."""
     cal = fit.calibrate(published.observations("seed-study"))
     s = cal.summary()
-    # docs/estimate.md: 26% before issue 19's link model; 32% since: A10G's all-reduces are staged
-    # through host memory (no peer access) while p4d's NVLink ones are not, and TGI's slowness
-    # at TP4/TP8 is about the same on both links (a per-layer cost the link does not explain)
-    assert s["loo_mape"] < 0.34
+    # docs/estimate.md: 26% before issue 19; 32% with the staged A10G link alone (A10G's
+    # all-reduces go through host memory, p4d's NVLink ones do not, while TGI's slowness at
+    # TP4/TP8 is about the same on both links); 25% with the int4 kernel factor eta_w4 as well
+    assert s["loo_mape"] < 0.30
     assert 0.4 < s["factors"]["eta_mem"] < 0.7  # docs: 0.61
 
 
@@ -118,9 +118,10 @@ def test_published_calibrate_a10g_rows_predict_a100_rows():
     a10g = [o for o in ss if o.hw.key == "a10g"]
     p4d = [o for o in ss if o.hw.key == "a100-40gb-sxm"]
     assert len(a10g) == 6 and len(p4d) == 3
-    # docs: 30% (36% with the staged A10G link, see above), driven by the 13B/20-user row whose
-    # two figures disagree
-    assert _mape(a10g, p4d) < 0.39
+    # docs: 30% before issue 19, driven by the 13B/20-user row whose two figures disagree; 36%
+    # with the staged A10G link (see above) and 41% with eta_w4 fitted too: the A10G rows'
+    # GPTQ slowness no longer lowers eta_mem, and p4d's fp16 rows wanted that lower eta_mem
+    assert _mape(a10g, p4d) < 0.43
     assert _mape(p4d, a10g) < 0.38  # docs: 33%
 
 

@@ -78,3 +78,17 @@ def test_prefill_pays_the_per_sequence_cost_once_per_prompt_not_per_token():
     one = prefill(d, 2048, 2048, f1)["s"] - prefill(d, 2048, 2048, f0)["s"]
     four = prefill(d, 4 * 512, 512, f1)["s"] - prefill(d, 4 * 512, 512, f0)["s"]
     assert one == pytest.approx(0.5e-3) and four == pytest.approx(4 * 0.5e-3)
+
+
+def test_p2p_disabled_on_an_nvlink_gpu_stages_over_pcie_not_nvlink(monkeypatch):
+    from servebench.estimate.roofline import HOST_LINK_GBS, link_note
+
+    m = models.load("llama-2-7b")
+    a800 = catalog.lookup("a800")
+    nv_ms = _comm_ms(Deployment(m, a800, 8))
+    monkeypatch.setenv("NCCL_P2P_DISABLE", "1")
+    staged = Deployment(m, a800, 8)
+    assert link(staged, F)[1] == pytest.approx(F.eta_link * HOST_LINK_GBS * 1e9 * STAGED_BW)
+    assert "NCCL_P2P_DISABLE=1" in link_note(staged) and "PCIe" in link_note(staged)
+    assert "peer access" in link_note(Deployment(m, a800, 8, p2p=True)) and link_note(Deployment(m, a800, 1)) is None
+    assert _comm_ms(staged) > 5 * nv_ms  # the env is read when the step is costed

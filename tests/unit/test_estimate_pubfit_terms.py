@@ -1,0 +1,60 @@
+"""The published-row fit's engine dimension and its int4 kernel factor, on synthetic rows made
+from known factors (so what it recovers can be checked), not on the shipped rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from servebench.estimate import catalog, models, pubfit
+from servebench.estimate.roofline import Deployment, Factors
+from servebench.estimate.sim import Load
+
+VLLM = Factors(eta_mem=0.7, eta_compute=0.6)
+TGI = Factors(eta_mem=0.35, eta_compute=0.3)
+
+
+def _rows(source: str, gpu: str, engine: str, truth: Factors, quant: str | None = None) -> list[pubfit.Row]:
+    hw, out = catalog.lookup(gpu), []
+    for name in ("llama-2-7b", "llama-2-13b"):
+        for users in (1, 8):
+            d = Deployment(models.load(name, quant=quant), hw, 1)
+            load = Load(mode="closed", users=users, requests=users * 3, n_in=128, n_out=16, stagger_s=0.0)
+            r = pubfit.Row(source, engine, hw.arch, d, load, {"tokens_per_s": 1.0, "ttft_ms": 1.0},
+                           f"{source} {name} {quant} {engine} {users}")
+            p = pubfit.predict(r, truth)
+            r.measured = {m: p[m] for m in r.measured}
+            out.append(r)
+    return out
+
+
+def test_engine_ratio_measured_on_one_family_carries_to_a_family_that_ran_one_engine():
+    rows = (_rows("S", "a100-80gb", "vllm", VLLM) + _rows("S", "a100-80gb", "tgi", TGI)
+            + _rows("H", "h100-sxm", "vllm", VLLM))
+    fitted = pubfit.fit(rows)
+    assert ("ampere-dc", "tgi") in fitted.separated and ("hopper", "tgi") not in fitted.separated
+    assert fitted.ratios["tgi/vllm"]["eta_mem"] == pytest.approx(0.5, rel=0.15)
+    f, group, note = fitted.factors_for("hopper", "tgi")
+    assert group == "hopper/tgi:vllm" and "relative to vllm" in note
+    assert f.eta_mem == pytest.approx(TGI.eta_mem, rel=0.2)
+    # the engine the family's rows ran, or one no source separated: the family's own factors
+    same, g2, n2 = fitted.factors_for("hopper", "vllm")
+    assert g2 == "hopper" and "not modelled" in n2 and same.eta_mem == pytest.approx(VLLM.eta_mem, rel=0.15)
+    assert fitted.factors_for("hopper", "lightllm")[1] == "hopper"
+    d = fitted.as_dict()
+    assert d["engines"]["hopper"] == ["vllm"] and "tgi/vllm" in d["engine_ratios"]
+
+
+def test_no_source_separating_engines_means_no_ratio():
+    fitted = pubfit.fit(_rows("S", "a100-80gb", "vllm", VLLM) + _rows("H", "h100-sxm", "tgi", TGI))
+    assert fitted.ratios == {} and "not modelled" in fitted.factors_for("ampere-dc", "tgi")[2]
+
+
+def test_int4_kernel_efficiency_is_fitted_apart_from_fp16_and_only_from_int4_rows():
+    truth = VLLM.with_(eta_w4=0.5)
+    fp16 = _rows("A", "a100-80gb", "vllm", truth)
+    w4 = _rows("B", "a100-80gb", "vllm", truth, quant="gptq")
+    f = pubfit.fit_group(fp16 + w4)
+    assert f.eta_w4 == pytest.approx(0.5, rel=0.15) and f.eta_mem == pytest.approx(0.7, rel=0.15)
+    assert pubfit.fit_group(fp16).eta_w4 == 1.0  # no int4 row: nothing says its kernels differ
+    # int4 weights at eta_w4 1 read 4.25/16 of the bytes: the step is faster than fp16's
+    assert pubfit.predict(w4[0], VLLM)["tokens_per_s"] > pubfit.predict(fp16[0], VLLM)["tokens_per_s"]
