@@ -64,6 +64,7 @@ class Factors:
     # the same bytes: 1 = as efficient. Fitted only on rows or runs that used such weights
     # (older GPTQ kernels fall far short of the 4x byte saving; Marlin nearly reaches it)
     eta_w4: float = 1.0
+    layer_us: float = 0.0  # host cost per layer per step (kernel launches without CUDA graphs)
     alpha_us: float | None = None  # latency per all-reduce; None: the hardware row's default
     eta_link: float = 0.7  # achieved / peak link bandwidth in all-reduces
 
@@ -102,6 +103,11 @@ def weight_read_bytes(m: ModelShape, f: Factors) -> float:
         return m.decode_weight_bytes()
     q = m.layers * m.layer_linear_params * m.linear_bytes
     return m.decode_weight_bytes() + q * (1 / f.eta_w4 - 1)
+
+
+def overhead_s(m: ModelShape, f: Factors) -> float:
+    """Fixed cost of one engine step: per step, plus per layer (launches grow with depth)."""
+    return f.step_ms / 1e3 + m.layers * f.layer_us / 1e6
 
 
 def is_w4(m: ModelShape) -> bool:
@@ -171,7 +177,7 @@ def decode_step(d: Deployment, batch: float, ctx: float, f: Factors) -> dict:
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
     t_comm = 2 * m.layers * _allreduce_s(d, batch * m.hidden * m.dtype_bytes, f)
     t_seq = f.seq_ms / 1e3 * batch
-    return {"s": max(t_mem, t_cmp) + t_comm + f.step_ms / 1e3 + t_seq, "memory_s": t_mem, "compute_s": t_cmp,
+    return {"s": max(t_mem, t_cmp) + t_comm + overhead_s(m, f) + t_seq, "memory_s": t_mem, "compute_s": t_cmp,
             "comm_s": t_comm, "seq_s": t_seq, "bound": "memory" if t_mem >= t_cmp else "compute",
             "weight_bytes": w, "kv_bytes": kv}
 
@@ -184,7 +190,7 @@ def prefill(d: Deployment, n_tokens: float, seq_len: float, f: Factors) -> dict:
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
     t_comm = 2 * m.layers * _allreduce_s(d, n_tokens * m.hidden * m.dtype_bytes, f)
     t_seq = f.seq_ms / 1e3 * max(n_tokens / max(seq_len, 1.0), 1.0)  # one per sequence prefilled
-    return {"s": max(t_mem, t_cmp) + t_comm + f.step_ms / 1e3 + t_seq, "memory_s": t_mem, "compute_s": t_cmp,
+    return {"s": max(t_mem, t_cmp) + t_comm + overhead_s(m, f) + t_seq, "memory_s": t_mem, "compute_s": t_cmp,
             "comm_s": t_comm, "seq_s": t_seq, "bound": "memory" if t_mem >= t_cmp else "compute", "flops": flops}
 
 
@@ -232,7 +238,7 @@ def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Facto
         t_pf = ttft0 = pf["s"]
         tpot = t_dec = step["s"]
     elif d.schedule == "mixed":
-        fixed = step["comm_s"] + f.step_ms / 1e3 + step["seq_s"]
+        fixed = step["comm_s"] + overhead_s(d.model, f) + step["seq_s"]
         ride = b / (n_out - 1) if n_out > 1 else b
         t_dec = max(step["memory_s"], step["compute_s"] + ride * pf["compute_s"]) + fixed
         ttft0 = max(step["memory_s"], step["compute_s"] + pf["compute_s"]) + fixed + pf["comm_s"]

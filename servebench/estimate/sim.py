@@ -23,7 +23,7 @@ import random
 import statistics
 from dataclasses import dataclass, field
 
-from servebench.estimate.roofline import Deployment, Factors, capacity, link, weight_read_bytes
+from servebench.estimate.roofline import Deployment, Factors, capacity, link, overhead_s, weight_read_bytes
 
 BLOCK = 16  # tokens per KV block (vLLM's default block size)
 
@@ -63,7 +63,7 @@ class StepCost:
                         cmp_tok=2 * m.matmul_params / tp / fl, cmp_attn=m.attn_flops(1, 1) / tp / fl,
                         comm0=layers2 * alpha,
                         comm_tok=layers2 * 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes / link_bw if tp > 1 else 0.0,
-                        overhead=f.step_ms / 1e3, per_seq=f.seq_ms / 1e3)
+                        overhead=overhead_s(m, f), per_seq=f.seq_ms / 1e3)
 
     def step(self, ctx_tokens: float, tokens: float, attn: float, seqs: int = 0) -> float:
         """ctx_tokens: KV tokens read; tokens: tokens through the weights; attn: sum of q x ctx;

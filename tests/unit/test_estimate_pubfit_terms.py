@@ -58,3 +58,16 @@ def test_int4_kernel_efficiency_is_fitted_apart_from_fp16_and_only_from_int4_row
     assert pubfit.fit_group(fp16).eta_w4 == 1.0  # no int4 row: nothing says its kernels differ
     # int4 weights at eta_w4 1 read 4.25/16 of the bytes: the step is faster than fp16's
     assert pubfit.predict(w4[0], VLLM)["tokens_per_s"] > pubfit.predict(fp16[0], VLLM)["tokens_per_s"]
+
+
+def test_per_layer_cost_grows_with_depth_and_the_pooled_fit_finds_it():
+    from servebench.estimate.roofline import overhead_s
+
+    m7, m13 = models.load("llama-2-7b"), models.load("llama-2-13b")
+    f = Factors(step_ms=1.0, layer_us=100.0)
+    assert overhead_s(m7, f) == pytest.approx(1e-3 + 32 * 100e-6) and overhead_s(m13, f) == pytest.approx(1e-3 + 40 * 100e-6)
+    assert Factors.speed_of_light().layer_us == 0.0
+    truth = VLLM.with_(layer_us=100.0)
+    rows = _rows("A", "a100-80gb", "vllm", truth) + _rows("B", "h100-sxm", "vllm", truth)
+    assert pubfit._pooled(rows).layer_us == 100.0
+    assert pubfit._pooled(_rows("A", "a100-80gb", "vllm", VLLM)).layer_us == 0.0
