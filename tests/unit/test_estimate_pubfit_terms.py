@@ -71,3 +71,16 @@ def test_per_layer_cost_grows_with_depth_and_the_pooled_fit_finds_it():
     rows = _rows("A", "a100-80gb", "vllm", truth) + _rows("B", "h100-sxm", "vllm", truth)
     assert pubfit._pooled(rows).layer_us == 100.0
     assert pubfit._pooled(_rows("A", "a100-80gb", "vllm", VLLM)).layer_us == 0.0
+
+
+def test_an_offline_batch_the_source_ran_at_once_fits_at_once():
+    """TensorRT-LLM's A100 table ran 60 x (128 + 2048) tokens of Llama 2 7B on one 80 GB A100:
+    at the default 0.9 memory share the simulator would admit 54 and run a second wave."""
+    from servebench.estimate.sim import simulate
+
+    row = next(r for r in pubfit.rows() if r.source == "trtllm-perf-0.6.1" and r.load.requests == 60
+               and r.d.hw.key == "a100-80gb-sxm")
+    assert 0.9 < row.d.mem_fraction <= 1.0
+    assert simulate(row.d, VLLM, row.load)["peak_batch"] == 60
+    narrow = Deployment(row.d.model, row.d.hw, row.d.tp, max_num_seqs=60, schedule=row.d.schedule)
+    assert simulate(narrow, VLLM, row.load)["peak_batch"] < 60
