@@ -136,8 +136,8 @@ def main() -> int:
     src_rows, agg = per_source(res)
     lines = ["### Issue 19's table, before and after (seed study held out)", "", *before_after(res), "",
              "### Leave-one-source-out error per source", "", *src_rows, "",
-             f"Overall (every held-out row): median absolute error {statistics.median(agg['ms_per_token']):.0%} on "
-             f"ms/token ({len(agg['ms_per_token'])} figures), {statistics.median(agg['tokens_per_s']):.0%} on tok/s "
+             f"Overall (every held-out row): median absolute error {statistics.median(agg['ms_per_token']):.1%} on "
+             f"ms/token ({len(agg['ms_per_token'])} figures), {statistics.median(agg['tokens_per_s']):.1%} on tok/s "
              f"({len(agg['tokens_per_s'])} figures); {agg['inside']}/{agg['rows']} held-out rows inside their band.", ""]
     lines += ["### Calibrating on the same engine's runs (leave one row out within a source)", "", *within_source(), ""]
     everything = pubfit.fit(list(pubfit.rows()))
