@@ -84,3 +84,15 @@ def test_an_offline_batch_the_source_ran_at_once_fits_at_once():
     assert simulate(row.d, VLLM, row.load)["peak_batch"] == 60
     narrow = Deployment(row.d.model, row.d.hw, row.d.tp, max_num_seqs=60, schedule=row.d.schedule)
     assert simulate(narrow, VLLM, row.load)["peak_batch"] < 60
+
+
+def test_leave_one_source_out_never_sees_the_held_out_source():
+    """Rewriting a held-out source's published figures must not move its own predictions (the
+    per-layer grid, eta_w4 and the engine ratios are all fitted on the other sources)."""
+    rows = _rows("A", "a100-80gb", "vllm", VLLM) + _rows("B", "h100-sxm", "vllm", VLLM.with_(layer_us=100.0))
+    held = _rows("C", "a100-80gb", "vllm", TGI)
+    before = {x["row"]: x["predicted"] for x in pubfit.loso(rows + held) if x["source"] == "C"}
+    for r in held:
+        r.measured = {m: v * 3 for m, v in r.measured.items()}
+    after = {x["row"]: x["predicted"] for x in pubfit.loso(rows + held) if x["source"] == "C"}
+    assert before == after and len(before) == len(held)
