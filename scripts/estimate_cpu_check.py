@@ -36,11 +36,11 @@ START, END = "<!-- estimate-cpu-check:start -->", "<!-- estimate-cpu-check:end -
 LOADS = (("c1", ["--concurrency", "1"]), ("c4", ["--concurrency", "4"]), ("c16", ["--concurrency", "16"]), ("burst", []))
 
 
-def measure(endpoint: str, out: Path, requests: int, n_in: int, n_out: int, model: str) -> list[Path]:
+def measure(endpoint: str, out: Path, requests: int, n_in: int, n_out: int, model: str, seed: int = 101) -> list[Path]:
     """One `servebench run` per load; returns the run dirs (the newest of each name)."""
     out.mkdir(parents=True, exist_ok=True)
     dirs = []
-    for seed, (name, extra) in enumerate(LOADS, start=101):
+    for seed, (name, extra) in enumerate(LOADS, start=seed):
         cmd = [sys.executable, "-m", "servebench.cli", "run", "--backend", "vllm", "--model", model, "--endpoint", endpoint,
                "--requests", str(requests), "--input-tokens", str(n_in), "--output-tokens", str(n_out), "--warmup", "2",
                "--results-dir", str(out), "--name", name, "--no-plots", "--seed", str(seed), *extra]
@@ -126,13 +126,15 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--input-tokens", type=int, default=128)
     ap.add_argument("--output-tokens", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=101, help="first load's seed (+1 per load): a new one per set "
+                    "against the same server, or its prefix cache makes the prefills free")
     ap.add_argument("--json", type=Path, help="also write the per-run results here")
     ap.add_argument("--write", action="store_true", help="update docs/estimate.md")
     a = ap.parse_args()
     if a.endpoint and not a.endpoint.startswith(("http://127.0.0.1", "http://localhost")):
         print("error: --endpoint must be a server on this host (127.0.0.1)", file=sys.stderr)
         return 2
-    runs = measure(a.endpoint, a.out, a.requests, a.input_tokens, a.output_tokens, a.model) if a.endpoint else run_dirs(a.runs)
+    runs = measure(a.endpoint, a.out, a.requests, a.input_tokens, a.output_tokens, a.model, a.seed) if a.endpoint else run_dirs(a.runs)
     try:
         results = holdout.leave_one_out([holdout.held(d) for d in runs])
     except (ValueError, KeyError, FileNotFoundError) as e:

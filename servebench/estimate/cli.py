@@ -78,6 +78,9 @@ def load_calibration(paths: list[Path], hw_override: str | None, warn):
               help="With --scheduler sim: each --concurrency level is closed-loop users, a burst's size, or a rate in requests/s.")
 @click.option("--calibrate", "calib", multiple=True, type=click.Path(path_type=Path), help="Run or sweep dir to fit the efficiency factors on (repeatable).")
 @click.option("--calib-hardware", default=None, help="Hardware of the calibration runs when run.json cannot say (e.g. endpoint runs).")
+@click.option("--p2p", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="GPU peer access for the all-reduces: auto = off when NCCL_P2P_DISABLE=1 or the GPU has none "
+                   "(4090, cloud A10G/L4); off = staged through host memory.")
 @click.option("--price", default=None, type=float, help="$/hour for the whole deployment (all --gpus): adds $ per 1M output tokens.")
 @click.option("--mem-fraction", default=0.9, show_default=True, type=float, help="Share of GPU memory the engine may use (vLLM gpu_memory_utilization).")
 @click.option("--max-num-seqs", default=256, show_default=True, type=int, help="Engine's cap on the running batch.")
@@ -108,7 +111,7 @@ def estimate(**o) -> None:
         _fail(str(e.args[0] if e.args else e))
     engine = o["engine"].lower()
     d = Deployment(shape, hw, o["gpus"], mem_fraction=o["mem_fraction"], max_num_seqs=o["max_num_seqs"],
-                   schedule=SCHEDULES.get(engine, "mixed"))
+                   schedule=SCHEDULES.get(engine, "mixed"), p2p={"on": True, "off": False}.get(o["p2p"]))
     result = predict.estimate(d, o["levels"], (o["input_tokens"], o["output_tokens"]), cal, o["price"], engine,
                               lockstep=o["arrivals"] == "lockstep",
                               load=o["load_mode"] if o["scheduler"] == "sim" else None)
@@ -167,6 +170,8 @@ def render(r: dict, console=None) -> None:
                   f"{r['workload']['input_tokens']}→{r['workload']['output_tokens']} tokens, {r['workload']['arrivals']} arrivals")
     if r.get("engine_note"):
         console.print(f"[yellow]note:[/] {r['engine_note']}")
+    if r.get("link_note"):
+        console.print(f"link: {r['link_note']}")
     if not r["fits"]:
         console.print(f"[bold red]does not fit:[/] {cap['why']}")
         return

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from servebench.estimate.efficiency import METRICS, Observation
-from servebench.estimate.roofline import Factors
+from servebench.estimate.roofline import Factors, is_w4, spans_batches
 
-BOUNDS = {"eta_mem": (0.02, 0.95), "eta_compute": (0.02, 0.95), "step_ms": (1e-3, 1e3),
+BOUNDS = {"eta_mem": (0.02, 0.95), "eta_compute": (0.02, 0.95), "step_ms": (1e-3, 1e3), "seq_ms": (1e-4, 1e2), "req_ms": (1e-3, 1e3), "eta_w4": (0.05, 1.5),
           "alpha_us": (0.1, 1e4), "eta_link": (0.01, 1.0)}
 # Prior widths, log space: efficiencies are known to lie within a factor ~e of their defaults;
 # overheads and collective latencies vary by engine and stack far more (a factor ~20).
-PRIOR_SIGMA = {"eta_mem": 1.0, "eta_compute": 1.0, "step_ms": 3.0, "alpha_us": 3.0, "eta_link": 1.0}
+PRIOR_SIGMA = {"eta_mem": 1.0, "eta_compute": 1.0, "step_ms": 3.0, "seq_ms": 10.0, "req_ms": 10.0, "eta_w4": 1.0, "alpha_us": 3.0, "eta_link": 1.0}
 # Uncalibrated: RMS log error of default-factor predictions over every published row (docs/estimate.md)
 DEFAULT_SIGMA = 0.6
 # How much wider a band gets when the target was not measured (log space), from the
@@ -90,8 +90,18 @@ def _residuals(obs: list[Observation], f: Factors) -> list[float]:
     return out
 
 
+def _batch(o: Observation) -> float:
+    return min(o.concurrency, o.batch_cap) if o.batch_cap else o.concurrency
+
+
 def _which(obs: list[Observation]) -> list[str]:
     names = ["eta_mem", "eta_compute", "step_ms"]
+    if spans_batches([_batch(o) for o in obs]):
+        names.append("seq_ms")
+        if sum("ttft_ms" in o.measured for o in obs) >= 2:
+            names.append("req_ms")
+    if any(is_w4(o.model) for o in obs):
+        names.append("eta_w4")  # kept near 1 by its prior unless fp16 runs pin eta_mem apart from it
     tps = {o.tp for o in obs}
     if len(tps) >= 2 and max(tps) > 1:
         names.append("alpha_us")
@@ -100,25 +110,9 @@ def _which(obs: list[Observation]) -> list[str]:
     return names
 
 
-def fit(obs: list[Observation], start: Factors | None = None, names: list[str] | None = None) -> Factors:
-    start = start or Factors()
-    names = names or _which(obs)
-    if not obs:
-        return start
-    alpha0 = float(np.median([o.hw.alpha_us for o in obs]))
-    x0 = np.log([getattr(start, n) if getattr(start, n) is not None else alpha0 for n in names])
-    lo = np.log([BOUNDS[n][0] for n in names])
-    hi = np.log([BOUNDS[n][1] for n in names])
-
-    def factors(x):
-        return start.with_(**{n: float(math.exp(v)) for n, v in zip(names, x)})
-
-    prior = np.array([PRIOR_SIGMA[n] for n in names])
-
-    def fun(x):
-        return np.array(_residuals(obs, factors(x)) + list((x - x0) / prior))
-
-    x = np.clip(x0, lo, hi)
+def _lm(fun, x, lo, hi):
+    """Levenberg-Marquardt on fun(x) (residual vector), numerical Jacobian, box-clipped."""
+    x = np.clip(x, lo, hi)
     r = fun(x)
     cost, lam = float(r @ r), 1e-2
     for _ in range(100):
@@ -142,7 +136,54 @@ def fit(obs: list[Observation], start: Factors | None = None, names: list[str] |
         x, r, cost, lam = xn, rn, cn, max(lam / 3, 1e-9)
         if done:
             break
-    return factors(x)
+    return x, cost
+
+
+# Starting points for the per-sequence cost (ms): at its small prior its gradient is too
+# flat for LM to leave it (0.01 ms x batch 8 is under 1 % of a 10 ms step), so the fit
+# also starts from these and keeps the lowest cost (prior included).
+SEQ_STARTS_MS = (0.1, 1.0)
+# The per-request cost has no published value (published TTFTs are the engine's): its prior
+# centre when the start has none, and its own extra starts for the same flat-gradient reason.
+REQ_PRIOR_MS = 0.1
+REQ_STARTS_MS = (1.0, 5.0)
+
+
+def _starts(x0: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """x0 and every combination of the extra starts of the small, flat-gradient terms."""
+    out = [x0]
+    for name, vals in (("seq_ms", SEQ_STARTS_MS), ("req_ms", REQ_STARTS_MS)):
+        if name in names:
+            j = names.index(name)
+            for base in list(out):
+                for v in vals:
+                    xs = base.copy()
+                    xs[j] = math.log(v)
+                    out.append(xs)
+    return out
+
+
+def fit(obs: list[Observation], start: Factors | None = None, names: list[str] | None = None) -> Factors:
+    start = start or Factors()
+    names = names or _which(obs)
+    if not obs:
+        return start
+    alpha0 = float(np.median([o.hw.alpha_us for o in obs]))
+    centre = {"alpha_us": alpha0, "req_ms": REQ_PRIOR_MS}
+    x0 = np.log([getattr(start, n) or centre[n] for n in names])
+    lo = np.log([BOUNDS[n][0] for n in names])
+    hi = np.log([BOUNDS[n][1] for n in names])
+
+    def factors(x):
+        return start.with_(**{n: float(math.exp(v)) for n, v in zip(names, x)})
+
+    prior = np.array([PRIOR_SIGMA[n] for n in names])
+
+    def fun(x):
+        return np.array(_residuals(obs, factors(x)) + list((x - x0) / prior))
+
+    best = min((_lm(fun, xs, lo, hi) for xs in _starts(x0, names)), key=lambda t: t[1])
+    return factors(best[0])
 
 
 def errors(o: Observation, f: Factors) -> dict:
@@ -185,9 +226,14 @@ def published(hw, engine: str | None = None) -> Calibration:
         data = json.loads(resources.files("servebench.estimate").joinpath("data/published_fit.json").read_text())
     except FileNotFoundError:
         return uncalibrated()
+    from servebench.estimate.pubfit import by_ratio
+
     groups = data["groups"]
     key = f"{hw.arch}/{engine}"
     if key not in data.get("separated", []) or key not in groups:
         key = hw.arch if hw.arch in groups else "*"
     f = Factors(**{k: v for k, v in groups[key].items() if k in Factors.__slots__})
+    hit = None if "/" in key else by_ratio(f, engine, data.get("engines", {}).get(key, []), data.get("engine_ratios", {}))
+    if hit:  # "/" in the basis: the engine is modelled (predict.engine_note)
+        f, key = hit[0], f"{key}/{engine} relative to {hit[1]}"
     return Calibration(factors=f, fitted=[], n_runs=0, sigma=float(data["band_log"]), basis=f"published rows ({key})")

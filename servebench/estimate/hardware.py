@@ -20,6 +20,9 @@ class Hardware:
     interconnect: str = "pcie4"
     link_gbs: float = 31.5  # per direction, per device
     alpha_us: float = 25.0  # assumed latency of one collective
+    # GPU peer-to-peer over PCIe/NVLink; False where drivers or clouds refuse peer access
+    # (GeForce 4090, AWS A10G/L4): NCCL then stages every transfer through host memory
+    p2p: bool = True
     tdp_w: float | None = None
     source: str = ""
     measured: dict = field(default_factory=dict)  # CPU host: how the figures were obtained

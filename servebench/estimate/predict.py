@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from servebench.estimate.fit import Calibration
-from servebench.estimate.roofline import Deployment, capacity, serve
+from servebench.estimate.roofline import Deployment, capacity, link_note, serve
 
 TIME_METRICS = ("ttft_ms", "tpot_ms", "ms_per_token", "e2e_ms")
 
@@ -49,6 +49,7 @@ def estimate(d: Deployment, levels: list[int], tokens: tuple[int, int], cal: Cal
         "transfer": cal.transfer(d.hw) if cal.n_runs else "uncalibrated",
         "engine_calibrated": (engine in cal.engines) if cal.n_runs and engine else None,
         "engine_note": engine_note(engine, d.schedule, cal, lockstep),
+        "link_note": link_note(d),
         "sigma_log": sigma, "band": f"x{math.exp(-sigma):.2f} .. x{math.exp(sigma):.2f} " + (
             "(the widest leave-one-source-out miss over the published rows)" if not cal.n_runs and cal.basis.startswith("published")
             else "(one sigma, log space)"),

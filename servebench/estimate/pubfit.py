@@ -20,8 +20,8 @@ from functools import lru_cache
 from importlib import resources
 
 from servebench.estimate import catalog, models
-from servebench.estimate.roofline import SCHEDULES, Deployment, Factors, decode_step
-from servebench.estimate.sim import Load, simulate
+from servebench.estimate.roofline import SCHEDULES, Deployment, Factors, decode_step, is_w4, spans_batches
+from servebench.estimate.sim import BLOCK, Load, simulate
 
 ASSUMED_INPUT = 256  # the seed study's ShareGPT prompts: length not published (studies.md)
 METRIC_OF = {"ms_per_token": "ms_per_token_p50", "tokens_per_s": "output_tok_s", "ttft_ms": "ttft_ms"}
@@ -49,14 +49,26 @@ def _shape(r: dict):
     return models.load(r["model"], quant=r["quantization"] or None, kv_dtype=kv)
 
 
+def _fraction_for(shape, hw, tp: int, batch: int, seq_tokens: int) -> float:
+    """The memory share a source's stated batch needed: the batch ran at once, so its KV fit
+    even where the default 0.9 (and 16-token blocks) would make a second wave (TensorRT-LLM
+    A100's 7B 60 x 2176 tokens on 80 GB). Never below 0.9, never above 1."""
+    d = Deployment(shape, hw, tp)
+    kv = batch * math.ceil(seq_tokens / BLOCK) * BLOCK * shape.kv_bytes_per_token(tp)
+    need = shape.weight_bytes() / tp + d.reserve_gib * 2**30 + kv
+    return min(max(0.9, need / d.hw.memory_bytes), 1.0)
+
+
 def _row(r: dict) -> Row:
     hw = catalog.lookup(r["gpu"])
     tp = int(r["gpu_count"])
     conc = int(float(r["concurrency"]))
     n_in = int(r["input_tokens"]) if r["input_tokens"] else ASSUMED_INPUT
     n_out = int(r["output_tokens"])
-    seqs = conc if r["load"] == "burst" and r["engine"] == "trtllm" else 256  # offline batches are the batch
-    d = Deployment(_shape(r), hw, tp, max_num_seqs=max(seqs, 1), schedule=SCHEDULES.get(r["engine"], "separate"))
+    offline = r["load"] == "burst" and r["engine"] == "trtllm"  # the stated batch is the batch, run at once
+    shape = _shape(r)
+    d = Deployment(shape, hw, tp, max_num_seqs=max(conc if offline else 256, 1), schedule=SCHEDULES.get(r["engine"], "separate"),
+                   mem_fraction=_fraction_for(shape, hw, tp, conc, n_in + n_out) if offline else 0.9)
     if r["load"] == "burst":
         load = Load(mode="burst", requests=conc, n_in=n_in, n_out=n_out)
     else:  # k6-style closed loop, users desynchronised (ramped), enough requests for a steady state
@@ -106,17 +118,43 @@ def fit_group(train: list[Row], start: Factors | None = None) -> Factors:
     if not train:
         return f
     cb = {id(r): _compute_bound_decode(r) for r in train}
+    # int4 rows set eta_w4, not eta_mem, when fp16 rows are there to set eta_mem; else they
+    # are all there is and eta_mem takes them (eta_w4 stays 1: nothing tells the two apart)
+    w4 = {id(r) for r in train if is_w4(r.d.model)} if any(not is_w4(r.d.model) for r in train) else set()
     for _ in range(ITERATIONS):
-        mem, cmp = [], []
+        mem, cmp, q = [], [], []
         for r in train:
             for m, e in log_errors(r, f).items():
                 s = _slowness(m, e)
-                (cmp if m == "ttft_ms" or cb[id(r)] else mem).append(s)
+                (cmp if m == "ttft_ms" or cb[id(r)] else q if id(r) in w4 else mem).append(s)
         # slower than published -> raise the efficiency; damped (0.8) against the fixed overheads
         em = f.eta_mem * math.exp(0.8 * statistics.median(mem)) if mem else f.eta_mem
         ec = f.eta_compute * math.exp(0.8 * statistics.median(cmp)) if cmp else f.eta_compute
-        f = f.with_(eta_mem=min(max(em, 0.05), 0.95), eta_compute=min(max(ec, 0.05), 0.95))
-    return _refine(train, f)
+        ew = f.eta_w4 * math.exp(0.8 * statistics.median(q)) if q else f.eta_w4
+        f = f.with_(eta_mem=min(max(em, 0.05), 0.95), eta_compute=min(max(ec, 0.05), 0.95),
+                    eta_w4=min(max(ew, 0.1), 1.5))
+    f = _refine(train, f)
+    return _fit_seq(train, f) if FIT_SEQ else f
+
+
+# Per-sequence step cost (ms) tried for a group whose rows span batch sizes; else the prior.
+SEQ_GRID_MS = (0.001, 0.003, 0.01, 0.03, 0.1)
+FIT_SEQ = False  # fitted, it raised the held-out error (docs/estimate.md): the prior ships
+
+
+def _fit_seq(train: list[Row], f: Factors) -> Factors:
+    """A 1-D search over the per-sequence cost, the efficiencies re-settled for each value.
+    Only batch sizes that differ by 2x or more can tell it from the fixed step cost."""
+    if not spans_batches([min(r.load.users if r.load.mode == "closed" else r.load.requests, r.d.max_num_seqs)
+                          for r in train]):
+        return f
+    best, cost = f, _sse(train, f)
+    for v in SEQ_GRID_MS:
+        g = _refine(train, f.with_(seq_ms=v))
+        e = _sse(train, g)
+        if e < cost:
+            best, cost = g, e
+    return best
 
 
 def _sse(train: list[Row], f: Factors) -> float:
@@ -157,33 +195,80 @@ def _separated(train: list[Row]) -> set[tuple[str, str]]:
     return out
 
 
+RATIO_FACTORS = ("eta_mem", "eta_compute")
+
+
+def engine_ratios(groups: dict, separated: set) -> dict:
+    """"engine/reference" -> factor -> how many times the reference engine's efficiency the
+    engine reached, geometric mean over the families where one source ran both."""
+    out = {}
+    for fam in sorted({f for f, _ in separated}):
+        engs = sorted(e for f, e in separated if f == fam)
+        for e, ref in itertools.permutations(engs, 2):
+            a, b = groups.get(f"{fam}/{e}"), groups.get(f"{fam}/{ref}")
+            if a and b:
+                out.setdefault(f"{e}/{ref}", []).append({k: math.log(getattr(a, k) / getattr(b, k)) for k in RATIO_FACTORS})
+    return {k: {f: math.exp(statistics.fmean(x[f] for x in v)) for f in RATIO_FACTORS} for k, v in out.items()}
+
+
+def by_ratio(base: Factors, engine: str | None, engines_seen: list, ratios: dict) -> tuple[Factors, str] | None:
+    """A family whose rows all ran one engine, asked about another that some source measured
+    beside it (on any family): the family's factors times that engine's ratio to it."""
+    if not engine or len(engines_seen) != 1 or engines_seen[0] == engine:
+        return None
+    r = ratios.get(f"{engine}/{engines_seen[0]}")
+    if not r:
+        return None
+    return base.with_(**{k: min(max(getattr(base, k) * v, 0.02), 0.95) for k, v in r.items()}), engines_seen[0]
+
+
 @dataclass(slots=True)
 class Fitted:
     groups: dict  # key ("family" or "family/engine" or "*") -> Factors
     separated: set
+    engines: dict = field(default_factory=dict)  # family -> engines of its rows
+    ratios: dict = field(default_factory=dict)  # see engine_ratios
 
     def factors_for(self, family: str, engine: str | None) -> tuple[Factors, str, str]:
         """(factors, which group, engine note)."""
         if engine and (family, engine) in self.separated and f"{family}/{engine}" in self.groups:
             return self.groups[f"{family}/{engine}"], f"{family}/{engine}", f"engine {engine}: fitted on a source that separates engines"
+        key = family if family in self.groups else "*"
+        hit = by_ratio(self.groups[key], engine, self.engines.get(key, []), self.ratios)
+        if hit:
+            return hit[0], f"{key}/{engine}:{hit[1]}", (f"engine {engine}: the {key} factors ({hit[1]} rows) times {engine}'s "
+                                                        f"efficiency relative to {hit[1]} where a source ran both")
         note = "engine not modelled: no published source compares engines on this GPU family"
-        if family in self.groups:
+        if key == family:
             return self.groups[family], family, note
         return self.groups["*"], "*", note + "; GPU family not in the published rows: factors pooled over all families"
 
     def as_dict(self) -> dict:
         return {"groups": {k: v.as_dict() for k, v in self.groups.items()},
-                "separated": sorted(f"{a}/{b}" for a, b in self.separated)}
+                "separated": sorted(f"{a}/{b}" for a, b in self.separated),
+                "engines": self.engines, "engine_ratios": self.ratios}
+
+
+# Host cost per layer per step (µs) tried on the pooled rows; the best on the training rows
+# is kept and every family inherits it. One number for every engine: engines differ in it (C++
+# runtimes with CUDA graphs pay little), but no row says which engine used graphs.
+LAYER_GRID_US = (0.0, 25.0, 50.0, 100.0, 200.0, 400.0)
+
+
+def _pooled(train: list[Row]) -> Factors:
+    fits = [fit_group(train, Factors(layer_us=v)) for v in LAYER_GRID_US]
+    return min(fits, key=lambda f: _sse(train, f))
 
 
 def fit(train: list[Row]) -> Fitted:
-    groups = {"*": fit_group(train)}
+    groups = {"*": _pooled(train)}
     for fam in sorted({r.family for r in train}):
         groups[fam] = fit_group([r for r in train if r.family == fam], groups["*"])
     sep = _separated(train)
     for fam, eng in sorted(sep):
         groups[f"{fam}/{eng}"] = fit_group([r for r in train if (r.family, r.engine) == (fam, eng)], groups[fam])
-    return Fitted(groups, sep)
+    engines = {k: sorted({r.engine for r in train if k in ("*", r.family)}) for k in groups if "/" not in k}
+    return Fitted(groups, sep, engines, engine_ratios(groups, sep))
 
 
 def loso(all_rows: list[Row] | None = None) -> list[dict]:

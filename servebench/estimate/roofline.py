@@ -4,9 +4,12 @@ Per GPU of a tensor-parallel group of T (hardware.md, "How the established estim
 inference"):
     decode step (batch b, mean context s) = max((W + b*s*K) / (eta_mem*BW),
                                                 (2*P*b + attn) / T / (eta_compute*F))
-                                            + 2 all-reduces per layer + step overhead
+                                            + 2 all-reduces per layer + step overhead + b * seq_ms
     prefill of n tokens                    = max(W / (eta_mem*BW), (2*P*n + attn) / T / (eta_compute*F))
-                                            + 2 all-reduces per layer + step overhead
+                                            + 2 all-reduces per layer + step overhead + seq_ms per prompt
+The per-sequence term is added, not inside the max: it is host work (sampling, scheduling,
+detokenising each request) that does not overlap the device's weight read in engines that
+run it between steps (vLLM V0/TGI; docs/estimate.md "Per-sequence step cost").
     all-reduce of B bytes (ring)           = alpha + 2(T-1)/T * B / (eta_link*link)
 W = weight bytes read per step / T, K = KV bytes per token per GPU, P = weights each token
 multiplies by, F = dense peak of the compute dtype.
@@ -35,6 +38,7 @@ gives the physical floor that `efficiency` compares measured runs with.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, replace
 
 from servebench.estimate.hardware import Hardware
@@ -45,13 +49,29 @@ from servebench.estimate.models import ModelShape
 class Factors:
     eta_mem: float = 0.7  # achieved / peak memory bandwidth in a decode step (llm-analysis: <= 0.9)
     eta_compute: float = 0.6  # achieved / peak FLOP/s in prefill (llm-analysis: 0.7)
-    step_ms: float = 1.0  # fixed cost per engine step: scheduling, sampling, launches
+    step_ms: float = 1.0  # fixed cost per engine step: scheduling, launches
+    # cost per running sequence per step: sampling, scheduler bookkeeping, detokenising and
+    # streaming each request (Python per sequence in vLLM/TGI); an assumed prior, not a
+    # published figure: fitted when calibration runs span batch sizes (docs/estimate.md)
+    seq_ms: float = 0.01
+    # host work once per request before it reaches the engine (HTTP, tokenising, admission):
+    # latency added to its TTFT, not engine time (vLLM tokenises outside the engine loop), so
+    # it does not slow the other requests' steps. 0 for published rows (their TTFT is the
+    # engine's); fitted on the user's runs with seq_ms, which otherwise takes the fixed step
+    # cost that used to pay for this and leaves a 1-user TTFT too fast (h-seqcost: 12 % -> 32 %)
+    req_ms: float = 0.0
+    # weight-only int4 kernels (GPTQ/AWQ: dequantised in the matmul) against fp16 ones reading
+    # the same bytes: 1 = as efficient. Fitted only on rows or runs that used such weights
+    # (older GPTQ kernels fall far short of the 4x byte saving; Marlin nearly reaches it)
+    eta_w4: float = 1.0
+    layer_us: float = 0.0  # host cost per layer per step (kernel launches without CUDA graphs)
     alpha_us: float | None = None  # latency per all-reduce; None: the hardware row's default
     eta_link: float = 0.7  # achieved / peak link bandwidth in all-reduces
 
     @staticmethod
     def speed_of_light() -> "Factors":
-        return Factors(eta_mem=1.0, eta_compute=1.0, step_ms=0.0, alpha_us=0.0, eta_link=1.0)
+        return Factors(eta_mem=1.0, eta_compute=1.0, step_ms=0.0, seq_ms=0.0, req_ms=0.0, eta_w4=1.0, alpha_us=0.0,
+                       eta_link=1.0)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -69,42 +89,109 @@ class Deployment:
     reserve_gib: float = 1.5  # activations, CUDA graphs, allocator slack per GPU
     max_num_seqs: int = 256  # engine's cap on the running batch (vLLM default)
     schedule: str = "mixed"  # mixed | separate (see module doc)
+    p2p: bool | None = None  # GPU peer access; None: NCCL_P2P_DISABLE=1 in the env says no, else the catalog
 
 
 SCHEDULES = {"vllm": "mixed", "sglang": "mixed", "trtllm": "mixed", "tensorrt-llm": "mixed", "openai": "mixed",
              "tgi": "separate", "lightllm": "separate"}
 
 
+def weight_read_bytes(m: ModelShape, f: Factors) -> float:
+    """Decode weight bytes as an fp16 kernel would see them: weight-only int4 linears count
+    1/eta_w4 times their size (their kernels reach a smaller share of the bandwidth)."""
+    if m.linear_bytes >= 1 or m.compute != "fp16" or f.eta_w4 == 1.0:
+        return m.decode_weight_bytes()
+    q = m.layers * m.layer_linear_params * m.linear_bytes
+    return m.decode_weight_bytes() + q * (1 / f.eta_w4 - 1)
+
+
+def overhead_s(m: ModelShape, f: Factors) -> float:
+    """Fixed cost of one engine step: per step, plus per layer (launches grow with depth)."""
+    return f.step_ms / 1e3 + m.layers * f.layer_us / 1e6
+
+
+def is_w4(m: ModelShape) -> bool:
+    return m.linear_bytes < 1 and m.compute == "fp16"
+
+
+def spans_batches(batches) -> bool:
+    """A per-sequence cost is told apart from the fixed step cost only by steps of different
+    batch sizes: at least two, the largest at least twice the smallest."""
+    b = [x for x in batches if x and x > 0]
+    return len(b) >= 2 and max(b) >= 2 * min(b)
+
+
+# Without peer access NCCL's ring goes through host memory (its SHM transport): every hop is
+# a device-to-host copy and a host-to-device one, so each byte crosses PCIe twice and each hop
+# pays two copies' latency instead of one write into the peer.
+STAGED_BW = 0.5
+STAGED_ALPHA = 2.0
+HOST_LINK_GBS = 31.5  # staged transfers go over the card's PCIe (Gen4 x16) to the host, never NVLink
+
+
+def p2p(d: Deployment) -> bool:
+    if d.p2p is not None:
+        return d.p2p
+    if os.environ.get("NCCL_P2P_DISABLE", "").strip().lower() in ("1", "true", "yes"):
+        return False
+    return d.hw.p2p or d.hw.interconnect == "nvlink"
+
+
+def link_note(d: Deployment) -> str | None:
+    """What the all-reduces run over, said beside the numbers (None for one GPU)."""
+    if d.tp <= 1:
+        return None
+    if p2p(d):
+        return f"{d.tp} GPUs, all-reduces over {d.hw.interconnect} {d.hw.link_gbs:g} GB/s per direction with peer access"
+    how = f"PCIe {min(d.hw.link_gbs, HOST_LINK_GBS):g} GB/s per direction"
+    why = ("--p2p off" if d.p2p is False else "NCCL_P2P_DISABLE=1" if os.environ.get("NCCL_P2P_DISABLE", "").strip()
+           else f"{d.hw.label} has no peer access")
+    return (f"{d.tp} GPUs, all-reduces over {how} staged through host memory ({why}): assumed "
+            f"x{STAGED_BW:g} bandwidth and x{STAGED_ALPHA:g} latency")
+
+
+def link(d: Deployment, f: Factors) -> tuple[float, float]:
+    """(latency per all-reduce in s, achieved bytes/s per direction) of the TP group's ring.
+    A fitted alpha_us is the latency the runs showed, staging included, so it is not scaled;
+    the catalog's default is a peer-access figure and is."""
+    staged = not p2p(d)
+    bw = f.eta_link * 1e9 * (min(d.hw.link_gbs, HOST_LINK_GBS) * STAGED_BW if staged else d.hw.link_gbs)
+    if f.alpha_us is not None:
+        return f.alpha_us * 1e-6, bw
+    return d.hw.alpha_us * 1e-6 * (STAGED_ALPHA if staged else 1.0), bw
+
+
 def _allreduce_s(d: Deployment, nbytes: float, f: Factors) -> float:
     if d.tp <= 1:
         return 0.0
-    alpha = (d.hw.alpha_us if f.alpha_us is None else f.alpha_us) * 1e-6
-    return alpha + 2 * (d.tp - 1) / d.tp * nbytes / (f.eta_link * d.hw.link_gbs * 1e9)
+    alpha, bw = link(d, f)
+    return alpha + 2 * (d.tp - 1) / d.tp * nbytes / bw
 
 
 def decode_step(d: Deployment, batch: float, ctx: float, f: Factors) -> dict:
     m, hw = d.model, d.hw
     w = m.decode_weight_bytes() / d.tp
     kv = batch * ctx * m.kv_bytes_per_token(d.tp)
-    t_mem = (w + kv) / (f.eta_mem * hw.bandwidth_gbs * 1e9)
+    t_mem = (weight_read_bytes(m, f) / d.tp + kv) / (f.eta_mem * hw.bandwidth_gbs * 1e9)
     flops = (2 * m.matmul_params * batch + m.attn_flops(batch, ctx)) / d.tp
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
     t_comm = 2 * m.layers * _allreduce_s(d, batch * m.hidden * m.dtype_bytes, f)
-    return {"s": max(t_mem, t_cmp) + t_comm + f.step_ms / 1e3, "memory_s": t_mem, "compute_s": t_cmp,
-            "comm_s": t_comm, "bound": "memory" if t_mem >= t_cmp else "compute",
+    t_seq = f.seq_ms / 1e3 * batch
+    return {"s": max(t_mem, t_cmp) + t_comm + overhead_s(m, f) + t_seq, "memory_s": t_mem, "compute_s": t_cmp,
+            "comm_s": t_comm, "seq_s": t_seq, "bound": "memory" if t_mem >= t_cmp else "compute",
             "weight_bytes": w, "kv_bytes": kv}
 
 
 def prefill(d: Deployment, n_tokens: float, seq_len: float, f: Factors) -> dict:
     """n_tokens prompt tokens in one step, in sequences of seq_len (causal: mean context len/2)."""
     m, hw = d.model, d.hw
-    w = m.decode_weight_bytes() / d.tp
-    t_mem = w / (f.eta_mem * hw.bandwidth_gbs * 1e9)
+    t_mem = weight_read_bytes(m, f) / d.tp / (f.eta_mem * hw.bandwidth_gbs * 1e9)
     flops = (2 * m.matmul_params * n_tokens + m.attn_flops(n_tokens, seq_len / 2)) / d.tp
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
     t_comm = 2 * m.layers * _allreduce_s(d, n_tokens * m.hidden * m.dtype_bytes, f)
-    return {"s": max(t_mem, t_cmp) + t_comm + f.step_ms / 1e3, "memory_s": t_mem, "compute_s": t_cmp,
-            "comm_s": t_comm, "bound": "memory" if t_mem >= t_cmp else "compute", "flops": flops}
+    t_seq = f.seq_ms / 1e3 * max(n_tokens / max(seq_len, 1.0), 1.0)  # one per sequence prefilled
+    return {"s": max(t_mem, t_cmp) + t_comm + overhead_s(m, f) + t_seq, "memory_s": t_mem, "compute_s": t_cmp,
+            "comm_s": t_comm, "seq_s": t_seq, "bound": "memory" if t_mem >= t_cmp else "compute", "flops": flops}
 
 
 def capacity(d: Deployment, seq_tokens: int | None = None) -> dict:
@@ -151,7 +238,7 @@ def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Facto
         t_pf = ttft0 = pf["s"]
         tpot = t_dec = step["s"]
     elif d.schedule == "mixed":
-        fixed = step["comm_s"] + f.step_ms / 1e3
+        fixed = step["comm_s"] + overhead_s(d.model, f) + step["seq_s"]
         ride = b / (n_out - 1) if n_out > 1 else b
         t_dec = max(step["memory_s"], step["compute_s"] + ride * pf["compute_s"]) + fixed
         ttft0 = max(step["memory_s"], step["compute_s"] + pf["compute_s"]) + fixed + pf["comm_s"]
@@ -162,6 +249,7 @@ def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Facto
         t_pf, t_dec = pf["s"], step["s"]
         ttft0 = t_pf + (t_dec / 2 if b > 1 else 0.0)
         tpot = t_dec + ((b - 1) * t_pf / (n_out - 1) if n_out > 1 else 0.0)
+    ttft0 += f.req_ms / 1e3
     cycle = ttft0 + (n_out - 1) * tpot
     queue = max(concurrency / b - 1, 0.0) * cycle
     x = min(concurrency, b) / cycle  # below one request in flight the engine idles in between

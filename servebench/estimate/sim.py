@@ -23,7 +23,7 @@ import random
 import statistics
 from dataclasses import dataclass, field
 
-from servebench.estimate.roofline import Deployment, Factors, capacity
+from servebench.estimate.roofline import Deployment, Factors, capacity, link, overhead_s, weight_read_bytes
 
 BLOCK = 16  # tokens per KV block (vLLM's default block size)
 
@@ -50,24 +50,26 @@ class StepCost:
     comm0: float  # all-reduce latency per step, s
     comm_tok: float  # all-reduce bandwidth time per token, s
     overhead: float  # fixed cost per step, s
+    per_seq: float = 0.0  # cost per sequence in the step (decoding or prefilling), s
 
     @staticmethod
     def of(d: Deployment, f: Factors) -> "StepCost":
         m, hw, tp = d.model, d.hw, d.tp
         bw = f.eta_mem * hw.bandwidth_gbs * 1e9
         fl = f.eta_compute * hw.peak_flops(m.compute)
-        alpha = (hw.alpha_us if f.alpha_us is None else f.alpha_us) * 1e-6
+        alpha, link_bw = link(d, f)
         layers2 = 2 * m.layers if tp > 1 else 0
-        return StepCost(mem0=m.decode_weight_bytes() / tp / bw, mem_ctx=m.kv_bytes_per_token(tp) / bw,
+        return StepCost(mem0=weight_read_bytes(m, f) / tp / bw, mem_ctx=m.kv_bytes_per_token(tp) / bw,
                         cmp_tok=2 * m.matmul_params / tp / fl, cmp_attn=m.attn_flops(1, 1) / tp / fl,
                         comm0=layers2 * alpha,
-                        comm_tok=layers2 * 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes / (f.eta_link * hw.link_gbs * 1e9) if tp > 1 else 0.0,
-                        overhead=f.step_ms / 1e3)
+                        comm_tok=layers2 * 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes / link_bw if tp > 1 else 0.0,
+                        overhead=overhead_s(m, f), per_seq=f.seq_ms / 1e3)
 
-    def step(self, ctx_tokens: float, tokens: float, attn: float) -> float:
-        """ctx_tokens: KV tokens read; tokens: tokens through the weights; attn: sum of q x ctx."""
+    def step(self, ctx_tokens: float, tokens: float, attn: float, seqs: int = 0) -> float:
+        """ctx_tokens: KV tokens read; tokens: tokens through the weights; attn: sum of q x ctx;
+        seqs: sequences in the step (host work per sequence, added: it does not overlap)."""
         return max(self.mem0 + self.mem_ctx * ctx_tokens, self.cmp_tok * tokens + self.cmp_attn * attn) + \
-            self.comm0 + self.comm_tok * tokens + self.overhead
+            self.comm0 + self.comm_tok * tokens + self.overhead + self.per_seq * seqs
 
 
 @dataclass(slots=True)
@@ -163,14 +165,15 @@ def _step(s: _State, d: Deployment, cost: StepCost, chunk: int | None) -> None:
     if d.schedule == "separate" and s.prefilling:
         new, s.prefilling = s.prefilling, []
         toks = sum(r.n_in for r in new)
-        s.t += cost.step(0.0, toks, sum(r.n_in * r.n_in / 2 for r in new))
+        s.t += cost.step(0.0, toks, sum(r.n_in * r.n_in / 2 for r in new), len(new))
         for r in new:
             _start_decoding(s, r)
         return
     budget = math.inf if chunk is None else chunk
-    pf_toks, attn, ready = 0, 0.0, []
+    pf_toks, attn, ready, touched = 0, 0.0, [], 0
     while s.prefilling and budget > 0:
         r = s.prefilling[0]
+        touched += 1
         take = int(min(r.n_in - r.prefilled, budget))
         attn += take * (r.prefilled + take / 2)
         r.prefilled += take
@@ -178,7 +181,7 @@ def _step(s: _State, d: Deployment, cost: StepCost, chunk: int | None) -> None:
         budget -= take
         if r.prefilled >= r.n_in:
             ready.append(s.prefilling.pop(0))
-    s.t += cost.step(s.ctx, b + pf_toks, s.ctx + attn)
+    s.t += cost.step(s.ctx, b + pf_toks, s.ctx + attn, b + touched)
     if b:
         s.decode_steps += 1
         s.ctx += b
@@ -204,9 +207,9 @@ def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, de
         return {"fits": False, "why": f"one request of {pending[0].n_in + pending[0].n_out} tokens needs more KV "
                                       f"than the {cap['kv_tokens']} tokens free"}
     cost, n_ins, n_outs = StepCost.of(d, f), _lengths(load.n_in, load.requests), _lengths(load.n_out, load.requests)
-    pi = 0
+    pi, lag = 0, f.req_ms / 1e3  # a request reaches the engine lag after the client sent it
     while len(s.done) < load.requests:
-        while pi < len(pending) and pending[pi].arrive <= s.t:
+        while pi < len(pending) and pending[pi].arrive + lag <= s.t:
             s.waiting.append(pending[pi])
             pi += 1
         before = len(s.done)
@@ -214,7 +217,7 @@ def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, de
         if not (s.running or s.prefilling):
             if pi >= len(pending):
                 break  # nothing in flight and nothing to come: a request larger than the pool
-            s.t = max(s.t, pending[pi].arrive)
+            s.t = max(s.t, pending[pi].arrive + lag)
             continue
         _step(s, d, cost, chunk)
         if load.mode == "closed":

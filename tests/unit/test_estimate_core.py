@@ -85,7 +85,9 @@ def test_decode_floor_is_weights_over_bandwidth_per_gpu():
     sol = Factors.speed_of_light()
     step = decode_step(d, 1, 300, sol)
     expected = (m.decode_weight_bytes() / 4 + 300 * m.kv_bytes_per_token(4)) / 600e9
-    expected += 2 * 32 * (2 * 3 / 4 * 4096 * 2 / 31.5e9)  # 2 ring all-reduces per layer over PCIe, no latency
+    # 2 ring all-reduces per layer over PCIe, no latency; A10G has no peer access in the
+    # cloud, so NCCL stages through host memory: half the link's bandwidth
+    expected += 2 * 32 * (2 * 3 / 4 * 4096 * 2 / (31.5e9 * 0.5))
     assert step["s"] == pytest.approx(expected) and step["bound"] == "memory"
     assert 5.0e-3 < step["s"] < 6.0e-3  # ~13.2 GB / 4 GPUs / 600 GB/s
     # batch grows the KV term and the FLOPs; at huge batch decode turns compute-bound

