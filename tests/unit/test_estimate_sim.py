@@ -167,7 +167,8 @@ def test_shipped_fit_matches_the_rows():
     cal = fit.published(catalog.lookup("a10g"), "tgi")
     assert cal.basis == "published rows (ampere-dc)" and cal.sigma == pytest.approx(data["band_log"])
     assert cal.sigma_for(catalog.lookup("h200"), "tgi") == cal.sigma  # not widened again (issue 19)
-    assert fit.published(catalog.lookup("rtx4090")).basis == "published rows (*)"
+    assert fit.published(catalog.lookup("l40s")).basis == "published rows (*)"  # no Ada data-centre rows
+    assert fit.published(catalog.lookup("rtx4090")).basis == "published rows (ada-geforce)"
 
 
 # --- CLI ----------------------------------------------------------------------------------------
