@@ -93,9 +93,11 @@ def test_an_engine_is_separated_by_two_sources_on_one_gpu_family():
         for pair in pubfit._separated([r for r in rows if r.source == src]):
             by_pair[pair].add(src)
     twice = {p for p, s in by_pair.items() if len(s) >= 2}
-    assert ("ada-geforce", "llamacpp") in twice and ("ampere-geforce", "llamacpp") in twice
+    assert {("ada-geforce", "llamacpp"), ("ampere-geforce", "llamacpp"), ("ampere-dc", "tgi"), ("ampere-dc", "vllm")} <= twice
     held_out = [r for r in rows if r.source != "jan-trtllm-vs-llamacpp"]
     assert ("ada-geforce", "llamacpp") in pubfit._separated(held_out)
+    seed_out = [r for r in rows if r.source != "hf-sagemaker-tgi"]  # the seed study is TGI on ampere-dc
+    assert ("ampere-dc", "tgi") in pubfit._separated(seed_out)
 
 
 @pytest.mark.parametrize("quant", ["q4f16_1", "q4_k_m"])
