@@ -26,6 +26,11 @@ QUANT = {
     "int8": (1.0, "int8"),
     "w8a8-int8": (1.0, "int8"),
     "bitsandbytes": (4.25 / 8, "fp16"),
+    # MLC's q4f16_1 keeps one fp16 scale per 32 int4 weights (mlc_llm quantization presets)
+    "q4f16_1": (4.5 / 8, "fp16"),
+    # llama.cpp Q4_K_M: Q4_K (4.5 bpw) with half of attn_v/ffn_down in Q6_K (6.5625 bpw), k-quants
+    # PR ggerganov/llama.cpp#1684; ~4.8 bpw over a Llama-2/Mistral 7B decoder
+    "q4_k_m": (4.8 / 8, "fp16"),
 }
 _UNGATED = {"gpt2", "opt", "gptj", "gpt_neox", "bloom", "falcon", "gpt_bigcode"}
 _DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "fp16": 2, "bf16": 2, "fp8": 1}

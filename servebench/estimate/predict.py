@@ -77,13 +77,19 @@ def estimate(d: Deployment, levels: list[int], tokens: tuple[int, int], cal: Cal
 
 def engine_note(engine: str | None, schedule: str, cal: Calibration, lockstep: bool) -> str:
     """What the engine named changes in these numbers, said beside them. The published rows'
-    factors are per GPU family, not per engine (no shipped source compares engines on one
-    family), so without calibration runs of it the engine is "not modelled" beyond its prefill
-    schedule (which only matters when arrivals are spread)."""
+    factors are per GPU family, and per (family, engine) only where a shipped source measured
+    that engine beside another on the family; elsewhere, without calibration runs of it, the
+    engine is "not modelled" beyond its prefill schedule (which only matters when arrivals are
+    spread)."""
     if engine is None:
         return "engine not modelled"
+    if not cal.n_runs and cal.basis.startswith("published") and "/" in cal.basis:
+        # an engine-specific published group: its efficiency, not only its schedule, is the engine's
+        return (f"engine {engine}: efficiency fitted on published sources that compare engines on this GPU family "
+                f"({cal.basis.removeprefix('published rows ').strip('()')}; engine versions pooled)"
+                + ("" if lockstep else f"; {schedule} prefill schedule"))
     note = _schedule_note(engine, schedule, cal, lockstep)
-    if not cal.n_runs and cal.basis.startswith("published") and "/" not in cal.basis:
+    if not cal.n_runs and cal.basis.startswith("published"):
         return "engine not modelled (the published fit is per GPU family); " + note
     return note
 

@@ -164,10 +164,12 @@ def test_shipped_fit_matches_the_rows():
     assert data["band_log"] > 0 and "*" in data["groups"]
     for arch in {r.family for r in pubfit.rows()}:
         assert arch in data["groups"]
-    cal = fit.published(catalog.lookup("a10g"), "tgi")
-    assert cal.basis == "published rows (ampere-dc)" and cal.sigma == pytest.approx(data["band_log"])
+    assert fit.published(catalog.lookup("a10g")).basis == "published rows (ampere-dc)"
+    cal = fit.published(catalog.lookup("a10g"), "tgi")  # TGI is measured beside other engines on ampere-dc
+    assert cal.basis == "published rows (ampere-dc/tgi)" and cal.sigma == pytest.approx(data["band_log"])
     assert cal.sigma_for(catalog.lookup("h200"), "tgi") == cal.sigma  # not widened again (issue 19)
-    assert fit.published(catalog.lookup("rtx4090")).basis == "published rows (*)"
+    assert fit.published(catalog.lookup("mi300x")).basis == "published rows (*)"  # no CDNA rows
+    assert fit.published(catalog.lookup("rtx4090")).basis == "published rows (ada-geforce)"
 
 
 # --- CLI ----------------------------------------------------------------------------------------
@@ -184,8 +186,10 @@ def test_cli_instance_type_simulated_scheduler_and_engine_note():
     out = _cli("--gpu", "ml.g5.12xlarge", "--engine", "tgi", "--concurrency", "1,8")
     assert out["gpus"] == 4 and out["hardware"]["key"] == "a10g" and out["instance_type"] == "ml.g5.12xlarge"
     assert out["workload"]["scheduler"] == "simulated" and out["workload"]["load"] == "closed"
-    assert out["engine_note"].startswith("engine not modelled")
-    assert out["calibration"]["basis"] == "published rows (ampere-dc)"
+    assert out["engine_note"].startswith("engine tgi: efficiency fitted on published sources")
+    assert out["calibration"]["basis"] == "published rows (ampere-dc/tgi)"
+    other = _cli("--gpu", "ml.g5.12xlarge", "--engine", "sglang", "--concurrency", "1,8")
+    assert other["engine_note"].startswith("engine not modelled") and other["calibration"]["basis"] == "published rows (ampere-dc)"
     lo, hi = out["levels"][0]["output_tok_s_band"]
     assert hi / lo == pytest.approx(math.exp(2 * out["sigma_log"]))
     formula = _cli("--gpu", "ml.g5.12xlarge", "--engine", "tgi", "--concurrency", "1,8", "--scheduler", "formula")
