@@ -15,7 +15,7 @@ import numpy as np
 # the per-request figures live in per_request.py (run_intervals builds on them too); named here
 # as well, where the rest of servebench has always read them
 from servebench.analysis.per_request import (MS, PERCENTILES, e2e_ns, input_tokens, itl_gaps_ns,  # noqa: F401
-                                             output_tokens, tpot_ns, ttft_ns)
+                                             itl_ms, output_tokens, tpot_ns, ttft_ns)
 from servebench.records import RequestRecord
 
 
@@ -130,7 +130,7 @@ def _latencies(ok: list[RequestRecord], out_tok: list[int]) -> dict:
     return {
         "ttft_ms": dist([v / MS for r in ok if (v := ttft_ns(r)) is not None]),
         "tpot_ms": dist([v / MS for r in ok if (v := tpot_ns(r)) is not None]),
-        "itl_ms": dist([g / MS for r in ok for g in itl_gaps_ns(r)]),
+        "itl_ms": dist(itl_ms(ok)),
         "e2e_ms": dist([e2e_ns(r) / MS for r in ok]),
         "ms_per_token": dist([e2e_ns(r) / MS / n for r, n in zip(ok, out_tok) if n > 0]),
     }

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from servebench.analysis.intervals import LEVEL, Interval, bootstrap_ci, quantile_ci, repeats_ci
-from servebench.analysis.per_request import MS, PERCENTILES, e2e_ns, input_tokens, itl_gaps_ns, output_tokens, tpot_ns, ttft_ns
+from servebench.analysis.per_request import MS, PERCENTILES, e2e_ns, input_tokens, itl_gaps_ns, itl_ms, output_tokens, tpot_ns, ttft_ns
 from servebench.records import RequestRecord
 
 WINDOWS = 10  # batch-means windows; fewer when there are few completions
@@ -60,7 +60,7 @@ def _itl_mean(ok: list[RequestRecord], level: float) -> Interval:
     return Interval(iv.low, iv.high, "bootstrap", int(c.sum()), level)
 
 
-def _per_request(ok: list[RequestRecord], out_tok: list[int]) -> dict[str, list[float]]:
+def _per_request(ok: list[RequestRecord], out_tok: list[int]) -> dict[str, Sequence[float]]:
     return {
         "ttft_ms": [v / MS for r in ok if (v := ttft_ns(r)) is not None],
         "tpot_ms": [v / MS for r in ok if (v := tpot_ns(r)) is not None],
@@ -85,7 +85,7 @@ def block(ok: Sequence[RequestRecord], start_ns: int, end_ns: int, level: float 
     }
     out_tok = [output_tokens(r) for r in ok]
     values = _per_request(ok, out_tok)
-    values["itl_ms"] = [g / MS for r in ok for g in itl_gaps_ns(r)]
+    values["itl_ms"] = itl_ms(ok)
     for name in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "ms_per_token"):
         v = values[name]
         figs[f"{name}.mean"] = figure(_itl_mean(ok, level) if name == "itl_ms" else bootstrap_ci(v, level=level))

@@ -111,17 +111,38 @@ def read_json(path: Path) -> dict:
     return data
 
 
+# converted to Arrow a slice at a time: the whole run's per-token lists as one table cost ~60
+# bytes a token at the end of a long run, and Arrow's pool kept it after (issue 20)
+_SLICE_TOKENS = 1 << 18
+
+
+def _slices(records: list[RequestRecord]) -> list[list[RequestRecord]]:
+    out: list[list[RequestRecord]] = [[]]
+    n = 0
+    for r in records:
+        if n >= _SLICE_TOKENS:
+            out.append([])
+            n = 0
+        out[-1].append(r)
+        n += len(r.token_ns) + 1
+    return out
+
+
 def write_records(path: Path, records: list[RequestRecord]) -> None:
     every = _COLUMNS + _OPTIONAL
-    cols = {name: [getattr(r, name) for r in records] for name, _ in every}
-    table = pa.table({name: pa.array(cols[name], type=t) for name, t in every})
+    sch = pa.schema([pa.field(name, t) for name, t in every])
     tmp = path.with_suffix(".parquet.tmp")
     try:
-        pq.write_table(table, tmp)
+        with pq.ParquetWriter(tmp, sch) as out:
+            for part in _slices(records):  # one, empty, for no records: the file still has the schema
+                out.write_table(pa.Table.from_arrays(
+                    [pa.array([getattr(r, name) for r in part], type=t) for name, t in every], schema=sch))
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        pa.default_memory_pool().release_unused()  # else the pool keeps the peak for the rest of the run
 
 
 def load_records(path: Path) -> list[RequestRecord]:

@@ -1,0 +1,57 @@
+"""Issue 20: the post-load path keeps fewer per-token Python objects, with the same numbers."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from servebench.analysis.per_request import MS, itl_gaps_ns, itl_ms
+from servebench.records import RequestRecord
+from servebench.store import runfiles
+
+
+def _records(n: int, seed: int = 1) -> list[RequestRecord]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        t = 10**15 + rng.randrange(10**12)
+        m = rng.choice([0, 1, 2, 7, 40])
+        ts, cs = [], []
+        for _ in range(m):
+            t += rng.randrange(0, 3_000_001)  # 0: several events in one read
+            ts.append(t)
+            cs.append(rng.choice([1, 1, 1, 0, 2, 3]))  # batched and zero-token events alike
+        out.append(RequestRecord(index=i, sent_ns=10**15, end_ns=t + 1, status=200, token_ns=ts,
+                                 token_counts=cs, server_output_tokens=sum(cs), finish_reason="length",
+                                 error=None if i % 5 else "x", decoded=True))
+    return out
+
+
+def test_itl_ms_is_the_python_list_exactly():
+    recs = _records(300)
+    want = [g / MS for r in recs for g in itl_gaps_ns(r)]
+    got = itl_ms(recs)
+    assert got.dtype == np.float64
+    assert got.tolist() == want  # bit for bit: summary.json must not move
+    assert itl_ms([]).size == 0 and itl_ms(_records(3)[:0]).size == 0
+
+
+def test_records_written_in_slices_read_back_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(runfiles, "_SLICE_TOKENS", 16)  # many slices, some of one record
+    recs = _records(200)
+    path = tmp_path / "requests.parquet"
+    runfiles.write_records(path, recs)
+    assert pq.ParquetFile(path).num_row_groups > 5
+    back = runfiles.load_records(path)
+    assert [(r.index, r.token_ns, r.token_counts, r.error) for r in back] == \
+        [(r.index, r.token_ns, r.token_counts, r.error) for r in recs]
+    assert not path.with_suffix(".parquet.tmp").exists()
+
+
+def test_no_records_still_writes_the_schema(tmp_path):
+    path = tmp_path / "requests.parquet"
+    runfiles.write_records(path, [])
+    assert runfiles.load_records(path) == []
+    assert "token_ns" in pq.read_schema(path).names
