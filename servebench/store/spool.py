@@ -146,7 +146,7 @@ class Spool:
 
 def read(path: Path) -> tuple[str | None, Iterator[pa.RecordBatch]]:
     """(adapter key, batches): every whole batch, stopping quietly at a torn last one."""
-    source = pa.memory_map(str(path))
+    source = pa.OSFile(str(path))  # not memory_map: every page read stayed in RSS till the end (issue 20)
     reader = pa.ipc.open_stream(source)
     meta = reader.schema.metadata or {}
     adapter = meta.get(b"adapter", b"").decode() or None
