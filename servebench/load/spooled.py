@@ -61,6 +61,10 @@ def stop(sp: spool.Spool | None, stats: LoadStats, warnings: list[str] | None = 
         warnings.append(f"records kept in memory after the spool to disk failed: {sp.error}")
 
 
+def warm() -> None:
+    spool.warm()
+
+
 def for_sessions(path: Path, adapter: str, records: list[RequestRecord]) -> spool.Spool | None:
     """A multi-turn run's spool (its turns' texts too), when its turns ask for enough tokens."""
     if not wanted(sum(r.output_tokens for r in records if not r.warmup)):

@@ -258,6 +258,8 @@ async def _worker(conn: Connection, job: dict) -> None:
     sp = None
     try:
         await tr.prepare(job["connections"])
+        if job.get("spool") and job.get("adapter"):
+            spooled.warm()  # its one-off cost before ready: after t0 it delayed this worker's start
         conn.send(("ready",))
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait([t0_fut, waiter], return_when=asyncio.FIRST_COMPLETED)
@@ -269,13 +271,7 @@ async def _worker(conn: Connection, job: dict) -> None:
         plan = LoadPlan(job["wires"], records, job["offsets"], job["concurrency"], job["duration_ns"],
                         on_done=sp.add if sp else None, on_lags=sp.add_lags if sp else None)
         run = asyncio.ensure_future(drive(tr, plan, t0, stats=stats))
-
-        async def report() -> None:
-            while True:
-                await asyncio.sleep(0.25)
-                conn.send(("progress", stats.done))
-
-        ticker = asyncio.ensure_future(report())
+        ticker = asyncio.ensure_future(_report(conn, stats))
         await asyncio.wait([run, waiter], return_when=asyncio.FIRST_COMPLETED)
         ticker.cancel()
         if not run.done():
@@ -288,6 +284,14 @@ async def _worker(conn: Connection, job: dict) -> None:
     if job.get("adapter"):
         _decode_and_drop(job["adapter"], records, [sp.path] if sp is not None else [])
     conn.send(("done", records, stats, list(getattr(tr, "connect_ns", []))))
+
+
+async def _report(conn, stats: LoadStats) -> None:
+    import asyncio
+
+    while True:
+        await asyncio.sleep(0.25)
+        conn.send(("progress", stats.done))
 
 
 def _spool(job: dict, shift_ns: int):

@@ -56,6 +56,14 @@ def batch(records: list[RequestRecord], sch: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(cols, schema=sch)
 
 
+def warm(sch: pa.Schema | None = None) -> None:
+    """pyarrow's first conversion of Python lists costs ~200 ms (lazy set-up; 650 ms on a busy
+    host), all of it with the GIL held: made before the load, not in the first flush, where it
+    stalled the load loop (a read waited 15 ms; a run judged "did not keep up" on an idle host),
+    and by a load worker before it reports ready, not after t0, where it delayed its start."""
+    batch([RequestRecord(index=0, chunks=[(0, b"")])], sch or schema(""))
+
+
 def lags_path(path: Path) -> Path:
     return Path(path).with_name(Path(path).name.replace(".arrow", ".lags"))
 
@@ -78,10 +86,7 @@ class Spool:
         self._schema = schema(adapter, sessions, shift_ns)
         self._sink = pa.OSFile(str(self.path), "wb")  # unbuffered: each batch reaches the OS whole
         self._writer = pa.ipc.new_stream(self._sink, self._schema)
-        # pyarrow's first conversion of Python lists costs ~200 ms (lazy set-up), all of it with
-        # the GIL held: made here, before the load, not in the first flush, where it stalled the
-        # load loop (a read waited 15 ms; a run judged "did not keep up" on an idle host)
-        batch([RequestRecord(index=0, chunks=[(0, b"")])], self._schema)
+        warm(self._schema)
         self._stop = threading.Event()
         # while this thread builds a batch it holds the GIL, and the load loop waiting to send
         # gets it back only after the switch interval (5 ms by default): send error p99 went

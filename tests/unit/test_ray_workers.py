@@ -132,9 +132,14 @@ def test_an_actor_on_another_node_spools_to_its_own_disk_and_clears_it(tmp_path,
     node_tmp = tmp_path / "node-tmp"
     node_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(node_tmp))
-    made = []
-    real = spooled.start
-    monkeypatch.setattr(spooled, "start", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    from servebench.load import ray_workers
+
+    made, events = [], []
+    real, real_warm, real_send = spooled.start, spooled.warm, ray_workers._QueueConn.send
+    monkeypatch.setattr(spooled, "start",
+                        lambda *a, **k: events.append("spool") or made.append(real(*a, **k)) or made[-1])
+    monkeypatch.setattr(spooled, "warm", lambda: events.append("warm") or real_warm())
+    monkeypatch.setattr(ray_workers._QueueConn, "send", lambda self, m: events.append(m[0]) or real_send(self, m))
     run_dir = tmp_path / "run"
     run_dir.mkdir()  # seen by the driver only: no token here
     with start_emulator("openai", 5, 2) as h:
@@ -142,6 +147,8 @@ def test_an_actor_on_another_node_spools_to_its_own_disk_and_clears_it(tmp_path,
     got = next(m for m in msgs if m[0] == "done")[1]
     assert len(got) == 8 and all(r.ok and r.decoded and r.chunks == [] and len(r.token_ns) == 4 for r in got)
     assert len(made) == 1 and made[0].written == 8 and made[0].path.parent.parent == node_tmp
+    # pyarrow's one-off set-up (~0.2-0.6 s) before the worker says ready, not after t0
+    assert [e for e in events if e in ("warm", "ready", "spool")] == ["warm", "ready", "spool"]
     assert list(run_dir.iterdir()) == []
     deadline = time.monotonic() + 10
     while list(node_tmp.glob("servebench-spool-*")) and time.monotonic() < deadline:  # once the worker's thread ends
