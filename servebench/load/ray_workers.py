@@ -198,7 +198,7 @@ def run_split_ray(load: SplitLoad) -> LoadStats:
         raise WorkerError(str(e)) from None
     parts = load.parts()
     if load.spool_dir is not None:
-        load.spool_token = spooled.mark(load.spool_dir)
+        load.spool_token = spooled.mark(load.spool_dir) or "-"  # unmarked: every actor spools on its own node
     actor_cls = ray.remote(LoadActor).options(num_cpus=1, max_concurrency=4, scheduling_strategy="SPREAD")
     actors = [actor_cls.remote() for _ in parts]
     try:
