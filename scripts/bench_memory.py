@@ -4,6 +4,9 @@
     .venv/bin/python scripts/bench_memory.py --variant main=/path/to/main --variant branch=. --minutes 5
     .venv/bin/python scripts/bench_memory.py --variant branch=. --minutes 1 --streams 10   # smoke test
     ... --write-docs        # replace this script's block in docs/performance.md
+    # one tree, the spool on and off, alternating, 3 rounds of 60 s each (CPU per token side by side):
+    .venv/bin/python scripts/bench_memory.py --variant spool=. --variant memory=. --minutes 1 --settle-s 10 \
+        --env spool=SERVEBENCH_SPOOL_MIN_TOKENS=0 --env memory=SERVEBENCH_SPOOL_MIN_TOKENS=1000000000000 --rounds 3
 
 One `servebench emulate` (no token log: it would grow by the run's length) serves every
 variant, one after the other, with the same command: `servebench run --duration S
@@ -58,14 +61,14 @@ def conns_to(proc: psutil.Process, port: int) -> int:
         return 0
 
 
-def one(python: str, tree: Path, args, port: int) -> dict:
+def one(python: str, tree: Path, args, port: int, env: dict[str, str] | None = None) -> dict:
     results = Path(tempfile.mkdtemp(prefix="servebench-mem-"))
     cmd = [python, "-m", "servebench.cli", "run", "--endpoint", f"http://127.0.0.1:{port}", "--model", "tiny",
            "--requests", str(args.requests), "--duration", str(args.minutes * 60), "--concurrency", str(args.streams),
            "--input-tokens", "16", "--output-tokens", str(args.output_tokens), "--results-dir", str(results),
            "--no-telemetry", "--no-plots"]
     t0 = time.monotonic()
-    child = subprocess.Popen(cmd, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)},
+    child = subprocess.Popen(cmd, cwd=tree, env={**os.environ, **(env or {}), "PYTHONPATH": str(tree)},
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     proc = psutil.Process(child.pid)
     samples, load_start, load_end = [], None, None  # (s since start, rss MB, cpu s)
@@ -126,6 +129,23 @@ def table(rows: dict, args, cpu: str) -> str:
     return note + "\n\n" + "\n".join(lines)
 
 
+def med(xs: list[float]) -> float:
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def spread(rows: dict, variants: dict) -> str:
+    """Per variant over its rounds: CPU µs/token (the run's figure, then psutil's) min / median / max."""
+    lines = ["| variant | rounds | tok/s (median) | CPU µs/token, run's figure: min / median / max "
+             "| psutil: min / median / max |", "|---|---:|---:|---:|---:|"]
+    for name in variants:
+        rs = [r for k, r in rows.items() if k.split("#")[0] == name]
+        run, ps, tok = (sorted(r[f] for r in rs) for f in ("cpu_us_tok_run", "cpu_us_tok_ps", "tok_s"))
+        lines.append(f"| {name} | {len(rs)} | {med(tok):,.0f} | {run[0]} / {med(run):.1f} / {run[-1]} "
+                     f"| {ps[0]} / {med(ps):.1f} / {ps[-1]} |")
+    return "\n".join(lines)
+
+
 def write_docs(body: str) -> None:
     """Replace only this script's block (others own the rest of the file)."""
     text = DOC.read_text()
@@ -148,6 +168,8 @@ def main() -> None:
     ap.add_argument("--ttft-ms", type=float, default=20.0)
     ap.add_argument("--sample-s", type=float, default=1.0)
     ap.add_argument("--settle-s", type=float, default=30.0)
+    ap.add_argument("--env", action="append", default=[], help="NAME=VAR=VALUE: set VAR for variant NAME's runs")
+    ap.add_argument("--rounds", type=int, default=1, help="run the variants this many times, alternating")
     ap.add_argument("--port", type=int, default=18700)
     ap.add_argument("--json", type=Path, help="write every figure and the RSS trace here")
     ap.add_argument("--write-docs", action="store_true")
@@ -155,18 +177,33 @@ def main() -> None:
     per_request_s = (args.ttft_ms + args.itl_ms * args.output_tokens) / 1000
     args.requests = args.requests or int(args.streams / per_request_s * args.minutes * 60 * 1.3) + args.streams
     variants = dict(v.split("=", 1) for v in args.variant) if args.variant else {"branch": "."}
+    envs: dict[str, dict[str, str]] = {}
+    for e in args.env:
+        name, var, value = (e.split("=", 2) + ["", ""])[:3]
+        if name not in variants or not var or "=" not in e.partition("=")[2]:
+            raise SystemExit(f"error: --env {e}: expected NAME=VAR=VALUE with NAME one of {', '.join(variants)}")
+        envs.setdefault(name, {})[var] = value
+    if args.rounds < 1:
+        raise SystemExit("error: --rounds must be 1 or more")
     emu = start_emulator(sys.executable, args.port, args.itl_ms, args.ttft_ms)
     rows = {}
     try:
-        for name, tree in variants.items():
-            rows[name] = one(sys.executable, Path(tree).resolve(), args, args.port)
-            print(name, json.dumps({k: v for k, v in rows[name].items() if k != "trace"}), flush=True)
+        for k in range(args.rounds):
+            for name, tree in variants.items():
+                key = f"{name}#{k + 1}" if args.rounds > 1 else name
+                rows[key] = one(sys.executable, Path(tree).resolve(), args, args.port, envs.get(name))
+                print(key, json.dumps({k: v for k, v in rows[key].items() if k != "trace"}), flush=True)
     finally:
         emu.terminate()
         emu.wait(10)
     cpu = next((re.sub(r"\s+", " ", line.split(":", 1)[1]).strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     text = table(rows, args, cpu)
+    if envs:
+        text += "\n\nEnvironment per variant: " + "; ".join(
+            f"{n}: {' '.join(f'{k}={v}' for k, v in e.items())}" for n, e in envs.items())
+    if args.rounds > 1:
+        text += "\n\n" + spread(rows, variants)
     print(text)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -36,7 +36,8 @@ def per_turn(records: Sequence[RequestRecord]) -> dict | None:
         "turns_planned": len(turns),
         "turns_sent": sum(1 for r in turns if r.sent_ns),
         "context_counted_by": "server" if ok and len(counted) == len(ok) else ("server, partly" if counted else "client"),
-        "template_mismatches": sum(1 for r in counted if r.server_input_tokens != r.input_tokens),
+        # input_tokens 0: no client count (a run salvaged from its spool is counted after the load by no one)
+        "template_mismatches": sum(1 for r in counted if r.input_tokens and r.server_input_tokens != r.input_tokens),
         "by_turn": rows,
     }
 

@@ -25,12 +25,14 @@ import queue
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from time import perf_counter_ns
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from servebench.errors import first_line
 from servebench.records import RequestRecord
+from servebench.load import spooled
 from servebench.load.loop import LoadStats
 from servebench.load.split import Part, SplitLoad, jobs
 from servebench.load.workers import WorkerError, collect
@@ -94,14 +96,22 @@ class LoadActor:
     def start(self, job: dict) -> None:
         from servebench.load.workers import _worker_main
 
-        threading.Thread(target=_worker_main, args=(self.conn, job, False), daemon=True).start()
+        job, scratch = spooled.place(job)
+
+        def body() -> None:
+            try:
+                _worker_main(self.conn, job, False)
+            finally:  # a spool on this node's own disk: the records went back decoded
+                spooled.discard(scratch)
+
+        threading.Thread(target=body, daemon=True).start()
 
     def tell(self, msg: tuple) -> None:
         if msg[0] == "t0":
             driver_t0, my_wall_t0 = msg[1], msg[2]
             mine = perf_counter_ns() + (my_wall_t0 - time.time_ns())
             self.shift = driver_t0 - mine
-            msg = ("t0", mine)
+            msg = ("t0", mine, self.shift)
         self.conn.inbox.put(msg)
 
     def poll(self, timeout_s: float) -> list:
@@ -187,6 +197,8 @@ def run_split_ray(load: SplitLoad) -> LoadStats:
     except RayConnectError as e:
         raise WorkerError(str(e)) from None
     parts = load.parts()
+    if load.spool_dir is not None:
+        load.spool_token = spooled.mark(load.spool_dir) or "-"  # unmarked: every actor spools on its own node
     actor_cls = ray.remote(LoadActor).options(num_cpus=1, max_concurrency=4, scheduling_strategy="SPREAD")
     actors = [actor_cls.remote() for _ in parts]
     try:
@@ -200,6 +212,8 @@ def run_split_ray(load: SplitLoad) -> LoadStats:
         for a in actors:
             ray.kill(a)
         ray.shutdown()
+        if load.spool_dir is not None:
+            spooled.remove([Path(load.spool_dir) / spooled.MARK])
     return load.stats
 
 

@@ -23,7 +23,8 @@ from time import perf_counter_ns
 from typing import Any, Callable
 
 from servebench.analysis.decode import decode_record, reply_text
-from servebench.load.loop import LoadStats, _lag_probe, _sleep_until, _ticker, new_loop, realtime_off, realtime_on
+from servebench.load.loop import (LoadStats, _lag_probe, _sleep_until, _spill_lags, _ticker, new_loop, realtime_off,
+                                  realtime_on)
 from servebench.load.schedule import release_offsets_ns
 from servebench.records import RequestRecord
 
@@ -43,6 +44,9 @@ class SessionJob:
     stats: LoadStats
     connect_ns: list[int]
     progress: Callable[[int, int], None] | None = None
+    # each finished turn, decoded, is handed here (store/spool.py: its bytes and texts go to
+    # disk off the loop); None: kept in memory
+    on_done: Callable[[RequestRecord], None] | None = None
 
 
 def session_records(workload, warmup: int) -> list[RequestRecord]:
@@ -106,6 +110,9 @@ async def _drive(ctx: _Ctx, live: int) -> None:
     helpers = [asyncio.create_task(_lag_probe(stats))]
     if job.progress is not None:
         helpers.append(asyncio.create_task(_ticker(stats, total, job.progress)))
+    lags = getattr(ctx.tr, "read_lag_ns", None)
+    if job.on_done is not None and lags is not None:  # a session run reports no read lag: bounded, not kept
+        helpers.append(asyncio.create_task(_spill_lags(lags, lambda _: None)))
     stats.scheduling = realtime_on() if load.realtime else "normal (--no-realtime)"
     gc_was = gc.isenabled()
     gc.disable()  # as loop.drive: a full collection stalls every stream's reads
@@ -179,10 +186,12 @@ async def _converse(ctx: _Ctx, conv, first_ns: int, slot_ns: int) -> None:
         await ctx.tr.send(wire, rec)
         stats.done += 1
         decode_record(job.adapter, rec)  # the writer's decode_records skips it
-        rec.reply_text = reply_text(job.adapter, rec)
+        reply = rec.reply_text = reply_text(job.adapter, rec)
+        if job.on_done is not None:  # from here the spool's thread may take its bytes and texts
+            job.on_done(rec)
         if not rec.ok:
             return
-        messages.append({"role": "assistant", "content": rec.reply_text})
+        messages.append({"role": "assistant", "content": reply})
 
 
 def client_counts(tokenizer, records: list[RequestRecord]) -> None:

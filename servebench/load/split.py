@@ -6,6 +6,7 @@ release offsets, concurrency divided as evenly as possible)."""
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from servebench.load.loop import LoadStats
@@ -39,8 +40,9 @@ class SplitLoad:
     on_t0: Callable[[], None] | None = None  # runs once t0 is sent
     actors: list[dict] | None = None  # ray:N: one row per actor (node, share, clock offset)
     # each worker spools its finished records here (store/spool.py); None: kept in memory
-    # (Ray actors: their node's disk is not the run dir's)
+    # (a Ray actor that does not see this dir spools on its own node: spooled.place)
     spool_dir: Any = None
+    spool_token: str | None = None  # ray:N: in spool_dir/requests.spool.id, where an actor that sees the dir finds it
 
     def parts(self) -> list[Part]:
         return split_plan(list(range(len(self.records))), self.offsets_ns, self.concurrency, self.workers)
@@ -53,5 +55,6 @@ def jobs(load: SplitLoad, parts: list[Part]) -> list[dict]:
                  wires=[load.wires[i] for i in idx], records=[load.records[i] for i in idx], offsets=offs,
                  concurrency=conc, duration_ns=load.duration_ns,
                  connections=max(1, min(len(idx), conc or len(idx), -(-total_conns // len(parts)))),
-                 spool=str(load.spool_dir / f"requests.spool.w{k}.arrow") if load.spool_dir else None)
+                 spool=str(Path(load.spool_dir).resolve() / f"requests.spool.w{k}.arrow") if load.spool_dir else None,
+                 spool_token=load.spool_token)
             for k, (idx, offs, conc) in enumerate(parts)]

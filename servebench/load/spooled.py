@@ -5,6 +5,9 @@ the requests.parquet every reader knows (salvage)."""
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import tempfile
 from pathlib import Path
 
 from servebench.adapters import ADAPTERS
@@ -30,13 +33,15 @@ def wanted(expected_tokens: int) -> bool:
 
 INTERVAL_S = 0.1  # a kill loses at most about this much of the finished records
 PATTERN = "requests.spool*.arrow"  # one per load process: requests.spool.arrow, requests.spool.w1.arrow, ...
+MARK = "requests.spool.id"  # --workers ray:N: a token that tells an actor it sees the run dir
 
 
-def start(path: Path, adapter: str, interval_s: float = INTERVAL_S) -> spool.Spool | None:
+def start(path: Path, adapter: str, interval_s: float = INTERVAL_S, *, sessions: bool = False,
+          shift_ns: int = 0) -> spool.Spool | None:
     """A spool for one load process; None where the run dir refuses the file (the records
     then stay in memory as before, and the writer reports the unwritable dir)."""
     try:
-        return spool.Spool(path, adapter, interval_s)
+        return spool.Spool(path, adapter, interval_s, sessions=sessions, shift_ns=shift_ns)
     except Exception:  # noqa: BLE001 - never stops a load
         remove([path, spool.lags_path(path)])  # no empty spool left to puzzle a reader
         return None
@@ -54,6 +59,63 @@ def stop(sp: spool.Spool | None, stats: LoadStats, warnings: list[str] | None = 
         remove([sp.lag_path])
     if sp.error and warnings is not None:
         warnings.append(f"records kept in memory after the spool to disk failed: {sp.error}")
+
+
+def warm() -> None:
+    spool.warm()
+
+
+def for_sessions(path: Path, adapter: str, records: list[RequestRecord]) -> spool.Spool | None:
+    """A multi-turn run's spool (its turns' texts too), when its turns ask for enough tokens."""
+    if not wanted(sum(r.output_tokens for r in records if not r.warmup)):
+        return None
+    return start(path, adapter, sessions=True)
+
+
+def finish_sessions(sp: spool.Spool | None, records: list[RequestRecord], stats: LoadStats,
+                    warnings: list[str] | None = None) -> None:
+    """stop(), and the conversation texts the spool took off the records put back (the client's
+    token counts and requests.parquet need them); shielded as stop() is."""
+    with shielded():
+        stop(sp, stats, warnings)
+        if sp is not None and sp.written:
+            spool.restore_texts(sp.path, records)
+
+
+def mark(run_dir: Path) -> str | None:
+    """--workers ray:N: a token in the run dir. An actor that reads it back sees this run dir
+    (the driver's host, or a shared file system) and spools into it, where a killed run's
+    records are found; None where the dir refuses the file (actors then spool on their node)."""
+    token = secrets.token_hex(16)
+    try:
+        (Path(run_dir) / MARK).write_text(token)
+    except OSError:
+        return None
+    return token
+
+
+def place(job: dict) -> tuple[dict, Path | None]:
+    """Where a Ray actor spools: job["spool"] in the run dir when the actor sees the driver's
+    token there; else a scratch dir on its own node (memory stays flat; a crash loses that
+    copy), returned so the actor removes it. Jobs without a token (local workers) as given."""
+    spool_at, token = job.get("spool"), job.get("spool_token")
+    if not spool_at or not token:
+        return job, None
+    try:
+        if (Path(spool_at).parent / MARK).read_text() == token:
+            return job, None
+    except OSError:
+        pass
+    try:
+        scratch = Path(tempfile.mkdtemp(prefix="servebench-spool-"))
+    except OSError:
+        return {**job, "spool": None}, None  # no disk here either: records held, as before
+    return {**job, "spool": str(scratch / Path(spool_at).name)}, scratch
+
+
+def discard(scratch: Path | None) -> None:
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def decode_all(adapter: Adapter, records: list[RequestRecord], paths: list[Path]) -> None:

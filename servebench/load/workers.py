@@ -247,8 +247,9 @@ async def _worker(conn: Connection, job: dict) -> None:
                 msg = conn.recv()
             except (EOFError, OSError):
                 msg = ("stop",)
-            if msg[0] == "t0":
-                loop.call_soon_threadsafe(lambda: t0_fut.done() or t0_fut.set_result(msg[1]))
+            if msg[0] == "t0":  # (t0 on this clock, what moves this clock onto the run's: Ray actors)
+                t0 = (msg[1], msg[2] if len(msg) > 2 else 0)
+                loop.call_soon_threadsafe(lambda: t0_fut.done() or t0_fut.set_result(t0))
             else:
                 loop.call_soon_threadsafe(stop.set)
                 return
@@ -257,23 +258,20 @@ async def _worker(conn: Connection, job: dict) -> None:
     sp = None
     try:
         await tr.prepare(job["connections"])
+        if job.get("spool") and job.get("adapter"):
+            spooled.warm()  # its one-off cost before ready: after t0 it delayed this worker's start
         conn.send(("ready",))
         waiter = asyncio.ensure_future(stop.wait())
         await asyncio.wait([t0_fut, waiter], return_when=asyncio.FIRST_COMPLETED)
         if not t0_fut.done():
             conn.send(("done", records, stats, list(tr.connect_ns)))
             return
-        sp = spooled.start(Path(job["spool"]), job["adapter"]) if job.get("spool") and job.get("adapter") else None
+        t0, shift = t0_fut.result()
+        sp = _spool(job, shift)
         plan = LoadPlan(job["wires"], records, job["offsets"], job["concurrency"], job["duration_ns"],
                         on_done=sp.add if sp else None, on_lags=sp.add_lags if sp else None)
-        run = asyncio.ensure_future(drive(tr, plan, t0_fut.result(), stats=stats))
-
-        async def report() -> None:
-            while True:
-                await asyncio.sleep(0.25)
-                conn.send(("progress", stats.done))
-
-        ticker = asyncio.ensure_future(report())
+        run = asyncio.ensure_future(drive(tr, plan, t0, stats=stats))
+        ticker = asyncio.ensure_future(_report(conn, stats))
         await asyncio.wait([run, waiter], return_when=asyncio.FIRST_COMPLETED)
         ticker.cancel()
         if not run.done():
@@ -286,6 +284,21 @@ async def _worker(conn: Connection, job: dict) -> None:
     if job.get("adapter"):
         _decode_and_drop(job["adapter"], records, [sp.path] if sp is not None else [])
     conn.send(("done", records, stats, list(getattr(tr, "connect_ns", []))))
+
+
+async def _report(conn, stats: LoadStats) -> None:
+    import asyncio
+
+    while True:
+        await asyncio.sleep(0.25)
+        conn.send(("progress", stats.done))
+
+
+def _spool(job: dict, shift_ns: int):
+    """This worker's spool (store/spool.py), where the job names one and the records are decoded here."""
+    if not (job.get("spool") and job.get("adapter")):
+        return None
+    return spooled.start(Path(job["spool"]), job["adapter"], shift_ns=shift_ns)
 
 
 def _decode_and_drop(adapter: str, records: list[RequestRecord], spools: list) -> None:

@@ -13,9 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from servebench.store import runfiles
+from servebench.analysis import turns
 from servebench.analysis.metrics import summarize
 
-_CARRIED = ("warnings", "not_released", "loop_lag_ms", "connections", "client", "telemetry", "workload", "schedule")
+# "sessions" too: the old one also counted the turns never sent, which requests.parquet lacks
+_CARRIED = ("warnings", "not_released", "loop_lag_ms", "connections", "client", "telemetry", "workload", "schedule",
+            "sessions")
 
 
 def rebuild(run_dir: Path, plots: bool = True) -> list[str]:
@@ -28,6 +31,8 @@ def rebuild(run_dir: Path, plots: bool = True) -> list[str]:
     steady = bool((run.get("config") or {}).get("steady_state"))  # the window the run was measured over
     summary = summarize(records, target_concurrency=load.get("concurrency"), target_rate=load.get("rate"),
                         steady_state=steady)
+    if (sessions := turns.per_turn(records)) is not None:  # a multi-turn run salvaged from its spool has no old one
+        summary["sessions"] = sessions
     summary.update({k: old[k] for k in _CARRIED if k in old})
     summary["status"] = run.get("status") or old.get("status") or "unknown"
     summary["error"] = run.get("error", old.get("error"))

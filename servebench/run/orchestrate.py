@@ -203,9 +203,16 @@ def _drive_sessions(cfg: RunConfig, st: RunState, p: Prepared, served: str,
 
     st.workers, st.workers_reason = 1, "multi-turn sessions run in one load process"
     st.records = sl.session_records(p.workload, cfg.load.warmup)
+    sp = spooled.for_sessions(st.run_dir / spool.NAME, st.api, st.records)
+    st.spools = [sp.path] if sp else []
     job = sl.SessionJob(st.server.base_url, p.adapter, served, extra, cfg.load, p.workload, st.stats, st.connect_ns,
-                        progress)
-    sl.run_sessions(job, st.records, p.tokenizer)
+                        progress, on_done=sp.add if sp else None)
+    try:
+        sl.run_sessions(job, st.records)
+    finally:  # the texts the spool took come back first: the client's counts read them
+        spooled.finish_sessions(sp, st.records, st.stats, st.warnings)
+        if p.tokenizer is not None:
+            sl.client_counts(p.tokenizer, st.records)
     _mark(st.samplers)
 
 
@@ -253,7 +260,7 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs: list[Requ
                              st.workers, connections=conns, timeout_s=load.request_timeout_s, adapter=st.api,
                              stats=st.stats, connect_ns=st.connect_ns, progress=progress,
                              on_t0=lambda: _mark(st.samplers), actors=st.split,
-                             spool_dir=None if load.ray_workers or not spool_it else st.run_dir)
+                             spool_dir=st.run_dir if spool_it else None)
         sp = spooled.start(st.run_dir / spool.NAME, st.api) if spool_it else None
         st.spools = [sp.path] if sp else []
         plan = LoadPlan(wires[w:], st.records[w:], offsets, load.concurrency, duration_ns,

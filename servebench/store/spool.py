@@ -29,19 +29,39 @@ _SCALARS: list[tuple[str, pa.DataType]] = [
     ("scheduled_ns", pa.int64()), ("slot_ns", pa.int64()), ("connect_ns", pa.int64()), ("sent_ns", pa.int64()),
     ("first_byte_ns", pa.int64()), ("end_ns", pa.int64()), ("status", pa.int32()), ("error", pa.string()),
 ]
+# multi-turn sessions only: which conversation a turn is, and its texts (the history a turn
+# sends grows with every turn: held until the run ends it grew like the raw bytes)
+_SESSION: list[tuple[str, pa.DataType]] = [
+    ("session", pa.int64()), ("turn", pa.int64()), ("prompt_text", pa.string()), ("reply_text", pa.string()),
+]
+_TEXTS = ("prompt_text", "reply_text")
 _RAW = [("chunk_ns", pa.list_(pa.int64())), ("chunk_data", pa.list_(pa.binary()))]
+_STAMPS = ("scheduled_ns", "slot_ns", "sent_ns", "first_byte_ns", "end_ns")
 
 
-def schema(adapter: str) -> pa.Schema:
-    """The adapter key rides in the metadata: a salvaged spool is decoded without run.json."""
-    return pa.schema([pa.field(n, t) for n, t in _SCALARS + _RAW], metadata={"adapter": adapter})
+def schema(adapter: str, sessions: bool = False, shift_ns: int = 0) -> pa.Schema:
+    """The adapter key rides in the metadata: a salvaged spool is decoded without run.json.
+    shift_ns: what moves this process's stamps onto the run's clock (a Ray actor on another
+    host reads its own monotonic clock; salvage applies it)."""
+    cols = _SCALARS + (_SESSION if sessions else []) + _RAW
+    meta = {"adapter": adapter, **({"shift_ns": str(shift_ns)} if shift_ns else {})}
+    return pa.schema([pa.field(n, t) for n, t in cols], metadata=meta)
 
 
 def batch(records: list[RequestRecord], sch: pa.Schema) -> pa.RecordBatch:
-    cols = [pa.array([getattr(r, n) for r in records], type=t) for n, t in _SCALARS]
+    cols = [pa.array([getattr(r, f.name) for r in records], type=f.type)
+            for f in sch if not f.name.startswith("chunk_")]
     cols.append(pa.array([[c[0] for c in r.chunks] for r in records], type=pa.list_(pa.int64())))
     cols.append(pa.array([[c[1] for c in r.chunks] for r in records], type=pa.list_(pa.binary())))
     return pa.RecordBatch.from_arrays(cols, schema=sch)
+
+
+def warm(sch: pa.Schema | None = None) -> None:
+    """pyarrow's first conversion of Python lists costs ~200 ms (lazy set-up; 650 ms on a busy
+    host), all of it with the GIL held: made before the load, not in the first flush, where it
+    stalled the load loop (a read waited 15 ms; a run judged "did not keep up" on an idle host),
+    and by a load worker before it reports ready, not after t0, where it delayed its start."""
+    batch([RequestRecord(index=0, chunks=[(0, b"")])], sch or schema(""))
 
 
 def lags_path(path: Path) -> Path:
@@ -53,8 +73,9 @@ class Spool:
     A write that fails stops spooling and keeps every record in memory as before (the run
     is never failed for it); `error` says why."""
 
-    def __init__(self, path: Path, adapter: str, interval_s: float = 1.0) -> None:
-        self.path, self.interval_s = Path(path), interval_s
+    def __init__(self, path: Path, adapter: str, interval_s: float = 1.0, *, sessions: bool = False,
+                 shift_ns: int = 0) -> None:
+        self.path, self.interval_s, self.sessions = Path(path), interval_s, sessions
         self.error: str | None = None
         self.written = 0  # records on disk
         self._q: deque[RequestRecord] = deque()
@@ -62,13 +83,10 @@ class Spool:
         self.lag_path = lags_path(self.path)
         self._lag_file = open(self.lag_path, "wb", buffering=0)
         self._lag_bytes = 0  # written whole: a torn write's part is not read back
-        self._schema = schema(adapter)
+        self._schema = schema(adapter, sessions, shift_ns)
         self._sink = pa.OSFile(str(self.path), "wb")  # unbuffered: each batch reaches the OS whole
         self._writer = pa.ipc.new_stream(self._sink, self._schema)
-        # pyarrow's first conversion of Python lists costs ~200 ms (lazy set-up), all of it with
-        # the GIL held: made here, before the load, not in the first flush, where it stalled the
-        # load loop (a read waited 15 ms; a run judged "did not keep up" on an idle host)
-        batch([RequestRecord(index=0, chunks=[(0, b"")])], self._schema)
+        warm(self._schema)
         self._stop = threading.Event()
         # while this thread builds a batch it holds the GIL, and the load loop waiting to send
         # gets it back only after the switch interval (5 ms by default): send error p99 went
@@ -126,6 +144,9 @@ class Spool:
             return
         for r in taken:  # on disk: the bytes are read back after the run
             r.chunks = []
+        if self.sessions:  # decoded as each turn ended; the texts come back for requests.parquet
+            for r in taken:
+                r.prompt_text = r.reply_text = None
         self.written += len(taken)
 
     def close(self) -> None:
@@ -173,6 +194,8 @@ def restore(path: Path, records: list[RequestRecord], each: Callable[[RequestRec
     if not by_index:
         return n
     for b in read(path)[1]:
+        if not any(i in by_index for i in b.column("index").to_pylist()):
+            continue  # none of its rows is wanted: its bytes are never made Python objects
         cols = b.to_pydict()
         for i, idx in enumerate(cols["index"]):
             rec = by_index.get(idx)
@@ -185,15 +208,38 @@ def restore(path: Path, records: list[RequestRecord], each: Callable[[RequestRec
     return n
 
 
+def restore_texts(path: Path, records: list[RequestRecord]) -> int:
+    """A session spool's conversation texts back on their records (matched by index), for the
+    client's token counts and requests.parquet; only those two columns are read. Returns the
+    rows restored."""
+    by_index = {r.index: r for r in records}
+    n = 0
+    for b in read(path)[1]:
+        if "prompt_text" not in b.schema.names:
+            return n
+        cols = [b.column(c).to_pylist() for c in ("index", *_TEXTS)]
+        for idx, prompt, reply in zip(*cols):
+            if (rec := by_index.get(idx)) is not None:
+                rec.prompt_text, rec.reply_text = prompt, reply
+                n += 1
+    return n
+
+
 def records(path: Path) -> tuple[str | None, Iterator[RequestRecord]]:
-    """A spool left by a killed run, as records with their bytes (salvage)."""
+    """A spool left by a killed run, as records with their bytes (salvage), their stamps on
+    the run's clock."""
+    shift = int((pa.ipc.open_stream(pa.memory_map(str(path))).schema.metadata or {}).get(b"shift_ns", b"0"))
     adapter, batches = read(path)
 
     def rows() -> Iterator[RequestRecord]:
         for b in batches:
             cols = b.to_pydict()
+            names = [n for n in cols if not n.startswith("chunk_")]
             for i in range(b.num_rows):
-                kw = {n: cols[n][i] for n, _ in _SCALARS}
-                yield RequestRecord(**kw, chunks=list(zip(cols["chunk_ns"][i], cols["chunk_data"][i])))
+                kw = {n: cols[n][i] for n in names}
+                for n in _STAMPS if shift else ():
+                    kw[n] = kw[n] + shift if kw[n] else 0
+                chunks = [(t + shift, d) for t, d in zip(cols["chunk_ns"][i], cols["chunk_data"][i])]
+                yield RequestRecord(**kw, chunks=chunks)
 
     return adapter, rows()

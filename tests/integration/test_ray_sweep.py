@@ -257,6 +257,29 @@ def test_run_workers_ray_spreads_one_load_over_nodes_on_one_clock(cluster, tmp_p
     assert 29 <= summary["ttft_ms"]["p50"] < 45 and summary["output_tokens"]["achieved_mean"] == 8
 
 
+def test_run_workers_ray_actors_spool_into_the_run_dir_they_see(cluster, tmp_path, monkeypatch):
+    """Actors on this host read the driver's token in the run dir and spool there, as --workers N
+    processes do (a killed run keeps those batches: tests/unit/test_spool.py); the spools and the
+    token are gone once requests.parquet holds the rows."""
+    monkeypatch.setenv("SERVEBENCH_SPOOL_MIN_TOKENS", "0")  # a small run spools too
+    res = tmp_path / "res"
+    with start_emulator("openai", 5, 20) as emu:
+        proc = run_on_ray(cluster, emu.url, res, "ray:2", "--requests", "160", "--concurrency", "4",
+                          "--output-tokens", "10")
+        spools = wait_for(lambda: [p for p in res.glob("*/requests.spool.w*.arrow") if p.stat().st_size > 4000],
+                          proc, "an actor's spool batch in the run dir")
+        assert (spools[0].parent / "requests.spool.id").exists()
+        out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    run_dir = Path(out.strip().splitlines()[-1])
+    assert run_dir == spools[0].parent
+    assert not list(run_dir.glob("requests.spool*"))  # spools, lag stamps and the token all removed
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["completed"] == 160 and summary["client"]["workers"] == 2
+    recs = [r for r in load_records(run_dir / "requests.parquet") if not r.warmup]
+    assert len(recs) == 160 and all(r.ok and len(r.token_ns) == 10 for r in recs)
+
+
 def test_run_workers_ray_node_lost_fails_its_share_and_keeps_the_rest(cluster, tmp_path):
     extra = cluster.add_node(num_cpus=1, resources={"extra": 1})
     cluster.wait_for_nodes()

@@ -82,6 +82,80 @@ def test_actor_runs_its_share_from_a_wall_clock_t0_and_returns_driver_clock_stam
         assert -2 * MS < log[r.index]["arrival_ns"] + ahead - r.sent_ns < 200 * MS
 
 
+def _spooling_actor(url: str, n: int, run_dir, token: str, ahead_ns: int) -> tuple[list, int]:
+    """One actor driving n requests with a spool in run_dir (token: what the driver marked it
+    with); the driver's clock reads ahead_ns ahead of this host's. (messages, driver t0)"""
+    recs = [RequestRecord(index=i) for i in range(n)]
+    load = SplitLoad(url, "http", wires(url, n), recs, None, 2, None, 1, timeout_s=30.0, adapter="openai-completions",
+                     spool_dir=run_dir, spool_token=token)
+    job = jobs(load, [(list(range(n)), None, 2)])[0]
+    actor = LoadActor()
+    actor.start(job)
+    _until(actor, "ready")
+    driver_t0 = perf_counter_ns() + 100 * MS + ahead_ns
+    actor.tell(("t0", driver_t0, time.time_ns() + 100 * MS))
+    return _until(actor, "done"), driver_t0
+
+
+def test_an_actor_that_sees_the_run_dir_spools_there_on_the_drivers_clock(tmp_path, monkeypatch):
+    """The driver's token read back: the actor's spool is in the run dir, where a killed run's
+    records are found; salvaged from it they carry the driver's clock, as the records the
+    actor sends back do."""
+    from servebench.load import spooled
+    from servebench.store import spool
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    token = spooled.mark(run_dir)
+    with start_emulator("openai", 5, 2) as h:
+        msgs, _ = _spooling_actor(h.url, 8, run_dir, token, 7_000 * MS)
+    got = {r.index: r for r in next(m for m in msgs if m[0] == "done")[1]}
+    assert all(r.ok and r.decoded and r.chunks == [] and len(r.token_ns) == 4 for r in got.values())
+    path = run_dir / "requests.spool.w0.arrow"
+    _, rows = spool.records(path)
+    salvaged = {r.index: r for r in rows}
+    assert sorted(salvaged) == sorted(got)  # every record on disk, in the run dir
+    for i, r in salvaged.items():
+        g = got[i]
+        assert (r.sent_ns, r.first_byte_ns, r.end_ns, r.scheduled_ns) == (g.sent_ns, g.first_byte_ns, g.end_ns,
+                                                                          g.scheduled_ns)
+        assert r.chunks[0][0] >= g.first_byte_ns and r.chunks[-1][0] <= g.end_ns  # the reads: shifted too
+
+
+def test_an_actor_on_another_node_spools_to_its_own_disk_and_clears_it(tmp_path, monkeypatch):
+    """No token in the run dir (the actor's node does not see it): the spool goes to a scratch
+    dir on the actor's node, holds every record while the load runs, and is gone after."""
+    import tempfile
+
+    from servebench.load import spooled
+
+    node_tmp = tmp_path / "node-tmp"
+    node_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(node_tmp))
+    from servebench.load import ray_workers
+
+    made, events = [], []
+    real, real_warm, real_send = spooled.start, spooled.warm, ray_workers._QueueConn.send
+    monkeypatch.setattr(spooled, "start",
+                        lambda *a, **k: events.append("spool") or made.append(real(*a, **k)) or made[-1])
+    monkeypatch.setattr(spooled, "warm", lambda: events.append("warm") or real_warm())
+    monkeypatch.setattr(ray_workers._QueueConn, "send", lambda self, m: events.append(m[0]) or real_send(self, m))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()  # seen by the driver only: no token here
+    with start_emulator("openai", 5, 2) as h:
+        msgs, _ = _spooling_actor(h.url, 8, run_dir, "not-this-node", 0)
+    got = next(m for m in msgs if m[0] == "done")[1]
+    assert len(got) == 8 and all(r.ok and r.decoded and r.chunks == [] and len(r.token_ns) == 4 for r in got)
+    assert len(made) == 1 and made[0].written == 8 and made[0].path.parent.parent == node_tmp
+    # pyarrow's one-off set-up (~0.2-0.6 s) before the worker says ready, not after t0
+    assert [e for e in events if e in ("warm", "ready", "spool")] == ["warm", "ready", "spool"]
+    assert list(run_dir.iterdir()) == []
+    deadline = time.monotonic() + 10
+    while list(node_tmp.glob("servebench-spool-*")) and time.monotonic() < deadline:  # once the worker's thread ends
+        time.sleep(0.05)
+    assert list(node_tmp.glob("servebench-spool-*")) == []
+
+
 def _until(actor: LoadActor, kind: str, timeout_s: float = 30.0) -> list:
     seen, deadline = [], time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -195,3 +195,98 @@ def test_a_small_run_keeps_its_records_in_memory(tmp_path, monkeypatch):
                         load=LoadConfig(requests=20, concurrency=2, warmup=0, workers=1))
         run_dir = orchestrate.run(cfg)
     assert seen == [] and (run_dir / "requests.parquet").exists() and not spooled.found(run_dir)
+
+
+def _session_cfg(url: str, tmp_path: Path):
+    from servebench.config import LoadConfig, RunConfig, SessionConfig, WorkloadConfig
+
+    wl = WorkloadConfig(input_tokens=12, output_tokens=6, sessions=SessionConfig(source="synthetic", turns=4, count=6))
+    return RunConfig(endpoint=url, launcher="external", model="tiny", results_dir=tmp_path, telemetry=False,
+                     load=LoadConfig(concurrency=3, warmup=1), workload=wl)
+
+
+def test_a_session_run_spools_its_turns_and_writes_what_memory_would_have(tmp_path, monkeypatch):
+    """Each turn goes to the spool once its answer is decoded (bytes and texts leave memory);
+    requests.parquet and summary.json are the same bytes as from every turn kept in memory,
+    written by the same writer from copies taken as each turn was handed over."""
+    from servebench.run import orchestrate, writer
+
+    monkeypatch.setenv("SERVEBENCH_SPOOL_MIN_TOKENS", "0")  # a small run spools too
+    handed: dict[int, RequestRecord] = {}
+    real_add, real_write = spool.Spool.add, writer.write
+
+    def add(self, rec):
+        assert self.path.exists() and self.sessions  # the spool is on disk while the load runs
+        handed[rec.index] = copy.deepcopy(rec)  # as the in-memory path holds it: bytes and texts
+        real_add(self, rec)
+
+    def write(cfg, st, p):
+        mem_dir = tmp_path / "memory"
+        mem_dir.mkdir()
+        spooled_recs = [r for r in st.records if r.index in handed]
+        assert spooled_recs and all(r.chunks == [] for r in spooled_recs)  # the bytes left memory
+        mem = copy.copy(st)
+        mem.run_dir, mem.spools, mem.warnings = mem_dir, [], list(st.warnings)
+        mem.records = [copy.deepcopy(handed.get(r.index, r)) for r in st.records]
+        for m, r in zip(mem.records, st.records):
+            m.input_tokens = r.input_tokens  # the client's counts, made after the load from the texts
+        real_write(cfg, mem, p)
+        return real_write(cfg, st, p)
+
+    monkeypatch.setattr(spool.Spool, "add", add)
+    monkeypatch.setattr(writer, "write", write)
+    with start_emulator("openai-chat", ttft_ms=3, itl_ms=1) as emu:
+        run_dir = orchestrate.run(_session_cfg(emu.url, tmp_path))
+    assert len(handed) == 24 and not spooled.found(run_dir)  # every turn spooled; the crash copy removed
+    recs = runfiles.load_records(run_dir / "requests.parquet")
+    assert recs == runfiles.load_records(tmp_path / "memory" / "requests.parquet")
+    turns = [r for r in recs if not r.warmup]
+    assert all(r.prompt_text and r.reply_text and r.input_tokens > 0 for r in turns)  # the texts came back
+    assert (run_dir / "summary.json").read_bytes() == (tmp_path / "memory" / "summary.json").read_bytes()
+    assert json.loads((run_dir / "summary.json").read_text())["sessions"]["sessions_completed"] == 6
+
+
+def test_a_small_session_run_keeps_its_turns_in_memory(monkeypatch, tmp_path):
+    monkeypatch.delenv("SERVEBENCH_SPOOL_MIN_TOKENS", raising=False)
+    recs = [RequestRecord(index=-1, warmup=True, output_tokens=10**7)]  # warm-up: not the load's
+    recs += [RequestRecord(index=i, output_tokens=100, session=i, turn=1) for i in range(50)]
+    assert spooled.for_sessions(tmp_path / spool.NAME, "openai-chat", recs) is None
+    monkeypatch.setenv("SERVEBENCH_SPOOL_MIN_TOKENS", "5000")
+    sp = spooled.for_sessions(tmp_path / spool.NAME, "openai-chat", recs)
+    assert sp is not None and sp.sessions
+    sp.close()
+
+
+def test_a_killed_session_run_keeps_its_spooled_turns_and_report_reads_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("SERVEBENCH_SPOOL_MIN_TOKENS", "0")
+    with start_emulator("openai-chat", ttft_ms=5, itl_ms=20) as emu:
+        proc = subprocess.Popen([sys.executable, "-m", "servebench.cli", "run", "--endpoint", emu.url, "--model",
+                                 "tiny", "--sessions", "synthetic", "--turns", "5", "--session-count", "60",
+                                 "--concurrency", "4", "--input-tokens", "12", "--output-tokens", "10",
+                                 "--results-dir", str(tmp_path), "--no-telemetry", "--no-plots"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline, found = time.monotonic() + 180, []
+            while time.monotonic() < deadline and not found:
+                found = [p for p in tmp_path.glob(f"*/{spool.NAME}") if p.stat().st_size > 4000]
+                time.sleep(0.2)
+            assert found, "the run never spooled a batch"
+            time.sleep(1.0)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    run_dir = found[0].parent
+    assert not (run_dir / "requests.parquet").exists()
+    n = len(list(spool.records(found[0])[1]))
+    assert 0 < n < 300
+    notes, problems = rebuild.prepare(run_dir)
+    assert problems == [] and "spooled" in notes[0]
+    recs = runfiles.load_records(run_dir / "requests.parquet")
+    assert len(recs) == n and all(r.ok and r.session is not None and r.turn >= 1 for r in recs)
+    for r in recs:  # the conversation as sent and answered, kept raw-first
+        msgs = json.loads(r.prompt_text)
+        assert len(msgs) == 2 * r.turn - 1 and r.reply_text
+    summary = runfiles.load_summary(run_dir)
+    assert summary["completed"] == n and summary["sessions"]["turns_sent"] == n
