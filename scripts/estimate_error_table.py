@@ -85,18 +85,22 @@ def per_source(res: list[dict]) -> tuple[list[str], dict]:
     return out, agg
 
 
-def within_source(sources=("hf-sagemaker-tgi", "trtllm-h200-blog")) -> list[str]:
+def _held(res: list[dict], src: str) -> list[dict]:
+    """The source's held-out results in row order (labels repeat: Hamel's engines share one)."""
+    return [x for x in res if x["source"] == src]
+
+
+def within_source(res: list[dict], sources=("hf-sagemaker-tgi", "trtllm-h200-blog")) -> list[str]:
     """What calibrating on one's own runs buys: each row of a source predicted by factors fitted
     on that source's other rows (same engine, same setup) instead of on the other sources."""
     out = ["| source | rows | median abs error, fitted on the other sources | fitted on its own other rows |", "|---|---|---|---|"]
-    res = {x["row"]: x for x in pubfit.loso()}
     for src in sources:
         rs = [r for r in pubfit.rows() if r.source == src]
         own, other = [], []
-        for i, r in enumerate(rs):
+        for i, (r, x) in enumerate(zip(rs, _held(res, src))):
             f, _, _ = pubfit.fit(rs[:i] + rs[i + 1:]).factors_for(r.family, r.engine)
             own += [abs(math.expm1(e)) for e in pubfit.log_errors(r, f).values()]
-            other += [abs(math.expm1(e)) for e in res[r.label]["log_errors"].values()]
+            other += [abs(math.expm1(e)) for e in x["log_errors"].values()]
         out.append(f"| {src} | {len(rs)} | {statistics.median(other):.0%} | {statistics.median(own):.0%} |")
     return out
 
@@ -115,15 +119,14 @@ def ordering(fitted: pubfit.Fitted) -> list[str]:
     return ["| platform (8 GPUs, TP8) | link | factors from | predicted tok/s |", "|---|---|---|---|", *out]
 
 
-def in_sample(everything: pubfit.Fitted) -> list[str]:
+def in_sample(everything: pubfit.Fitted, res: list[dict]) -> list[str]:
     """Every row predicted by the factors fitted on all rows (its own included), beside the
     held-out figure: the gap is what fitting a source's own rows hides."""
-    res = {x["row"]: x for x in pubfit.loso()}
     out = ["| source | rows | median abs error in sample | held out |", "|---|---|---|---|"]
     for src in sorted({r.source for r in pubfit.rows()}):
         rs = [r for r in pubfit.rows() if r.source == src]
         ins = [abs(math.expm1(e)) for r in rs for e in pubfit.log_errors(r, everything.factors_for(r.family, r.engine)[0]).values()]
-        held = [abs(math.expm1(e)) for r in rs for e in res[r.label]["log_errors"].values()]
+        held = [abs(math.expm1(e)) for x in _held(res, src) for e in x["log_errors"].values()]
         out.append(f"| {src} | {len(rs)} | {statistics.median(ins):.0%} | {statistics.median(held):.0%} |")
     return out
 
@@ -139,9 +142,9 @@ def main() -> int:
              f"Overall (every held-out row): median absolute error {statistics.median(agg['ms_per_token']):.1%} on "
              f"ms/token ({len(agg['ms_per_token'])} figures), {statistics.median(agg['tokens_per_s']):.1%} on tok/s "
              f"({len(agg['tokens_per_s'])} figures); {agg['inside']}/{agg['rows']} held-out rows inside their band.", ""]
-    lines += ["### Calibrating on the same engine's runs (leave one row out within a source)", "", *within_source(), ""]
+    lines += ["### Calibrating on the same engine's runs (leave one row out within a source)", "", *within_source(res), ""]
     everything = pubfit.fit(list(pubfit.rows()))
-    lines += ["### In sample (fitted on every row) against held out", "", *in_sample(everything), ""]
+    lines += ["### In sample (fitted on every row) against held out", "", *in_sample(everything, res), ""]
     lines += ["### The arXiv study's platforms (4090 vs 3090)", "", *ordering(everything), ""]
     text = "\n".join(lines)
     print(text)

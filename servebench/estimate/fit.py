@@ -226,7 +226,7 @@ def published(hw, engine: str | None = None) -> Calibration:
         data = json.loads(resources.files("servebench.estimate").joinpath("data/published_fit.json").read_text())
     except FileNotFoundError:
         return uncalibrated()
-    from servebench.estimate.pubfit import by_ratio
+    from servebench.estimate.engines import by_ratio, for_engine
 
     groups = data["groups"]
     key = f"{hw.arch}/{engine}"
@@ -236,4 +236,6 @@ def published(hw, engine: str | None = None) -> Calibration:
     hit = None if "/" in key else by_ratio(f, engine, data.get("engines", {}).get(key, []), data.get("engine_ratios", {}))
     if hit:  # "/" in the basis: the engine is modelled (predict.engine_note)
         f, key = hit[0], f"{key}/{engine} relative to {hit[1]}"
+    w4e = data.get("w4_engines")
+    f = for_engine(f, engine, None if w4e is None else frozenset(w4e))
     return Calibration(factors=f, fitted=[], n_runs=0, sigma=float(data["band_log"]), basis=f"published rows ({key})")

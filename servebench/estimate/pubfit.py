@@ -20,6 +20,8 @@ from functools import lru_cache
 from importlib import resources
 
 from servebench.estimate import catalog, models
+from servebench.estimate.engines import by_ratio, engine_ratios, for_engine, w4_engines
+from servebench.estimate.engines import separated as _separated
 from servebench.estimate.roofline import SCHEDULES, Deployment, Factors, decode_step, is_w4, spans_batches
 from servebench.estimate.sim import BLOCK, Load, simulate
 
@@ -96,9 +98,9 @@ def predict(row: Row, f: Factors) -> dict:
     return {m: p[METRIC_OF.get(m, m)] for m in row.measured if METRIC_OF.get(m, m) in p}
 
 
-def log_errors(row: Row, f: Factors) -> dict:
+def log_errors(row: Row, f: Factors, w4e: frozenset | None = None) -> dict:
     """metric -> log(predicted / published); positive = predicted slower (times) or faster (tok/s)."""
-    p = predict(row, f)
+    p = predict(row, for_engine(f, row.engine, w4e))
     return {m: math.log(p[m] / v) for m, v in row.measured.items() if p.get(m)}
 
 
@@ -113,18 +115,23 @@ def _slowness(metric: str, e: float) -> float:
     return -e if metric == "tokens_per_s" else e
 
 
-def fit_group(train: list[Row], start: Factors | None = None) -> Factors:
+def fit_group(train: list[Row], start: Factors | None = None, w4e: frozenset | None = None) -> Factors:
+    """w4e: the engines whose int4 rows set eta_w4 (see w4_engines); None: every engine."""
     f = start or Factors()
     if not train:
         return f
     cb = {id(r): _compute_bound_decode(r) for r in train}
-    # int4 rows set eta_w4, not eta_mem, when fp16 rows are there to set eta_mem; else they
-    # are all there is and eta_mem takes them (eta_w4 stays 1: nothing tells the two apart)
-    w4 = {id(r) for r in train if is_w4(r.d.model)} if any(not is_w4(r.d.model) for r in train) else set()
+    # int4 rows of those engines set eta_w4, not eta_mem, when fp16 rows are there to set
+    # eta_mem; else they are all there is and eta_mem takes them at eta_w4 1 (an inherited
+    # eta_w4 would be paid twice: once in it, once in the eta_mem fitted on the same rows)
+    mine = [r for r in train if is_w4(r.d.model) and (w4e is None or r.engine in w4e)]
+    w4 = {id(r) for r in mine} if any(not is_w4(r.d.model) for r in train) else set()
+    if mine and not w4:
+        f = f.with_(eta_w4=1.0)
     for _ in range(ITERATIONS):
         mem, cmp, q = [], [], []
         for r in train:
-            for m, e in log_errors(r, f).items():
+            for m, e in log_errors(r, f, w4e).items():
                 s = _slowness(m, e)
                 (cmp if m == "ttft_ms" or cb[id(r)] else q if id(r) in w4 else mem).append(s)
         # slower than published -> raise the efficiency; damped (0.8) against the fixed overheads
@@ -133,8 +140,8 @@ def fit_group(train: list[Row], start: Factors | None = None) -> Factors:
         ew = f.eta_w4 * math.exp(0.8 * statistics.median(q)) if q else f.eta_w4
         f = f.with_(eta_mem=min(max(em, 0.05), 0.95), eta_compute=min(max(ec, 0.05), 0.95),
                     eta_w4=min(max(ew, 0.1), 1.5))
-    f = _refine(train, f)
-    return _fit_seq(train, f) if FIT_SEQ else f
+    f = _refine(train, f, w4e)
+    return _fit_seq(train, f, w4e) if FIT_SEQ else f
 
 
 # Per-sequence step cost (ms) tried for a group whose rows span batch sizes; else the prior.
@@ -142,84 +149,45 @@ SEQ_GRID_MS = (0.001, 0.003, 0.01, 0.03, 0.1)
 FIT_SEQ = False  # fitted, it raised the held-out error (docs/estimate.md): the prior ships
 
 
-def _fit_seq(train: list[Row], f: Factors) -> Factors:
+def _fit_seq(train: list[Row], f: Factors, w4e: frozenset | None = None) -> Factors:
     """A 1-D search over the per-sequence cost, the efficiencies re-settled for each value.
     Only batch sizes that differ by 2x or more can tell it from the fixed step cost."""
     if not spans_batches([min(r.load.users if r.load.mode == "closed" else r.load.requests, r.d.max_num_seqs)
                           for r in train]):
         return f
-    best, cost = f, _sse(train, f)
+    best, cost = f, _sse(train, f, w4e)
     for v in SEQ_GRID_MS:
-        g = _refine(train, f.with_(seq_ms=v))
-        e = _sse(train, g)
+        g = _refine(train, f.with_(seq_ms=v), w4e)
+        e = _sse(train, g, w4e)
         if e < cost:
             best, cost = g, e
     return best
 
 
-def _sse(train: list[Row], f: Factors) -> float:
+def _sse(train: list[Row], f: Factors, w4e: frozenset | None = None) -> float:
     """Squared log errors, each source weighted as one (23 rows of one source would otherwise
     outvote a 2-row source that is the only one of its kind)."""
     n = {}
     for r in train:
         n[r.source] = n.get(r.source, 0) + 1
-    return sum(e * e / n[r.source] for r in train for e in log_errors(r, f).values())
+    return sum(e * e / n[r.source] for r in train for e in log_errors(r, f, w4e).values())
 
 
-def _refine(train: list[Row], f: Factors) -> Factors:
+def _refine(train: list[Row], f: Factors, w4e: frozenset | None = None) -> Factors:
     """The fixed point splits rows by phase; a small joint grid then settles the pair where
     both phases pull on the same rows (large-batch decode, long prompts). The fixed cost per
     step stays at its default: fitted too, it lowered the in-sample error and raised the
     held-out one (tok/s 38% -> 44%), i.e. it fitted the sources rather than the hardware."""
-    best, cost = f, _sse(train, f)
+    best, cost = f, _sse(train, f, w4e)
     for spread in (0.3, 0.1):
         base = best
         for a, b in itertools.product((-spread, 0.0, spread), repeat=2):
             g = base.with_(eta_mem=min(max(base.eta_mem * math.exp(a), 0.05), 0.95),
                            eta_compute=min(max(base.eta_compute * math.exp(b), 0.05), 0.95))
-            e = _sse(train, g)
+            e = _sse(train, g, w4e)
             if e < cost:
                 best, cost = g, e
     return best
-
-
-def _separated(train: list[Row]) -> set[tuple[str, str]]:
-    """(family, engine) pairs that some source measured beside another engine on that family."""
-    out = set()
-    for src in {r.source for r in train}:
-        fam_eng = {(r.family, r.engine) for r in train if r.source == src}
-        for fam in {f for f, _ in fam_eng}:
-            engs = {e for f, e in fam_eng if f == fam}
-            if len(engs) > 1:
-                out |= {(fam, e) for e in engs}
-    return out
-
-
-RATIO_FACTORS = ("eta_mem", "eta_compute")
-
-
-def engine_ratios(groups: dict, separated: set) -> dict:
-    """"engine/reference" -> factor -> how many times the reference engine's efficiency the
-    engine reached, geometric mean over the families where one source ran both."""
-    out = {}
-    for fam in sorted({f for f, _ in separated}):
-        engs = sorted(e for f, e in separated if f == fam)
-        for e, ref in itertools.permutations(engs, 2):
-            a, b = groups.get(f"{fam}/{e}"), groups.get(f"{fam}/{ref}")
-            if a and b:
-                out.setdefault(f"{e}/{ref}", []).append({k: math.log(getattr(a, k) / getattr(b, k)) for k in RATIO_FACTORS})
-    return {k: {f: math.exp(statistics.fmean(x[f] for x in v)) for f in RATIO_FACTORS} for k, v in out.items()}
-
-
-def by_ratio(base: Factors, engine: str | None, engines_seen: list, ratios: dict) -> tuple[Factors, str] | None:
-    """A family whose rows all ran one engine, asked about another that some source measured
-    beside it (on any family): the family's factors times that engine's ratio to it."""
-    if not engine or len(engines_seen) != 1 or engines_seen[0] == engine:
-        return None
-    r = ratios.get(f"{engine}/{engines_seen[0]}")
-    if not r:
-        return None
-    return base.with_(**{k: min(max(getattr(base, k) * v, 0.02), 0.95) for k, v in r.items()}), engines_seen[0]
 
 
 @dataclass(slots=True)
@@ -228,9 +196,14 @@ class Fitted:
     separated: set
     engines: dict = field(default_factory=dict)  # family -> engines of its rows
     ratios: dict = field(default_factory=dict)  # see engine_ratios
+    w4: frozenset | None = None  # see w4_engines; None: eta_w4 applies to every engine
 
     def factors_for(self, family: str, engine: str | None) -> tuple[Factors, str, str]:
         """(factors, which group, engine note)."""
+        f, group, note = self._group_for(family, engine)
+        return for_engine(f, engine, self.w4), group, note
+
+    def _group_for(self, family: str, engine: str | None) -> tuple[Factors, str, str]:
         if engine and (family, engine) in self.separated and f"{family}/{engine}" in self.groups:
             return self.groups[f"{family}/{engine}"], f"{family}/{engine}", f"engine {engine}: fitted on a source that separates engines"
         key = family if family in self.groups else "*"
@@ -246,7 +219,8 @@ class Fitted:
     def as_dict(self) -> dict:
         return {"groups": {k: v.as_dict() for k, v in self.groups.items()},
                 "separated": sorted(f"{a}/{b}" for a, b in self.separated),
-                "engines": self.engines, "engine_ratios": self.ratios}
+                "engines": self.engines, "engine_ratios": self.ratios,
+                "w4_engines": None if self.w4 is None else sorted(self.w4)}
 
 
 # Host cost per layer per step (µs) tried on the pooled rows; the best on the training rows
@@ -255,20 +229,39 @@ class Fitted:
 LAYER_GRID_US = (0.0, 25.0, 50.0, 100.0, 200.0, 400.0)
 
 
-def _pooled(train: list[Row]) -> Factors:
-    fits = [fit_group(train, Factors(layer_us=v)) for v in LAYER_GRID_US]
-    return min(fits, key=lambda f: _sse(train, f))
+def _pooled(train: list[Row], w4e: frozenset | None = None) -> Factors:
+    fits = [fit_group(train, Factors(layer_us=v), w4e) for v in LAYER_GRID_US]
+    return min(fits, key=lambda f: _sse(train, f, w4e))
+
+
+def _lighter(train: list[Row], start: Factors, w4e: frozenset) -> Factors:
+    """A group's fit; where its eta_mem ends at the bound, its rows ran faster than the
+    inherited per-layer cost allows (batch-1 int4 on GeForce cards: MLC, ExLlama, llama.cpp run
+    compiled graphs; with TGI's and TensorRT-LLM's 200 us per layer mlc-llm-perf-bench was 2x
+    too slow held out), so the grid's smaller costs are tried on its rows, best kept."""
+    best = fit_group(train, start, w4e)
+    if best.eta_mem < 0.95 - 1e-9:
+        return best
+    cost = _sse(train, best, w4e)
+    for v in sorted((x for x in LAYER_GRID_US if x < start.layer_us), reverse=True):
+        g = fit_group(train, start.with_(layer_us=v), w4e)
+        e = _sse(train, g, w4e)
+        if e >= cost:
+            break
+        best, cost = g, e
+    return best
 
 
 def fit(train: list[Row]) -> Fitted:
-    groups = {"*": _pooled(train)}
+    w4e = w4_engines(train)
+    groups = {"*": _pooled(train, w4e)}
     for fam in sorted({r.family for r in train}):
-        groups[fam] = fit_group([r for r in train if r.family == fam], groups["*"])
+        groups[fam] = _lighter([r for r in train if r.family == fam], groups["*"], w4e)
     sep = _separated(train)
     for fam, eng in sorted(sep):
-        groups[f"{fam}/{eng}"] = fit_group([r for r in train if (r.family, r.engine) == (fam, eng)], groups[fam])
+        groups[f"{fam}/{eng}"] = _lighter([r for r in train if (r.family, r.engine) == (fam, eng)], groups[fam], w4e)
     engines = {k: sorted({r.engine for r in train if k in ("*", r.family)}) for k in groups if "/" not in k}
-    return Fitted(groups, sep, engines, engine_ratios(groups, sep))
+    return Fitted(groups, sep, engines, engine_ratios(groups, sep), w4e)
 
 
 def loso(all_rows: list[Row] | None = None) -> list[dict]:

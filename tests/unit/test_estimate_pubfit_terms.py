@@ -96,3 +96,33 @@ def test_leave_one_source_out_never_sees_the_held_out_source():
         r.measured = {m: v * 3 for m, v in r.measured.items()}
     after = {x["row"]: x["predicted"] for x in pubfit.loso(rows + held) if x["source"] == "C"}
     assert before == after and len(before) == len(held)
+
+
+def test_int4_kernel_efficiency_belongs_to_the_engine_whose_source_ran_both_weight_kinds():
+    """TGI's slow GPTQ kernels must not be carried to an engine whose int4 rows are all there is
+    (issue 19: MLC, ExLlama and llama.cpp rows predicted 2-3x too slow with TGI's eta_w4)."""
+    tgi = TGI.with_(eta_w4=0.3)
+    rows = (_rows("S", "a100-80gb", "tgi", tgi) + _rows("S", "a100-80gb", "tgi", tgi, quant="gptq")
+            + _rows("M", "rtx4090", "mlc-llm", VLLM, quant="gptq"))
+    assert pubfit.w4_engines(rows) == frozenset({"tgi"})
+    mlc = [r for r in rows if r.source == "M"]
+    # TGI's eta_w4, inherited, is not charged to MLC's rows (their eta_mem would pay it: 0.95)
+    g = pubfit.fit_group(mlc, Factors(eta_w4=0.3), frozenset({"tgi"}))
+    assert g.eta_mem == pytest.approx(VLLM.eta_mem, rel=0.15)
+    # a group whose int4 rows are all there is fits them at eta_w4 1, not at an inherited value
+    only_w4 = [r for r in rows if r.source == "S" and "gptq" in r.label]
+    assert pubfit.fit_group(only_w4, Factors(eta_w4=0.5), frozenset({"tgi"})).eta_w4 == 1.0
+    fitted = pubfit.fit(rows)
+    mine = fitted.factors_for("ada-geforce", "mlc-llm")[0]
+    assert mine.eta_w4 == 1.0 and mine.eta_mem == pytest.approx(VLLM.eta_mem, rel=0.15)
+    assert fitted.factors_for("ampere-dc", "tgi")[0].eta_w4 == pytest.approx(0.3, rel=0.25)
+    assert fitted.as_dict()["w4_engines"] == ["tgi"]
+
+
+def test_a_group_faster_than_the_inherited_per_layer_cost_allows_gets_a_smaller_one():
+    fast = _rows("G", "rtx4090", "mlc-llm", VLLM.with_(eta_mem=0.8, layer_us=0.0), quant="gptq")
+    start = VLLM.with_(layer_us=200.0)
+    assert pubfit.fit_group(fast, start, frozenset()).eta_mem == pytest.approx(0.95)  # at its bound
+    g = pubfit._lighter(fast, start, frozenset())
+    assert g.layer_us < 200.0
+    assert all(abs(e) < 0.15 for r in fast for e in pubfit.log_errors(r, g).values())

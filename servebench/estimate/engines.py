@@ -1,0 +1,69 @@
+"""The engine dimension of the published fit: which (GPU family, engine) pairs a source
+separates, the efficiency ratios between engines, and which engines' int4 kernels have their
+own efficiency. Rows are pubfit.Row (duck-typed here: source, engine, family, d)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+
+from servebench.estimate.roofline import Factors, is_w4
+
+
+def w4_engines(train: list) -> frozenset:
+    """Engines some source ran with both int4 and fp16 weights: only there does a row tell an
+    int4 kernel's efficiency (eta_w4) apart from the GPU's (eta_mem). It is the kernel's, not
+    the family's: TGI 1.0's GPTQ kernels reach a third of fp16's efficiency, MLC's, ExLlama's
+    and llama.cpp's are near fp16's (issue 19: carried over to them, mlc-llm-perf-bench 61 %)."""
+    out = set()
+    for src in {r.source for r in train}:
+        for e in {r.engine for r in train if r.source == src}:
+            kinds = {is_w4(r.d.model) for r in train if r.source == src and r.engine == e}
+            if kinds == {True, False}:
+                out.add(e)
+    return frozenset(out)
+
+
+def for_engine(f: Factors, engine: str | None, w4e: frozenset | None) -> Factors:
+    """The factors as a row of `engine` sees them: eta_w4 only for engines in w4e (None: all)."""
+    return f if w4e is None or engine in w4e or f.eta_w4 == 1.0 else f.with_(eta_w4=1.0)
+
+
+def separated(train: list) -> set[tuple[str, str]]:
+    """(family, engine) pairs that some source measured beside another engine on that family."""
+    out = set()
+    for src in {r.source for r in train}:
+        fam_eng = {(r.family, r.engine) for r in train if r.source == src}
+        for fam in {f for f, _ in fam_eng}:
+            engs = {e for f, e in fam_eng if f == fam}
+            if len(engs) > 1:
+                out |= {(fam, e) for e in engs}
+    return out
+
+
+RATIO_FACTORS = ("eta_mem", "eta_compute")
+
+
+def engine_ratios(groups: dict, separated: set) -> dict:
+    """"engine/reference" -> factor -> how many times the reference engine's efficiency the
+    engine reached, geometric mean over the families where one source ran both."""
+    out = {}
+    for fam in sorted({f for f, _ in separated}):
+        engs = sorted(e for f, e in separated if f == fam)
+        for e, ref in itertools.permutations(engs, 2):
+            a, b = groups.get(f"{fam}/{e}"), groups.get(f"{fam}/{ref}")
+            if a and b:
+                out.setdefault(f"{e}/{ref}", []).append({k: math.log(getattr(a, k) / getattr(b, k)) for k in RATIO_FACTORS})
+    return {k: {f: math.exp(statistics.fmean(x[f] for x in v)) for f in RATIO_FACTORS} for k, v in out.items()}
+
+
+def by_ratio(base: Factors, engine: str | None, engines_seen: list, ratios: dict) -> tuple[Factors, str] | None:
+    """A family whose rows all ran one engine, asked about another that some source measured
+    beside it (on any family): the family's factors times that engine's ratio to it."""
+    if not engine or len(engines_seen) != 1 or engines_seen[0] == engine:
+        return None
+    r = ratios.get(f"{engine}/{engines_seen[0]}")
+    if not r:
+        return None
+    return base.with_(**{k: min(max(getattr(base, k) * v, 0.02), 0.95) for k, v in r.items()}), engines_seen[0]
