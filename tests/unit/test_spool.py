@@ -122,20 +122,7 @@ def test_a_killed_run_keeps_what_was_spooled_and_report_reads_it(tmp_path, monke
                                  "--concurrency", "4", "--workers", workers, "--results-dir", str(tmp_path),
                                  "--no-telemetry", "--no-plots"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                found = [p for p in tmp_path.glob(f"*/{spooled.PATTERN}") if p.stat().st_size > 4000]
-                if len(found) == int(workers):
-                    break
-                time.sleep(0.2)
-            assert len(found) == int(workers), "the run never spooled a batch"
-            time.sleep(1.5)  # a further flush or so
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+        found = _kill_once_spooled(proc, tmp_path, spooled.PATTERN, int(workers), settle_s=1.5)
     run_dir = found[0].parent
     assert not (run_dir / "summary.json").exists() and not (run_dir / "requests.parquet").exists()
     n = sum(len(list(spool.records(p)[1])) for p in found)
@@ -265,18 +252,7 @@ def test_a_killed_session_run_keeps_its_spooled_turns_and_report_reads_them(tmp_
                                  "--concurrency", "4", "--input-tokens", "12", "--output-tokens", "10",
                                  "--results-dir", str(tmp_path), "--no-telemetry", "--no-plots"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            deadline, found = time.monotonic() + 180, []
-            while time.monotonic() < deadline and not found:
-                found = [p for p in tmp_path.glob(f"*/{spool.NAME}") if p.stat().st_size > 4000]
-                time.sleep(0.2)
-            assert found, "the run never spooled a batch"
-            time.sleep(1.0)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+        found = _kill_once_spooled(proc, tmp_path, spool.NAME, 1, settle_s=1.0)
     run_dir = found[0].parent
     assert not (run_dir / "requests.parquet").exists()
     n = len(list(spool.records(found[0])[1]))
@@ -290,3 +266,21 @@ def test_a_killed_session_run_keeps_its_spooled_turns_and_report_reads_them(tmp_
         assert len(msgs) == 2 * r.turn - 1 and r.reply_text
     summary = runfiles.load_summary(run_dir)
     assert summary["completed"] == n and summary["sessions"]["turns_sent"] == n
+
+
+def _kill_once_spooled(proc: subprocess.Popen, tmp_path, pattern: str, files: int, settle_s: float) -> list:
+    """Wait until `files` spools under tmp_path hold a batch, let a further flush or so land,
+    then SIGKILL the run's whole process group; the spools found."""
+    try:
+        deadline, found = time.monotonic() + 180, []
+        while time.monotonic() < deadline and len(found) < files:
+            found = [p for p in tmp_path.glob(f"*/{pattern}") if p.stat().st_size > 4000]
+            time.sleep(0.2)
+        assert len(found) == files, "the run never spooled a batch"
+        time.sleep(settle_s)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return found
