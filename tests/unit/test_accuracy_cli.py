@@ -123,12 +123,22 @@ def test_the_self_checks_prediction_gives_way_to_the_measured_verdict(tmp_path):
     # a burst of 1000 (self-check on above 100 streams) at the warm-up's 500 tokens/s per stream
     # predicts ~500k tokens/s of reads on one process: beyond any Python client on any host (it
     # would need < 1.8 us per token), so the prediction trips everywhere; the server runs 4
-    # streams at a time and delivers ~2k tokens/s, which every host keeps up with
+    # streams at a time and delivers ~2k tokens/s. Whether the client kept up is the measured
+    # verdict's to say (one stall of a few ms on a busy host fails a 2 ms token gap): the test
+    # holds on every host by checking that the verdict, whichever it is, is the measured one
     with start_emulator("openai", ttft_ms=5, itl_ms=2, max_running=4, log=tmp_path / "emu.jsonl") as emu:
         rc, out, tty, run_dir = cli(emu.url, tmp_path, "--requests", "1000", "--input-tokens", "16",
                                     "--output-tokens", "4", "--warmup", "1", "--workers", "1", "--strict")
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["completed"] == 1000 and summary["client"]["kept_up"] is True, summary["client"]["verdict"]
-    assert "tokens/s of stream reads" in summary["client"]["self_check"]  # the prediction is kept, as such
-    assert not any("stream reads" in w for w in summary["warnings"])
-    assert rc == 0 and "stream reads" not in out
+    client = summary["client"]
+    assert summary["completed"] == 1000
+    assert "tokens/s of stream reads" in client["self_check"]  # the prediction is kept, as such
+    assert not any("stream reads" in r for r in client["verdict"]["reasons"])  # only measured reasons
+    assert client["kept_up"] is (not client["verdict"]["reasons"])
+    assert (rc == 0) is client["kept_up"], (rc, client["verdict"])  # --strict: the measured verdict sets the exit
+    if client["kept_up"]:  # measured fine: the tripped prediction is no warning
+        assert not any("stream reads" in w for w in summary["warnings"])
+        assert "stream reads" not in out
+    else:  # measured behind (a stall on a busy host): then, and only then, the prediction is a warning
+        assert client["self_check"] in summary["warnings"]
+        assert "client did not keep up" in out
