@@ -10,85 +10,18 @@ leave-one-source-out pass stays in seconds.
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
 
-from servebench.estimate import catalog, models
 from servebench.estimate.engines import by_ratio, engine_ratios, for_engine, w4_engines
 from servebench.estimate.engines import separated as _separated
-from servebench.estimate.roofline import SCHEDULES, Deployment, Factors, decode_step, is_w4, spans_batches
-from servebench.estimate.sim import BLOCK, Load, simulate
+from servebench.estimate.pubrows import ASSUMED_INPUT, METRIC_OF, Row, mean_length, rows, stated_lengths  # noqa: F401
+from servebench.estimate.roofline import Factors, decode_step, is_w4, spans_batches
+from servebench.estimate.sim import simulate
 
-ASSUMED_INPUT = 256  # the seed study's ShareGPT prompts: length not published (studies.md)
-METRIC_OF = {"ms_per_token": "ms_per_token_p50", "tokens_per_s": "output_tok_s", "ttft_ms": "ttft_ms"}
 ITERATIONS = 6
-
-
-@dataclass(slots=True)
-class Row:
-    source: str
-    engine: str
-    family: str
-    d: Deployment
-    load: Load
-    measured: dict  # column -> value
-    label: str
-    notes: str = ""
-    meta: dict = field(default_factory=dict)
-
-
-def _shape(r: dict):
-    if r["model"] == "test-13b":  # FasterTransformer's GPT-style 13B: config shipped in published.json
-        cfg = json.loads(resources.files("servebench.estimate").joinpath("data/published.json").read_text())
-        return models.shape(cfg["sets"]["fastertransformer"]["model_config"], "test-13b", None)
-    kv = "fp8" if "fp8 kv" in r["notes"].lower() or r["source"] == "trtllm-h200-blog" else None
-    return models.load(r["model"], quant=r["quantization"] or None, kv_dtype=kv)
-
-
-def _fraction_for(shape, hw, tp: int, batch: int, seq_tokens: int) -> float:
-    """The memory share a source's stated batch needed: the batch ran at once, so its KV fit
-    even where the default 0.9 (and 16-token blocks) would make a second wave (TensorRT-LLM
-    A100's 7B 60 x 2176 tokens on 80 GB). Never below 0.9, never above 1."""
-    d = Deployment(shape, hw, tp)
-    kv = batch * math.ceil(seq_tokens / BLOCK) * BLOCK * shape.kv_bytes_per_token(tp)
-    need = shape.weight_bytes() / tp + d.reserve_gib * 2**30 + kv
-    return min(max(0.9, need / d.hw.memory_bytes), 1.0)
-
-
-def _row(r: dict) -> Row:
-    hw = catalog.lookup(r["gpu"])
-    tp = int(r["gpu_count"])
-    conc = int(float(r["concurrency"]))
-    n_in = int(r["input_tokens"]) if r["input_tokens"] else ASSUMED_INPUT
-    n_out = int(r["output_tokens"])
-    offline = r["load"] == "burst" and r["engine"] == "trtllm"  # the stated batch is the batch, run at once
-    shape = _shape(r)
-    d = Deployment(shape, hw, tp, max_num_seqs=max(conc if offline else 256, 1), schedule=SCHEDULES.get(r["engine"], "separate"),
-                   mem_fraction=_fraction_for(shape, hw, tp, conc, n_in + n_out) if offline else 0.9)
-    if r["load"] == "burst":
-        load = Load(mode="burst", requests=conc, n_in=n_in, n_out=n_out)
-    else:  # k6-style closed loop, users desynchronised (ramped), enough requests for a steady state
-        load = Load(mode="closed", users=conc, requests=max(conc * 8, 16 if n_out > 1 else 2), n_in=n_in, n_out=n_out,
-                    stagger_s=0.0 if conc == 1 else 1.0)
-    measured = {k: float(r[k]) for k in METRIC_OF if r[k]}
-    if "not used for fitting" in r["notes"]:
-        measured.pop("ms_per_token", None)
-    if r["notes"].startswith("ms_per_token=tpot"):
-        measured["tpot_ms"] = measured.pop("ms_per_token")
-    label = f"{r['model']} {r['quantization'] or 'none'} {r['instance'] or r['gpu']} x{tp} {r['load']} {conc} {n_in}/{n_out}"
-    return Row(r["source"], r["engine"], hw.arch, d, load, measured, label, r["notes"], {"citation": r["citation"]})
-
-
-@lru_cache(maxsize=1)
-def rows() -> tuple[Row, ...]:
-    text = resources.files("servebench.estimate").joinpath("data/published_rows.csv").read_text()
-    return tuple(_row(r) for r in csv.DictReader(text.splitlines()))
 
 
 def predict(row: Row, f: Factors) -> dict:
@@ -106,7 +39,7 @@ def log_errors(row: Row, f: Factors, w4e: frozenset | None = None) -> dict:
 
 def _compute_bound_decode(row: Row) -> bool:
     b = min(row.load.users if row.load.mode == "closed" else row.load.requests, row.d.max_num_seqs)
-    ln = row.load.n_in if isinstance(row.load.n_in, int) else 512
+    ln = mean_length(row.load.n_in)
     return decode_step(row.d, b, ln, Factors.speed_of_light())["bound"] == "compute"
 
 
@@ -128,12 +61,26 @@ def fit_group(train: list[Row], start: Factors | None = None, w4e: frozenset | N
     w4 = {id(r) for r in mine} if any(not is_w4(r.d.model) for r in train) else set()
     if mine and not w4:
         f = f.with_(eta_w4=1.0)
+    # An int4 row is read at its own source's eta_mem (from that source's fp16 rows of the same
+    # engine, where it has them): the int4 kernel against fp16 on the same host, client and
+    # engine version. Read at the group's, whatever made the source slow went into eta_w4
+    # (Hamel's TGI of July 2023: fp16 at 36 % of the A6000's bandwidth and GPTQ barely faster
+    # gave eta_w4 0.14, and the seed study's GPTQ rows came out 2x too slow held out)
+    own = {_pair(r): f.eta_mem for r in train if id(r) not in w4 and not cb[id(r)]}
+    own = {k: v for k, v in own.items() if any(id(r) in w4 and _pair(r) == k for r in train)}
     for _ in range(ITERATIONS):
-        mem, cmp, q = [], [], []
+        mem, cmp, q, mine_fp16 = [], [], [], {}
         for r in train:
-            for m, e in log_errors(r, f, w4e).items():
+            key = _pair(r)
+            g = f.with_(eta_mem=own[key]) if id(r) in w4 and key in own else f
+            for m, e in log_errors(r, g, w4e).items():
                 s = _slowness(m, e)
                 (cmp if m == "ttft_ms" or cb[id(r)] else q if id(r) in w4 else mem).append(s)
+            if key in own and id(r) not in w4 and not cb[id(r)]:
+                mine_fp16.setdefault(key, []).extend(
+                    _slowness(m, e) for m, e in log_errors(r, f.with_(eta_mem=own[key]), w4e).items() if m != "ttft_ms")
+        own = {k: min(max(v * math.exp(0.8 * statistics.median(mine_fp16[k])), 0.02), 0.95) if mine_fp16.get(k) else v
+               for k, v in own.items()}
         # slower than published -> raise the efficiency; damped (0.8) against the fixed overheads
         em = f.eta_mem * math.exp(0.8 * statistics.median(mem)) if mem else f.eta_mem
         ec = f.eta_compute * math.exp(0.8 * statistics.median(cmp)) if cmp else f.eta_compute
@@ -142,6 +89,10 @@ def fit_group(train: list[Row], start: Factors | None = None, w4e: frozenset | N
                     eta_w4=min(max(ew, 0.1), 1.5))
     f = _refine(train, f, w4e)
     return _fit_seq(train, f, w4e) if FIT_SEQ else f
+
+
+def _pair(r: Row) -> tuple:
+    return r.source, r.engine
 
 
 # Per-sequence step cost (ms) tried for a group whose rows span batch sizes; else the prior.
