@@ -92,7 +92,10 @@ def fit_group(train: list[Row], start: Factors | None = None, w4e: frozenset | N
 
 
 def _pair(r: Row) -> tuple:
-    return r.source, r.engine
+    """Rows that share a host, a client, an engine version and a GPU count: a source's TP4 rows
+    pay all-reduces and host costs that its TP1 rows do not (the seed study: 520 us per layer
+    at TP4/TP8), so an int4 row is read against fp16 rows of its own GPU count only."""
+    return r.source, r.engine, r.d.tp
 
 
 # Per-sequence step cost (ms) tried for a group whose rows span batch sizes; else the prior.
