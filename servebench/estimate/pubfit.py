@@ -62,8 +62,8 @@ def fit_group(train: list[Row], start: Factors | None = None, w4e: frozenset | N
     if mine and not w4:
         f = f.with_(eta_w4=1.0)
     # An int4 row is read at its own source's eta_mem (from that source's fp16 rows of the same
-    # engine, where it has them): the int4 kernel against fp16 on the same host, client and
-    # engine version. Read at the group's, whatever made the source slow went into eta_w4
+    # engine and GPU count, _pair, where it has them): the int4 kernel against fp16 on the same
+    # host, client and engine version. Read at the group's, whatever made the source slow went into eta_w4
     # (Hamel's TGI of July 2023: fp16 at 36 % of the A6000's bandwidth and GPTQ barely faster
     # gave eta_w4 0.14, and the seed study's GPTQ rows came out 2x too slow held out)
     own = {_pair(r): f.eta_mem for r in train if id(r) not in w4 and not cb[id(r)]}
