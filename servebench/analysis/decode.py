@@ -34,7 +34,7 @@ from typing import Any
 from servebench.adapters._json import body_error_text, one_line
 from servebench.adapters.base import Adapter
 from servebench.adapters.sse import ErrorPayload, OversizedStream, SSEDecoder
-from servebench.records import RequestRecord
+from servebench.records import RequestRecord, counts_array, ns_array
 
 
 def decode_records(adapter: Adapter, records: Iterable[RequestRecord]) -> None:
@@ -53,8 +53,8 @@ def released(rec: RequestRecord) -> bool:
 
 def decode_record(adapter: Adapter, rec: RequestRecord) -> None:
     # decoding again (e.g. a re-report of stored raw records) must give the same result
-    rec.token_ns = []
-    rec.token_counts = []
+    rec.token_ns = ns_array()
+    rec.token_counts = counts_array()
     rec.server_input_tokens = None
     rec.server_output_tokens = None
     rec.finish_reason = None
@@ -64,7 +64,7 @@ def decode_record(adapter: Adapter, rec: RequestRecord) -> None:
     try:
         err = _decode(adapter, rec)
     except Exception as e:  # noqa: BLE001 - one stream's bytes must never stop the others' decoding
-        rec.token_ns, rec.token_counts = [], []
+        rec.token_ns, rec.token_counts = ns_array(), counts_array()
         err = f"undecodable stream ({type(e).__name__}: {e})"
     if err is not None and rec.error is None:
         rec.error = one_line(err)
