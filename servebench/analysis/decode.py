@@ -120,6 +120,9 @@ class _Malformed(Exception):
         self.message = message
 
 
+_MAX_EVENT_TOKENS = 2**31 - 1
+
+
 def _apply(adapter: Adapter, payload: bytes, recv_ns: int, state: dict[str, Any], rec: RequestRecord):
     """Fold one payload into rec. Returns None to go on, True at the final event, or an error."""
     if type(payload) is ErrorPayload:
@@ -132,6 +135,8 @@ def _apply(adapter: Adapter, payload: bytes, recv_ns: int, state: dict[str, Any]
         return None
     if ev.error is not None:
         return f"error event in stream: {ev.error}"
+    if ev.tokens > _MAX_EVENT_TOKENS:  # a running count's jump: token_counts (and requests.parquet) hold int32
+        return f"malformed event (carries {ev.tokens} tokens, more than a count holds): {payload[:80]!r}"
     if ev.tokens:
         rec.token_ns.append(recv_ns)
         rec.token_counts.append(ev.tokens)
