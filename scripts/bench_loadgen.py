@@ -79,7 +79,7 @@ def child_servebench(spec: dict) -> dict:
     c2 = _cpu()
     decode_records(ad, recs)
     return {"cpu_loop_s": cpu, "cpu_decode_s": _cpu() - c2, "records": [
-        {"index": r.index, "sent_ns": r.sent_ns, "token_ns": r.token_ns, "token_counts": r.token_counts,
+        {"index": r.index, "sent_ns": r.sent_ns, "token_ns": list(r.token_ns), "token_counts": list(r.token_counts),
          "end_ns": r.end_ns, "status": r.status, "error": r.error} for r in recs]}
 
 

@@ -7,7 +7,26 @@ records, so the loop does as little as possible per token and every number can b
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
+
+# Per-token fields are typed arrays, not lists: a list holds a pointer and an int object per
+# token (~40-50 B with the counts), and every record stays decoded in memory after the load
+# (exact percentiles need every stamp), so that peak grew with the run (issue 20). Stamps are
+# int64 ('q', 8 B). Counts are C int ('i', 4 B on every platform CPython supports): the
+# requests.parquet column is int32 already, so a count past it could never be stored; decode
+# fails that stream's request instead of the file write failing later. 'H' would not be safe:
+# one event may carry a server's jump in its running count (SGLang, LightLLM), unbounded.
+NS = "q"
+COUNTS = "i"
+
+
+def ns_array(values=()) -> array:
+    return array(NS, values)
+
+
+def counts_array(values=()) -> array:
+    return array(COUNTS, values)
 
 
 @dataclass(slots=True)
@@ -28,8 +47,8 @@ class RequestRecord:
     error: str | None = None
     chunks: list[tuple[int, bytes]] = field(default_factory=list)  # (recv_ns, body bytes)
     # -- set by decode (after the run), from chunks
-    token_ns: list[int] = field(default_factory=list)  # arrival of each token-bearing event
-    token_counts: list[int] = field(default_factory=list)  # tokens in that event (usually 1)
+    token_ns: array = field(default_factory=ns_array)  # arrival of each token-bearing event
+    token_counts: array = field(default_factory=counts_array)  # tokens in that event (usually 1)
     server_input_tokens: int | None = None
     server_output_tokens: int | None = None
     finish_reason: str | None = None

@@ -34,7 +34,7 @@ from typing import Any
 from servebench.adapters._json import body_error_text, one_line
 from servebench.adapters.base import Adapter
 from servebench.adapters.sse import ErrorPayload, OversizedStream, SSEDecoder
-from servebench.records import RequestRecord
+from servebench.records import RequestRecord, counts_array, ns_array
 
 
 def decode_records(adapter: Adapter, records: Iterable[RequestRecord]) -> None:
@@ -53,8 +53,8 @@ def released(rec: RequestRecord) -> bool:
 
 def decode_record(adapter: Adapter, rec: RequestRecord) -> None:
     # decoding again (e.g. a re-report of stored raw records) must give the same result
-    rec.token_ns = []
-    rec.token_counts = []
+    rec.token_ns = ns_array()
+    rec.token_counts = counts_array()
     rec.server_input_tokens = None
     rec.server_output_tokens = None
     rec.finish_reason = None
@@ -64,7 +64,7 @@ def decode_record(adapter: Adapter, rec: RequestRecord) -> None:
     try:
         err = _decode(adapter, rec)
     except Exception as e:  # noqa: BLE001 - one stream's bytes must never stop the others' decoding
-        rec.token_ns, rec.token_counts = [], []
+        rec.token_ns, rec.token_counts = ns_array(), counts_array()
         err = f"undecodable stream ({type(e).__name__}: {e})"
     if err is not None and rec.error is None:
         rec.error = one_line(err)
@@ -120,6 +120,9 @@ class _Malformed(Exception):
         self.message = message
 
 
+_MAX_EVENT_TOKENS = 2**31 - 1
+
+
 def _apply(adapter: Adapter, payload: bytes, recv_ns: int, state: dict[str, Any], rec: RequestRecord):
     """Fold one payload into rec. Returns None to go on, True at the final event, or an error."""
     if type(payload) is ErrorPayload:
@@ -132,6 +135,8 @@ def _apply(adapter: Adapter, payload: bytes, recv_ns: int, state: dict[str, Any]
         return None
     if ev.error is not None:
         return f"error event in stream: {ev.error}"
+    if ev.tokens > _MAX_EVENT_TOKENS:  # a running count's jump: token_counts (and requests.parquet) hold int32
+        return f"malformed event (carries {ev.tokens} tokens, more than a count holds): {payload[:80]!r}"
     if ev.tokens:
         rec.token_ns.append(recv_ns)
         rec.token_counts.append(ev.tokens)

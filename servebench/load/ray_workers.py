@@ -31,7 +31,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from servebench.errors import first_line
-from servebench.records import RequestRecord
+from servebench.records import RequestRecord, ns_array
 from servebench.load import spooled
 from servebench.load.loop import LoadStats
 from servebench.load.split import Part, SplitLoad, jobs
@@ -49,7 +49,7 @@ def shift_records(records: list[RequestRecord], delta_ns: int) -> None:
         for f in _STAMPS:
             if v := getattr(r, f):
                 setattr(r, f, v + delta_ns)
-        r.token_ns = [t + delta_ns for t in r.token_ns]
+        r.token_ns = ns_array(t + delta_ns for t in r.token_ns)
         r.chunks = [(t + delta_ns, b) for t, b in r.chunks]
 
 

@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import re
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from servebench import SCHEMA_VERSION
 from servebench.errors import first_line
-from servebench.records import RequestRecord
+from servebench.records import COUNTS, NS, RequestRecord
 
 _COLUMNS: list[tuple[str, pa.DataType]] = [
     ("index", pa.int64()),
@@ -128,6 +130,28 @@ def _slices(records: list[RequestRecord]) -> list[list[RequestRecord]]:
     return out
 
 
+# the per-token columns: the records hold them as typed arrays (records.py), which go to Arrow
+# as one flat buffer and offsets, never as a Python int per token
+_PER_TOKEN = {"token_ns": (NS, np.int64), "token_counts": (COUNTS, np.intc)}
+
+
+def _list_column(part: list[RequestRecord], name: str, t: pa.DataType) -> pa.Array:
+    code, dtype = _PER_TOKEN[name]
+    flat = array(code)
+    offsets = np.zeros(len(part) + 1, dtype=np.int32)
+    for i, r in enumerate(part):
+        flat.extend(getattr(r, name))  # a list too (a record made by hand): same values
+        offsets[i + 1] = len(flat)
+    values = pa.array(np.frombuffer(flat, dtype=dtype) if flat else np.zeros(0, dtype), type=t.value_type)
+    return pa.ListArray.from_arrays(pa.array(offsets), values, type=t)
+
+
+def _column(part: list[RequestRecord], name: str, t: pa.DataType) -> pa.Array:
+    if name in _PER_TOKEN:
+        return _list_column(part, name, t)
+    return pa.array([getattr(r, name) for r in part], type=t)
+
+
 def write_records(path: Path, records: list[RequestRecord]) -> None:
     every = _COLUMNS + _OPTIONAL
     sch = pa.schema([pa.field(name, t) for name, t in every])
@@ -135,8 +159,7 @@ def write_records(path: Path, records: list[RequestRecord]) -> None:
     try:
         with pq.ParquetWriter(tmp, sch) as out:
             for part in _slices(records):  # one, empty, for no records: the file still has the schema
-                out.write_table(pa.Table.from_arrays(
-                    [pa.array([getattr(r, name) for r in part], type=t) for name, t in every], schema=sch))
+                out.write_table(pa.Table.from_arrays([_column(part, name, t) for name, t in every], schema=sch))
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -156,8 +179,23 @@ def load_records(path: Path) -> list[RequestRecord]:
     if missing:
         raise DamagedFile(f"{path}: missing columns {', '.join(missing)}")
     names = [name for name, _ in _COLUMNS] + [name for name, _ in _OPTIONAL if name in table.column_names]
-    rows = table.select(names).to_pylist()
-    return [RequestRecord(**{name: row[name] for name in names}) for row in rows]
+    rows = table.select([n for n in names if n not in _PER_TOKEN]).to_pylist()
+    per_token = {name: _arrays(table.column(name), *_PER_TOKEN[name]) for name in _PER_TOKEN}
+    return [RequestRecord(**row, token_ns=ns, token_counts=counts)
+            for row, ns, counts in zip(rows, per_token["token_ns"], per_token["token_counts"])]
+
+
+def _arrays(col: pa.ChunkedArray, code: str, dtype: type) -> list[array]:
+    """A list column as one typed array per row (a null row: empty), read from Arrow's buffers."""
+    out: list[array] = []
+    for chunk in col.chunks:
+        offsets = chunk.offsets.to_numpy()  # into chunk.values, which ignores a slice's offset
+        values = chunk.values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+        rows = [array(code, values[offsets[i]:offsets[i + 1]].tobytes()) for i in range(len(chunk))]
+        if chunk.null_count:  # a null's offsets may span values (Arrow allows it): it read as no tokens
+            rows = [a if ok else array(code) for a, ok in zip(rows, chunk.is_valid().to_pylist())]
+        out.extend(rows)
+    return out
 
 
 def check_records(path: Path) -> int:

@@ -40,7 +40,7 @@ def replay(name: str, cuts: list[int] | None = None, stamps=None) -> RequestReco
 
 
 def summary(rec: RequestRecord) -> tuple:
-    return (rec.token_ns, rec.token_counts, rec.server_input_tokens, rec.server_output_tokens,
+    return (list(rec.token_ns), list(rec.token_counts), rec.server_input_tokens, rec.server_output_tokens,
             rec.finish_reason, rec.error)
 
 
@@ -79,7 +79,7 @@ def test_sglang_cumulative_counts_give_multi_token_event():
 
 def test_truncated_stream_keeps_tokens_and_flags_error():
     rec = replay("vllm_truncated")
-    assert rec.token_ns == [T(0), T(0), T(1)]
+    assert list(rec.token_ns) == [T(0), T(0), T(1)]
     assert rec.error == "truncated: stream ended inside event 4"
     assert rec.ok is False
 
@@ -91,7 +91,7 @@ def test_stream_cut_between_events_before_the_finish_chunk_is_truncated():
     rec = RequestRecord(index=0, status=200, end_ns=9, chunks=[(5, body[:cut])])
     decode_record(ADAPTERS["openai-completions"], rec)
     assert rec.error == "truncated: stream ended after 5 events without the final one"
-    assert rec.token_counts == [1] * 5 and rec.server_output_tokens is None and rec.finish_reason is None
+    assert list(rec.token_counts) == [1] * 5 and rec.server_output_tokens is None and rec.finish_reason is None
 
 
 @pytest.mark.parametrize("marker, usage", [(b"data: [DONE]", 6), (b'data: {"id":"cmpl-8f2c","object":"text_completion","created":1767225600,"model":"tiny","choices":[]', None)])
@@ -101,7 +101,7 @@ def test_body_ending_cleanly_after_the_finish_chunk_is_complete(marker, usage):
     rec = RequestRecord(index=0, status=200, end_ns=9, chunks=[(5, body[: body.index(marker)])])
     decode_record(ADAPTERS["openai-completions"], rec)
     assert rec.error is None and rec.ok
-    assert rec.token_counts == [1] * 6 and rec.server_output_tokens == usage and rec.finish_reason == "length"
+    assert list(rec.token_counts) == [1] * 6 and rec.server_output_tokens == usage and rec.finish_reason == "length"
 
 
 def test_event_left_open_after_the_finish_chunk_is_still_truncated():
@@ -114,13 +114,13 @@ def test_event_left_open_after_the_finish_chunk_is_still_truncated():
 
 def test_vllm_error_event_mid_stream():
     rec = replay("vllm_error")
-    assert rec.token_ns == [T(0), T(1)]
+    assert list(rec.token_ns) == [T(0), T(1)]
     assert rec.error == "error event in stream: The engine died unexpectedly (EngineDeadError)"
 
 
 def test_tgi_error_event_mid_stream():
     rec = replay("tgi_error")
-    assert rec.token_ns == [T(0)]
+    assert list(rec.token_ns) == [T(0)]
     assert rec.error == ("error event in stream: Request failed during generation: Server error: "
                          "CUDA out of memory. Tried to allocate 2.00 GiB")
 
@@ -135,7 +135,7 @@ def test_tgi_error_event_mid_stream():
 def test_non_2xx_uses_json_error_message(name, error):
     rec = replay(name)
     assert rec.error == error
-    assert rec.token_ns == [] and rec.server_output_tokens is None
+    assert list(rec.token_ns) == [] and rec.server_output_tokens is None
 
 
 def test_non_json_error_body_becomes_one_line():
@@ -163,7 +163,7 @@ def test_transport_error_is_kept_but_tokens_are_decoded():
     rec = RequestRecord(index=0, status=200, error="read timeout after 600 s", chunks=[(7, body)])
     decode_record(ADAPTERS["openai-completions"], rec)
     assert rec.error == "read timeout after 600 s"
-    assert rec.token_ns == [7, 7, 7]
+    assert list(rec.token_ns) == [7, 7, 7]
 
 
 def test_no_response_at_all():
@@ -176,7 +176,7 @@ def test_a_request_never_released_is_not_failed_by_decoding():
     # --duration ended (or Ctrl-C) before its turn: nothing was sent, so no response is missing
     rec = RequestRecord(index=0)
     decode_record(ADAPTERS["openai-chat"], rec)
-    assert rec.error is None and rec.decoded and rec.token_ns == []
+    assert rec.error is None and rec.decoded and list(rec.token_ns) == []
 
 
 def test_deeply_nested_event_fails_its_own_request_only():
@@ -186,8 +186,8 @@ def test_deeply_nested_event_fails_its_own_request_only():
     bad = RequestRecord(index=0, status=200, sent_ns=1, end_ns=9, chunks=[(2, ok), (3, deep), (4, end)])
     good = RequestRecord(index=1, status=200, sent_ns=1, end_ns=9, chunks=[(2, ok), (4, end)])
     decode_records(ADAPTERS["openai-completions"], [bad, good])  # never raises
-    assert bad.error.startswith("malformed event") and bad.token_ns == [2]
-    assert good.error is None and good.token_ns == [2, 4]
+    assert bad.error.startswith("malformed event") and list(bad.token_ns) == [2]
+    assert good.error is None and list(good.token_ns) == [2, 4]
 
 
 def test_empty_and_non_sse_bodies():
@@ -205,7 +205,7 @@ def test_malformed_event_stops_decoding():
               (3, b"data: {\"choices\":[{\"text\":\"b\",\"finish_reason\":null}]}\n\n")]
     rec = RequestRecord(index=0, status=200, chunks=chunks)
     decode_record(ADAPTERS["openai-completions"], rec)
-    assert rec.token_ns == [1]
+    assert list(rec.token_ns) == [1]
     assert rec.error.startswith("malformed event (")
     assert "{not json" in rec.error
 
@@ -226,7 +226,7 @@ def test_events_after_the_final_one_are_ignored():
     meta, body = load("tgi")
     rec = RequestRecord(index=0, status=200, chunks=[(1, body), (2, body)])
     decode_record(ADAPTERS["tgi"], rec)
-    assert rec.token_ns == [1, 1, 1, 1] and rec.error is None
+    assert list(rec.token_ns) == [1, 1, 1, 1] and rec.error is None
 
 
 def test_decoding_twice_gives_the_same_record():
@@ -239,7 +239,7 @@ def test_decoding_twice_gives_the_same_record():
 def test_decode_records_does_each():
     recs = [RequestRecord(index=i, status=200, chunks=[(i, load("vllm_chat")[1])]) for i in range(3)]
     decode_records(ADAPTERS["openai-chat"], recs)
-    assert [r.token_ns for r in recs] == [[0] * 3, [1] * 3, [2] * 3]
+    assert [list(r.token_ns) for r in recs] == [[0] * 3, [1] * 3, [2] * 3]
 
 
 def event_ends(name: str) -> RequestRecord:
@@ -259,7 +259,7 @@ def test_any_resplit_stamps_each_event_with_the_read_that_completed_it(name, dat
     ends = [*cuts, len(body)]
     rec = replay(name, cuts=cuts, stamps=ends)  # each read stamped with its end offset
     expected_ns = [min(e for e in ends if e >= done_at) for done_at in reference.token_ns]
-    assert rec.token_ns == expected_ns
+    assert list(rec.token_ns) == expected_ns
     assert summary(rec)[1:] == summary(replay(name))[1:]
 
 
@@ -270,14 +270,14 @@ def test_transformers_serve_completions_without_done_is_complete():
     # the body ends (no [DONE]); every chunk but the last has text and no finish_reason field
     rec = replay("transformers_completions")
     assert rec.error is None and rec.ok
-    assert rec.token_counts == [1] * 6
+    assert list(rec.token_counts) == [1] * 6
     assert (rec.server_input_tokens, rec.server_output_tokens, rec.finish_reason) == (11, 6, "length")
 
 
 def test_transformers_serve_chat_role_chunk_and_usage_in_finish_chunk():
     rec = replay("transformers_chat")
     assert rec.error is None
-    assert rec.token_counts == [1] * 4 and rec.server_output_tokens == 4 and rec.finish_reason == "length"
+    assert list(rec.token_counts) == [1] * 4 and rec.server_output_tokens == 4 and rec.finish_reason == "length"
 
 
 def test_transformers_serve_rejects_ignore_eos_with_422():
@@ -289,13 +289,13 @@ def test_llamacpp_completions_has_no_usage_so_tokens_are_client_counted():
     # llama-cpp-python: one chunk per token (finish_reason null), an empty finish chunk, [DONE];
     # no usage chunk at all (it has no stream_options)
     rec = replay("llamacpp_completions")
-    assert rec.error is None and rec.token_counts == [1] * 6 and rec.finish_reason == "length"
+    assert rec.error is None and list(rec.token_counts) == [1] * 6 and rec.finish_reason == "length"
     assert rec.server_output_tokens is None and rec.server_input_tokens is None
 
 
 def test_llamacpp_chat_role_chunk_and_empty_finish_delta():
     rec = replay("llamacpp_chat")
-    assert rec.error is None and rec.token_counts == [1] * 4 and rec.finish_reason == "length"
+    assert rec.error is None and list(rec.token_counts) == [1] * 4 and rec.finish_reason == "length"
 
 
 def test_gguf_conversion_generates_what_transformers_generates():

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from servebench.analysis.per_request import MS, itl_gaps_ns, itl_ms
-from servebench.records import RequestRecord
+from servebench.records import RequestRecord, counts_array, ns_array
 from servebench.store import runfiles
 
 
@@ -35,6 +35,9 @@ def test_itl_ms_is_the_python_list_exactly():
     got = itl_ms(recs)
     assert got.dtype == np.float64
     assert got.tolist() == want  # bit for bit: summary.json must not move
+    for r in recs:  # as decode and load_records hold them (records.py)
+        r.token_ns, r.token_counts = ns_array(r.token_ns), counts_array(r.token_counts)
+    assert itl_ms(recs).tolist() == want == [g / MS for r in recs for g in itl_gaps_ns(r)]
     assert itl_ms([]).size == 0 and itl_ms(_records(3)[:0]).size == 0
 
 
@@ -45,7 +48,7 @@ def test_records_written_in_slices_read_back_whole(tmp_path, monkeypatch):
     runfiles.write_records(path, recs)
     assert pq.ParquetFile(path).num_row_groups > 5
     back = runfiles.load_records(path)
-    assert [(r.index, r.token_ns, r.token_counts, r.error) for r in back] == \
+    assert [(r.index, list(r.token_ns), list(r.token_counts), r.error) for r in back] == \
         [(r.index, r.token_ns, r.token_counts, r.error) for r in recs]
     assert not path.with_suffix(".parquet.tmp").exists()
 

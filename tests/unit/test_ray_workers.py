@@ -28,7 +28,7 @@ def test_shift_moves_every_stamp_and_nothing_else():
     unsent = RequestRecord(index=1)
     shift_records([r, unsent], -50)
     assert (r.scheduled_ns, r.slot_ns, r.sent_ns, r.first_byte_ns, r.end_ns) == (50, 60, 70, 100, 250)
-    assert r.token_ns == [150, 200] and r.chunks == [(110, b"a"), (210, b"b")]
+    assert list(r.token_ns) == [150, 200] and r.chunks == [(110, b"a"), (210, b"b")]
     assert r.connect_ns == 7  # a duration
     assert (unsent.sent_ns, unsent.end_ns, unsent.scheduled_ns) == (0, 0, 0)  # unset stays unset
 

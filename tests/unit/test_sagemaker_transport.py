@@ -144,8 +144,8 @@ def test_parts_split_mid_event_mid_line_mid_utf8(runtime):
     assert payloads == [e[len(b"data:"):-2] for e in EVENTS]
     # and decoding gives what TGI said, each token stamped by the part that completed it
     decode_record(ADAPTERS["tgi"], rec)
-    assert rec.error is None and rec.token_counts == [1, 1, 1]
-    assert rec.token_ns == [stamps[2], stamps[4], stamps[4]]
+    assert rec.error is None and list(rec.token_counts) == [1, 1, 1]
+    assert list(rec.token_ns) == [stamps[2], stamps[4], stamps[4]]
     assert (rec.server_input_tokens, rec.server_output_tokens, rec.finish_reason) == (4, 3, "length")
 
 
