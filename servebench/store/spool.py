@@ -28,6 +28,9 @@ SWITCH_S = 0.00025  # the GIL switch interval while a spool thread runs (see Spo
 # a closed loop's streams end together (50 records, 3,200 events in one flush): converted in one
 # piece a read waited up to 7 ms behind it (issue 20; docs/performance.md, "Memory over long runs")
 SLICE_EVENTS = 256
+# and the load loop gets the GIL back between slices: a flush of 3,200 events takes ~13 ms of
+# wall time (well inside the 0.1 s interval) but never holds the loop for more than one slice
+SLICE_PAUSE_S = 0.001
 NAME = "requests.spool.arrow"  # in the run dir; removed once requests.parquet holds its rows
 _SCALARS: list[tuple[str, pa.DataType]] = [
     ("index", pa.int64()), ("warmup", pa.bool_()), ("input_tokens", pa.int64()), ("output_tokens", pa.int64()),
@@ -54,11 +57,19 @@ def schema(adapter: str, sessions: bool = False, shift_ns: int = 0) -> pa.Schema
 
 
 def batch(records: list[RequestRecord], sch: pa.Schema) -> pa.RecordBatch:
-    cols = [pa.array([getattr(r, f.name) for r in records], type=f.type)
+    pool = _pool()
+    cols = [pa.array([getattr(r, f.name) for r in records], type=f.type, memory_pool=pool)
             for f in sch if not f.name.startswith("chunk_")]
-    cols.append(pa.array([[c[0] for c in r.chunks] for r in records], type=pa.list_(pa.int64())))
-    cols.append(pa.array([[c[1] for c in r.chunks] for r in records], type=pa.list_(pa.binary())))
+    cols.append(pa.array([[c[0] for c in r.chunks] for r in records], type=pa.list_(pa.int64()), memory_pool=pool))
+    cols.append(pa.array([[c[1] for c in r.chunks] for r in records], type=pa.list_(pa.binary()), memory_pool=pool))
     return pa.RecordBatch.from_arrays(cols, schema=sch)
+
+
+def _pool() -> pa.MemoryPool:
+    """malloc's pool for the spool's batches: with pyarrow's default (jemalloc) a conversion
+    now and then ran long with the GIL held (its page purges, we think: not traced), and reads
+    waited 5-7 ms behind it where with malloc's they waited 3-5 ms (issue 20; docs/performance.md)."""
+    return pa.system_memory_pool()
 
 
 def slices(records: list[RequestRecord], events: int = SLICE_EVENTS) -> Iterator[list[RequestRecord]]:
@@ -160,9 +171,10 @@ class Spool:
         if not taken:
             return
         try:
-            for part in slices(taken):
+            for k, part in enumerate(slices(taken)):
+                if k:  # the GIL to the load loop for a while: a flush is spread over ~1 ms per slice
+                    time.sleep(SLICE_PAUSE_S)
                 self._writer.write_batch(batch(part, self._schema))
-                time.sleep(0)  # the GIL to the load loop between slices, not after the switch interval
         except Exception as e:  # noqa: BLE001 - the records stay in memory and are written at the end
             self.error = f"{type(e).__name__}: {e}"
             return
