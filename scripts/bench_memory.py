@@ -104,6 +104,7 @@ def figures(samples: list, start: float, end: float, summary: dict, settle_s: fl
     return {
         "load_s": round(end - start, 1), "tokens": tokens, "tok_s": round(tokens / summary["duration_s"]),
         "completed": summary["completed"], "kept_up": summary["client"].get("kept_up"),
+        "read_lag_max_ms": (summary.get("read_lag_ms") or {}).get("max"),
         "rss_settled_mb": round(window[0][1]), "rss_end_mb": round(window[-1][1]),
         "rss_max_load_mb": round(max(s[1] for s in in_load)), "rss_peak_mb": round(max(s[1] for s in samples)),
         "slope_mb_min": round(slope * 60, 2), "samples": n,

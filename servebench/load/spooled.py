@@ -13,7 +13,7 @@ from pathlib import Path
 from servebench.adapters import ADAPTERS
 from servebench.adapters.base import Adapter
 from servebench.analysis.decode import decode_record, decode_records
-from servebench.load.loop import LoadStats
+from servebench.load.loop import LoadStats, realtime_on
 from servebench.records import RequestRecord
 from servebench.signals import shielded
 from servebench.store import runfiles, spool
@@ -37,11 +37,17 @@ MARK = "requests.spool.id"  # --workers ray:N: a token that tells an actor it se
 
 
 def start(path: Path, adapter: str, interval_s: float = INTERVAL_S, *, sessions: bool = False,
-          shift_ns: int = 0) -> spool.Spool | None:
+          shift_ns: int = 0, realtime: bool = True) -> spool.Spool | None:
     """A spool for one load process; None where the run dir refuses the file (the records
-    then stay in memory as before, and the writer reports the unwritable dir)."""
+    then stay in memory as before, and the writer reports the unwritable dir).
+
+    realtime: the spool thread runs under the load loop's policy (SCHED_RR when the loop does).
+    At normal priority a busy host took the CPU from it while it held the GIL, and the
+    real-time loop waited for it: writes that take 0.1 ms lasted up to 375 ms, and reads
+    waited up to 37 ms behind them (issue 20; docs/performance.md)."""
     try:
-        return spool.Spool(path, adapter, interval_s, sessions=sessions, shift_ns=shift_ns)
+        return spool.Spool(path, adapter, interval_s, sessions=sessions, shift_ns=shift_ns,
+                           on_start=realtime_on if realtime else None)
     except Exception:  # noqa: BLE001 - never stops a load
         remove([path, spool.lags_path(path)])  # no empty spool left to puzzle a reader
         return None
@@ -65,11 +71,12 @@ def warm() -> None:
     spool.warm()
 
 
-def for_sessions(path: Path, adapter: str, records: list[RequestRecord]) -> spool.Spool | None:
+def for_sessions(path: Path, adapter: str, records: list[RequestRecord],
+                 realtime: bool = True) -> spool.Spool | None:
     """A multi-turn run's spool (its turns' texts too), when its turns ask for enough tokens."""
     if not wanted(sum(r.output_tokens for r in records if not r.warmup)):
         return None
-    return start(path, adapter, sessions=True)
+    return start(path, adapter, sessions=True, realtime=realtime)
 
 
 def finish_sessions(sp: spool.Spool | None, records: list[RequestRecord], stats: LoadStats,

@@ -203,7 +203,7 @@ def _drive_sessions(cfg: RunConfig, st: RunState, p: Prepared, served: str,
 
     st.workers, st.workers_reason = 1, "multi-turn sessions run in one load process"
     st.records = sl.session_records(p.workload, cfg.load.warmup)
-    sp = spooled.for_sessions(st.run_dir / spool.NAME, st.api, st.records)
+    sp = spooled.for_sessions(st.run_dir / spool.NAME, st.api, st.records, cfg.load.realtime)
     st.spools = [sp.path] if sp else []
     job = sl.SessionJob(st.server.base_url, p.adapter, served, extra, cfg.load, p.workload, st.stats, st.connect_ns,
                         progress, on_done=sp.add if sp else None)
@@ -261,7 +261,7 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs: list[Requ
                              stats=st.stats, connect_ns=st.connect_ns, progress=progress,
                              on_t0=lambda: _mark(st.samplers), actors=st.split,
                              spool_dir=st.run_dir if spool_it else None)
-        sp = spooled.start(st.run_dir / spool.NAME, st.api) if spool_it else None
+        sp = spooled.start(st.run_dir / spool.NAME, st.api, realtime=load.realtime) if spool_it else None
         st.spools = [sp.path] if sp else []
         plan = LoadPlan(wires[w:], st.records[w:], offsets, load.concurrency, duration_ns,
                         on_done=sp.add if sp else None, on_lags=sp.add_lags if sp else None)

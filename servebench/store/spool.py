@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -23,6 +24,13 @@ import pyarrow as pa
 from servebench.records import RequestRecord
 
 SWITCH_S = 0.00025  # the GIL switch interval while a spool thread runs (see Spool.__init__)
+# streamed events per written batch: each pa.array call holds the GIL for its whole list, and
+# a closed loop's streams end together (50 records, 3,200 events in one flush): converted in one
+# piece a read waited up to 7 ms behind it (issue 20; docs/performance.md, "Memory over long runs")
+SLICE_EVENTS = 256
+# and the load loop gets the GIL back between slices: a flush of 3,200 events takes ~13 ms of
+# wall time (well inside the 0.1 s interval) but never holds the loop for more than one slice
+SLICE_PAUSE_S = 0.001
 NAME = "requests.spool.arrow"  # in the run dir; removed once requests.parquet holds its rows
 _SCALARS: list[tuple[str, pa.DataType]] = [
     ("index", pa.int64()), ("warmup", pa.bool_()), ("input_tokens", pa.int64()), ("output_tokens", pa.int64()),
@@ -49,11 +57,33 @@ def schema(adapter: str, sessions: bool = False, shift_ns: int = 0) -> pa.Schema
 
 
 def batch(records: list[RequestRecord], sch: pa.Schema) -> pa.RecordBatch:
-    cols = [pa.array([getattr(r, f.name) for r in records], type=f.type)
+    pool = _pool()
+    cols = [pa.array([getattr(r, f.name) for r in records], type=f.type, memory_pool=pool)
             for f in sch if not f.name.startswith("chunk_")]
-    cols.append(pa.array([[c[0] for c in r.chunks] for r in records], type=pa.list_(pa.int64())))
-    cols.append(pa.array([[c[1] for c in r.chunks] for r in records], type=pa.list_(pa.binary())))
+    cols.append(pa.array([[c[0] for c in r.chunks] for r in records], type=pa.list_(pa.int64()), memory_pool=pool))
+    cols.append(pa.array([[c[1] for c in r.chunks] for r in records], type=pa.list_(pa.binary()), memory_pool=pool))
     return pa.RecordBatch.from_arrays(cols, schema=sch)
+
+
+def _pool() -> pa.MemoryPool:
+    """malloc's pool for the spool's batches: with pyarrow's default (jemalloc) a conversion
+    now and then ran long with the GIL held (its page purges, we think: not traced), and reads
+    waited 5-7 ms behind it where with malloc's they waited 3-5 ms (issue 20; docs/performance.md)."""
+    return pa.system_memory_pool()
+
+
+def slices(records: list[RequestRecord], events: int = SLICE_EVENTS) -> Iterator[list[RequestRecord]]:
+    """Consecutive runs of records holding about `events` streamed chunks each (at least one record)."""
+    part: list[RequestRecord] = []
+    n = 0
+    for r in records:
+        part.append(r)
+        n += len(r.chunks) + 1
+        if n >= events:
+            yield part
+            part, n = [], 0
+    if part:
+        yield part
 
 
 def warm(sch: pa.Schema | None = None) -> None:
@@ -74,7 +104,7 @@ class Spool:
     is never failed for it); `error` says why."""
 
     def __init__(self, path: Path, adapter: str, interval_s: float = 1.0, *, sessions: bool = False,
-                 shift_ns: int = 0) -> None:
+                 shift_ns: int = 0, on_start: Callable[[], object] | None = None) -> None:
         self.path, self.interval_s, self.sessions = Path(path), interval_s, sessions
         self.error: str | None = None
         self.written = 0  # records on disk
@@ -88,6 +118,7 @@ class Spool:
         self._writer = pa.ipc.new_stream(self._sink, self._schema)
         warm(self._schema)
         self._stop = threading.Event()
+        self._on_start = on_start
         # while this thread builds a batch it holds the GIL, and the load loop waiting to send
         # gets it back only after the switch interval (5 ms by default): send error p99 went
         # from 0.12-0.15 to 0.3-1.1 ms at 200 requests/s, max 2 -> 13 ms. Handing over within
@@ -117,6 +148,8 @@ class Spool:
         return out
 
     def _run(self) -> None:
+        if self._on_start is not None:
+            self._on_start()
         while not self._stop.wait(self.interval_s):
             self.flush()
 
@@ -138,7 +171,10 @@ class Spool:
         if not taken:
             return
         try:
-            self._writer.write_batch(batch(taken, self._schema))
+            for k, part in enumerate(slices(taken)):
+                if k:  # the GIL to the load loop for a while: a flush is spread over ~1 ms per slice
+                    time.sleep(SLICE_PAUSE_S)
+                self._writer.write_batch(batch(part, self._schema))
         except Exception as e:  # noqa: BLE001 - the records stay in memory and are written at the end
             self.error = f"{type(e).__name__}: {e}"
             return

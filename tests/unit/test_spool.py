@@ -284,3 +284,43 @@ def _kill_once_spooled(proc: subprocess.Popen, tmp_path, pattern: str, files: in
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     return found
+
+
+def test_a_flush_is_written_in_slices_of_about_slice_events_and_reads_back_whole(tmp_path):
+    """A closed loop's streams end together: one flush of 40 records x ~10 events. Each written
+    batch holds at most SLICE_EVENTS events plus one record (each pa.array call holds the GIL),
+    and every record comes back, in order."""
+    key, records = reference_records("vllm_completions", n=40)
+    per = len(records[0].chunks) + 1
+    sp = spool.Spool(tmp_path / spool.NAME, key, interval_s=3600)  # only close() flushes
+    for r in records:
+        sp.add(r)
+    sp.close()
+    batches = list(spool.read(tmp_path / spool.NAME)[1])
+    assert len(batches) > 1
+    for b in batches:
+        events = sum(len(c) for c in b.column("chunk_ns").to_pylist()) + b.num_rows
+        assert events <= spool.SLICE_EVENTS + per
+    assert [i for b in batches for i in b.column("index").to_pylist()] == list(range(40))
+
+
+def test_slices_keep_every_record_once_in_order():
+    recs = [RequestRecord(index=i, chunks=[(0, b"x")] * (i % 7)) for i in range(100)]
+    parts = list(spool.slices(recs, events=10))
+    assert [r.index for p in parts for r in p] == list(range(100))
+    assert all(p for p in parts)
+    assert all(sum(len(r.chunks) + 1 for r in p[:-1]) < 10 for p in parts)  # cut as soon as the bound is reached
+
+
+@pytest.mark.parametrize("realtime", [True, False])
+def test_the_spool_thread_takes_the_load_loops_scheduling(tmp_path, monkeypatch, realtime):
+    """At normal priority beside a real-time loop, a busy host took the CPU from the spool
+    thread while it held the GIL and the loop waited behind it (issue 20): the thread itself
+    asks for the loop's policy, and only when the loop runs real-time."""
+    import threading
+
+    calls = []
+    monkeypatch.setattr(spooled, "realtime_on", lambda: calls.append(threading.current_thread().name) or "SCHED_RR")
+    sp = spooled.start(tmp_path / spool.NAME, "openai", realtime=realtime)
+    sp.close()
+    assert calls == (["servebench-spool"] if realtime else [])
