@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from servebench.estimate.engines import by_ratio, engine_ratios, for_engine, w4_engines
 from servebench.estimate.engines import separated as _separated
-from servebench.estimate.pubrows import ASSUMED_INPUT, METRIC_OF, Row, mean_length, rows, stated_lengths  # noqa: F401
+from servebench.estimate.pubrows import METRIC_OF, Row, mean_length, rows  # noqa: F401 - rows: re-exported for the scripts
 from servebench.estimate.roofline import Factors, decode_step, is_w4, spans_batches
 from servebench.estimate.sim import simulate
 

@@ -57,19 +57,15 @@ def schema(adapter: str, sessions: bool = False, shift_ns: int = 0) -> pa.Schema
 
 
 def batch(records: list[RequestRecord], sch: pa.Schema) -> pa.RecordBatch:
-    pool = _pool()
+    # malloc's pool, not pyarrow's default (jemalloc): with jemalloc a conversion now and then ran
+    # long with the GIL held (its page purges, we think: not traced), and reads waited 5-7 ms
+    # behind it where with malloc's they waited 3-5 ms (issue 20; docs/performance.md)
+    pool = pa.system_memory_pool()
     cols = [pa.array([getattr(r, f.name) for r in records], type=f.type, memory_pool=pool)
             for f in sch if not f.name.startswith("chunk_")]
     cols.append(pa.array([[c[0] for c in r.chunks] for r in records], type=pa.list_(pa.int64()), memory_pool=pool))
     cols.append(pa.array([[c[1] for c in r.chunks] for r in records], type=pa.list_(pa.binary()), memory_pool=pool))
     return pa.RecordBatch.from_arrays(cols, schema=sch)
-
-
-def _pool() -> pa.MemoryPool:
-    """malloc's pool for the spool's batches: with pyarrow's default (jemalloc) a conversion
-    now and then ran long with the GIL held (its page purges, we think: not traced), and reads
-    waited 5-7 ms behind it where with malloc's they waited 3-5 ms (issue 20; docs/performance.md)."""
-    return pa.system_memory_pool()
 
 
 def slices(records: list[RequestRecord], events: int = SLICE_EVENTS) -> Iterator[list[RequestRecord]]:
