@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
@@ -151,34 +152,53 @@ def run(**o) -> None:
     interruptible()
     console = Console(stderr=True)
     run_dir, error, code = None, None, 1
-    with _progress(console) as (update, phase):
-        try:
-            run_dir = orchestrate.run(cfg, progress=update, on_phase=phase)
-        except orchestrate.RunError as e:
-            run_dir, error, code = e.run_dir, str(e), e.code
-        except KeyboardInterrupt:  # before any server started (prompts, tokenizer): nothing to keep
-            from servebench.signals import interrupt_cause
-
-            cause, code = interrupt_cause()
-            error = f"interrupted by {cause}"
-        except (ValueError, OSError, RuntimeError) as e:  # config, spec, model, tokenizer: before any load
-            error = first_line(e)
-            code = 2 if isinstance(e, ValueError) else 1
-    if run_dir is not None and (run_dir / "summary.json").exists() and (run_dir / "requests.parquet").exists():
-        if _measured(run_dir):
+    with ExitStack() as answering:
+        with _progress(console) as (update, phase):
             try:
-                render_report(run_dir, Console())
-            except Exception:  # noqa: BLE001 - the run's own error line below is what matters
-                pass
+                run_dir = orchestrate.run(cfg, progress=update, on_phase=phase)
+            except orchestrate.RunError as e:
+                if e.interrupted:
+                    answering.enter_context(_answering())
+                run_dir, error, code = e.run_dir, str(e), e.code
+            except KeyboardInterrupt:  # before any server started (prompts, tokenizer): nothing to keep
+                answering.enter_context(_answering())
+                from servebench.signals import interrupt_cause
+
+                cause, code = interrupt_cause()
+                error = f"interrupted by {cause}"
+            except (ValueError, OSError, RuntimeError) as e:  # config, spec, model, tokenizer: before any load
+                error = first_line(e)
+                code = 2 if isinstance(e, ValueError) else 1
+        if run_dir is not None and (run_dir / "summary.json").exists() and (run_dir / "requests.parquet").exists():
+            if _measured(run_dir):
+                try:
+                    render_report(run_dir, Console())
+                except Exception:  # noqa: BLE001 - the run's own error line below is what matters
+                    pass
+        if error:
+            click.echo(f"error: {_scrubbed(error, {**cfg.launcher_options, **cfg.env}, cfg.server_args)}", err=True)
+            if run_dir is not None:
+                click.echo(str(run_dir))
     if error:
-        click.echo(f"error: {_scrubbed(error, {**cfg.launcher_options, **cfg.env}, cfg.server_args)}", err=True)
-        if run_dir is not None:
-            click.echo(str(run_dir))
         raise SystemExit(code)
     click.echo(str(run_dir))
     if o["strict"] and _client_fell_behind(run_dir):
         click.echo("error: the client did not keep up with the load (--strict); see the warning above", err=True)
         raise SystemExit(4)  # 3 is "results not fully written" (servebench.analysis.verdict)
+
+
+def _answering():
+    """Once a Ctrl-C (or SIGTERM) has stopped the run, what is left (the progress bar's end,
+    the report, the error line) runs to the end: a second one is held, not raised as click's
+    bare "Aborted!" with exit 1 and no error line (seen on a loaded host, where the emulator's
+    teardown and the writes were done before a second Ctrl-C 0.3 s after the first)."""
+    import os
+
+    from servebench.signals import shielded
+
+    # os.write, not click.echo: a handler printing while the main code prints to the same
+    # stream raises "reentrant call" from Python's buffered writer
+    return shielded(lambda sig: os.write(2, b"interrupt held: the run is already stopping\n"), deliver=False)
 
 
 def _run_config(o: dict):

@@ -4,7 +4,9 @@ sweep resumable. compare is a one-workload sweep with a table per load level."""
 
 from __future__ import annotations
 
+import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -228,20 +230,25 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execut
     done_before = index.counts().get("done", 0)
     if done_before:
         console.print(f"resuming {sweep_dir}: {done_before} cell(s) done are kept")
-    from servebench.signals import interruptible
+    from servebench.signals import interruptible, shielded
 
     interruptible()
     interrupted = False
-    try:
-        EXECUTORS[how.executor](**how.executor_options).run(todo, index, lambda m: console.print(m, markup=False), limit)
-    except KeyboardInterrupt:
-        interrupted = True
-    except ExecutorError as e:
-        index.save()
-        _fail(str(e), 2)
-    except ResultsRefused as e:
-        out.refused(index, sweep_dir, str(e))
-    out.finish(index, sweep_dir, kind, interrupted, console)
+    with ExitStack() as answering:
+        try:
+            EXECUTORS[how.executor](**how.executor_options).run(todo, index, lambda m: console.print(m, markup=False), limit)
+        except KeyboardInterrupt:
+            # stopped: the index, reports and exit line are the answer, and a second Ctrl-C is
+            # held until they are written (as `run` does: servebench/cli.py _answering)
+            answering.enter_context(shielded(lambda sig: os.write(2, b"interrupt held: the sweep is already stopping\n"),
+                                             deliver=False))
+            interrupted = True
+        except ExecutorError as e:
+            index.save()
+            _fail(str(e), 2)
+        except ResultsRefused as e:
+            out.refused(index, sweep_dir, str(e))
+        out.finish(index, sweep_dir, kind, interrupted, console)
 
 
 def _open_index(sweep_dir: Path, exists: bool, kind: str, cfg: SweepConfig, full, text: str):
