@@ -9,7 +9,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from servebench.adapters import ADAPTERS
 from servebench.adapters.base import Adapter, Request
@@ -221,7 +221,9 @@ def _drive_all(cfg: RunConfig, st: RunState, adapter: Adapter, prompts: list[Pro
     server = st.server
     kind = "sagemaker" if server.base_url.startswith("sagemaker://") else "http"
     load = cfg.load
-    reqs = [adapter.build(p.text, p.output_tokens, model=served, extra=extra) for p in prompts]
+    # built one at a time as they are encoded: a Request (body dict + JSON) beside its wire bytes
+    # was ~3.9 KB of a 512-token request's ~8 KB held through the whole load (docs/performance.md)
+    reqs = (adapter.build(p.text, p.output_tokens, model=served, extra=extra) for p in prompts)
     st.records = [
         RequestRecord(index=i - load.warmup, warmup=i < load.warmup, input_tokens=p.input_tokens, output_tokens=p.output_tokens)
         for i, p in enumerate(prompts)
@@ -235,7 +237,7 @@ def _drive_all(cfg: RunConfig, st: RunState, adapter: Adapter, prompts: list[Pro
         _drive_workers(split, st, load)
 
 
-async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs: list[Request], st: RunState,
+async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs: Iterator[Request], st: RunState,
                        progress: Callable[[int, int], None] | None) -> SplitLoad | None:
     """Warm up, self-check, then the measured load here; or, with several load processes, the
     measured load handed back for them to drive (they open their own connections)."""
