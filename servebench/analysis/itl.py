@@ -6,7 +6,8 @@ built twice (metrics and run_intervals), each time with a copy per percentile ca
 order-statistic interval. Here it is built once, reduced to the figures in a fixed order, and
 dropped before the bootstraps run (issue 20, docs/performance.md "Memory over long runs"):
 - mean and std first, on the gaps in record order: a float sum depends on its order, and
-  summary.json must keep its bytes (std's `a - mean` is the one transient copy);
+  summary.json must keep its bytes; std squares the array in place, which is then refilled
+  (a second pass over the records instead of a second array);
 - then one in-place sort: min, max and every order-statistic interval read the sorted array;
 - percentiles last, with numpy's own method on that array (overwrite_input: no copy); a
   percentile reads only order statistics, so it is the same value as from the unsorted gaps.
@@ -34,12 +35,19 @@ class ItlFigures:
 
 
 def figures(records: Sequence[RequestRecord], level: float = LEVEL) -> ItlFigures:
-    """Every figure summary.json gives of the records' gaps; holds one float64 array, briefly."""
+    """Every figure summary.json gives of the records' gaps; holds one float64 array (8 B a
+    gap), only while it runs."""
     a = itl_ms(records)
     n = int(a.size)
     if n == 0:
         return ItlFigures(dict.fromkeys(_KEYS), {p: quantile_ci(a, p, level) for p in PERCENTILES}, level)
-    mean, std = float(a.mean()), float(a.std())
+    mean = float(a.mean())
+    # np.std's own steps ((a - mean)^2, summed in the same order, / n, sqrt), in place: its
+    # `a - mean` would be a second array; the gaps are then refilled into the same one
+    a -= mean
+    a *= a
+    std = float(np.sqrt(a.sum() / n))
+    itl_ms(records, out=a)
     a.sort()
     ivs = {p: quantile_ci(a, p, level, presorted=True) for p in PERCENTILES}
     lo, hi = float(a[0]), float(a[-1])
