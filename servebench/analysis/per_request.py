@@ -48,9 +48,9 @@ def itl_ms(records: Sequence[RequestRecord], out: np.ndarray | None = None) -> n
     as `[g / MS for r in records for g in itl_gaps_ns(r)]`: a Python float list of those cost
     ~32 bytes a token after a long run (issue 20), this costs 8. int64 -> float64 is exact
     below 2**53 ns and IEEE division is correctly rounded, as Python's int / int is.
-    Filled in place after counting the gaps (or into `out`, an array of that many): one array
-    per record, concatenated, held every gap twice, and their small blocks stayed in the heap
-    (RSS) after they were freed."""
+    Written into one array sized by counting the gaps first (or into `out`, of that size): an
+    array per record concatenated at the end held every gap twice, and those small blocks kept
+    the C heap's RSS up after they were freed."""
     if out is None:
         out = np.empty(sum(_gap_count(r) for r in records), dtype=np.float64)
     pos = 0
