@@ -16,6 +16,7 @@ import numpy as np
 # as well, where the rest of servebench has always read them
 from servebench.analysis.per_request import (MS, PERCENTILES, e2e_ns, input_tokens, itl_gaps_ns,  # noqa: F401
                                              itl_ms, output_tokens, tpot_ns, ttft_ns)
+from servebench.analysis.itl import ItlFigures
 from servebench.records import RequestRecord
 
 
@@ -59,15 +60,16 @@ def summarize(records: Sequence[RequestRecord], *, target_concurrency: int | Non
     """The run summary (summary.json's core) from decoded records; warm-up excluded. With
     steady_state, only the window after the load reached its target (analysis/steady.py)."""
     # imported here: both build on this module's per-request functions
-    from servebench.analysis import run_intervals, steady
+    from servebench.analysis import itl, run_intervals, steady
 
     # a request that was due but failed before it could be sent (no connection: the server
     # is gone) is a failed request; only sent ones have timings
     measured = [r for r in records if not r.warmup and (r.sent_ns or r.error)]
     win = steady.find(measured, target_concurrency, target_rate) if steady_state else None
     kept = steady.keep(measured, win) if win else measured
-    out = _summary(kept, target_concurrency, target_rate)
     ok = [r for r in kept if r.ok]
+    gaps = itl.figures(ok)  # once for both blocks: the one per-token sample (issue 20)
+    out = _summary(kept, target_concurrency, target_rate, gaps)
     start = min((r.sent_ns for r in kept if r.sent_ns), default=0)
     done, end = ok, max((r.end_ns for r in kept if r.sent_ns and r.end_ns), default=start)
     if win is not None:
@@ -75,7 +77,7 @@ def summarize(records: Sequence[RequestRecord], *, target_concurrency: int | Non
             done, start, end = steady.completions(measured, win), win.start_ns, win.end_ns
             _rates(out, done, (end - start) / 1e9)
         out["steady_state"] = steady.block(measured, kept, win)
-    out["intervals"] = run_intervals.block(ok, start, end, done=done)
+    out["intervals"] = run_intervals.block(ok, start, end, done=done, itl=gaps)
     return out
 
 
@@ -88,7 +90,8 @@ def _rates(out: dict, done: list[RequestRecord], dur_s: float) -> None:
     out["total_token_throughput"] = (o + i) / dur_s if dur_s > 0 else 0.0
 
 
-def _summary(measured: list[RequestRecord], target_concurrency: int | None, target_rate: float | None) -> dict:
+def _summary(measured: list[RequestRecord], target_concurrency: int | None, target_rate: float | None,
+             gaps: ItlFigures) -> dict:
     timed = [r for r in measured if r.sent_ns]
     ok = [r for r in measured if r.ok]
     failed = [r for r in measured if not r.ok]
@@ -111,7 +114,7 @@ def _summary(measured: list[RequestRecord], target_concurrency: int | None, targ
         "request_throughput": per([1] * len(ok)),
         "output_token_throughput": per(out_tok),
         "total_token_throughput": per(out_tok) + per(in_tok),
-        **_latencies(ok, out_tok),
+        **_latencies(ok, out_tok, gaps),
         **_token_counts(ok, out_tok, in_tok),
         "concurrency": {
             "target": target_concurrency,
@@ -126,11 +129,11 @@ def _summary(measured: list[RequestRecord], target_concurrency: int | None, targ
     }
 
 
-def _latencies(ok: list[RequestRecord], out_tok: list[int]) -> dict:
+def _latencies(ok: list[RequestRecord], out_tok: list[int], gaps: ItlFigures) -> dict:
     return {
         "ttft_ms": dist([v / MS for r in ok if (v := ttft_ns(r)) is not None]),
         "tpot_ms": dist([v / MS for r in ok if (v := tpot_ns(r)) is not None]),
-        "itl_ms": dist(itl_ms(ok)),
+        "itl_ms": gaps.dist,
         "e2e_ms": dist([e2e_ns(r) / MS for r in ok]),
         "ms_per_token": dist([e2e_ns(r) / MS / n for r, n in zip(ok, out_tok) if n > 0]),
     }

@@ -3,7 +3,7 @@ built from (docs/metrics.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -43,23 +43,49 @@ def itl_gaps_ns(r: RequestRecord) -> list[float]:
     return out
 
 
-def itl_ms(records: Iterable[RequestRecord]) -> np.ndarray:
+def itl_ms(records: Sequence[RequestRecord], out: np.ndarray | None = None) -> np.ndarray:
     """Every record's itl_gaps_ns in ms, one float64 array, the same values in the same order
     as `[g / MS for r in records for g in itl_gaps_ns(r)]`: a Python float list of those cost
     ~32 bytes a token after a long run (issue 20), this costs 8. int64 -> float64 is exact
-    below 2**53 ns and IEEE division is correctly rounded, as Python's int / int is."""
-    parts: list[np.ndarray] = []
+    below 2**53 ns and IEEE division is correctly rounded, as Python's int / int is.
+    Written into one array sized by counting the gaps first (or into `out`, of that size): an
+    array per record concatenated at the end held every gap twice, and those small blocks kept
+    the C heap's RSS up after they were freed."""
+    if out is None:
+        out = np.empty(sum(_gap_count(r) for r in records), dtype=np.float64)
+    pos = 0
     for r in records:
         n = len(r.token_ns)
         if n < 2:
             continue
         g = np.diff(np.asarray(r.token_ns, dtype=np.int64)).astype(np.float64)
-        k = np.asarray(r.token_counts[1:n], dtype=np.int64)
-        k = np.where(k > 0, k, 1)
-        if (k > 1).any():
+        k = _batch_sizes(r, n)
+        if k is not None:
             g = np.repeat(g / k, k)
-        parts.append(g / MS)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
+        np.divide(g, MS, out=out[pos:pos + g.size])
+        pos += g.size
+    if pos != out.size:
+        raise ValueError(f"itl_ms: {pos} gaps for an array of {out.size}")
+    return out
+
+
+def _batch_sizes(r: RequestRecord, n: int) -> np.ndarray | None:
+    """Tokens per event after the first, a zero-token event counted as one (itl_gaps_ns's rule);
+    None when none carries more than one (most streams: one gap an event, no numpy work)."""
+    c = r.token_counts
+    if not c or max(c) <= 1:
+        return None
+    k = np.asarray(c[1:n], dtype=np.int64)
+    k = np.where(k > 0, k, 1)
+    return k if (k > 1).any() else None
+
+
+def _gap_count(r: RequestRecord) -> int:
+    n = len(r.token_ns)
+    if n < 2:
+        return 0
+    k = _batch_sizes(r, n)
+    return n - 1 if k is None else int(k.sum())
 
 
 def tpot_ns(r: RequestRecord) -> float | None:

@@ -18,7 +18,9 @@ from typing import Sequence
 import numpy as np
 
 from servebench.analysis.intervals import LEVEL, Interval, bootstrap_ci, quantile_ci, repeats_ci
-from servebench.analysis.per_request import MS, PERCENTILES, e2e_ns, input_tokens, itl_gaps_ns, itl_ms, output_tokens, tpot_ns, ttft_ns
+from servebench.analysis.itl import ItlFigures
+from servebench.analysis.itl import figures as itl_figures
+from servebench.analysis.per_request import MS, PERCENTILES, e2e_ns, input_tokens, itl_gaps_ns, output_tokens, tpot_ns, ttft_ns
 from servebench.records import RequestRecord
 
 WINDOWS = 10  # batch-means windows; fewer when there are few completions
@@ -70,10 +72,13 @@ def _per_request(ok: list[RequestRecord], out_tok: list[int]) -> dict[str, Seque
 
 
 def block(ok: Sequence[RequestRecord], start_ns: int, end_ns: int, level: float = LEVEL,
-          done: Sequence[RequestRecord] | None = None) -> dict:
+          done: Sequence[RequestRecord] | None = None, itl: ItlFigures | None = None) -> dict:
     """summary.json's `intervals`: {"level", "figures": {"ttft_ms.p99": {low, high, method, n}, ...}}.
-    ok: the requests the latencies are of; done: the completions the rates count (default ok)."""
+    ok: the requests the latencies are of; done: the completions the rates count (default ok);
+    itl: ok's ITL figures when the caller has them (metrics.summarize), else made here."""
     ok = list(ok)
+    if itl is None or itl.level != level:
+        itl = itl_figures(ok, level)
     done = ok if done is None else list(done)
     d_out = [output_tokens(r) for r in done]
     ends = [r.end_ns for r in done]
@@ -85,10 +90,13 @@ def block(ok: Sequence[RequestRecord], start_ns: int, end_ns: int, level: float 
     }
     out_tok = [output_tokens(r) for r in ok]
     values = _per_request(ok, out_tok)
-    values["itl_ms"] = itl_ms(ok)
     for name in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms", "ms_per_token"):
+        if name == "itl_ms":  # every gap: its order statistics come from the one sorted array
+            figs["itl_ms.mean"] = figure(_itl_mean(ok, level))
+            figs.update((f"itl_ms.p{p}", figure(itl.intervals[p])) for p in PERCENTILES)
+            continue
         v = values[name]
-        figs[f"{name}.mean"] = figure(_itl_mean(ok, level) if name == "itl_ms" else bootstrap_ci(v, level=level))
+        figs[f"{name}.mean"] = figure(bootstrap_ci(v, level=level))
         for p in PERCENTILES:
             figs[f"{name}.p{p}"] = figure(quantile_ci(v, p, level))
     return {"level": level, "figures": _finite(figs)}

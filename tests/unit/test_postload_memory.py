@@ -1,4 +1,5 @@
-"""Issue 20: the post-load path keeps fewer per-token Python objects, with the same numbers."""
+"""Issue 20: the post-load path keeps fewer per-token Python objects and smaller temporaries,
+with the same numbers."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import random
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
+from servebench.analysis import intervals
 from servebench.analysis.per_request import MS, itl_gaps_ns, itl_ms
 from servebench.records import RequestRecord, counts_array, ns_array
 from servebench.store import runfiles
@@ -58,3 +61,30 @@ def test_no_records_still_writes_the_schema(tmp_path):
     runfiles.write_records(path, [])
     assert runfiles.load_records(path) == []
     assert "token_ns" in pq.read_schema(path).names
+
+
+def _bootstrap_whole_chunks(values, stat, resamples: int, chunk: int) -> tuple[float, float]:
+    """bootstrap_ci as it was: each chunk's resamples gathered and reduced at once."""
+    a = np.asarray(values, dtype=np.float64)
+    n = a.size
+    rng = np.random.default_rng(0)
+    per = max(1, chunk // n)
+    draws = np.concatenate([np.asarray(stat(a[rng.integers(0, n, size=(min(per, resamples - s), n))]), dtype=np.float64)
+                            for s in range(0, resamples, per)])
+    tail = (1 - 0.95) / 2 * 100  # not 2.5 exactly, as bootstrap_ci computes it
+    lo, hi = np.percentile(draws, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+@pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 333, 2000])
+def test_bootstrap_in_row_blocks_is_the_whole_chunk_interval(monkeypatch, n):
+    # small chunks and blocks: many of each, with odd remainders, on a fast input
+    monkeypatch.setattr(intervals, "_CHUNK", 5_000)
+    monkeypatch.setattr(intervals, "_ROWS", 640)
+    rng = np.random.default_rng(n)
+    x = rng.exponential(5.0, n) * 1e3
+    c = rng.integers(1, 65, n).astype(np.float64)
+    ratio = lambda m: x[m.astype(np.int64)].sum(axis=1) / c[m.astype(np.int64)].sum(axis=1)  # noqa: E731 - run_intervals' ITL mean
+    for values, stat in ((x, None), (np.arange(n, dtype=np.float64), ratio)):
+        iv = intervals.bootstrap_ci(values, stat, resamples=300)
+        assert (iv.low, iv.high) == _bootstrap_whole_chunks(values, stat or (lambda m: m.mean(axis=1)), 300, 5_000)
