@@ -29,6 +29,8 @@ running batch is B = min(c, largest batch whose KV fits, max_num_seqs). Two sche
       TTFT = prefill + step/2 (B > 1);  TPOT = step + (B-1) * prefill / (n_out-1)
 - lockstep (fixed lengths started together: servebench's own runs): the batch moves in waves,
       TTFT = prefill of B prompts at once;  TPOT = step (no prompt tokens ride along)
+TTFT also carries req_ms (latency before the engine) and the request's share of the frontend
+worker (fe_ms: b * fe_ms for a lockstep wave, fe_ms / (1 - rho) otherwise; estimate/frontend.py).
 Then cycle = TTFT + (n_out-1) * TPOT, requests/s X = B / cycle, and when c > B requests wait
 for a slot: queue = (c/B - 1) * cycle is added to TTFT. ms/token = e2e / n_out, output
 tok/s = X * n_out.

@@ -10,7 +10,8 @@ last request waits for many batches. This simulates that, one engine step at a t
 - a step's time comes from the roofline with fitted efficiencies (StepCost), for the tokens it
   carries: max(bytes / (eta_mem * BW), FLOPs / (eta_compute * F)) + all-reduces + overhead;
 - load: the same shapes as `servebench run`: closed-loop users (zero think time), a Poisson
-  rate, or a burst (every request at t=0); lengths fixed or per request (a trace's mix).
+  rate, or a burst (every request at t=0); lengths fixed or per request (a trace's mix);
+- with fe_ms > 0 (fitted on the user's runs only) requests pass a shared frontend worker first.
 
 Pure standard library; 1,000 requests take well under a second (scripts/estimate_sim_bench.py).
 """
