@@ -23,11 +23,11 @@ import numpy as np
 from servebench.estimate.efficiency import METRICS, Observation
 from servebench.estimate.roofline import Factors, is_w4, spans_batches
 
-BOUNDS = {"eta_mem": (0.02, 0.95), "eta_compute": (0.02, 0.95), "step_ms": (1e-3, 1e3), "seq_ms": (1e-4, 1e2), "req_ms": (1e-3, 1e3), "eta_w4": (0.05, 1.5),
+BOUNDS = {"eta_mem": (0.02, 0.95), "eta_compute": (0.02, 0.95), "step_ms": (1e-3, 1e3), "seq_ms": (1e-4, 1e2), "req_ms": (1e-3, 1e3), "fe_ms": (1e-3, 1e3), "eta_w4": (0.05, 1.5),
           "alpha_us": (0.1, 1e4), "eta_link": (0.01, 1.0)}
 # Prior widths, log space: efficiencies are known to lie within a factor ~e of their defaults;
 # overheads and collective latencies vary by engine and stack far more (a factor ~20).
-PRIOR_SIGMA = {"eta_mem": 1.0, "eta_compute": 1.0, "step_ms": 3.0, "seq_ms": 10.0, "req_ms": 10.0, "eta_w4": 1.0, "alpha_us": 3.0, "eta_link": 1.0}
+PRIOR_SIGMA = {"eta_mem": 1.0, "eta_compute": 1.0, "step_ms": 3.0, "seq_ms": 10.0, "req_ms": 10.0, "fe_ms": 10.0, "eta_w4": 1.0, "alpha_us": 3.0, "eta_link": 1.0}
 # Uncalibrated: RMS log error of default-factor predictions over every published row (docs/estimate.md)
 DEFAULT_SIGMA = 0.6
 # How much wider a band gets when the target was not measured (log space), from the
@@ -99,7 +99,7 @@ def _which(obs: list[Observation]) -> list[str]:
     if spans_batches([_batch(o) for o in obs]):
         names.append("seq_ms")
         if sum("ttft_ms" in o.measured for o in obs) >= 2:
-            names.append("req_ms")
+            names += ["req_ms", "fe_ms"]
     if any(is_w4(o.model) for o in obs):
         names.append("eta_w4")  # kept near 1 by its prior unless fp16 runs pin eta_mem apart from it
     tps = {o.tp for o in obs}
@@ -147,12 +147,15 @@ SEQ_STARTS_MS = (0.1, 1.0)
 # centre when the start has none, and its own extra starts for the same flat-gradient reason.
 REQ_PRIOR_MS = 0.1
 REQ_STARTS_MS = (1.0, 5.0)
+# The shared frontend worker (frontend.py): no published value either; small prior centre.
+FE_PRIOR_MS = 0.1
+FE_STARTS_MS = (1.0,)
 
 
 def _starts(x0: np.ndarray, names: list[str]) -> list[np.ndarray]:
     """x0 and every combination of the extra starts of the small, flat-gradient terms."""
     out = [x0]
-    for name, vals in (("seq_ms", SEQ_STARTS_MS), ("req_ms", REQ_STARTS_MS)):
+    for name, vals in (("seq_ms", SEQ_STARTS_MS), ("req_ms", REQ_STARTS_MS), ("fe_ms", FE_STARTS_MS)):
         if name in names:
             j = names.index(name)
             for base in list(out):
@@ -169,7 +172,7 @@ def fit(obs: list[Observation], start: Factors | None = None, names: list[str] |
     if not obs:
         return start
     alpha0 = float(np.median([o.hw.alpha_us for o in obs]))
-    centre = {"alpha_us": alpha0, "req_ms": REQ_PRIOR_MS}
+    centre = {"alpha_us": alpha0, "req_ms": REQ_PRIOR_MS, "fe_ms": FE_PRIOR_MS}
     x0 = np.log([getattr(start, n) or centre[n] for n in names])
     lo = np.log([BOUNDS[n][0] for n in names])
     hi = np.log([BOUNDS[n][1] for n in names])

@@ -29,6 +29,8 @@ running batch is B = min(c, largest batch whose KV fits, max_num_seqs). Two sche
       TTFT = prefill + step/2 (B > 1);  TPOT = step + (B-1) * prefill / (n_out-1)
 - lockstep (fixed lengths started together: servebench's own runs): the batch moves in waves,
       TTFT = prefill of B prompts at once;  TPOT = step (no prompt tokens ride along)
+TTFT also carries req_ms (latency before the engine) and the request's share of the frontend
+worker (fe_ms: b * fe_ms for a lockstep wave, fe_ms / (1 - rho) otherwise; estimate/frontend.py).
 Then cycle = TTFT + (n_out-1) * TPOT, requests/s X = B / cycle, and when c > B requests wait
 for a slot: queue = (c/B - 1) * cycle is added to TTFT. ms/token = e2e / n_out, output
 tok/s = X * n_out.
@@ -60,6 +62,11 @@ class Factors:
     # engine's); fitted on the user's runs with seq_ms, which otherwise takes the fixed step
     # cost that used to pay for this and leaves a 1-user TTFT too fast (h-seqcost: 12 % -> 32 %)
     req_ms: float = 0.0
+    # the server's frontend as one worker shared by the requests in it (estimate/frontend.py):
+    # work per request before the engine (HTTP, validation, tokenising) that requests arriving
+    # together wait on in turn. 0 for published rows (no source separates it); fitted only on
+    # the user's runs, where TTFT grows ~2.5 ms per request of a wave on a 2-core host
+    fe_ms: float = 0.0
     # weight-only int4 kernels (GPTQ/AWQ: dequantised in the matmul) against fp16 ones reading
     # the same bytes: 1 = as efficient. Fitted only on rows or runs that used such weights
     # (older GPTQ kernels fall far short of the 4x byte saving; Marlin nearly reaches it)
@@ -70,7 +77,7 @@ class Factors:
 
     @staticmethod
     def speed_of_light() -> "Factors":
-        return Factors(eta_mem=1.0, eta_compute=1.0, step_ms=0.0, seq_ms=0.0, req_ms=0.0, eta_w4=1.0, alpha_us=0.0,
+        return Factors(eta_mem=1.0, eta_compute=1.0, step_ms=0.0, seq_ms=0.0, req_ms=0.0, fe_ms=0.0, eta_w4=1.0, alpha_us=0.0,
                        eta_link=1.0)
 
     def as_dict(self) -> dict:
@@ -216,6 +223,19 @@ def capacity(d: Deployment, seq_tokens: int | None = None) -> dict:
     return out
 
 
+def _frontend_s(f: Factors, c: float, b: float, cycle: float, lockstep: bool) -> float:
+    """A request's time in the shared frontend worker (estimate/frontend.py). Lockstep: a wave
+    of b requests arrives at once and each finishes when all have (b x fe_ms). Otherwise the
+    processor-sharing mean under the other users' requests: fe / (1 - rho)."""
+    fe = f.fe_ms / 1e3
+    if not fe:
+        return 0.0
+    if lockstep:
+        return b * fe
+    rho = min(c, b) / max(cycle, 1e-9) * fe * max(c - 1, 0.0) / max(c, 1.0)
+    return fe / (1 - min(rho, 0.95))
+
+
 def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Factors,
           batch_cap: float | None = None, lockstep: bool = False) -> dict:
     """Predicted metrics of a closed loop at `concurrency` (see module doc). batch_cap: a
@@ -249,7 +269,7 @@ def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Facto
         t_pf, t_dec = pf["s"], step["s"]
         ttft0 = t_pf + (t_dec / 2 if b > 1 else 0.0)
         tpot = t_dec + ((b - 1) * t_pf / (n_out - 1) if n_out > 1 else 0.0)
-    ttft0 += f.req_ms / 1e3
+    ttft0 += f.req_ms / 1e3 + _frontend_s(f, concurrency, b, ttft0 + (n_out - 1) * tpot, lockstep)
     cycle = ttft0 + (n_out - 1) * tpot
     queue = max(concurrency / b - 1, 0.0) * cycle
     x = min(concurrency, b) / cycle  # below one request in flight the engine idles in between
