@@ -89,4 +89,4 @@ def test_a_second_ctrl_c_while_a_stopped_sweep_writes_its_tables_is_held(monkeyp
     res = CliRunner().invoke(cli.main, ["sweep", str(cfg)])
     assert res.exit_code == 130, res.output
     assert "--resume" in res.output and "Aborted" not in res.output and finished
-    assert (tmp_path / "results").rglob("index.json")
+    assert any((tmp_path / "results").rglob("index.json"))  # the stopped sweep's index was written
