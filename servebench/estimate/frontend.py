@@ -10,7 +10,7 @@ when all of them have: a wave of n requests waits n x `fe_ms`, a lone request `f
 engine sees a request `req_ms` after its frontend work ends (latency that occupies nothing).
 
 `fe_ms` is 0 for published rows (their TTFT is the engine's; no source separates the frontend)
-and fitted only on the user's runs (`--calibrate`); at 0 the simulator takes its old path.
+and fitted only on the user's runs (`--calibrate`); at 0 the simulator uses `Lag`, a plain latency.
 The per-token share of that worker (detokenising and framing every streamed token) was tried
 as a second term and left out: fitted on the runs it stayed at its prior (docs/estimate.md).
 """
@@ -71,10 +71,7 @@ class Frontend:
 
     def arrived(self, now: float) -> list:
         """Requests the engine has received by `now`, in the order they got there."""
-        out = []
-        while self.ready and self.ready[0][0] <= now:
-            out.append(heapq.heappop(self.ready)[2])
-        return out
+        return _pop_until(self.ready, now)
 
     def next_time(self) -> float | None:
         """With the engine idle, when something next happens: a request reaching it, else the
@@ -83,3 +80,32 @@ class Frontend:
             return self.ready[0][0]
         t = min(self._next_done(), self.jobs[0][0] if self.jobs else math.inf)
         return None if t == math.inf else t
+
+
+@dataclass(slots=True)
+class Lag:
+    """The gate with no frontend work: the engine sees a request `lag` after it was sent, in the
+    order sent (Frontend's interface, so the simulator has one loop)."""
+    lag: float
+    ready: list = field(default_factory=list)  # heap (engine arrival, seq, req)
+    seq: int = 0
+
+    def send(self, t: float, req) -> None:
+        heapq.heappush(self.ready, (t + self.lag, self.seq, req))
+        self.seq += 1
+
+    def run(self, until: float) -> None:
+        """Nothing to advance: no shared work."""
+
+    def arrived(self, now: float) -> list:
+        return _pop_until(self.ready, now)
+
+    def next_time(self) -> float | None:
+        return self.ready[0][0] if self.ready else None
+
+
+def _pop_until(ready: list, now: float) -> list:
+    out = []
+    while ready and ready[0][0] <= now:
+        out.append(heapq.heappop(ready)[2])
+    return out

@@ -11,7 +11,8 @@ last request waits for many batches. This simulates that, one engine step at a t
   carries: max(bytes / (eta_mem * BW), FLOPs / (eta_compute * F)) + all-reduces + overhead;
 - load: the same shapes as `servebench run`: closed-loop users (zero think time), a Poisson
   rate, or a burst (every request at t=0); lengths fixed or per request (a trace's mix);
-- with fe_ms > 0 (fitted on the user's runs only) requests pass a shared frontend worker first.
+- requests reach the engine through a gate: a plain latency (req_ms), or with fe_ms > 0 (fitted
+  on the user's runs only) a shared frontend worker first (frontend.py).
 
 Pure standard library; 1,000 requests take well under a second (scripts/estimate_sim_bench.py).
 """
@@ -24,7 +25,7 @@ import random
 import statistics
 from dataclasses import dataclass, field
 
-from servebench.estimate.frontend import Frontend
+from servebench.estimate.frontend import Frontend, Lag
 from servebench.estimate.roofline import Deployment, Factors, capacity, link, overhead_s, weight_read_bytes
 
 BLOCK = 16  # tokens per KV block (vLLM's default block size)
@@ -209,26 +210,26 @@ def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, de
         return {"fits": False, "why": f"one request of {pending[0].n_in + pending[0].n_out} tokens needs more KV "
                                       f"than the {cap['kv_tokens']} tokens free"}
     cost, n_ins, n_outs = StepCost.of(d, f), _lengths(load.n_in, load.requests), _lengths(load.n_out, load.requests)
-    if f.fe_ms > 0:
-        _run_frontend(s, d, cost, chunk, load, pending, issued, Frontend(f.fe_ms / 1e3, f.req_ms / 1e3))
-        return _result(s, load, cap, detail)
-    pi, lag = 0, f.req_ms / 1e3  # a request reaches the engine lag after the client sent it
+    # between the clients and the engine: a plain latency, or the shared frontend worker when fitted
+    gate = Frontend(f.fe_ms / 1e3, f.req_ms / 1e3) if f.fe_ms > 0 else Lag(f.req_ms / 1e3)
+    for r in pending:
+        gate.send(r.arrive, r)
     while len(s.done) < load.requests:
-        while pi < len(pending) and pending[pi].arrive + lag <= s.t:
-            s.waiting.append(pending[pi])
-            pi += 1
+        gate.run(s.t)
+        s.waiting += gate.arrived(s.t)
         before = len(s.done)
         _admit(s, d)
         if not (s.running or s.prefilling):
-            if pi >= len(pending):
+            nxt = gate.next_time()
+            if nxt is None:
                 break  # nothing in flight and nothing to come: a request larger than the pool
-            s.t = max(s.t, pending[pi].arrive + lag)
+            s.t = max(s.t, nxt)
             continue
         _step(s, d, cost, chunk)
         if load.mode == "closed":
             for r in s.done[before:]:
                 if issued < load.requests:
-                    pending.append(Req(n_ins[issued], max(n_outs[issued], 1), r.done, user=r.user, index=issued))
+                    gate.send(r.done, Req(n_ins[issued], max(n_outs[issued], 1), r.done, user=r.user, index=issued))
                     issued += 1
     return _result(s, load, cap, detail)
 
@@ -238,32 +239,6 @@ def _result(s: _State, load: Load, cap: dict, detail: bool) -> dict:
     if detail:
         out["requests"] = sorted(s.done, key=lambda r: r.index)
     return out
-
-
-def _run_frontend(s: _State, d: Deployment, cost: StepCost, chunk: int | None, load: Load, pending: list,
-                  issued: int, fe: Frontend) -> None:
-    """simulate() with the serial frontend of frontend.py between the clients and the engine:
-    a request reaches the engine when its share of the frontend's work is done."""
-    n_ins, n_outs = _lengths(load.n_in, load.requests), _lengths(load.n_out, load.requests)
-    for r in pending:
-        fe.send(r.arrive, r)
-    while len(s.done) < load.requests:
-        fe.run(s.t)
-        s.waiting += fe.arrived(s.t)
-        before = len(s.done)
-        _admit(s, d)
-        if not (s.running or s.prefilling):
-            nxt = fe.next_time()
-            if nxt is None:
-                break  # nothing in flight and nothing to come: a request larger than the pool
-            s.t = max(s.t, nxt)
-            continue
-        _step(s, d, cost, chunk)
-        if load.mode == "closed":
-            for r in s.done[before:]:
-                if issued < load.requests:
-                    fe.send(r.done, Req(n_ins[issued], max(n_outs[issued], 1), r.done, user=r.user, index=issued))
-                    issued += 1
 
 
 def summarize(done: list[Req], load: Load) -> dict:

@@ -196,3 +196,29 @@ def test_cli_instance_type_simulated_scheduler_and_engine_note():
     assert formula["workload"]["scheduler"] == "formula"
     burst = _cli("--gpu", "a10g", "--concurrency", "64", "--load", "burst")
     assert burst["levels"][0]["ttft_ms"] > out["levels"][0]["ttft_ms"]
+
+
+def test_a_staggered_start_does_not_hold_a_finished_users_next_request():
+    # 4 users start over 2 s; user 0's short requests end long before user 3 starts. Each next
+    # request must reach the engine when sent: the plain path once queued it behind the
+    # later-starting users' first requests (sent 0.07 s, admitted at 1.5 s).
+    load = Load("closed", 4, requests=12, n_in=16, n_out=2, stagger_s=2.0)
+    reqs = simulate(_dep(), Factors(req_ms=0.0), load, detail=True)["requests"]
+    firsts = {r.user: r.arrive for r in reqs[:4]}
+    assert firsts == pytest.approx({0: 0.0, 1: 0.5, 2: 1.0, 3: 1.5})
+    later = [r for r in reqs if r.user == 0 and r.index >= 4]
+    assert len(later) >= 5 and all(r.arrive < 1.0 for r in later)
+    assert all(r.admit - r.arrive < 0.05 for r in later)
+
+
+def test_the_plain_latency_gate_delivers_in_send_order_after_its_lag():
+    from servebench.estimate.frontend import Lag
+
+    g = Lag(0.002)
+    for t, name in ((0.0, "a"), (0.001, "b"), (0.001, "c"), (0.010, "d")):
+        g.send(t, name)
+    assert g.next_time() == pytest.approx(0.002)
+    assert g.arrived(0.0029) == ["a"]
+    assert g.arrived(0.003) == ["b", "c"]
+    assert g.next_time() == pytest.approx(0.012) and g.arrived(0.0119) == []
+    assert g.arrived(0.02) == ["d"] and g.next_time() is None
