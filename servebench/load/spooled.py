@@ -86,7 +86,7 @@ def _lags_left(sp: spool.Spool) -> array | None:
         return None
 
 
-LAG_BLOCK = 1 << 20  # stamps read back at once (8 MB)
+LAG_BLOCK = 1 << 18  # stamps read back at once (2 MB; a pass holds a few copies of a block)
 
 
 def lag_blocks(spools: list[Path], tail: array) -> tuple[int, Callable[[], Iterator[np.ndarray]]]:
