@@ -19,7 +19,7 @@ from servebench.analysis.decode import decode_records
 from servebench.analysis.metrics import summarize
 from servebench.emulator.handle import start_emulator
 from servebench.load import spooled
-from servebench.records import SPILLED, RequestRecord
+from servebench.records import SPILLED, RequestRecord, token_arrays
 from servebench.store import runfiles, spool, tokens
 from tests.unit.test_faults_cli import COMMON, only_run_dir, sb
 from tests.unit.test_spool import reference_records
@@ -79,7 +79,7 @@ def test_decoded_arrays_are_not_kept_once_spilled(tmp_path):
     assert streamed >= 500_000 and all(r.ok for r in many)
     assert all(len(r.token_ns) == 0 for r in many)
     assert kept_bytes / streamed < 1.0  # arrays kept: >= 12 B a token
-    ns, counts = tokens.TokenFile.read(many[7].tok.src, many[7].tok)
+    ns, counts = token_arrays(many[7])  # read back from disk
     assert len(ns) == many[7].tok.events and sum(counts) == many[7].tok.streamed
 
 
@@ -154,3 +154,37 @@ def test_read_lags_left_on_disk_are_read_a_block_at_a_time(tmp_path, monkeypatch
     assert got["mean"] == pytest.approx(want["mean"], rel=1e-12) and got["std"] == pytest.approx(want["std"], rel=1e-12)
     spooled.remove_lags([sp.path])
     assert not sp.lag_path.exists()
+
+
+# 4k: nothing fits (rescue dir); 40k: the spool fails early, requests.parquet fits; 100k: the
+# spool fails midway (records spooled and spilled beside records kept in memory); 300k: all fits
+@pytest.mark.parametrize("size", ["4k", "40k", "100k", "300k"])
+def test_a_spooled_run_on_a_full_disk_keeps_every_record_and_its_figures(tmp_path, size):
+    """Spool, token file and requests.parquet share the run dir's disk: whichever the full disk
+    refuses, every record ends up in a requests.parquet (run dir or rescue dir) and the summary
+    written beside it has the figures those records give."""
+    import os
+    import sys
+
+    from tests.unit.test_faults_cli import _with_tmpfs
+
+    rescue = tmp_path / "rescue"
+    env = {**os.environ, "SERVEBENCH_RESCUE_DIR": str(rescue), "SERVEBENCH_SPOOL_MIN_TOKENS": "0"}
+    with start_emulator("openai", ttft_ms=5, itl_ms=1) as emu:
+        p = _with_tmpfs(size, tmp_path / "mnt", tmp_path / "after", [
+            sys.executable, "-m", "servebench.cli", "run", "--endpoint", emu.url, *COMMON, "--requests", "40",
+            "--concurrency", "4", "--output-tokens", "30", "--results-dir", str(tmp_path / "mnt")], env)
+    assert p.returncode != 99, "tmpfs mount failed: " + p.stderr
+    assert p.returncode in (0, 3), p.stderr
+    assert "Traceback" not in p.stderr
+    kept = [d for d in (tmp_path / "after", rescue) if d.exists() for d in d.iterdir()
+            if (d / "requests.parquet").exists()]
+    assert len(kept) == 1, (p.returncode, p.stderr)
+    records = runfiles.load_records(kept[0] / "requests.parquet")
+    assert len(records) == 40 and all(r.ok and len(r.token_ns) == 30 for r in records)
+    summaries = [d / "summary.json" for d in (*(tmp_path / "after").iterdir(), *kept) if (d / "summary.json").exists()]
+    assert summaries, p.stderr
+    again = json.loads(json.dumps(summarize(records, target_concurrency=4)))
+    for f in summaries:
+        stored = json.loads(f.read_text())
+        assert stored["completed"] == 40 and stored["itl_ms"] == again["itl_ms"] and stored["ttft_ms"] == again["ttft_ms"]
