@@ -120,10 +120,11 @@ def for_sessions(path: Path, adapter: str, records: list[RequestRecord],
 
 def finish_sessions(sp: spool.Spool | None, records: list[RequestRecord], stats: LoadStats,
                     warnings: list[str] | None = None) -> None:
-    """stop(), and the conversation texts the spool took off the records put back (the client's
-    token counts and requests.parquet need them); shielded as stop() is."""
+    """stop() (the read lags left on disk for the writer), and the conversation texts the spool
+    took off the records put back (the client's token counts and requests.parquet need them);
+    shielded as stop() is."""
     with shielded():
-        stop(sp, stats, warnings)
+        stop(sp, stats, warnings, keep_lags=True)
         if sp is not None and sp.written:
             spool.restore_texts(sp.path, records)
 
