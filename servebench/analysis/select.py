@@ -6,7 +6,7 @@ wanted are known up front (a percentile's two neighbours, min, max, an interval'
 statistics), so each is found by radix refinement on the values' bit patterns: keys that order
 as the floats do, a histogram of the next 16 key bits per pass, and only the buckets holding a
 wanted rank carried to the next pass, or collected and sorted once they hold few enough values.
-No pass holds more than one batch plus CAP values. The figures are the same values numpy's
+No pass holds more than one batch plus CAP values (twice over while it sorts them). The figures are the same values numpy's
 sort gives, bit for bit; mean and std are exactly rounded sums (math.fsum), so they may differ
 from numpy's pairwise sums in the last bits, never by the values' order (docs/metrics.md).
 """
@@ -65,6 +65,9 @@ def order_statistics(batches: Batches, n: int, ranks: Iterable[int], cap: int = 
         _pass(batches, groups, collect)
         nxt: list[_Group] = []
         for g in groups:
+            seen = sum(a.size for a in g.got) if g in collect else int(g.hist.sum())
+            if seen != g.count:  # batches that change between calls: no rank would be right
+                raise ValueError(f"order_statistics: {seen} values where the last pass counted {g.count}")
             if g in collect:
                 v = np.sort(np.concatenate(g.got)) if g.got else np.empty(0)
                 out.update((r, float(v[r - g.below])) for r in g.ranks)

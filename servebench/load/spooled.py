@@ -200,6 +200,8 @@ def _spill(tf: TokenFile, r: RequestRecord) -> None:
     if tf.failed:
         return
     ns, counts = _typed(r.token_ns, ns_array), _typed(r.token_counts, counts_array)
+    if len(ns) != len(counts):  # not a decoded record's: its place in the file would be wrong
+        return
     stats = token_stats(r)
     try:
         stats.at = tf.put(ns, counts)

@@ -77,3 +77,11 @@ def test_moments_are_numpys_to_the_last_bits_and_do_not_depend_on_the_cut():
 def test_ranks_outside_the_sample_are_refused():
     with pytest.raises(ValueError):
         select.order_statistics(_batches(np.ones(3), 1), 3, [3])
+
+
+def test_batches_that_do_not_hold_n_values_are_refused():
+    a = np.arange(10.0)
+    with pytest.raises(ValueError, match="9 values"):
+        select.order_statistics(_batches(a[:9], 2), 10, [0, 9])
+    with pytest.raises(ValueError, match="11 values"):
+        select.order_statistics(_batches(np.arange(11.0), 2), 10, [0, 9], cap=4)  # refined, not collected
