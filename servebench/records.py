@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import dataclass, field
+from typing import Any
 
 # Per-token fields are typed arrays, not lists: a list holds a pointer and an int object per
 # token (~40-50 B with the counts), and every record stays decoded in memory after the load
@@ -27,6 +28,32 @@ def ns_array(values=()) -> array:
 
 def counts_array(values=()) -> array:
     return array(COUNTS, values)
+
+
+@dataclass(slots=True)
+class TokenStats:
+    """What the analysis reads of one record's per-token arrays, kept once the arrays went to
+    disk (a spooled run's records after decoding: otherwise the post-load peak grew ~24 B a
+    token, issue 20). `src.read(self)` gives the arrays back, for requests.parquet and ITL."""
+
+    events: int  # len(token_ns)
+    first_ns: int  # token_ns[0] (0 when no event)
+    streamed: int  # sum(token_counts)
+    gaps: int  # ITL gaps (an event of k > 1 tokens gives k)
+    gap_sum_ns: float  # sum(per_request.itl_gaps_ns(r)), summed as it sums
+    src: Any = None  # store/tokens.TokenFile
+    at: int = 0  # the first event's position in src
+
+
+# the token fields of a record whose arrays are on disk: empty and immutable, one for all
+SPILLED = ()
+
+
+def token_arrays(r: "RequestRecord") -> tuple[array, array]:
+    """(token_ns, token_counts) of a record, read back from disk when they were spilled."""
+    if r.tok is not None and r.tok.src is not None:
+        return r.tok.src.read(r.tok)
+    return r.token_ns, r.token_counts
 
 
 @dataclass(slots=True)
@@ -58,6 +85,8 @@ class RequestRecord:
     turn: int | None = None  # 1 for a session's first turn
     prompt_text: str | None = None  # the chat messages sent, as JSON
     reply_text: str | None = None  # the assistant text the server returned (sent on in the next turn)
+    # set when the token arrays went to disk after decoding (token_ns, token_counts: SPILLED)
+    tok: TokenStats | None = field(default=None, compare=False, repr=False)
 
     @property
     def ok(self) -> bool:

@@ -55,6 +55,7 @@ def decode_record(adapter: Adapter, rec: RequestRecord) -> None:
     # decoding again (e.g. a re-report of stored raw records) must give the same result
     rec.token_ns = ns_array()
     rec.token_counts = counts_array()
+    rec.tok = None
     rec.server_input_tokens = None
     rec.server_output_tokens = None
     rec.finish_reason = None

@@ -85,16 +85,27 @@ def quantile_ci(values: Sequence[float], pct: float, level: float = LEVEL, *, pr
     """Distribution-free interval for the pct-th percentile (pct in 0..100). presorted: the
     values are in ascending order already (a long run's ITL: no sorted copy, analysis/itl.py)."""
     a = np.asarray(values, dtype=np.float64) if presorted else np.sort(np.asarray(values, dtype=np.float64))
-    n = int(a.size)
-    if n == 0:
-        return Interval(None, None, "order-statistic", 0, level)
+    return quantile_ci_at(int(a.size), pct, lambda k: float(a[k]), level)
+
+
+def quantile_ranks(n: int, pct: float, level: float = LEVEL) -> tuple[int, int]:
+    """The 0-based ranks (l, u) of quantile_ci's bounds among n sorted values; l may be -1
+    (open below), u may be n (open above). For a caller that finds order statistics itself
+    without sorting every value (analysis/select.py)."""
     if not 0 < pct < 100:
         raise ValueError(f"percentile {pct} outside (0, 100)")
-    l, u = _binom_ranks(n, pct / 100.0, level)
     # X(l) <= quantile < X(u) (0-based) whenever l < B <= u, B ~ Binomial(n, q) the count of
     # samples below the quantile, which happens with probability F(u) - F(l) >= level
-    low = float(a[l]) if l >= 0 else None
-    high = float(a[u]) if u < n else None
+    return _binom_ranks(n, pct / 100.0, level)
+
+
+def quantile_ci_at(n: int, pct: float, value_at: Callable[[int], float], level: float = LEVEL) -> Interval:
+    """quantile_ci from the n values' order statistics: value_at(k) is the k-th smallest."""
+    if n == 0:
+        return Interval(None, None, "order-statistic", 0, level)
+    l, u = quantile_ranks(n, pct, level)
+    low = value_at(l) if l >= 0 else None
+    high = value_at(u) if u < n else None
     return Interval(low, high, "order-statistic", n, level)
 
 

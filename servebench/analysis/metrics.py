@@ -16,6 +16,7 @@ import numpy as np
 # as well, where the rest of servebench has always read them
 from servebench.analysis.per_request import (MS, PERCENTILES, e2e_ns, input_tokens, itl_gaps_ns,  # noqa: F401
                                              itl_ms, output_tokens, tpot_ns, ttft_ns)
+from servebench.analysis import per_request
 from servebench.analysis.itl import ItlFigures
 from servebench.records import RequestRecord
 
@@ -143,7 +144,7 @@ def _token_counts(ok: list[RequestRecord], out_tok: list[int], in_tok: list[int]
     """Requested vs server-counted vs streamed tokens: where they differ, the run says so."""
     req_out = [r.output_tokens for r in ok]
     req_in = [r.input_tokens for r in ok]
-    streamed = [sum(r.token_counts) for r in ok]
+    streamed = [per_request.streamed(r) for r in ok]
     return {
         "input_tokens": {
             "requested_mean": float(np.mean(req_in)) if req_in else None,

@@ -20,7 +20,8 @@ import numpy as np
 from servebench.analysis.intervals import LEVEL, Interval, bootstrap_ci, quantile_ci, repeats_ci
 from servebench.analysis.itl import ItlFigures
 from servebench.analysis.itl import figures as itl_figures
-from servebench.analysis.per_request import MS, PERCENTILES, e2e_ns, input_tokens, itl_gaps_ns, output_tokens, tpot_ns, ttft_ns
+from servebench.analysis.per_request import (MS, PERCENTILES, e2e_ns, gap_count, gap_sum_ns, input_tokens,
+                                             output_tokens, tpot_ns, ttft_ns)
 from servebench.records import RequestRecord
 
 WINDOWS = 10  # batch-means windows; fewer when there are few completions
@@ -52,10 +53,9 @@ def batch_means(ends_ns: Sequence[int], weights: Sequence[float], start_ns: int,
 def _itl_mean(ok: list[RequestRecord], level: float) -> Interval:
     sums, counts = [], []
     for r in ok:
-        gaps = itl_gaps_ns(r)
-        if gaps:
-            sums.append(sum(gaps) / MS)
-            counts.append(len(gaps))
+        if n := gap_count(r):  # per-request scalars: no gap of any request is listed (issue 20)
+            sums.append(gap_sum_ns(r) / MS)
+            counts.append(n)
     s, c = np.asarray(sums), np.asarray(counts, dtype=np.float64)
     iv = bootstrap_ci(np.arange(len(s), dtype=np.float64),
                       lambda m: s[m.astype(np.int64)].sum(axis=1) / c[m.astype(np.int64)].sum(axis=1), level)

@@ -8,15 +8,21 @@ import os
 import secrets
 import shutil
 import tempfile
+from array import array
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import numpy as np
 
 from servebench.adapters import ADAPTERS
 from servebench.adapters.base import Adapter
 from servebench.analysis.decode import decode_record, decode_records
+from servebench.analysis.per_request import token_stats
 from servebench.load.loop import LoadStats, realtime_on
-from servebench.records import RequestRecord
+from servebench.records import SPILLED, RequestRecord, counts_array, ns_array
 from servebench.signals import shielded
 from servebench.store import runfiles, spool
+from servebench.store.tokens import TokenFile
 
 # A run spools from this many expected streamed tokens (SERVEBENCH_SPOOL_MIN_TOKENS overrides):
 # below it the records stay in memory (at ~0.5 KB a token, under ~0.5 GB), where nothing runs
@@ -53,18 +59,51 @@ def start(path: Path, adapter: str, interval_s: float = INTERVAL_S, *, sessions:
         return None
 
 
-def stop(sp: spool.Spool | None, stats: LoadStats, warnings: list[str] | None = None) -> None:
+def stop(sp: spool.Spool | None, stats: LoadStats, warnings: list[str] | None = None, *,
+         keep_lags: bool = False) -> None:
     """The rest written out, and the read-lag stamps spilled during the load back in `stats`
     (8 bytes a read, for the summary's read_lag_ms); shielded, as a Ctrl-C halfway would leave
-    records neither on disk nor in memory."""
+    records neither on disk nor in memory. keep_lags: the stamps on disk stay there (the
+    writer reads them a block at a time, lag_blocks(): read back whole they were ~8 B a token
+    at the post-load peak, issue 20); only those a failed write left in memory join `stats`."""
     if sp is None:
         return
     with shielded():
         sp.close()
-        stats.read_lag_ns.extend(sp.read_lags())
-        remove([sp.lag_path])
+        if keep_lags and (left := _lags_left(sp)) is not None:
+            stats.read_lag_ns.extend(left)
+        else:
+            stats.read_lag_ns.extend(sp.read_lags())
+            remove([sp.lag_path])
     if sp.error and warnings is not None:
         warnings.append(f"records kept in memory after the spool to disk failed: {sp.error}")
+
+
+def _lags_left(sp: spool.Spool) -> array | None:
+    try:
+        return sp.lags_left_on_disk()
+    except OSError:
+        return None
+
+
+LAG_BLOCK = 1 << 18  # stamps read back at once (2 MB; a pass holds a few copies of a block)
+
+
+def lag_blocks(spools: list[Path], tail: array) -> tuple[int, Callable[[], Iterator[np.ndarray]]]:
+    """(how many, the batches) of a run's read lags in ms: those stop(keep_lags=True) left in
+    the spools' lag files, a block at a time, then `tail` (the stamps held in memory)."""
+    files = [f for f in (spool.lags_path(p) for p in spools) if f.exists()]
+    n = len(tail) + sum(f.stat().st_size // 8 for f in files)
+
+    def batches() -> Iterator[np.ndarray]:
+        for f in files:
+            with open(f, "rb") as src:
+                while block := src.read(LAG_BLOCK * 8):
+                    yield np.frombuffer(block[: len(block) // 8 * 8], dtype=np.int64) / 1e6
+        if len(tail):
+            yield np.asarray(tail, dtype=np.int64) / 1e6
+
+    return n, batches
 
 
 def warm() -> None:
@@ -81,10 +120,11 @@ def for_sessions(path: Path, adapter: str, records: list[RequestRecord],
 
 def finish_sessions(sp: spool.Spool | None, records: list[RequestRecord], stats: LoadStats,
                     warnings: list[str] | None = None) -> None:
-    """stop(), and the conversation texts the spool took off the records put back (the client's
-    token counts and requests.parquet need them); shielded as stop() is."""
+    """stop() (the read lags left on disk for the writer), and the conversation texts the spool
+    took off the records put back (the client's token counts and requests.parquet need them);
+    shielded as stop() is."""
     with shielded():
-        stop(sp, stats, warnings)
+        stop(sp, stats, warnings, keep_lags=True)
         if sp is not None and sp.written:
             spool.restore_texts(sp.path, records)
 
@@ -125,13 +165,51 @@ def discard(scratch: Path | None) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def decode_all(adapter: Adapter, records: list[RequestRecord], paths: list[Path]) -> None:
+def decode_all(adapter: Adapter, records: list[RequestRecord], paths: list[Path], spill: Path | None = None) -> None:
     """Decode every record: spooled ones from their bytes on disk (dropped again after), the
-    rest (warm-up, in flight at a Ctrl-C, or all when spooling was off) from memory."""
+    rest (warm-up, in flight at a Ctrl-C, or all when spooling was off) from memory.
+    spill: a dir where each decoded record's token arrays go once decoded (store/tokens.py),
+    the record keeping only its TokenStats, so the arrays of a long run are never all in
+    memory; a dir that refuses the file (or a full disk on the way) keeps the rest in memory."""
+    tf = _token_file(spill)
+    keep = (lambda r: None) if tf is None else (lambda r: _spill(tf, r))
     for p in paths:
         if p.exists():
-            spool.restore(p, records, lambda r: decode_record(adapter, r))
+            spool.restore(p, records, lambda r: (decode_record(adapter, r), keep(r)))
     decode_records(adapter, records)
+    if tf is not None:
+        for r in records:  # decoded from memory, or by a load worker
+            if r.decoded and r.tok is None:
+                keep(r)
+
+
+def _token_file(where: Path | None) -> TokenFile | None:
+    if where is None:
+        return None
+    try:
+        return TokenFile(where)
+    except OSError:
+        return None
+
+
+def _typed(values, make):
+    return values if isinstance(values, array) and values.typecode == make().typecode else make(values)
+
+
+def _spill(tf: TokenFile, r: RequestRecord) -> None:
+    if tf.failed:
+        return
+    ns, counts = _typed(r.token_ns, ns_array), _typed(r.token_counts, counts_array)
+    if len(ns) != len(counts):  # not a decoded record's: its place in the file would be wrong
+        return
+    stats = token_stats(r)
+    try:
+        stats.at = tf.put(ns, counts)
+    except OSError:  # a full disk: this record and the rest keep their arrays in memory
+        tf.failed = True
+        return
+    stats.src = tf
+    r.tok, r.token_ns, r.token_counts = stats, SPILLED, SPILLED
 
 
 def remove(paths: list[Path]) -> None:
@@ -141,6 +219,10 @@ def remove(paths: list[Path]) -> None:
             p.unlink()
         except OSError:
             pass
+
+
+def remove_lags(spools: list[Path]) -> None:
+    remove([spool.lags_path(p) for p in spools])
 
 
 def found(run_dir: Path) -> list[Path]:

@@ -272,7 +272,7 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs: Iterator[
         try:
             await drive(tr, plan, perf_counter_ns() + 20_000_000, progress, st.stats, realtime=load.realtime)
         finally:
-            spooled.stop(sp, st.stats, st.warnings)
+            spooled.stop(sp, st.stats, st.warnings, keep_lags=True)  # read by the writer a block at a time
         _mark(st.samplers)
     finally:
         st.connect_ns.extend(tr.connect_ns)

@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from servebench import SCHEMA_VERSION, __version__
-from servebench.analysis import client_check, fidelity, turns
+from servebench.analysis import client_check, fidelity, select, turns
 from servebench.store import redact
 from servebench.store import salvage
 from servebench.store import runfiles
@@ -53,7 +51,9 @@ def write(cfg: RunConfig, st: RunState, p: Prepared) -> Written:
     """Write whatever exists; each piece on its own so one failure never loses the rest.
     Returns the verdict and summary.json as written to the run directory."""
     job, run_dir = _Job(cfg, st, p, redact.secret_values({**cfg.launcher_options, **cfg.env}, cfg.server_args)), st.run_dir
-    job.attempt("decode", spooled.decode_all, p.adapter, st.records, st.spools)
+    # a spooled run's token arrays go to disk as they are decoded: the post-load peak no longer
+    # grows with the tokens streamed (issue 20); the summary reads them back as it needs them
+    job.attempt("decode", spooled.decode_all, p.adapter, st.records, st.spools, run_dir if st.spools else None)
     decoded = not any(f.startswith("decode:") for f in job.failures)  # every spooled row is in memory
     sent = _sent(st.records, job.secrets)
 
@@ -70,7 +70,10 @@ def write(cfg: RunConfig, st: RunState, p: Prepared) -> Written:
                         steady_state=cfg.steady_state)
     outcome = _judged(cfg, st, summary)
     _traffic(cfg, st, sent, summary)
-    _client(st, summary)
+    try:
+        _client(st, summary)
+    finally:
+        spooled.remove_lags(st.spools)  # read: the spools' lag files go with them
     start, end = _window(sent)
     _telemetry(job, summary, start, end)
     # small files next (the status as known now), then the bulky ones: samples and plots
@@ -122,10 +125,9 @@ def _client(st: RunState, summary: dict) -> None:
     summary["warnings"] = list(st.warnings)
     summary["not_released"] = sum(1 for r in st.records if not r.warmup and not r.sent_ns and not r.error)
     summary["loop_lag_ms"] = dist([v / 1e6 for v in stats.loop_lag_ns])
-    lags = np.asarray(stats.read_lag_ns, dtype=np.float64)
-    lags /= 1e6  # in place: about one stamp a token, so a copy is 8 B a token at the post-load peak
-    summary["read_lag_ms"] = dist(lags)
-    del lags
+    # about one stamp a token: read a block at a time from where the load left them (issue 20)
+    n, lags = spooled.lag_blocks(st.spools, stats.read_lag_ns)
+    summary["read_lag_ms"] = select.dist(lags, n)[0]
     summary["connections"] = {"opened": len(st.connect_ns), "setup_ms": dist([v / 1e6 for v in st.connect_ns])}
     streamed = summary["output_tokens"]["streamed_total"]
     client = summary["client"] = {  # servebench's own cost during the load window (decoding comes after)

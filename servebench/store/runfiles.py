@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from servebench import SCHEMA_VERSION
 from servebench.errors import first_line
-from servebench.records import COUNTS, NS, RequestRecord
+from servebench.records import COUNTS, NS, RequestRecord, token_arrays
 
 _COLUMNS: list[tuple[str, pa.DataType]] = [
     ("index", pa.int64()),
@@ -126,7 +126,7 @@ def _slices(records: list[RequestRecord]) -> list[list[RequestRecord]]:
             out.append([])
             n = 0
         out[-1].append(r)
-        n += len(r.token_ns) + 1
+        n += (r.tok.events if r.tok is not None else len(r.token_ns)) + 1
     return out
 
 
@@ -135,21 +135,27 @@ def _slices(records: list[RequestRecord]) -> list[list[RequestRecord]]:
 _PER_TOKEN = {"token_ns": (NS, np.int64), "token_counts": (COUNTS, np.intc)}
 
 
-def _list_column(part: list[RequestRecord], name: str, t: pa.DataType) -> pa.Array:
-    code, dtype = _PER_TOKEN[name]
-    flat = array(code)
-    offsets = np.zeros(len(part) + 1, dtype=np.int32)
+def _token_columns(part: list[RequestRecord], types: dict[str, pa.DataType]) -> dict[str, pa.Array]:
+    """token_ns and token_counts of a slice, each record's arrays read once (from disk when they
+    were spilled after decoding: store/tokens.py)."""
+    flat = {name: array(code) for name, (code, _) in _PER_TOKEN.items()}
+    offsets = {name: np.zeros(len(part) + 1, dtype=np.int32) for name in _PER_TOKEN}
     for i, r in enumerate(part):
-        flat.extend(getattr(r, name))  # a list too (a record made by hand): same values
-        offsets[i + 1] = len(flat)
-    values = pa.array(np.frombuffer(flat, dtype=dtype) if flat else np.zeros(0, dtype), type=t.value_type)
-    return pa.ListArray.from_arrays(pa.array(offsets), values, type=t)
+        for name, values in zip(_PER_TOKEN, token_arrays(r)):
+            flat[name].extend(values)  # a list too (a record made by hand): same values
+            offsets[name][i + 1] = len(flat[name])
+    out = {}
+    for name, (_, dtype) in _PER_TOKEN.items():
+        t, v = types[name], flat[name]
+        values = pa.array(np.frombuffer(v, dtype=dtype) if v else np.zeros(0, dtype), type=t.value_type)
+        out[name] = pa.ListArray.from_arrays(pa.array(offsets[name]), values, type=t)
+    return out
 
 
-def _column(part: list[RequestRecord], name: str, t: pa.DataType) -> pa.Array:
-    if name in _PER_TOKEN:
-        return _list_column(part, name, t)
-    return pa.array([getattr(r, name) for r in part], type=t)
+def _columns(part: list[RequestRecord], every: list[tuple[str, pa.DataType]]) -> list[pa.Array]:
+    tokens = _token_columns(part, dict(every))
+    return [tokens[name] if name in tokens else pa.array([getattr(r, name) for r in part], type=t)
+            for name, t in every]
 
 
 def write_records(path: Path, records: list[RequestRecord]) -> None:
@@ -159,7 +165,7 @@ def write_records(path: Path, records: list[RequestRecord]) -> None:
     try:
         with pq.ParquetWriter(tmp, sch) as out:
             for part in _slices(records):  # one, empty, for no records: the file still has the schema
-                out.write_table(pa.Table.from_arrays([_column(part, name, t) for name, t in every], schema=sch))
+                out.write_table(pa.Table.from_arrays(_columns(part, every), schema=sch))
                 # each row group's encoders take ~35-45 MB the pool keeps; kept across slices it
                 # grew with the run (+60 MB at 0.57 M tokens, +110 MB at 3.4 M, issue 20)
                 pa.default_memory_pool().release_unused()

@@ -11,6 +11,7 @@ reads as nothing). Decoding still happens after the run, from these bytes (raw-f
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -139,6 +140,16 @@ class Spool:
                 out.frombytes(f.read(self._lag_bytes))
         except OSError:
             pass
+        for a in self._lags:
+            out.extend(a)
+        return out
+
+    def lags_left_on_disk(self) -> array:
+        """After close(): the lag file cut to the stamps written whole, left for a reader that
+        takes it a block at a time (load/spooled.lag_blocks); returns those a failed write
+        left in memory. OSError when the file cannot be cut (read_lags() then)."""
+        os.truncate(self.lag_path, self._lag_bytes)
+        out = array("q")
         for a in self._lags:
             out.extend(a)
         return out

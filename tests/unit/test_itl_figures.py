@@ -1,5 +1,6 @@
-"""Issue 20: ITL's figures come from one array, sorted once in place, and stay the numbers the
-old formulas gave (metrics.dist on the gaps in record order, quantile_ci on a sorted copy)."""
+"""Issue 20: ITL's figures, found without every gap in memory (analysis/select.py), stay the
+numbers the old formulas gave (metrics.dist on the gaps in record order, quantile_ci on a sorted
+copy): exactly, except mean and std, now exactly rounded sums (within 1e-12 of numpy's)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,16 @@ def _old(records: list[RequestRecord], level: float = 0.95) -> tuple[dict, dict]
     return dist(gaps), {p: quantile_ci(gaps, p, level) for p in PERCENTILES}
 
 
+def _same_dist(got: dict, want: dict) -> None:
+    """Every order statistic exact; mean and std to 1e-12 (fsum against numpy's pairwise sum)."""
+    assert {k: v for k, v in got.items() if k not in ("mean", "std")} == {
+        k: v for k, v in want.items() if k not in ("mean", "std")}
+    for k in ("mean", "std"):
+        assert (got[k] is None) == (want[k] is None)
+        if want[k] is not None:
+            assert got[k] == pytest.approx(want[k], rel=1e-12, abs=1e-15)
+
+
 CASES = {
     "empty": [],
     "one token each": [_rec(i, [10**15 + i], [1]) for i in range(5)],
@@ -62,7 +73,8 @@ def test_every_itl_figure_is_the_old_formulas_value(name, level):
     recs = CASES[name]
     want_dist, want_iv = _old(recs, level)
     got = itl.figures(recs, level)
-    assert got.dist == want_dist and list(got.dist) == list(want_dist)  # values and key order: JSON bytes
+    assert list(got.dist) == list(want_dist)  # key order: JSON bytes
+    _same_dist(got.dist, want_dist)
     assert got.intervals == want_iv
     assert got.level == level
 
@@ -72,23 +84,22 @@ def test_summary_json_itl_blocks_are_the_old_formulas_values(name):
     recs = CASES[name]
     want_dist, want_iv = _old(recs)
     s = summarize(recs, target_concurrency=4)
-    assert s["itl_ms"] == want_dist
+    _same_dist(s["itl_ms"], want_dist)
     for p in PERCENTILES:
         assert s["intervals"]["figures"][f"itl_ms.p{p}"] == figure(want_iv[p])
 
 
-def test_one_gap_array_per_summary(monkeypatch):
-    # made twice (metrics, then run_intervals) the gaps were held twice over the post-load peak;
-    # std's in-place pass refills the same array (out=) rather than making another
-    made = []
-    real = itl.itl_ms
-    monkeypatch.setattr(itl, "itl_ms", lambda recs, out=None: made.append(out is None) or real(recs, out))
+def test_no_gap_array_is_built_for_a_summary(monkeypatch):
+    # the gaps are recomputed block by block (itl.blocks) as often as selection needs them;
+    # per_request.itl_ms (every gap as one array, 8 B a gap at the post-load peak) is not called
+    monkeypatch.setattr(itl, "BLOCK", 64)
+    from servebench.analysis import per_request
+    monkeypatch.setattr(per_request, "itl_ms", lambda *a, **k: pytest.fail("itl_ms called"))
     recs = CASES["varied"]
+    want_dist, want_iv = _old(recs)
     s = summarize(recs, target_concurrency=4)
-    assert made.count(True) == 1
-    ok = [r for r in recs if r.ok]
-    alone = block(ok, min(r.sent_ns for r in ok), max(r.end_ns for r in ok))  # no figures given: made here
-    assert made.count(True) == 2 and alone["figures"]["itl_ms.p99"] == s["intervals"]["figures"]["itl_ms.p99"]
+    _same_dist(s["itl_ms"], want_dist)
+    assert s["intervals"]["figures"]["itl_ms.p99"] == figure(want_iv[99])
 
 
 def test_presorted_quantile_ci_reads_the_array_as_given():

@@ -225,6 +225,7 @@ def test_a_session_run_spools_its_turns_and_writes_what_memory_would_have(tmp_pa
     with start_emulator("openai-chat", ttft_ms=3, itl_ms=1) as emu:
         run_dir = orchestrate.run(_session_cfg(emu.url, tmp_path))
     assert len(handed) == 24 and not spooled.found(run_dir)  # every turn spooled; the crash copy removed
+    assert list(run_dir.glob("requests.spool*")) == []  # its read-lag file too, once the writer read it
     recs = runfiles.load_records(run_dir / "requests.parquet")
     assert recs == runfiles.load_records(tmp_path / "memory" / "requests.parquet")
     turns = [r for r in recs if not r.warmup]
