@@ -36,8 +36,8 @@ def panels(run_dir: Path, meas: pd.DataFrame, t0: int) -> list[Panel]:
     step = lambda v: np.append(v, v[-1])  # noqa: E731 - a step plot draws the last bin too
     offered = Panel("Offered load (scheduled, 1 s bins)", "requests/s", [Series("requests/s", edges, step(n / width), step=True)], "offered")
     tokens = Panel("Offered prompt tokens/s (1 s bins)", "tokens/s", [Series("prompt tokens/s", edges, step(toks / width), step=True)], "offered prompt")
-    ttft = [(int(ts[0]) - int(s)) / 1e6 if ts is not None and len(ts) else np.nan
-            for ts, s in zip(meas["token_ns"], meas["sent_ns"])]
+    first = meas["first_token_ns"].to_numpy(np.int64)  # 0: no token (plots.build reads them a batch at a time)
+    ttft = np.where(first > 0, (first - meas["sent_ns"].to_numpy(np.int64)) / 1e6, np.nan)
     sent = (meas["sent_ns"].to_numpy(np.int64) - t0) / 1e9
     idx = np.clip(np.searchsorted(edges, sent, side="right") - 1, 0, len(width) - 1)
     worst = np.full(len(width), np.nan)

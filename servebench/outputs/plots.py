@@ -13,11 +13,14 @@ from pathlib import Path
 import click
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from servebench.errors import described
 from servebench.outputs.panels import Panel, Series, Timeline
 
 GIB = 1024**3
+_BATCH = 256  # rows of requests.parquet a step: a few MB of stamps even at 16K tokens a row (a row group is ~256K tokens)
 
 
 class PlotError(ValueError):
@@ -34,6 +37,70 @@ def _read(run_dir: Path, name: str) -> pd.DataFrame | None:
         raise PlotError(f"cannot read {p}: {described(e)}") from e
 
 
+_PER_TOKEN = ("token_ns", "token_counts")
+
+
+def _requests(run_dir: Path) -> tuple[pd.DataFrame, pq.ParquetFile] | None:
+    """requests.parquet without its per-token columns (those are read a batch at a time by
+    _tokens: whole, they were the plot's memory, ~30 B a token after a long run, issue 20)."""
+    p = run_dir / "requests.parquet"
+    if not p.exists():
+        return None
+    try:
+        pf = pq.ParquetFile(p)
+        names = pf.schema_arrow.names
+        missing = {"sent_ns", "end_ns", "token_ns", "warmup"} - set(names)
+        if missing:
+            raise PlotError(f"{p}: missing columns {sorted(missing)}")
+        return pf.read(columns=[c for c in names if c not in _PER_TOKEN]).to_pandas(), pf
+    except PlotError:
+        raise
+    except Exception as e:
+        raise PlotError(f"cannot read {p}: {described(e)}") from e
+
+
+def _tokens(pf: pq.ParquetFile, keep: np.ndarray, t0_ns: int, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """One pass over the per-token columns, BATCH rows at a time, of the rows `keep` selects:
+    output tokens summed into the 1 s bins of `edges` (s from t0), each row's first token
+    stamp (0: none), and the last token stamp. A row's counts weigh its stamps when there is
+    one per stamp, else every stamp counts 1."""
+    sums = np.zeros(len(edges) - 1)
+    first = np.zeros(len(keep), dtype=np.int64)
+    last, row = 0, 0
+    cols = [c for c in _PER_TOKEN if c in pf.schema_arrow.names]
+    try:
+        for b in pf.iter_batches(batch_size=_BATCH, columns=cols):
+            ns = b.column("token_ns")
+            lens = pc.list_value_length(ns).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+            flat = ns.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+            w = _weights(b.column("token_counts") if "token_counts" in cols else None, lens)
+            rows = np.repeat(np.arange(len(lens)), lens)
+            k = keep[row:row + len(lens)]
+            starts = np.cumsum(lens) - lens
+            has = (lens > 0) & k
+            first[row:row + len(lens)][has] = flat[starts[has]]
+            mine = k[rows]
+            if mine.any():
+                last = max(last, int(flat[mine].max()))
+                sums += np.histogram((flat[mine] - t0_ns) / 1e9, bins=edges, weights=w[mine])[0]
+            row += len(lens)
+    except Exception as e:
+        raise PlotError(f"cannot read token stamps from requests.parquet: {described(e)}") from e
+    return sums, first, last
+
+
+def _weights(counts, lens: np.ndarray) -> np.ndarray:
+    w = np.ones(int(lens.sum()))
+    if counts is None:
+        return w
+    clens = pc.list_value_length(counts).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    ok = clens == lens  # a null or mismatched row counts each stamp once
+    cflat = counts.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
+    cvalid = ok[np.repeat(np.arange(len(clens)), np.maximum(clens, 0))]
+    w[ok[np.repeat(np.arange(len(lens)), lens)]] = cflat[cvalid]
+    return w
+
+
 def in_flight(sent_ns: np.ndarray, end_ns: np.ndarray, t0_ns: int) -> tuple[np.ndarray, np.ndarray]:
     """Step series of requests in flight: +1 at each send, -1 at each end; events at the
     same instant are netted (a closed loop's back-to-back requests don't draw spikes)."""
@@ -45,50 +112,46 @@ def in_flight(sent_ns: np.ndarray, end_ns: np.ndarray, t0_ns: int) -> tuple[np.n
     return (t[last] - t0_ns) / 1e9, level[last]
 
 
+def bin_edges(t0_ns: int, t_end_ns: int, bin_s: float = 1.0) -> np.ndarray:
+    """Edges (s from t0) of `bin_s` bins over [t0, t_end]; the last bin may be partial."""
+    span = max(t_end_ns - t0_ns, 1) / 1e9
+    edges = np.arange(0.0, span, bin_s)
+    return np.append(edges, span) if edges[-1] < span else edges
+
+
 def tokens_per_s(token_ns: np.ndarray, counts: np.ndarray, t0_ns: int, t_end_ns: int, bin_s: float = 1.0):
     """Output tokens per second in bins of `bin_s` from t0 -> (edges, rates), one more edge
     than rates. The last, partial bin is divided by its own width, so the end of the run
     doesn't look like a drop."""
-    span = max(t_end_ns - t0_ns, 1) / 1e9
-    edges = np.arange(0.0, span, bin_s)
-    edges = np.append(edges, span) if edges[-1] < span else edges
-    x = (token_ns - t0_ns) / 1e9
-    sums, _ = np.histogram(x, bins=edges, weights=counts)
+    edges = bin_edges(t0_ns, t_end_ns, bin_s)
+    sums, _ = np.histogram((token_ns - t0_ns) / 1e9, bins=edges, weights=counts)
     return edges, sums / np.diff(edges)
 
 
 def build(run_dir: str | Path) -> Timeline:
     run_dir = Path(run_dir)
-    req = _read(run_dir, "requests.parquet")
-    if req is None:
+    got = _requests(run_dir)
+    if got is None:
         raise PlotError(f"{run_dir}: no requests.parquet (not a run dir?)")
-    missing = {"sent_ns", "end_ns", "token_ns", "warmup"} - set(req.columns)
-    if missing:
-        raise PlotError(f"{run_dir / 'requests.parquet'}: missing columns {sorted(missing)}")
-    req = req[req["sent_ns"] > 0]
-    meas = req[~req["warmup"].astype(bool)]
+    req, pf = got
+    keep = ((req["sent_ns"] > 0) & ~req["warmup"].astype(bool)).to_numpy()
+    meas = req[keep]
     if meas.empty:
         raise PlotError(f"{run_dir}: no measured (non-warm-up) requests to plot")
     t0 = int(meas["sent_ns"].min())
     last_end = int(meas["end_ns"].max())
-    tok_ns, tok_n = [], []
-    counts = meas["token_counts"] if "token_counts" in meas else [None] * len(meas)
-    for ts, cs in zip(meas["token_ns"], counts):
-        ts = np.asarray(ts if ts is not None else [], dtype=np.int64)
-        cs = np.asarray(cs if cs is not None and len(cs) == len(ts) else np.ones(len(ts)), dtype=np.float64)
-        tok_ns.append(ts)
-        tok_n.append(cs)
-    tok_ns_a = np.concatenate(tok_ns) if tok_ns else np.zeros(0, np.int64)
-    tok_n_a = np.concatenate(tok_n) if tok_n else np.zeros(0)
+    edges = bin_edges(t0, max(last_end, t0 + 1))
+    sums, first, last_tok = _tokens(pf, keep, t0, edges)
+    meas = meas.assign(first_token_ns=first[keep])
     # A request without an end (failed before any response) stays in flight to the end.
     ends = meas["end_ns"].to_numpy(np.int64)
-    ends = np.where(ends > 0, ends, max(last_end, int(tok_ns_a.max()) if tok_ns_a.size else 0))
+    ends = np.where(ends > 0, ends, max(last_end, last_tok))
 
     flight = Panel("Requests in flight", "requests", metric="in flight")
     sends = meas["sent_ns"].to_numpy(np.int64)
     flight.series.append(Series("client", *in_flight(sends, ends, t0), step=True))
     tps = Panel("Output tokens/s (1 s bins)", "tokens/s", metric="output")
-    edges, rate = tokens_per_s(tok_ns_a, tok_n_a, t0, max(last_end, t0 + 1))
+    rate = sums / np.diff(edges)
     # Repeat the last rate at the final edge so a step plot draws the last bin too.
     tps.series.append(Series("client", edges, np.append(rate, rate[-1]), step=True))
     from servebench.outputs.offered import panels as offered  # open loops: offered load beside latency

@@ -13,7 +13,7 @@ from servebench.analysis import itl
 from servebench.analysis.intervals import quantile_ci
 from servebench.analysis.metrics import dist, summarize
 from servebench.analysis.per_request import MS, PERCENTILES, itl_gaps_ns
-from servebench.analysis.run_intervals import block, figure
+from servebench.analysis.run_intervals import figure
 from servebench.records import RequestRecord, counts_array, ns_array
 
 

@@ -119,3 +119,68 @@ def test_axis_titles_name_the_metric_beside_its_unit(tmp_path):
         "in flight (requests)", "output (tokens/s)", "GPU util (%)", "GPU memory (GiB)", "KV cache (%)"]
     assert Panel("TTFT by send time", "ms", metric="TTFT").axis_title == "TTFT (ms)"
     assert Panel("Something", "GiB").axis_title == "GiB"  # no metric given: the unit alone, as before
+
+
+def _ragged_run(d, rows=60, group=7):
+    """Requests whose counts weigh their stamps, don't match them, or are missing; a request
+    without stamps; one that never ended; in small row groups."""
+    rng = np.random.default_rng(5)
+    out = [{"sent_ns": T0 - S, "end_ns": T0, "token_ns": [T0 - S // 2], "token_counts": [1], "warmup": True}]
+    for i in range(rows):
+        sent = T0 + i * S // 7
+        toks = sorted(int(v) for v in sent + rng.integers(1, 3 * S, int(rng.integers(1, 30))))
+        kind = i % 5
+        counts = {0: [1] * len(toks), 1: [3] * len(toks), 2: [2] * (len(toks) + 1), 3: None, 4: [1] * len(toks)}[kind]
+        out.append({"sent_ns": sent, "end_ns": 0 if i == 11 else toks[-1], "token_ns": None if i == 17 else toks,
+                    "token_counts": counts, "warmup": False})
+    pd.DataFrame(out).to_parquet(d / "requests.parquet", row_group_size=group)
+    return out[1:]
+
+
+def test_tokens_per_s_read_a_batch_at_a_time_equals_every_stamp_at_once(tmp_path, monkeypatch):
+    import servebench.outputs.plots as plots
+
+    rows = _ragged_run(tmp_path)
+    monkeypatch.setattr(plots, "_BATCH", 4)  # many passes over few rows: batch edges inside requests' rows
+    tl = build(tmp_path)
+    stamps, weights = [], []
+    for r in rows:
+        ts = r["token_ns"] or []
+        c = r["token_counts"]
+        stamps += ts
+        weights += c if c is not None and len(c) == len(ts) else [1] * len(ts)
+    last_end = max(r["end_ns"] for r in rows)
+    edges, rate = tokens_per_s(np.array(stamps), np.array(weights, dtype=float), T0, last_end)
+    tps = tl.panels[1].series[0]
+    assert list(tps.x) == list(edges) and list(tps.y[:-1]) == list(rate)
+    flight = tl.panels[0].series[0]  # the request that never ended stays in flight to the last stamp
+    assert flight.x[-1] == pytest.approx((max(stamps) - T0) / 1e9) and flight.y[-1] == 0
+
+
+def test_the_timeline_never_reads_every_token_stamp_at_once(tmp_path, monkeypatch):
+    """A long run's requests.parquet holds ~12 B a token: the plot reads the token columns a
+    batch of rows at a time (issue 20), never the whole column."""
+    import pyarrow.parquet as pq
+
+    _ragged_run(tmp_path)
+    whole = []
+    for mod, name in ((pd, "read_parquet"), (pq, "read_table")):
+        real = getattr(mod, name)
+
+        def spy(path, *a, _real=real, **kw):
+            cols = kw.get("columns")
+            if str(path).endswith("requests.parquet") and (cols is None or "token_ns" in cols):
+                whole.append(name)
+            return _real(path, *a, **kw)
+
+        monkeypatch.setattr(mod, name, spy)
+    real_read = pq.ParquetFile.read
+
+    def file_read(self, columns=None, *a, **kw):
+        if columns is None or "token_ns" in columns:
+            whole.append("ParquetFile.read")
+        return real_read(self, columns, *a, **kw)
+
+    monkeypatch.setattr(pq.ParquetFile, "read", file_read)
+    assert build(tmp_path).panels[1].series[0].y.sum() > 0
+    assert whole == []
