@@ -178,9 +178,10 @@ class Fitted:
 
 
 # Host cost per layer per step (µs) tried on the pooled rows; the best on the training rows
-# is kept and every family inherits it. One number for every engine: engines differ in it (C++
-# runtimes with CUDA graphs pay little), but no row says which engine used graphs.
-LAYER_GRID_US = (0.0, 25.0, 50.0, 100.0, 200.0, 400.0)
+# is kept and every family inherits it. Engines differ in it (C++ runtimes with CUDA graphs pay
+# little) but no row says which engine used graphs, so only an engine group (a family/engine a
+# source separated) searches the grid again on its own rows, up (_heavier) or down (_lighter).
+LAYER_GRID_US = (0.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0)
 
 
 def _pooled(train: list[Row], w4e: frozenset | None = None) -> Factors:
@@ -206,6 +207,31 @@ def _lighter(train: list[Row], start: Factors, w4e: frozenset) -> Factors:
     return best
 
 
+def _heavier(train: list[Row], start: Factors, w4e: frozenset, best: Factors | None = None) -> Factors:
+    """An engine group's fit with the grid's larger per-layer costs tried on its rows, best
+    kept. The pooled cost is mostly compiled runtimes' (TensorRT-LLM, MLC); an engine that
+    launched every kernel from Python pays more per layer whatever the GPU (TGI 1.x: 41 ms per
+    token for Llama 2 70B on 4 A100-80GB in TGI issue #1129, 520 us per layer, where reading
+    the weights takes 17 ms), and its eta_mem alone would take that as slow memory: too slow
+    where the weights per GPU are many (one A10G), too fast where they are few (8 A100s)."""
+    best = best or fit_group(train, start, w4e)
+    cost = _sse(train, best, w4e)
+    for v in sorted(x for x in LAYER_GRID_US if x > start.layer_us):
+        g = fit_group(train, start.with_(layer_us=v), w4e)
+        e = _sse(train, g, w4e)
+        if e >= cost:
+            break
+        best, cost = g, e
+    return best
+
+
+def _engine_group(train: list[Row], start: Factors, w4e: frozenset) -> Factors:
+    lighter = _lighter(train, start, w4e)
+    if lighter.layer_us < start.layer_us or lighter.eta_mem >= 0.95 - 1e-9:
+        return lighter  # faster than the inherited cost allows: never also slower
+    return _heavier(train, start, w4e, lighter)
+
+
 def fit(train: list[Row]) -> Fitted:
     w4e = w4_engines(train)
     groups = {"*": _pooled(train, w4e)}
@@ -213,7 +239,7 @@ def fit(train: list[Row]) -> Fitted:
         groups[fam] = _lighter([r for r in train if r.family == fam], groups["*"], w4e)
     sep = _separated(train)
     for fam, eng in sorted(sep):
-        groups[f"{fam}/{eng}"] = _lighter([r for r in train if (r.family, r.engine) == (fam, eng)], groups[fam], w4e)
+        groups[f"{fam}/{eng}"] = _engine_group([r for r in train if (r.family, r.engine) == (fam, eng)], groups[fam], w4e)
     engines = {k: sorted({r.engine for r in train if k in ("*", r.family)}) for k in groups if "/" not in k}
     return Fitted(groups, sep, engines, engine_ratios(groups, sep), w4e)
 

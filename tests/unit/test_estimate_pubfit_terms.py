@@ -126,3 +126,18 @@ def test_a_group_faster_than_the_inherited_per_layer_cost_allows_gets_a_smaller_
     g = pubfit._lighter(fast, start, frozenset())
     assert g.layer_us < 200.0
     assert all(abs(e) < 0.15 for r in fast for e in pubfit.log_errors(r, g).values())
+
+
+def test_an_engine_slower_per_layer_than_the_inherited_cost_gets_a_larger_one():
+    """TGI 1.x launched every kernel from Python (~500 us per layer in TGI issue #1129 and the
+    seed study): its group searches the grid upwards on its own rows, instead of taking that
+    host time as slow memory; a group its inherited cost already fits keeps it."""
+    slow = TGI.with_(eta_mem=0.6, layer_us=400.0)
+    rows = _rows("S", "a100-80gb", "tgi", slow) + _rows("T", "a100-80gb", "tgi", slow)
+    start = VLLM.with_(layer_us=100.0)
+    g = pubfit._engine_group(rows, start, frozenset())
+    assert g.layer_us == 400.0 and g.eta_mem == pytest.approx(0.6, rel=0.15)
+    assert all(abs(e) < 0.1 for r in rows for e in pubfit.log_errors(r, g).values())
+    assert pubfit.fit_group(rows, start).eta_mem < 0.5  # without the search: host time read as slow memory
+    fits = _rows("V", "a100-80gb", "vllm", start)
+    assert pubfit._engine_group(fits, start, frozenset()).layer_us == 100.0

@@ -46,7 +46,9 @@ def _implied_tok_s(r: dict) -> float:
 def test_a_row_giving_both_ms_per_token_and_tokens_per_s_agrees_with_itself_or_says_it_does_not():
     """tok/s ~ users x tokens per request / request time. The seed study's ms/token includes
     prefill and excludes queueing, so 25 % either way is agreement; a row outside it must say
-    its ms/token is not used (one seed row is: 20 users / 67.40 ms = 297, not 668)."""
+    its ms/token is not used. None does now: the seed row once quoted as 13B on p4d at 20 users
+    with 67.40 ms and 668 tok/s mixed two rows of the study (its raw data: 28.61 ms there, and
+    67.40 ms with 295.64 tok/s on ml.g5.12xlarge)."""
     checked = flagged = 0
     for r in _rows():
         if not (r["ms_per_token"] and r["tokens_per_s"]) or r["load"] != "closed":
@@ -58,7 +60,7 @@ def test_a_row_giving_both_ms_per_token_and_tokens_per_s_agrees_with_itself_or_s
         else:
             checked += 1
             assert 0.75 <= ratio <= 1.25, (r["source"], r["model"], r["concurrency"], ratio)
-    assert checked >= 8 and flagged == 1
+    assert checked >= 9 and flagged == 0
 
 
 def test_single_stream_decode_rows_stay_under_the_bandwidth_ceiling():
