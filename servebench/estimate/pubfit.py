@@ -197,14 +197,7 @@ def _lighter(train: list[Row], start: Factors, w4e: frozenset) -> Factors:
     best = fit_group(train, start, w4e)
     if best.eta_mem < 0.95 - 1e-9:
         return best
-    cost = _sse(train, best, w4e)
-    for v in sorted((x for x in LAYER_GRID_US if x < start.layer_us), reverse=True):
-        g = fit_group(train, start.with_(layer_us=v), w4e)
-        e = _sse(train, g, w4e)
-        if e >= cost:
-            break
-        best, cost = g, e
-    return best
+    return _walk(train, start, w4e, best, sorted((x for x in LAYER_GRID_US if x < start.layer_us), reverse=True))
 
 
 def _heavier(train: list[Row], start: Factors, w4e: frozenset, best: Factors | None = None) -> Factors:
@@ -215,8 +208,13 @@ def _heavier(train: list[Row], start: Factors, w4e: frozenset, best: Factors | N
     the weights takes 17 ms), and its eta_mem alone would take that as slow memory: too slow
     where the weights per GPU are many (one A10G), too fast where they are few (8 A100s)."""
     best = best or fit_group(train, start, w4e)
+    return _walk(train, start, w4e, best, sorted(x for x in LAYER_GRID_US if x > start.layer_us))
+
+
+def _walk(train: list[Row], start: Factors, w4e: frozenset, best: Factors, layer_us: list[float]) -> Factors:
+    """The group refitted at each per-layer cost in turn, kept while its error falls."""
     cost = _sse(train, best, w4e)
-    for v in sorted(x for x in LAYER_GRID_US if x > start.layer_us):
+    for v in layer_us:
         g = fit_group(train, start.with_(layer_us=v), w4e)
         e = _sse(train, g, w4e)
         if e >= cost:
