@@ -38,12 +38,12 @@ def figures(records: Sequence[RequestRecord], level: float = LEVEL) -> ItlFigure
     recs = [r for r in records if gap_count(r)]
     n = sum(gap_count(r) for r in recs)
     bounds = [k for p in PERCENTILES for k in quantile_ranks(n, p, level) if 0 <= k < n] if n else []
-    out, at = select.dist(lambda: blocks(recs), n, bounds)  # the blocks are made again for every pass
+    out, at = select.dist(lambda: blocks(recs, BLOCK), n, bounds)  # the blocks are made again for every pass
     return ItlFigures(out, {p: quantile_ci_at(n, p, at, level) for p in PERCENTILES}, level)
 
 
 def blocks(records: Sequence[RequestRecord], block: int = BLOCK) -> Iterator[np.ndarray]:
-    """The records' gaps in ms (per_request.itl_ms's values), a few records' at a time: those
+    """The records' gaps in ms (per_request.itl_gaps_ns's, / MS), a few records' at a time: those
     in memory in their order, then those on disk in the file's order, one read per block."""
     ns: list[np.ndarray] = []
     counts: list[np.ndarray] = []
@@ -82,7 +82,7 @@ def _arrays(records: Sequence[RequestRecord], block: int) -> Iterator[tuple[np.n
 
 
 def _gaps(ns: list[np.ndarray], counts: list[np.ndarray]) -> np.ndarray:
-    """itl_ms's steps on several records at once: int64 differences within each record, as
+    """itl_gaps_ns's steps on several records at once: int64 differences within each record, as
     float64, an event of k > 1 tokens as k gaps of gap / k (k = 1 divides exactly), / MS."""
     t = np.concatenate(ns)
     c = np.concatenate(counts)

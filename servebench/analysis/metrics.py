@@ -15,7 +15,7 @@ import numpy as np
 # the per-request figures live in per_request.py (run_intervals builds on them too); named here
 # as well, where the rest of servebench has always read them
 from servebench.analysis.per_request import (MS, PERCENTILES, e2e_ns, input_tokens, itl_gaps_ns,  # noqa: F401
-                                             itl_ms, output_tokens, tpot_ns, ttft_ns)
+                                             output_tokens, tpot_ns, ttft_ns)
 from servebench.analysis import per_request
 from servebench.analysis.itl import ItlFigures
 from servebench.records import RequestRecord

@@ -3,7 +3,6 @@ built from (docs/metrics.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,33 +49,6 @@ def _gaps_of(t, c) -> list[float]:
         g = t[j] - t[j - 1]
         k = c[j] if c[j] > 0 else 1
         out.extend([g / k] * k) if k > 1 else out.append(g)
-    return out
-
-
-def itl_ms(records: Sequence[RequestRecord], out: np.ndarray | None = None) -> np.ndarray:
-    """Every record's itl_gaps_ns in ms, one float64 array, the same values in the same order
-    as `[g / MS for r in records for g in itl_gaps_ns(r)]`: a Python float list of those cost
-    ~32 bytes a token after a long run (issue 20), this costs 8. int64 -> float64 is exact
-    below 2**53 ns and IEEE division is correctly rounded, as Python's int / int is.
-    Written into one array sized by counting the gaps first (or into `out`, of that size): an
-    array per record concatenated at the end held every gap twice, and those small blocks kept
-    the C heap's RSS up after they were freed."""
-    if out is None:
-        out = np.empty(sum(gap_count(r) for r in records), dtype=np.float64)
-    pos = 0
-    for r in records:
-        t, c = token_arrays(r)
-        n = len(t)
-        if n < 2:
-            continue
-        g = np.diff(np.asarray(t, dtype=np.int64)).astype(np.float64)
-        k = _batch_sizes(c, n)
-        if k is not None:
-            g = np.repeat(g / k, k)
-        np.divide(g, MS, out=out[pos:pos + g.size])
-        pos += g.size
-    if pos != out.size:
-        raise ValueError(f"itl_ms: {pos} gaps for an array of {out.size}")
     return out
 
 

@@ -90,14 +90,22 @@ def test_summary_json_itl_blocks_are_the_old_formulas_values(name):
 
 
 def test_no_gap_array_is_built_for_a_summary(monkeypatch):
-    # the gaps are recomputed block by block (itl.blocks) as often as selection needs them;
-    # per_request.itl_ms (every gap as one array, 8 B a gap at the post-load peak) is not called
+    # the gaps are recomputed block by block (itl.blocks) as often as selection needs them,
+    # never as one array of every gap (8 B a gap at the post-load peak)
     monkeypatch.setattr(itl, "BLOCK", 64)
-    from servebench.analysis import per_request
-    monkeypatch.setattr(per_request, "itl_ms", lambda *a, **k: pytest.fail("itl_ms called"))
+    real, sizes = itl.blocks, []
+
+    def spy(*a, **k):
+        for b in real(*a, **k):
+            sizes.append(b.size)
+            yield b
+
+    monkeypatch.setattr(itl, "blocks", spy)
     recs = CASES["varied"]
     want_dist, want_iv = _old(recs)
     s = summarize(recs, target_concurrency=4)
+    n = s["itl_ms"]["n"]
+    assert sizes and max(sizes) < n and sum(sizes) % n == 0  # several passes, each in blocks
     _same_dist(s["itl_ms"], want_dist)
     assert s["intervals"]["figures"]["itl_ms.p99"] == figure(want_iv[99])
 

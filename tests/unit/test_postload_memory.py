@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from servebench.analysis import intervals
-from servebench.analysis.per_request import MS, itl_gaps_ns, itl_ms
+from servebench.analysis import intervals, itl
+from servebench.analysis.per_request import MS, itl_gaps_ns
 from servebench.records import RequestRecord, counts_array, ns_array
 from servebench.store import runfiles
 
@@ -32,16 +32,16 @@ def _records(n: int, seed: int = 1) -> list[RequestRecord]:
     return out
 
 
-def test_itl_ms_is_the_python_list_exactly():
+def test_itl_blocks_are_the_python_list_exactly():
     recs = _records(300)
     want = [g / MS for r in recs for g in itl_gaps_ns(r)]
-    got = itl_ms(recs)
+    got = np.concatenate(list(itl.blocks(recs, block=64)))
     assert got.dtype == np.float64
     assert got.tolist() == want  # bit for bit: summary.json must not move
     for r in recs:  # as decode and load_records hold them (records.py)
         r.token_ns, r.token_counts = ns_array(r.token_ns), counts_array(r.token_counts)
-    assert itl_ms(recs).tolist() == want == [g / MS for r in recs for g in itl_gaps_ns(r)]
-    assert itl_ms([]).size == 0 and itl_ms(_records(3)[:0]).size == 0
+    assert np.concatenate(list(itl.blocks(recs))).tolist() == want == [g / MS for r in recs for g in itl_gaps_ns(r)]
+    assert list(itl.blocks([])) == [] and list(itl.blocks(_records(3)[:0])) == []
 
 
 def test_records_written_in_slices_read_back_whole(tmp_path, monkeypatch):
