@@ -21,6 +21,9 @@ from servebench.launchers.readiness import free_port, log_tail, opening, redact_
 from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command, resolve_local_model
 
 
+KILL_WAIT_S = 10.0
+
+
 class ProcessLauncher:
     name = "process"
 
@@ -168,6 +171,11 @@ class ProcessLauncher:
         if _group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)
             proc.wait()
+            # SIGKILL is delivered at once but a member (a worker holding GPU memory) exits a moment
+            # later; return only when the group is gone, so the next launch finds the device free
+            killed = time.monotonic() + KILL_WAIT_S
+            while _group_alive(pgid) and time.monotonic() < killed:
+                time.sleep(0.02)
 
 
 def _signal_group(pgid: int, sig: int) -> None:

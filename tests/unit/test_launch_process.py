@@ -87,6 +87,35 @@ def test_sigterm_ignored_escalates_to_sigkill(tmp_path):
     assert all(gone(p) for p in pids)
 
 
+def test_stop_returns_only_when_the_killed_group_has_exited(monkeypatch):
+    """A SIGKILLed worker exits a moment after the signal (CI saw one still running): stop waits for it."""
+    events = []
+    alive_after_kill = iter([True, True, True, False])  # three polls still see a member
+
+    def group_alive(pgid):
+        if "KILL" in events:
+            state = next(alive_after_kill)
+            events.append("alive" if state else "gone")
+            return state
+        return True  # ignores SIGTERM
+
+    monkeypatch.setattr(process_mod, "_group_alive", group_alive)
+    monkeypatch.setattr(process_mod, "_signal_group",
+                        lambda pgid, sig: events.append("KILL" if sig == process_mod.signal.SIGKILL else "TERM"))
+
+    class Leader:
+        pid = 4242
+
+        def wait(self, timeout=None):
+            if timeout is not None:
+                raise process_mod.subprocess.TimeoutExpired("fake", timeout)
+
+    launcher = ProcessLauncher(stop_timeout_s=0.1)
+    launcher.proc = Leader()
+    launcher.stop()
+    assert events == ["TERM", "KILL", "alive", "alive", "alive", "gone"]
+
+
 def test_crash_during_startup_reports_last_log_lines(tmp_path):
     spec = fake_spec(tmp_path, "crash.py")
     launcher = ProcessLauncher(poll_s=0.05)
