@@ -78,12 +78,15 @@ async def _lag_probe(stats: LoadStats, period_s: float = 0.05) -> None:
         stats.loop_lag_ns.append(max(0, perf_counter_ns() - want))
 
 
+SPILL_LAGS_AT = 4096  # read-lag stamps held before a slice is handed to the spool
+
+
 async def _spill_lags(lags: array, spill: Callable[[array], None], period_s: float = 0.25) -> None:
     """The transport's read-lag stamps handed over a slice at a time. On the loop, like the
     reads that append them, so none is lost between the copy and the delete."""
     while True:
         await asyncio.sleep(period_s)
-        if len(lags) >= 4096:
+        if len(lags) >= SPILL_LAGS_AT:
             spill(lags[:])
             del lags[:]
 

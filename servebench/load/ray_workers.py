@@ -125,6 +125,8 @@ class LoadActor:
         for m in out:
             if m[0] == "done":
                 shift_records(m[1], self.shift)
+            elif m[0] == "records":
+                shift_records(m[2], self.shift)
         return out
 
 

@@ -5,13 +5,18 @@ release offsets, concurrency divided as evenly as possible)."""
 
 from __future__ import annotations
 
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from servebench.load.loop import LoadStats
 from servebench.load.schedule import split_plan
-from servebench.records import RequestRecord
+from servebench.records import RequestRecord, token_arrays
+
+# A worker's records go back a batch at a time ("records", first position, batch), then "done":
+# sent whole, the parent unpickled every token stamp of a long run at once (issue 20).
+BATCH_EVENTS = 1 << 18  # token events a batch carries (~3 MB of stamps and counts)
+BATCH_RECORDS = 4096
 
 Part = tuple[list[int], list[int] | None, int | None]  # (indices, offsets or None, concurrency or None)
 
@@ -43,6 +48,8 @@ class SplitLoad:
     # (a Ray actor that does not see this dir spools on its own node: spooled.place)
     spool_dir: Any = None
     spool_token: str | None = None  # ray:N: in spool_dir/requests.spool.id, where an actor that sees the dir finds it
+    # the parent's hands for each batch as it arrives (a spooled run: its token arrays to disk)
+    on_records: Callable[[list[RequestRecord]], None] | None = None
 
     def parts(self) -> list[Part]:
         return split_plan(list(range(len(self.records))), self.offsets_ns, self.concurrency, self.workers)
@@ -56,5 +63,27 @@ def jobs(load: SplitLoad, parts: list[Part]) -> list[dict]:
                  concurrency=conc, duration_ns=load.duration_ns,
                  connections=max(1, min(len(idx), conc or len(idx), -(-total_conns // len(parts)))),
                  spool=str(Path(load.spool_dir).resolve() / f"requests.spool.w{k}.arrow") if load.spool_dir else None,
-                 spool_token=load.spool_token)
+                 spool_token=load.spool_token, keep_lags=load.spool_dir is not None)
             for k, (idx, offs, conc) in enumerate(parts)]
+
+
+def batches(records: list[RequestRecord]) -> Iterator[tuple[int, list[RequestRecord]]]:
+    """(first position, records) in batches of at most BATCH_EVENTS token events (or one
+    record) and BATCH_RECORDS records; a record whose arrays are on disk (spooled.decode_all's
+    spill) goes as a copy holding them again, so only one batch's arrays are in memory."""
+    start = 0
+    while start < len(records):
+        end, events = start, 0
+        while end < len(records) and end - start < BATCH_RECORDS and (end == start or events < BATCH_EVENTS):
+            r = records[end]
+            events += r.tok.events if r.tok is not None else len(r.token_ns)
+            end += 1
+        yield start, [_portable(r) for r in records[start:end]]
+        start = end
+
+
+def _portable(r: RequestRecord) -> RequestRecord:
+    if r.tok is None or r.tok.src is None:
+        return r
+    ns, counts = token_arrays(r)
+    return replace(r, token_ns=ns, token_counts=counts, tok=None)

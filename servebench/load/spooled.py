@@ -157,7 +157,8 @@ def place(job: dict) -> tuple[dict, Path | None]:
         scratch = Path(tempfile.mkdtemp(prefix="servebench-spool-"))
     except OSError:
         return {**job, "spool": None}, None  # no disk here either: records held, as before
-    return {**job, "spool": str(scratch / Path(spool_at).name)}, scratch
+    # the driver never sees this disk: the read lags go back with the records
+    return {**job, "spool": str(scratch / Path(spool_at).name), "keep_lags": False}, scratch
 
 
 def discard(scratch: Path | None) -> None:
@@ -181,6 +182,22 @@ def decode_all(adapter: Adapter, records: list[RequestRecord], paths: list[Path]
         for r in records:  # decoded from memory, or by a load worker
             if r.decoded and r.tok is None:
                 keep(r)
+
+
+def spiller(where: Path) -> Callable[[list[RequestRecord]], None] | None:
+    """--workers N: each batch a worker sends back, its decoded token arrays to disk as it
+    arrives (the parent never holds every worker's arrays at once); None where the dir
+    refuses the file (they stay in memory, as before)."""
+    tf = _token_file(where)
+    if tf is None:
+        return None
+
+    def spill(batch: list[RequestRecord]) -> None:
+        for r in batch:
+            if r.decoded and r.tok is None:
+                _spill(tf, r)
+
+    return spill
 
 
 def _token_file(where: Path | None) -> TokenFile | None:

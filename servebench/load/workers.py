@@ -30,7 +30,7 @@ from typing import Callable
 from servebench.errors import first_line
 from servebench.records import RequestRecord
 from servebench.load.loop import LoadPlan, LoadStats, drive, new_loop
-from servebench.load.split import Part, SplitLoad, jobs
+from servebench.load.split import Part, SplitLoad, batches, jobs
 from servebench.load import spooled
 
 START_MARGIN_NS = 50_000_000  # t0 this far after the last worker is ready: time to deliver it
@@ -142,10 +142,12 @@ class _Collector:
             self.state[id(c)] = "ready"
         elif kind == "progress":
             self.done_counts[id(c)] = msg[1]
+        elif kind == "records":  # a batch, placed by position; a spooled run's arrays go to disk now
+            self._place(c, msg[1], msg[2])
+            if self.load.on_records is not None:
+                self.load.on_records(msg[2])
         elif kind == "done":
-            records = self.load.records
-            for i, rec in zip(self.parts[self.chans.index(c)][0], msg[1]):
-                records[i] = rec
+            self._place(c, 0, msg[1])  # a worker that never started sends its records back here
             _merge(self.load.stats, msg[2])
             if self.load.connect_ns is not None:
                 self.load.connect_ns.extend(msg[3])
@@ -153,6 +155,11 @@ class _Collector:
         elif kind == "error":
             self.state[id(c)] = "dead"
             self.error = self.error or msg[1]
+
+    def _place(self, c, first: int, batch: list[RequestRecord]) -> None:
+        positions = self.parts[self.chans.index(c)][0]
+        for i, rec in zip(positions[first:], batch):
+            self.load.records[i] = rec
 
     def after_reads(self) -> None:
         load = self.load
@@ -280,10 +287,14 @@ async def _worker(conn: Connection, job: dict) -> None:
         waiter.cancel()
     finally:
         await tr.close()
-        spooled.stop(sp, stats)
+        # read lags left in a spool the parent reads (the run dir) stay there: read back and
+        # sent, they were ~8 B a token through the pipe and in the parent's memory (issue 20)
+        spooled.stop(sp, stats, keep_lags=bool(job.get("keep_lags")))
     if job.get("adapter"):
         _decode_and_drop(job["adapter"], records, [sp.path] if sp is not None else [])
-    conn.send(("done", records, stats, list(getattr(tr, "connect_ns", []))))
+    for first, batch in batches(records):
+        conn.send(("records", first, batch))
+    conn.send(("done", [], stats, list(getattr(tr, "connect_ns", []))))
 
 
 async def _report(conn, stats: LoadStats) -> None:
@@ -302,8 +313,10 @@ def _spool(job: dict, shift_ns: int):
 
 
 def _decode_and_drop(adapter: str, records: list[RequestRecord], spools: list) -> None:
+    """Decoded here, in parallel; a spooled worker's token arrays go to disk beside its spool
+    as they are decoded (store/tokens.py) and come back a batch at a time to be sent."""
     from servebench.adapters import ADAPTERS
-    spooled.decode_all(ADAPTERS[adapter], records, spools)
+    spooled.decode_all(ADAPTERS[adapter], records, spools, Path(spools[0]).parent if spools else None)
     for r in records:
         r.chunks = []
 

@@ -262,7 +262,8 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs: Iterator[
                              st.workers, connections=conns, timeout_s=load.request_timeout_s, adapter=st.api,
                              stats=st.stats, connect_ns=st.connect_ns, progress=progress,
                              on_t0=lambda: _mark(st.samplers), actors=st.split,
-                             spool_dir=st.run_dir if spool_it else None)
+                             spool_dir=st.run_dir if spool_it else None,
+                             on_records=spooled.spiller(st.run_dir) if spool_it else None)
         sp = spooled.start(st.run_dir / spool.NAME, st.api, realtime=load.realtime) if spool_it else None
         st.spools = [sp.path] if sp else []
         plan = LoadPlan(wires[w:], st.records[w:], offsets, load.concurrency, duration_ns,

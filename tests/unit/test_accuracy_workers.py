@@ -142,6 +142,27 @@ def test_workers_decode_their_records_and_send_back_no_raw_bytes(tmp_path):
     assert all(r.server_output_tokens == 5 and r.ok for r in recs + raw)
 
 
+def test_a_spooled_split_run_reaches_the_parent_with_its_arrays_on_disk(tmp_path):
+    """--workers N on a spooled run: the parent spills each batch's token arrays as it arrives
+    (it used to hold every worker's at once, issue 20), and what the records say is what the
+    emulator sent."""
+    from servebench.load import spooled
+    from servebench.records import token_arrays
+
+    n = 10
+    recs = [RequestRecord(index=i) for i in range(n)]
+    with start_emulator("openai", 2, 1) as h:
+        load = SplitLoad(h.url, "http", wires(h.url, n, tokens=5), recs, None, 4, None, 2,
+                         adapter="openai-completions", spool_dir=tmp_path, on_records=spooled.spiller(tmp_path))
+        stats = run_split(load)
+    got = load.records
+    assert all(r.ok and r.decoded and r.tok is not None and r.tok.src is not None for r in got)
+    assert all(len(r.token_ns) == 0 and r.tok.streamed == 5 for r in got)
+    assert all(sum(token_arrays(r)[1]) == 5 and len(token_arrays(r)[0]) == r.tok.events for r in got)
+    assert sorted(p.name for p in spooled.found(tmp_path)) == ["requests.spool.w0.arrow", "requests.spool.w1.arrow"]
+    assert stats.done == n
+
+
 def test_held_is_peak_and_time_weighted_mean_of_open_streams():
     log = [{"arrival_ns": 0, "end_ns": 10}, {"arrival_ns": 5, "end_ns": 15}]
     assert held(log) == (2, pytest.approx(20 / 15))  # 1 open for 10 ns, 2 for 5: area 20 over 15 ns

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from servebench.cli import main
 from servebench.emulator import start_emulator
 from servebench.load.ray_workers import LoadActor, _loopback, best_offset, shift_records
-from servebench.records import RequestRecord
+from servebench.records import RequestRecord, token_arrays
 from servebench.load.loop import LoadStats
 from servebench.load.split import SplitLoad, jobs
 from servebench.load.workers import WorkerError, collect
@@ -71,8 +71,7 @@ def test_actor_runs_its_share_from_a_wall_clock_t0_and_returns_driver_clock_stam
         msgs = _until(actor, "done")
         h.stop()
         log = {int(r["id"]): r for r in h.records()}
-    done = next(m for m in msgs if m[0] == "done")
-    got = done[1]
+    got = _returned(msgs)
     assert len(got) == n and all(r.ok and r.decoded and r.chunks == [] for r in got)
     assert all(len(r.token_ns) == 4 for r in got)  # decoded in the actor: 4 tokens by default
     # the agreed instant, converted there and back: the first slots were scheduled at it
@@ -109,7 +108,7 @@ def test_an_actor_that_sees_the_run_dir_spools_there_on_the_drivers_clock(tmp_pa
     token = spooled.mark(run_dir)
     with start_emulator("openai", 5, 2) as h:
         msgs, _ = _spooling_actor(h.url, 8, run_dir, token, 7_000 * MS)
-    got = {r.index: r for r in next(m for m in msgs if m[0] == "done")[1]}
+    got = {r.index: r for r in _returned(msgs)}
     assert all(r.ok and r.decoded and r.chunks == [] and len(r.token_ns) == 4 for r in got.values())
     path = run_dir / "requests.spool.w0.arrow"
     _, rows = spool.records(path)
@@ -120,6 +119,45 @@ def test_an_actor_that_sees_the_run_dir_spools_there_on_the_drivers_clock(tmp_pa
         assert (r.sent_ns, r.first_byte_ns, r.end_ns, r.scheduled_ns) == (g.sent_ns, g.first_byte_ns, g.end_ns,
                                                                           g.scheduled_ns)
         assert r.chunks[0][0] >= g.first_byte_ns and r.chunks[-1][0] <= g.end_ns  # the reads: shifted too
+
+
+def test_a_spooled_actor_spills_its_arrays_and_sends_them_back_in_batches(tmp_path, monkeypatch):
+    """Sent whole in "done", a long run's records put every token stamp of a worker in one
+    message (issue 20). The worker's decoded arrays go to disk as they are decoded (the
+    records it keeps hold TokenStats), and come back a batch of at most BATCH_EVENTS events
+    (plus the record that crosses it) at a time, each record whole."""
+    from servebench.load import loop, split, spooled
+
+    monkeypatch.setattr(split, "BATCH_EVENTS", 250)
+    monkeypatch.setattr(loop, "SPILL_LAGS_AT", 1)  # every 0.25 s the lags so far go to the spool
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    token = spooled.mark(run_dir)
+    n = 8
+    recs = [RequestRecord(index=i) for i in range(n)]
+    with start_emulator("openai", 5, 2) as h:
+        load = SplitLoad(h.url, "http", wires(h.url, n, tokens=100), recs, None, 2, None, 1, timeout_s=30.0,
+                         adapter="openai-completions", spool_dir=run_dir, spool_token=token)
+        actor = LoadActor()
+        actor.start(jobs(load, [(list(range(n)), None, 2)])[0])
+        _until(actor, "ready")
+        actor.tell(("t0", perf_counter_ns() + 100 * MS, time.time_ns() + 100 * MS))
+        msgs = _until(actor, "done")
+    sizes = [sum(len(r.token_ns) for r in m[2]) for m in msgs if m[0] == "records"]
+    assert sizes == [300, 300, 200]  # 100 tokens a request: the third crosses 250
+    got = _returned(msgs)
+    assert [r.index for r in got] == list(range(n))
+    assert all(r.ok and r.decoded and r.tok is None and len(r.token_ns) == len(r.token_counts) == 100 for r in got)
+    # the worker's own records (these objects: the actor runs in this process) kept scalars only
+    assert all(r.tok is not None and r.tok.src is not None and len(r.token_ns) == 0 for r in recs)
+    for g, r in zip(got, recs):  # the copies sent: the same stamps, moved onto the driver's clock
+        delta = g.sent_ns - r.sent_ns
+        assert [t - delta for t in g.token_ns] == list(token_arrays(r)[0])
+    # the read lags it spooled stayed in the run dir for the driver to read a block at a time;
+    # only those still held at the end (the last 0.25 s) went back with "done"
+    sent = next(m for m in msgs if m[0] == "done")[2].read_lag_ns
+    count, _ = spooled.lag_blocks(spooled.found(run_dir), sent)
+    assert count > len(sent)
 
 
 def test_an_actor_on_another_node_spools_to_its_own_disk_and_clears_it(tmp_path, monkeypatch):
@@ -144,7 +182,7 @@ def test_an_actor_on_another_node_spools_to_its_own_disk_and_clears_it(tmp_path,
     run_dir.mkdir()  # seen by the driver only: no token here
     with start_emulator("openai", 5, 2) as h:
         msgs, _ = _spooling_actor(h.url, 8, run_dir, "not-this-node", 0)
-    got = next(m for m in msgs if m[0] == "done")[1]
+    got = _returned(msgs)
     assert len(got) == 8 and all(r.ok and r.decoded and r.chunks == [] and len(r.token_ns) == 4 for r in got)
     assert len(made) == 1 and made[0].written == 8 and made[0].path.parent.parent == node_tmp
     # pyarrow's one-off set-up (~0.2-0.6 s) before the worker says ready, not after t0
@@ -154,6 +192,17 @@ def test_an_actor_on_another_node_spools_to_its_own_disk_and_clears_it(tmp_path,
     while list(node_tmp.glob("servebench-spool-*")) and time.monotonic() < deadline:  # once the worker's thread ends
         time.sleep(0.05)
     assert list(node_tmp.glob("servebench-spool-*")) == []
+
+
+def _returned(msgs: list) -> list[RequestRecord]:
+    """The records an actor sent back, in batches before its "done", in their order."""
+    assert [m[0] for m in msgs if m[0] in ("records", "done")][-1] == "done"
+    out = []
+    for m in msgs:
+        if m[0] == "records":
+            assert m[1] == len(out)  # each batch says where it starts
+            out += m[2]
+    return out
 
 
 def _until(actor: LoadActor, kind: str, timeout_s: float = 30.0) -> list:
