@@ -37,10 +37,13 @@ def log_errors(row: Row, f: Factors, w4e: frozenset | None = None) -> dict:
     return {m: math.log(p[m] / v) for m, v in row.measured.items() if p.get(m)}
 
 
-def _compute_bound_decode(row: Row) -> bool:
+def _decode_bound(row: Row, f: Factors) -> str:
     b = min(row.load.users if row.load.mode == "closed" else row.load.requests, row.d.max_num_seqs)
-    ln = mean_length(row.load.n_in)
-    return decode_step(row.d, b, ln, Factors.speed_of_light())["bound"] == "compute"
+    return decode_step(row.d, b, mean_length(row.load.n_in), f)["bound"]
+
+
+def _compute_bound_decode(row: Row) -> bool:
+    return _decode_bound(row, Factors.speed_of_light()) == "compute"
 
 
 def _slowness(metric: str, e: float) -> float:
@@ -190,12 +193,14 @@ def _pooled(train: list[Row], w4e: frozenset | None = None) -> Factors:
 
 
 def _lighter(train: list[Row], start: Factors, w4e: frozenset) -> Factors:
-    """A group's fit; where its eta_mem ends at the bound, its rows ran faster than the
-    inherited per-layer cost allows (batch-1 int4 on GeForce cards: MLC, ExLlama, llama.cpp run
-    compiled graphs; with TGI's and TensorRT-LLM's 200 us per layer mlc-llm-perf-bench was 2x
-    too slow held out), so the grid's smaller costs are tried on its rows, best kept."""
+    """A group's fit; where its eta_mem ends at the bound, or the inherited per-layer cost sets
+    some row's decode step (host-bound: eta_mem cannot speed it up, launches overlap the GPU's
+    work), its rows may have run faster than that cost allows (batch-1 int4 on GeForce cards:
+    MLC, ExLlama, llama.cpp run compiled graphs; with TGI's and TensorRT-LLM's 200 us per layer
+    mlc-llm-perf-bench was 2x too slow held out), so the grid's smaller costs are tried on its
+    rows, best kept."""
     best = fit_group(train, start, w4e)
-    if best.eta_mem < 0.95 - 1e-9:
+    if best.eta_mem < 0.95 - 1e-9 and not any(_decode_bound(r, best) == "host" for r in train):
         return best
     return _walk(train, start, w4e, best, sorted((x for x in LAYER_GRID_US if x < start.layer_us), reverse=True))
 
@@ -212,14 +217,17 @@ def _heavier(train: list[Row], start: Factors, w4e: frozenset, best: Factors | N
 
 
 def _walk(train: list[Row], start: Factors, w4e: frozenset, best: Factors, layer_us: list[float]) -> Factors:
-    """The group refitted at each per-layer cost in turn, kept while its error falls."""
+    """The group refitted at each per-layer cost, the best kept (of equal fits the smallest
+    cost, which no row can tell from a larger one). Every cost is tried, not only until the
+    error rises: launches overlap the GPU's work, so a cost below the rows' GPU time changes
+    nothing, and one just above it is read as slow memory at first (TGI-like rows at 800 us
+    per layer: the fit at 100, 200 and 400 us is the same slow eta_mem, and 400 a shade worse)."""
     cost = _sse(train, best, w4e)
     for v in layer_us:
         g = fit_group(train, start.with_(layer_us=v), w4e)
         e = _sse(train, g, w4e)
-        if e >= cost:
-            break
-        best, cost = g, e
+        if e < cost or (e == cost and g.layer_us < best.layer_us):
+            best, cost = g, e
     return best
 
 
