@@ -4,16 +4,18 @@ Per GPU of a tensor-parallel group of T (hardware.md, "How the established estim
 inference"):
     decode step (batch b, mean context s) = max((W + b*s*K) / (eta_mem*BW),
                                                 (2*P*b + attn) / T / (eta_compute*F))
-                                            + 2 all-reduces per layer = gpu
-    step                                   = max(gpu, layers * layer_us) + step_ms + b * seq_ms
+                                            + 2 all-reduces per layer + layers * layer_us = gpu
+    step                                   = max(gpu, layers * host_us) + step_ms + b * seq_ms
     prefill of n tokens: the same, gpu = max(W / (eta_mem*BW), (2*P*n + attn) / T / (eta_compute*F))
-                                         + 2 all-reduces per layer, seq_ms per prompt
-The per-layer launch cost of an engine without CUDA graphs (layer_us) overlaps the GPU's work:
-launches are asynchronous, so the host launches layer k+1 while the GPU runs layer k and a
-host-bound step takes the host's time (bound "host"). The fixed step cost and the per-sequence
-term are added, not inside the max: host work (sampling, scheduling, detokenising each request)
-that does not overlap the device's work in engines that run it between steps (vLLM V0/TGI;
-docs/estimate.md "Per-sequence step cost").
+                                         + 2 all-reduces per layer + layers * layer_us, seq_ms per prompt
+Two per-layer costs: layer_us is the kernels' own latency on the GPU (tens of small kernels per
+layer, a few us each even in a CUDA graph), part of the GPU's time; host_us is the host's time
+launching them in an engine without CUDA graphs (TGI 1.x: from Python). Launches are
+asynchronous, so the host launches layer k+1 while the GPU runs layer k: host_us overlaps the
+GPU's time and a host-bound step takes the host's time (bound "host"). The fixed step cost and
+the per-sequence term are added, not inside the max: host work (sampling, scheduling,
+detokenising each request) that does not overlap the device's work in engines that run it
+between steps (vLLM V0/TGI; docs/estimate.md "Per-sequence step cost").
     all-reduce of B bytes (ring)           = alpha + 2(T-1)/T * B / (eta_link*link)
 W = weight bytes read per step / T, K = KV bytes per token per GPU, P = weights each token
 multiplies by, F = dense peak of the compute dtype.
@@ -24,8 +26,8 @@ running batch is B = min(c, largest batch whose KV fits, max_num_seqs). Two sche
   ride in decode steps, so a prefill costs only its FLOPs (the step reads the weights anyway).
   With B requests each prefilling once per n_out-1 steps, a step carries B*n_in/(n_out-1)
   prompt tokens on average:
-      step = max(max(mem(B), cmp(B) + B/(n_out-1) * cmp_prefill(n_in)) + comm, host) + step_ms + seq
-      TTFT = max(max(mem(B), cmp(B) + cmp_prefill(n_in)) + comm, host) + step_ms + seq (+ step/2 when B > 1)
+      step = max(max(mem(B), cmp(B) + B/(n_out-1) * cmp_prefill(n_in)) + comm + kernels, host) + step_ms + seq
+      TTFT = max(max(mem(B), cmp(B) + cmp_prefill(n_in)) + comm + kernels, host) + step_ms + seq (+ step/2 when B > 1)
       TPOT = step
 - "separate" (TGI 1.x, LightLLM): a prefill is its own forward pass between decode steps,
   so each request sees its own prefill, half a running step on average, n_out-1 decode steps
@@ -75,7 +77,10 @@ class Factors:
     # the same bytes: 1 = as efficient. Fitted only on rows or runs that used such weights
     # (older GPTQ kernels fall far short of the 4x byte saving; Marlin nearly reaches it)
     eta_w4: float = 1.0
-    layer_us: float = 0.0  # host cost per layer per step (kernel launches without CUDA graphs)
+    layer_us: float = 0.0  # GPU time per layer per step beyond the roofline (small kernels' latency)
+    # host time per layer per step launching kernels without CUDA graphs: overlaps the GPU's time
+    # (launches are asynchronous), so it shows only where it exceeds it (module doc)
+    host_us: float = 0.0
     alpha_us: float | None = None  # latency per all-reduce; None: the hardware row's default
     eta_link: float = 0.7  # achieved / peak link bandwidth in all-reduces
 
@@ -116,15 +121,20 @@ def weight_read_bytes(m: ModelShape, f: Factors) -> float:
     return m.decode_weight_bytes() + q * (1 / f.eta_w4 - 1)
 
 
+def kernels_s(m: ModelShape, f: Factors) -> float:
+    """GPU time per step beyond the roofline that grows with depth (the kernels' latency)."""
+    return m.layers * f.layer_us / 1e6
+
+
 def host_s(m: ModelShape, f: Factors) -> float:
     """Host time to launch one step's kernels layer by layer (engines without CUDA graphs)."""
-    return m.layers * f.layer_us / 1e6
+    return m.layers * f.host_us / 1e6
 
 
 def step_s(gpu: float, host: float, f: Factors, seq: float) -> float:
     """One step's wall time. Launches are asynchronous: the GPU runs layer k while the host
     launches layer k+1, so the step takes the longer of the two, not their sum (the seed
-    study's TGI 1.0 rows: 525 us per layer whether the GPU part is 5.6 or 11 ms). The fixed
+    study's TGI 1.0 rows: 525 us per layer whether the GPU floor is 5.6 or 11 ms). The fixed
     step cost and the per-sequence work run between steps, with the GPU idle: serial."""
     return max(gpu, host) + f.step_ms / 1e3 + seq
 
@@ -200,7 +210,7 @@ def decode_step(d: Deployment, batch: float, ctx: float, f: Factors) -> dict:
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
     t_comm = 2 * m.layers * _allreduce_s(d, batch * m.hidden * m.dtype_bytes, f)
     t_seq = f.seq_ms / 1e3 * batch
-    gpu, host = max(t_mem, t_cmp) + t_comm, host_s(m, f)
+    gpu, host = max(t_mem, t_cmp) + t_comm + kernels_s(m, f), host_s(m, f)
     return {"s": step_s(gpu, host, f, t_seq), "memory_s": t_mem, "compute_s": t_cmp, "comm_s": t_comm, "host_s": host,
             "seq_s": t_seq, "bound": _bound(t_mem, t_cmp, gpu, host), "weight_bytes": w, "kv_bytes": kv}
 
@@ -213,7 +223,7 @@ def prefill(d: Deployment, n_tokens: float, seq_len: float, f: Factors) -> dict:
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
     t_comm = 2 * m.layers * _allreduce_s(d, n_tokens * m.hidden * m.dtype_bytes, f)
     t_seq = f.seq_ms / 1e3 * max(n_tokens / max(seq_len, 1.0), 1.0)  # one per sequence prefilled
-    gpu, host = max(t_mem, t_cmp) + t_comm, host_s(m, f)
+    gpu, host = max(t_mem, t_cmp) + t_comm + kernels_s(m, f), host_s(m, f)
     return {"s": step_s(gpu, host, f, t_seq), "memory_s": t_mem, "compute_s": t_cmp, "comm_s": t_comm, "host_s": host,
             "seq_s": t_seq, "bound": _bound(t_mem, t_cmp, gpu, host), "flops": flops}
 
@@ -275,7 +285,7 @@ def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Facto
         t_pf = ttft0 = pf["s"]
         tpot = t_dec = step["s"]
     elif d.schedule == "mixed":
-        host, comm, seq = step["host_s"], step["comm_s"], step["seq_s"]
+        host, comm, seq = step["host_s"], step["comm_s"] + kernels_s(d.model, f), step["seq_s"]
         ride = b / (n_out - 1) if n_out > 1 else b
         t_dec = step_s(max(step["memory_s"], step["compute_s"] + ride * pf["compute_s"]) + comm, host, f, seq)
         ttft0 = step_s(max(step["memory_s"], step["compute_s"] + pf["compute_s"]) + comm + pf["comm_s"], host, f, seq)

@@ -8,7 +8,8 @@ last request waits for many batches. This simulates that, one engine step at a t
 - admission: FIFO, while the KV pool has blocks for the request's prompt + output (reserved
   whole on admission: no preemption) and the running batch is under max_num_seqs;
 - a step's time comes from the roofline with fitted efficiencies (StepCost), for the tokens it
-  carries: max(max(bytes / (eta_mem * BW), FLOPs / (eta_compute * F)) + all-reduces, launches)
+  carries: max(max(bytes / (eta_mem * BW), FLOPs / (eta_compute * F)) + all-reduces + kernel
+  latency, host launches)
   + fixed step cost + per-sequence work (roofline.step_s: launches overlap the GPU's work);
 - load: the same shapes as `servebench run`: closed-loop users (zero think time), a Poisson
   rate, or a burst (every request at t=0); lengths fixed or per request (a trace's mix);
@@ -27,7 +28,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from servebench.estimate.frontend import Frontend, Lag
-from servebench.estimate.roofline import Deployment, Factors, capacity, host_s, link, weight_read_bytes
+from servebench.estimate.roofline import Deployment, Factors, capacity, host_s, kernels_s, link, weight_read_bytes
 
 BLOCK = 16  # tokens per KV block (vLLM's default block size)
 
@@ -51,7 +52,7 @@ class StepCost:
     mem_ctx: float  # s per KV token read
     cmp_tok: float  # s per token through the weights
     cmp_attn: float  # s per (query token x context token)
-    comm0: float  # all-reduce latency per step, s
+    comm0: float  # all-reduce latency and the kernels' latency beyond the roofline per step, s
     comm_tok: float  # all-reduce bandwidth time per token, s
     overhead: float  # fixed cost per step, s (serial: between steps)
     per_seq: float = 0.0  # cost per sequence in the step (decoding or prefilling), s
@@ -66,7 +67,7 @@ class StepCost:
         layers2 = 2 * m.layers if tp > 1 else 0
         return StepCost(mem0=weight_read_bytes(m, f) / tp / bw, mem_ctx=m.kv_bytes_per_token(tp) / bw,
                         cmp_tok=2 * m.matmul_params / tp / fl, cmp_attn=m.attn_flops(1, 1) / tp / fl,
-                        comm0=layers2 * alpha,
+                        comm0=layers2 * alpha + kernels_s(m, f),
                         comm_tok=layers2 * 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes / link_bw if tp > 1 else 0.0,
                         overhead=f.step_ms / 1e3, per_seq=f.seq_ms / 1e3, host=host_s(m, f))
 
