@@ -8,14 +8,10 @@ inference"):
     step                                   = max(gpu, layers * host_us) + step_ms + b * seq_ms
     prefill of n tokens: the same, gpu = max(W / (eta_mem*BW), (2*P*n + attn) / T / (eta_compute*F))
                                          + 2 all-reduces per layer + layers * layer_us, seq_ms per prompt
-Two per-layer costs: layer_us is the kernels' own latency on the GPU (tens of small kernels per
-layer, a few us each even in a CUDA graph), part of the GPU's time; host_us is the host's time
-launching them in an engine without CUDA graphs (TGI 1.x: from Python). Launches are
-asynchronous, so the host launches layer k+1 while the GPU runs layer k: host_us overlaps the
-GPU's time and a host-bound step takes the host's time (bound "host"). The fixed step cost and
-the per-sequence term are added, not inside the max: host work (sampling, scheduling,
-detokenising each request) that does not overlap the device's work in engines that run it
-between steps (vLLM V0/TGI; docs/estimate.md "Per-sequence step cost").
+layer_us is the kernels' own latency on the GPU (a few us each even in a CUDA graph); host_us
+is the host launching them without CUDA graphs (TGI 1.x), which overlaps the GPU's work (step_s).
+The fixed step cost and the per-sequence term are host work between steps (sampling,
+scheduling, detokenising: vLLM V0/TGI), added (docs/estimate.md "Per-sequence step cost").
     all-reduce of B bytes (ring)           = alpha + 2(T-1)/T * B / (eta_link*link)
 W = weight bytes read per step / T, K = KV bytes per token per GPU, P = weights each token
 multiplies by, F = dense peak of the compute dtype.
@@ -134,8 +130,8 @@ def host_s(m: ModelShape, f: Factors) -> float:
 def step_s(gpu: float, host: float, f: Factors, seq: float) -> float:
     """One step's wall time. Launches are asynchronous: the GPU runs layer k while the host
     launches layer k+1, so the step takes the longer of the two, not their sum (the seed
-    study's TGI 1.0 rows: 525 us per layer whether the GPU floor is 5.6 or 11 ms). The fixed
-    step cost and the per-sequence work run between steps, with the GPU idle: serial."""
+    study's TGI 1.0 rows: 525 us per layer whether the GPU floor is 5.6 or 11 ms; bound
+    "host"). The fixed step cost and the per-sequence work run between steps, GPU idle."""
     return max(gpu, host) + f.step_ms / 1e3 + seq
 
 
