@@ -208,7 +208,7 @@ def render(r: dict, console=None) -> None:
             row += [_f(x["usd_per_1m_output_tokens"], 2), f"{_f(clo, 2)}–{_f(chi, 2)}"]
         t.add_row(*row)
     console.print(t)
-    console.print("bound: what limits a decode step (mem = memory bandwidth, com = compute)")
+    console.print("bound: what limits a decode step (mem = memory bandwidth, com = compute, hos = host kernel launches)")
     console.print(f"uncertainty: every figure {r['band']}; ranges shown for throughput and cost")
     if any(x["queue_ms"] > 0 for x in r["levels"]):
         console.print("[yellow]note:[/] levels above the largest batch queue: their TTFT includes waiting for a slot")

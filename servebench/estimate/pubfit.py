@@ -177,10 +177,11 @@ class Fitted:
                 "w4_engines": None if self.w4 is None else sorted(self.w4)}
 
 
-# Host cost per layer per step (µs) tried on the pooled rows; the best on the training rows
-# is kept and every family inherits it. Engines differ in it (C++ runtimes with CUDA graphs pay
-# little) but no row says which engine used graphs, so only an engine group (a family/engine a
-# source separated) searches the grid again on its own rows, up (_heavier) or down (_lighter).
+# Per-layer cost per step (µs) tried on the pooled rows, the kernels' latency (layer_us): the
+# best on the training rows is kept and every family inherits it; a family or engine group
+# whose rows ran faster tries smaller ones (_lighter). Host launch time without CUDA graphs
+# (host_us, overlapping the GPU's work) is an engine's: no row says which engine used graphs,
+# so only an engine group (a family/engine a source separated) searches it on its own rows.
 LAYER_GRID_US = (0.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0)
 
 
@@ -200,15 +201,22 @@ def _lighter(train: list[Row], start: Factors, w4e: frozenset) -> Factors:
     return _walk(train, start, w4e, best, sorted((x for x in LAYER_GRID_US if x < start.layer_us), reverse=True))
 
 
-def _heavier(train: list[Row], start: Factors, w4e: frozenset, best: Factors | None = None) -> Factors:
-    """An engine group's fit with the grid's larger per-layer costs tried on its rows, best
-    kept. The pooled cost is mostly compiled runtimes' (TensorRT-LLM, MLC); an engine that
-    launched every kernel from Python pays more per layer whatever the GPU (TGI 1.x: 41 ms per
-    token for Llama 2 70B on 4 A100-80GB in TGI issue #1129, 520 us per layer, where reading
-    the weights takes 17 ms), and its eta_mem alone would take that as slow memory: too slow
-    where the weights per GPU are many (one A10G), too fast where they are few (8 A100s)."""
-    best = best or fit_group(train, start, w4e)
-    return _walk(train, start, w4e, best, sorted(x for x in LAYER_GRID_US if x > start.layer_us))
+def _launches(train: list[Row], start: Factors, w4e: frozenset, best: Factors) -> Factors:
+    """An engine group's fit with a host launch cost per layer (host_us) tried from the grid on
+    its rows, best kept (of equal fits the smallest). The pooled per-layer cost is the kernels'
+    latency in compiled runtimes (TensorRT-LLM, MLC); an engine that launched every kernel from
+    Python pays host time per layer whatever the GPU (TGI 1.x: 41 ms per token for Llama 2 70B
+    on 4 A100-80GB in TGI issue #1129, 520 us per layer, where reading the weights takes 17 ms),
+    and its eta_mem alone would take that as slow memory. Launches overlap the GPU's work, so a
+    cost below the rows' GPU time changes nothing and one just above it is first read as slow
+    memory: every grid value is tried, not only until the error rises."""
+    cost = _sse(train, best, w4e)
+    for v in LAYER_GRID_US[1:]:
+        g = fit_group(train, start.with_(host_us=v), w4e)
+        e = _sse(train, g, w4e)
+        if e < cost:
+            best, cost = g, e
+    return best
 
 
 def _walk(train: list[Row], start: Factors, w4e: frozenset, best: Factors, layer_us: list[float]) -> Factors:
@@ -227,7 +235,7 @@ def _engine_group(train: list[Row], start: Factors, w4e: frozenset) -> Factors:
     lighter = _lighter(train, start, w4e)
     if lighter.layer_us < start.layer_us or lighter.eta_mem >= 0.95 - 1e-9:
         return lighter  # faster than the inherited cost allows: never also slower
-    return _heavier(train, start, w4e, lighter)
+    return _launches(train, start, w4e, lighter)
 
 
 def fit(train: list[Row]) -> Fitted:

@@ -4,12 +4,14 @@ Per GPU of a tensor-parallel group of T (hardware.md, "How the established estim
 inference"):
     decode step (batch b, mean context s) = max((W + b*s*K) / (eta_mem*BW),
                                                 (2*P*b + attn) / T / (eta_compute*F))
-                                            + 2 all-reduces per layer + step overhead + b * seq_ms
-    prefill of n tokens                    = max(W / (eta_mem*BW), (2*P*n + attn) / T / (eta_compute*F))
-                                            + 2 all-reduces per layer + step overhead + seq_ms per prompt
-The per-sequence term is added, not inside the max: it is host work (sampling, scheduling,
-detokenising each request) that does not overlap the device's weight read in engines that
-run it between steps (vLLM V0/TGI; docs/estimate.md "Per-sequence step cost").
+                                            + 2 all-reduces per layer + layers * layer_us = gpu
+    step                                   = max(gpu, layers * host_us) + step_ms + b * seq_ms
+    prefill of n tokens: the same, gpu = max(W / (eta_mem*BW), (2*P*n + attn) / T / (eta_compute*F))
+                                         + 2 all-reduces per layer + layers * layer_us, seq_ms per prompt
+layer_us is the kernels' own latency on the GPU (a few us each even in a CUDA graph); host_us
+is the host launching them without CUDA graphs (TGI 1.x), which overlaps the GPU's work (step_s).
+The fixed step cost and the per-sequence term are host work between steps (sampling,
+scheduling, detokenising: vLLM V0/TGI), added (docs/estimate.md "Per-sequence step cost").
     all-reduce of B bytes (ring)           = alpha + 2(T-1)/T * B / (eta_link*link)
 W = weight bytes read per step / T, K = KV bytes per token per GPU, P = weights each token
 multiplies by, F = dense peak of the compute dtype.
@@ -20,8 +22,8 @@ running batch is B = min(c, largest batch whose KV fits, max_num_seqs). Two sche
   ride in decode steps, so a prefill costs only its FLOPs (the step reads the weights anyway).
   With B requests each prefilling once per n_out-1 steps, a step carries B*n_in/(n_out-1)
   prompt tokens on average:
-      step = max(mem(B), cmp(B) + B/(n_out-1) * cmp_prefill(n_in)) + comm + overhead
-      TTFT = max(mem(B), cmp(B) + cmp_prefill(n_in)) + comm + overhead (+ step/2 when B > 1)
+      step = max(max(mem(B), cmp(B) + B/(n_out-1) * cmp_prefill(n_in)) + comm + kernels, host) + step_ms + seq
+      TTFT = max(max(mem(B), cmp(B) + cmp_prefill(n_in)) + comm + kernels, host) + step_ms + seq (+ step/2 when B > 1)
       TPOT = step
 - "separate" (TGI 1.x, LightLLM): a prefill is its own forward pass between decode steps,
   so each request sees its own prefill, half a running step on average, n_out-1 decode steps
@@ -71,7 +73,10 @@ class Factors:
     # the same bytes: 1 = as efficient. Fitted only on rows or runs that used such weights
     # (older GPTQ kernels fall far short of the 4x byte saving; Marlin nearly reaches it)
     eta_w4: float = 1.0
-    layer_us: float = 0.0  # host cost per layer per step (kernel launches without CUDA graphs)
+    layer_us: float = 0.0  # GPU time per layer per step beyond the roofline (small kernels' latency)
+    # host time per layer per step launching kernels without CUDA graphs: overlaps the GPU's time
+    # (launches are asynchronous), so it shows only where it exceeds it (module doc)
+    host_us: float = 0.0
     alpha_us: float | None = None  # latency per all-reduce; None: the hardware row's default
     eta_link: float = 0.7  # achieved / peak link bandwidth in all-reduces
 
@@ -112,9 +117,26 @@ def weight_read_bytes(m: ModelShape, f: Factors) -> float:
     return m.decode_weight_bytes() + q * (1 / f.eta_w4 - 1)
 
 
-def overhead_s(m: ModelShape, f: Factors) -> float:
-    """Fixed cost of one engine step: per step, plus per layer (launches grow with depth)."""
-    return f.step_ms / 1e3 + m.layers * f.layer_us / 1e6
+def kernels_s(m: ModelShape, f: Factors) -> float:
+    """GPU time per step beyond the roofline that grows with depth (the kernels' latency)."""
+    return m.layers * f.layer_us / 1e6
+
+
+def host_s(m: ModelShape, f: Factors) -> float:
+    """Host time to launch one step's kernels layer by layer (engines without CUDA graphs)."""
+    return m.layers * f.host_us / 1e6
+
+
+def step_s(gpu: float, host: float, f: Factors, seq: float) -> float:
+    """One step's wall time. Launches are asynchronous: the GPU runs layer k while the host
+    launches layer k+1, so the step takes the longer of the two, not their sum (the seed
+    study's TGI 1.0 rows: 525 us per layer whether the GPU floor is 5.6 or 11 ms; bound
+    "host"). The fixed step cost and the per-sequence work run between steps, GPU idle."""
+    return max(gpu, host) + f.step_ms / 1e3 + seq
+
+
+def _bound(t_mem: float, t_cmp: float, gpu: float, host: float) -> str:
+    return "host" if host > gpu else "memory" if t_mem >= t_cmp else "compute"
 
 
 def is_w4(m: ModelShape) -> bool:
@@ -184,9 +206,9 @@ def decode_step(d: Deployment, batch: float, ctx: float, f: Factors) -> dict:
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
     t_comm = 2 * m.layers * _allreduce_s(d, batch * m.hidden * m.dtype_bytes, f)
     t_seq = f.seq_ms / 1e3 * batch
-    return {"s": max(t_mem, t_cmp) + t_comm + overhead_s(m, f) + t_seq, "memory_s": t_mem, "compute_s": t_cmp,
-            "comm_s": t_comm, "seq_s": t_seq, "bound": "memory" if t_mem >= t_cmp else "compute",
-            "weight_bytes": w, "kv_bytes": kv}
+    gpu, host = max(t_mem, t_cmp) + t_comm + kernels_s(m, f), host_s(m, f)
+    return {"s": step_s(gpu, host, f, t_seq), "memory_s": t_mem, "compute_s": t_cmp, "comm_s": t_comm, "host_s": host,
+            "seq_s": t_seq, "bound": _bound(t_mem, t_cmp, gpu, host), "weight_bytes": w, "kv_bytes": kv}
 
 
 def prefill(d: Deployment, n_tokens: float, seq_len: float, f: Factors) -> dict:
@@ -197,8 +219,9 @@ def prefill(d: Deployment, n_tokens: float, seq_len: float, f: Factors) -> dict:
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
     t_comm = 2 * m.layers * _allreduce_s(d, n_tokens * m.hidden * m.dtype_bytes, f)
     t_seq = f.seq_ms / 1e3 * max(n_tokens / max(seq_len, 1.0), 1.0)  # one per sequence prefilled
-    return {"s": max(t_mem, t_cmp) + t_comm + overhead_s(m, f) + t_seq, "memory_s": t_mem, "compute_s": t_cmp,
-            "comm_s": t_comm, "seq_s": t_seq, "bound": "memory" if t_mem >= t_cmp else "compute", "flops": flops}
+    gpu, host = max(t_mem, t_cmp) + t_comm + kernels_s(m, f), host_s(m, f)
+    return {"s": step_s(gpu, host, f, t_seq), "memory_s": t_mem, "compute_s": t_cmp, "comm_s": t_comm, "host_s": host,
+            "seq_s": t_seq, "bound": _bound(t_mem, t_cmp, gpu, host), "flops": flops}
 
 
 def capacity(d: Deployment, seq_tokens: int | None = None) -> dict:
@@ -258,10 +281,10 @@ def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Facto
         t_pf = ttft0 = pf["s"]
         tpot = t_dec = step["s"]
     elif d.schedule == "mixed":
-        fixed = step["comm_s"] + overhead_s(d.model, f) + step["seq_s"]
+        host, comm, seq = step["host_s"], step["comm_s"] + kernels_s(d.model, f), step["seq_s"]
         ride = b / (n_out - 1) if n_out > 1 else b
-        t_dec = max(step["memory_s"], step["compute_s"] + ride * pf["compute_s"]) + fixed
-        ttft0 = max(step["memory_s"], step["compute_s"] + pf["compute_s"]) + fixed + pf["comm_s"]
+        t_dec = step_s(max(step["memory_s"], step["compute_s"] + ride * pf["compute_s"]) + comm, host, f, seq)
+        ttft0 = step_s(max(step["memory_s"], step["compute_s"] + pf["compute_s"]) + comm + pf["comm_s"], host, f, seq)
         ttft0 += t_dec / 2 if b > 1 else 0.0
         tpot = t_dec
         t_pf = ttft0

@@ -8,7 +8,9 @@ last request waits for many batches. This simulates that, one engine step at a t
 - admission: FIFO, while the KV pool has blocks for the request's prompt + output (reserved
   whole on admission: no preemption) and the running batch is under max_num_seqs;
 - a step's time comes from the roofline with fitted efficiencies (StepCost), for the tokens it
-  carries: max(bytes / (eta_mem * BW), FLOPs / (eta_compute * F)) + all-reduces + overhead;
+  carries: max(max(bytes / (eta_mem * BW), FLOPs / (eta_compute * F)) + all-reduces + kernel
+  latency, host launches)
+  + fixed step cost + per-sequence work (roofline.step_s: launches overlap the GPU's work);
 - load: the same shapes as `servebench run`: closed-loop users (zero think time), a Poisson
   rate, or a burst (every request at t=0); lengths fixed or per request (a trace's mix);
 - requests reach the engine through a gate: a plain latency (req_ms), or with fe_ms > 0 (fitted
@@ -26,7 +28,7 @@ import statistics
 from dataclasses import dataclass, field
 
 from servebench.estimate.frontend import Frontend, Lag
-from servebench.estimate.roofline import Deployment, Factors, capacity, link, overhead_s, weight_read_bytes
+from servebench.estimate.roofline import Deployment, Factors, capacity, host_s, kernels_s, link, weight_read_bytes
 
 BLOCK = 16  # tokens per KV block (vLLM's default block size)
 
@@ -50,10 +52,11 @@ class StepCost:
     mem_ctx: float  # s per KV token read
     cmp_tok: float  # s per token through the weights
     cmp_attn: float  # s per (query token x context token)
-    comm0: float  # all-reduce latency per step, s
+    comm0: float  # all-reduce latency and the kernels' latency beyond the roofline per step, s
     comm_tok: float  # all-reduce bandwidth time per token, s
-    overhead: float  # fixed cost per step, s
+    overhead: float  # fixed cost per step, s (serial: between steps)
     per_seq: float = 0.0  # cost per sequence in the step (decoding or prefilling), s
+    host: float = 0.0  # kernel launches per step, s (overlaps the GPU's part: roofline.step_s)
 
     @staticmethod
     def of(d: Deployment, f: Factors) -> "StepCost":
@@ -64,15 +67,16 @@ class StepCost:
         layers2 = 2 * m.layers if tp > 1 else 0
         return StepCost(mem0=weight_read_bytes(m, f) / tp / bw, mem_ctx=m.kv_bytes_per_token(tp) / bw,
                         cmp_tok=2 * m.matmul_params / tp / fl, cmp_attn=m.attn_flops(1, 1) / tp / fl,
-                        comm0=layers2 * alpha,
+                        comm0=layers2 * alpha + kernels_s(m, f),
                         comm_tok=layers2 * 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes / link_bw if tp > 1 else 0.0,
-                        overhead=overhead_s(m, f), per_seq=f.seq_ms / 1e3)
+                        overhead=f.step_ms / 1e3, per_seq=f.seq_ms / 1e3, host=host_s(m, f))
 
     def step(self, ctx_tokens: float, tokens: float, attn: float, seqs: int = 0) -> float:
         """ctx_tokens: KV tokens read; tokens: tokens through the weights; attn: sum of q x ctx;
         seqs: sequences in the step (host work per sequence, added: it does not overlap)."""
-        return max(self.mem0 + self.mem_ctx * ctx_tokens, self.cmp_tok * tokens + self.cmp_attn * attn) + \
-            self.comm0 + self.comm_tok * tokens + self.overhead + self.per_seq * seqs
+        gpu = max(self.mem0 + self.mem_ctx * ctx_tokens, self.cmp_tok * tokens + self.cmp_attn * attn) + \
+            self.comm0 + self.comm_tok * tokens
+        return max(gpu, self.host) + self.overhead + self.per_seq * seqs
 
 
 @dataclass(slots=True)
