@@ -164,3 +164,25 @@ def test_before_load_skips_sagemaker():
     server = Server(base_url="sagemaker://ep", engine="tgi", adapter="tgi")
     assert before_load(server, ADAPTERS["tgi"], "m", {"x": 1}, []) == {"x": 1}
     assert "request_probe" not in server.info
+
+
+def test_a_ctrl_c_in_the_instant_the_probe_ends_is_not_lost(monkeypatch):
+    """A Ctrl-C (or a Ray task cancel: it runs the SIGINT handler when the loop next wakes,
+    for a read) that cancels the probe in the loop iteration where its response ends. Under
+    asyncio.wait_for on Python 3.11 the finished request was returned and asyncio.run went
+    on as if nothing happened: the cell measured its whole load (test_ray_sweep.py's Ctrl-C
+    test saw 'done' cells). The interrupt must come out as KeyboardInterrupt."""
+    import signal
+
+    from servebench.transport import probe
+    from servebench.transport.http import HttpTransport
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # asyncio.run's own handler applies
+
+    async def ends_as_ctrl_c_arrives(self, wire, rec):
+        signal.raise_signal(signal.SIGINT)  # asyncio.run's handler: cancel the main task
+        rec.status, rec.end_ns, rec.chunks = 200, 1, [(1, b"data: [DONE]\n\n")]
+
+    monkeypatch.setattr(HttpTransport, "send", ends_as_ctrl_c_arrives)
+    with pytest.raises(KeyboardInterrupt):
+        probe._send_by_deadline("http://127.0.0.1:9", build({}), 5.0)
