@@ -3,7 +3,6 @@ built from (docs/metrics.md)."""
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from servebench.records import RequestRecord, TokenStats, token_arrays

@@ -177,12 +177,16 @@ def test_a_ctrl_c_in_the_instant_the_probe_ends_is_not_lost(monkeypatch):
     from servebench.transport import probe
     from servebench.transport.http import HttpTransport
 
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # asyncio.run's own handler applies
-
     async def ends_as_ctrl_c_arrives(self, wire, rec):
         signal.raise_signal(signal.SIGINT)  # asyncio.run's handler: cancel the main task
         rec.status, rec.end_ns, rec.chunks = 200, 1, [(1, b"data: [DONE]\n\n")]
 
     monkeypatch.setattr(HttpTransport, "send", ends_as_ctrl_c_arrives)
-    with pytest.raises(KeyboardInterrupt):
-        probe._send_by_deadline("http://127.0.0.1:9", build({}), 5.0)
+    # asyncio.run installs its handler only over Python's default one, which a test runner
+    # started as a shell's background job does not have (SIGINT ignored): set it here
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            probe._send_by_deadline("http://127.0.0.1:9", build({}), 5.0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
