@@ -37,6 +37,29 @@ def interruptible() -> None:
         signal.signal(signal.SIGHUP, _raise_interrupt)
 
 
+@contextmanager
+def cancellable():
+    """A Ray task body that a cancel can stop. `ray.cancel(ref, force=False)` reaches a running
+    task as a simulated SIGINT in its worker's main thread (`_thread.interrupt_main`), and
+    Python drops that while SIGINT is ignored: the worker raises nothing and the task runs to
+    its end. A raylet started from a background job (a script's `cmd &`, a runner without job
+    control) is started with SIGINT ignored and passes that to every worker it starts; there a
+    sweep's Ctrl-C let every remote cell run on to the end of its load
+    (tests/integration/test_ray_sweep.py). The worker is left as it was found."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.getsignal(signal.SIGINT)
+    deaf = old in (signal.SIG_IGN, signal.SIG_DFL)  # SIG_DFL: interrupt_main drops it too
+    if deaf:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if deaf and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, old)
+
+
 _shields: list[list[int]] = []  # the signals each open shield holds, innermost last
 
 

@@ -7,7 +7,8 @@ recorded as their events arrive (ray_remote.py), so resume works exactly as for 
 Faults: a group whose resources no node has is failed at once (never left pending); a task
 lost with its node or worker has its unfinished cell marked failed and the rest of the group
 re-run on whatever node Ray picks next (at most max_retries times); Ctrl-C cancels every task,
-which raises KeyboardInterrupt in it so run_group tears its server down, and force-kills
+which raises KeyboardInterrupt in it so run_group tears its server down (even in a worker that
+inherited SIGINT ignored: ray_remote.py, signals.cancellable), and force-kills
 those that do not end within cancel_grace_s (the reaper then stops their servers)."""
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from servebench.load.rayconnect import node_facts
+from servebench.signals import cancellable
 from servebench.sweep.group import LimitSpec, run_group
 from servebench.sweep.plan import Cell, Group
 
@@ -106,6 +107,12 @@ def _stamp_node(run_dir: Path, node: dict) -> None:
 def run_remote_group(cfg, group: Group, limit: LimitSpec | None, queue, shared_dir: str | None,
                      done: dict[str, dict]) -> dict[str, Any]:
     """The Ray task body. Returns the group row (and the server logs when not shared)."""
+    with cancellable():  # the driver's Ctrl-C (ray.cancel) reaches run_group as KeyboardInterrupt
+        return _run_remote_group(cfg, group, limit, queue, shared_dir, done)
+
+
+def _run_remote_group(cfg, group: Group, limit: LimitSpec | None, queue, shared_dir: str | None,
+                      done: dict[str, dict]) -> dict[str, Any]:
     import ray
 
     node = node_facts()

@@ -159,9 +159,8 @@ def _send_by_deadline(base_url: str, req: Request, timeout_s: float) -> tuple[in
         rec = RequestRecord(index=-1)
         # the transport bounds the response; this bounds the connect too. Not wait_for: on
         # Python 3.11 it returns the result of a request that ends in the loop iteration where
-        # a Ctrl-C cancels it, and asyncio.run then returns as if nothing happened (a Ray task
-        # cancel, delivered when the loop wakes for a read, lands there often: the sweep's
-        # cells ran to their end, tests/integration/test_ray_sweep.py)
+        # a Ctrl-C cancels it, and asyncio.run then returns as if nothing happened
+        # (tests/unit/test_probe.py)
         try:
             async with asyncio.timeout(timeout_s):
                 await tr.send(tr.encode(req, PROBE_REQUEST_ID), rec)

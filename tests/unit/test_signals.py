@@ -85,3 +85,41 @@ def test_deliver_false_hands_the_signals_to_the_caller(handlers):
     with shielded() as quiet:
         pass
     assert quiet == []
+
+
+def _spin() -> None:
+    for _ in range(100_000):  # the handler of a simulated signal runs at the next eval check
+        pass
+
+
+def test_a_ray_cancel_reaches_a_task_whose_worker_inherited_sigint_ignored(monkeypatch):
+    """ray.cancel(force=False) is `_thread.interrupt_main()` in the worker, which Python drops
+    while SIGINT is ignored, as it is in every worker of a raylet started from a background job:
+    the sweep's remote cells ran on to their end after a Ctrl-C."""
+    import _thread
+
+    from servebench.signals import cancellable
+    from servebench.sweep import ray_remote
+
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _thread.interrupt_main()
+        _spin()  # dropped: the failure this guards against
+        with pytest.raises(KeyboardInterrupt):
+            with cancellable():
+                _thread.interrupt_main()
+                _spin()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the worker is left as found
+
+        def body(*args):  # the group task, cancelled while it measures
+            _thread.interrupt_main()
+            _spin()
+            return {"row": "ran to its end"}
+
+        monkeypatch.setattr(ray_remote, "_run_remote_group", body)
+        with pytest.raises(KeyboardInterrupt):
+            ray_remote.run_remote_group(None, None, None, None, None, {})
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
