@@ -31,7 +31,7 @@ BOUNDS = {"eta_mem": (0.02, 0.95), "eta_compute": (0.02, 0.95), "step_ms": (1e-3
 # req_ms and fe_ms have no reference value (published TTFTs are the engine's), so their prior's
 # centre is a guess. With two runs measuring TTFT it has to choose: two TTFTs cannot pin a
 # per-request latency, a per-request share of the frontend and the prefill's compute at once (two
-# `tiny` runs fit without it put 118 ms of a lone TTFT into req_ms, and a larger model's TTFT
+# `tiny` runs fit without it put ~35 ms each into req_ms and fe_ms, and a larger model's TTFT
 # came out 46 % too fast, against 13 % with it). From three such runs on the runs pin them and the
 # guess only pulls: on this host's 4-, 16- and 64-request vLLM CPU runs it held req_ms at 0.1 ms
 # where they say ~2.4 (their misfit 0.027 -> 0.015; the prior's cost of the move

@@ -67,3 +67,19 @@ def test_held_out_figures_inside_their_band(name, inside):
     assert (s["inside"], s["figures"]) == (inside, 8)
     out = [(r["load"], m) for r in res for m, x in r["calibrated"].items() if not x["inside"]]
     assert out == ([] if inside == 8 else [("closed 1", "tpot_ms")])
+
+
+def test_the_estimate_says_where_its_band_comes_from():
+    from servebench.estimate import catalog, predict
+
+    hs = _held(FIX / "loads-20261206")
+    d = hs[0].obs.deployment()
+    four = fit.calibrate([h.obs for h in hs])
+    two = fit.Calibration(factors=four.factors, fitted=four.fitted, n_runs=2, sigma=fit.DEFAULT_SIGMA,
+                          hardware=four.hardware, engines=four.engines, arches=four.arches)  # floored
+    band = predict.estimate(d, [1], (128, 32), four, engine="vllm", load="closed")["band"]
+    assert band.endswith("(the widest leave-one-run-out miss over your runs)")
+    assert f"x{math.exp(four.sigma):.2f}" in band
+    assert "fewer than 3 runs" in predict.estimate(d, [1], (128, 32), two, engine="vllm", load="closed")["band"]
+    gpu = d.__class__(d.model, catalog.lookup("a100-80gb"))
+    assert "widened for hardware" in predict.estimate(gpu, [1], (128, 32), four, engine="vllm")["band"]
