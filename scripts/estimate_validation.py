@@ -45,7 +45,7 @@ def main() -> int:
     args = ap.parse_args()
     S = {n: published.observations(n) for n in published.set_names()}
     ss, ft, trt = S["seed-study"], S["fastertransformer"], S["trtllm-h200"]
-    rows = ["| experiment | calibration rows | predicted rows | mean abs error | median | worst | band (1σ), rows inside | "
+    rows = ["| experiment | calibration rows | predicted rows | mean abs error | median | worst | band (widest leave-one-out miss), rows inside | "
             "fitted eta_mem / eta_compute / step (/ collective) |", "|---|---|---|---|---|---|---|---|"]
     experiment("uncalibrated defaults -> every published row", [], ss + ft + trt, rows)
     a10g = [o for o in ss if o.hw.key == "a10g"]

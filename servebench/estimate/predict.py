@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from servebench.estimate import fit
 from servebench.estimate.fit import Calibration
 from servebench.estimate.roofline import Deployment, capacity, link_note, serve
 
@@ -50,9 +51,7 @@ def estimate(d: Deployment, levels: list[int], tokens: tuple[int, int], cal: Cal
         "engine_calibrated": (engine in cal.engines) if cal.n_runs and engine else None,
         "engine_note": engine_note(engine, d.schedule, cal, lockstep),
         "link_note": link_note(d),
-        "sigma_log": sigma, "band": f"x{math.exp(-sigma):.2f} .. x{math.exp(sigma):.2f} " + (
-            "(the widest leave-one-source-out miss over the published rows)" if not cal.n_runs and cal.basis.startswith("published")
-            else "(one sigma, log space)"),
+        "sigma_log": sigma, "band": f"x{math.exp(-sigma):.2f} .. x{math.exp(sigma):.2f} ({_band_basis(cal, sigma)})",
         "levels": [],
     }
     if not cap["fits"]:
@@ -73,6 +72,18 @@ def estimate(d: Deployment, levels: list[int], tokens: tuple[int, int], cal: Cal
             row["minutes_per_1m_output_tokens"] = 1e6 / p["output_tok_s"] / 60
         out["levels"].append(row)
     return out
+
+
+def _band_basis(cal: Calibration, sigma: float) -> str:
+    """Where the band's width comes from, said beside it: both kinds are a widest held-out miss."""
+    if not cal.n_runs:
+        return ("the widest leave-one-source-out miss over the published rows" if cal.basis.startswith("published")
+                else "the documented default spread")
+    if cal.n_runs < 3 and cal.sigma == fit.DEFAULT_SIGMA:
+        base = "the uncalibrated spread: fewer than 3 runs"
+    else:
+        base = "the widest leave-one-run-out miss over your runs"
+    return base + ("" if sigma == cal.sigma else ", widened for hardware or engine not among them")
 
 
 def engine_note(engine: str | None, schedule: str, cal: Calibration, lockstep: bool) -> str:

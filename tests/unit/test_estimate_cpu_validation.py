@@ -46,8 +46,9 @@ def test_the_recorded_runs_are_what_the_docs_say():
 
 
 def test_tiny_calibration_predicts_small():
-    """docs/estimate.md: mean abs error 31% over the 8 predicted figures, 7 of 8 inside the
-    one-sigma band (the miss: TPOT at concurrency 8, under-predicted ~2.5x, see the docs)."""
+    """docs/estimate.md: mean abs error 31% over the 8 predicted figures, 7 of 8 inside the band
+    when it was one sigma of 0.6 (the miss: TPOT at concurrency 8, under-predicted ~2.5x); the
+    band is now the two runs' widest leave-one-out miss (x0.19-x5.1) and holds all 8."""
     cal = fit.calibrate(_obs("tiny"))
     sigma = cal.sigma_for(_host(), "vllm")
     errors = [e for o in _obs("small") for e in fit.errors(o, cal.factors).values()]

