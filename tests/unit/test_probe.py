@@ -167,11 +167,12 @@ def test_before_load_skips_sagemaker():
 
 
 def test_a_ctrl_c_in_the_instant_the_probe_ends_is_not_lost(monkeypatch):
-    """A Ctrl-C (or a Ray task cancel: it runs the SIGINT handler when the loop next wakes,
-    for a read) that cancels the probe in the loop iteration where its response ends. Under
-    asyncio.wait_for on Python 3.11 the finished request was returned and asyncio.run went
-    on as if nothing happened: the cell measured its whole load (test_ray_sweep.py's Ctrl-C
-    test saw 'done' cells). The interrupt must come out as KeyboardInterrupt."""
+    """A Ctrl-C (or a Ray task cancel, which runs the SIGINT handler when the loop next wakes)
+    that cancels the probe in the loop iteration where its response ends. Under
+    asyncio.wait_for on Python 3.11 the finished request was returned and asyncio.run went on
+    as if nothing happened: the run measured its whole load. The interrupt must come out as
+    KeyboardInterrupt. (The Ray sweep's 'done' cells had another cause, SIGINT ignored in the
+    workers: test_signals.py, docs/faults.md.)"""
     import signal
 
     from servebench.transport import probe
