@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-from servebench.estimate import catalog, models
+from servebench.estimate import catalog, engines, models
 from servebench.estimate.roofline import SCHEDULES, Deployment
 from servebench.estimate.sim import BLOCK, Load
 
@@ -89,7 +89,8 @@ def _row(r: dict) -> Row:
     offline = r["load"] == "burst" and r["engine"] == "trtllm"  # the stated batch is the batch, run at once
     shape = _shape(r)
     d = Deployment(shape, hw, tp, max_num_seqs=max(conc if offline else 256, 1), schedule=SCHEDULES.get(r["engine"], "separate"),
-                   mem_fraction=_fraction_for(shape, hw, tp, conc, n_in + n_out) if offline else 0.9)
+                   mem_fraction=_fraction_for(shape, hw, tp, conc, n_in + n_out) if offline else 0.9,
+                   kv_reads=engines.kv_reads(r["engine"], r["engine_version"], shape.heads, shape.kv_heads))
     if r["load"] == "burst":
         load = Load(mode="burst", requests=conc, n_in=n_in, n_out=n_out)
     else:  # k6-style closed loop, users desynchronised (ramped), enough requests for a steady state

@@ -13,7 +13,7 @@ is the host launching them without CUDA graphs (TGI 1.x), which overlaps the GPU
 The fixed step cost and the per-sequence term are host work between steps (sampling,
 scheduling, detokenising: vLLM V0/TGI), added (docs/estimate.md "Per-sequence step cost").
     all-reduce of B bytes (ring)           = alpha + 2(T-1)/T * B / (eta_link*link)
-W = weight bytes read per step / T, K = KV bytes per token per GPU, P = weights each token
+W = weight bytes read per step / T, K = KV bytes per token per GPU (times Deployment.kv_reads), P = weights each token
 multiplies by, F = dense peak of the compute dtype.
 
 Serving at concurrency c (closed loop, requests of n_in prompt and n_out output tokens), the
@@ -102,6 +102,9 @@ class Deployment:
     max_num_seqs: int = 256  # engine's cap on the running batch (vLLM default)
     schedule: str = "mixed"  # mixed | separate (see module doc)
     p2p: bool | None = None  # GPU peer access; None: NCCL_P2P_DISABLE=1 in the env says no, else the catalog
+    # times a decode step reads each KV head: 1 for a group-aware attention kernel; the query
+    # heads per KV head for one that gives every query head its own pass (engines.kv_reads)
+    kv_reads: float = 1.0
 
 
 SCHEDULES = {"vllm": "mixed", "sglang": "mixed", "trtllm": "mixed", "tensorrt-llm": "mixed", "openai": "mixed",
@@ -200,7 +203,7 @@ def _allreduce_s(d: Deployment, nbytes: float, f: Factors) -> float:
 def decode_step(d: Deployment, batch: float, ctx: float, f: Factors) -> dict:
     m, hw = d.model, d.hw
     w = m.decode_weight_bytes() / d.tp
-    kv = batch * ctx * m.kv_bytes_per_token(d.tp)
+    kv = batch * ctx * m.kv_bytes_per_token(d.tp) * d.kv_reads
     t_mem = (weight_read_bytes(m, f) / d.tp + kv) / (f.eta_mem * hw.bandwidth_gbs * 1e9)
     flops = (2 * m.matmul_params * batch + m.attn_flops(batch, ctx)) / d.tp
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))

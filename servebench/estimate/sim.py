@@ -65,7 +65,7 @@ class StepCost:
         fl = f.eta_compute * hw.peak_flops(m.compute)
         alpha, link_bw = link(d, f)
         layers2 = 2 * m.layers if tp > 1 else 0
-        return StepCost(mem0=weight_read_bytes(m, f) / tp / bw, mem_ctx=m.kv_bytes_per_token(tp) / bw,
+        return StepCost(mem0=weight_read_bytes(m, f) / tp / bw, mem_ctx=m.kv_bytes_per_token(tp) * d.kv_reads / bw,
                         cmp_tok=2 * m.matmul_params / tp / fl, cmp_attn=m.attn_flops(1, 1) / tp / fl,
                         comm0=layers2 * alpha + kernels_s(m, f),
                         comm_tok=layers2 * 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes / link_bw if tp > 1 else 0.0,
