@@ -1,6 +1,7 @@
 """The engine dimension of the published fit: which (GPU family, engine) pairs a source
-separates, the efficiency ratios between engines, and which engines' int4 kernels have their
-own efficiency. Rows are pubfit.Row (duck-typed here: source, engine, family, d)."""
+separates, the efficiency ratios between engines, which engines' int4 kernels have their
+own efficiency, and which engine versions read the KV cache once per query head. Rows are
+pubfit.Row (duck-typed here: source, engine, family, d)."""
 
 from __future__ import annotations
 
