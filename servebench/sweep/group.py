@@ -142,9 +142,11 @@ def _measure_cell(cfg: SweepConfig, group: Group, cell: Cell, session: ServerSes
     beside it (judge.with_samples), for the limit search."""
     run_dir = host.cell_dir(cell)
     rc = run_config(cfg, group.server, cell.load, run_dir.parent, cell.id)
-    host.started(cell, run_dir)
     summary, status, error = None, "done", None
     try:
+        # inside the try: a Ctrl-C delivered as started() returns (held in the index write's
+        # fsync) must mark the cell interrupted, not leave index.json saying it is running
+        host.started(cell, run_dir)
         if cfg.reset_cache:
             session.reset_cache()
         p = prepared or prepare(rc, tokenizer=tokenizer)
