@@ -166,6 +166,8 @@ def _measure_cell(cfg: SweepConfig, group: Group, cell: Cell, session: ServerSes
     except KeyboardInterrupt:  # before or after the measurement wrote its files: what is there
         host.finished(cell, "interrupted", "interrupted by Ctrl-C", run_dir, _summary(run_dir))
         raise
+    except ResultsRefused:  # the index cannot be written (started()): the sweep stops, settle() says why
+        raise
     except Exception as e:  # noqa: BLE001 - one cell's failure never stops the sweep
         status, error, summary = "failed", first_line(e), _summary(run_dir)
     host.finished(cell, status, error, run_dir, summary)

@@ -12,7 +12,7 @@ from servebench.sweep import group as group_mod
 
 
 class Host:
-    def __init__(self, tmp_path, interrupt_in_started: bool):
+    def __init__(self, tmp_path, interrupt_in_started: bool | BaseException):
         self.tmp_path, self.interrupt = tmp_path, interrupt_in_started
         self.marks: list[str] = []
 
@@ -21,8 +21,10 @@ class Host:
 
     def started(self, cell, run_dir):
         self.marks.append("running")
-        if self.interrupt:
+        if self.interrupt is True:
             raise KeyboardInterrupt
+        if self.interrupt:
+            raise self.interrupt
 
     def finished(self, cell, status, error, run_dir, summary):
         self.marks.append(status)
@@ -34,7 +36,7 @@ class Host:
         pass
 
 
-def _measure(monkeypatch, tmp_path, interrupt_in_started: bool, measure):
+def _measure(monkeypatch, tmp_path, interrupt_in_started, measure):
     monkeypatch.setattr(group_mod, "run_config", lambda *a, **k: SimpleNamespace())
     monkeypatch.setattr(group_mod, "measure", measure)
     host = Host(tmp_path, interrupt_in_started)
@@ -59,3 +61,16 @@ def test_a_cell_measured_without_a_ctrl_c_is_done(monkeypatch, tmp_path):
     host, run = _measure(monkeypatch, tmp_path, False, lambda *a, **k: SimpleNamespace(summary={"completed": 1}))
     assert run() == {"completed": 1}
     assert host.marks == ["running", "done"]
+
+
+def test_an_index_that_cannot_be_written_as_the_cell_starts_still_stops_the_sweep(monkeypatch, tmp_path):
+    """Not swallowed as one cell's failure: the sweep would run on writing nothing."""
+    from servebench.sweep.index import IndexWriteError
+
+    def never(*a, **k):
+        raise AssertionError("no load after the index write failed")
+
+    host, run = _measure(monkeypatch, tmp_path, IndexWriteError("cannot write index.json: No space left"), never)
+    with pytest.raises(IndexWriteError):
+        run()
+    assert host.marks == ["running"]
