@@ -18,6 +18,10 @@ from servebench.estimate.roofline import Factors, is_w4
 # 2024-01-30: 1,227 -> 2,941 tok/s/GPU on Llama-2-70B, one H200, 128/2048). Current versions
 # of every engine here are group-aware: the default is one read.
 PER_QUERY_HEAD_KV_BEFORE = {"trtllm": (0, 8), "tensorrt-llm": (0, 8)}
+# TGI launched every kernel from Python until CUDA graphs became its default (PR #1703, merged
+# 2024-04-04, first released in 2.0): from there a step replays a graph and the per-layer host
+# launch cost its 1.x rows carry (host_us) is not paid
+CUDA_GRAPHS_FROM = {"tgi": (2, 0)}
 
 
 def _version(text: str | None) -> tuple[int, ...] | None:
@@ -37,6 +41,17 @@ def kv_reads(engine: str | None, version: str | None, heads: int, kv_heads: int)
     if before is None or v is None or v >= before or kv_heads >= heads:
         return 1.0
     return heads / kv_heads
+
+
+def cuda_graphs(engine: str | None, version: str | None, unknown_is_current: bool = True) -> bool:
+    """Whether this engine version replays CUDA graphs where its older versions launched every
+    kernel (roofline.Deployment.graphs). Engines not listed keep whatever host cost their own
+    rows fit. An unknown version is current for a prediction; a published row that states none
+    is taken as of its source's time (unknown_is_current=False: Hamel's TGI image of July 2023)."""
+    since, v = CUDA_GRAPHS_FROM.get(engine or ""), _version(version)
+    if since is None:
+        return False
+    return unknown_is_current if v is None else v >= since
 
 
 def w4_engines(train: list) -> frozenset:

@@ -90,7 +90,8 @@ def _row(r: dict) -> Row:
     shape = _shape(r)
     d = Deployment(shape, hw, tp, max_num_seqs=max(conc if offline else 256, 1), schedule=SCHEDULES.get(r["engine"], "separate"),
                    mem_fraction=_fraction_for(shape, hw, tp, conc, n_in + n_out) if offline else 0.9,
-                   kv_reads=engines.kv_reads(r["engine"], r["engine_version"], shape.heads, shape.kv_heads))
+                   kv_reads=engines.kv_reads(r["engine"], r["engine_version"], shape.heads, shape.kv_heads),
+                   graphs=engines.cuda_graphs(r["engine"], r["engine_version"], unknown_is_current=False))
     if r["load"] == "burst":
         load = Load(mode="burst", requests=conc, n_in=n_in, n_out=n_out)
     else:  # k6-style closed loop, users desynchronised (ramped), enough requests for a steady state
@@ -102,8 +103,34 @@ def _row(r: dict) -> Row:
         measured.pop("ms_per_token", None)
     if r["notes"].startswith("ms_per_token=tpot"):
         measured["tpot_ms"] = measured.pop("ms_per_token")
+    if "ttft not used" in r["notes"]:
+        measured.pop("ttft_ms", None)
     label = f"{r['model']} {r['quantization'] or 'none'} {r['instance'] or r['gpu']} x{tp} {r['load']} {conc} {n_in}/{n_out}"
-    return Row(r["source"], r["engine"], hw.arch, d, load, measured, label, r["notes"], {"citation": r["citation"]})
+    meta = {"citation": r["citation"]}
+    if r["notes"].startswith("ms_per_token=e2e/counted"):
+        meta["ms_per_token"] = "e2e/counted"
+    m = _COUNTED.search(r["notes"])
+    if m:
+        meta["counted_per_token"] = float(m.group(1)) / mean_length(n_out)
+    return Row(r["source"], r["engine"], hw.arch, d, load, measured, label, r["notes"], meta)
+
+
+# llmperf counts output tokens with its own (Llama 2) tokenizer, not the model's: a source that
+# states how many it counted per request gives the ratio its ms/token and tok/s are in
+_COUNTED = re.compile(r"counted output ([\d.]+) tokens per request")
+
+
+def published_figures(row: Row, p: dict) -> dict:
+    """The simulator's summary as the source measured it: metric -> value for row.measured.
+    ms_per_token "e2e/counted" is llmperf's per-token latency (the request's whole time over the
+    tokens it counted); tok/s in counted tokens where the source counts its own way."""
+    out = {m: p[METRIC_OF.get(m, m)] for m in row.measured if METRIC_OF.get(m, m) in p}
+    k = row.meta.get("counted_per_token", 1.0)
+    if row.meta.get("ms_per_token") == "e2e/counted" and "ms_per_token" in out:
+        out["ms_per_token"] = p["e2e_ms"] / (mean_length(row.load.n_out) * k)
+    if "tokens_per_s" in out:
+        out["tokens_per_s"] *= k
+    return out
 
 
 @lru_cache(maxsize=1)

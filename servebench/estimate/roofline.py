@@ -105,6 +105,8 @@ class Deployment:
     # times a decode step reads each KV head: 1 for a group-aware attention kernel; the query
     # heads per KV head for one that gives every query head its own pass (engines.kv_reads)
     kv_reads: float = 1.0
+    # the engine replays CUDA graphs: no per-layer host launch cost (host_us) to pay (engines.cuda_graphs)
+    graphs: bool = False
 
 
 SCHEDULES = {"vllm": "mixed", "sglang": "mixed", "trtllm": "mixed", "tensorrt-llm": "mixed", "openai": "mixed",
@@ -125,9 +127,9 @@ def kernels_s(m: ModelShape, f: Factors) -> float:
     return m.layers * f.layer_us / 1e6
 
 
-def host_s(m: ModelShape, f: Factors) -> float:
+def host_s(m: ModelShape, f: Factors, graphs: bool = False) -> float:
     """Host time to launch one step's kernels layer by layer (engines without CUDA graphs)."""
-    return m.layers * f.host_us / 1e6
+    return 0.0 if graphs else m.layers * f.host_us / 1e6
 
 
 def step_s(gpu: float, host: float, f: Factors, seq: float) -> float:
@@ -209,7 +211,7 @@ def decode_step(d: Deployment, batch: float, ctx: float, f: Factors) -> dict:
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
     t_comm = 2 * m.layers * _allreduce_s(d, batch * m.hidden * m.dtype_bytes, f)
     t_seq = f.seq_ms / 1e3 * batch
-    gpu, host = max(t_mem, t_cmp) + t_comm + kernels_s(m, f), host_s(m, f)
+    gpu, host = max(t_mem, t_cmp) + t_comm + kernels_s(m, f), host_s(m, f, d.graphs)
     return {"s": step_s(gpu, host, f, t_seq), "memory_s": t_mem, "compute_s": t_cmp, "comm_s": t_comm, "host_s": host,
             "seq_s": t_seq, "bound": _bound(t_mem, t_cmp, gpu, host), "weight_bytes": w, "kv_bytes": kv}
 
@@ -222,7 +224,7 @@ def prefill(d: Deployment, n_tokens: float, seq_len: float, f: Factors) -> dict:
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
     t_comm = 2 * m.layers * _allreduce_s(d, n_tokens * m.hidden * m.dtype_bytes, f)
     t_seq = f.seq_ms / 1e3 * max(n_tokens / max(seq_len, 1.0), 1.0)  # one per sequence prefilled
-    gpu, host = max(t_mem, t_cmp) + t_comm + kernels_s(m, f), host_s(m, f)
+    gpu, host = max(t_mem, t_cmp) + t_comm + kernels_s(m, f), host_s(m, f, d.graphs)
     return {"s": step_s(gpu, host, f, t_seq), "memory_s": t_mem, "compute_s": t_cmp, "comm_s": t_comm, "host_s": host,
             "seq_s": t_seq, "bound": _bound(t_mem, t_cmp, gpu, host), "flops": flops}
 

@@ -69,7 +69,7 @@ class StepCost:
                         cmp_tok=2 * m.matmul_params / tp / fl, cmp_attn=m.attn_flops(1, 1) / tp / fl,
                         comm0=layers2 * alpha + kernels_s(m, f),
                         comm_tok=layers2 * 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes / link_bw if tp > 1 else 0.0,
-                        overhead=f.step_ms / 1e3, per_seq=f.seq_ms / 1e3, host=host_s(m, f))
+                        overhead=f.step_ms / 1e3, per_seq=f.seq_ms / 1e3, host=host_s(m, f, d.graphs))
 
     def step(self, ctx_tokens: float, tokens: float, attn: float, seqs: int = 0) -> float:
         """ctx_tokens: KV tokens read; tokens: tokens through the weights; attn: sum of q x ctx;

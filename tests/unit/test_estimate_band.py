@@ -58,15 +58,21 @@ def test_two_runs_measuring_ttft_keep_the_prior():
     assert cal.factors.req_ms < 1.0 and cal.factors.fe_ms < 1.0
 
 
-@pytest.mark.parametrize("name, inside", [("loads", 8), ("loads-20261206", 7)])
-def test_held_out_figures_inside_their_band(name, inside):
+@pytest.mark.parametrize("name, outside", [
+    ("loads", []),
+    ("loads-20261206", [("closed 1", "tpot_ms")]),
+    ("loads-20261206-idle", [("closed 1", "ttft_ms"), ("closed 1", "tpot_ms"), ("burst 64", "tpot_ms")]),
+])
+def test_held_out_figures_inside_their_band(name, outside):
     """loads: all 8 (7 before); loads-20261206: 7 (5 before), the miss the 1-user TPOT
-    (+20 %: the loaded runs' TPOTs lie on a line that says 1.76 ms at one user, it measured 1.46)."""
+    (+20 %: the loaded runs' TPOTs lie on a line that says 1.76 ms at one user, it measured 1.46);
+    loads-20261206-idle (the same loads on an idle host, twice as fast): 5, both edge runs
+    predicted too slow from the other three (TPOT per sequence falls with the batch there, a
+    curve the model's straight line overshoots at both ends; docs/estimate.md)."""
     res = holdout.leave_one_out(_held(FIX / name))
     s = holdout.summarize(res)["calibrated"]
-    assert (s["inside"], s["figures"]) == (inside, 8)
-    out = [(r["load"], m) for r in res for m, x in r["calibrated"].items() if not x["inside"]]
-    assert out == ([] if inside == 8 else [("closed 1", "tpot_ms")])
+    assert (s["inside"], s["figures"]) == (8 - len(outside), 8)
+    assert [(r["load"], m) for r in res for m, x in r["calibrated"].items() if not x["inside"]] == outside
 
 
 def test_the_estimate_says_where_its_band_comes_from():
