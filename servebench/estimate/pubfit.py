@@ -180,8 +180,9 @@ class Fitted:
 # Per-layer cost per step (µs) tried on the pooled rows, the kernels' latency (layer_us): the
 # best on the training rows is kept and every family inherits it; a family or engine group
 # whose rows ran faster tries smaller ones (_lighter). Host launch time without CUDA graphs
-# (host_us, overlapping the GPU's work) is an engine's: no row says which engine used graphs,
-# so only an engine group (a family/engine a source separated) searches it on its own rows.
+# (host_us, overlapping the GPU's work) is an engine's; rows say which version used graphs only
+# where engines.cuda_graphs knows it (TGI), so an engine group (a family/engine a source
+# separated) searches it on its own rows, and a version with graphs does not pay it.
 LAYER_GRID_US = (0.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0)
 # An engine with a documented era of per-kernel launches from Python (engines.CUDA_GRAPHS_FROM:
 # TGI 1.x) has host_us searched on a 50 us grid: the doubling grid's 400 and 800 straddle TGI

@@ -58,10 +58,10 @@ _SPREAD = {k: re.compile(rf"{k} (\d+) tokens \(mean, stddev (\d+)") for k in ("i
 def stated_lengths(notes: str, n_in: int, n_out: int, requests: int) -> tuple:
     """(n_in, n_out) as the load gives them: per-request lengths from the mean and stddev the
     source states in its notes ("input 550 tokens (mean, stddev 150"; the same lengths for
-    every fit), else the fixed lengths. Closed-loop users with fixed lengths
-    stay in lockstep waves in the simulator: a wave's prompts prefill in one pass and every
-    user waits for it (Schmid's 16-user TTFTs came out 4-8x too slow); llmperf's spread is
-    what keeps real users apart."""
+    every fit), else the fixed lengths. Closed-loop users with fixed lengths stay in lockstep
+    waves in the simulator: a wave's prompts prefill in one pass and every user waits for it; a
+    stated spread is what keeps them apart. No shipped row states one now: Schmid's llmperf
+    runs, once read with llmperf's README spread, sent fixed lengths (docs/estimate.md)."""
     out = []
     for key, mean in (("input", n_in), ("output", n_out)):
         m = _SPREAD[key].search(notes)

@@ -14,20 +14,20 @@ from servebench.estimate.sim import Load, simulate
 
 # llmperf's own defaults, as a source that ran them would state them (Schmid's A10G page did not:
 # its scripts/benchmark.py passes stddev 0, so its shipped rows have fixed lengths)
-SCHMID = ("expected input 550 tokens (mean, stddev 150 per llmperf's README command) and output 150 tokens "
-          "(mean, stddev 10)")
+LLMPERF_SPREAD = ("expected input 550 tokens (mean, stddev 150 per llmperf's README command) and output 150 tokens "
+                  "(mean, stddev 10)")
 
 
 def test_a_stated_length_spread_becomes_per_request_lengths_with_that_mean_and_spread():
-    ins, outs = pubrows.stated_lengths(SCHMID, 550, 150, 128)
+    ins, outs = pubrows.stated_lengths(LLMPERF_SPREAD, 550, 150, 128)
     assert len(ins) == len(outs) == 128
     assert statistics.fmean(ins) == pytest.approx(550, abs=1) and statistics.pstdev(ins) == pytest.approx(150, rel=0.05)
     assert statistics.fmean(outs) == pytest.approx(150, abs=1) and statistics.pstdev(outs) == pytest.approx(10, rel=0.1)
     assert min(outs) >= 2 and min(ins) >= 1
-    assert pubrows.stated_lengths(SCHMID, 550, 150, 128) == (ins, outs)  # every fit sees the same load
+    assert pubrows.stated_lengths(LLMPERF_SPREAD, 550, 150, 128) == (ins, outs)  # every fit sees the same load
     # nothing stated, or a spread about another length: the fixed lengths stay
     assert pubrows.stated_lengths("ShareGPT prompts, max_new_tokens 50", 256, 50, 64) == (256, 50)
-    assert pubrows.stated_lengths(SCHMID, 512, 150, 64)[0] == 512
+    assert pubrows.stated_lengths(LLMPERF_SPREAD, 512, 150, 64)[0] == 512
 
 
 def test_no_shipped_row_carries_a_spread_schmids_run_fixed_lengths():
@@ -67,10 +67,10 @@ def test_llmperf_ttfts_below_a_waves_floor_are_not_used():
 
 def test_fixed_lengths_lock_closed_loop_users_into_waves_that_a_spread_breaks():
     """16 users, 550-token prompts: with one length every user that finishes together prefills
-    together and waits for the whole wave's prefill; llmperf's spread keeps them apart."""
+    together and waits for the whole wave's prefill; a stated length spread keeps them apart."""
     d = Deployment(models.load("llama-3-8b"), catalog.lookup("a10g"), 1)
     f = Factors(eta_mem=0.8, eta_compute=0.4)
-    ins, outs = pubrows.stated_lengths(SCHMID, 550, 150, 128)
+    ins, outs = pubrows.stated_lengths(LLMPERF_SPREAD, 550, 150, 128)
     fixed = simulate(d, f, Load(mode="closed", users=16, requests=128, n_in=550, n_out=150, stagger_s=1.0))
     spread = simulate(d, f, Load(mode="closed", users=16, requests=128, n_in=ins, n_out=outs, stagger_s=1.0))
     assert spread["ttft_ms_p50"] < 0.5 * fixed["ttft_ms_p50"]
