@@ -20,8 +20,11 @@ from servebench.estimate.roofline import Factors, is_w4
 PER_QUERY_HEAD_KV_BEFORE = {"trtllm": (0, 8), "tensorrt-llm": (0, 8)}
 # TGI launched every kernel from Python until CUDA graphs became its default (PR #1703, merged
 # 2024-04-04, first released in 2.0): from there a step replays a graph and the per-layer host
-# launch cost its 1.x rows carry (host_us) is not paid
-CUDA_GRAPHS_FROM = {"tgi": (2, 0)}
+# launch cost its 1.x rows carry (host_us) is not paid. TensorRT-LLM 1.x serves from its PyTorch
+# backend by default (`LlmArgs = TorchLlmArgs`), whose decode steps replay CUDA graphs by default
+# ("Enable cuda graph by default", PR #5480, merged 2025-07-14: `cuda_graph_config` defaults to
+# `CudaGraphConfig()`); its 0.x TensorRT-engine runs (0.5-0.7, NIM 1.0) fit a launch cost of their own
+CUDA_GRAPHS_FROM = {"tgi": (2, 0), "trtllm": (1, 0), "tensorrt-llm": (1, 0)}
 
 
 def _version(text: str | None) -> tuple[int, ...] | None:

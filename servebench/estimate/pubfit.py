@@ -15,7 +15,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from servebench.estimate.engines import CUDA_GRAPHS_FROM, by_ratio, engine_ratios, for_engine, w4_engines
+from servebench.estimate.engines import by_ratio, engine_ratios, for_engine, w4_engines
 from servebench.estimate.engines import separated as _separated
 from servebench.estimate.pubrows import Row, mean_length, published_figures, rows  # noqa: F401 - rows: re-exported for the scripts
 from servebench.estimate.roofline import Factors, decode_step, is_w4, spans_batches
@@ -184,8 +184,8 @@ class Fitted:
 # where engines.cuda_graphs knows it (TGI), so an engine group (a family/engine a source
 # separated) searches it on its own rows, and a version with graphs does not pay it.
 LAYER_GRID_US = (0.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0)
-# An engine with a documented era of per-kernel launches from Python (engines.CUDA_GRAPHS_FROM:
-# TGI 1.x) has host_us searched on a 50 us grid: the doubling grid's 400 and 800 straddle TGI
+# TGI, whose 1.x launched every kernel from Python (engines.CUDA_GRAPHS_FROM), has host_us
+# searched on a 50 us grid: the doubling grid's 400 and 800 straddle TGI
 # 1.x's ~520 us per layer (the seed study's 1-user rows: 517-525), and at 400 the fit made up the
 # rest with a low eta_mem, which does not carry to 8 GPUs (the seed's TP8 rows up to 3x too fast
 # held out). Other engines keep the doubling grid: on the fine one TensorRT-LLM and CTranslate2
@@ -193,10 +193,11 @@ LAYER_GRID_US = (0.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0)
 # figure moved, and the CLI's batch-1 decode got slower for both (Llama 2 7B on an A100:
 # TensorRT-LLM 17.0 ms/token against 13.8 on the doubling grid, CTranslate2 15.4 against 11.8).
 HOST_GRID_US = tuple(float(v) for v in range(50, 801, 50))
+HOST_GRID_ENGINES = frozenset({"tgi"})
 
 
 def _host_grid(train: list[Row]) -> tuple:
-    return HOST_GRID_US if {r.engine for r in train} <= set(CUDA_GRAPHS_FROM) else LAYER_GRID_US[1:]
+    return HOST_GRID_US if {r.engine for r in train} <= HOST_GRID_ENGINES else LAYER_GRID_US[1:]
 
 
 def _pooled(train: list[Row], w4e: frozenset | None = None) -> Factors:

@@ -1,7 +1,9 @@
 """TGI before 2.0 launched every kernel from Python; from 2.0 (PR #1703) it replays CUDA graphs.
-The per-layer host launch cost its 1.x rows teach the TGI group (host_us) is not paid by a TGI
-that runs graphs: not by Schmid's TGI 2.0.4 rows when the group is fitted, not by the TGI the
-CLI models (current)."""
+TensorRT-LLM 1.x serves from its PyTorch backend with CUDA graphs on by default (PR #5480); its
+0.x TensorRT-engine rows fit a launch cost of their own. The per-layer host launch cost (host_us)
+an engine's old rows teach is not paid by a version that runs graphs: not by Schmid's TGI 2.0.4
+rows or the TensorRT-LLM 1.1 rows when the group is fitted, not by the engine the CLI models
+(current)."""
 
 from __future__ import annotations
 
@@ -18,12 +20,19 @@ def test_the_rule_by_engine_and_version():
     assert engines.cuda_graphs("tgi", None)  # a prediction models the current engine
     assert not engines.cuda_graphs("tgi", None, unknown_is_current=False)  # a row of its own time
     assert not engines.cuda_graphs("vllm", "0.4.3") and not engines.cuda_graphs(None, None)  # their own fit
+    assert engines.cuda_graphs("trtllm", "1.1.0") and engines.cuda_graphs("trtllm", None)
+    assert not engines.cuda_graphs("trtllm", "0.6.1") and not engines.cuda_graphs("trtllm", "0.21.0")
+    # NIM names its own version, not TensorRT-LLM's: a row of its time, no graphs assumed
+    assert not engines.cuda_graphs("trtllm", "NIM llama3-8b-instruct 1.0.0", unknown_is_current=False)
 
 
 def test_the_shipped_rows_carry_it_by_their_version():
     got = {(r.source, r.d.graphs) for r in pubfit.rows() if r.engine == "tgi"}
     assert got == {("hf-sagemaker-tgi", False), ("tgi-issue-1129", False), ("hamel-latency-a6000", False),
                    ("philschmid-llmperf-a10g", True)}
+    got = {(r.source, r.d.graphs) for r in pubfit.rows() if r.engine == "trtllm"}
+    assert got == {("trtllm-perf-0.6.1", False), ("trtllm-h200-blog", False), ("jan-trtllm-vs-llamacpp", False),
+                   ("philschmid-llmperf-a10g", False), ("trtllm-serve-a6000", True)}
 
 
 def test_graphs_drop_the_host_launch_cost_and_nothing_else():
@@ -39,7 +48,7 @@ def test_graphs_drop_the_host_launch_cost_and_nothing_else():
     assert fast == pytest.approx(simulate(d, f.with_(host_us=0.0), load)["tpot_ms"]) and fast < 0.7 * slow
 
 
-def test_the_cli_models_a_current_tgi_without_the_launch_cost(monkeypatch):
+def test_the_cli_models_a_current_tgi_and_tensorrt_llm_without_the_launch_cost(monkeypatch):
     from click.testing import CliRunner
 
     from servebench.estimate.cli import estimate
@@ -52,7 +61,7 @@ def test_the_cli_models_a_current_tgi_without_the_launch_cost(monkeypatch):
         seen.append(self.graphs)
 
     monkeypatch.setattr(Deployment, "__init__", spy)
-    for engine, want in (("tgi", True), ("vllm", False)):
+    for engine, want in (("tgi", True), ("trtllm", True), ("vllm", False)):
         seen.clear()
         r = CliRunner().invoke(estimate, ["--model", "llama-2-7b", "--gpu", "a10g", "--engine", engine, "--json"])
         assert r.exit_code == 0, r.output
