@@ -181,7 +181,7 @@ class Fitted:
 # best on the training rows is kept and every family inherits it; a family or engine group
 # whose rows ran faster tries smaller ones (_lighter). Host launch time without CUDA graphs
 # (host_us, overlapping the GPU's work) is an engine's; rows say which version used graphs only
-# where engines.cuda_graphs knows it (TGI), so an engine group (a family/engine a source
+# where engines.cuda_graphs knows it (TGI, TensorRT-LLM), so an engine group (a family/engine a source
 # separated) searches it on its own rows, and a version with graphs does not pay it.
 LAYER_GRID_US = (0.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0)
 # TGI, whose 1.x launched every kernel from Python (engines.CUDA_GRAPHS_FROM), has host_us
@@ -191,7 +191,8 @@ LAYER_GRID_US = (0.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0)
 # held out). Other engines keep the doubling grid: on the fine one TensorRT-LLM and CTranslate2
 # (compiled runtimes) bought small in-sample gains with 500 and 450 us per layer, no held-out
 # figure moved, and the CLI's batch-1 decode got slower for both (Llama 2 7B on an A100:
-# TensorRT-LLM 17.0 ms/token against 13.8 on the doubling grid, CTranslate2 15.4 against 11.8).
+# TensorRT-LLM 17.0 ms/token against 13.8 on the doubling grid, CTranslate2 15.4 against 11.8;
+# a current TensorRT-LLM, with CUDA graphs, pays neither).
 HOST_GRID_US = tuple(float(v) for v in range(50, 801, 50))
 HOST_GRID_ENGINES = frozenset({"tgi"})
 
