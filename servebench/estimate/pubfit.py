@@ -181,8 +181,8 @@ class Fitted:
 # best on the training rows is kept and every family inherits it; a family or engine group
 # whose rows ran faster tries smaller ones (_lighter). Host launch time without CUDA graphs
 # (host_us, overlapping the GPU's work) is an engine's; rows say which version used graphs only
-# where engines.cuda_graphs knows it (TGI, TensorRT-LLM), so an engine group (a family/engine a source
-# separated) searches it on its own rows, and a version with graphs does not pay it.
+# where engines.cuda_graphs knows it (TGI, TensorRT-LLM), so an engine group (a family/engine a
+# source separated) searches it on its own rows, and a version with graphs does not pay it.
 LAYER_GRID_US = (0.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0)
 # TGI, whose 1.x launched every kernel from Python (engines.CUDA_GRAPHS_FROM), has host_us
 # searched on a 50 us grid: the doubling grid's 400 and 800 straddle TGI
