@@ -130,3 +130,18 @@ def test_the_trtllm_serve_rows_are_decode_figures_and_their_ttfts_came_from_reus
     floor_ms = 2 * m.layers * m.layer_linear_params * 2222 / hw.peak_flops("bf16") * 1e3
     long = next(r for r in rows if r.load.n_in == 2222)
     assert "48 ms TTFT" in long.notes and f"{floor_ms:.0f} ms" in long.notes and 48 < floor_ms / 3  # a floor: attention left out
+
+
+def test_the_a100_vllm_row_is_a_decode_rate_and_its_77_percent_says_so():
+    """A current vLLM (0.23.0) on one A100 40GB at one user: the source's "about 75 tokens/sec"
+    is a decode rate (1/TPOT), not tokens over the request's wall time, because it calls it
+    77 % of the memory-bandwidth ceiling, and 75 is 77 % of all the BF16 weights read once per
+    token at the card's bandwidth. Read as a wall-time rate (TTFT included) it would be another
+    figure; the row keeps the TPOT and nothing else."""
+    (row,) = [r for r in pubfit.rows() if r.source == "musgrave-vllm-a100"]
+    assert row.measured == {"tpot_ms": pytest.approx(1000 / 75, abs=0.005)}
+    assert (row.load.mode, row.load.users, row.load.n_in, row.load.n_out) == ("closed", 1, 1024, 128)
+    hw, m = catalog.lookup("a100-40gb-sxm"), models.load("llama-3.1-8b")
+    ceiling = hw.bandwidth_gbs * 1e9 / m.weight_bytes()
+    assert 75 / ceiling == pytest.approx(0.77, abs=0.005) and "77 %" in row.notes
+    assert row.engine == "vllm" and row.family == "ampere-dc" and row.d.hw.key == "a100-40gb-sxm"
