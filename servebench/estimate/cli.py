@@ -89,7 +89,7 @@ def load_calibration(paths: list[Path], hw_override: str | None, warn):
 def estimate(**o) -> None:
     """Predict TTFT, TPOT, throughput, KV capacity and cost on hardware you do not own (estimates)."""
     from servebench.estimate import catalog, engines, fit, models, predict
-    from servebench.estimate.roofline import SCHEDULES, Deployment
+    from servebench.estimate.roofline import ADMITS, SCHEDULES, Deployment
 
     warn = lambda m: click.echo(f"warning: {m}", err=True)  # noqa: E731
     bad = _bad_numbers(o)
@@ -111,7 +111,7 @@ def estimate(**o) -> None:
         _fail(str(e.args[0] if e.args else e))
     engine = o["engine"].lower()
     d = Deployment(shape, hw, o["gpus"], mem_fraction=o["mem_fraction"], max_num_seqs=o["max_num_seqs"],
-                   schedule=SCHEDULES.get(engine, "mixed"), p2p={"on": True, "off": False}.get(o["p2p"]),
+                   schedule=SCHEDULES.get(engine, "mixed"), admit=ADMITS.get(engine, "reserve"), p2p={"on": True, "off": False}.get(o["p2p"]),
                    graphs=engines.cuda_graphs(engine, None))
     result = predict.estimate(d, o["levels"], (o["input_tokens"], o["output_tokens"]), cal, o["price"], engine,
                               lockstep=o["arrivals"] == "lockstep",

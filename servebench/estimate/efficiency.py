@@ -16,7 +16,7 @@ from pathlib import Path
 from servebench.estimate import catalog, models
 from servebench.estimate.hardware import Hardware
 from servebench.estimate.models import ModelShape
-from servebench.estimate.roofline import SCHEDULES, Deployment, Factors, capacity, decode_step, prefill, serve
+from servebench.estimate.roofline import ADMITS, SCHEDULES, Deployment, Factors, capacity, decode_step, prefill, serve
 from servebench.errors import first_line
 
 METRICS = ("ttft_ms", "tpot_ms", "ms_per_token", "output_tok_s")
@@ -41,7 +41,7 @@ class Observation:
     meta: dict = field(default_factory=dict)
 
     def deployment(self) -> Deployment:
-        return Deployment(self.model, self.hw, self.tp, schedule=self.schedule)
+        return Deployment(self.model, self.hw, self.tp, schedule=self.schedule, admit=ADMITS.get(self.engine, "reserve"))
 
     def predict(self, f: Factors) -> dict:
         return serve(self.deployment(), self.concurrency, self.n_in, self.n_out, f, self.batch_cap, self.lockstep)

@@ -14,7 +14,7 @@ from functools import lru_cache
 from importlib import resources
 
 from servebench.estimate import catalog, engines, models
-from servebench.estimate.roofline import SCHEDULES, Deployment
+from servebench.estimate.roofline import ADMITS, SCHEDULES, Deployment
 from servebench.estimate.sim import BLOCK, Load
 
 ASSUMED_INPUT = 256  # the seed study's ShareGPT prompts: length not published (studies.md)
@@ -89,6 +89,7 @@ def _row(r: dict) -> Row:
     offline = r["load"] == "burst" and r["engine"] == "trtllm"  # the stated batch is the batch, run at once
     shape = _shape(r)
     d = Deployment(shape, hw, tp, max_num_seqs=max(conc if offline else 256, 1), schedule=SCHEDULES.get(r["engine"], "separate"),
+                   admit=ADMITS.get(r["engine"], "reserve"),
                    mem_fraction=_fraction_for(shape, hw, tp, conc, n_in + n_out) if offline else 0.9,
                    kv_reads=engines.kv_reads(r["engine"], r["engine_version"], shape.heads, shape.kv_heads),
                    graphs=engines.cuda_graphs(r["engine"], r["engine_version"], unknown_is_current=False))

@@ -101,6 +101,7 @@ class Deployment:
     reserve_gib: float = 1.5  # activations, CUDA graphs, allocator slack per GPU
     max_num_seqs: int = 256  # engine's cap on the running batch (vLLM default)
     schedule: str = "mixed"  # mixed | separate (see module doc)
+    admit: str = "reserve"  # reserve: prompt + output on admission | prompt: vLLM's (preempts, recomputes)
     p2p: bool | None = None  # GPU peer access; None: NCCL_P2P_DISABLE=1 in the env says no, else the catalog
     # times a decode step reads each KV head: 1 for a group-aware attention kernel; the query
     # heads per KV head for one that gives every query head its own pass (engines.kv_reads)
@@ -109,6 +110,9 @@ class Deployment:
     graphs: bool = False
 
 
+# Engines that admit on the prompt's KV blocks and preempt (recompute) when sequences outgrow
+# the pool (vLLM's scheduler, v0 and v1); the others reserve prompt + output on admission.
+ADMITS = {"vllm": "prompt"}
 SCHEDULES = {"vllm": "mixed", "sglang": "mixed", "trtllm": "mixed", "tensorrt-llm": "mixed", "openai": "mixed",
              "tgi": "separate", "lightllm": "separate"}
 

@@ -5,8 +5,12 @@ blocks free up, prefill them whole (TGI 1.x, LightLLM: a prefill is its own forw
 chunks that ride in decode steps (vLLM, SGLang, TensorRT-LLM in-flight batching), and a burst's
 last request waits for many batches. This simulates that, one engine step at a time:
 
-- admission: FIFO, while the KV pool has blocks for the request's prompt + output (reserved
-  whole on admission: no preemption) and the running batch is under max_num_seqs;
+- admission: FIFO while the running batch is under max_num_seqs and the KV pool has blocks for
+  the request's prompt + output (Deployment.admit "reserve": TGI, LightLLM, TensorRT-LLM's
+  default, none preempts), or, vLLM's ("prompt"), for its prompt alone beyond a 1 % watermark:
+  a sequence then takes a block each time its last one fills, and when the pool has none the
+  last admitted is preempted, its blocks freed, and it waits first in line to prefill its prompt
+  and the tokens it made again (recompute; its first-token time stays);
 - a step's time comes from the roofline with fitted efficiencies (StepCost), for the tokens it
   carries: max(max(bytes / (eta_mem * BW), FLOPs / (eta_compute * F)) + all-reduces + kernel
   latency, host launches)
@@ -91,6 +95,9 @@ class Req:
     done: float = -1.0
     prefilled: int = 0
     blocks: int = 0
+    made: int = 0  # tokens it had made when last preempted (prefilled again with its prompt)
+    start: int = 0  # decode step count when it last began decoding
+    gen: int = 0  # bumped on preemption: heap entries of an older gen are stale
 
 
 @dataclass(slots=True)
@@ -106,6 +113,11 @@ class _State:
     decode_steps: int = 0
     seq: int = 0
     done: list = field(default_factory=list)
+    # preempting engines (Deployment.admit == "prompt"): (decode step needing a new block, seq, gen, req)
+    grow: list = field(default_factory=list)
+    order: list = field(default_factory=list)  # decoding requests by admission (LIFO victims from the end)
+    watermark: int = 0
+    preemptions: int = 0
 
 
 def _lengths(v, n: int) -> list[int]:
@@ -138,9 +150,14 @@ def _arrivals(load: Load) -> tuple[list[Req], int]:
 def _admit(s: _State, d: Deployment) -> None:
     while s.waiting and s.running + len(s.prefilling) < d.max_num_seqs:
         r = s.waiting[0]
-        need = math.ceil((r.n_in + r.n_out) / BLOCK)
-        if need > s.free_blocks:
-            break
+        if d.admit == "prompt":
+            need = math.ceil((r.n_in + r.made) / BLOCK)
+            if need > s.free_blocks - s.watermark:
+                break
+        else:
+            need = math.ceil((r.n_in + r.n_out) / BLOCK)
+            if need > s.free_blocks:
+                break
         s.waiting.pop(0)
         r.blocks, r.admit = need, s.t
         s.free_blocks -= need
@@ -148,57 +165,97 @@ def _admit(s: _State, d: Deployment) -> None:
         s.peak = max(s.peak, s.running + len(s.prefilling))
 
 
-def _start_decoding(s: _State, r: Req) -> None:
-    r.first = s.t
-    if r.n_out <= 1:
+def _start_decoding(s: _State, r: Req, preempting: bool = False) -> None:
+    if r.first < 0:
+        r.first = s.t
+    left = r.n_out - r.made - 1  # decode steps to go: the prefill gave one token
+    if left <= 0:
         _finish(s, r)
         return
     s.running += 1
-    s.ctx += r.n_in + 1
+    s.ctx += r.n_in + r.made + 1
     s.seq += 1
-    heapq.heappush(s.finish, (s.decode_steps + r.n_out - 1, s.seq, r))
+    heapq.heappush(s.finish, (s.decode_steps + left, s.seq, r.gen, r))
+    if preempting:
+        r.start = s.decode_steps
+        kv = r.n_in + r.made  # in the cache after the prefill; a step adds one
+        heapq.heappush(s.grow, (s.decode_steps + (-kv) % BLOCK + 1, s.seq, r.gen, r))
+        s.order.append((r.gen, r))
+
+
+def _preempt(s: _State) -> None:
+    """vLLM's: before a decode step, every sequence whose last block is full needs one more;
+    while the pool cannot give them, the last admitted sequence is preempted and recomputed
+    (its prompt and the tokens it made so far prefilled again when it is readmitted, first in line)."""
+    step, need = s.decode_steps + 1, []
+    while s.grow and s.grow[0][0] <= step:
+        _, q, g, r = heapq.heappop(s.grow)
+        if g == r.gen and r.done < 0:
+            need.append((q, r))
+    while len(need) > s.free_blocks and s.order:
+        g, v = s.order.pop()
+        if g != v.gen:
+            continue  # finished or preempted since
+        n = v.made + 1 + s.decode_steps - v.start
+        s.running -= 1
+        s.ctx -= v.n_in + n
+        s.free_blocks += v.blocks
+        need = [(q, r) for q, r in need if r is not v]
+        v.gen += 1
+        v.blocks, v.prefilled, v.made = 0, 0, n
+        s.waiting.insert(0, v)
+        s.preemptions += 1
+    for q, r in need:
+        s.free_blocks -= 1
+        r.blocks += 1
+        heapq.heappush(s.grow, (step + BLOCK, q, r.gen, r))
 
 
 def _finish(s: _State, r: Req) -> None:
     r.done = s.t
     s.free_blocks += r.blocks
     s.done.append(r)
+    r.gen += 1
 
 
 def _step(s: _State, d: Deployment, cost: StepCost, chunk: int | None) -> None:
     """One engine step. Separate-prefill engines run new prompts as their own pass; mixed ones
     put up to `chunk` prompt tokens (None: whole prompts) into the decode step."""
-    b = s.running
+    pre = d.admit == "prompt"
     if d.schedule == "separate" and s.prefilling:
         new, s.prefilling = s.prefilling, []
-        toks = sum(r.n_in for r in new)
-        s.t += cost.step(0.0, toks, sum(r.n_in * r.n_in / 2 for r in new), len(new))
+        toks = sum(r.n_in + r.made for r in new)
+        s.t += cost.step(0.0, toks, sum((r.n_in + r.made) ** 2 / 2 for r in new), len(new))
         for r in new:
-            _start_decoding(s, r)
+            _start_decoding(s, r, pre)
         return
-    budget = math.inf if chunk is None else chunk
+    if pre and s.running:
+        _preempt(s)  # before the decode step that needs the blocks
+    b, budget = s.running, math.inf if chunk is None else chunk
     pf_toks, attn, ready, touched = 0, 0.0, [], 0
     while s.prefilling and budget > 0:
         r = s.prefilling[0]
         touched += 1
-        take = int(min(r.n_in - r.prefilled, budget))
+        take = int(min(r.n_in + r.made - r.prefilled, budget))
         attn += take * (r.prefilled + take / 2)
         r.prefilled += take
         pf_toks += take
         budget -= take
-        if r.prefilled >= r.n_in:
+        if r.prefilled >= r.n_in + r.made:
             ready.append(s.prefilling.pop(0))
     s.t += cost.step(s.ctx, b + pf_toks, s.ctx + attn, b + touched)
     if b:
         s.decode_steps += 1
         s.ctx += b
         while s.finish and s.finish[0][0] <= s.decode_steps:
-            _, _, r = heapq.heappop(s.finish)
+            _, _, g, r = heapq.heappop(s.finish)
+            if g != r.gen:
+                continue  # preempted since: it runs again from its recompute
             s.running -= 1
             s.ctx -= r.n_in + r.n_out  # prompt + every token it generated (the first came with its prefill)
             _finish(s, r)
     for r in ready:
-        _start_decoding(s, r)
+        _start_decoding(s, r, pre)
 
 
 def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, detail: bool = False) -> dict:
@@ -210,6 +267,7 @@ def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, de
     pending, issued = _arrivals(load)
     pending.sort(key=lambda r: r.arrive)
     s = _State(free_blocks=cap["kv_tokens"] // BLOCK)
+    s.watermark = int(0.01 * s.free_blocks) if d.admit == "prompt" else 0  # vLLM's watermark: 1 % of the blocks
     if pending and math.ceil((pending[0].n_in + pending[0].n_out) / BLOCK) > s.free_blocks:
         return {"fits": False, "why": f"one request of {pending[0].n_in + pending[0].n_out} tokens needs more KV "
                                       f"than the {cap['kv_tokens']} tokens free"}
@@ -239,7 +297,8 @@ def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, de
 
 
 def _result(s: _State, load: Load, cap: dict, detail: bool) -> dict:
-    out = {"fits": True, **summarize(s.done, load), "kv_tokens": cap["kv_tokens"], "peak_batch": s.peak}
+    out = {"fits": True, **summarize(s.done, load), "kv_tokens": cap["kv_tokens"], "peak_batch": s.peak,
+           "preemptions": s.preemptions}
     if detail:
         out["requests"] = sorted(s.done, key=lambda r: r.index)
     return out
