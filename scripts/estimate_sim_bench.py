@@ -18,13 +18,16 @@ from servebench.estimate.sim import Load, simulate  # noqa: E402
 
 def main() -> int:
     d = Deployment(models.load("llama-2-7b"), catalog.lookup("a10g"), 1)
-    for name, load in (("closed, 1 user (50,000 steps)", Load("closed", 1, requests=1000, n_in=256, n_out=50)),
-                       ("closed, 32 users", Load("closed", 32, requests=1000, n_in=256, n_out=50)),
-                       ("rate 10/s", Load("rate", rate=10.0, requests=1000, n_in=256, n_out=50)),
-                       ("burst of 1000", Load("burst", requests=1000, n_in=512, n_out=128))):
+    vllm = Deployment(d.model, d.hw, 1, admit="prompt")  # admits on the prompt, preempts when the pool fills
+    for name, dep, load in (("closed, 1 user (50,000 steps)", d, Load("closed", 1, requests=1000, n_in=256, n_out=50)),
+                            ("closed, 32 users", d, Load("closed", 32, requests=1000, n_in=256, n_out=50)),
+                            ("rate 10/s", d, Load("rate", rate=10.0, requests=1000, n_in=256, n_out=50)),
+                            ("burst of 1000", d, Load("burst", requests=1000, n_in=512, n_out=128)),
+                            ("burst of 1000, preempting", vllm, Load("burst", requests=1000, n_in=512, n_out=128))):
         t = time.perf_counter()
-        r = simulate(d, Factors(), load)
-        print(f"{name:32s} {(time.perf_counter() - t) * 1e3:7.1f} ms   {r['output_tok_s']:8.1f} tok/s")
+        r = simulate(dep, Factors(), load)
+        print(f"{name:32s} {(time.perf_counter() - t) * 1e3:7.1f} ms   {r['output_tok_s']:8.1f} tok/s"
+              f"   {r['preemptions']:5d} preempted")
     return 0
 
 

@@ -213,3 +213,7 @@ def render(r: dict, console=None) -> None:
     console.print(f"uncertainty: every figure {r['band']}; ranges shown for throughput and cost")
     if any(x["queue_ms"] > 0 for x in r["levels"]):
         console.print("[yellow]note:[/] levels above the largest batch queue: their TTFT includes waiting for a slot")
+    hit = [f"{x['preemptions']:,} at {x['concurrency']}" for x in r["levels"] if x.get("preemptions")]
+    if hit:
+        console.print(f"[yellow]note:[/] the KV cache fills and {r['engine']} preempts requests (recomputed later, "
+                      f"their time included): {', '.join(hit)}")

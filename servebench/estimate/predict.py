@@ -39,6 +39,8 @@ def estimate(d: Deployment, levels: list[int], tokens: tuple[int, int], cal: Cal
         "estimate": True,
         "note": "ESTIMATES from a calibrated roofline, not measurements",
         "model": d.model.as_dict(), "hardware": d.hw.as_dict(), "gpus": d.tp, "schedule": d.schedule,
+        "admission": {"prompt": "on the prompt's KV blocks, preempting (recompute) when the pool fills",
+                      "reserve": "prompt + output reserved"}[d.admit],
         "workload": {"input_tokens": n_in, "output_tokens": n_out, "arrivals": "lockstep" if lockstep else "spread",
                      "load": load or "closed", "scheduler": "simulated" if load else "formula"},
         "capacity": cap, "fits": cap["fits"],
@@ -62,6 +64,8 @@ def estimate(d: Deployment, levels: list[int], tokens: tuple[int, int], cal: Cal
         row = {"concurrency": c, **{k: p[k] for k in ("batch", "ttft_ms", "tpot_ms", "ms_per_token", "e2e_ms",
                                                       "output_tok_s", "request_throughput", "queue_ms",
                                                       "decode_step_ms", "decode_bound", "prefill_bound")}}
+        if "preemptions" in p:  # the simulated scheduler's: requests sent back to recompute (vLLM)
+            row["preemptions"] = p["preemptions"]
         for k in TIME_METRICS:
             row[k + "_band"] = [p[k] * lo, p[k] * hi]
         row["output_tok_s_band"] = [p["output_tok_s"] * lo, p["output_tok_s"] * hi]

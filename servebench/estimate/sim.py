@@ -186,7 +186,8 @@ def _start_decoding(s: _State, r: Req, preempting: bool = False) -> None:
 def _preempt(s: _State) -> None:
     """vLLM's: before a decode step, every sequence whose last block is full needs one more;
     while the pool cannot give them, the last admitted sequence is preempted and recomputed
-    (its prompt and the tokens it made so far prefilled again when it is readmitted, first in line)."""
+    (its prompt and the tokens it made so far prefilled again when it is readmitted, first in line).
+    "Last admitted" is v1's running order; v0 took the latest arrival, the same in a burst's first wave."""
     step, need = s.decode_steps + 1, []
     while s.grow and s.grow[0][0] <= step:
         _, q, g, r = heapq.heappop(s.grow)

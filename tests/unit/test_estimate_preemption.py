@@ -87,3 +87,25 @@ def test_vllm_preempts_and_the_others_reserve():
     assert ADMITS == {"vllm": "prompt"}
     got = {r.engine: r.d.admit for r in pubrows.rows()}
     assert got["vllm"] == "prompt" and got["tgi"] == "reserve" and got["trtllm"] == "reserve"
+
+
+def test_the_cli_says_how_each_engine_admits_and_counts_vllms_preemptions():
+    import json
+
+    from click.testing import CliRunner
+
+    from servebench.estimate.cli import estimate
+
+    def run(engine, *fmt):
+        r = CliRunner().invoke(estimate, ["--model", "llama-2-7b", "--gpu", "a10g", "--engine", engine, "--load", "burst",
+                                          "--concurrency", "4,300", "--input-tokens", "256", "--output-tokens", "256", *fmt])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output) if fmt else r.output
+
+    v, t = run("vllm", "--json"), run("tgi", "--json")
+    assert v["admission"].startswith("on the prompt") and t["admission"] == "prompt + output reserved"
+    assert v["levels"][0]["preemptions"] == 0 and v["levels"][1]["preemptions"] > 0
+    assert t["levels"][1]["preemptions"] == 0
+    text = " ".join(run("vllm").split())
+    assert f"vllm preempts requests (recomputed later, their time included): {v['levels'][1]['preemptions']:,} at 300" in text
+    assert "preempts" not in run("tgi")
