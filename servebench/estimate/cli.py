@@ -111,8 +111,8 @@ def estimate(**o) -> None:
         _fail(str(e.args[0] if e.args else e))
     engine = o["engine"].lower()
     d = Deployment(shape, hw, o["gpus"], mem_fraction=o["mem_fraction"], max_num_seqs=o["max_num_seqs"],
-                   schedule=SCHEDULES.get(engine, "mixed"), admit=ADMITS.get(engine, "reserve"), p2p={"on": True, "off": False}.get(o["p2p"]),
-                   graphs=engines.cuda_graphs(engine, None))
+                   schedule=SCHEDULES.get(engine, "mixed"), admit=ADMITS.get(engine, "reserve"),
+                   p2p={"on": True, "off": False}.get(o["p2p"]), graphs=engines.cuda_graphs(engine, None))
     result = predict.estimate(d, o["levels"], (o["input_tokens"], o["output_tokens"]), cal, o["price"], engine,
                               lockstep=o["arrivals"] == "lockstep",
                               load=o["load_mode"] if o["scheduler"] == "sim" else None)
