@@ -269,10 +269,13 @@ def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, de
     pending.sort(key=lambda r: r.arrive)
     s = _State(free_blocks=cap["kv_tokens"] // BLOCK)
     s.watermark = int(0.01 * s.free_blocks) if d.admit == "prompt" else 0  # vLLM's watermark: 1 % of the blocks
-    if pending and math.ceil((pending[0].n_in + pending[0].n_out) / BLOCK) > s.free_blocks:
-        return {"fits": False, "why": f"one request of {pending[0].n_in + pending[0].n_out} tokens needs more KV "
-                                      f"than the {cap['kv_tokens']} tokens free"}
     cost, n_ins, n_outs = StepCost.of(d, f), _lengths(load.n_in, load.requests), _lengths(load.n_out, load.requests)
+    # the largest request must fit alone (beyond vLLM's watermark: a preempted one is readmitted
+    # with all it made), else it would wait forever and the run end short
+    big = max(i + max(o, 1) for i, o in zip(n_ins, n_outs)) if load.requests else 0
+    if math.ceil(big / BLOCK) > s.free_blocks - s.watermark:
+        return {"fits": False, "why": f"one request of {big} tokens needs more KV than the "
+                                      f"{(s.free_blocks - s.watermark) * BLOCK} tokens free"}
     # between the clients and the engine: a plain latency, or the shared frontend worker when fitted
     gate = Frontend(f.fe_ms / 1e3, f.req_ms / 1e3) if f.fe_ms > 0 else Lag(f.req_ms / 1e3)
     for r in pending:

@@ -109,3 +109,18 @@ def test_the_cli_says_how_each_engine_admits_and_counts_vllms_preemptions():
     text = " ".join(run("vllm").split())
     assert f"vllm preempts requests (recomputed later, their time included): {v['levels'][1]['preemptions']:,} at 300" in text
     assert "preempts" not in run("tgi")
+
+
+def test_a_request_larger_than_the_pool_beyond_the_watermark_does_not_fit():
+    d = _dep(admit="prompt", mem_fraction=0.66)
+    blocks = capacity(d)["kv_tokens"] // sim.BLOCK
+    room = (blocks - int(0.01 * blocks)) * sim.BLOCK  # vLLM admits nothing into its last 1 %
+    ok = sim.simulate(d, Factors(), sim.Load("burst", requests=2, n_in=room - 64, n_out=64))
+    assert ok["fits"] and ok["completed"] == 2
+    assert int(0.01 * blocks) >= 1
+    # one block more; the second, longest request decides, not the first
+    over = sim.simulate(d, Factors(), sim.Load("burst", requests=2, n_in=(100, room - 64 + sim.BLOCK), n_out=64))
+    assert not over["fits"] and f"one request of {room + sim.BLOCK} tokens" in over["why"]
+    # reserving engines have no watermark: the same request fits them
+    wide = sim.simulate(_dep(mem_fraction=0.66), Factors(), sim.Load("burst", requests=1, n_in=room - 64 + sim.BLOCK, n_out=64))
+    assert wide["fits"] and wide["completed"] == 1
