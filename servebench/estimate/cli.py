@@ -27,6 +27,37 @@ def _levels(value: str) -> list[int]:
     return out
 
 
+def _speeds(value: str) -> list[float]:
+    try:
+        out = [float(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+    if not out or not all(math.isfinite(x) and x > 0 for x in out):
+        raise click.BadParameter("speeds must be finite and > 0")
+    return out
+
+
+TRACE_ONLY = ("trace_format", "trace_columns", "trace_window", "speeds", "trace_scale_lengths", "requests")
+NOT_WITH_TRACE = ("levels", "input_tokens", "output_tokens", "arrivals", "scheduler", "load_mode")
+
+
+def _given(name: str) -> bool:
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+
+
+def _trace_conflict(o: dict) -> str | None:
+    """--trace brings its own arrivals and lengths; the options it replaces, or needs, said once."""
+    opt = lambda n: "--" + {"levels": "concurrency", "load_mode": "load", "speeds": "trace_speed"}.get(n, n).replace("_", "-")  # noqa: E731
+    if o["trace"]:
+        clash = [opt(n) for n in NOT_WITH_TRACE if _given(n)]
+        return f"{', '.join(clash)}: not with --trace (the trace gives arrivals and lengths; " \
+               "--trace-speed sets the levels)" if clash else None
+    needs = [opt(n) for n in TRACE_ONLY + ("prefix_cache",) if _given(n)]
+    return f"{', '.join(needs)}: only with --trace" if needs else None
+
+
 def _bad_numbers(o: dict) -> str | None:
     """The option that would make the estimate impossible (negative cost, >100 % memory), if any."""
     if (o["gpus"] is not None and o["gpus"] < 1) or o["input_tokens"] < 1 or o["output_tokens"] < 1:
@@ -84,15 +115,30 @@ def load_calibration(paths: list[Path], hw_override: str | None, warn):
 @click.option("--price", default=None, type=float, help="$/hour for the whole deployment (all --gpus): adds $ per 1M output tokens.")
 @click.option("--mem-fraction", default=0.9, show_default=True, type=float, help="Share of GPU memory the engine may use (vLLM gpu_memory_utilization).")
 @click.option("--max-num-seqs", default=256, show_default=True, type=int, help="Engine's cap on the running batch.")
+@click.option("--trace", default=None, metavar="NAME|FILE",
+              help="Replay a trace through the simulated engine: azure-conv-2023, mooncake-conversation (shipped) "
+                   "or a file, read as `servebench run --trace` reads it (docs/workloads.md).")
+@click.option("--trace-format", default=None, help="azure | mooncake | servebench | csv | jsonl (default: detected).")
+@click.option("--trace-columns", default=None, metavar="time=COL,input=COL,output=COL",
+              help="Column mapping for any CSV/JSONL; time=COL:s|ms|datetime, optional blocks=COL.")
+@click.option("--trace-speed", "speeds", default="1", show_default=True, callback=lambda c, p, v: _speeds(v),
+              help="Replay K times faster than the trace; comma-separated: one level each.")
+@click.option("--trace-window", default=None, metavar="START:END", help="Seconds after the trace's first request.")
+@click.option("--trace-scale-lengths", default=1.0, show_default=True, type=float,
+              help="Multiply every length (and the prefix block size) by F, as `run` does.")
+@click.option("--requests", default=None, type=int, help="The first N requests of the trace's window.")
+@click.option("--prefix-cache", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Serve a trace's shared prompt blocks from the KV pool: auto = on for vllm and sglang "
+                   "(their default), off for the others.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of the table.")
 @click.option("--out", default=None, type=click.Path(path_type=Path), help="Also write the JSON here.")
 def estimate(**o) -> None:
     """Predict TTFT, TPOT, throughput, KV capacity and cost on hardware you do not own (estimates)."""
-    from servebench.estimate import catalog, engines, fit, models, predict
+    from servebench.estimate import catalog, engines, fit, models, predict, trace
     from servebench.estimate.roofline import ADMITS, SCHEDULES, Deployment
 
     warn = lambda m: click.echo(f"warning: {m}", err=True)  # noqa: E731
-    bad = _bad_numbers(o)
+    bad = _trace_conflict(o) or _bad_numbers(o)
     if bad:
         _fail(bad, 2)
     try:
@@ -110,12 +156,22 @@ def estimate(**o) -> None:
     except (ValueError, KeyError) as e:
         _fail(str(e.args[0] if e.args else e))
     engine = o["engine"].lower()
+    caching = {"on": True, "off": False}.get(o["prefix_cache"], engine in trace.PREFIX_CACHE_BY_DEFAULT)
     d = Deployment(shape, hw, o["gpus"], mem_fraction=o["mem_fraction"], max_num_seqs=o["max_num_seqs"],
                    schedule=SCHEDULES.get(engine, "mixed"), admit=ADMITS.get(engine, "reserve"),
-                   p2p={"on": True, "off": False}.get(o["p2p"]), graphs=engines.cuda_graphs(engine, None))
-    result = predict.estimate(d, o["levels"], (o["input_tokens"], o["output_tokens"]), cal, o["price"], engine,
-                              lockstep=o["arrivals"] == "lockstep",
-                              load=o["load_mode"] if o["scheduler"] == "sim" else None)
+                   p2p={"on": True, "off": False}.get(o["p2p"]), graphs=engines.cuda_graphs(engine, None),
+                   prefix_cache=caching and bool(o["trace"]))
+    if o["trace"]:
+        try:
+            tl = trace.read(o["trace"], o["trace_format"], o["trace_columns"], o["trace_window"], o["requests"],
+                            o["trace_scale_lengths"])
+        except (ValueError, OSError) as e:  # TraceError, pydantic's ValidationError
+            _fail(_one_line(e), 2)
+        result = trace.estimate(d, tl, o["speeds"], cal, o["price"], engine)
+    else:
+        result = predict.estimate(d, o["levels"], (o["input_tokens"], o["output_tokens"]), cal, o["price"], engine,
+                                  lockstep=o["arrivals"] == "lockstep",
+                                  load=o["load_mode"] if o["scheduler"] == "sim" else None)
     result["engine"] = engine
     if catalog.instance(o["gpu"]):
         result["instance_type"] = o["gpu"]
@@ -125,7 +181,17 @@ def estimate(**o) -> None:
     if o["as_json"]:
         click.echo(text)
     else:
+        from servebench.estimate.render import render
+
         render(result)
+
+
+def _one_line(e: Exception) -> str:
+    errors = getattr(e, "errors", None)
+    if callable(errors):  # pydantic: the option and why, as `run` says it
+        err = errors()[0]
+        return f"--trace-{err['loc'][0]}".replace("_", "-") + f": {err['msg'].removeprefix('Value error, ')}"
+    return first_line(e)
 
 
 def _hardware(name: str, gpus: int | None):
@@ -139,81 +205,3 @@ def _hardware(name: str, gpus: int | None):
     if gpus is not None and gpus > count:
         raise ValueError(f"--gpus {gpus}: {name} has {count} {hw.label} GPU(s)")
     return hw, gpus or count
-
-
-def _width() -> int | None:
-    """COLUMNS when set (piped too: outputs/render.py's rule; outputs imports this stage, so
-    not from there); else the terminal's; piped without it, 140 rather than rich's 80."""
-    import os
-    import sys
-
-    cols = os.environ.get("COLUMNS", "").strip()
-    if cols.isdigit() and int(cols) > 0:
-        return int(cols)
-    return None if sys.stdout.isatty() else 140
-
-
-def _f(v, nd=1):
-    return "-" if v is None else f"{v:,.{nd}f}"
-
-
-def render(r: dict, console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = console or Console(width=_width())
-    m, hw, cap = r["model"], r["hardware"], r["capacity"]
-    params = f"{m['params'] / 1e9:.2f} B" if m["params"] >= 1e9 else f"{m['params'] / 1e6:.1f} M"
-    console.print(f"[bold]ESTIMATE[/] (not measured): {m['name']} ({params} params, "
-                  f"{m['weight_gib']:.3g} GiB weights) on {r['gpus']}x {hw['label']} "
-                  f"({hw['bandwidth_gbs']:.4g} GB/s, {hw['memory_gib']:.3g} GiB each)"
-                  + (f" = {r['instance_type']}" if r.get("instance_type") else "") + f", engine {r['engine']}, "
-                  f"{r['workload']['input_tokens']}→{r['workload']['output_tokens']} tokens, {r['workload']['arrivals']} arrivals")
-    if r.get("engine_note"):
-        console.print(f"[yellow]note:[/] {r['engine_note']}")
-    if r.get("link_note"):
-        console.print(f"link: {r['link_note']}")
-    if not r["fits"]:
-        console.print(f"[bold red]does not fit:[/] {cap['why']}")
-        return
-    console.print(f"memory per GPU: weights {cap['weights_gib']:.3g} GiB + reserve {cap['reserve_gib']:g} GiB of "
-                  f"{cap['usable_gib']:.1f} GiB usable → KV cache {cap['kv_gib']:.1f} GiB = {cap['kv_tokens']:,} tokens "
-                  f"({cap['kv_bytes_per_token'] / 1024:.0f} KiB/token); largest batch {cap['max_batch']:,} "
-                  f"sequences of {r['workload']['input_tokens'] + r['workload']['output_tokens']} tokens")
-    cal = r["calibration"]
-    if cal.get("runs"):
-        f = cal["factors"]
-        loo = cal.get("loo_mape")
-        console.print(f"calibrated on {cal['runs']} run(s) ({', '.join(cal['hardware'])}): eta_mem {f['eta_mem']:.2f}, "
-                      f"eta_compute {f['eta_compute']:.2f}, step overhead {f['step_ms']:.2f} ms"
-                      + (f", collective {f['alpha_us']:.0f} µs, link {f['eta_link']:.2f}" if "alpha_us" in cal["fitted"] else "")
-                      + (f"; leave-one-out error {loo:.0%}" if loo is not None else "")
-                      + f"; target hardware: {r['transfer']}")
-        if r.get("engine_calibrated") is False:
-            console.print(f"[yellow]note:[/] no calibration run used {r['engine']} ({', '.join(cal['engines'])} did): band widened")
-    else:
-        console.print(f"[yellow]not calibrated on your runs[/]: {cal['note']} (pass --calibrate RUN_DIR to fit them on your runs)")
-    t = Table(title="Estimate per concurrency (conc)", header_style="bold", pad_edge=False)
-    cols = ["conc", "batch", "TTFT ms", "TPOT ms", "ms/tok", "out tok/s", "range", "bound"]
-    has_cost = any("usd_per_1m_output_tokens" in x for x in r["levels"])
-    if has_cost:
-        cols += ["$/1M", "$ range"]
-    for c in cols:
-        t.add_column(c, justify="right")
-    for x in r["levels"]:
-        lo, hi = x["output_tok_s_band"]
-        row = [str(x["concurrency"]), _f(x["batch"], 0), _f(x["ttft_ms"]), _f(x["tpot_ms"], 2),
-               _f(x["ms_per_token"], 2), _f(x["output_tok_s"]), f"{_f(lo, 0)}–{_f(hi, 0)}", x["decode_bound"][:3]]
-        if has_cost:
-            clo, chi = x["usd_per_1m_output_tokens_band"]
-            row += [_f(x["usd_per_1m_output_tokens"], 2), f"{_f(clo, 2)}–{_f(chi, 2)}"]
-        t.add_row(*row)
-    console.print(t)
-    console.print("bound: what limits a decode step (mem = memory bandwidth, com = compute, hos = host kernel launches)")
-    console.print(f"uncertainty: every figure {r['band']}; ranges shown for throughput and cost")
-    if any(x["queue_ms"] > 0 for x in r["levels"]):
-        console.print("[yellow]note:[/] levels above the largest batch queue: their TTFT includes waiting for a slot")
-    hit = [f"{x['preemptions']:,} at {x['concurrency']}" for x in r["levels"] if x.get("preemptions")]
-    if hit:
-        console.print(f"[yellow]note:[/] the KV cache fills and {r['engine']} preempts requests (recomputed later, "
-                      f"their time included): {', '.join(hit)}")

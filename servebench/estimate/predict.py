@@ -34,15 +34,30 @@ def estimate(d: Deployment, levels: list[int], tokens: tuple[int, int], cal: Cal
     """`tokens`: (input, output) per request."""
     n_in, n_out = tokens
     cap = capacity(d, n_in + n_out)
+    workload = {"input_tokens": n_in, "output_tokens": n_out, "arrivals": "lockstep" if lockstep else "spread",
+                "load": load or "closed", "scheduler": "simulated" if load else "formula"}
+    out = header(d, cal, engine, lockstep, workload, cap)
+    if not cap["fits"]:
+        return out
+    for c in levels:
+        p = _level(d, c, n_in, n_out, cal, lockstep, load)
+        out["levels"].append(level_row({"concurrency": c}, p, ("batch", "ttft_ms", "tpot_ms", "ms_per_token", "e2e_ms",
+                                                               "output_tok_s", "request_throughput", "queue_ms",
+                                                               "decode_step_ms", "decode_bound", "prefill_bound"),
+                                       out["sigma_log"], price_per_hour))
+    return out
+
+
+def header(d: Deployment, cal: Calibration, engine: str | None, lockstep: bool, workload: dict, cap: dict) -> dict:
+    """What every estimate says before its levels: the deployment, its memory, the calibration, the band."""
     sigma = cal.sigma_for(d.hw, engine)
-    out = {
+    return {
         "estimate": True,
         "note": "ESTIMATES from a calibrated roofline, not measurements",
         "model": d.model.as_dict(), "hardware": d.hw.as_dict(), "gpus": d.tp, "schedule": d.schedule,
         "admission": {"prompt": "on the prompt's KV blocks, preempting (recompute) when the pool fills",
                       "reserve": "prompt + output reserved"}[d.admit],
-        "workload": {"input_tokens": n_in, "output_tokens": n_out, "arrivals": "lockstep" if lockstep else "spread",
-                     "load": load or "closed", "scheduler": "simulated" if load else "formula"},
+        "workload": workload,
         "capacity": cap, "fits": cap["fits"],
         "calibration": cal.summary() if cal.n_runs else {"runs": 0, "factors": cal.factors.as_dict(),
                                                           "basis": cal.basis, "note": (
@@ -56,26 +71,24 @@ def estimate(d: Deployment, levels: list[int], tokens: tuple[int, int], cal: Cal
         "sigma_log": sigma, "band": f"x{math.exp(-sigma):.2f} .. x{math.exp(sigma):.2f} ({_band_basis(cal, sigma)})",
         "levels": [],
     }
-    if not cap["fits"]:
-        return out
+
+
+def level_row(row: dict, p: dict, keys: tuple, sigma: float, price_per_hour: float | None) -> dict:
+    """One level of the output: the keys of p, the band around every time and the throughput, and cost."""
     lo, hi = math.exp(-sigma), math.exp(sigma)
-    for c in levels:
-        p = _level(d, c, n_in, n_out, cal, lockstep, load)
-        row = {"concurrency": c, **{k: p[k] for k in ("batch", "ttft_ms", "tpot_ms", "ms_per_token", "e2e_ms",
-                                                      "output_tok_s", "request_throughput", "queue_ms",
-                                                      "decode_step_ms", "decode_bound", "prefill_bound")}}
-        if "preemptions" in p:  # the simulated scheduler's: requests sent back to recompute (vLLM)
-            row["preemptions"] = p["preemptions"]
-        for k in TIME_METRICS:
+    row.update({k: p[k] for k in keys})
+    if "preemptions" in p:  # the simulated scheduler's: requests sent back to recompute (vLLM)
+        row["preemptions"] = p["preemptions"]
+    for k in TIME_METRICS:
+        if k in row:
             row[k + "_band"] = [p[k] * lo, p[k] * hi]
-        row["output_tok_s_band"] = [p["output_tok_s"] * lo, p["output_tok_s"] * hi]
-        if price_per_hour:
-            usd = price_per_hour / (p["output_tok_s"] * 3600) * 1e6
-            row["usd_per_1m_output_tokens"] = usd
-            row["usd_per_1m_output_tokens_band"] = [usd * lo, usd * hi]
-            row["minutes_per_1m_output_tokens"] = 1e6 / p["output_tok_s"] / 60
-        out["levels"].append(row)
-    return out
+    row["output_tok_s_band"] = [p["output_tok_s"] * lo, p["output_tok_s"] * hi]
+    if price_per_hour:
+        usd = price_per_hour / (p["output_tok_s"] * 3600) * 1e6
+        row["usd_per_1m_output_tokens"] = usd
+        row["usd_per_1m_output_tokens_band"] = [usd * lo, usd * hi]
+        row["minutes_per_1m_output_tokens"] = 1e6 / p["output_tok_s"] / 60
+    return row
 
 
 def _band_basis(cal: Calibration, sigma: float) -> str:

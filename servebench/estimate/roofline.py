@@ -108,6 +108,9 @@ class Deployment:
     kv_reads: float = 1.0
     # the engine replays CUDA graphs: no per-layer host launch cost (host_us) to pay (engines.cuda_graphs)
     graphs: bool = False
+    # the engine keeps computed prompt blocks for later requests (vLLM's automatic prefix caching,
+    # SGLang's radix cache): the simulator serves a trace's shared prefixes from the pool (sim.py)
+    prefix_cache: bool = False
 
 
 # Engines that admit on the prompt's KV blocks and preempt (recompute) when sequences outgrow

@@ -16,7 +16,9 @@ last request waits for many batches. This simulates that, one engine step at a t
   latency, host launches)
   + fixed step cost + per-sequence work (roofline.step_s: launches overlap the GPU's work);
 - load: the same shapes as `servebench run`: closed-loop users (zero think time), a Poisson
-  rate, or a burst (every request at t=0); lengths fixed or per request (a trace's mix);
+  rate, a burst (every request at t=0), or a trace's own arrival times; lengths fixed or per
+  request (a trace's mix); with the engine's prefix cache on, the prompt blocks a trace says are
+  shared are served from the KV pool while they stay there (prefixcache.py);
 - requests reach the engine through a gate: a plain latency (req_ms), or with fe_ms > 0 (fitted
   on the user's runs only) a shared frontend worker first (frontend.py).
 
@@ -28,10 +30,11 @@ from __future__ import annotations
 import heapq
 import math
 import random
-import statistics
 from dataclasses import dataclass, field
 
 from servebench.estimate.frontend import Frontend, Lag
+from servebench.estimate.prefixcache import PrefixCache
+from servebench.estimate.simstats import summarize
 from servebench.estimate.roofline import Deployment, Factors, capacity, host_s, kernels_s, link, weight_read_bytes
 
 BLOCK = 16  # tokens per KV block (vLLM's default block size)
@@ -39,7 +42,7 @@ BLOCK = 16  # tokens per KV block (vLLM's default block size)
 
 @dataclass(frozen=True, slots=True)
 class Load:
-    mode: str = "closed"  # closed | rate | burst
+    mode: str = "closed"  # closed | rate | burst | trace
     users: int = 1  # closed: users; burst: ignored (every request at once)
     rate: float = 0.0  # rate: requests/s
     requests: int = 1000
@@ -47,6 +50,9 @@ class Load:
     n_out: int | tuple = 128
     seed: int = 0
     stagger_s: float = 0.0  # closed: users start evenly over this span (k6 ramps; 0: all at t0, in waves)
+    times: tuple | None = None  # trace: each request's arrival, s from the first
+    blocks: tuple | None = None  # per request (cycled), its prompt's leading prefix-block ids
+    block_tokens: int = 0  # tokens per prefix block
 
 
 @dataclass(slots=True)
@@ -98,6 +104,9 @@ class Req:
     made: int = 0  # tokens it had made when last preempted (prefilled again with its prompt)
     start: int = 0  # decode step count when it last began decoding
     gen: int = 0  # bumped on preemption: heap entries of an older gen are stale
+    ids: tuple = ()  # prefix-block ids of its prompt
+    held: list = field(default_factory=list)  # of those, the ones it holds in the prefix cache
+    hit: int = 0  # prefix blocks served from the cache at its last admission
 
 
 @dataclass(slots=True)
@@ -118,6 +127,7 @@ class _State:
     order: list = field(default_factory=list)  # decoding requests by admission (LIFO victims from the end)
     watermark: int = 0
     preemptions: int = 0
+    cache: PrefixCache | None = None
 
 
 def _lengths(v, n: int) -> list[int]:
@@ -127,45 +137,63 @@ def _lengths(v, n: int) -> list[int]:
     return [int(v[i % len(v)]) for i in range(n)]
 
 
+def _ids(load: Load, i: int) -> tuple:
+    return tuple(load.blocks[i % len(load.blocks)]) if load.blocks else ()
+
+
 def _arrivals(load: Load) -> tuple[list[Req], int]:
-    """Requests known up front (rate, burst) and, for closed loops, the first one per user."""
+    """Requests known up front (rate, burst, trace) and, for closed loops, the first one per user."""
     n = load.requests
     ins, outs = _lengths(load.n_in, n), _lengths(load.n_out, n)
-    if load.mode == "burst":
-        return [Req(ins[i], max(outs[i], 1), 0.0, index=i) for i in range(n)], n
+    if load.mode in ("burst", "trace"):
+        if load.mode == "trace" and len(load.times or ()) != n:
+            raise ValueError("trace load needs one arrival time per request")
+        at = load.times if load.mode == "trace" else [0.0] * n
+        return [Req(ins[i], max(outs[i], 1), at[i], index=i, ids=_ids(load, i)) for i in range(n)], n
     if load.mode == "rate":
         if not load.rate > 0:
             raise ValueError("rate load needs rate > 0")
         rng, t, out = random.Random(load.seed), 0.0, []
         for i in range(n):
-            out.append(Req(ins[i], max(outs[i], 1), t, index=i))
+            out.append(Req(ins[i], max(outs[i], 1), t, index=i, ids=_ids(load, i)))
             t += rng.expovariate(load.rate)
         return out, n
     if load.mode != "closed":
-        raise ValueError(f"unknown load mode {load.mode!r} (closed, rate, burst)")
+        raise ValueError(f"unknown load mode {load.mode!r} (closed, rate, burst, trace)")
     u = max(min(load.users, n), 1)
-    return [Req(ins[i], max(outs[i], 1), i * load.stagger_s / u, user=i, index=i) for i in range(u)], u
+    return [Req(ins[i], max(outs[i], 1), i * load.stagger_s / u, user=i, index=i, ids=_ids(load, i))
+            for i in range(u)], u
 
 
 def _admit(s: _State, d: Deployment) -> None:
+    c = s.cache
     while s.waiting and s.running + len(s.prefilling) < d.max_num_seqs:
         r = s.waiting[0]
+        k, n_free = c.match(r.ids, r.n_in) if c and r.ids else (0, 0)
+        hb = c.hb if c else 0
         if d.admit == "prompt":
-            need = math.ceil((r.n_in + r.made) / BLOCK)
-            if need > s.free_blocks - s.watermark:
-                break
+            need = max(math.ceil((r.n_in + r.made) / BLOCK) - k * hb, 0)
+            room = s.free_blocks - s.watermark
         else:
-            need = math.ceil((r.n_in + r.n_out) / BLOCK)
-            if need > s.free_blocks:
-                break
+            need = max(math.ceil((r.n_in + r.n_out) / BLOCK) - k * hb, 0)
+            room = s.free_blocks
+        if need + n_free * hb > room:  # cached blocks nobody holds are free KV: taking them counts
+            break
         s.waiting.pop(0)
         r.blocks, r.admit = need, s.t
         s.free_blocks -= need
+        if c and r.ids:
+            r.held, moved = c.take(r.ids, k, r.n_in + r.made)
+            s.free_blocks -= moved
+            c.evict(s.free_blocks)
+            r.hit, r.prefilled = k, k * c.bt
         s.prefilling.append(r)
         s.peak = max(s.peak, s.running + len(s.prefilling))
 
 
 def _start_decoding(s: _State, r: Req, preempting: bool = False) -> None:
+    if s.cache and r.ids:  # its prompt's blocks can be shared from now on
+        r.blocks -= min(s.cache.publish(r.ids, r.hit, r.n_in, r.held), r.blocks)
     if r.first < 0:
         r.first = s.t
     left = r.n_out - r.made - 1  # decode steps to go: the prefill gave one token
@@ -200,39 +228,43 @@ def _preempt(s: _State) -> None:
         n = v.made + 1 + s.decode_steps - v.start
         s.running -= 1
         s.ctx -= v.n_in + n
-        s.free_blocks += v.blocks
+        s.free_blocks += v.blocks + (s.cache.release(v.held) if s.cache else 0)
         need = [(q, r) for q, r in need if r is not v]
         v.gen += 1
-        v.blocks, v.prefilled, v.made = 0, 0, n
+        v.blocks, v.prefilled, v.made, v.hit = 0, 0, n, 0
         s.waiting.insert(0, v)
         s.preemptions += 1
     for q, r in need:
         s.free_blocks -= 1
         r.blocks += 1
         heapq.heappush(s.grow, (step + BLOCK, q, r.gen, r))
+    if s.cache:
+        s.cache.evict(s.free_blocks)
 
 
 def _finish(s: _State, r: Req) -> None:
     r.done = s.t
-    s.free_blocks += r.blocks
+    s.free_blocks += r.blocks + (s.cache.release(r.held) if s.cache else 0)
     s.done.append(r)
     r.gen += 1
 
 
 def _step(s: _State, d: Deployment, cost: StepCost, chunk: int | None) -> None:
     """One engine step. Separate-prefill engines run new prompts as their own pass; mixed ones
-    put up to `chunk` prompt tokens (None: whole prompts) into the decode step."""
+    fill the decode step up to `chunk` tokens with prompt tokens (None: whole prompts)."""
     pre = d.admit == "prompt"
     if d.schedule == "separate" and s.prefilling:
         new, s.prefilling = s.prefilling, []
-        toks = sum(r.n_in + r.made for r in new)
-        s.t += cost.step(0.0, toks, sum((r.n_in + r.made) ** 2 / 2 for r in new), len(new))
+        toks = sum(r.n_in + r.made - r.prefilled for r in new)  # a prefix-cache hit is not prefilled
+        s.t += cost.step(0.0, toks, sum(((r.n_in + r.made) ** 2 - r.prefilled ** 2) / 2 for r in new), len(new))
         for r in new:
             _start_decoding(s, r, pre)
         return
     if pre and s.running:
         _preempt(s)  # before the decode step that needs the blocks
-    b, budget = s.running, math.inf if chunk is None else chunk
+    # chunk: the step's token budget (vLLM's max_num_batched_tokens): decodes first, prompts share the rest
+    b = s.running
+    budget = math.inf if chunk is None else max(chunk - b, 1)
     pf_toks, attn, ready, touched = 0, 0.0, [], 0
     while s.prefilling and budget > 0:
         r = s.prefilling[0]
@@ -269,6 +301,8 @@ def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, de
     pending.sort(key=lambda r: r.arrive)
     s = _State(free_blocks=cap["kv_tokens"] // BLOCK)
     s.watermark = int(0.01 * s.free_blocks) if d.admit == "prompt" else 0  # vLLM's watermark: 1 % of the blocks
+    if d.prefix_cache and load.blocks and load.block_tokens > 0:
+        s.cache = PrefixCache(load.block_tokens, BLOCK)
     cost, n_ins, n_outs = StepCost.of(d, f), _lengths(load.n_in, load.requests), _lengths(load.n_out, load.requests)
     # the largest request must fit alone (beyond vLLM's watermark: a preempted one is readmitted
     # with all it made), else it would wait forever and the run end short
@@ -295,39 +329,15 @@ def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, de
         if load.mode == "closed":
             for r in s.done[before:]:
                 if issued < load.requests:
-                    gate.send(r.done, Req(n_ins[issued], max(n_outs[issued], 1), r.done, user=r.user, index=issued))
+                    gate.send(r.done, Req(n_ins[issued], max(n_outs[issued], 1), r.done, user=r.user, index=issued,
+                                          ids=_ids(load, issued)))
                     issued += 1
     return _result(s, load, cap, detail)
 
 
 def _result(s: _State, load: Load, cap: dict, detail: bool) -> dict:
     out = {"fits": True, **summarize(s.done, load), "kv_tokens": cap["kv_tokens"], "peak_batch": s.peak,
-           "preemptions": s.preemptions}
+           "preemptions": s.preemptions, **(s.cache.stats() if s.cache else {})}
     if detail:
         out["requests"] = sorted(s.done, key=lambda r: r.index)
-    return out
-
-
-def summarize(done: list[Req], load: Load) -> dict:
-    """Means and medians per request; throughput over the steady part of a closed loop (after
-    each user's first request) and over the whole run otherwise."""
-    if not done:
-        return {"completed": 0}
-    ttft = [r.first - r.arrive for r in done]
-    e2e = [r.done - r.arrive for r in done]
-    tpot = [(r.done - r.first) / (r.n_out - 1) for r in done if r.n_out > 1]
-    server = [(r.done - r.admit) / r.n_out for r in done]  # TGI's time per token: queue excluded
-    by_done = sorted(done, key=lambda r: r.done)
-    skip = min(load.users, len(by_done) // 2) if load.mode == "closed" else 0
-    t0 = by_done[skip - 1].done if skip else min(r.arrive for r in done)
-    span = by_done[-1].done - t0
-    toks = sum(r.n_out for r in by_done[skip:])
-    out = {"completed": len(done), "makespan_s": by_done[-1].done - min(r.arrive for r in done),
-           "output_tok_s": toks / span if span > 0 else float("nan"),
-           "request_throughput": (len(by_done) - skip) / span if span > 0 else float("nan"),
-           "queue_ms": statistics.fmean(r.admit - r.arrive for r in done) * 1e3}
-    for k, v in (("ttft_ms", ttft), ("e2e_ms", e2e), ("tpot_ms", tpot), ("ms_per_token", server)):
-        if v:
-            out[k] = statistics.fmean(v) * 1e3
-            out[k + "_p50"] = statistics.median(v) * 1e3
     return out

@@ -97,7 +97,7 @@ def _clip(ins: list[int], outs: list[int], w, ctx: int | None, min_input: int):
 def _from_trace(cfg: RunConfig, tokenizer) -> Workload:
     t, w, load = cfg.workload.trace, cfg.workload, cfg.load
     tr = traces.load_trace(t.source, t.format, t.columns)
-    reqs, origin = _slice(tr, t)
+    reqs, origin = slice_trace(tr, t)
     ep = ExactPrompts(tokenizer, load.seed)
     scale = lambda n: max(1, round(n * t.scale_lengths))  # noqa: E731
     block = max(1, round(tr.block_tokens * t.scale_lengths)) if tr.block_tokens else 512
@@ -127,7 +127,7 @@ def _from_trace(cfg: RunConfig, tokenizer) -> Workload:
     return Workload(prompts, offsets, info)
 
 
-def _slice(tr: traces.Trace, t) -> tuple[list[traces.TraceRequest], float]:
+def slice_trace(tr: traces.Trace, t) -> tuple[list[traces.TraceRequest], float]:
     """--trace-window START:END (seconds after the first request) then --requests N (the first N
     of the window). Time zero of the replay is the window's start."""
     first = tr.requests[0].t_s
