@@ -164,7 +164,7 @@ def estimate(**o) -> None:
     if o["trace"]:
         try:
             tl = trace.read(o["trace"], o["trace_format"], o["trace_columns"], o["trace_window"], o["requests"],
-                            o["trace_scale_lengths"])
+                            o["trace_scale_lengths"], shape.context)
         except (ValueError, OSError) as e:  # TraceError, pydantic's ValidationError
             _fail(_one_line(e), 2)
         result = trace.estimate(d, tl, o["speeds"], cal, o["price"], engine)

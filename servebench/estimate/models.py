@@ -52,6 +52,7 @@ class ModelShape:
     kv_bytes: float = 2.0
     compute: str = "fp16"  # fp16 | fp8 | int8: which peak applies
     mlp_matrices: int = 3  # gated MLP (SwiGLU: gate, up, down); 2 for GPT/OPT-style
+    context: int | None = None  # max_position_embeddings, where the config states it
 
     # --- counts -----------------------------------------------------------------------
     @property
@@ -157,7 +158,8 @@ def shape(config: dict, name: str = "model", quant: str | None = None, dtype: st
                       head_dim=head_dim, vocab=vocab, tied=bool(cfg.get("tie_word_embeddings", False)),
                       dtype_bytes=dbytes, linear_bytes=lin or dbytes, kv_bytes=kvb,
                       compute=comp or ("fp16" if dbytes <= 2 else "fp32"),
-                      mlp_matrices=2 if cfg.get("model_type") in _UNGATED else 3)
+                      mlp_matrices=2 if cfg.get("model_type") in _UNGATED else 3,
+                      context=int(cfg["max_position_embeddings"]) if cfg.get("max_position_embeddings") else None)
 
 
 def load(name: str, quant: str | None = None, dtype: str | None = None, kv_dtype: str | None = None) -> ModelShape:

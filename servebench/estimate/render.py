@@ -95,7 +95,14 @@ def _trace_line(w: dict) -> str:
     return (f"trace {t['name']}: {t['requests']:,} requests over {t['span_s']:,.0f} s"
             + (f" (lengths x{t['scale_lengths']:g})" if t["scale_lengths"] != 1 else "")
             + f", prompts mean {i['mean']:,.0f} / p50 {i['p50']:,.0f} / max {i['max']:,} tokens, outputs mean "
-            f"{o['mean']:,.0f}; {cache}")
+            f"{o['mean']:,.0f}; {cache}" + _clipped(t.get("clipped") or {}))
+
+
+def _clipped(c: dict) -> str:
+    if not (c.get("input") or c.get("output")):
+        return ""
+    return (f"; clipped to the model's {c['context']:,}-token context as `run` clips them: {c['input']:,} prompt(s), "
+            f"{c['output']:,} output(s)")
 
 
 def _trace_table(r: dict, console) -> None:

@@ -24,12 +24,18 @@ from servebench.load import traces
 PREFIX_CACHE_BY_DEFAULT = {"vllm", "sglang"}
 
 
-def prefill_chunk(engine: str | None, hw) -> int | None:
-    """A step's token budget where the engine's default is known: vLLM V1's API server takes 8,192
-    on GPUs of 70 GiB or more other than the A100, else 2,048 (EngineArgs.get_batch_defaults; the
-    A100 is left out for throughput, vLLM PR #17885). Others: whole prompts in a step."""
+def prefill_chunk(engine: str | None, hw, tp: int = 1) -> int | None:
+    """A step's token budget where the engine's default is known: vLLM's API server default
+    max_num_batched_tokens (EngineArgs.get_batch_defaults, read in the pinned 0.32 wheel):
+    16,384 on devices of 160 GiB or more, 8,192 on 70 GiB or more other than the A100 (left at
+    2,048 for throughput, vLLM PR #17885), else 2,048; on a CPU 2,048 per worker. Others: None
+    (whole prompts in a step, or their own pass)."""
     if engine != "vllm":
         return None
+    if hw.arch == "cpu":
+        return 2048 * tp
+    if hw.memory_gib >= 160:
+        return 16384
     return 8192 if hw.memory_gib >= 70 and "a100" not in hw.label.lower() else 2048
 
 
@@ -44,8 +50,9 @@ class TraceLoad:
 
 
 def read(source: str, fmt: str | None = None, columns: str | None = None, window: str | None = None,
-         requests: int | None = None, scale_lengths: float = 1.0) -> TraceLoad:
-    """The trace as `servebench run --trace` would replay it (TraceError/ValueError on bad input)."""
+         requests: int | None = None, scale_lengths: float = 1.0, context: int | None = None) -> TraceLoad:
+    """The trace as `servebench run --trace` would replay it (TraceError/ValueError on bad input),
+    each request clipped to the model's context as run clips it (load/workload.py _clip)."""
     from servebench.config import TraceConfig
     from servebench.load.prefix import Shape, ideal_reuse
     from servebench.load.workload import slice_trace
@@ -60,17 +67,28 @@ def read(source: str, fmt: str | None = None, columns: str | None = None, window
                                 "(estimate reads input_tokens; `servebench run` counts texts under the served tokenizer)")
     scale = lambda n: max(1, round(n * t.scale_lengths))  # noqa: E731  (run's rule, load/workload.py)
     block = max(1, round(tr.block_tokens * t.scale_lengths)) if tr.block_tokens else 0
-    n_in, n_out = tuple(scale(r.input_tokens) for r in reqs), tuple(scale(r.output_tokens) for r in reqs)
+    n_in, n_out, clipped = _clip([scale(r.input_tokens) for r in reqs], [scale(r.output_tokens) for r in reqs], context)
     times = tuple(r.t_s - origin for r in reqs)
     blocks = tuple(r.blocks or () for r in reqs) if block else None
     span = times[-1] - times[0]
     info = {"name": t.source, "file": str(tr.path), "format": tr.format, "requests_in_file": len(tr.requests),
             "requests": len(reqs), "window_s": list(t.window) if t.window else None, "span_s": span,
             "mean_rate_per_s": (len(reqs) - 1) / span if span > 0 else None, "scale_lengths": t.scale_lengths,
-            "input_tokens": _dist(n_in), "output_tokens": _dist(n_out)}
+            "input_tokens": _dist(n_in), "output_tokens": _dist(n_out), "clipped": clipped}
     if block:
         info["prefix"] = ideal_reuse([Shape(n, b) for n, b in zip(n_in, blocks)], block)
     return TraceLoad(info, times, n_in, n_out, blocks, block)
+
+
+def _clip(ins: list[int], outs: list[int], context: int | None) -> tuple[tuple, tuple, dict]:
+    """run's rule: the output within the context less one prompt token, then the prompt within
+    what the output leaves (the tokenizer's special tokens are not known here: one token)."""
+    if not context:
+        return tuple(ins), tuple(outs), {"input": 0, "output": 0, "context": None}
+    outs2 = [min(o, context - 1) for o in outs]
+    ins2 = [max(1, min(i, context - o)) for i, o in zip(ins, outs2)]
+    return tuple(ins2), tuple(outs2), {"input": sum(a != b for a, b in zip(ins, ins2)),
+                                       "output": sum(a != b for a, b in zip(outs, outs2)), "context": context}
 
 
 def _dist(v: tuple[int, ...]) -> dict:
@@ -97,7 +115,7 @@ def estimate(d: Deployment, tl: TraceLoad, speeds: list[float], cal: Calibration
     out = predict.header(d, cal, engine, False, workload, cap)
     if not cap["fits"]:
         return out
-    rate, chunk = tl.info["mean_rate_per_s"], prefill_chunk(engine, d.hw)
+    rate, chunk = tl.info["mean_rate_per_s"], prefill_chunk(engine, d.hw, d.tp)
     workload["prefill_chunk_tokens"] = chunk
     for k in speeds:
         p = simulate(d, cal.factors, load_at(tl, k), chunk=chunk)

@@ -139,6 +139,8 @@ def test_vllm_chunks_prompts_at_its_default_token_budget():
     assert trace.prefill_chunk("vllm", catalog.lookup("h100-sxm")) == 8192
     assert trace.prefill_chunk("vllm", catalog.lookup("a100-80gb")) == 2048  # vLLM keeps the A100 at 2,048
     assert trace.prefill_chunk("vllm", catalog.lookup("a10g")) == 2048
+    assert trace.prefill_chunk("vllm", catalog.lookup("mi300x")) == 16384  # 192 GB
+    assert trace.prefill_chunk("vllm", catalog.lookup("cpu")) == 2048
     assert trace.prefill_chunk("tgi", catalog.lookup("h100-sxm")) is None
 
 
@@ -193,5 +195,45 @@ def test_a_trace_of_prompt_texts_or_too_long_requests_says_so(tmp_path):
     assert r.exit_code == 2 and "t.jsonl:2: a prompt given as text has no token count" in r.output
     f.write_text('{"time_s": 0, "input_tokens": 5, "output_tokens": 3, "prompt": "hello there"}\n')
     assert json.loads(_cli("--trace", str(f), "--json").output)["workload"]["trace"]["input_tokens"]["max"] == 5
-    r = CliRunner().invoke(estimate, ["--model", "llama-2-7b", "--gpu", "a10g", "--trace", "mooncake-conversation"])
+    # a 121,924-token prompt within Llama-3.1's context, beyond one A10G's KV cache
+    r = CliRunner().invoke(estimate, ["--model", "llama-3.1-8b", "--gpu", "a10g", "--trace", "mooncake-conversation"])
     assert r.exit_code == 0 and "does not fit" in r.output and "tokens needs more KV than" in " ".join(r.output.split())
+
+
+def test_requests_are_clipped_to_the_models_context_as_run_clips_them():
+    raw = trace.read("azure-conv-2023")
+    tl = trace.read("azure-conv-2023", context=4096)
+    assert raw.info["clipped"] == {"input": 0, "output": 0, "context": None}
+    assert tl.info["clipped"]["input"] > 0 and tl.info["clipped"]["context"] == 4096
+    for (i, o), (i2, o2) in zip(zip(raw.n_in, raw.n_out), zip(tl.n_in, tl.n_out)):
+        assert i2 + o2 <= 4096 and o2 == o and (i2 == i if i + o <= 4096 else i2 == 4096 - o)
+    # the CLI takes the context from the model's config: Llama-2 4,096, Llama-3.1 131,072 (not 3's 8,192)
+    assert models.load("llama-2-7b").context == 4096 and models.load("llama-3-8b").context == 8192
+    assert models.load("meta-llama/Llama-3.1-8B-Instruct").context == 131072
+    r = CliRunner().invoke(estimate, ["--model", "llama-2-7b", "--gpu", "a100-80gb", "--trace", "azure-conv-2023",
+                                      "--requests", "400", "--json"])
+    w = json.loads(r.output)["workload"]["trace"]
+    assert w["clipped"]["context"] == 4096 and w["input_tokens"]["max"] <= 4096
+
+
+def test_the_prefix_cache_matches_vllms_own_count_on_a_recorded_replay():
+    """tests/fixtures/estimate_cpu/traces-20261207: a mooncake slice replayed on vLLM CPU by
+    `servebench run --trace` (scripts/estimate_trace_check.py); vLLM counted its prefix hits."""
+    from pathlib import Path
+
+    fix = Path(__file__).parents[1] / "fixtures/estimate_cpu/traces-20261207"
+    run = next(fix.glob("*-mooncake"))
+    measured = json.loads((run / "summary.json").read_text())["telemetry"]["server_metrics"]["prefix_cache_hit_rate"]
+    calib = [x for d in sorted(fix.glob("*-c*")) + sorted(fix.glob("*-burst")) for x in ("--calibrate", str(d))]
+    r = CliRunner().invoke(estimate, ["--model", "tiny", "--gpu", "cpu", *calib, "--trace", "mooncake-conversation",
+                                      "--trace-window", "0:120", "--trace-scale-lengths", "0.25", "--trace-speed", "2",
+                                      "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    w = d["workload"]["trace"]
+    recorded = json.loads((run / "summary.json").read_text())["workload"]
+    # the same requests as the replay: count, clipping to tiny's 2,048-token context, ideal reuse
+    assert w["requests"] == recorded["trace"]["requests"] and w["clipped"]["input"] == recorded["clipped"]["input"]
+    assert w["prefix"]["share"] == pytest.approx(recorded["prefix"]["share"], abs=0.005)
+    assert d["calibration"]["runs"] == 6
+    assert d["levels"][0]["prefix_hit_rate"] == pytest.approx(measured, abs=0.01)
