@@ -76,6 +76,27 @@ def predict(model: str, calib: list[Path], opts: list[str]) -> dict:
     return json.loads(p.stdout)
 
 
+def idle_arrivals(run: Path) -> str | None:
+    """From the replay's raw records: how many requests arrived with none in flight, and their
+    median TTFT (an idle engine's wake-up shows there; closed-loop calibration runs never idle)."""
+    f = run / "requests.parquet"
+    if not f.is_file():
+        return None
+    import pandas as pd
+
+    df = pd.read_parquet(f, columns=["warmup", "input_tokens", "sent_ns", "end_ns", "token_ns"])
+    df = df[~df["warmup"]]
+    ttft = [(t[0] - s) / 1e6 for t, s in zip(df["token_ns"], df["sent_ns"])]
+    sent, end = df["sent_ns"].to_numpy(), df["end_ns"].to_numpy()
+    idle = [i for i in range(len(df)) if not ((sent < sent[i]) & (end > sent[i])).any()]
+    if not idle:
+        return f"{run.name.split('-', 2)[-1]}: no request arrived to an idle server"
+    med = sorted(ttft[i] for i in idle)[len(idle) // 2]
+    toks = sorted(int(df["input_tokens"].iloc[i]) for i in idle)[len(idle) // 2]
+    return (f"{run.name.split('-', 2)[-1]}: {len(idle)} of {len(df)} requests arrived with none in flight; "
+            f"their median TTFT {med:.2f} ms (median prompt {toks} tokens)")
+
+
 def compare(model: str, calib: list[Path], traced: list[Path]) -> list[str]:
     lines = ["| trace (requests) | figure | measured | estimate | error | inside the band |", "|---|---|---|---|---|---|"]
     est = None
@@ -124,7 +145,8 @@ def main() -> int:
     runs = json.loads((traced[0] / "run.json").read_text())
     text = "\n".join([f"Runs: `servebench run --backend vllm --model {a.model}` against one vLLM CPU server "
                       f"(vLLM {(runs.get('engine') or {}).get('version') or '?'}) on {host_line()}.", "",
-                      *compare(a.model, short, traced), "", *compare(a.model, short + long, traced)])
+                      *compare(a.model, short, traced), "", *compare(a.model, short + long, traced), "",
+                      *[f"- {x}" for x in map(idle_arrivals, traced) if x]])
     print(text)
     if a.write:
         doc = ROOT / "docs/estimate.md"
