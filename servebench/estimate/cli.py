@@ -190,7 +190,9 @@ def _one_line(e: Exception) -> str:
     errors = getattr(e, "errors", None)
     if callable(errors):  # pydantic: the option and why, as `run` says it
         err = errors()[0]
-        return f"--trace-{err['loc'][0]}".replace("_", "-") + f": {err['msg'].removeprefix('Value error, ')}"
+        name = str(err["loc"][0]) if err.get("loc") else "trace"
+        opt = "--requests" if name == "requests" else f"--trace-{name}".replace("_", "-")
+        return f"{opt}: {err['msg'].removeprefix('Value error, ')}"
     return first_line(e)
 
 

@@ -181,6 +181,8 @@ def test_the_cli_estimates_a_trace_per_replay_speed():
     (["--trace", "no/such/trace.jsonl"], "no such file, and not a shipped trace"),
     (["--trace", "azure-conv-2023", "--trace-window", "9"], "--trace-window: '9': expected START:END"),
     (["--trace", "azure-conv-2023", "--trace-speed", "0"], "speeds must be finite and > 0"),
+    (["--trace", "azure-conv-2023", "--requests", "0"], "--requests: Input should be greater than or equal to 1"),
+    (["--trace", "azure-conv-2023", "--trace-scale-lengths", "0"], "--trace-scale-lengths: Input should be greater than 0"),
 ])
 def test_bad_trace_options_fail_in_one_line(args, says):
     r = _cli(*args)
