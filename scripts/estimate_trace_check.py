@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+from docblock import write_block  # noqa: E402
 from estimate_cpu_check import host_line, measure, run_dirs  # noqa: E402
 
 START, END = "<!-- estimate-trace-check:start -->", "<!-- estimate-trace-check:end -->"
@@ -149,13 +150,7 @@ def main() -> int:
                       *[f"- {x}" for x in map(idle_arrivals, traced) if x]])
     print(text)
     if a.write:
-        doc = ROOT / "docs/estimate.md"
-        d = doc.read_text()
-        if START not in d:
-            print(f"error: {doc} has no {START} marker", file=sys.stderr)
-            return 1
-        head, rest = d.split(START, 1)
-        doc.write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
+        write_block(ROOT / "docs/estimate.md", START, END, text, "Trace replays on this host against the estimate")
     return 0
 
 
