@@ -22,7 +22,6 @@ def _f(v, nd=1):
 
 def render(r: dict, console=None) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = console or Console(width=_width())
     m, hw, cap = r["model"], r["hardware"], r["capacity"]
@@ -45,6 +44,14 @@ def render(r: dict, console=None) -> None:
                   f"({cap['kv_bytes_per_token'] / 1024:.0f} KiB/token); largest batch {cap['max_batch']:,} "
                   f"sequences of {r['workload']['input_tokens'] + r['workload']['output_tokens']} tokens"
                   + (" (the trace's mean)" if "trace" in r["workload"] else ""))
+    _calibration(r, console)
+    if "trace" in r["workload"]:
+        _trace_table(r, console)
+    else:
+        _levels_table(r, console)
+
+
+def _calibration(r: dict, console) -> None:
     cal = r["calibration"]
     if cal.get("runs"):
         f = cal["factors"]
@@ -58,9 +65,11 @@ def render(r: dict, console=None) -> None:
             console.print(f"[yellow]note:[/] no calibration run used {r['engine']} ({', '.join(cal['engines'])} did): band widened")
     else:
         console.print(f"[yellow]not calibrated on your runs[/]: {cal['note']} (pass --calibrate RUN_DIR to fit them on your runs)")
-    if "trace" in r["workload"]:
-        _trace_table(r, console)
-        return
+
+
+def _levels_table(r: dict, console) -> None:
+    from rich.table import Table
+
     t = Table(title="Estimate per concurrency (conc)", header_style="bold", pad_edge=False)
     cols = ["conc", "batch", "TTFT ms", "TPOT ms", "ms/tok", "out tok/s", "range", "bound"]
     has_cost = any("usd_per_1m_output_tokens" in x for x in r["levels"])
