@@ -5,6 +5,10 @@
     PYTHONPATH=. python scripts/estimate_trace_check.py --endpoint http://127.0.0.1:18900 \
         --out results/estimate-trace [--write]
     PYTHONPATH=. python scripts/estimate_trace_check.py --runs results/estimate-trace   # re-check
+    # the prefix cache under eviction: `small` (6 KiB of KV a token) in vLLM CPU's smallest pool
+    VLLM_CPU_KVCACHE_SPACE=1 servebench launch vllm -m small --port 18901 --max-total-tokens 2048 &
+    PYTHONPATH=. python scripts/estimate_trace_check.py --evict --endpoint http://127.0.0.1:18901 \
+        --out results/estimate-trace-evict [--write]
 
 Measured, each with its own seed (the server's prefix cache would otherwise serve one run's
 prompts to the next): the four calibration loads of scripts/estimate_cpu_check.py (1, 4 and 16
@@ -15,6 +19,11 @@ with the same trace options, as a user runs it (the CLI, in a subprocess), calib
 four short runs, then on all six. Compared: the replay's mean, median and p99 TTFT, mean TPOT,
 and the prefix cache's hit rate (vLLM's prefix_cache_hits / queries over the run, from
 /metrics). --write puts the tables into docs/estimate.md between the estimate-trace-check markers.
+
+--evict: model `small`, the whole mooncake trace (918 requests, lengths x0.25, as recorded), and
+the estimate's KV pool set to the server's 1 GiB (VLLM_CPU_KVCACHE_SPACE; --mem-fraction chosen
+so the capacity model leaves exactly that): its distinct prompt blocks are six times the pool,
+so the cache evicts; markers estimate-trace-evict.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ START, END = "<!-- estimate-trace-check:start -->", "<!-- estimate-trace-check:e
 TRACES = (("azure", ["--trace", "azure-conv-2023", "--trace-window", "0:40", "--trace-scale-lengths", "0.25"]),
           ("mooncake", ["--trace", "mooncake-conversation", "--trace-window", "0:120", "--trace-scale-lengths", "0.25",
                         "--trace-speed", "2"]))
+# --evict: the whole trace at its own speed, so reuse spans minutes and the pool must evict
+EVICT = (("mooncake-full", ["--trace", "mooncake-conversation", "--trace-scale-lengths", "0.25"]),)
 METRICS = (("TTFT mean", "ttft_ms", "mean", "ttft_ms"), ("TTFT p50", "ttft_ms", "p50", "ttft_ms_p50"),
            ("TTFT p99", "ttft_ms", "p99", "ttft_ms_p99"), ("TPOT mean", "tpot_ms", "mean", "tpot_ms"))
 
@@ -57,9 +68,9 @@ def measure_long(endpoint: str, out: Path, model: str, seed: int) -> list[Path]:
     return dirs
 
 
-def replay(endpoint: str, out: Path, model: str, seed: int) -> list[Path]:
+def replay(endpoint: str, out: Path, model: str, seed: int, traces=TRACES) -> list[Path]:
     dirs = []
-    for i, (name, opts) in enumerate(TRACES):
+    for i, (name, opts) in enumerate(traces):
         cmd = [sys.executable, "-m", "servebench.cli", "run", "--backend", "vllm", "--model", model, "--endpoint", endpoint,
                "--warmup", "2", "--results-dir", str(out), "--name", name, "--no-plots", "--seed", str(seed + i), *opts]
         if subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL).returncode != 0:
@@ -98,12 +109,22 @@ def idle_arrivals(run: Path) -> str | None:
             f"their median TTFT {med:.2f} ms (median prompt {toks} tokens)")
 
 
-def compare(model: str, calib: list[Path], traced: list[Path]) -> list[str]:
+def pool_fraction(model: str, kv_gib: float) -> float:
+    """The --mem-fraction whose KV pool (roofline.capacity on this host) is kv_gib, as a vLLM CPU
+    server given VLLM_CPU_KVCACHE_SPACE=kv_gib has."""
+    from servebench.estimate import catalog, models
+    from servebench.estimate.roofline import Deployment
+
+    hw, m = catalog.lookup("cpu"), models.load(model)
+    return (kv_gib * 2**30 + m.weight_bytes() + Deployment(m, hw).reserve_gib * 2**30) / hw.memory_bytes
+
+
+def compare(model: str, calib: list[Path], traced: list[Path], traces=TRACES, extra: tuple = ()) -> list[str]:
     lines = ["| trace (requests) | figure | measured | estimate | error | inside the band |", "|---|---|---|---|---|---|"]
     est = None
-    for (name, opts), run in zip(TRACES, traced):
+    for (name, opts), run in zip(traces, traced):
         s = json.loads((run / "summary.json").read_text())
-        est = predict(model, calib, opts)
+        est = predict(model, calib, [*opts, *extra])
         lvl, (lo, hi) = est["levels"][0], (math.exp(-est["sigma_log"]), math.exp(est["sigma_log"]))
         label = f"{name} ({s['completed']})"
         for what, key, stat, ekey in METRICS:
@@ -129,28 +150,35 @@ def main() -> int:
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--seed", type=int, default=501, help="first run's seed (+1 per run)")
     ap.add_argument("--write", action="store_true", help="update docs/estimate.md")
+    ap.add_argument("--evict", action="store_true", help="the eviction set: `small`, 1 GiB of KV, the whole mooncake trace")
     a = ap.parse_args()
+    traces, extra, start, end = TRACES, (), START, END
+    if a.evict:
+        a.model = "small" if a.model == "tiny" else a.model
+        traces, extra = EVICT, ("--mem-fraction", f"{pool_fraction(a.model, 1):.6f}")
+        start, end = (x.replace("trace-check", "trace-evict") for x in (START, END))
     if a.endpoint:
         if not a.endpoint.startswith(("http://127.0.0.1", "http://localhost")):
             print("error: --endpoint must be a server on this host (127.0.0.1)", file=sys.stderr)
             return 2
         short = measure(a.endpoint, a.out, 64, 128, 32, a.model, a.seed)
         long = measure_long(a.endpoint, a.out, a.model, a.seed + 5)
-        traced = replay(a.endpoint, a.out, a.model, a.seed + 10)
+        traced = replay(a.endpoint, a.out, a.model, a.seed + 10, traces)
     else:
         found = run_dirs([a.runs])
         pick = lambda n: max((d for d in found if d.name.endswith(f"-{n}")), key=lambda p: p.name)  # noqa: E731
-        traced = [pick(n) for n, _ in TRACES]
+        traced = [pick(n) for n, _ in traces]
         long = [pick(n) for n, _ in LONG]
         short = [d for d in found if d not in traced and d not in long]
     runs = json.loads((traced[0] / "run.json").read_text())
     text = "\n".join([f"Runs: `servebench run --backend vllm --model {a.model}` against one vLLM CPU server "
                       f"(vLLM {(runs.get('engine') or {}).get('version') or '?'}) on {host_line()}.", "",
-                      *compare(a.model, short, traced), "", *compare(a.model, short + long, traced), "",
+                      *compare(a.model, short, traced, traces, extra), "",
+                      *compare(a.model, short + long, traced, traces, extra), "",
                       *[f"- {x}" for x in map(idle_arrivals, traced) if x]])
     print(text)
     if a.write:
-        write_block(ROOT / "docs/estimate.md", START, END, text, "Trace replays on this host against the estimate")
+        write_block(ROOT / "docs/estimate.md", start, end, text, "Trace replays on this host against the estimate")
     return 0
 
 
