@@ -26,7 +26,10 @@ from collections import OrderedDict
 class PrefixCache:
     def __init__(self, block_tokens: int, kv_block: int) -> None:
         self.bt = block_tokens  # tokens per trace block
-        self.hb = max(1, round(block_tokens / kv_block))  # KV pool blocks per trace block
+        # whole KV blocks a trace block fills: what can be shared and what its memory counts as.
+        # A block of a size not a multiple of the KV block shares only those (the engine caches
+        # whole KV blocks), so the memory moved in and out of the pool always balances
+        self.hb = block_tokens // kv_block
         self.held: dict[int, int] = {}  # id -> requests holding it
         self.free: OrderedDict[int, None] = OrderedDict()  # ids nobody holds, oldest first
         self.queried = self.hits = 0

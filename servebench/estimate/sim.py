@@ -193,7 +193,7 @@ def _admit(s: _State, d: Deployment) -> None:
 
 def _start_decoding(s: _State, r: Req, preempting: bool = False) -> None:
     if s.cache and r.ids:  # its prompt's blocks can be shared from now on
-        r.blocks -= min(s.cache.publish(r.ids, r.hit, r.n_in, r.held), r.blocks)
+        r.blocks -= s.cache.publish(r.ids, r.hit, r.n_in, r.held)
     if r.first < 0:
         r.first = s.t
     left = r.n_out - r.made - 1  # decode steps to go: the prefill gave one token
@@ -301,7 +301,7 @@ def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, de
     pending.sort(key=lambda r: r.arrive)
     s = _State(free_blocks=cap["kv_tokens"] // BLOCK)
     s.watermark = int(0.01 * s.free_blocks) if d.admit == "prompt" else 0  # vLLM's watermark: 1 % of the blocks
-    if d.prefix_cache and load.blocks and load.block_tokens > 0:
+    if d.prefix_cache and load.blocks and load.block_tokens >= BLOCK:  # smaller: no whole KV block to share
         s.cache = PrefixCache(load.block_tokens, BLOCK)
     cost, n_ins, n_outs = StepCost.of(d, f), _lengths(load.n_in, load.requests), _lengths(load.n_out, load.requests)
     # the largest request must fit alone (beyond vLLM's watermark: a preempted one is readmitted

@@ -239,3 +239,18 @@ def test_the_prefix_cache_matches_vllms_own_count_on_a_recorded_replay():
     assert w["prefix"]["share"] == pytest.approx(recorded["prefix"]["share"], abs=0.005)
     assert d["calibration"]["runs"] == 6
     assert d["levels"][0]["prefix_hit_rate"] == pytest.approx(measured, abs=0.01)
+
+
+def test_blocks_of_a_size_not_a_multiple_of_the_kv_block_keep_the_books(monkeypatch):
+    """56-token trace blocks (a trace scaled by 0.11): 3 whole KV blocks each are shared, the
+    rest stays the request's own; every block comes back, preempting or not."""
+    for admit, mem in (("prompt", 0.66), ("reserve", 0.9)):
+        d = _dep(admit=admit, prefix_cache=True, mem_fraction=mem)
+        load = sim.Load("burst", requests=150, n_in=(250, 333, 410), n_out=200,
+                        blocks=((1, 2, 3, 4), (1, 2, 3, 7, 8), (1, 12)), block_tokens=56)
+        res, s = _run(d, load, monkeypatch, 512)
+        assert s.cache.hb == 3 and res["completed"] == 150 and res["prefix_hit_tokens"] > 0
+        assert s.free_blocks == capacity(d)["kv_tokens"] // sim.BLOCK and not s.cache.held
+    # blocks smaller than a KV block cannot be shared at all: no cache, no hits
+    tiny = sim.Load("burst", requests=4, n_in=100, n_out=4, blocks=((1, 2, 3),), block_tokens=8)
+    assert "prefix_hit_rate" not in sim.simulate(_dep(prefix_cache=True), Factors(), tiny)
