@@ -24,6 +24,8 @@ from servebench.emulator.core import EmulatorConfig
 @click.option("--batch-slowdown", type=float, default=0.0, show_default=True,
               help="ITL *= 1 + F*(running streams - 1).")
 @click.option("--max-running", type=int, default=None, help="Streams generating at once; the rest wait.")
+@click.option("--max-concurrent-requests", type=int, default=None,
+              help="Refuse (429 'Model is overloaded') past N requests in flight, as TGI's router does.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=0, show_default=True, help="0: any free port (printed).")

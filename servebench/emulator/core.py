@@ -46,6 +46,8 @@ class EmulatorConfig(BaseModel):
     fail_mode: Literal["mixed", "error", "abort"] = "mixed"
     batch_slowdown: float = Field(0.0, ge=0)  # ITL *= 1 + F * (running - 1)
     max_running: int | None = Field(None, ge=1)  # beyond this, requests wait (vllm:num_requests_waiting)
+    # beyond this many in flight (running + waiting), 429 "Model is overloaded", as TGI's router
+    max_concurrent_requests: int | None = Field(None, ge=1)
     seed: int = 0
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
@@ -134,6 +136,11 @@ class Emulator:
         if f.kill_after_requests is not None and self.admitted > f.kill_after_requests:
             self._kill()
         self.prompt_tokens += gen.prompt_tokens
+        cap = cfg.max_concurrent_requests
+        if cap is not None and len(self.running) + len(self.waiting) >= cap:
+            conn.send_error(429, "Model is overloaded")
+            self._done(s, "status_429", perf_counter_ns(), 429)
+            return None
         if f.status_rate and s.rng.random() < f.status_rate:
             conn.send_error(f.status, "emulated fault: server overloaded")
             self._done(s, f"status_{f.status}", perf_counter_ns(), f.status)

@@ -107,7 +107,7 @@ class Conn(SockConn):
                 return self._reply(200, b'{"version":"emulator"}')
             if path == "/info":
                 return self._reply(200, json.dumps({"model_id": emu.cfg.model, "version": "emulator",
-                                                    "max_concurrent_requests": 1 << 16}).encode())
+                                                    "max_concurrent_requests": emu.cfg.max_concurrent_requests or 1 << 16}).encode())
         if method == "POST" and path in ("/reset_prefix_cache", "/flush_cache"):
             emu.cache_resets += 1  # nothing is cached here; counted so a sweep's resets can be checked
             return self._reply(200, b"")

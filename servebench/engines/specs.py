@@ -20,7 +20,7 @@ from servebench.errors import first_line
 
 BACKENDS_DIR = Path(__file__).resolve().parents[2] / "backends"
 TEMPLATE_KEYS = ("python", "model", "served_model_name", "host", "port")
-OPTIONAL_KEYS = ("quantize", "max_input_tokens", "max_total_tokens")
+OPTIONAL_KEYS = ("quantize", "max_input_tokens", "max_total_tokens", "max_concurrent_requests")
 
 
 class SpecError(ValueError):
@@ -39,6 +39,17 @@ class Flags(_Strict):
     quantize_values: list[str] = Field(default_factory=list)  # accepted values, for a clear error
     max_input_tokens: str | None = None
     max_total_tokens: str | None = None
+    max_concurrent_requests: str | None = None  # the front door's cap (FrontDoor)
+
+
+class FrontDoor(_Strict):
+    """An HTTP front door that refuses requests beyond `default` in flight (queued or running)
+    unless told otherwise: TGI's router answers 429 "Model is overloaded" past its
+    --max-concurrent-requests (128). A launch raises it to the most requests the load can have in
+    flight, so a burst of 1000 measures the engine's queue, not refusals (servebench.run.frontdoor)."""
+
+    default: int = Field(ge=1)
+    info_key: str | None = None  # the field of GET /info that reports a running server's cap
 
 
 class OutputLength(_Strict):
@@ -100,6 +111,7 @@ class EngineSpec(_Strict):
     # a prefix cached by an earlier one (vLLM /reset_prefix_cache, SGLang /flush_cache)
     cache_reset_path: str | None = None
     flags: Flags = Field(default_factory=Flags)
+    front_door: FrontDoor | None = None
     output_length: OutputLength
     passthrough_env: list[str] = Field(default_factory=list)  # copied from the user's env if set
     # extra request fields per adapter, e.g. vLLM's return_token_ids: exact tokens per chunk
@@ -121,6 +133,8 @@ class EngineSpec(_Strict):
     def _default_adapter_listed(self) -> "EngineSpec":
         if self.adapter not in self.adapters:
             raise ValueError(f"default adapter {self.adapter!r} is not in adapters {self.adapters}")
+        if self.front_door is not None and self.flags.max_concurrent_requests is None:
+            raise ValueError("front_door needs flags.max_concurrent_requests (the flag that raises the cap)")
         stray = sorted(set(self.request_extra) - set(self.adapters))
         if stray:
             raise ValueError(f"request_extra names adapters not in adapters: {', '.join(stray)}")

@@ -23,7 +23,8 @@ from servebench.load.schedule import release_offsets_ns
 from servebench.load.split import SplitLoad
 from servebench.signals import interrupt_cause, shielded
 from servebench.engines.specs import load_spec
-from servebench.run import writer
+from servebench.run import frontdoor, writer
+from servebench.run.frontdoor import most_in_flight
 from servebench.run.state import Prepared, RunState
 from servebench.store import runfiles, spool
 from servebench.load import spooled
@@ -84,7 +85,7 @@ def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_p
 
     p = prepare(cfg, on_phase)
     run_dir = runfiles.new_run_dir(cfg.results_dir, cfg.name, cfg.backend)
-    session = ServerSession(cfg, p.spec, p.api, p.model_dir, log_dir=run_dir)
+    session = ServerSession(cfg, p.spec, p.api, p.model_dir, log_dir=run_dir, in_flight=most_in_flight(cfg))
     return measure(cfg, p, session, run_dir, progress, on_phase, own_session=True).run_dir
 
 
@@ -101,6 +102,7 @@ def measure(cfg: RunConfig, p: Prepared, session: ServerSession, run_dir: Path,
             session.open(phase)
         st.server = session.server
         st.engine_version = session.engine_version
+        st.warnings += _said(phase, frontdoor.warning(st.server.base_url, p.spec, most_in_flight(cfg)))
         # one probe request; fields the server rejects are dropped (recorded in run.json
         # server.info.request_probe, and a warning)
         from servebench.transport.probe import before_load
@@ -149,6 +151,13 @@ def measure(cfg: RunConfig, p: Prepared, session: ServerSession, run_dir: Path,
     return Measured(st.run_dir, written.summary)
 
 
+def _said(phase: Callable[[str], None], warning: str | None) -> list[str]:
+    """A warning said before the load (and kept in summary.json)."""
+    if warning:
+        phase(f"warning: {warning}")
+    return [warning] if warning else []
+
+
 def _cause(signum: int) -> tuple[str, int]:
     import signal
 
@@ -158,7 +167,10 @@ def _cause(signum: int) -> tuple[str, int]:
 
 
 def _session_info(session) -> dict:
-    return {"launch_s": session.launch_s, "cache_resets": list(session.cache_resets)}
+    out = {"launch_s": session.launch_s, "cache_resets": list(session.cache_resets)}
+    if session.front_door:
+        out["front_door"] = dict(session.front_door)
+    return out
 
 
 def _model_dir(cfg: RunConfig) -> Path | None:

@@ -13,7 +13,9 @@ from typing import Any, Callable
 
 from servebench.config import RunConfig
 from servebench.launchers import LAUNCHERS, LaunchRequest
+from servebench.launchers.dryrun import request_of
 from servebench.launchers.base import Server
+from servebench.run import frontdoor
 from servebench.signals import shielded
 from servebench.engines.specs import EngineSpec
 
@@ -22,8 +24,11 @@ class ServerSession:
     """One server for as long as the session is open. Not re-entrant; close() is idempotent."""
 
     def __init__(self, cfg: RunConfig, spec: EngineSpec, api: str, model_dir: Path | None, log_dir: Path,
-                 launcher: Any = None) -> None:
+                 launcher: Any = None, in_flight: int | None = None) -> None:
         self.cfg, self.spec, self.api, self.model_dir, self.log_dir = cfg, spec, api, model_dir, Path(log_dir)
+        # the most requests the loads measured on this server can have in flight (run.frontdoor)
+        self.in_flight = in_flight
+        self.front_door: dict | None = None  # the cap a launch raised, for run.json
         self.launcher = launcher or LAUNCHERS[cfg.launcher]()
         self.server: Server | None = None
         self.engine_version: str | None = None
@@ -103,15 +108,12 @@ class ServerSession:
 
     def _request(self) -> LaunchRequest:
         cfg = self.cfg
-        opts: dict[str, Any] = {**cfg.launcher_options, "adapter": self.api,
-                                "served_model_name": cfg.served_model_name or cfg.model}
-        if cfg.endpoint:
-            opts["base_url"] = cfg.endpoint
-        # launcher_options.ready_timeout_s: big models (or a busy host) take longer than the default to load
-        ready = {"ready_timeout_s": float(opts.pop("ready_timeout_s"))} if "ready_timeout_s" in opts else {}
-        return LaunchRequest(engine=cfg.backend, model=str(self.model_dir or cfg.model), gpus=cfg.gpus,
-                             extra_args=list(cfg.server_args), env=dict(cfg.env), run_dir=self.log_dir, options=opts,
-                             **ready)
+        cap = frontdoor.launch_cap(self.spec, cfg, self.in_flight) if self.in_flight else None
+        if cap is not None:
+            self.front_door = {"raised_to": cap, "default": self.spec.front_door.default, "why": "most in flight"}
+        req = request_of(cfg, {"adapter": self.api, **({"max_concurrent_requests": cap} if cap is not None else {})})
+        req.model, req.run_dir = str(self.model_dir or cfg.model), self.log_dir
+        return req
 
 
 def _get_json(url: str) -> Any:

@@ -23,7 +23,7 @@ from servebench.sweep import limit as lim
 from servebench.sweep.config import SweepConfig
 from servebench.sweep.index import ResultsRefused
 from servebench.sweep.judge import with_samples
-from servebench.sweep.plan import Cell, Group, LoadPoint, run_config
+from servebench.sweep.plan import Cell, Group, LoadPoint, group_in_flight, run_config
 from servebench.sweep.slo_bounds import parse_slo
 
 if TYPE_CHECKING:
@@ -62,7 +62,9 @@ def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec 
         p0 = prepare(first)  # fails the group before any server starts (bad tokenizer, prompts file)
     except (ValueError, OSError, RuntimeError) as e:
         return _fail_all(group, host, f"cannot prepare: {first_line(e)}")
-    session = ServerSession(first, p0.spec, p0.api, p0.model_dir, log_dir=host.server_dir(group))
+    session = ServerSession(first, p0.spec, p0.api, p0.model_dir, log_dir=host.server_dir(group),
+                            in_flight=group_in_flight(cfg, group, (_search_point(cfg, limit.max_level, 0, limit.by),)
+                                                      if limit is not None else ()))
     row: dict[str, Any] = {"launches": 0, "launch_s": 0.0, "teardown_s": 0.0, "status": "running", "error": None}
 
     def open_session() -> str | None:

@@ -183,12 +183,23 @@ def _trace(cfg: SweepConfig, load: LoadPoint) -> dict | None:
 def launch_commands(cfg: SweepConfig, expr: str | None = None) -> list[str]:
     """Per group, what its launch would run (`sweep --dry-run --show-commands`); nothing starts."""
     from servebench.launchers.dryrun import describe
+    from servebench.run.frontdoor import launch_options
 
     out = []
     for g in only(expand(cfg), expr).groups:
         rc = run_config(cfg, g.server, g.cells[0].load, Path(cfg.results_dir), g.id) if g.cells else None
-        out += [f"# {g.id} {g.server.label}", describe(rc) if rc else "(no cells)"]
+        opts = launch_options(rc, group_in_flight(cfg, g)) if rc else {}
+        out += [f"# {g.id} {g.server.label}", describe(rc, opts) if rc else "(no cells)"]
     return out
+
+
+def group_in_flight(cfg: SweepConfig, group: Group, more: tuple[LoadPoint, ...] = ()) -> int:
+    """The most requests any load of the group (and `more`: a limit search's top) can have in
+    flight; its server is launched once for all of them (run.frontdoor)."""
+    from servebench.run.frontdoor import most_in_flight
+
+    loads = [c.load for c in group.cells] + list(more)
+    return max((most_in_flight(run_config(cfg, group.server, ld, Path("."), "probe")) for ld in loads), default=1)
 
 
 def check_load(cfg: SweepConfig) -> None:
