@@ -62,7 +62,7 @@ def _bad_numbers(o: dict) -> str | None:
     """The option that would make the estimate impossible (negative cost, >100 % memory), if any."""
     if (o["gpus"] is not None and o["gpus"] < 1) or o["input_tokens"] < 1 or o["output_tokens"] < 1:
         return "--gpus, --input-tokens and --output-tokens must be >= 1"
-    if o["max_num_seqs"] < 1:
+    if o["max_num_seqs"] is not None and o["max_num_seqs"] < 1:
         return f"--max-num-seqs {o['max_num_seqs']}: the engine must run at least 1 sequence"
     if not 0 < o["mem_fraction"] <= 1:  # nan fails this too
         return f"--mem-fraction {o['mem_fraction']}: a share of GPU memory, above 0 and at most 1"
@@ -114,7 +114,9 @@ def load_calibration(paths: list[Path], hw_override: str | None, warn):
                    "(4090, cloud A10G/L4); off = staged through host memory.")
 @click.option("--price", default=None, type=float, help="$/hour for the whole deployment (all --gpus): adds $ per 1M output tokens.")
 @click.option("--mem-fraction", default=0.9, show_default=True, type=float, help="Share of GPU memory the engine may use (vLLM gpu_memory_utilization).")
-@click.option("--max-num-seqs", default=256, show_default=True, type=int, help="Engine's cap on the running batch.")
+@click.option("--max-num-seqs", default=None, type=int,
+              help="Engine's cap on the running batch [default: the engine's: vllm 1024 on GPUs of 70 GiB or more "
+                   "other than the A100, else 256, 128 per CPU worker; others 256].")
 @click.option("--trace", default=None, metavar="NAME|FILE",
               help="Replay a trace through the simulated engine: azure-conv-2023, mooncake-conversation (shipped) "
                    "or a file, read as `servebench run --trace` reads it (docs/workloads.md).")
@@ -157,7 +159,8 @@ def estimate(**o) -> None:
         _fail(str(e.args[0] if e.args else e))
     engine = o["engine"].lower()
     caching = {"on": True, "off": False}.get(o["prefix_cache"], engine in trace.PREFIX_CACHE_BY_DEFAULT)
-    d = Deployment(shape, hw, o["gpus"], mem_fraction=o["mem_fraction"], max_num_seqs=o["max_num_seqs"],
+    seqs = o["max_num_seqs"] or engines.max_num_seqs(engine, hw, o["gpus"])
+    d = Deployment(shape, hw, o["gpus"], mem_fraction=o["mem_fraction"], max_num_seqs=seqs,
                    schedule=SCHEDULES.get(engine, "mixed"), admit=ADMITS.get(engine, "reserve"),
                    p2p={"on": True, "off": False}.get(o["p2p"]), graphs=engines.cuda_graphs(engine, None),
                    prefix_cache=caching and bool(o["trace"]))

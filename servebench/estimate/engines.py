@@ -27,6 +27,27 @@ PER_QUERY_HEAD_KV_BEFORE = {"trtllm": (0, 8), "tensorrt-llm": (0, 8)}
 CUDA_GRAPHS_FROM = {"tgi": (2, 0), "trtllm": (1, 0), "tensorrt-llm": (1, 0)}
 
 
+def vllm_batch_defaults(hw, tp: int = 1) -> tuple[int, int]:
+    """vLLM's API-server defaults (max_num_batched_tokens, max_num_seqs) when none is given
+    (EngineArgs.get_batch_defaults). GPUs, as the pinned image (vllm/vllm-openai:v0.11.0,
+    backends/vllm/spec.yaml) sets them: (8192, 1024) on 70 GiB or more other than the A100
+    (kept at 2,048 tokens for throughput, vLLM PR #17885), else (2048, 256); vLLM 0.28 added
+    (16384, 1024) at 160 GiB or more. CPU, as the pinned CPU wheel (0.32) sets them: (2048, 128)
+    per worker."""
+    if hw.arch == "cpu":
+        return 2048 * tp, 128 * tp
+    if hw.memory_gib >= 70 and "a100" not in hw.label.lower():
+        return 8192, 1024
+    return 2048, 256
+
+
+def max_num_seqs(engine: str | None, hw, tp: int = 1) -> int:
+    """The running batch's cap when --max-num-seqs is not given: vLLM's own default for the
+    device; 256 for the others, whose caps are not one number (TGI batches by KV tokens alone,
+    SGLang caps at min(KV tokens / 2, its request pool)) and are not modelled."""
+    return vllm_batch_defaults(hw, tp)[1] if engine == "vllm" else 256
+
+
 def _version(text: str | None) -> tuple[int, ...] | None:
     parts = []
     for p in (text or "").strip().lstrip("v").split("."):

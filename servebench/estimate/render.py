@@ -43,7 +43,9 @@ def render(r: dict, console=None) -> None:
                   f"{cap['usable_gib']:.1f} GiB usable → KV cache {cap['kv_gib']:.1f} GiB = {cap['kv_tokens']:,} tokens "
                   f"({cap['kv_bytes_per_token'] / 1024:.0f} KiB/token); largest batch {cap['max_batch']:,} "
                   f"sequences of {r['workload']['input_tokens'] + r['workload']['output_tokens']} tokens"
-                  + (" (the trace's mean)" if "trace" in r["workload"] else ""))
+                  + (" (the trace's mean)" if "trace" in r["workload"] else "")
+                  + (f", the engine's cap (max_num_seqs {cap['max_num_seqs']:,})"
+                     if cap.get("max_num_seqs") == cap["max_batch"] else ""))
     _calibration(r, console)
     if "trace" in r["workload"]:
         _trace_table(r, console)

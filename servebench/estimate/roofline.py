@@ -248,7 +248,7 @@ def capacity(d: Deployment, seq_tokens: int | None = None) -> dict:
            "reserve_gib": d.reserve_gib, "kv_gib": max(free, 0) / 2**30, "kv_bytes_per_token": kv_tok,
            "kv_tokens": tokens, "fits": free > 0 and (seq_tokens is None or tokens >= seq_tokens)}
     if seq_tokens:
-        out["max_batch"] = min(tokens // seq_tokens, d.max_num_seqs)
+        out["max_batch"], out["max_num_seqs"] = min(tokens // seq_tokens, d.max_num_seqs), d.max_num_seqs
     if not out["fits"]:
         need = weights + d.reserve_gib * 2**30 + kv_tok * (seq_tokens or 1)
         out["why"] = (f"needs {need / 2**30:.1f} GiB per GPU (weights {weights / 2**30:.1f} GiB + reserve "

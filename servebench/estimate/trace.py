@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from servebench.estimate import predict
+from servebench.estimate import engines, predict
 from servebench.estimate.fit import Calibration
 from servebench.estimate.roofline import Deployment, capacity
 from servebench.estimate.sim import Load, simulate
@@ -25,18 +25,9 @@ PREFIX_CACHE_BY_DEFAULT = {"vllm", "sglang"}
 
 
 def prefill_chunk(engine: str | None, hw, tp: int = 1) -> int | None:
-    """A step's token budget where the engine's default is known: vLLM's API server default
-    max_num_batched_tokens (EngineArgs.get_batch_defaults, read in the pinned 0.32 wheel):
-    16,384 on devices of 160 GiB or more, 8,192 on 70 GiB or more other than the A100 (left at
-    2,048 for throughput, vLLM PR #17885), else 2,048; on a CPU 2,048 per worker. Others: None
-    (whole prompts in a step, or their own pass)."""
-    if engine != "vllm":
-        return None
-    if hw.arch == "cpu":
-        return 2048 * tp
-    if hw.memory_gib >= 160:
-        return 16384
-    return 8192 if hw.memory_gib >= 70 and "a100" not in hw.label.lower() else 2048
+    """A step's token budget where the engine's default is known (vLLM's, engines.vllm_batch_defaults);
+    others: None (whole prompts in a step, or their own pass)."""
+    return engines.vllm_batch_defaults(hw, tp)[0] if engine == "vllm" else None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from servebench.estimate import catalog, models, sim, trace
+from servebench.estimate import catalog, engines, models, sim, trace
 from servebench.estimate.cli import estimate
 from servebench.estimate.prefixcache import PrefixCache
 from servebench.estimate.roofline import Deployment, Factors, capacity
@@ -138,10 +138,28 @@ def test_the_trace_is_read_and_cut_as_run_reads_it():
 def test_vllm_chunks_prompts_at_its_default_token_budget():
     assert trace.prefill_chunk("vllm", catalog.lookup("h100-sxm")) == 8192
     assert trace.prefill_chunk("vllm", catalog.lookup("a100-80gb")) == 2048  # vLLM keeps the A100 at 2,048
+    assert trace.prefill_chunk("vllm", catalog.lookup("a800")) == 8192  # its name is not an A100's
     assert trace.prefill_chunk("vllm", catalog.lookup("a10g")) == 2048
-    assert trace.prefill_chunk("vllm", catalog.lookup("mi300x")) == 16384  # 192 GB
+    # 192 GB: the pinned image (v0.11.0) has no tier above 70 GiB; vLLM 0.28 gives it 16,384
+    assert trace.prefill_chunk("vllm", catalog.lookup("mi300x")) == 8192
     assert trace.prefill_chunk("vllm", catalog.lookup("cpu")) == 2048
+    assert trace.prefill_chunk("vllm", catalog.lookup("cpu"), tp=2) == 4096
     assert trace.prefill_chunk("tgi", catalog.lookup("h100-sxm")) is None
+
+
+def test_the_running_batch_cap_is_the_engines_default_unless_given():
+    h100, a100, cpu = catalog.lookup("h100-sxm"), catalog.lookup("a100-80gb"), catalog.lookup("cpu")
+    assert [engines.max_num_seqs("vllm", hw) for hw in (h100, a100, cpu)] == [1024, 256, 128]
+    assert engines.max_num_seqs("vllm", cpu, tp=2) == 256 and engines.max_num_seqs("tgi", h100) == 256
+    burst = ["--model", "llama-3-8b", "--gpu", "h100-sxm", "--load", "burst", "--concurrency", "1000", "--json"]
+    runs = {seqs: json.loads(CliRunner().invoke(estimate, [*burst, *seqs]).output) for seqs in ((), ("--max-num-seqs", "256"))}
+    own, capped = runs[()], runs[("--max-num-seqs", "256")]
+    assert own["capacity"]["max_num_seqs"] == 1024 and capped["capacity"]["max_num_seqs"] == 256
+    # 455,003 KV tokens hold 710 sequences of 640: the pool binds under vLLM's own cap, 256 binds otherwise
+    assert own["capacity"]["max_batch"] == 710 and capped["capacity"]["max_batch"] == 256
+    assert own["levels"][0]["batch"] > 256 >= capped["levels"][0]["batch"]
+    tgi = json.loads(CliRunner().invoke(estimate, [*burst, "--engine", "tgi"]).output)
+    assert tgi["capacity"]["max_num_seqs"] == 256
 
 
 def _cli(*args):
