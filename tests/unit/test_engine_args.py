@@ -66,7 +66,7 @@ def combinations(spec) -> list[dict]:
     axes = [("gpus", [None, [0], [0, 1]])]
     if spec.flags.quantize:
         axes.append(("quantize", [None, *spec.flags.quantize_values]))
-    for key in ("max_input_tokens", "max_total_tokens"):
+    for key in ("max_input_tokens", "max_total_tokens", "max_concurrent_requests"):
         if getattr(spec.flags, key):
             axes.append((key, [None, 2048]))
     names = [a for a, _ in axes]
@@ -190,7 +190,7 @@ def test_every_rendered_vllm_command_parses_with_vllms_own_parser(vllm_parser):
 def emitted_flags(spec) -> set[str]:
     """Every option string a spec can put on a command line: its flag table, the options in its
     process and docker templates, and the CPU dtype flag."""
-    out = {f for f in (spec.flags.gpus, spec.flags.quantize, spec.flags.max_input_tokens, spec.flags.max_total_tokens) if f}
+    out = {f for f in spec.flags.model_dump().values() if isinstance(f, str)}  # every flag field, new ones too
     for _, section in sections(spec):
         out |= {a.split("=", 1)[0] for a in section.args if a.startswith("-")}
     if getattr(spec, "cpu_dtype", None) is not None:
