@@ -142,3 +142,15 @@ def test_a_sweep_group_launches_once_with_the_cap_of_its_largest_level(tmp_path)
         s = json.loads((sweep_dir / c["run_dir"] / "summary.json").read_text())
         assert (s["completed"], s["failed"]) == (16, 0)
     assert [g["launches"] for g in index["groups"]] == [1]
+
+
+def test_a_cap_the_user_set_is_kept_and_what_it_refuses_is_said_before_the_load(tmp_path):
+    res = tmp_path / "results"
+    p = sb("run", "--backend", str(emulated_tgi(tmp_path)), *COMMON, "--requests", "20", "--output-tokens", "4",
+           "--server-arg=--max-concurrent-requests=12", "--results-dir", str(res))
+    assert p.returncode == 1, p.stderr[-3000:]
+    err = " ".join(p.stderr.split())
+    assert 0 <= err.find("refuses requests past 12 in flight") < err.index("running load")
+    summary, run, _ = stored(only_run_dir(res))
+    assert shlex.split(run["server"]["info"]["command"])[-1] == "--max-concurrent-requests=12"  # the user's, last
+    assert "front_door" not in run["session"] and (summary["completed"], summary["failed"]) == (12, 8)
