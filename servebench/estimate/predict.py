@@ -39,13 +39,34 @@ def estimate(d: Deployment, levels: list[int], tokens: tuple[int, int], cal: Cal
     out = header(d, cal, engine, lockstep, workload, cap)
     if not cap["fits"]:
         return out
+    most = 0
     for c in levels:
         p = _level(d, c, n_in, n_out, cal, lockstep, load)
+        most = max(most, p.get("peak_in_flight", c))
         out["levels"].append(level_row({"concurrency": c}, p, ("batch", "ttft_ms", "tpot_ms", "ms_per_token", "e2e_ms",
                                                                "output_tok_s", "request_throughput", "queue_ms",
                                                                "decode_step_ms", "decode_bound", "prefill_bound"),
                                        out["sigma_log"], price_per_hour))
+    out["front_door_note"] = front_door_note(engine, most)
     return out
+
+
+def front_door_note(engine: str | None, most: int) -> str | None:
+    """When the engine's HTTP server refuses past a default number of requests in flight (its
+    spec's front_door: TGI's 128) and the load reaches more: the estimate serves them all, as the
+    engine does with the cap raised (servebench raises it when it launches the engine)."""
+    from servebench.engines.specs import SpecError, load_spec
+
+    try:
+        spec = load_spec(engine) if engine else None
+    except SpecError:
+        return None
+    door = spec.front_door if spec else None
+    if door is None or most <= door.default:
+        return None
+    return (f"{engine} refuses requests past {door.default} in flight at its defaults ({spec.flags.max_concurrent_requests}, "
+            f"HTTP 429); this load reaches {most:,}: the estimate serves them all, as {engine} does with the cap raised "
+            f"(servebench raises it when it launches {engine})")
 
 
 def header(d: Deployment, cal: Calibration, engine: str | None, lockstep: bool, workload: dict, cap: dict) -> dict:

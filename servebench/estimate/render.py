@@ -36,6 +36,8 @@ def render(r: dict, console=None) -> None:
         console.print(f"[yellow]note:[/] {r['engine_note']}")
     if r.get("link_note"):
         console.print(f"link: {r['link_note']}")
+    if r.get("front_door_note"):
+        console.print(f"[yellow]note:[/] {r['front_door_note']}")
     if not r["fits"]:
         console.print(f"[bold red]does not fit:[/] {cap['why']}")
         return

@@ -22,6 +22,7 @@ def summarize(done: list, load) -> dict:
     span = by_done[-1].done - t0
     toks = sum(r.n_out for r in by_done[skip:])
     out = {"completed": len(done), "makespan_s": by_done[-1].done - min(r.arrive for r in done),
+           "peak_in_flight": peak_in_flight(done),
            "output_tok_s": toks / span if span > 0 else float("nan"),
            "request_throughput": (len(by_done) - skip) / span if span > 0 else float("nan")}
     for k, v in (("ttft_ms", ttft), ("e2e_ms", e2e), ("tpot_ms", tpot), ("ms_per_token", server), ("queue_ms", queue)):
@@ -30,3 +31,15 @@ def summarize(done: list, load) -> dict:
             out[k + "_p50"] = statistics.median(v) * 1e3
             out[k + "_p99"] = (statistics.quantiles(v, n=100, method="inclusive")[98] if len(v) > 1 else v[0]) * 1e3
     return out
+
+
+def peak_in_flight(done: list) -> int:
+    """The most requests between arrival and completion at once (queued or running): what an
+    engine's front door counts (TGI's --max-concurrent-requests). A completion at the instant of
+    an arrival frees its place first."""
+    events = sorted([(r.arrive, 1) for r in done] + [(r.done, -1) for r in done])
+    most = now = 0
+    for _, step in events:
+        now += step
+        most = max(most, now)
+    return most

@@ -108,8 +108,10 @@ def estimate(d: Deployment, tl: TraceLoad, speeds: list[float], cal: Calibration
         return out
     rate, chunk = tl.info["mean_rate_per_s"], prefill_chunk(engine, d.hw, d.tp)
     workload["prefill_chunk_tokens"] = chunk
+    most = 0
     for k in speeds:
         p = simulate(d, cal.factors, load_at(tl, k), chunk=chunk)
+        most = max(most, p.get("peak_in_flight", 0))
         if not p["fits"]:
             out["fits"], cap["fits"], cap["why"] = False, False, p["why"]
             out["levels"] = []
@@ -119,4 +121,5 @@ def estimate(d: Deployment, tl: TraceLoad, speeds: list[float], cal: Calibration
         for key in ("prefix_hit_rate", "prefix_hit_tokens", "prefix_queried_tokens"):
             if key in p:
                 row[key] = p[key]
+    out["front_door_note"] = predict.front_door_note(engine, most)
     return out

@@ -154,3 +154,35 @@ def test_a_cap_the_user_set_is_kept_and_what_it_refuses_is_said_before_the_load(
     summary, run, _ = stored(only_run_dir(res))
     assert shlex.split(run["server"]["info"]["command"])[-1] == "--max-concurrent-requests=12"  # the user's, last
     assert "front_door" not in run["session"] and (summary["completed"], summary["failed"]) == (12, 8)
+
+
+# -- the estimate says what a default TGI would refuse
+def _estimate(*args: str) -> dict:
+    from click.testing import CliRunner
+
+    from servebench.estimate.cli import estimate
+
+    r = CliRunner().invoke(estimate, ["--model", "llama-2-7b", "--json", *args])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+def test_peak_in_flight_counts_queued_and_running_and_frees_a_place_before_an_arrival_at_the_same_instant():
+    from types import SimpleNamespace as R
+
+    from servebench.estimate.simstats import peak_in_flight
+
+    reqs = [R(arrive=0.0, done=2.0), R(arrive=0.5, done=1.0), R(arrive=1.0, done=3.0), R(arrive=2.5, done=4.0)]
+    assert peak_in_flight(reqs) == 2  # at 1.0 one leaves as one arrives; at 2.5 two are in
+    assert peak_in_flight([R(arrive=0.0, done=9.0)] * 5) == 5
+
+
+def test_the_estimate_notes_a_default_tgi_refusing_what_its_levels_reach():
+    over = _estimate("--gpu", "a100-80gb", "--engine", "tgi", "--concurrency", "20,256")
+    assert "refuses requests past 128 in flight" in over["front_door_note"] and "reaches 256" in over["front_door_note"]
+    assert _estimate("--gpu", "a100-80gb", "--engine", "tgi", "--concurrency", "20,128")["front_door_note"] is None
+    assert _estimate("--gpu", "a100-80gb", "--engine", "vllm", "--concurrency", "256")["front_door_note"] is None
+    # a trace the A10G cannot keep up with piles up in flight: the queue is counted too
+    tr = _estimate("--gpu", "a10g", "--engine", "tgi", "--trace", "mooncake-conversation", "--trace-scale-lengths", "0.25",
+                   "--requests", "300", "--trace-speed", "8")
+    assert tr["levels"][0]["peak_batch"] < 128 and "reaches" in tr["front_door_note"]
