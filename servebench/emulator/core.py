@@ -135,12 +135,12 @@ class Emulator:
                 self.loop.call_later(f.hang_after_s, self._hang)
         if f.kill_after_requests is not None and self.admitted > f.kill_after_requests:
             self._kill()
-        self.prompt_tokens += gen.prompt_tokens
         cap = cfg.max_concurrent_requests
-        if cap is not None and len(self.running) + len(self.waiting) >= cap:
-            conn.send_error(429, "Model is overloaded")
+        if cap is not None and len(self.running) + len(self.waiting) >= cap:  # refused at the door, as TGI's
+            conn.send_error(429, "Model is overloaded")  # router does: before its prompt is counted
             self._done(s, "status_429", perf_counter_ns(), 429)
             return None
+        self.prompt_tokens += gen.prompt_tokens
         if f.status_rate and s.rng.random() < f.status_rate:
             conn.send_error(f.status, "emulated fault: server overloaded")
             self._done(s, f"status_{f.status}", perf_counter_ns(), f.status)

@@ -10,6 +10,7 @@ did not launch, GET /info says its cap and a warning says before the load what i
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from servebench.config import RunConfig
@@ -28,13 +29,19 @@ def most_in_flight(cfg: RunConfig) -> int:
 
 
 def _trace_requests(cfg: RunConfig) -> int | None:
+    t = cfg.workload.trace
+    return _count(t.source, t.format, t.columns, t.window, t.requests)
+
+
+@functools.lru_cache(maxsize=16)  # a sweep asks once per cell and per measurement: read the file once
+def _count(source: str, fmt: str | None, columns: str | None, window: tuple | None, requests: int | None) -> int | None:
+    from servebench.config import TraceConfig
     from servebench.load import traces
     from servebench.load.workload import slice_trace
 
-    t = cfg.workload.trace
     try:
-        tr = traces.load_trace(t.source, t.format, t.columns)
-        return len(slice_trace(tr, t)[0])
+        tr = traces.load_trace(source, fmt, columns)
+        return len(slice_trace(tr, TraceConfig(source=source, window=window, requests=requests))[0])
     except (traces.TraceError, OSError, ValueError):
         return None  # the workload build says what is wrong, in one line
 
