@@ -88,6 +88,15 @@ def completions(records: Sequence[RequestRecord], w: Window) -> list[RequestReco
     return [r for r in records if r.ok and r.end_ns and w.start_ns <= r.end_ns <= w.end_ns]
 
 
+def stored(records: Sequence[RequestRecord], blk: dict | None) -> Window | None:
+    """The window a summary's `steady_state` block recorded, on the same measured records
+    (its offsets count from their first send); None when no window was applied."""
+    if not blk or not blk.get("applied") or blk.get("start_offset_ns") is None:
+        return None
+    t0 = min((r.sent_ns for r in records if r.sent_ns), default=0)
+    return Window(True, t0 + int(blk["start_offset_ns"]), t0 + int(blk["end_offset_ns"]), blk.get("rule") or "")
+
+
 def block(records: Sequence[RequestRecord], kept: Sequence[RequestRecord], w: Window) -> dict:
     """summary.json's `steady_state`: the window as offsets from the first measured send."""
     t0 = min((r.sent_ns for r in records if r.sent_ns), default=0)

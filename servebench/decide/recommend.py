@@ -31,8 +31,11 @@ def add_costs(df: pd.DataFrame, book: PriceBook) -> pd.DataFrame:
     for _, r in df.iterrows():
         energy = num(r.get("energy_j"))
         stated = num(r.get("stated_usd_per_hour"))
+        # GPUs used: the server's own list, else what telemetry sampled (a sweep server with a
+        # hardware label and no list has gpu_count 0); the price and the per-GPU figures share it
+        n = _int(r.get("gpu_count")) or _int(r.get("gpus_measured"))
         p = book.lookup(instance_type=_str(r.get("instance_type")), hardware=_str(r.get("hardware")),
-                        gpu_count=_int(r.get("gpu_count")), energy_j=energy, duration_s=num(r.get("duration_s")),
+                        gpu_count=n, energy_j=energy, duration_s=num(r.get("duration_s")),
                         stated=Price(stated, _str(r.get("stated_price_source")) or "source") if stated is not None else None)
         tps, tot = num(r.get("output_token_throughput")), num(r.get("total_token_throughput"))
         cols["usd_per_hour"].append(p.usd_per_hour if p else np.nan)
@@ -41,8 +44,9 @@ def add_costs(df: pd.DataFrame, book: PriceBook) -> pd.DataFrame:
         cols["min_per_1m"].append(_nan(cost.minutes_per_million(tps)))
         cols["usd_per_1m"].append(_nan(cost.usd_per_million(p.usd_per_hour if p else None, tps)))
         cols["usd_per_1m_total"].append(_nan(cost.usd_per_million(p.usd_per_hour if p else None, tot)))
-        cols["j_per_token"].append(_nan(cost.joules_per_token(energy, num(r.get("output_tokens_total")))))
-        n = _int(r.get("gpu_count")) or _int(r.get("gpus_measured"))
+        # energy is over the span the throughput is over (the steady-state window when there is one)
+        window_tokens = tps * dur if tps is not None and (dur := num(r.get("duration_s"))) is not None else None
+        cols["j_per_token"].append(_nan(cost.joules_per_token(energy, window_tokens)))
         cols["devices"].append(n if n else 1)  # a CPU host (or unknown) counts as one device
     for k, v in cols.items():
         df[k] = v

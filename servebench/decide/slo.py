@@ -10,6 +10,7 @@ share of measured requests that met every bound; failed requests count as misses
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 import re
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from servebench.analysis import metrics
+from servebench.analysis import metrics, steady
 from servebench.store.runfiles import load_records
 
 _METRIC = {"ttft": "ttft_ms", "tpot": "tpot_ms", "itl": "itl_ms", "e2e": "e2e_ms", "e2el": "e2e_ms",
@@ -121,26 +122,40 @@ def parse_goodput(items: list[str] | tuple[str, ...]) -> dict[str, float]:
     return out
 
 
-def goodput(run_dir: str | Path, bounds: dict[str, float]) -> tuple[float, int, int] | None:
-    """(share, good, measured) from requests.parquet; None when there is nothing to read.
+def goodput(run_dir: str | Path, bounds: dict[str, float]) -> tuple[float, int, int, int] | None:
+    """(share, good, measured, good completions) from requests.parquet; None when there is
+    nothing to read. The requests are summary.json's: every measured one, a failure before
+    sending included (a miss), or those of its steady-state window; the completions are the
+    ones its throughputs count (inside the window, wherever sent), for goodput req/s.
 
     itl bounds every gap of the request (its worst gap), the others its single value."""
     path = Path(run_dir) / "requests.parquet"
     if not bounds or not path.exists():
         return None
-    recs = [r for r in load_records(path) if not r.warmup and r.sent_ns]
-    good = 0
-    for r in recs:
-        if not r.ok:
-            continue
-        vals = {"ttft": metrics.ttft_ns(r), "tpot": metrics.tpot_ns(r), "e2el": metrics.e2e_ns(r)}
-        gaps = metrics.itl_gaps_ns(r)
-        vals["itl"] = max(gaps) if gaps else None
-        # A request too short to have a value (1 token: no TPOT) is not held to that bound.
-        if all(vals[k] is None and k in ("tpot", "itl") or (vals[k] is not None and vals[k] / 1e6 <= ms)
-               for k, ms in bounds.items()):
-            good += 1
-    return (good / len(recs) if recs else 0.0), good, len(recs)
+    measured = [r for r in load_records(path) if not r.warmup and (r.sent_ns or r.error)]
+    win = steady.stored(measured, _steady_block(Path(run_dir)))
+    recs = steady.keep(measured, win) if win else measured
+    done = steady.completions(measured, win) if win else [r for r in recs if r.ok]
+    good = sum(1 for r in recs if _met(r, bounds))
+    return (good / len(recs) if recs else 0.0), good, len(recs), sum(1 for r in done if _met(r, bounds))
+
+
+def _steady_block(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("steady_state")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _met(r, bounds: dict[str, float]) -> bool:
+    if not r.ok:
+        return False
+    vals = {"ttft": metrics.ttft_ns(r), "tpot": metrics.tpot_ns(r), "e2el": metrics.e2e_ns(r)}
+    gaps = metrics.itl_gaps_ns(r)
+    vals["itl"] = max(gaps) if gaps else None
+    # A request too short to have a value (1 token: no TPOT) is not held to that bound.
+    return all(vals[k] is None and k in ("tpot", "itl") or (vals[k] is not None and vals[k] / 1e6 <= ms)
+               for k, ms in bounds.items())
 
 
 def add_goodput(df: pd.DataFrame, bounds: dict[str, float]) -> pd.DataFrame:
@@ -150,7 +165,7 @@ def add_goodput(df: pd.DataFrame, bounds: dict[str, float]) -> pd.DataFrame:
         g = goodput(row["run_dir"], bounds) if isinstance(row.get("run_dir"), str) else None
         shares.append(g[0] if g else float("nan"))
         dur = row.get("duration_s")
-        rates.append(g[1] / dur if g and dur and dur > 0 else float("nan"))
+        rates.append(g[3] / dur if g and dur and dur > 0 else float("nan"))
     df["goodput"] = shares
     df["goodput_rps"] = rates
     return df

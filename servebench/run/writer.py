@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from servebench import SCHEMA_VERSION, __version__
-from servebench.analysis import client_check, fidelity, select, turns
+from servebench.analysis import client_check, fidelity, per_request, select, turns
 from servebench.store import redact
 from servebench.store import salvage
 from servebench.store import runfiles
@@ -70,12 +70,12 @@ def write(cfg: RunConfig, st: RunState, p: Prepared) -> Written:
                         steady_state=cfg.steady_state)
     outcome = _judged(cfg, st, summary)
     _traffic(cfg, st, sent, summary)
+    start, end = _window(sent)
     try:
-        _client(st, summary)
+        _client(st, summary, sent, (end - start) / 1e9)
     finally:
         spooled.remove_lags(st.spools)  # read: the spools' lag files go with them
-    start, end = _window(sent)
-    _telemetry(job, summary, start, end)
+    _telemetry(job, summary, *_metric_window(summary, start, end))
     # small files next (the status as known now), then the bulky ones: samples and plots
     on_disk = _write_status(job, summary, outcome, run_dir, job.attempt)
     if summary.get("completed") and not job.failures:  # measured vs the hardware floor (docs/estimate.md)
@@ -119,8 +119,10 @@ def _traffic(cfg: RunConfig, st: RunState, sent: list[RequestRecord], summary: d
         summary["sessions"] = sessions
 
 
-def _client(st: RunState, summary: dict) -> None:
-    """servebench's own side of the run: warnings, lags, connections, CPU and whether it kept up."""
+def _client(st: RunState, summary: dict, sent: list[RequestRecord], whole_s: float) -> None:
+    """servebench's own side of the run: warnings, lags, connections, CPU and whether it kept up.
+    The CPU time is the whole load's, so it is per second and per token of the whole load, not
+    of a steady-state window."""
     stats = st.stats
     summary["warnings"] = list(st.warnings)
     summary["not_released"] = sum(1 for r in st.records if not r.warmup and not r.sent_ns and not r.error)
@@ -129,10 +131,10 @@ def _client(st: RunState, summary: dict) -> None:
     n, lags = spooled.lag_blocks(st.spools, stats.read_lag_ns)
     summary["read_lag_ms"] = select.dist(lags, n)[0]
     summary["connections"] = {"opened": len(st.connect_ns), "setup_ms": dist([v / 1e6 for v in st.connect_ns])}
-    streamed = summary["output_tokens"]["streamed_total"]
+    streamed = sum(per_request.streamed(r) for r in sent if not r.warmup and r.sent_ns)
     client = summary["client"] = {  # servebench's own cost during the load window (decoding comes after)
         "cpu_s": stats.cpu_ns / 1e9,
-        "cpu_cores": stats.cpu_ns / 1e9 / summary["duration_s"] if summary["duration_s"] else None,
+        "cpu_cores": stats.cpu_ns / 1e9 / whole_s if whole_s > 0 else None,
         "cpu_us_per_token": stats.cpu_ns / 1e3 / streamed if streamed else None,
         "workers": st.workers,
         "scheduling": stats.scheduling,
@@ -157,7 +159,17 @@ def _window(sent: list[RequestRecord]) -> tuple[int, int]:
     return start, end
 
 
-def _telemetry(job: _Job, summary: dict, start: int, end: int) -> None:
+def _metric_window(summary: dict, start: int, end: int) -> tuple[int, int, int]:
+    """The span the summary's throughputs are over and the output tokens completed in it: the
+    whole measured load, or its steady-state window (telemetry means, energy and J/token follow)."""
+    blk = summary.get("steady_state") or {}
+    if blk.get("applied"):
+        start, end = start + blk["start_offset_ns"], start + blk["end_offset_ns"]
+        return start, end, round(summary["output_token_throughput"] * summary["duration_s"])
+    return start, end, summary["output_tokens"]["total"]
+
+
+def _telemetry(job: _Job, summary: dict, start: int, end: int, tokens: int) -> None:
     tel: dict[str, Any] = {}
     for s in job.st.samplers:
         job.attempt(f"{s.name} window", s.mark_window, start, end)
@@ -165,7 +177,7 @@ def _telemetry(job: _Job, summary: dict, start: int, end: int) -> None:
     if tel:
         from servebench.telemetry import finalize
 
-        summary["telemetry"] = job.attempt("telemetry finalize", finalize, tel, summary["output_tokens"]["total"]) or tel
+        summary["telemetry"] = job.attempt("telemetry finalize", finalize, tel, tokens) or tel
 
 
 def _bulky(job: _Job, start: int, records_at: Path | None) -> None:

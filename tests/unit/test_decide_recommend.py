@@ -15,6 +15,9 @@ from servebench.decide.load import LoadError, load_dir, load_dirs
 from servebench.decide.prices import price_book
 from servebench.decide.recommend import add_costs, capacity, pareto_mask, recommend
 from servebench.decide.slo import SloError, add_goodput, goodput, parse_goodput, parse_slo
+from servebench.analysis.metrics import summarize
+from servebench.records import RequestRecord, counts_array, ns_array
+from servebench.store.runfiles import write_records
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP = ROOT / "tests/fixtures/decide/sweep"
@@ -158,13 +161,59 @@ def test_pareto_fronts_are_non_dominated_and_per_gpu(df):
 
 def test_goodput_counts_errors_as_misses(df):
     run = SWEEP / "runs/g04-c020-r0"  # 2 of 46 requests failed
-    share, good, n = goodput(run, {"ttft": 1e9, "tpot": 1e9, "e2el": 1e9})
-    assert (good, n) == (44, 46) and share == pytest.approx(44 / 46)
-    share, good, n = goodput(run, {"ttft": 1e-3})
-    assert good == 0
+    share, good, n, done = goodput(run, {"ttft": 1e9, "tpot": 1e9, "e2el": 1e9})
+    assert (good, n, done) == (44, 46, 44) and share == pytest.approx(44 / 46)
+    share, good, n, done = goodput(run, {"ttft": 1e-3})
+    assert good == done == 0
     g = add_goodput(df, parse_goodput(["ttft:500", "tpot:50", "e2el:2000"]))
     assert g["goodput"].between(0, 1).sum() == 15 and g.loc[g["cell"] == "g05-c001-r0", "goodput"].isna().all()
     assert "goodput" in tables(g)
+
+
+MS = 10**6
+
+
+def _req(i: int, sent: int, e2e_ms: float = 50) -> RequestRecord:
+    return RequestRecord(index=i, sent_ns=sent, scheduled_ns=sent, slot_ns=sent, end_ns=sent + int(e2e_ms * MS),
+                         status=200, token_ns=ns_array([sent + 10 * MS, sent + 20 * MS]),
+                         token_counts=counts_array([1, 1]), server_output_tokens=2, decoded=True)
+
+
+def test_goodput_counts_requests_that_never_connected_as_misses(tmp_path):
+    # 6 good, 4 due but refused a connection (sent_ns 0): summary.json counts them failed
+    recs = [_req(i, 10**12 + i * MS) for i in range(6)]
+    recs += [RequestRecord(index=i, scheduled_ns=10**12 + i * MS, error="connect: Connection refused", decoded=True)
+             for i in range(6, 10)]
+    write_records(tmp_path / "requests.parquet", recs)
+    assert summarize(recs)["failed"] == 4
+    assert goodput(tmp_path, {"ttft": 500}) == (0.6, 6, 10, 6)
+
+
+def test_goodput_under_steady_state_is_over_the_summarys_window(tmp_path):
+    # a closed loop of 2: the window opens when 2 are first in flight and closes at the last
+    # send; requests sent before it are left out of the share, completions outside it out of the rate
+    t0, recs = 10**12, []
+    for i, (sent, e2e) in enumerate([(0, 100), (30, 100), (100, 100), (130, 100), (200, 100), (230, 100)]):
+        recs.append(_req(i, t0 + sent * MS, e2e))
+    write_records(tmp_path / "requests.parquet", recs)
+    s = summarize(recs, target_concurrency=2, steady_state=True)
+    assert s["steady_state"]["applied"] and s["steady_state"]["requests_left_out"] > 0
+    (tmp_path / "summary.json").write_text(json.dumps(s))
+    share, good, n, done = goodput(tmp_path, {"e2el": 1e6})
+    assert (n, share) == (s["steady_state"]["requests_kept"], 1.0)
+    assert done == round(s["request_throughput"] * s["duration_s"])
+    row = pd.DataFrame([{"run_dir": str(tmp_path), "duration_s": s["duration_s"]}])
+    rate = add_goodput(row, {"e2el": 1e6})["goodput_rps"].iloc[0]
+    assert rate == pytest.approx(s["request_throughput"])  # every request good: goodput req/s is req/s
+
+
+def test_a_gpu_count_left_out_is_priced_at_the_gpus_telemetry_saw():
+    # a sweep server with a hardware label and no GPU list (gpu_count 0) that ran on 4 GPUs
+    row = {"hardware": "a100", "gpu_count": 0, "gpus_measured": 4, "output_token_throughput": 1000.0,
+           "total_token_throughput": 1200.0, "tpot_ms_p50": 20.0, "ms_per_token_p50": 25.0}
+    r = add_costs(pd.DataFrame([row]), price_book(["a100=2.0"])).iloc[0]
+    assert (r["devices"], r["usd_per_hour"]) == (4, 8.0)
+    assert r["usd_per_1m"] == pytest.approx(8.0 / (1000 * 3600 / 1e6))
 
 
 @pytest.mark.parametrize("bad", ["ttft<<5", "speed_p50<=3", "ttft_p95<=fast", "ttft_p95<=5%"])
