@@ -119,11 +119,14 @@ class ExactPrompts:
         return [Prompt(t, input_tokens, output_tokens) for t in texts]
 
 
-def synthetic(tokenizer, n: int, input_tokens: int, output_tokens: int, seed: int = 0, unique: int = 1000) -> list[Prompt]:
-    """n prompts; at most `unique` distinct ones are built, then reused in order (building
-    is the slow part for long runs; reuse is far apart so prefix caches don't help)."""
+def synthetic(tokenizer, n: int, input_tokens: int, output_tokens: int, seed: int = 0, warmup: int = 0,
+              unique: int = 20_000) -> list[Prompt]:
+    """n prompts, the first `warmup` of them the warm-ups: every one distinct up to `unique`
+    (building and holding them is the cost of a long run); past it the measured ones repeat in
+    order, `unique - warmup` apart, and never a warm-up (a prefix cache would serve its copy)."""
     built = ExactPrompts(tokenizer, seed).prompts(min(n, unique), input_tokens, output_tokens)
-    return [built[i % len(built)] for i in range(n)]
+    period = len(built) - min(warmup, len(built) - 1)
+    return [built[i] if i < len(built) else built[len(built) - period + (i - len(built)) % period] for i in range(n)]
 
 
 def from_jsonl(path: Path, tokenizer, default_output_tokens: int, n: int | None = None) -> list[Prompt]:

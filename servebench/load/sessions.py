@@ -143,14 +143,26 @@ def build(cfg, tokenizer) -> tuple[list[Conversation], list[Prompt], dict]:
                    for u, o in turns)
         gaps = tuple(think(len(tt) - 1, random.Random(f"{load.seed}:think:{i}")))
         convs.append(Conversation(i, tt, gaps, label))
-    firsts = [c.turns[0] for c in convs]
-    warm = [Prompt(firsts[i % len(firsts)].user, 0, firsts[i % len(firsts)].output_tokens) for i in range(load.warmup)]
+    warm = _warmups(cfg, tokenizer, [c.turns[0] for c in convs])
     n_turns = sum(len(c.turns) for c in convs)
     info = {"source": "sessions", "sessions": {**source, "count": len(convs), "turns": n_turns,
                                                "turns_per_session": {"min": min(len(c.turns) for c in convs),
                                                                      "max": max(len(c.turns) for c in convs)},
                                                "think_time_s": think_info, "output_tokens": dout.describe()}}
     return convs, warm, info
+
+
+def _warmups(cfg, tokenizer, firsts: list[Turn]) -> list[Prompt]:
+    """One-turn chats as long as the sessions' first user texts, of words of their own: a warm-up
+    that sent a session's first turn would put it in the prefix cache before it is measured."""
+    if not cfg.load.warmup:
+        return []
+    ep, rng = ExactPrompts(tokenizer, cfg.load.seed), random.Random(f"{cfg.load.seed}:warmup")
+    out = []
+    for i in range(cfg.load.warmup):
+        first = firsts[i % len(firsts)]
+        out.append(Prompt(ep.build(ep.count(first.user), rng), 0, first.output_tokens))
+    return out
 
 
 def _synthetic(cfg, tokenizer, count: int, turns: int) -> list[tuple[None, list[tuple[str, None]]]]:

@@ -47,9 +47,13 @@ def build(cfg: RunConfig, tokenizer) -> Workload:
     din = lengths.parse_length(w.input_tokens, "--input-tokens", "input")
     dout = lengths.parse_length(w.output_tokens, "--output-tokens", "output")
     if din.fixed and dout.fixed and not w.prefix_share and not (w.max_input_tokens or w.max_output_tokens):
-        return Workload(synthetic(tokenizer, n, din.fixed, dout.fixed, seed=load.seed), None, {"source": "synthetic"})
-    ins = din.sample(n, random.Random(f"{load.seed}:input"))
-    outs = dout.sample(n, random.Random(f"{load.seed}:output"))
+        return Workload(synthetic(tokenizer, n, din.fixed, dout.fixed, seed=load.seed, warmup=load.warmup), None,
+                        {"source": "synthetic"})
+    # warm-ups from streams of their own: the measured lengths of a seed do not move with --warmup
+    ins = din.sample(load.warmup, random.Random(f"{load.seed}:warmup-input")) + \
+        din.sample(load.requests, random.Random(f"{load.seed}:input"))
+    outs = dout.sample(load.warmup, random.Random(f"{load.seed}:warmup-output")) + \
+        dout.sample(load.requests, random.Random(f"{load.seed}:output"))
     ep = ExactPrompts(tokenizer, load.seed)
     ins, outs, clipped = _clip(ins, outs, w, context_tokens(tokenizer), ep.specials + 1)
     pick = random.Random(f"{load.seed}:prefix")
@@ -101,9 +105,16 @@ def _from_trace(cfg: RunConfig, tokenizer) -> Workload:
     ep = ExactPrompts(tokenizer, load.seed)
     scale = lambda n: max(1, round(n * t.scale_lengths))  # noqa: E731
     block = max(1, round(tr.block_tokens * t.scale_lengths)) if tr.block_tokens else 512
-    ins = [scale(r.input_tokens) if r.prompt is None else ep.count(r.prompt) for r in reqs]
-    ins, outs, clipped = _clip(ins, [scale(r.output_tokens) for r in reqs], w, context_tokens(tokenizer), ep.specials + 1)
-    ins = [ep.count(r.prompt) if r.prompt is not None else n for n, r in zip(ins, reqs)]  # a text is sent as given
+    asked = [scale(r.input_tokens) if r.prompt is None else ep.count(r.prompt) for r in reqs]
+    ctx = context_tokens(tokenizer)
+    ins, outs, clipped = _clip(asked, [scale(r.output_tokens) for r in reqs], w, ctx, ep.specials + 1)
+    # a text is sent as given: not clipped, so not counted clipped; its output still fits the context
+    ins = [a if r.prompt is not None else n for a, n, r in zip(asked, ins, reqs)]
+    clipped["input"] = sum(1 for a, n, r in zip(asked, ins, reqs) if r.prompt is None and a != n)
+    if ctx:
+        short = [min(o, max(ctx - n, 1)) if r.prompt is not None else o for o, n, r in zip(outs, ins, reqs)]
+        clipped["output"] += sum(a != b for a, b in zip(outs, short))
+        outs = short
     shapes = [Shape(n, r.blocks or ()) for n, r in zip(ins, reqs)]
     warm = [Shape(min(ins[0], 2 * block), ()) for _ in range(load.warmup)]  # own tokens: no cache warmed
     builder = PrefixPrompts(ep, block, load.seed)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 
@@ -92,8 +93,48 @@ def test_workload_prompts_follow_the_mix_exactly_and_clip_to_context(tok):
     assert [p.text for p in again.prompts] == [p.text for p in wl.prompts]
 
 
+def test_measured_lengths_of_a_seed_do_not_move_with_the_warm_ups(tok):
+    def lengths(warmup):
+        cfg = RunConfig(load=dict(requests=20, warmup=warmup, seed=3),
+                        workload=dict(input_tokens="uniform:20-400", output_tokens="uniform:4-40"))
+        wl = workload.build(cfg, tok)
+        return [(p.input_tokens, p.output_tokens) for p in wl.prompts[warmup:]]
+
+    assert lengths(0) == lengths(2) == lengths(5)
+
+
 def test_fixed_lengths_keep_the_plain_prompts(tok):
     from servebench.load.prompts import synthetic
 
     cfg = RunConfig(load=dict(requests=5, warmup=0), workload=dict(input_tokens=32, output_tokens=4))
     assert workload.build(cfg, tok).prompts == synthetic(tok, 5, 32, 4, seed=0)
+
+
+def test_a_trace_prompt_text_is_neither_clipped_nor_counted_clipped_and_its_output_fits(tok, tmp_path):
+    long_text = " ".join(["hello"] * 300)  # over --max-input-tokens 200, and over 2048 with its 900 out
+    rows = [{"time_s": 0.0, "input_tokens": 100, "output_tokens": 8},
+            {"time_s": 0.5, "input_tokens": 300, "output_tokens": 8},
+            {"time_s": 1.0, "prompt": long_text, "output_tokens": 900},
+            {"time_s": 1.5, "input_tokens": 50, "output_tokens": 8}]
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = RunConfig(load=dict(warmup=0), workload=dict(trace=dict(source=str(path)), max_input_tokens=200))
+    wl = workload.build(cfg, tok)
+    sent = wl.prompts[2]
+    assert sent.text == long_text and sent.input_tokens == len(tok(long_text)["input_ids"]) > 2048 - 900
+    assert wl.info["clipped"]["input"] == 1  # the 300-token request only
+    assert sent.input_tokens + sent.output_tokens == 2048 and wl.info["clipped"]["output"] == 1
+
+
+def test_session_warm_ups_share_no_text_with_the_measured_turns(tok):
+    from servebench.load import sessions
+
+    cfg = RunConfig(api="openai-chat", load=dict(warmup=3, seed=4),
+                    workload=dict(sessions=dict(source="synthetic", count=2, turns=2), input_tokens=40, output_tokens=8))
+    convs, warm, _ = sessions.build(cfg, tok)
+    users = {t.user for c in convs for t in c.turns}
+    assert len(warm) == 3 and not users & {w.text for w in warm}
+    # as long as the first turns they stand in for, and as long an answer
+    first = convs[0].turns[0]
+    assert len(tok(warm[0].text)["input_ids"]) == len(tok(first.user)["input_ids"]) == 40 + 1  # BOS
+    assert warm[0].output_tokens == first.output_tokens

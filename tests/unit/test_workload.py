@@ -29,9 +29,18 @@ def test_deterministic_by_seed(tok):
     assert a != workload.synthetic(tok, 5, 64, 8, seed=8)
 
 
-def test_reuse_beyond_unique_pool(tok):
-    p = workload.synthetic(tok, 7, 32, 8, seed=0, unique=3)
-    assert [x.text for x in p[3:6]] == [x.text for x in p[:3]]
+def test_reuse_beyond_unique_pool_repeats_measured_prompts_never_a_warm_up(tok):
+    p = workload.synthetic(tok, 9, 32, 8, seed=0, warmup=2, unique=5)
+    assert len({x.text for x in p[:5]}) == 5
+    # the measured ones repeat in order (2, 3, 4, 2, ...); the two warm-ups are never sent again
+    assert [x.text for x in p[5:9]] == [p[i].text for i in (2, 3, 4, 2)]
+
+
+def test_a_burst_of_1000_with_warm_ups_is_1002_distinct_prompts(tok):
+    # the default pool was 1000 once: the burst's last two prompts were the warm-ups', served
+    # from a prefix cache that the warm-ups had just filled
+    p = workload.synthetic(tok, 1002, 8, 4, seed=0, warmup=2)
+    assert len({x.text for x in p}) == 1002
 
 
 def test_too_short_for_special_tokens_is_a_clear_error(tok):
