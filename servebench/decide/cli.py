@@ -86,7 +86,7 @@ class Analysis:
 
 
 def analyse(dirs, o: Analysis):
-    """Load, price and rank: (run table, recommendation tables)."""
+    """Load, price and rank: (run table, recommendation tables, ranked table: repeats averaged, then priced)."""
     from servebench.decide import sweepinfo
     from servebench.decide.load import load_dirs, merge_repeats
     from servebench.decide.prices import price_book
@@ -130,7 +130,7 @@ def analyse(dirs, o: Analysis):
         except PlanError as e:
             _fail(str(e), 2)
     tables += [t for t in (sweepinfo.limits_table(found), sweepinfo.assumptions_table(found)) if t is not None]
-    return priced, tables
+    return priced, tables, ranked
 
 
 # What a run, sweep or compare dir holds: a report written over one of them would destroy it.
@@ -177,7 +177,7 @@ def recommend_cmd(dirs, fmt, output, **opts):
     from servebench.outputs import render
 
     _refuse_own(output)
-    _, tables = analyse(dirs, Analysis(**opts))
+    _, tables, _ = analyse(dirs, Analysis(**opts))
     if fmt == "console" and output is None:
         render.console(tables)
     else:
@@ -202,7 +202,7 @@ def report(dirs, fmt, output, rebuild, **opts):
     from servebench.outputs import render
     from servebench.outputs.summary_tables import comparison_table, metadata, runs_table
 
-    df, rec = analyse(dirs, o)
+    df, rec, ranked = analyse(dirs, o)
     comp = comparison_table(df)
     meta_table, meta = metadata(df)
     tables = [t for t in (comp, runs_table(df)) if t is not None] + rec + [meta_table]
@@ -217,7 +217,7 @@ def report(dirs, fmt, output, rebuild, **opts):
         from servebench.decide import html
 
         damaged: list[str] = []
-        _write(html.render(df, tables, meta, title=title, inputs=list(dirs), damaged=damaged),
+        _write(html.render(df, tables, meta, title=title, inputs=list(dirs), damaged=damaged, ranked=ranked),
                output or Path("report.html"))
         if damaged:  # as the console report does: what was readable is written, the loss is named
             _fail(f"{damaged[0]}: the raw records are lost")
@@ -311,7 +311,7 @@ def cost_cmd(dirs, prices, onprem, catalog, fmt, output):
     else:
         if not dirs:
             _fail("give DIR(s), or --catalog", 2)
-        df, _ = analyse(dirs, Analysis(prices=prices, onprem=onprem, max_error_rate=None))
+        df, _, _ = analyse(dirs, Analysis(prices=prices, onprem=onprem, max_error_rate=None))
         cols = ["source", "config", "load_level", "status", "output_token_throughput", "usd_per_hour", "min_per_1m",
                 "usd_per_1m", "usd_per_1m_total", "j_per_token", "price_source"]
         notes = [f"{c}: no price (give --price)" for c in sorted(df.loc[df["usd_per_hour"].isna() & (df["status"] != "skipped"), "config"].unique())]

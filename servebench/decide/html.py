@@ -164,7 +164,9 @@ def _with_size(page: str, lib_bytes: int) -> str:
 
 
 def render(df: pd.DataFrame, tables: list[Table], meta: dict[str, dict], *, title: str, inputs: list[str],
-           damaged: list[str] | None = None) -> str:
+           damaged: list[str] | None = None, ranked: pd.DataFrame | None = None) -> str:
+    """ranked: the table the recommendations ranked (repeats averaged, then priced: decide.cli.analyse);
+    the words beside them read it, so they quote the figures the tables show."""
     from plotly.offline import get_plotlyjs
 
     st = figs.Style.of(df)  # add_costs gave $ per 1M its interval (decide/noise.cost_cis)
@@ -175,7 +177,7 @@ def render(df: pd.DataFrame, tables: list[Table], meta: dict[str, dict], *, titl
     body = [f"<h1>{html.escape(title)}</h1>", '<div id="sb-errors" data-count="0"></div>',
             '<div id="sb-status" data-plots="" data-drawn="" data-errorbars=""></div><div id="sb-colors"></div>',
             '<p class="meta">inputs: ' + ", ".join(html.escape(i) for i in inputs) + "</p>"]
-    body += _recommendation(df, study, st)
+    body += _recommendation(df if ranked is None else ranked, study, st)
     if "assumptions" in first:  # next to the decision they bear on, marked as servebench's choice
         body += ['<h2 id="sb-assumptions">Assumptions (not stated by the study)</h2>', _table_html(first["assumptions"], st)]
     plots, n = _plots(df, st, damaged)

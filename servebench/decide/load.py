@@ -134,6 +134,8 @@ def _metrics(summary: dict) -> dict[str, Any]:
     out["energy_j"] = total.get("energy_j") if gpu.get("available") else None
     out["gpus_measured"] = len(gpu.get("gpus") or []) if gpu.get("available") else 0
     out["warnings"] = len(summary.get("warnings") or [])
+    # its figures are over a steady-state window (summary.json's steady_state), or the whole run
+    out["steady_state"] = bool((summary.get("steady_state") or {}).get("applied"))
     out.update(ci_columns(summary))  # X_ci_low / X_ci_high, ci: "run" (decide/noise.py)
     return out
 

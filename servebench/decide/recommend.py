@@ -70,9 +70,10 @@ def _nan(v):
 
 
 def _best(rows: pd.DataFrame, col: str, lowest: bool, tiebreak: list[tuple[str, bool]]) -> tuple[pd.Series, list[str], str]:
-    """The best row by col, the configurations tied with it, and the verdict: "winner", or
-    "tie (±N %)" when another row's interval overlaps the best one's (decide/noise.py); rows
-    without intervals tie within TIE_REL."""
+    """The best row by col (the tie-breakers order equal values only), the configurations tied
+    with it, and the verdict: "winner", or "tie (±N %)" when another row's interval overlaps the
+    best one's (decide/noise.py); rows without intervals tie within TIE_REL. The best measured
+    value is shown, flagged: the reader sees what was measured and what it cannot be told from."""
     keys = [col] + [c for c, _ in tiebreak] + ["config"]
     asc = [lowest] + [lo for _, lo in tiebreak] + [True]
     ordered = rows.sort_values(keys, ascending=asc, na_position="last")
@@ -142,7 +143,7 @@ def study_tables(df: pd.DataFrame, *, at: dict[str, float] | None = None, mask: 
             rows.append(top.copy())
             rows[-1]["vs_next"] = verdict  # not "verdict": that column is the comparison's vs its baseline
             if tied:
-                notes.append(f"{model}: {verdict} on {col}: " + "; ".join(tied) + f" (shown: {top['config']}, by tie-break)")
+                notes.append(f"{model}: {verdict} on {col}: " + "; ".join(tied) + f" (shown: {top['config']}, the best measured)")
         frame = pd.DataFrame(rows) if rows else pd.DataFrame(columns=STUDY_COLUMNS)
         if rows:  # "model" is the family (GPTQ and fp16 checkpoints of one model compete); config names the checkpoint
             frame = frame.assign(model=frame["family"])[STUDY_COLUMNS + ["config", "load_level", "vs_next"]]

@@ -54,7 +54,8 @@ def level_text(row: pd.Series) -> str:
 def _candidates(t: Table, df: pd.DataFrame, model: str, col: str) -> pd.DataFrame | None:
     """The runs the table ranked for `model`: priced, at its concurrency and under its SLO as
     the title states them; None when the SLO in the title cannot be read back."""
-    cand = merge_repeats(df)
+    # the ranked table as given (repeats averaged before pricing); per-run rows are averaged here
+    cand = df if "repeats" in df.columns else merge_repeats(df)
     cand = cand[ok_mask(cand) & (cand["family"] == model) & cand[col].notna()]
     if col == "usd_per_1m" or t.key.startswith("cost"):
         cand = cand[cand["usd_per_1m"].notna()]
@@ -79,15 +80,17 @@ def _interval(r: pd.Series, col: str) -> Interval | None:
 
 
 def _margin(col: str, lowest: bool, win: float, other: float) -> str:
-    ratio = other / win if lowest else win / other
-    if not np.isfinite(ratio) or ratio <= 0:
+    """The shown row's figure against the next one's. The shown row can be the worse of the two
+    when they tie within noise and the tie-break picked it (decide/recommend._best)."""
+    if not (np.isfinite(win) and np.isfinite(other)) or win <= 0 or other <= 0:
         return ""
-    word = "lower" if lowest else "higher"
+    word = "lower" if win < other else "higher"
+    ratio = other / win if lowest else win / other
     if ratio >= 2:
         return f"{ratio:.1f}x {word}"
-    # the winner's gap in % of the next one's figure: 1.75 against 2.15 ms is 19 % lower, not
-    # the 23 % by which 2.15 is higher
-    gap = abs(1 - 1 / ratio) if lowest else abs(ratio - 1)
+    # the gap in % of the next one's figure: 1.75 against 2.15 ms is 19 % lower, not the 23 % by
+    # which 2.15 is higher
+    gap = abs(win / other - 1)
     if gap < 0.001:
         return "equal to 0.1 %"
     return f"{gap:.1%} {word}" if gap < 0.01 else f"{gap:.0%} {word}"

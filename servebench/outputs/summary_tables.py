@@ -50,6 +50,9 @@ def _mismatch(r, b) -> str:
     if not all(_same(r.get(k), b.get(k)) for k in _TOKENS):
         tok = lambda x: f"{x.get('input_tokens')}/{x.get('output_tokens')}"  # noqa: E731
         why.append(f"tokens in/out {tok(r)} vs {tok(b)}")
+    if bool(r.get("steady_state")) != bool(b.get("steady_state")):  # a throughput over another window
+        span = lambda x: "steady-state window" if x.get("steady_state") else "whole run"  # noqa: E731
+        why.append(f"measured over {span(r)} vs {span(b)}")
     return "; ".join(why)
 
 

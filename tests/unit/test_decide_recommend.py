@@ -346,3 +346,72 @@ def test_repeats_are_averaged_before_ranking(tmp_path):
     assert row["repeats"] == 2 and row["output_token_throughput"] == pytest.approx(2 * base["output_token_throughput"])
     assert len(m) == len(d)  # the failed cells are kept, unmerged
     assert set(m.loc[m["status"] == "failed", "cell"]) == set(d.loc[d["status"] == "failed", "cell"])
+
+
+def test_the_reason_beside_a_table_quotes_the_cost_the_table_ranked_with_repeats():
+    # a second repeat of every cell at 3x the throughput: the table ranks $ per 1M at the mean
+    # throughput; the words must quote that, not the mean of each repeat's $ per 1M
+    from servebench.decide import html, report_text as words
+    from servebench.decide.load import merge_repeats
+
+    d = load_dirs([str(SWEEP)])
+    twins = d.copy()
+    twins["repeat"], twins["cell"] = 1, twins["cell"] + "-r1"
+    twins["output_token_throughput"] = twins["output_token_throughput"] * 3
+    raw = pd.concat([d, twins], ignore_index=True)
+    book = price_book()
+    ranked = add_costs(merge_repeats(raw), book)
+    cost = next(t for t in recommend(ranked) if t.key == "cost")
+    top = cost.df.iloc[0]
+    runner = ranked[(ranked["family"] == top["model"]) & (ranked["config"] != top["config"])
+                    & (ranked["concurrency"] == top["concurrency"]) & ranked["usd_per_1m"].notna()]
+    runner = runner.sort_values("usd_per_1m").iloc[0]
+    priced = add_costs(raw, book)  # per run: the plots' table, which the page is given as df
+    page = html.render(priced, [cost], {}, title="t", inputs=["x"], ranked=ranked)
+    assert words.value_text("usd_per_1m", runner["usd_per_1m"]) in page
+    mean_of_ratios = priced.groupby("config")["usd_per_1m"].mean()[runner["config"]]
+    assert words.value_text("usd_per_1m", mean_of_ratios) not in page
+
+
+def test_a_steady_state_run_and_a_whole_run_are_not_compared_as_the_same_load(tmp_path):
+    from servebench.analysis import metrics
+    from servebench.outputs.summary_tables import comparison_table
+    from servebench.store import runfiles as store
+    from tests.fixtures.decide.make_sweep import records
+
+    recs = records((60.0, 20.0, 0.06), 4, 7)
+    for name, steady in (("A", False), ("B", True)):
+        d = tmp_path / name
+        d.mkdir()
+        store.write_records(d / "requests.parquet", recs)
+        s = metrics.summarize(recs, target_concurrency=4, steady_state=steady)
+        s.update(status="complete", error=None, warnings=[])
+        store.write_summary(d, s)
+        store.write_json(d / "run.json", {"status": "complete", "model": "m", "engine": {"name": "vllm"},
+                                          "config": {"backend": "vllm", "model": "m", "launcher": "process",
+                                                     "steady_state": steady, "load": {"concurrency": 4, "requests": 14},
+                                                     "workload": {"input_tokens": 128, "output_tokens": 50}},
+                                          "host": {"gpus": []}})
+    df = add_costs(load_dirs([f"A={tmp_path / 'A'}", f"B={tmp_path / 'B'}"]), price_book(["cpu=1"]))
+    row = comparison_table(df).df.iloc[0]
+    # the same records: any throughput difference would be the window's, not the engine's
+    assert row["comparable"] == "no: measured over steady-state window vs whole run"
+    assert math.isnan(row["delta_throughput_pct"]) and row["verdict"] == "-"
+
+
+def test_a_tie_shows_the_best_measured_row_and_the_note_says_so():
+    from servebench.decide import report_text as words
+    from servebench.decide.recommend import study_tables
+
+    rows = [{"family": "m", "model": "m", "config": cfg, "quantization": None, "where": "x", "concurrency": 4.0,
+             "load_level": "4 concurrent", "status": "complete", "completed": 100, "usd_per_hour": 1.0,
+             "usd_per_1m": usd, "usd_per_1m_ci_low": lo, "usd_per_1m_ci_high": hi, "ms_per_token_p50": lat,
+             "output_token_throughput": 1e6 / 3600 / usd, "min_per_1m": 1.0, "ci": "run"}
+            for cfg, usd, lo, hi, lat in (("A", 3.00, 2.5, 3.6, 50.0), ("B", 3.05, 2.6, 3.7, 20.0))]
+    df = pd.DataFrame(rows)
+    cost = study_tables(df)[0]
+    # $3.00 and $3.05 overlap: a tie on cost; the lower measured cost is shown, flagged as a tie
+    assert cost.df["config"].tolist() == ["A"] and cost.df["vs_next"].iloc[0].startswith("tie")
+    assert cost.notes[0].endswith("(shown: A, the best measured)")
+    text = words.reason(cost, cost.df.iloc[0], df).text
+    assert "next: B @ 4 concurrent, $3.05 (2% lower); a tie within the 95 % intervals" in text

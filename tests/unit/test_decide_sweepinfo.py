@@ -116,7 +116,7 @@ def test_a_sweep_beneath_a_results_folder_is_found(searched):
 
 
 def test_html_marks_assumptions_beside_the_decision_and_shows_ranges(searched):
-    df, rec = analyse([str(searched)], Analysis(prices=("mystery-gpu=1.0",)))
+    df, rec, _ = analyse([str(searched)], Analysis(prices=("mystery-gpu=1.0",)))
     meta_table, meta = metadata(df)
     page = html.render(df, rec + [meta_table], meta, title="t", inputs=[str(searched)])
     order = [page.index(s) for s in ('data-key="throughput"', 'id="sb-assumptions"', 'data-key="assumptions"',

@@ -275,3 +275,12 @@ def test_vllm_itl_is_per_chunk_so_kept_only_when_a_chunk_is_a_token(tmp_path):
     assert cli("import", f, "--from", "vllm-bench", "-o", tmp_path / "o").exit_code == 0
     _, s = files(tmp_path / "o" / "one")
     assert s["itl_ms"]["mean"] == pytest.approx(2.0) and s["itl_ms"]["n"] == 1550
+    # aggregates only (no --save-detailed): the chunk rule cannot be checked, so no ITL is kept
+    agg = {k: v for k, v in src.items() if k not in ("itls", "ttfts", "output_lens", "input_lens", "generated_texts",
+                                                      "errors", "start_times")}
+    f = tmp_path / "agg.json"
+    f.write_text(json.dumps(agg))
+    assert cli("import", f, "--from", "vllm-bench", "-o", tmp_path / "a").exit_code == 0
+    run, s = files(tmp_path / "a" / "agg")
+    assert all(v is None for v in s["itl_ms"].values()) and src["mean_itl_ms"] is not None
+    assert s["ttft_ms"]["mean"] == pytest.approx(src["mean_ttft_ms"]) and any("ITL not kept" in n for n in run["notes"])

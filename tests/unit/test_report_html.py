@@ -26,7 +26,7 @@ REFERENCE = ROOT / "results/reference"
 
 def build(dirs, **opts):
     """What `servebench report --format html` renders: (run table, tables, run.json of each run)."""
-    df, rec = analyse([str(d) for d in dirs], Analysis(**opts))
+    df, rec, _ = analyse([str(d) for d in dirs], Analysis(**opts))
     meta_table, meta = metadata(df)
     tables = [t for t in (comparison_table(df), runs_table(df)) if t is not None] + rec + [meta_table]
     return df, tables, meta

@@ -15,7 +15,9 @@ from pathlib import Path
 from servebench.store.importers.common import ImportFailed, Imported, dist, missing, num, read_json, stats
 
 # vLLM's metric names -> servebench's
-_AGG = {"ttft": "ttft_ms", "tpot": "tpot_ms", "itl": "itl_ms", "e2el": "e2e_ms"}
+# its itl is per streamed chunk: without the requests, whether every chunk held one token (the
+# rule for keeping it as servebench's per-token ITL) cannot be checked, so it is not taken
+_AGG = {"ttft": "ttft_ms", "tpot": "tpot_ms", "e2el": "e2e_ms"}
 
 
 def read(path: Path) -> list[Imported]:
@@ -42,7 +44,8 @@ def read(path: Path) -> list[Imported]:
             s[key] = stats(mean=d.get(f"mean_{name}_ms"), p50=d.get(f"median_{name}_ms"), std=d.get(f"std_{name}_ms"),
                            **{p: d.get(f"{p}_{name}_ms") for p in ("p90", "p95", "p99")})
         imp.notes.append("no per-request data (--save-detailed): aggregate figures only; ms_per_token missing; "
-                         "ITL is vLLM's per streamed chunk")
+                         "ITL not kept (vLLM's is per streamed chunk, and without the requests it cannot be "
+                         "checked that every chunk held one token)")
     conc = d.get("max_concurrency")
     rate = num(d.get("request_rate"))
     imp.load = {"mode": "concurrency" if conc and rate is None else ("rate" if rate is not None else "burst"),
