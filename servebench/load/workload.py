@@ -46,6 +46,12 @@ def build(cfg: RunConfig, tokenizer) -> Workload:
                         {"source": "prompts_file"})
     din = lengths.parse_length(w.input_tokens, "--input-tokens", "input")
     dout = lengths.parse_length(w.output_tokens, "--output-tokens", "output")
+    ctx = context_tokens(tokenizer)
+    if din.fixed and dout.fixed and ctx and din.fixed + dout.fixed > ctx:
+        # exact lengths are the load asked for: refused here, not clipped, nor failed by the server
+        raise lengths.WorkloadError(f"--input-tokens {din.fixed} + --output-tokens {dout.fixed} = "
+                                    f"{din.fixed + dout.fixed} tokens: over the model's context of {ctx} "
+                                    "(its tokenizer's model_max_length)")
     if din.fixed and dout.fixed and not w.prefix_share and not (w.max_input_tokens or w.max_output_tokens):
         return Workload(synthetic(tokenizer, n, din.fixed, dout.fixed, seed=load.seed, warmup=load.warmup), None,
                         {"source": "synthetic"})
@@ -55,7 +61,7 @@ def build(cfg: RunConfig, tokenizer) -> Workload:
     outs = dout.sample(load.warmup, random.Random(f"{load.seed}:warmup-output")) + \
         dout.sample(load.requests, random.Random(f"{load.seed}:output"))
     ep = ExactPrompts(tokenizer, load.seed)
-    ins, outs, clipped = _clip(ins, outs, w, context_tokens(tokenizer), ep.specials + 1)
+    ins, outs, clipped = _clip(ins, outs, w, ctx, ep.specials + 1)
     pick = random.Random(f"{load.seed}:prefix")
     shapes = []
     for i, n_in in enumerate(ins):

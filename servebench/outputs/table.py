@@ -30,7 +30,7 @@ HEADINGS = {
     "request_throughput": "req/s", "error_rate": "error rate", "goodput": "goodput share",
     "goodput_rps": "goodput req/s", "status": "status", "error": "error", "price_source": "price source",
     "tput_per_gpu": "tok/s per GPU", "tput_per_user": "tok/s per user", "devices": "GPUs used",
-    "capacity_rps": "req/s per server (SLO met)", "servers": "servers", "usd_per_month": "$/month",
+    "capacity_rps": "req/s per server", "servers": "servers", "usd_per_month": "$/month",
     "cell": "cell", "completed": "completed", "failed": "failed", "engine_version": "engine version",
     "delta_throughput_pct": "throughput vs baseline % (higher is better)",
     "delta_latency_pct": "latency vs baseline % (lower is better)",

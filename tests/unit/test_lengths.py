@@ -138,3 +138,12 @@ def test_session_warm_ups_share_no_text_with_the_measured_turns(tok):
     first = convs[0].turns[0]
     assert len(tok(warm[0].text)["input_ids"]) == len(tok(first.user)["input_ids"]) == 40 + 1  # BOS
     assert warm[0].output_tokens == first.output_tokens
+
+
+def test_a_fixed_length_over_the_context_is_refused_before_any_server(tok):
+    cfg = RunConfig(workload=dict(input_tokens=2040, output_tokens=128))
+    with pytest.raises(WorkloadError, match=r"--input-tokens 2040 \+ --output-tokens 128 = 2168 tokens: over the "
+                                            r"model's context of 2048"):
+        workload.build(cfg, tok)
+    assert len(workload.build(RunConfig(load=dict(requests=2, warmup=0),
+                                        workload=dict(input_tokens=2000, output_tokens=48)), tok).prompts) == 2

@@ -13,10 +13,6 @@ from pathlib import Path
 
 from servebench.store.importers.common import ImportFailed, Imported, dist, num, read_json, stats
 
-# servebench metric <- guidellm per-request field (ms), or request_latency (s)
-_PER_REQUEST = {"ttft_ms": "time_to_first_token_ms", "tpot_ms": "inter_token_latency_ms",
-                "ms_per_token": "time_per_output_token_ms"}
-
 
 def read(path: Path) -> list[Imported]:
     d = read_json(path, "a guidellm JSON report")
@@ -53,9 +49,7 @@ def _fill(imp: Imported, b: dict, data: dict) -> None:
     if reqs and isinstance(s["completed"], int) and len(reqs) < s["completed"]:
         _sampled(imp, m, len(reqs))
     elif reqs:
-        for key, field in _PER_REQUEST.items():
-            s[key] = dist([v for r in reqs if (v := num(r.get(field))) is not None])
-        s["e2e_ms"] = dist([v * 1000.0 for r in reqs if (v := num(r.get("request_latency"))) is not None])
+        _per_request(s, reqs)
         outs = [r["output_tokens"] for r in reqs if isinstance(r.get("output_tokens"), int)]
         ins = [r["prompt_tokens"] for r in reqs if isinstance(r.get("prompt_tokens"), int)]
         s["output_tokens"].update(achieved_mean=sum(outs) / len(outs) if outs else None, total=sum(outs) if outs else None)
@@ -75,6 +69,17 @@ def _fill(imp: Imported, b: dict, data: dict) -> None:
     s["concurrency"]["target"] = imp.load["concurrency"]
     imp.server = {"engine": None, "model": backend.get("model"), "quantization": None, "hardware": None,
                   "instance_type": None, "gpu_count": None}
+
+
+def _per_request(s: dict, reqs: list[dict]) -> None:
+    """TTFT as recorded; e2e, TPOT and ms/token from its latency and output tokens, servebench's
+    way (guidellm's own per-request TPOT and ITL end at the last token, not at the response's end)."""
+    s["ttft_ms"] = dist([v for r in reqs if (v := num(r.get("time_to_first_token_ms"))) is not None])
+    e2e = [(num(r.get("request_latency")), num(r.get("time_to_first_token_ms")), r.get("output_tokens")) for r in reqs]
+    e2e = [(lat * 1000.0, ttft, n) for lat, ttft, n in e2e if lat is not None]
+    s["e2e_ms"] = dist([ms for ms, _, _ in e2e])
+    s["tpot_ms"] = dist([(ms - ttft) / (n - 1) for ms, ttft, n in e2e if ttft is not None and isinstance(n, int) and n > 1])
+    s["ms_per_token"] = dist([ms / n for ms, _, n in e2e if isinstance(n, int) and n > 0])
 
 
 def _sampled(imp: Imported, m: dict, kept: int) -> None:
