@@ -91,7 +91,7 @@ class PrefixPrompts:
 def ideal_reuse(shapes: list[Shape], block_tokens: int) -> dict:
     """The share of input tokens in a block some earlier request already had: what a prefix
     cache of unlimited size, never evicting, could serve from cache (docs/workloads.md)."""
-    seen: set[int] = set()
+    seen: dict[int, int] = {}  # block id -> the most of its tokens an earlier request held
     total = reused = 0
     for s in shapes:
         total += s.input_tokens
@@ -99,8 +99,8 @@ def ideal_reuse(shapes: list[Shape], block_tokens: int) -> dict:
             lo = k * block_tokens
             if lo >= s.input_tokens:
                 break
-            if bid in seen:
-                reused += min(block_tokens, s.input_tokens - lo)
-            seen.add(bid)
+            held = min(block_tokens, s.input_tokens - lo)
+            reused += min(held, seen.get(bid, 0))  # an earlier prompt that ended inside it had only part
+            seen[bid] = max(held, seen.get(bid, 0))
     return {"share": reused / total if total else 0.0, "reused_tokens": reused, "input_tokens": total,
             "block_tokens": block_tokens, "distinct_blocks": len(seen)}

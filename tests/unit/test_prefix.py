@@ -62,6 +62,9 @@ def test_ideal_reuse_counts_tokens_in_blocks_seen_before():
     # request 2: blocks 1, 2 seen (64 tokens); request 3: block 1 seen, 20 tokens of it
     assert r["reused_tokens"] == 64 + 20 and r["input_tokens"] == 210
     assert r["share"] == pytest.approx(84 / 210) and r["distinct_blocks"] == 5
+    # a block first held in part (a prompt that ended 10 tokens into it) serves only that part
+    part = ideal_reuse([Shape(42, (1, 2)), Shape(64, (1, 2)), Shape(64, (1, 2))], 32)
+    assert part["reused_tokens"] == (32 + 10) + (32 + 32)
 
 
 def test_too_short_blocks_are_refused(tok):
