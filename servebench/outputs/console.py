@@ -26,6 +26,9 @@ def warnings(s: dict) -> list[str]:
     o, i, c = s["output_tokens"], s["input_tokens"], s.get("concurrency") or {}
     if s["failed"]:
         out.append(f"{s['failed']} request(s) failed ({s['error_rate']:.1%}): " + "; ".join(f"{k} x{v}" for k, v in s.get("errors", {}).items()))
+    if s.get("not_released"):  # --duration ended, or the load was stopped, before their turn
+        out.append(f"{s['not_released']} request(s) never released (--duration ended or the load stopped first): "
+                   f"the figures are of the {s['completed'] + s['failed']} sent")
     if o.get("shortfall_requests"):
         out.append(
             f"output shortfall: {o['shortfall_requests']} request(s) produced fewer tokens than requested "

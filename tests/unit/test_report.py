@@ -34,6 +34,7 @@ def test_each_condition_warns():
         "target rate 10/s not reached": summary(rate={"target": 10.0, "achieved": 8.0}),
         "run interrupted": summary(status="interrupted"),
         "client floor": summary(warnings=["client floor: beyond it"]),
+        "30 request(s) never released": summary(not_released=30),
     }
     for needle, s in cases.items():
         ws = warnings(s)
