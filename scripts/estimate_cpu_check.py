@@ -62,14 +62,16 @@ def published_gain() -> list[str]:
     (leave one source out), fitted on the same source's other rows (leave one row out: what
     calibrating on one's own runs of the same engine and setup is)."""
     allrows = list(pubfit.rows())
-    other = {x["row"]: x for x in pubfit.loso(allrows)}
+    other: dict[str, list[dict]] = {}  # per source, in its rows' order: labels are not unique
+    for x in pubfit.loso(allrows):  # (Hamel's fp16 TGI and CTranslate2 rows share theirs)
+        other.setdefault(x["source"], []).append(x)
     lines = ["| source | rows | default factors (uncalibrated) | fitted on the other sources | fitted on its own other rows |",
              "|---|---|---|---|---|"]
     tot = {"d": [], "o": [], "s": []}
     for src in sorted({r.source for r in allrows}):
         rs = [r for r in allrows if r.source == src]
         d = [abs(math.expm1(e)) for r in rs for e in pubfit.log_errors(r, Factors()).values()]
-        o = [abs(math.expm1(e)) for r in rs for e in other[r.label]["log_errors"].values()]
+        o = [abs(math.expm1(e)) for x in other[src] for e in x["log_errors"].values()]
         s = []
         if len(rs) > 1:
             for i, r in enumerate(rs):

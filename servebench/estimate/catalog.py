@@ -15,6 +15,14 @@ from importlib import resources
 from servebench.estimate.hardware import Hardware
 
 
+def _other_part(rest: str, key: str) -> bool:
+    """The rest of a name names a form factor or memory size that the row `key` is not."""
+    row = _data()["gpus"][key]
+    known = " ".join(_norm(x) for x in [key, row["label"], *row.get("aliases", []), *row.get("nvml_names", [])])
+    parts = lambda text: set(re.findall(r"pcie|sxm|nvl|\d+(?=-?gb?\b)", text))  # noqa: E731
+    return not parts(rest) <= parts(known)
+
+
 def _norm(name: str) -> str:
     s = name.lower().replace("nvidia ", "").replace("geforce ", "")
     return re.sub(r"[^a-z0-9.]+", "-", s).strip("-")
@@ -53,12 +61,19 @@ def lookup(name: str) -> Hardware:
         return host_hardware()
     n = _norm(name)
     key = _index().get(n)
+    near = None
     if key is None:
-        # "A800-SXM4-80GB-something": the longest catalog name that the given name starts with
+        # "A800-SXM4-80GB-something": the longest catalog name that the given name starts with,
+        # unless the rest names another part (a form factor or a memory size: "h100-80gb-pcie"
+        # is not the H100 SXM row, "a800-40gb" not the 80GB one)
         hits = sorted((k for k in _index() if n.startswith(k) and len(k) >= 3), key=len, reverse=True)
-        key = _index()[hits[0]] if hits else None
+        if hits and _other_part(n[len(hits[0]):], _index()[hits[0]]):
+            near = _index()[hits[0]]
+        elif hits:
+            key = _index()[hits[0]]
     if key is None:
-        raise KeyError(f"unknown GPU {name!r} (known: {', '.join(gpu_names())}, cpu)")
+        said = f"; not {near}, whose form factor or memory differs" if near else ""
+        raise KeyError(f"unknown GPU {name!r}{said} (known: {', '.join(gpu_names())}, cpu)")
     return _build(key)
 
 

@@ -148,6 +148,10 @@ def estimate(**o) -> None:
         shape = models.load(o["model"], quant=o["quant"], dtype=o["dtype"], kv_dtype=o["kv_dtype"])
     except (KeyError, ValueError) as e:
         _fail(str(e.args[0] if e.args else e), 2)
+    if shape.compute == "fp32" and hw.fp32_tflops is None:
+        # GPU rows carry tensor-core peaks; a float32 matmul runs on other units, at a rate not in the catalog
+        _fail(f"{shape.name} computes in float32, and the catalog has no FP32 peak for {hw.label}: not modelled "
+              "(--dtype bfloat16 or float16 estimates it as engines usually serve it)", 2)
     if shape.heads % o["gpus"]:
         # engines split attention heads across the tensor-parallel group; vLLM refuses this too
         _fail(f"--gpus {o['gpus']}: {shape.name} has {shape.heads} attention heads, which {o['gpus']} GPUs "

@@ -1,8 +1,9 @@
 """Model shapes: what the floors need from a config.json (shipped, given as a path, or a preset).
 
 Weight bytes under quantization: GPTQ/AWQ int4 quantize the decoder's linear layers only
-(embedding and LM head stay 16-bit) and carry a 16-bit scale and a packed zero per group of
-128 weights (~4.25 bits per weight); fp8/int8 keep one byte per linear weight.
+(embedding and LM head stay 16-bit) and carry a 16-bit scale and a packed 4-bit zero per group
+of 128 weights (4 + 20/128 = 4.156 bits per weight; AutoGPTQ's and AutoAWQ's qweight, qzeros and
+scales); fp8/int8 keep one byte per linear weight, as does TGI's `bitsandbytes` (LLM.int8).
 """
 
 from __future__ import annotations
@@ -15,17 +16,18 @@ from pathlib import Path
 
 from servebench.errors import first_line
 
+INT4_BITS = 4 + (16 + 4) / 128  # a 16-bit scale and a 4-bit zero per group of 128
 # bytes per weight of the decoder linears, and the dtype the tensor units compute in
 QUANT = {
     "none": (None, None),
-    "gptq-int4": (4.25 / 8, "fp16"),
-    "gptq": (4.25 / 8, "fp16"),
-    "awq": (4.25 / 8, "fp16"),
-    "int4": (4.25 / 8, "fp16"),
+    "gptq-int4": (INT4_BITS / 8, "fp16"),
+    "gptq": (INT4_BITS / 8, "fp16"),
+    "awq": (INT4_BITS / 8, "fp16"),
+    "int4": (INT4_BITS / 8, "fp16"),
     "fp8": (1.0, "fp8"),
     "int8": (1.0, "int8"),
     "w8a8-int8": (1.0, "int8"),
-    "bitsandbytes": (4.25 / 8, "fp16"),
+    "bitsandbytes": (1.0, "fp16"),  # TGI's --quantize bitsandbytes: LLM.int8 (its -nf4/-fp4 are 4-bit)
     # MLC's q4f16_1 keeps one fp16 scale per 32 int4 weights (mlc_llm quantization presets)
     "q4f16_1": (4.5 / 8, "fp16"),
     # llama.cpp Q4_K_M: Q4_K (4.5 bpw) with half of attn_v/ffn_down in Q6_K (6.5625 bpw), k-quants
@@ -68,8 +70,14 @@ class ModelShape:
 
     @property
     def matmul_params(self) -> int:
-        """Weights every token multiplies by: decoder linears + LM head (not the embedding gather)."""
-        return self.layers * self.layer_linear_params + self.vocab * self.hidden
+        """Weights a decoded token multiplies by: decoder linears + LM head (not the embedding gather)."""
+        return self.layers * self.layer_linear_params + self.lm_head_params
+
+    @property
+    def lm_head_params(self) -> int:
+        """The LM head: engines compute logits for one position per sequence in a step, not for
+        every prompt token."""
+        return self.vocab * self.hidden
 
     def weight_bytes(self) -> float:
         emb = self.vocab * self.hidden * self.dtype_bytes * (1 if self.tied else 2)

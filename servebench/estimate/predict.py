@@ -97,11 +97,11 @@ def header(d: Deployment, cal: Calibration, engine: str | None, lockstep: bool, 
 def level_row(row: dict, p: dict, keys: tuple, sigma: float, price_per_hour: float | None) -> dict:
     """One level of the output: the keys of p, the band around every time and the throughput, and cost."""
     lo, hi = math.exp(-sigma), math.exp(sigma)
-    row.update({k: p[k] for k in keys})
+    row.update({k: p.get(k) for k in keys})  # tpot_ms is absent when every request makes one token
     if "preemptions" in p:  # the simulated scheduler's: requests sent back to recompute (vLLM)
         row["preemptions"] = p["preemptions"]
     for k in TIME_METRICS:
-        if k in row:
+        if row.get(k) is not None:
             row[k + "_band"] = [p[k] * lo, p[k] * hi]
     row["output_tok_s_band"] = [p["output_tok_s"] * lo, p["output_tok_s"] * hi]
     if price_per_hour:

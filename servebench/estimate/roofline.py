@@ -227,29 +227,45 @@ def prefill(d: Deployment, n_tokens: float, seq_len: float, f: Factors) -> dict:
     """n_tokens prompt tokens in one step, in sequences of seq_len (causal: mean context len/2)."""
     m, hw = d.model, d.hw
     t_mem = weight_read_bytes(m, f) / d.tp / (f.eta_mem * hw.bandwidth_gbs * 1e9)
-    flops = (2 * m.matmul_params * n_tokens + m.attn_flops(n_tokens, seq_len / 2)) / d.tp
+    seqs = max(n_tokens / max(seq_len, 1.0), 1.0)  # one row of logits per sequence prefilled
+    flops = (2 * (m.matmul_params - m.lm_head_params) * n_tokens + 2 * m.lm_head_params * seqs
+             + m.attn_flops(n_tokens, seq_len / 2)) / d.tp
     t_cmp = flops / (f.eta_compute * hw.peak_flops(m.compute))
     t_comm = 2 * m.layers * _allreduce_s(d, n_tokens * m.hidden * m.dtype_bytes, f)
-    t_seq = f.seq_ms / 1e3 * max(n_tokens / max(seq_len, 1.0), 1.0)  # one per sequence prefilled
+    t_seq = f.seq_ms / 1e3 * seqs  # host work per sequence prefilled
     gpu, host = max(t_mem, t_cmp) + t_comm + kernels_s(m, f), host_s(m, f, d.graphs)
     return {"s": step_s(gpu, host, f, t_seq), "memory_s": t_mem, "compute_s": t_cmp, "comm_s": t_comm, "host_s": host,
             "seq_s": t_seq, "bound": _bound(t_mem, t_cmp, gpu, host), "flops": flops}
 
 
+BLOCK = 16  # tokens per KV block (vLLM's default block size)
+
+
+def watermark_blocks(d: Deployment, blocks: int) -> int:
+    """Blocks vLLM keeps free when admitting (1 %); the engines that reserve keep none."""
+    return int(0.01 * blocks) if d.admit == "prompt" else 0
+
+
 def capacity(d: Deployment, seq_tokens: int | None = None) -> dict:
-    """Does the model fit, how many KV tokens are left, and the largest batch of seq_tokens each."""
+    """Does the model fit, how many KV tokens are left, and the largest batch of seq_tokens each.
+    A sequence fits when its whole KV blocks do, beyond vLLM's watermark: the simulator's rule."""
     m = d.model
     usable = d.hw.memory_bytes * d.mem_fraction
     weights = m.weight_bytes() / d.tp
     kv_tok = m.kv_bytes_per_token(d.tp)
     free = usable - weights - d.reserve_gib * 2**30
     tokens = max(int(free // kv_tok), 0)
+    room = (tokens // BLOCK - watermark_blocks(d, tokens // BLOCK)) * BLOCK
     out = {"memory_gib": d.hw.memory_gib, "usable_gib": usable / 2**30, "weights_gib": weights / 2**30,
            "reserve_gib": d.reserve_gib, "kv_gib": max(free, 0) / 2**30, "kv_bytes_per_token": kv_tok,
-           "kv_tokens": tokens, "fits": free > 0 and (seq_tokens is None or tokens >= seq_tokens)}
+           "kv_tokens": tokens, "fits": free > 0 and (seq_tokens is None or -(-seq_tokens // BLOCK) * BLOCK <= room)}
     if seq_tokens:
         out["max_batch"], out["max_num_seqs"] = min(tokens // seq_tokens, d.max_num_seqs), d.max_num_seqs
-    if not out["fits"]:
+    if not out["fits"] and free > 0 and tokens:
+        out["why"] = (f"one {seq_tokens}-token sequence needs {-(-seq_tokens // BLOCK)} KV blocks of {BLOCK} tokens; "
+                      f"the KV cache holds {tokens:,} tokens, {room:,} of them free to admit one"
+                      + (" (vLLM keeps 1 % of its blocks back)" if d.admit == "prompt" else ""))
+    elif not out["fits"]:
         need = weights + d.reserve_gib * 2**30 + kv_tok * (seq_tokens or 1)
         out["why"] = (f"needs {need / 2**30:.1f} GiB per GPU (weights {weights / 2**30:.1f} GiB + reserve "
                       f"{d.reserve_gib:g} GiB + KV of one {seq_tokens or 1}-token sequence "
@@ -296,7 +312,10 @@ def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Facto
         host, comm, seq = step["host_s"], step["comm_s"] + kernels_s(d.model, f), step["seq_s"]
         ride = b / (n_out - 1) if n_out > 1 else b
         t_dec = step_s(max(step["memory_s"], step["compute_s"] + ride * pf["compute_s"]) + comm, host, f, seq)
-        ttft0 = step_s(max(step["memory_s"], step["compute_s"] + pf["compute_s"]) + comm + pf["comm_s"], host, f, seq)
+        # the prompt rides in one step with the batch: one all-reduce of both per layer, one latency
+        both = 2 * d.model.layers * _allreduce_s(d, (b + n_in) * d.model.hidden * d.model.dtype_bytes, f)
+        ttft0 = step_s(max(step["memory_s"], step["compute_s"] + pf["compute_s"]) + both + kernels_s(d.model, f),
+                       host, f, seq)
         ttft0 += t_dec / 2 if b > 1 else 0.0
         tpot = t_dec
         t_pf = ttft0

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from servebench.estimate.frontend import Frontend, Lag
 from servebench.estimate.prefixcache import PrefixCache
 from servebench.estimate.simstats import summarize
-from servebench.estimate.roofline import Deployment, Factors, capacity, host_s, kernels_s, link, weight_read_bytes
+from servebench.estimate.roofline import (BLOCK, Deployment, Factors, capacity, host_s, kernels_s, link,
+                                          watermark_blocks, weight_read_bytes)
 
-BLOCK = 16  # tokens per KV block (vLLM's default block size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,8 @@ class StepCost:
     """Linear pieces of one engine step, precomputed from the roofline so a step costs O(1)."""
     mem0: float  # weight read time, s
     mem_ctx: float  # s per KV token read
-    cmp_tok: float  # s per token through the weights
+    cmp_tok: float  # s per token through the decoder's weights
+    cmp_seq: float  # s per sequence through the LM head (logits of its last position)
     cmp_attn: float  # s per (query token x context token)
     comm0: float  # all-reduce latency and the kernels' latency beyond the roofline per step, s
     comm_tok: float  # all-reduce bandwidth time per token, s
@@ -76,15 +77,18 @@ class StepCost:
         alpha, link_bw = link(d, f)
         layers2 = 2 * m.layers if tp > 1 else 0
         return StepCost(mem0=weight_read_bytes(m, f) / tp / bw, mem_ctx=m.kv_bytes_per_token(tp) * d.kv_reads / bw,
-                        cmp_tok=2 * m.matmul_params / tp / fl, cmp_attn=m.attn_flops(1, 1) / tp / fl,
+                        cmp_tok=2 * (m.matmul_params - m.lm_head_params) / tp / fl,
+                        cmp_seq=2 * m.lm_head_params / tp / fl, cmp_attn=m.attn_flops(1, 1) / tp / fl,
                         comm0=layers2 * alpha + kernels_s(m, f),
                         comm_tok=layers2 * 2 * (tp - 1) / tp * m.hidden * m.dtype_bytes / link_bw if tp > 1 else 0.0,
                         overhead=f.step_ms / 1e3, per_seq=f.seq_ms / 1e3, host=host_s(m, f, d.graphs))
 
     def step(self, ctx_tokens: float, tokens: float, attn: float, seqs: int = 0) -> float:
         """ctx_tokens: KV tokens read; tokens: tokens through the weights; attn: sum of q x ctx;
-        seqs: sequences in the step (host work per sequence, added: it does not overlap)."""
-        gpu = max(self.mem0 + self.mem_ctx * ctx_tokens, self.cmp_tok * tokens + self.cmp_attn * attn) + \
+        seqs: sequences in the step (one row of logits each; host work per sequence, added: it
+        does not overlap)."""
+        gpu = max(self.mem0 + self.mem_ctx * ctx_tokens,
+                  self.cmp_tok * tokens + self.cmp_seq * seqs + self.cmp_attn * attn) + \
             self.comm0 + self.comm_tok * tokens
         return max(gpu, self.host) + self.overhead + self.per_seq * seqs
 
@@ -187,6 +191,8 @@ def _admit(s: _State, d: Deployment) -> None:
             s.free_blocks -= moved
             c.evict(s.free_blocks)
             r.hit, r.prefilled = k, k * c.bt
+        elif c:  # vLLM queries every prompt: one without block ids is all misses
+            c.queried += r.n_in + r.made
         s.prefilling.append(r)
         s.peak = max(s.peak, s.running + len(s.prefilling))
 
@@ -300,7 +306,7 @@ def simulate(d: Deployment, f: Factors, load: Load, chunk: int | None = None, de
     pending, issued = _arrivals(load)
     pending.sort(key=lambda r: r.arrive)
     s = _State(free_blocks=cap["kv_tokens"] // BLOCK)
-    s.watermark = int(0.01 * s.free_blocks) if d.admit == "prompt" else 0  # vLLM's watermark: 1 % of the blocks
+    s.watermark = watermark_blocks(d, s.free_blocks)
     if d.prefix_cache and load.blocks and load.block_tokens >= BLOCK:  # smaller: no whole KV block to share
         s.cache = PrefixCache(load.block_tokens, BLOCK)
     cost, n_ins, n_outs = StepCost.of(d, f), _lengths(load.n_in, load.requests), _lengths(load.n_out, load.requests)

@@ -20,11 +20,13 @@ def summarize(done: list, load) -> dict:
     skip = min(load.users, len(by_done) // 2) if load.mode == "closed" else 0
     t0 = by_done[skip - 1].done if skip else min(r.arrive for r in done)
     span = by_done[-1].done - t0
-    toks = sum(r.n_out for r in by_done[skip:])
+    # the window opens at the skip-th completion: others that ended in the same step are before it too
+    counted = [r for r in by_done[skip:] if r.done > t0] if skip else by_done
+    toks = sum(r.n_out for r in counted)
     out = {"completed": len(done), "makespan_s": by_done[-1].done - min(r.arrive for r in done),
            "peak_in_flight": peak_in_flight(done),
            "output_tok_s": toks / span if span > 0 else float("nan"),
-           "request_throughput": (len(by_done) - skip) / span if span > 0 else float("nan")}
+           "request_throughput": len(counted) / span if span > 0 else float("nan")}
     for k, v in (("ttft_ms", ttft), ("e2e_ms", e2e), ("tpot_ms", tpot), ("ms_per_token", server), ("queue_ms", queue)):
         if v:
             out[k] = statistics.fmean(v) * 1e3

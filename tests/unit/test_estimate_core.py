@@ -17,9 +17,22 @@ def test_catalog_names_users_say_and_nvml_names():
     assert catalog.lookup("NVIDIA GeForce RTX 4090").key == "rtx4090"
     assert catalog.lookup("NVIDIA H100 80GB HBM3").key == "h100-sxm"
     assert catalog.lookup("h200").bandwidth_gbs == 4800
-    assert catalog.lookup("NVIDIA A10G").memory_gib == 24
+    # what NVML reports, which engines size their KV cache from: GDDR6 with ECC on, not 24 GiB
+    assert catalog.lookup("NVIDIA A10G").memory_gib * 1024 == pytest.approx(23028, abs=0.1)
+    assert catalog.lookup("NVIDIA A100-PCIE-40GB").key == "a100-40gb-pcie"
     with pytest.raises(KeyError, match="known: .*a10g"):
         catalog.lookup("tpu-v5")
+
+
+@pytest.mark.parametrize("name,near", [("h100-nvl", "h100-sxm"), ("a800-40gb", "a800-80gb-sxm"),
+                                       ("NVIDIA H200 NVL", "h200")])
+def test_a_name_for_another_part_is_not_read_as_its_neighbour(name, near):
+    # the longest catalog name a given one starts with is taken only where the rest names no
+    # other form factor or memory size
+    with pytest.raises(KeyError, match=f"not {near}, whose form factor or memory differs"):
+        catalog.lookup(name)
+    assert catalog.lookup("A800-SXM4-80GB-rev2").key == "a800-80gb-sxm"
+    assert catalog.lookup("a100-sxm-80gb").key == "a100-80gb-sxm"
 
 
 def test_every_gpu_row_has_figures_and_a_source():
@@ -60,7 +73,7 @@ def test_kv_bytes_per_token_split_and_replicated_under_tensor_parallel():
 def test_quantization_shrinks_linear_weights_only():
     fp16, gptq = models.load("llama-2-7b"), models.load("llama-2-7b", quant="gptq-int4")
     emb = 32000 * 4096 * 2 * 2  # embedding + LM head stay 16-bit
-    assert gptq.weight_bytes() - emb == pytest.approx((fp16.weight_bytes() - emb) * 4.25 / 16, rel=0.001)
+    assert gptq.weight_bytes() - emb == pytest.approx((fp16.weight_bytes() - emb) * 4.15625 / 16, rel=0.001)
     assert models.load("llama-2-7b", quant="fp8").compute == "fp8"
     with pytest.raises(ValueError, match="unknown quantization"):
         models.load("llama-2-7b", quant="int3")
@@ -100,7 +113,9 @@ def test_prefill_floor_is_flops_over_peak():
     d = Deployment(m, catalog.lookup("a100-40gb"), tp=1)
     pf = prefill(d, 2048, 2048, Factors.speed_of_light())
     assert pf["bound"] == "compute"
-    assert pf["s"] == pytest.approx((2 * m.matmul_params * 2048 + m.attn_flops(2048, 1024)) / 312e12)
+    # every prompt token through the decoder, one row of logits through the LM head
+    body = m.matmul_params - m.vocab * m.hidden
+    assert pf["s"] == pytest.approx((2 * body * 2048 + 2 * m.vocab * m.hidden + m.attn_flops(2048, 1024)) / 312e12)
 
 
 def test_70b_fp16_on_one_24gb_card_does_not_fit_with_the_numbers():

@@ -31,7 +31,7 @@ BURST = sim.Load("burst", requests=200, n_in=256, n_out=256)
 
 
 def test_a_pool_bound_burst_admits_more_and_preempts_the_last_admitted(monkeypatch):
-    small = dict(mem_fraction=0.66)  # a few thousand tokens of KV: ~8 requests of 512
+    small = dict(mem_fraction=0.705)  # a few thousand tokens of KV: ~8 requests of 512
     res, _ = _run(_dep(**small), BURST, monkeypatch)
     pre, s = _run(_dep(admit="prompt", **small), BURST, monkeypatch)
     assert res["preemptions"] == 0 and pre["preemptions"] > 0
@@ -66,7 +66,7 @@ def test_recompute_is_paid_as_prefill_and_a_wide_pool_changes_nothing(schedule, 
             return real(self, ctx, tokens, attn, seqs)
 
         monkeypatch.setattr(sim.StepCost, "step", count)
-        p = sim.simulate(_dep(schedule=schedule, admit=admit, mem_fraction=0.66), Factors(), BURST, chunk=chunk)
+        p = sim.simulate(_dep(schedule=schedule, admit=admit, mem_fraction=0.705), Factors(), BURST, chunk=chunk)
         monkeypatch.undo()
         prefilled[admit] = (sum(toks), p)
     decode_tokens = 200 * 255
@@ -77,9 +77,9 @@ def test_recompute_is_paid_as_prefill_and_a_wide_pool_changes_nothing(schedule, 
 
 def test_short_outputs_on_a_small_pool_preempt_and_still_make_every_token(monkeypatch):
     mix = sim.Load("burst", requests=120, n_in=tuple(range(17, 900, 37)), n_out=tuple(range(2, 700, 29)))
-    p, s = _run(_dep(admit="prompt", mem_fraction=0.66), mix, monkeypatch)
+    p, s = _run(_dep(admit="prompt", mem_fraction=0.705), mix, monkeypatch)
     assert p["completed"] == 120 and p["preemptions"] > 0
-    assert s.free_blocks == capacity(_dep(mem_fraction=0.66))["kv_tokens"] // sim.BLOCK and s.ctx == 0
+    assert s.free_blocks == capacity(_dep(mem_fraction=0.705))["kv_tokens"] // sim.BLOCK and s.ctx == 0
     assert all(r.made < r.n_out for r in p["requests"])
 
 
@@ -112,7 +112,7 @@ def test_the_cli_says_how_each_engine_admits_and_counts_vllms_preemptions():
 
 
 def test_a_request_larger_than_the_pool_beyond_the_watermark_does_not_fit():
-    d = _dep(admit="prompt", mem_fraction=0.66)
+    d = _dep(admit="prompt", mem_fraction=0.705)
     blocks = capacity(d)["kv_tokens"] // sim.BLOCK
     room = (blocks - int(0.01 * blocks)) * sim.BLOCK  # vLLM admits nothing into its last 1 %
     ok = sim.simulate(d, Factors(), sim.Load("burst", requests=2, n_in=room - 64, n_out=64))
@@ -122,5 +122,5 @@ def test_a_request_larger_than_the_pool_beyond_the_watermark_does_not_fit():
     over = sim.simulate(d, Factors(), sim.Load("burst", requests=2, n_in=(100, room - 64 + sim.BLOCK), n_out=64))
     assert not over["fits"] and f"one request of {room + sim.BLOCK} tokens" in over["why"]
     # reserving engines have no watermark: the same request fits them
-    wide = sim.simulate(_dep(mem_fraction=0.66), Factors(), sim.Load("burst", requests=1, n_in=room - 64 + sim.BLOCK, n_out=64))
+    wide = sim.simulate(_dep(mem_fraction=0.705), Factors(), sim.Load("burst", requests=1, n_in=room - 64 + sim.BLOCK, n_out=64))
     assert wide["fits"] and wide["completed"] == 1

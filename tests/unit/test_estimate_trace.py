@@ -67,9 +67,11 @@ def test_at_least_one_prompt_token_is_computed():
 
 
 def test_cached_blocks_give_way_when_the_pool_needs_the_room(monkeypatch):
-    d = _dep(admit="prompt", prefix_cache=True, mem_fraction=0.66)
+    d = _dep(admit="prompt", prefix_cache=True, mem_fraction=0.705)  # a pool of ~3,700 tokens
     pool = capacity(d)["kv_tokens"]
-    big = (pool // 2 // BT) * BT  # half the pool: two of them evict the first prompt's blocks
+    # over half the pool: while the third runs (big/16 + 1 KV blocks), the second's cached
+    # big/16 leave less than one prefix block (4 KV blocks) of the free KV for the first's
+    big = (8 * (pool // sim.BLOCK - 5) // BT + 1) * BT
     ids = lambda k: list(range(k * 1000, k * 1000 + big // BT))  # noqa: E731
     again = _spaced([big + 5, big, big, big + 5], [ids(0), ids(1), ids(2), ids(0)])
     res, s = _run(d, again, monkeypatch)
@@ -102,7 +104,7 @@ def test_requests_computing_the_same_blocks_at_once_both_pay_and_a_later_one_hit
 
 
 def test_preemption_with_a_prefix_cache_keeps_the_books(monkeypatch):
-    d = _dep(admit="prompt", prefix_cache=True, mem_fraction=0.66)
+    d = _dep(admit="prompt", prefix_cache=True, mem_fraction=0.705)  # a pool of ~3,700 tokens
     load = sim.Load("burst", requests=120, n_in=256, n_out=256, blocks=((1, 2, 3), (1, 2, 4), (1, 5, 6)), block_tokens=BT)
     for chunk in (None, 512):
         res, s = _run(d, load, monkeypatch, chunk)
@@ -155,8 +157,8 @@ def test_the_running_batch_cap_is_the_engines_default_unless_given():
     runs = {seqs: json.loads(CliRunner().invoke(estimate, [*burst, *seqs]).output) for seqs in ((), ("--max-num-seqs", "256"))}
     own, capped = runs[()], runs[("--max-num-seqs", "256")]
     assert own["capacity"]["max_num_seqs"] == 1024 and capped["capacity"]["max_num_seqs"] == 256
-    # 455,003 KV tokens hold 710 sequences of 640: the pool binds under vLLM's own cap, 256 binds otherwise
-    assert own["capacity"]["max_batch"] == 710 and capped["capacity"]["max_batch"] == 256
+    # 452,405 KV tokens hold 706 sequences of 640: the pool binds under vLLM's own cap, 256 binds otherwise
+    assert own["capacity"]["max_batch"] == 706 and capped["capacity"]["max_batch"] == 256
     assert own["levels"][0]["batch"] > 256 >= capped["levels"][0]["batch"]
     tgi = json.loads(CliRunner().invoke(estimate, [*burst, "--engine", "tgi"]).output)
     assert tgi["capacity"]["max_num_seqs"] == 256
