@@ -5,7 +5,8 @@ served tokenizer (B: tokens a block; the first block holds the special tokens th
 adds, BOS). Each block id gets its own words, drawn once from a generator seeded by the id, so
 two requests whose block lists start alike share exactly those tokens; distinct ids differ in
 their first words (the id's digits in the word pool), so requests differ right after what they
-share. Tokens after the last block are the request's own (its index's digits, then random).
+share. Tokens after the last block are the request's own (its index's digits, then random); a
+prompt with no block leads with words no block leads with.
 
 Words come from ExactPrompts' pool: single tokens after a space, so under whitespace-splitting
 pre-tokenizers a text of k words is k tokens and concatenated blocks are concatenated token
@@ -55,7 +56,7 @@ class PrefixPrompts:
         words = self._cache.get(bid)
         if words is None:
             rng = random.Random(f"{self.seed}:block:{bid}")
-            pool = self.lead if position == 0 else self.words
+            pool = self.lead[0::2] if position == 0 else self.words
             words = self._digits(bid & 0xFFFFFFFFFFFF, pool)
             words += rng.choices(self.words, k=self.block - len(words))
             self._cache[bid] = words
@@ -74,7 +75,9 @@ class PrefixPrompts:
             out += self.block_words(bid, k)
         if len(out) < need:
             rng = random.Random(f"{self.seed}:request:{index}")
-            own = self._digits(index, self.lead if not out else self.words)
+            # a prompt of its own only (a warm-up, an unshared request) leads with words no block
+            # leads with: not even its first tokens are a prefix some block's prompts share
+            own = self._digits(index, self.lead[1::2] if not out else self.words)
             out += own + rng.choices(self.words, k=max(0, need - len(out) - len(own)))
         return out[:need]
 

@@ -109,3 +109,13 @@ def test_synthetic_prefix_share(tok):
     assert 10 <= len(shared) <= 30  # about half of 40 start with one of 4 system prompts
     assert len({tuple(t[:48]) for t in shared}) <= 4 and len(heads) > 4
     assert wl.info["prefix"]["block_tokens"] == 48 and wl.info["prefix"]["prefix_share"] == 0.5
+
+
+def test_a_prompt_without_blocks_shares_no_token_with_any_block(tok):
+    # a trace's warm-ups (own words only) and its requests (block 0 first): a token-level
+    # prefix cache (SGLang's) must find nothing of the one in the other, past BOS
+    ep = ExactPrompts(tok, 0)
+    b = PrefixPrompts(ep, 64, seed=0)
+    own = [ids(tok, t) for t in b.build([Shape(64, ()) for _ in range(4)])]
+    led = [ids(tok, t) for t in b.build([Shape(64, (k, k + 1)) for k in range(4)])]
+    assert all(common(o, x) == ep.specials for o in own for x in led)
