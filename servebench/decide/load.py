@@ -125,8 +125,6 @@ def _metrics(summary: dict) -> dict[str, Any]:
         d = summary.get(m) or {}
         for s in STATS:
             out[f"{m}_{s}"] = d.get(s)
-    out["output_tokens_total"] = (summary.get("output_tokens") or {}).get("total")
-    out["input_tokens_total"] = (summary.get("input_tokens") or {}).get("total")
     c = summary.get("concurrency") or {}
     out["mean_in_flight"] = c.get("mean_in_flight")
     gpu = (summary.get("telemetry") or {}).get("gpu") or {}

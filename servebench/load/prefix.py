@@ -2,8 +2,9 @@
 
 A request is (length, block ids). Block k of a prompt covers tokens [k*B, (k+1)*B) under the
 served tokenizer (B: tokens a block; the first block holds the special tokens the tokenizer
-adds, BOS). Each block id gets its own words, drawn once from a generator seeded by the id, so
-two requests whose block lists start alike share exactly those tokens; distinct ids differ in
+adds, BOS). Each block id gets its own words, drawn once from a generator seeded by the id (once
+for a prompt's start, once for inside one: an id can stand in both places), so two requests
+whose block lists start alike share exactly those tokens; distinct ids differ in
 their first words (the id's digits in the word pool), so requests differ right after what they
 share. Tokens after the last block are the request's own (its index's digits, then random); a
 prompt with no block leads with words no block leads with.
@@ -42,7 +43,7 @@ class PrefixPrompts:
         if block_tokens <= exact.specials + 3:
             raise WorkloadError(f"prefix blocks of {block_tokens} tokens are too short: the first one holds the "
                                 f"tokenizer's {exact.specials} special token(s) and 3 words that name it")
-        self._cache: dict[int, list[str]] = {}
+        self._cache: dict[tuple[int, bool], list[str]] = {}
 
     def _digits(self, value: int, first_pool: list[str], n: int = 3) -> list[str]:
         """value written in the pools' bases: distinct values -> distinct leading words."""
@@ -53,13 +54,15 @@ class PrefixPrompts:
         return out
 
     def block_words(self, bid: int, position: int) -> list[str]:
-        words = self._cache.get(bid)
+        # keyed by where it stands too: a trace may use an id inside one prompt and at the start of
+        # another, and a prompt's first word must be one that is one token at a text's start
+        words = self._cache.get((bid, position == 0))
         if words is None:
             rng = random.Random(f"{self.seed}:block:{bid}")
             pool = self.lead[0::2] if position == 0 else self.words
             words = self._digits(bid & 0xFFFFFFFFFFFF, pool)
             words += rng.choices(self.words, k=self.block - len(words))
-            self._cache[bid] = words
+            self._cache[(bid, position == 0)] = words
         return words if position else words[: self.block - self.ep.specials]
 
     def words_for(self, shape: Shape, index: int) -> list[str]:

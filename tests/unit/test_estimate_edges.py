@@ -85,3 +85,9 @@ def test_float32_on_a_gpu_is_refused_not_priced_at_the_tensor_peak():
     r = CliRunner().invoke(main, ["estimate", "--model", "llama-3-8b", "--gpu", "h100", "--dtype", "float32"])
     assert r.exit_code == 2 and "no FP32 peak for H100 SXM" in r.output
     assert _cli("--model", "llama-3-8b", "--gpu", "h100", "--dtype", "bfloat16").exit_code == 0
+
+
+def test_fp8_uses_the_fp8_peak_where_the_card_has_fp8_units_and_fp16_where_it_has_none():
+    ada, ampere = catalog.lookup("rtx4090"), catalog.lookup("a100")
+    assert ada.peak_flops("fp8") == 2 * ada.peak_flops("fp16")  # FP32 accumulate, both
+    assert ampere.peak_flops("fp8") == ampere.peak_flops("fp16")  # no FP8 units on Ampere

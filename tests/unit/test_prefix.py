@@ -119,3 +119,14 @@ def test_a_prompt_without_blocks_shares_no_token_with_any_block(tok):
     own = [ids(tok, t) for t in b.build([Shape(64, ()) for _ in range(4)])]
     led = [ids(tok, t) for t in b.build([Shape(64, (k, k + 1)) for k in range(4)])]
     assert all(common(o, x) == ep.specials for o in own for x in led)
+
+
+def test_a_block_first_seen_inside_a_prompt_can_later_start_one(tok):
+    # a trace may use an id inside one prompt and at the start of another: the one that starts
+    # with it still has its exact length, and prompts starting with it share that block exactly
+    ep = ExactPrompts(tok, 0)
+    shapes = [Shape(64, (7, bid)) for bid in range(40)] + [Shape(40, (bid, 99)) for bid in range(40)]
+    shapes += [Shape(40, (bid, 98)) for bid in range(40)]
+    toks = [ids(tok, t) for t in PrefixPrompts(ep, 32, seed=0).build(shapes)]
+    assert [len(t) for t in toks] == [s.input_tokens for s in shapes]
+    assert all(common(toks[40 + b], toks[80 + b]) == 32 for b in range(40))
