@@ -73,6 +73,8 @@ def write(cfg: RunConfig, st: RunState, p: Prepared) -> Written:
     start, end = _window(sent)
     try:
         _client(st, summary, sent, (end - start) / 1e9)
+        if not st.records:  # stopped before the load began: every request of it was due, none released
+            summary["not_released"] = _prepared_requests(cfg, p)
     finally:
         spooled.remove_lags(st.spools)  # read: the spools' lag files go with them
     _telemetry(job, summary, *_metric_window(summary, start, end))
@@ -117,6 +119,13 @@ def _traffic(cfg: RunConfig, st: RunState, sent: list[RequestRecord], summary: d
     sessions = turns.per_turn(st.records)  # multi-turn: TTFT and context by turn index
     if sessions is not None:
         summary["sessions"] = sessions
+
+
+def _prepared_requests(cfg: RunConfig, p: Prepared) -> int:
+    sessions = p.workload.sessions if p.workload is not None else None
+    if sessions is not None:
+        return sum(len(c.turns) for c in sessions)
+    return max(0, len(p.prompts) - cfg.load.warmup)
 
 
 def _client(st: RunState, summary: dict, sent: list[RequestRecord], whole_s: float) -> None:

@@ -18,6 +18,7 @@ from servebench.errors import first_line
 from servebench.run.orchestrate import RunError, measure, prepare
 from servebench.run.session import ServerSession
 from servebench.run.state import Prepared
+from servebench.store import redact
 from servebench.store.runfiles import load_summary
 from servebench.sweep import limit as lim
 from servebench.sweep.config import SweepConfig
@@ -107,6 +108,9 @@ def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec 
             session.close()  # a Ctrl-C held during a normal teardown is raised when it ends
         finally:
             row["teardown_s"] += time.perf_counter() - t
+            # the server's log is the group's, not a run's: no run's writer scrubs it
+            redact.scrub_dir(host.server_dir(group), redact.secret_values(
+                {**first.launcher_options, **first.env}, first.server_args))
             host.group_update(group, **row)
     return row
 

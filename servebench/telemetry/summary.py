@@ -81,11 +81,19 @@ def bracket_delta(
     if not before or not after:
         return None
     i, j = before[-1], after[0]
+    # summed read to read, as PromQL's increase(): a counter that went down restarted from 0
+    # (the server restarted), so the read after the drop is all that was counted since
+    delta, resets, prev = 0.0, 0, float(vs[i])
+    for k in (k for k in idx if i < k <= j):
+        v = float(vs[k])
+        resets += v < prev
+        delta += v if v < prev else v - prev
+        prev = v
     return {
-        "delta": float(vs[j]) - float(vs[i]),
+        "delta": delta,
         "slack_before_s": (window[0] - read_before[i]) / 1e9,
         "slack_after_s": (read_after[j] - window[1]) / 1e9,
-    }
+    } | ({"resets": resets} if resets else {})
 
 
 def headline(parts: list[tuple[str, float | None, str]]) -> str:

@@ -271,3 +271,17 @@ def test_second_ctrl_c_during_teardown_still_stops_the_server_and_writes(tmp_pat
         if p.poll() is None:
             p.kill()
     _assert_stopped_cleanly(p, err, res, tree, 130, "Ctrl-C")
+
+
+def test_a_run_stopped_before_its_load_began_counts_every_request_not_released(tmp_path):
+    # completed + failed + not_released = --requests holds even when nothing was released
+    spec = tmp_path / "dead.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "dead", "adapter": "openai-completions", "adapters": ["openai-completions"],
+        "output_length": {"forced": True, "how": "emulator"},
+        "process": {"command": ["sh", "-c", "echo no GPU found >&2; exit 3"], "args": []}}))
+    p = sb("run", "--backend", str(spec), *COMMON, "--requests", "7", "--output-tokens", "4",
+           "--results-dir", str(tmp_path / "res"))
+    assert p.returncode != 0 and "no GPU found" in one_error(p)
+    summary, _, _ = stored(only_run_dir(tmp_path / "res"))
+    assert (summary["completed"], summary["failed"], summary["not_released"]) == (0, 0, 7)

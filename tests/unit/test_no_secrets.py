@@ -108,3 +108,28 @@ def test_an_endpoint_password_is_in_no_file_of_the_run_dir(tmp_path):
     for f in run_dir.rglob("*"):
         if f.is_file():
             assert b"Pw-Planted-9" not in f.read_bytes(), f"the endpoint's password leaked into {f.name}"
+
+
+def test_planted_credentials_are_in_no_file_of_a_sweep(tmp_path):
+    # a sweep's server logs are the group's (DIR/servers/gNN/server.log), written by no run
+    spec = tmp_path / "fake.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "fake", "adapter": "openai-completions", "adapters": ["openai-completions"],
+        "output_length": {"forced": True, "how": "fake"},
+        "process": {"command": ["sh", "-c", 'env; exec "$0" "$@"', "{python}", str(FAKES / "serve.py")],
+                    "args": ["--host", "{host}", "--port", "{port}", "--model", "{served_model_name}"]}}))
+    res = tmp_path / "results"
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump({
+        "name": "leak", "results_dir": str(res), "defaults": {"launcher": "process", "model": "tiny"},
+        "servers": [{"engine": str(spec)}],
+        "load": {"concurrency": [1], "requests": 2, "input_tokens": 16, "output_tokens": 2, "warmup": 0}}))
+    p = subprocess.run([sys.executable, "-m", "servebench.cli", "sweep", str(tmp_path / "s.yaml")],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, **PLANTED},
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    logs = list(res.rglob("servers/*/server.log"))
+    assert logs and "HF_TOKEN=" in logs[0].read_text()  # the server did print it: the test bites
+    for f in (f for f in res.rglob("*") if f.is_file()):
+        data = f.read_bytes()
+        for secret in PLANTED.values():
+            assert secret.encode() not in data, f"{secret[:12]}... leaked into {f.relative_to(res)}"

@@ -36,6 +36,14 @@ def test_bracket_delta_takes_reads_outside_the_window():
     assert bracket_delta(sent, recv, vals, (5, 250)) is None  # nothing finished before
 
 
+def test_bracket_delta_counts_across_a_server_restart_as_promql_increase_does():
+    # 1000 -> 1200, then the server restarts (its counters start from 0) and counts 50, 150
+    sent = [0, 100, 200, 300, 400]
+    recv = [s + 1 for s in sent]
+    d = bracket_delta(sent, recv, [1000, 1100, 1200, 50, 150], (50, 350))
+    assert d["delta"] == 350.0 and d["resets"] == 1  # 100 + 100 + 50 + 100, not 150 - 1000
+
+
 def test_means_and_peaks_use_only_samples_inside_the_window():
     t, v = [0, 10, 20, 30], [100, 1, 3, 100]
     assert mean_in(t, v, (5, 25)) == 2.0 and peak_in(t, v, (5, 25)) == 3.0
