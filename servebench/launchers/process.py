@@ -17,6 +17,7 @@ from servebench.engines.hostcpu import choose_dtype, slow_path_lines
 from servebench.engines.hub import hf_home
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
 from servebench.launchers.timeouts import ready_timeout
+from servebench.signals import shielded
 from servebench.launchers.readiness import free_port, log_tail, opening, redact_env, served_name, wait_ready
 from servebench.engines.specs import EngineSpec, SpecError, load_spec, render_command, resolve_local_model
 
@@ -154,28 +155,76 @@ class ProcessLauncher:
         return f"was killed by signal {-rc}" if rc < 0 else f"exited with code {rc}"
 
     def stop(self) -> None:
-        proc, self.proc = self.proc, None
+        proc = self.proc
         if proc is None:
             return
-        atexit.unregister(self.stop)
-        pgid = proc.pid  # session leader: its pid is the group id, valid while any member lives
-        _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + self.stop_timeout_s
+        hurry: list[int] = []
+        # a second Ctrl-C must not leave the server half-stopped: it ends the grace, not the stop
+        with shielded(lambda sig: (hurry.append(sig), print(
+                f"interrupt held: killing the server (pid {proc.pid}) now (no more grace)", file=sys.stderr, flush=True))):
+            _stop_tree(proc, self.stop_timeout_s, hurry)
+            self.proc = None  # only once all of it is gone: until then atexit still stops it
+            atexit.unregister(self.stop)
+
+
+def _stop_tree(proc: subprocess.Popen, grace_s: float, hurry: list[int]) -> None:
+    """SIGTERM the engine's group and every group its descendants made (TGI starts its shards
+    and router with process_group(0)), wait up to grace_s for all of them, then SIGKILL what is
+    left. Descendants are remembered while the leader lives: once it exits they belong to init."""
+    pgid = proc.pid  # session leader: its pid is the group id, valid while any member lives
+    known = _descendants(proc.pid, {})
+    for g in {pgid} | _groups(known):
+        _signal_group(g, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and not hurry:
+        if proc.poll() is None:
+            known = _descendants(proc.pid, known)
+        if not _left(pgid, known):
+            break
+        time.sleep(0.05)
+    if _left(pgid, known):
+        for g in {pgid} | _groups(known):
+            _signal_group(g, signal.SIGKILL)
+        for p in known.values():
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        # SIGKILL is delivered at once but a member (a worker holding GPU memory) exits a moment
+        # later; return only when all are gone, so the next launch finds the device free
+        killed = time.monotonic() + KILL_WAIT_S
+        while _left(pgid, known) and time.monotonic() < killed:
+            time.sleep(0.02)
+    proc.wait()
+
+
+def _descendants(pid: int, known: dict[int, psutil.Process]) -> dict[int, psutil.Process]:
+    try:
+        kids = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return known
+    return known | {k.pid: k for k in kids if k.pid not in known}
+
+
+def _groups(known: dict[int, psutil.Process]) -> set[int]:
+    out = set()
+    for p in known.values():
         try:
-            proc.wait(timeout=self.stop_timeout_s)
-        except subprocess.TimeoutExpired:
+            out.add(os.getpgid(p.pid))
+        except (ProcessLookupError, PermissionError):
             pass
-        # workers may outlive the leader; wait for the whole group, then force it
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if _group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
-            proc.wait()
-            # SIGKILL is delivered at once but a member (a worker holding GPU memory) exits a moment
-            # later; return only when the group is gone, so the next launch finds the device free
-            killed = time.monotonic() + KILL_WAIT_S
-            while _group_alive(pgid) and time.monotonic() < killed:
-                time.sleep(0.02)
+    return out
+
+
+def _alive(p: psutil.Process) -> bool:
+    try:  # is_running() also checks the creation time: a reused pid is not ours
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _left(pgid: int, known: dict[int, psutil.Process]) -> bool:
+    return _group_alive(pgid) or any(_alive(p) for p in known.values())
 
 
 def _signal_group(pgid: int, sig: int) -> None:

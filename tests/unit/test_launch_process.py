@@ -87,6 +87,34 @@ def test_sigterm_ignored_escalates_to_sigkill(tmp_path):
     assert all(gone(p) for p in pids)
 
 
+def test_stop_kills_workers_the_engine_put_in_groups_of_their_own(tmp_path):
+    # TGI: shards and router in groups of their own; the launcher exits on SIGTERM, a shard does not
+    pidfile = tmp_path / "pids"
+    spec = fake_spec(tmp_path, "serve.py", ["--spawn-own-group", "--pidfile", str(pidfile)])
+    launcher = ProcessLauncher(poll_s=0.05, stop_timeout_s=1.0)
+    launcher.start(LaunchRequest(engine=spec, model="m", run_dir=tmp_path, ready_timeout_s=30))
+    leader, worker = [int(x) for x in pidfile.read_text().split()]
+    assert os.getpgid(worker) != os.getpgid(leader)
+    launcher.stop()
+    assert gone(leader) and gone(worker)
+
+
+def test_a_second_interrupt_during_stop_ends_the_grace_not_the_stop(tmp_path):
+    import signal
+    import threading
+
+    pidfile = tmp_path / "pids"
+    spec = fake_spec(tmp_path, "serve.py", ["--spawn-child", "--ignore-sigterm", "--pidfile", str(pidfile)])
+    launcher = ProcessLauncher(poll_s=0.05, stop_timeout_s=60.0)
+    launcher.start(LaunchRequest(engine=spec, model="m", run_dir=tmp_path, ready_timeout_s=30))
+    pids = [int(x) for x in pidfile.read_text().split()]
+    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()  # mid-grace
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):  # held through the stop, delivered after it
+        launcher.stop()
+    assert time.monotonic() - t0 < 30 and all(gone(p) for p in pids) and launcher.proc is None
+
+
 def test_stop_returns_only_when_the_killed_group_has_exited(monkeypatch):
     """A SIGKILLed worker exits a moment after the signal (CI saw one still running): stop waits for it."""
     events = []
@@ -100,11 +128,15 @@ def test_stop_returns_only_when_the_killed_group_has_exited(monkeypatch):
         return True  # ignores SIGTERM
 
     monkeypatch.setattr(process_mod, "_group_alive", group_alive)
+    monkeypatch.setattr(process_mod, "_descendants", lambda pid, known: known)  # 4242 is no process of ours
     monkeypatch.setattr(process_mod, "_signal_group",
                         lambda pgid, sig: events.append("KILL" if sig == process_mod.signal.SIGKILL else "TERM"))
 
     class Leader:
         pid = 4242
+
+        def poll(self):
+            return None
 
         def wait(self, timeout=None):
             if timeout is not None:
