@@ -90,6 +90,9 @@ class SageMakerLauncher:
     def container_env(self, spec: EngineSpec, req: LaunchRequest) -> dict[str, str]:
         assert spec.sagemaker is not None
         values = {**req.options, "model": req.model}
+        known = spec.flags.quantize_values  # as docker and process check it: before anything bills
+        if values.get("quantize") is not None and known and values["quantize"] not in known:
+            raise LaunchError(f"{spec.name} does not know quantization {values['quantize']!r} (known: {', '.join(known)})")
         if req.gpus and "num_gpus" not in values:
             values["num_gpus"] = len(req.gpus)
         env = dict(spec.sagemaker.env)
@@ -163,7 +166,7 @@ class SageMakerLauncher:
         atexit.register(self.stop)
         try:
             for kind in ("model", "endpoint_config", "endpoint"):
-                self._create(kind, name, **p[kind])
+                self._create(kind, name, ours=not o.get("name"), **p[kind])
             self._wait_in_service(name, t0 + p["create_wait_s"], p)
             self._probe(name)
         except BaseException as e:
@@ -189,19 +192,22 @@ class SageMakerLauncher:
                 check_quota(self._quotas, variant["InstanceType"], variant["InitialInstanceCount"]))
         self.progress(f"preflight {note}; region {p['region']}; start-up wait {p['startup_s']:.0f}s")
 
-    def _create(self, kind: str, name: str, **kwargs: Any) -> None:
+    def _create(self, kind: str, name: str, ours: bool, **kwargs: Any) -> None:
         """Remembered before the call: a Ctrl-C or lost connection mid-call may still have
         created it, and deleting one that does not exist is harmless. A refusal by the service
-        created nothing, and the name may be someone else's, so it is forgotten."""
+        created nothing, and the name may be someone else's, so it is forgotten; but a name
+        servebench made for this deploy (`ours`) that "already exists" is this call's own,
+        created by a try whose answer was lost and then retried by botocore: it stays."""
         from botocore.exceptions import ClientError
 
         self.created.append((kind, name))
         self.ledger.add(kind, name, self.region)
         try:
             getattr(self.sm, f"create_{kind}")(**kwargs)
-        except ClientError:
-            self.created.pop()
-            self.ledger.remove(kind, name)
+        except ClientError as e:
+            if not (ours and "already exist" in err_text(e).lower()):
+                self.created.pop()
+                self.ledger.remove(kind, name)
             raise
 
     def _existing(self, spec: EngineSpec, name: str, o: dict[str, Any]) -> Server:

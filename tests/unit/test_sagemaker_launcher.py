@@ -138,6 +138,33 @@ def test_name_taken_by_someone_else_is_never_deleted():
     assert [m for m in msgs if not m.startswith("preflight")] == []  # no delete attempted (stop() reports each)
 
 
+def test_a_generated_name_already_existing_is_this_deploys_own_and_is_deleted():
+    # botocore retries a create whose answer was lost; the retry is told "already existing",
+    # and a name servebench made for this deploy can be no one else's: it keeps billing unless deleted
+    sm, rt = clients()
+    req = request()
+    req.options.pop("name")
+    msgs: list[str] = []
+    with Stubber(sm) as s:
+        s.add_response("create_model", {"ModelArn": ARN.format("model")})
+        s.add_response("create_endpoint_config", {"EndpointConfigArn": ARN.format("endpoint-config")})
+        s.add_client_error("create_endpoint", "ValidationException", 'Cannot create already existing endpoint "x".')
+        for kind in ("endpoint", "endpoint_config", "model"):
+            s.add_response(f"delete_{kind}", {})
+        with pytest.raises(LaunchError, match="already existing endpoint"):
+            launcher(sm, rt, msgs).start(req)
+        s.assert_no_pending_responses()
+    assert sum(m.startswith("deleted sagemaker") or m.startswith("deleting sagemaker endpoint") for m in msgs) == 3
+
+
+def test_a_quantization_the_engine_does_not_know_is_refused_before_anything_bills():
+    sm, rt = clients()
+    with Stubber(sm) as s:  # no call expected: any would fail the stub
+        with pytest.raises(LaunchError, match=r"tgi does not know quantization 'gptqq'"):
+            launcher(sm, rt, []).start(request(quantize="gptqq"))
+        s.assert_no_pending_responses()
+
+
 def test_ctrl_c_while_waiting_deletes_everything():
     sm, rt = clients()
 
