@@ -7,14 +7,19 @@ mid-UTF-8 character), which the SSE decoder already handles for TCP reads.
 
 boto3 is blocking, so each request runs in a thread of a pool sized before t0 (the default
 executor would silently cap concurrency at cpu+4). Timing limits, stated so numbers can be
-read honestly: `first_byte_ns` is taken when boto3 returns the response (its head has been
-read), and each part is stamped after botocore has parsed its event-stream frame.
+read honestly: `sent_ns` is stamped by botocore's `before-send` event, after the request was
+serialized and signed, as the HTTP transport stamps just before its write; `first_byte_ns` is
+taken when boto3 returns the response (its head has been read), and each part is stamped after
+botocore has parsed its event-stream frame. `--timeout` runs from the send, as over HTTP: a
+stream that keeps trickling is cut at its first part past the deadline, not only a read that stalls
+that long.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter_ns
 from typing import Any
@@ -55,6 +60,8 @@ class SageMakerTransport(Transport):
         self.client = client
         self._pool: ThreadPoolExecutor | None = None
         self._size = 0
+        self._sending = threading.local()  # the record whose request this thread is sending
+        self._hooked = False
         self.connect_ns: list[int] = []  # boto3 opens its connections out of sight: none to report
 
     # -- before t0
@@ -76,6 +83,10 @@ class SageMakerTransport(Transport):
                          retries={"total_max_attempts": 1, "mode": "standard"})
             # region_name=None lets boto3 use AWS_REGION / the profile's region
             self.client = boto3.client("sagemaker-runtime", region_name=self.region, config=cfg)
+        events = getattr(getattr(self.client, "meta", None), "events", None)
+        if events is not None and not self._hooked:
+            events.register("before-send.sagemaker-runtime.InvokeEndpointWithResponseStream", self._stamp_sent)
+            self._hooked = True
         if n > self._size:
             old, self._pool, self._size = self._pool, ThreadPoolExecutor(n, thread_name_prefix="sagemaker"), n
             if old is not None:
@@ -92,10 +103,16 @@ class SageMakerTransport(Transport):
             await self.prepare(1)
         await asyncio.get_running_loop().run_in_executor(self._pool, self._send_blocking, wire, rec)
 
-    def _send_blocking(self, body: bytes, rec: RequestRecord) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
+    def _stamp_sent(self, **_kw: Any) -> None:
+        rec = getattr(self._sending, "rec", None)
+        if rec is not None:
+            rec.sent_ns = perf_counter_ns()
 
-        rec.sent_ns = perf_counter_ns()
+    def _send_blocking(self, body: bytes, rec: RequestRecord) -> None:
+        from botocore.exceptions import ClientError
+
+        rec.sent_ns = perf_counter_ns()  # restamped by before-send once the request is built
+        self._sending.rec = rec
         try:
             resp = self.client.invoke_endpoint_with_response_stream(
                 EndpointName=self.endpoint, Body=body, ContentType="application/json")
@@ -104,16 +121,27 @@ class SageMakerTransport(Transport):
             rec.status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             rec.error = _client_error(e)
             return
-        except BotoCoreError as e:  # no answer: connection, timeout, credentials
+        except Exception as e:  # noqa: BLE001 - no answer: connection, timeout, credentials
             rec.end_ns = perf_counter_ns()
             rec.error = f"{type(e).__name__}: {folded(e)}"
             return
+        finally:
+            self._sending.rec = None
         rec.first_byte_ns = perf_counter_ns()
         rec.status = resp.get("ResponseMetadata", {}).get("HTTPStatusCode", 200)
-        chunks = rec.chunks
+        self._read(resp["Body"], rec)
+
+    def _read(self, stream: Any, rec: RequestRecord) -> None:
+        from botocore.exceptions import ClientError
+
+        chunks, due = rec.chunks, rec.sent_ns + int(self.timeout_s * 1e9)
         try:
-            for event in resp["Body"]:
+            for event in stream:
                 now = perf_counter_ns()
+                if now > due:  # arrived after the deadline: over HTTP it would never have been read
+                    rec.error = f"timeout: no complete response after {self.timeout_s:g}s"
+                    getattr(stream, "close", lambda: None)()
+                    break
                 part = event.get("PayloadPart")
                 if part is not None:
                     chunks.append((now, part["Bytes"]))
@@ -121,9 +149,10 @@ class SageMakerTransport(Transport):
             # ModelStreamError / InternalStreamFailure arrive as error events after the 200
             # head: the HTTP status stays what the server sent; the error says what happened
             rec.error = _client_error(e)
-        except BotoCoreError as e:
+        except Exception as e:  # noqa: BLE001 - a cut or stalled stream (urllib3 raises its own)
             rec.error = f"{type(e).__name__}: {folded(e)}"
-        rec.end_ns = perf_counter_ns()
+        finally:
+            rec.end_ns = perf_counter_ns()
 
     async def close(self) -> None:
         if self._pool is not None:

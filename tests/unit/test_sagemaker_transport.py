@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import binascii
 import json
+import socket
 import struct
 import threading
 import time
@@ -64,6 +65,8 @@ class FakeRuntime:
         self.script: list[bytes] = []
         self.error_status: tuple[int, str, str] | None = None
         self.bodies: list[dict] = []
+        self.gap_s = 0.01  # between frames
+        self.cut = False  # reset the connection after the script, with no end of the chunked body
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -91,7 +94,12 @@ class FakeRuntime:
                 for msg in fake.script:  # one write per frame, with a gap so reads are separate
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(msg), msg))
                     self.wfile.flush()
-                    time.sleep(0.01)
+                    time.sleep(fake.gap_s)
+                if fake.cut:
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                    self.close_connection = True
+                    return
                 self.wfile.write(b"0\r\n\r\n")
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -112,8 +120,8 @@ def runtime():
     fake.close()
 
 
-def run(runtime, req: Request) -> RequestRecord:
-    tr = SageMakerTransport("sagemaker://tgi-llama", client=runtime.client, timeout_s=10)
+def run(runtime, req: Request, timeout_s: float = 10) -> RequestRecord:
+    tr = SageMakerTransport("sagemaker://tgi-llama", client=runtime.client, timeout_s=timeout_s)
     rec = RequestRecord(index=0)
 
     async def go():
@@ -155,6 +163,32 @@ def test_model_stream_error_mid_stream(runtime):
     assert rec.status == 200 and [c for _, c in rec.chunks] == [EVENTS[0]]
     assert rec.error.startswith("ModelStreamError: CUDA error: device-side assert triggered") and "\n" not in rec.error
     assert rec.end_ns >= rec.chunks[-1][0] and not rec.ok
+
+
+def test_a_connection_cut_mid_stream_fails_the_request_and_keeps_its_tokens(runtime):
+    # urllib3 raises its own errors out of the event stream: they must not escape send()
+    runtime.script, runtime.cut = [part(EVENTS[0])], True
+    rec = run(runtime, tgi_request())
+    assert rec.status == 200 and [c for _, c in rec.chunks] == [EVENTS[0]]
+    assert rec.error and "\n" not in rec.error and rec.end_ns >= rec.chunks[-1][0] and not rec.ok
+
+
+def test_the_timeout_runs_from_the_send_not_per_read(runtime):
+    # a part every 0.3 s never stalls a read for 0.5 s, but the response is due 0.5 s after the send
+    runtime.script, runtime.gap_s = [part(e) for e in EVENTS] * 3, 0.3
+    rec = run(runtime, tgi_request(), timeout_s=0.5)
+    assert rec.error == "timeout: no complete response after 0.5s" and 1 <= len(rec.chunks) < 9
+    assert all(t - rec.sent_ns <= 0.5e9 for t, _ in rec.chunks)
+
+
+def test_sent_is_stamped_once_the_request_is_built_and_signed(runtime):
+    built: list[int] = []
+    runtime.client.meta.events.register(
+        "before-parameter-build.sagemaker-runtime.InvokeEndpointWithResponseStream",
+        lambda **_kw: built.append(time.perf_counter_ns()))
+    runtime.script = [part(e) for e in EVENTS]
+    rec = run(runtime, tgi_request())
+    assert rec.ok and built and rec.sent_ns > built[0]
 
 
 def test_error_status_before_stream(runtime):
