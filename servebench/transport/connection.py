@@ -95,7 +95,7 @@ class Conn(asyncio.Protocol):
         self.closed = True
         self.pool._forget(self)
         if self.rec is not None:
-            if self.state == _EOF:
+            if self.state == _EOF and exc is None:  # a body that ends with the connection, cleanly
                 self._finish(perf_counter_ns())
             else:
                 why = f": {exc}" if exc else ""

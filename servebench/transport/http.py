@@ -152,12 +152,16 @@ class HttpTransport(Transport):
             conn.transport.write(wire)  # type: ignore[union-attr]
             try:
                 await _response(fut, self.timeout_s)
+            # the timeout or cancel may land in the loop pass where the response ended: the
+            # connection is then back in the pool, perhaps carrying the next request, not ours
             except asyncio.TimeoutError:
-                conn.fut = None
-                conn._finish(perf_counter_ns(), f"timeout: no complete response after {self.timeout_s:g}s")
+                if conn.rec is rec:
+                    conn.fut = None
+                    conn._finish(perf_counter_ns(), f"timeout: no complete response after {self.timeout_s:g}s")
                 return
             except asyncio.CancelledError:
-                conn._finish(perf_counter_ns(), "cancelled")
+                if conn.rec is rec:
+                    conn._finish(perf_counter_ns(), "cancelled")
                 raise
             # A kept-alive connection the server closed while idle fails before any byte
             # arrives; the request never reached the engine, so it is safe to resend once.

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
+import threading
+import time
 
 import pytest
 
@@ -14,9 +18,10 @@ from servebench.transport.http import HttpTransport, TransportError
 class Scripted:
     """A server whose every response is a list of (delay_s, bytes) writes."""
 
-    def __init__(self, script, close_after=False):
+    def __init__(self, script, close_after=False, reset_after=False):
         self.script = script
         self.close_after = close_after
+        self.reset_after = reset_after  # a TCP reset (RST) instead of a close (FIN)
         self.requests: list[bytes] = []
         self.connections = 0
 
@@ -36,7 +41,11 @@ class Scripted:
                         await asyncio.sleep(delay)
                     writer.write(data)
                     await writer.drain()
-                if self.close_after:
+                if self.reset_after:
+                    await asyncio.sleep(0.05)  # the body reaches the client before the reset
+                    writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                                               struct.pack("ii", 1, 0))
+                if self.close_after or self.reset_after:
                     writer.close()
                     return
         except (asyncio.IncompleteReadError, ConnectionResetError):
@@ -188,6 +197,73 @@ def test_stream_cut_mid_response_is_an_error():
 
     rec = run(go())
     assert not rec.ok and "closed before the response ended" in rec.error and rec.end_ns > 0
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_a_body_that_ends_with_the_connection_is_whole_on_a_close_and_cut_on_a_reset(reset):
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+
+    async def go():
+        async with Scripted([(0, head + b"data: {}\n\n")], close_after=not reset, reset_after=reset) as srv:
+            tr = HttpTransport(srv.url)
+            rec = RequestRecord(index=0)
+            await tr.send(tr.encode(REQ), rec)
+            await tr.close()
+            return rec
+
+    rec = run(go())
+    assert [c for _, c in rec.chunks] == [b"data: {}\n\n"] and rec.end_ns > 0
+    assert (rec.error is not None and "closed before the response ended" in rec.error) if reset else rec.ok
+
+
+def test_a_timeout_in_the_pass_where_the_response_ended_leaves_the_next_request_alone():
+    # the response (at 100 ms) and its 200 ms deadline fall due in one loop pass (the loop was
+    # blocked); the connection went back to the pool and the next request took it meanwhile
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen()
+    resp = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: 14\r\n\r\ndata: [DONE]\n\n"
+
+    def serve():
+        c, _ = lsock.accept()
+        buf = b""
+        while True:
+            while b"\r\n\r\n" not in buf:
+                d = c.recv(65536)
+                if not d:
+                    return
+                buf += d
+            _, _, buf = buf.partition(b"\r\n\r\n")
+            buf = buf[2:]  # the body: "{}"
+            time.sleep(0.10)
+            c.sendall(resp)
+
+    threading.Thread(target=serve, daemon=True).start()
+    wire = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+
+    async def go():
+        tr = HttpTransport("http://127.0.0.1:%d" % lsock.getsockname()[1], timeout_s=0.2)
+        await tr.prepare(1)
+        go_b = asyncio.Event()
+        a, b = RequestRecord(index=0), RequestRecord(index=1)
+
+        async def second():
+            await go_b.wait()
+            await tr.send(wire, b)
+
+        async def busy():
+            await asyncio.sleep(0.05)
+            time.sleep(0.25)  # a's bytes and a's deadline are both due now
+            await asyncio.sleep(0)
+            go_b.set()
+
+        await asyncio.gather(tr.send(wire, a), second(), busy())
+        await tr.close()
+        return a, b
+
+    a, b = run(go())
+    lsock.close()
+    assert b.ok and b.error is None and b.end_ns - b.sent_ns < 0.2e9, b.error
 
 
 def test_timeout_marks_request_and_does_not_hang():
