@@ -105,7 +105,7 @@ def _chat_choice(choice: dict[str, Any], ev: StreamEvent) -> None:
     ev.finish_reason = reason
     if text or thought or delta.get("tool_calls"):
         ev.tokens = 1
-    elif reason is None and "role" not in delta:
+    elif reason is None and not delta.get("role"):  # "role": null (pydantic without exclude_none) is no role chunk
         ev.tokens = 1  # a token whose text the detokenizer is still holding back
 
 

@@ -122,6 +122,7 @@ def chat(delta, finish=None):
     (chat({"reasoning": "hmm"}), 1),
     (chat({"tool_calls": [{"index": 0, "function": {"arguments": "{"}}]}), 1),
     (chat({}), 1),  # no text yet, generation still running: a held-back token
+    (chat({"role": None, "content": None}), 1),  # the same, dumped without exclude_none
     (chat({}, "stop"), 0),  # OpenAI-style closing chunk
     (chat({"content": "."}, "length"), 1),
 ])
