@@ -16,6 +16,7 @@ import psutil
 from servebench.engines.hostcpu import choose_dtype, slow_path_lines
 from servebench.engines.hub import hf_home
 from servebench.launchers.base import LaunchError, LaunchRequest, Server
+from servebench.launchers.preflight import local_checks
 from servebench.launchers.timeouts import ready_timeout
 from servebench.signals import shielded
 from servebench.launchers.readiness import free_port, log_tail, opening, redact_env, served_name, wait_ready
@@ -112,6 +113,8 @@ class ProcessLauncher:
         spec, port, argv = op.spec, op.port, op.plan
         env, chosen = self.env(spec, req)
         self.log_path = op.log_path
+        for check in local_checks(req, hf_home()):  # as docker does: GPUs asked for, disk for a download
+            check()
         try:
             with open(self.log_path, "ab") as log:
                 # own session = own process group, so stop() reaches every worker the engine spawns

@@ -252,3 +252,15 @@ def test_readiness_probe_speaks_every_adapter(tmp_path, adapter):
     path_used = {"openai-completions": "/v1/completions", "openai-chat": "/v1/chat/completions",
                  "tgi": "/generate_stream", "lightllm": "/generate_stream", "sglang": "/generate"}[adapter]
     assert server.adapter == adapter and f"POST {path_used} " in (tmp_path / "server.log").read_text()
+
+
+def test_a_download_the_disk_cannot_hold_is_refused_before_the_engine_starts(tmp_path, monkeypatch):
+    from servebench.launchers import preflight
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda p: type("U", (), {"free": 2e9})())
+    spec = fake_spec(tmp_path, "serve.py", ["--pidfile", str(tmp_path / "pid")])
+    launcher = ProcessLauncher(poll_s=0.05)
+    with pytest.raises(LaunchError, match=r"meta-llama/Llama-2-7b-hf needs ~15 GB more in the HF cache .* only 2 GB free"):
+        launcher.start(LaunchRequest(engine=spec, model="meta-llama/Llama-2-7b-hf", run_dir=tmp_path, ready_timeout_s=30))
+    assert launcher.proc is None and not (tmp_path / "pid").exists()
