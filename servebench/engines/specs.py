@@ -64,6 +64,7 @@ class CommandSpec(_Strict):
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)  # defaults; the user's environment wins
     defaults: dict[str, str | int] = Field(default_factory=dict)  # for OPTIONAL_KEYS
+    cpu_defaults: dict[str, str | int] = Field(default_factory=dict)  # the same, only when no GPU is asked for
     # the model name the API expects, when the engine cannot be told one (a template, e.g.
     # "{model}": transformers serve answers only to the path it was started with)
     served_name: str | None = None
@@ -190,7 +191,8 @@ def render_command(
                 raise SpecError(f"{spec.name} has no flag for running on several GPUs")
         else:
             argv += [spec.flags.gpus, str(len(gpus))]
-    opts = {**section.defaults, **{k: v for k, v in (options or {}).items() if v is not None}}
+    opts = {**section.defaults, **({} if gpus else section.cpu_defaults),
+            **{k: v for k, v in (options or {}).items() if v is not None}}
     if spec.model_format == "gguf":
         opts.pop("quantize", None)  # the GGUF type is in the file (ProcessLauncher._model_file)
     for key in OPTIONAL_KEYS:

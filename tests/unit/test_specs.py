@@ -62,8 +62,10 @@ def test_optional_flags():
     vllm = load_spec("vllm")
     with pytest.raises(SpecError, match="vllm has no flag for max_input_tokens"):
         render_command(vllm, vllm.process, VALUES, options={"max_input_tokens": 10})
-    # process defaults (CPU-sized) apply only where no value was given
+    # process defaults (CPU-sized) apply only where no value was given, and only without GPUs:
+    # on a GPU a 1024-token cap would fail every longer prompt at the server
     assert render_command(vllm, vllm.process, VALUES)[-2:] == ["--max-model-len", "1024"]
+    assert "--max-model-len" not in render_command(vllm, vllm.process, VALUES, gpus=[0])
     assert render_command(vllm, vllm.docker, VALUES)[-2:] == ["--port", "8000"]
 
 
