@@ -45,17 +45,18 @@ def write_records(run_dir: Path, records: list, make_room: Callable[[], bool] | 
     then each rescue dir, whatever the run dir's error was (not only a full disk: a read-only
     dir, a lost mount); returns (None, reason) when nothing could hold it. `make_room()`, when
     given, may free space in the run dir (the load's spool, a crash copy of these same rows,
-    held on the disk beside them) after a first refusal: True means try the run dir again."""
+    held on the disk beside them) after a first refusal for want of space (only then: for any
+    other refusal the spool may end up the only copy on disk): True means try the run dir again."""
     target = run_dir / "requests.parquet"
-    why = None
+    why, full = None, False
     for _ in range(2):
         try:
             runfiles.write_records(target, records)
             return target, None
         except Exception as e:  # noqa: BLE001 - whatever refused them, the rescue dirs are tried
             remove_partial(run_dir)
-            why = why or one_line(e)
-        if make_room is None or not make_room():
+            why, full = why or one_line(e), disk_full(e)
+        if make_room is None or not full or not make_room():
             break
         make_room = None
     for base in rescue_dirs():

@@ -135,8 +135,11 @@ def test_records_the_run_dir_refuses_for_any_reason_go_to_the_rescue_dir(tmp_pat
         real(path, records)
 
     monkeypatch.setattr(runfiles, "write_records", refuse_run_dir)
-    at, why = salvage.write_records(run_dir, [RequestRecord(index=0, sent_ns=1, end_ns=2, status=200)])
+    freed = []  # the spool, a crash copy of these rows, gives way only to a full disk
+    at, why = salvage.write_records(run_dir, [RequestRecord(index=0, sent_ns=1, end_ns=2, status=200)],
+                                    lambda: freed.append(1) or True)
     assert at == tmp_path / "rescue" / "run" / "requests.parquet" and at.is_file() and why == "Permission denied"
+    assert freed == []
 
 
 # -- hangs and memory
