@@ -130,6 +130,13 @@ def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> Non
         first = next((c for c in index.data["cells"] if c["status"] != "done"), {})
         click.echo(f"error: {bad} of {total} cell(s) not done (first: {first.get('id')}: {first.get('error')})", err=True)
         raise SystemExit(1)
+    # a limit search that ended without an answer may leave no cell failed (the server died
+    # between levels, or never started): the group's own status says it
+    gone = [g for g in index.data["groups"] if g.get("status") == "failed"]
+    if gone:
+        click.echo(f"error: {len(gone)} server group(s) failed (first: {gone[0]['id']}: {gone[0].get('error')})",
+                   err=True)
+        raise SystemExit(1)
 
 
 def assumed_markdown(lines: list[str] | None) -> str:

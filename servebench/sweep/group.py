@@ -89,16 +89,13 @@ def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec 
             row["teardown_s"] += session.teardown_s or 0.0
             _check_room(host.server_dir(group), err)
             return _fail_all(group, host, f"server did not start: {err}", row)
-        for i, cell in enumerate(group.cells):
-            err = _ensure_alive(session, open_session, row)
-            if err:
-                _fail_from(group, cell, host, f"server died and did not restart: {err}")
-                break
-            # the first cell's prompts were built with the group's preparation: not again
-            _measure_cell(cfg, group, cell, session, host, p0.tokenizer, p0 if i == 0 else None)
-        if limit is not None:
+        dead = _run_cells(cfg, group, session, host, p0, open_session, row)
+        if limit is not None and dead is None:
             row["limit"] = _search(cfg, group, session, p0.tokenizer, host, limit, open_session, row)
-        row["status"] = "done"
+        row["status"], row["error"] = ("failed", dead) if dead else ("done", None)
+    except ServerGone as e:
+        # levels it could not reach are unknown, not misses: no answer, and --resume searches again
+        row.update(status="failed", error=str(e), limit=None)
     except KeyboardInterrupt:
         row["status"], row["error"] = "interrupted", "interrupted by Ctrl-C"
         raise
@@ -130,6 +127,24 @@ def _check_room(log_dir: Path, err: str) -> None:
     if free < _MIN_FREE:
         raise ResultsRefused(f"results disk full: {free:,} bytes free in {log_dir}, where the server writes "
                              f"its log; it did not start ({err})")
+
+
+class ServerGone(RuntimeError):
+    """The server died and did not start again: what is left of the group cannot be measured."""
+
+
+def _run_cells(cfg: SweepConfig, group: Group, session: ServerSession, host: GroupHost, p0: Prepared,
+               reopen: Callable[[], str | None], row: dict) -> str | None:
+    """The configured cells in turn; why the rest were failed when the server died for good."""
+    for i, cell in enumerate(group.cells):
+        err = _ensure_alive(session, reopen, row)
+        if err:
+            why = f"server died and did not restart: {err}"
+            _fail_from(group, cell, host, why)
+            return why
+        # the first cell's prompts were built with the group's preparation: not again
+        _measure_cell(cfg, group, cell, session, host, p0.tokenizer, p0 if i == 0 else None)
+    return None
 
 
 def _ensure_alive(session: ServerSession, reopen: Callable[[], str | None], row: dict) -> str | None:
@@ -193,7 +208,10 @@ def _search(cfg: SweepConfig, group: Group, session: ServerSession, tokenizer, h
         cell = Cell("", group.id, _search_point(cfg, level, repeat, spec.by), search=True)
         cell = replace(cell, id=f"{group.id}-lim-{cell.load.key}" + (f"-r{repeat}" if repeat else ""))
         done = host.done_summary(cell)
-        if done is None and not _ensure_alive(session, reopen, row):
+        if done is None:
+            err = _ensure_alive(session, reopen, row)
+            if err:
+                raise ServerGone(f"server died and did not restart: {err}")
             done = _measure_cell(cfg, group, cell, session, host, tokenizer, samples=True)
         if repeat == 0:
             seen[level] = (cell.id, done)

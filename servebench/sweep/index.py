@@ -159,6 +159,15 @@ class SweepIndex:
                   for g in plan.groups]
         return Plan(plan.config, [g for g in groups if g.cells])
 
+    def to_search(self, plan: Plan) -> Plan:
+        """The plan's groups whose limit search is still to run: not finished, or finished with
+        a probe cell that failed (a level judged on a load that did not complete)."""
+        def left(g: Group) -> bool:
+            unsettled = any(c["group"] == g.id and c.get("search") and c["status"] != DONE for c in self.data["cells"])
+            return (self.group(g.id) or {}).get("status") != DONE or unsettled
+
+        return Plan(plan.config, [g for g in plan.groups if left(g)])
+
     def cell_dir(self, cid: str) -> Path:
         """A fresh run directory for the cell; an earlier attempt's is kept beside it."""
         d = self.dir / "runs" / cid

@@ -78,3 +78,26 @@ def test_headline_reads_summary_fields():
     h = headline(s)
     assert h["ttft_ms_p99"] == 30.0 and h["itl_ms_p50"] is None and h["output_tokens_achieved_mean"] == 25.0
     assert h["e2e_ms_p99"] is None and h["error_rate"] == 0.1
+
+
+def _searched(tmp_path, status: str, probe: str) -> tuple[SweepIndex, object]:
+    from servebench.sweep.plan import Cell, Group, LoadPoint, Plan
+
+    p = plan()
+    p = Plan(p.config, [Group(g.id, g.server, []) for g in p.groups])
+    idx = SweepIndex.create(tmp_path, "sweep", "t")
+    idx.sync(p)
+    idx.mark_group("g00", status=status)
+    idx.mark_group("g01", status="done")
+    cell = Cell("g00-lim-c0004", "g00", LoadPoint("concurrency", 4, None, 10, None, 512, 128, 0, 10004000), search=True)
+    idx.add_cell(cell)
+    idx.mark_cell(cell.id, probe)
+    return idx, p
+
+
+def test_a_resumed_search_runs_again_where_a_probe_cell_failed(tmp_path):
+    idx, p = _searched(tmp_path, "done", "failed")
+    assert [g.id for g in idx.to_search(p).groups] == ["g00"]
+    (tmp_path / "ok").mkdir()
+    idx, p = _searched(tmp_path / "ok", "done", "done")
+    assert [g.id for g in idx.to_search(p).groups] == []
