@@ -24,7 +24,7 @@ from servebench.sweep import limit as lim
 from servebench.sweep.config import SweepConfig
 from servebench.sweep.index import ResultsRefused
 from servebench.sweep.judge import with_samples
-from servebench.sweep.plan import Cell, Group, LoadPoint, group_in_flight, run_config
+from servebench.sweep.plan import Cell, Group, group_in_flight, run_config, search_point
 from servebench.sweep.slo_bounds import parse_slo
 
 if TYPE_CHECKING:
@@ -58,13 +58,13 @@ class LimitSpec:
 def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec | None = None) -> dict[str, Any]:
     """Measure the group's cells (then the limit search, if asked); returns the group row."""
     first = run_config(cfg, group.server, group.cells[0].load if group.cells else
-                       _search_point(cfg, 1, 0, "speed" if cfg.load.trace else "concurrency"), Path("."), "probe")
+                       search_point(cfg, 1, 0, "speed" if cfg.load.trace else "concurrency"), Path("."), "probe")
     try:
         p0 = prepare(first)  # fails the group before any server starts (bad tokenizer, prompts file)
     except (ValueError, OSError, RuntimeError) as e:
         return _fail_all(group, host, f"cannot prepare: {first_line(e)}")
     session = ServerSession(first, p0.spec, p0.api, p0.model_dir, log_dir=host.server_dir(group),
-                            in_flight=group_in_flight(cfg, group, (_search_point(cfg, limit.max_level, 0, limit.by),)
+                            in_flight=group_in_flight(cfg, group, (search_point(cfg, limit.max_level, 0, limit.by),)
                                                       if limit is not None else ()))
     row: dict[str, Any] = {"launches": 0, "launch_s": 0.0, "teardown_s": 0.0, "status": "running", "error": None}
 
@@ -205,7 +205,7 @@ def _search(cfg: SweepConfig, group: Group, session: ServerSession, tokenizer, h
     seen: dict[float, tuple[str, dict | None]] = {}
 
     def at(level: float, repeat: int = 0) -> dict | None:
-        cell = Cell("", group.id, _search_point(cfg, level, repeat, spec.by), search=True)
+        cell = Cell("", group.id, search_point(cfg, level, repeat, spec.by), search=True)
         cell = replace(cell, id=f"{group.id}-lim-{cell.load.key}" + (f"-r{repeat}" if repeat else ""))
         done = host.done_summary(cell)
         if done is None:
@@ -235,20 +235,6 @@ def _trace_rate(source: str, summaries: list[dict | None]) -> dict:
             return {"name": source, "requests": t.get("requests"), "span_s": t.get("span_s"),
                     "rate_per_s": t["mean_rate_per_s"] / t["speed"]}
     return {"name": source, "requests": None, "span_s": None, "rate_per_s": None}
-
-
-def _search_point(cfg: SweepConfig, level: float, repeat: int, by: str = "concurrency") -> LoadPoint:
-    """A search level's load: enough requests to hold the level (2 per stream at least)."""
-    ld = cfg.load
-    # its own prompts, apart from the config's levels and from its other repeats
-    seed = ld.seed + 10_000_000 * (1 + repeat) + int(level * 1000)
-    if by == "speed":
-        return LoadPoint("trace", None, None, ld.trace_requests, ld.duration_s, ld.input_tokens, ld.output_tokens,
-                         repeat, seed, speed=float(level))
-    n = max(ld.requests, 2 * int(level)) if by == "concurrency" else ld.requests
-    if by == "rate":
-        return LoadPoint("rate", None, float(level), n, ld.duration_s, ld.input_tokens, ld.output_tokens, repeat, seed)
-    return LoadPoint("concurrency", int(level), None, n, ld.duration_s, ld.input_tokens, ld.output_tokens, repeat, seed)
 
 
 def _summary(run_dir: Path) -> dict | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from servebench.store import runfiles
-from servebench.sweep.plan import Cell, Group, Plan
+from servebench.sweep.plan import Cell, Group, Plan, search_point_now
 
 INDEX_SCHEMA = 1
 DONE = "done"
@@ -140,6 +140,16 @@ class SweepIndex:
                                  f"says {server['label']}; run the changed config under a new name")
             for c in g.cells:
                 self.add_cell(c)
+        self._check_probes(plan)
+
+    def _check_probes(self, plan: Plan) -> None:
+        """A limit search's cells are made on the fly, so add_cell never sees them against the
+        config: a resumed search would judge probes of the old load beside ones of the new."""
+        for row in self.data["cells"]:
+            now = search_point_now(plan.config, row["load"]) if row.get("search") else None
+            if now is not None and now.as_dict() != row["load"]:
+                raise ValueError(f"sweep {self.dir}: limit-search cell {row['id']} had load {row['load']}, the config "
+                                 f"now says {now.as_dict()}; run the changed config under a new name")
 
     def add_cell(self, c: Cell) -> dict:
         row = self.cell(c.id)

@@ -94,8 +94,8 @@ class LocalHost(GroupHost):
 
     def done_summary(self, cell: Cell) -> dict | None:
         row = self.index.cell(cell.id)
-        if not row or row["status"] != DONE or not row.get("run_dir"):
-            return None
+        if not row or row["status"] != DONE or not row.get("run_dir") or row["load"] != cell.as_dict()["load"]:
+            return None  # a probe of another load is no answer for this one
         from servebench.store.runfiles import load_summary
 
         from servebench.sweep.judge import with_samples

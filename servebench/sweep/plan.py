@@ -106,6 +106,20 @@ def load_points(cfg: SweepConfig) -> list[LoadPoint]:
     ]
 
 
+def search_point(cfg: SweepConfig, level: float, repeat: int, by: str = "concurrency") -> LoadPoint:
+    """A search level's load: enough requests to hold the level (2 per stream at least)."""
+    ld = cfg.load
+    # its own prompts, apart from the config's levels and from its other repeats
+    seed = ld.seed + 10_000_000 * (1 + repeat) + int(level * 1000)
+    if by == "speed":
+        return LoadPoint("trace", None, None, ld.trace_requests, ld.duration_s, ld.input_tokens, ld.output_tokens,
+                         repeat, seed, speed=float(level))
+    n = max(ld.requests, 2 * int(level)) if by == "concurrency" else ld.requests
+    if by == "rate":
+        return LoadPoint("rate", None, float(level), n, ld.duration_s, ld.input_tokens, ld.output_tokens, repeat, seed)
+    return LoadPoint("concurrency", int(level), None, n, ld.duration_s, ld.input_tokens, ld.output_tokens, repeat, seed)
+
+
 def expand(cfg: SweepConfig) -> Plan:
     groups = []
     points = load_points(cfg)
@@ -236,3 +250,14 @@ def limit_by(cfg: SweepConfig, asked: str | None) -> str:
     if asked == "speed":
         raise SweepConfigError("--limit-by speed needs a trace load (load.trace in the config)")
     return asked or "concurrency"
+
+
+_SEARCHED_BY = {"concurrency": "concurrency", "rate": "rate", "trace": "speed"}
+
+
+def search_point_now(cfg: SweepConfig, load: dict) -> LoadPoint | None:
+    """The load a limit search would give the probe cell whose load was `load`, under the
+    config as it is now (None: not a load a search makes)."""
+    by = _SEARCHED_BY.get(load.get("mode"))  # also the load's key holding the level
+    level = load.get(by) if by else None
+    return None if level is None else search_point(cfg, level, int(load.get("repeat") or 0), by)

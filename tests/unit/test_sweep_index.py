@@ -101,3 +101,53 @@ def test_a_resumed_search_runs_again_where_a_probe_cell_failed(tmp_path):
     (tmp_path / "ok").mkdir()
     idx, p = _searched(tmp_path / "ok", "done", "done")
     assert [g.id for g in idx.to_search(p).groups] == []
+
+
+def _probed(tmp_path, server: dict | None = None):
+    """A sweep dir holding one limit-search cell (c=4) measured with 16 input tokens."""
+    from servebench.sweep.plan import Cell, Group, Plan, search_point
+
+    cfg = SweepConfig.model_validate({"name": "t", "servers": [server or {"engine": "vllm"}],
+                                      "load": {"concurrency": [1], "requests": 6, "input_tokens": 16}})
+    idx = SweepIndex.create(tmp_path, "sweep", "t")
+    idx.sync(Plan(cfg, [Group(g.id, g.server, []) for g in expand(cfg).groups]))
+    idx.add_cell(Cell("g00-lim-c0004", "g00", search_point(cfg, 4, 0), search=True))
+    idx.save()
+    return cfg
+
+
+def test_a_search_cell_of_another_load_is_refused_on_resume(tmp_path):
+    from servebench.sweep.plan import Group, Plan
+
+    _probed(tmp_path)
+    again = SweepIndex.load(tmp_path)
+    same = SweepConfig.model_validate({"name": "t", "servers": [{"engine": "vllm"}],
+                                       "load": {"concurrency": [1], "requests": 6, "input_tokens": 16}})
+    again.sync(Plan(same, [Group(g.id, g.server, []) for g in expand(same).groups]))  # unchanged: fine
+    changed = SweepConfig.model_validate({"name": "t", "servers": [{"engine": "vllm"}],
+                                          "load": {"concurrency": [1], "requests": 6, "input_tokens": 64}})
+    with pytest.raises(ValueError, match="limit-search cell g00-lim-c0004 had load .*'input_tokens': 16.* the config "
+                                         "now says .*'input_tokens': 64"):
+        again.sync(Plan(changed, [Group(g.id, g.server, []) for g in expand(changed).groups]))
+
+
+def test_a_resumed_search_with_another_load_is_one_line_and_starts_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.unit.test_sweep_cli import SPEC
+
+    (tmp_path / "r" / "t").mkdir(parents=True)
+    _probed(tmp_path / "r" / "t", {"engine": str(SPEC), "model": "tiny"})
+    cfg = {"name": "t", "results_dir": str(tmp_path / "r"), "telemetry": False,
+           "servers": [{"engine": str(SPEC), "model": "tiny"}],
+           "load": {"concurrency": [1], "requests": 6, "input_tokens": 64}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    p = subprocess.run([sys.executable, "-m", "servebench.cli", "sweep", str(tmp_path / "s.yaml"), "--resume",
+                        "--max-load-under", "ttft_max<=60s"], capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert p.returncode == 2 and len(errors) == 1, p.stderr
+    assert "limit-search cell g00-lim-c0004 had load" in errors[0] and "starting server" not in p.stderr
