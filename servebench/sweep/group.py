@@ -247,7 +247,9 @@ def _summary(run_dir: Path) -> dict | None:
 def _fail_all(group: Group, host: GroupHost, error: str, row: dict | None = None) -> dict:
     for cell in group.cells:
         host.finished(cell, "failed", error, None, None)
-    out = {**(row or {}), "status": "failed", "error": error}
+    # in place: run_group's teardown writes `row` again after this, and must not undo it
+    out = row if row is not None else {}
+    out.update(status="failed", error=error)
     host.group_update(group, **out)
     return out
 

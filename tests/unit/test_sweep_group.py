@@ -99,3 +99,14 @@ def test_a_search_cut_short_between_levels_exits_1_though_every_cell_is_done(tmp
         out.finish(index, tmp_path, "sweep", False, Console(file=None, stderr=True))
     assert e.value.code == 1
     assert "error: 1 server group(s) failed (first: g00: server died and did not restart" in capsys.readouterr().err
+
+
+def test_a_group_whose_server_never_starts_is_failed_in_the_index(tmp_path, monkeypatch):
+    server = Server(starts=0)
+    cfg, index, host = _sweep(tmp_path, monkeypatch, server)
+    run_group(cfg, expand(cfg).groups[0], host)
+    saved = SweepIndex.load(tmp_path)
+    g = saved.group("g00")
+    assert (g["status"], g["launches"]) == ("failed", 1)
+    assert g["error"] == "server did not start: engine exited with status 1"
+    assert [(c["status"], c["error"]) for c in saved.data["cells"]] == [("failed", g["error"])]
