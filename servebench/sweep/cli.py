@@ -225,7 +225,7 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execut
     if exists and not how.resume:
         _fail(f"{sweep_dir} already holds a sweep: --resume to continue it, or --name for a new one", 2)
     index = _open_index(sweep_dir, exists, kind, cfg, full, text)
-    todo = index.todo(sub) if limit is None else index.to_search(sub)
+    todo = index.todo(sub) if limit is None else index.to_search(sub, limit)
     done_before = index.counts().get("done", 0)
     if done_before:
         console.print(f"resuming {sweep_dir}: {done_before} cell(s) done are kept")

@@ -169,12 +169,14 @@ class SweepIndex:
                   for g in plan.groups]
         return Plan(plan.config, [g for g in groups if g.cells])
 
-    def to_search(self, plan: Plan) -> Plan:
-        """The plan's groups whose limit search is still to run: not finished, or finished with
-        a probe cell that failed (a level judged on a load that did not complete)."""
+    def to_search(self, plan: Plan, limit: Any) -> Plan:
+        """The plan's groups a limit search (`limit`: group.LimitSpec) has to run: those with no
+        answer yet, or one for another SLO or --limit-by, or with a probe cell that failed (a
+        level judged on a load that did not complete). Not by the group's status: a group done
+        measuring its configured cells has not searched."""
         def left(g: Group) -> bool:
             unsettled = any(c["group"] == g.id and c.get("search") and c["status"] != DONE for c in self.data["cells"])
-            return (self.group(g.id) or {}).get("status") != DONE or unsettled
+            return unsettled or not _answers((self.group(g.id) or {}).get("limit"), limit)
 
         return Plan(plan.config, [g for g in plan.groups if left(g)])
 
@@ -211,3 +213,16 @@ class SweepIndex:
         for c in self.data["cells"]:
             out[c["status"]] = out.get(c["status"], 0) + 1
         return out
+
+
+def _answers(block: dict | None, limit: Any) -> bool:
+    """Whether a group's limit block answers the search asked now (the SLO compared as bounds:
+    500ms and 0.5s are one limit)."""
+    from servebench.sweep.slo_bounds import parse_slo
+
+    if not block or block.get("by") != limit.by:
+        return False
+    try:
+        return parse_slo(block.get("slo") or "") == limit.bounds
+    except ValueError:
+        return False

@@ -95,12 +95,37 @@ def _searched(tmp_path, status: str, probe: str) -> tuple[SweepIndex, object]:
     return idx, p
 
 
+def _limit(slo: str = "ttft_p99<=1s", by: str = "concurrency"):
+    from servebench.sweep.group import LimitSpec
+
+    return LimitSpec(slo, by)
+
+
+def _answered(idx: SweepIndex, slo: str = "ttft_p99<=1s", by: str = "concurrency") -> None:
+    for gid in ("g00", "g01"):
+        idx.mark_group(gid, status="done", limit={"slo": slo, "by": by, "low": 4})
+
+
 def test_a_resumed_search_runs_again_where_a_probe_cell_failed(tmp_path):
     idx, p = _searched(tmp_path, "done", "failed")
-    assert [g.id for g in idx.to_search(p).groups] == ["g00"]
+    _answered(idx)
+    assert [g.id for g in idx.to_search(p, _limit()).groups] == ["g00"]
     (tmp_path / "ok").mkdir()
     idx, p = _searched(tmp_path / "ok", "done", "done")
-    assert [g.id for g in idx.to_search(p).groups] == []
+    _answered(idx)
+    assert [g.id for g in idx.to_search(p, _limit()).groups] == []
+
+
+def test_a_resumed_search_runs_where_no_answer_is_there_for_this_slo(tmp_path):
+    idx, p = _searched(tmp_path, "done", "done")
+    idx.data["groups"][0].pop("limit", None)
+    idx.mark_group("g01", limit={"slo": "ttft_p99<=1s", "by": "concurrency", "low": 4})
+    # g00: done measuring its configured cells, never searched
+    assert [g.id for g in idx.to_search(p, _limit()).groups] == ["g00"]
+    _answered(idx)
+    assert [g.id for g in idx.to_search(p, _limit("ttft_p99<=1000ms")).groups] == []  # the same bound
+    assert [g.id for g in idx.to_search(p, _limit("ttft_p99<=500ms")).groups] == ["g00", "g01"]
+    assert [g.id for g in idx.to_search(p, _limit(by="rate")).groups] == ["g00", "g01"]
 
 
 def _probed(tmp_path, server: dict | None = None):
