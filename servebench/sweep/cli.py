@@ -116,7 +116,9 @@ def compare(**opts) -> None:
     """One workload against several engines, each launched once, side by side."""
     o = CompareOptions(**opts)
     servers = o.servers()
-    short = [Path(e).stem if e.endswith((".yaml", ".yml")) else e for e in o.engines]
+    from servebench.decide.names import engine_name
+
+    short = [engine_name(e) for e in o.engines]
     name = o.name or f"{time.strftime('%Y%m%d-%H%M%S')}-compare-{'-'.join(short)}"
     data = {"name": name, "results_dir": str(o.results_dir), "servers": servers, "telemetry": not o.no_telemetry,
             "load": {"concurrency": _csv(o.concurrency, int), "rate": _csv(o.rate, float), "requests": o.requests,

@@ -72,8 +72,10 @@ class ServerPoint(_Strict):
     def label(self) -> str:
         if self.name:
             return self.name
-        engine = Path(self.engine).stem if self.engine.endswith((".yaml", ".yml")) else self.engine
-        parts = [engine, self.model]
+        from servebench.decide.names import engine_name
+
+        # backends/<engine>/spec.yaml reads as <engine>, not as "spec" for every such engine
+        parts = [engine_name(self.engine), self.model]
         if self.quantization:
             parts.append(self.quantization)
         if self.instance_type:

@@ -127,7 +127,19 @@ def expand(cfg: SweepConfig) -> Plan:
         gid = f"g{gi:02d}"
         cells = [Cell(f"{gid}-{p.key}-r{p.repeat}", gid, p) for p in points]
         groups.append(Group(gid, server, cells))
+    _check_labels(groups)
     return Plan(cfg, groups)
+
+
+def _check_labels(groups: list[Group]) -> None:
+    """Tables, winners and reports key rows by label: two groups sharing one would share a row's
+    bold and be told apart by nothing."""
+    seen: dict[str, str] = {}
+    for g in groups:
+        first = seen.setdefault(g.server.label, g.id)
+        if first != g.id:
+            raise SweepConfigError(f"server groups {first} and {g.id} are both labelled {g.server.label!r}: give "
+                                   "them different names (a server's `name:`)")
 
 
 def only(plan: Plan, expr: str | None) -> Plan:

@@ -155,3 +155,17 @@ def test_studies_match_the_published_matrices():
     assert {g.server.engine for g in arxiv.groups} == {"tgi", "vllm", "lightllm"} and len(arxiv.groups) == 27  # x 3 platforms
     assert all(c.load.mode == "burst" and c.load.requests == 1000 and c.load.input_tokens == 512 for c in arxiv.cells)
     assert len({c.load.output_tokens for c in arxiv.cells}) == 1  # the same output length for every engine
+
+
+def test_spec_yaml_engines_are_labelled_by_their_folder_and_shared_labels_are_refused():
+    plan = expand(cfg(matrix={}, servers=[{"engine": "backends/emu-fast/spec.yaml", "model": "tiny"},
+                                          {"engine": "backends/emu-slow/spec.yaml", "model": "tiny"},
+                                          {"engine": "my-engine.yaml", "model": "tiny"}]))
+    assert [g.server.label for g in plan.groups] == ["emu-fast/tiny", "emu-slow/tiny", "my-engine/tiny"]
+    with pytest.raises(SweepConfigError, match="server groups g00 and g01 are both labelled 'emu/tiny': give them "
+                                               "different names"):
+        expand(cfg(matrix={}, servers=[{"engine": "a/emu/spec.yaml", "model": "tiny"},
+                                       {"engine": "b/emu/spec.yaml", "model": "tiny"}]))
+    named = expand(cfg(matrix={}, servers=[{"engine": "a/emu/spec.yaml", "model": "tiny", "name": "emu-a"},
+                                           {"engine": "b/emu/spec.yaml", "model": "tiny"}]))
+    assert [g.server.label for g in named.groups] == ["emu-a", "emu/tiny"]
