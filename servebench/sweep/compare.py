@@ -74,6 +74,8 @@ def tables(sweep_dir: Path) -> list[LevelTable]:
     levels: dict[str, dict[str, list[dict]]] = {}
     status: dict[tuple[str, str], list[dict]] = {}
     for c in index["cells"]:
+        if c.get("search"):  # a limit search's probe: its own requests and prompts, not a repeat
+            continue
         level = _level(c["load"])
         levels.setdefault(level, {}).setdefault(c["group"], [])
         status.setdefault((level, c["group"]), []).append(c)
