@@ -154,9 +154,8 @@ def only(plan: Plan, expr: str | None) -> Plan:
             raise SweepConfigError(f"--only expects key=value[,key=value], got {part!r}")
         want[key.strip()] = value.strip()
 
-    def fields(g: Group, c: Cell) -> dict[str, str]:
-        d = {k: str(v) for k, v in g.server_dict().items()}
-        d.update({k: str(v) for k, v in asdict(c.load).items()})
+    def fields(g: Group, c: Cell) -> dict[str, Any]:
+        d = {**g.server_dict(), **asdict(c.load)}
         d.update(group=g.id, cell=c.id, id=c.id)
         return d
 
@@ -166,10 +165,20 @@ def only(plan: Plan, expr: str | None) -> Plan:
         raise SweepConfigError(f"--only: unknown key(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
     groups = []
     for g in plan.groups:
-        cells = [c for c in g.cells if all(fields(g, c)[k] == v for k, v in want.items())]
+        cells = [c for c in g.cells if all(_matches(fields(g, c)[k], v) for k, v in want.items())]
         if cells:
             groups.append(Group(g.id, g.server, cells))
     return Plan(plan.config, groups)
+
+
+def _matches(have: Any, want: str) -> bool:
+    """A number compares as a number: rate=2 selects the rate 2.0 the config's `rate: [2]` made."""
+    if isinstance(have, (int, float)) and not isinstance(have, bool):
+        try:
+            return float(want) == float(have)
+        except ValueError:
+            return False
+    return str(have) == want
 
 
 def run_config(cfg: SweepConfig, server: ServerPoint, load: LoadPoint, runs_dir: Path, name: str) -> RunConfig:

@@ -169,3 +169,11 @@ def test_spec_yaml_engines_are_labelled_by_their_folder_and_shared_labels_are_re
     named = expand(cfg(matrix={}, servers=[{"engine": "a/emu/spec.yaml", "model": "tiny", "name": "emu-a"},
                                            {"engine": "b/emu/spec.yaml", "model": "tiny"}]))
     assert [g.server.label for g in named.groups] == ["emu-a", "emu/tiny"]
+
+
+def test_only_compares_numbers_as_numbers():
+    full = expand(cfg(matrix={"engine": ["vllm"]}, load={"rate": [2, 4.5], "concurrency": [1], "requests": 4}))
+    for expr, ids in (("rate=2", ["g00-rate2-r0"]), ("rate=2.0", ["g00-rate2-r0"]), ("rate=4.5", ["g00-rate4.5-r0"]),
+                      ("concurrency=1", ["g00-c0001-r0"]), ("concurrency=01", ["g00-c0001-r0"]), ("rate=x", []),
+                      ("engine=vllm,rate=2", ["g00-rate2-r0"])):
+        assert [c.id for c in only(full, expr).cells] == ids, expr
