@@ -249,7 +249,7 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execut
             _fail(str(e), 2)
         except ResultsRefused as e:
             out.refused(index, sweep_dir, str(e))
-        out.finish(index, sweep_dir, kind, interrupted, console)
+        out.finish(index, sweep_dir, kind, interrupted, console, out.selection(sub) if only else None)
 
 
 def _open_index(sweep_dir: Path, exists: bool, kind: str, cfg: SweepConfig, full, text: str):

@@ -93,7 +93,9 @@ def cell_duration(p) -> str:
     return f"{p.requests} requests" + (" released at once" if p.mode == "burst" else "")
 
 
-def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> None:
+def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console,
+           selected: tuple[set[str], set[str]] | None = None) -> None:
+    """The tables and closing lines; `selected` (selection()): what --only picked, for the exit status."""
     from servebench.sweep import compare as cmp
 
     counts = index.counts()
@@ -125,14 +127,31 @@ def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console) -> Non
         click.echo("error: interrupted; finished cells are kept: servebench sweep ... --resume continues", err=True)
         sys.stdout.flush()
         raise SystemExit(130)
-    bad = counts.get("failed", 0) + counts.get("interrupted", 0) + counts.get("pending", 0)
-    if bad:
-        first = next((c for c in index.data["cells"] if c["status"] != "done"), {})
-        click.echo(f"error: {bad} of {total} cell(s) not done (first: {first.get('id')}: {first.get('error')})", err=True)
+    _exit_status(index, selected)
+
+
+def selection(plan) -> tuple[set[str], set[str]]:
+    """(cell ids, group ids) that `--only` picked: the groups' limit-search probes count with them."""
+    return {c.id for c in plan.cells}, {g.id for g in plan.groups}
+
+
+def _exit_status(index, selected: tuple[set[str], set[str]] | None) -> None:
+    """Exit 1 naming the first cell (or group) not done, among those selected: cells another
+    host's `--only` is for are not this run's failure."""
+    cells, groups = index.data["cells"], index.data["groups"]
+    if selected is not None:
+        ids, gids = selected
+        cells = [c for c in cells if c["id"] in ids or (c.get("search") and c["group"] in gids)]
+        groups = [g for g in groups if g["id"] in gids]
+    left = [c for c in cells if c["status"] in ("failed", "interrupted", "pending")]
+    if left:
+        first = next(c for c in cells if c["status"] != "done")
+        click.echo(f"error: {len(left)} of {len(cells)} cell(s) not done (first: {first.get('id')}: "
+                   f"{first.get('error')})", err=True)
         raise SystemExit(1)
     # a limit search that ended without an answer may leave no cell failed (the server died
     # between levels, or never started): the group's own status says it
-    gone = [g for g in index.data["groups"] if g.get("status") == "failed"]
+    gone = [g for g in groups if g.get("status") == "failed"]
     if gone:
         click.echo(f"error: {len(gone)} server group(s) failed (first: {gone[0]['id']}: {gone[0].get('error')})",
                    err=True)

@@ -176,3 +176,27 @@ def test_a_resumed_search_with_another_load_is_one_line_and_starts_nothing(tmp_p
     errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
     assert p.returncode == 2 and len(errors) == 1, p.stderr
     assert "limit-search cell g00-lim-c0004 had load" in errors[0] and "starting server" not in p.stderr
+
+
+def test_only_counts_its_own_cells_for_the_exit_status(tmp_path, capsys):
+    """A host's `--only hardware=X` part of a split study: the other hosts' cells are pending."""
+    import io
+
+    from rich.console import Console
+
+    from servebench.sweep import console as out
+    from servebench.sweep.plan import only
+
+    p = plan()
+    idx = SweepIndex.create(tmp_path, "sweep", "t")
+    idx.sync(p)
+    mine = only(p, "engine=vllm")
+    for c in mine.cells:
+        idx.mark_cell(c.id, "done")
+    out.finish(idx, tmp_path, "sweep", False, Console(file=io.StringIO()), out.selection(mine))  # exits 0
+    assert "error:" not in capsys.readouterr().err
+    idx.mark_cell("g00-c0002-r0", "failed", error="boom")
+    with pytest.raises(SystemExit) as e:
+        out.finish(idx, tmp_path, "sweep", False, Console(file=io.StringIO()), out.selection(mine))
+    assert e.value.code == 1
+    assert "error: 1 of 3 cell(s) not done (first: g00-c0002-r0: boom)" in capsys.readouterr().err
