@@ -74,6 +74,20 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def send_one(server: Scripted, **transport) -> RequestRecord:
+    """One request through a fresh transport against `server`; its record."""
+
+    async def go():
+        async with server as srv:
+            tr = HttpTransport(srv.url, **transport)
+            rec = RequestRecord(index=0)
+            await tr.send(tr.encode(REQ), rec)
+            await tr.close()
+            return rec
+
+    return run(go())
+
+
 def test_chunked_stream_records_body_bytes_per_read_with_framing_removed():
     events = [b'data: {"a":1}\n\n', b'data: {"a":2}\n\n', b"data: [DONE]\n\n"]
     script = [(0, HEAD_CHUNKED)] + [(0.02, chunk(e)) for e in events] + [(0.02, b"0\r\n\r\n")]
@@ -103,15 +117,7 @@ def test_chunk_framing_split_at_every_byte_boundary():
     # one byte per write, with a pause so each arrives as its own read
     script = [(0.001, wire[i : i + 1]) for i in range(len(wire))]
 
-    async def go():
-        async with Scripted(script) as srv:
-            tr = HttpTransport(srv.url)
-            rec = RequestRecord(index=0)
-            await tr.send(tr.encode(REQ), rec)
-            await tr.close()
-            return rec
-
-    rec = run(go())
+    rec = send_one(Scripted(script))
     assert rec.ok
     assert b"".join(b for _, b in rec.chunks) == body * 2
 
@@ -139,15 +145,7 @@ def test_keep_alive_reuses_prepared_connections_and_send_stamp_excludes_connect(
 def test_connection_opened_during_load_is_recorded_apart():
     script = [(0, b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")]
 
-    async def go():
-        async with Scripted(script) as srv:
-            tr = HttpTransport(srv.url)
-            rec = RequestRecord(index=0)
-            await tr.send(tr.encode(REQ), rec)
-            await tr.close()
-            return rec
-
-    rec = run(go())
+    rec = send_one(Scripted(script))
     assert rec.ok and rec.connect_ns > 0 and rec.sent_ns > 0
 
 
@@ -172,30 +170,14 @@ def test_error_status_body_is_kept_and_request_not_ok():
     body = b'{"error":"Input validation error","error_type":"validation"}'
     script = [(0, b"HTTP/1.1 422 Unprocessable Entity\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))]
 
-    async def go():
-        async with Scripted(script) as srv:
-            tr = HttpTransport(srv.url)
-            rec = RequestRecord(index=0)
-            await tr.send(tr.encode(REQ), rec)
-            await tr.close()
-            return rec
-
-    rec = run(go())
+    rec = send_one(Scripted(script))
     assert rec.status == 422 and not rec.ok and rec.chunks[0][1] == body
 
 
 def test_stream_cut_mid_response_is_an_error():
     script = [(0, HEAD_CHUNKED + chunk(b"data: {}\n\n"))]
 
-    async def go():
-        async with Scripted(script, close_after=True) as srv:
-            tr = HttpTransport(srv.url)
-            rec = RequestRecord(index=0)
-            await tr.send(tr.encode(REQ), rec)
-            await tr.close()
-            return rec
-
-    rec = run(go())
+    rec = send_one(Scripted(script, close_after=True))
     assert not rec.ok and "closed before the response ended" in rec.error and rec.end_ns > 0
 
 
@@ -203,15 +185,7 @@ def test_stream_cut_mid_response_is_an_error():
 def test_a_body_that_ends_with_the_connection_is_whole_on_a_close_and_cut_on_a_reset(reset):
     head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
 
-    async def go():
-        async with Scripted([(0, head + b"data: {}\n\n")], close_after=not reset, reset_after=reset) as srv:
-            tr = HttpTransport(srv.url)
-            rec = RequestRecord(index=0)
-            await tr.send(tr.encode(REQ), rec)
-            await tr.close()
-            return rec
-
-    rec = run(go())
+    rec = send_one(Scripted([(0, head + b"data: {}\n\n")], close_after=not reset, reset_after=reset))
     assert [c for _, c in rec.chunks] == [b"data: {}\n\n"] and rec.end_ns > 0
     assert (rec.error is not None and "closed before the response ended" in rec.error) if reset else rec.ok
 
@@ -269,15 +243,7 @@ def test_a_timeout_in_the_pass_where_the_response_ended_leaves_the_next_request_
 def test_timeout_marks_request_and_does_not_hang():
     script = [(0, HEAD_CHUNKED), (5, b"0\r\n\r\n")]
 
-    async def go():
-        async with Scripted(script) as srv:
-            tr = HttpTransport(srv.url, timeout_s=0.1)
-            rec = RequestRecord(index=0)
-            await tr.send(tr.encode(REQ), rec)
-            await tr.close()
-            return rec
-
-    rec = run(go())
+    rec = send_one(Scripted(script), timeout_s=0.1)
     assert not rec.ok and rec.error.startswith("timeout")
 
 

@@ -31,14 +31,19 @@ ARG_SECRET = "PlantedServerArgToken4242"
 ARG_SECRET2 = "PlantedSpacedApiKey777777"
 
 
-def test_planted_credentials_are_in_no_file_of_the_run_dir(tmp_path):
+def env_printing_spec(tmp_path: Path) -> Path:
+    """A server that prints its whole environment, then its argv (serve.py does), to server.log."""
     spec = tmp_path / "fake.yaml"
     spec.write_text(yaml.safe_dump({
         "name": "fake", "adapter": "openai-completions", "adapters": ["openai-completions"],
         "output_length": {"forced": True, "how": "fake"},
-        # a server that prints its whole environment, then its argv (serve.py does), to server.log
         "process": {"command": ["sh", "-c", 'env; exec "$0" "$@"', "{python}", str(FAKES / "serve.py")],
                     "args": ["--host", "{host}", "--port", "{port}", "--model", "{served_model_name}"]}}))
+    return spec
+
+
+def test_planted_credentials_are_in_no_file_of_the_run_dir(tmp_path):
+    spec = env_printing_spec(tmp_path)
     env = {**os.environ, **PLANTED}
     res = tmp_path / "results"
     p = subprocess.run([sys.executable, "-m", "servebench.cli", "run", "--backend", str(spec), "--model", "tiny",
@@ -112,12 +117,7 @@ def test_an_endpoint_password_is_in_no_file_of_the_run_dir(tmp_path):
 
 def test_planted_credentials_are_in_no_file_of_a_sweep(tmp_path):
     # a sweep's server logs are the group's (DIR/servers/gNN/server.log), written by no run
-    spec = tmp_path / "fake.yaml"
-    spec.write_text(yaml.safe_dump({
-        "name": "fake", "adapter": "openai-completions", "adapters": ["openai-completions"],
-        "output_length": {"forced": True, "how": "fake"},
-        "process": {"command": ["sh", "-c", 'env; exec "$0" "$@"', "{python}", str(FAKES / "serve.py")],
-                    "args": ["--host", "{host}", "--port", "{port}", "--model", "{served_model_name}"]}}))
+    spec = env_printing_spec(tmp_path)
     res = tmp_path / "results"
     (tmp_path / "s.yaml").write_text(yaml.safe_dump({
         "name": "leak", "results_dir": str(res), "defaults": {"launcher": "process", "model": "tiny"},
