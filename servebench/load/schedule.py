@@ -49,14 +49,28 @@ def most_released_within(offsets_ns: list[int], span_ns: int) -> int:
 
 
 def split_plan(indices: list[int], offsets: list[int] | None, concurrency: int | None, workers: int):
-    """Split one global plan across worker processes so the whole still honours it: requests
-    round-robin (keeping each one's global release time), concurrency divided as evenly as
-    possible. Returns [(indices, offsets_or_None, concurrency_or_None)] per worker."""
+    """Split one global plan across worker processes so the whole still honours it: concurrency
+    divided as evenly as possible, and requests dealt in proportion to each worker's slots
+    (keeping each one's global release time). Each worker works through its own share, so a
+    worker with 1 slot of 3 dealt half the requests would leave one in flight, not three, for
+    the second half of the run. Returns [(indices, offsets_or_None, concurrency_or_None)] per worker."""
     workers = max(1, min(workers, len(indices), concurrency or len(indices)))
-    parts = []
-    for w in range(workers):
-        idx = indices[w::workers]
-        offs = offsets[w::workers] if offsets is not None else None
-        conc = None if concurrency is None else concurrency // workers + (1 if w < concurrency % workers else 0)
-        parts.append((idx, offs, conc))
-    return parts
+    concs = [None if concurrency is None else concurrency // workers + (1 if w < concurrency % workers else 0)
+             for w in range(workers)]
+    owner = _dealing([c or 1 for c in concs])
+    mine: list[list[int]] = [[] for _ in range(workers)]
+    for k in range(len(indices)):
+        mine[owner[k % len(owner)]].append(k)
+    return [([indices[k] for k in ks], None if offsets is None else [offsets[k] for k in ks], c)
+            for ks, c in zip(mine, concs)]
+
+
+def _dealing(weights: list[int]) -> list[int]:
+    """One cycle of a smooth weighted round-robin: worker w gets weights[w] of every sum(weights)
+    requests, spread out (equal weights: 0, 1, 2, ... as plain round-robin)."""
+    total, got, out = sum(weights), [0] * len(weights), []
+    for k in range(total):
+        w = max(range(len(weights)), key=lambda w: (weights[w] * (k + 1) / total - got[w], -w))
+        got[w] += 1
+        out.append(w)
+    return out

@@ -1,7 +1,7 @@
 """One load plan driven by several load generators: `--workers N` processes (workers.py) or
 `--workers ray:N` actors (ray_workers.py). SplitLoad is what a run hands either of them; each
-generator gets its share as a job (schedule.split_plan: requests round-robin with their global
-release offsets, concurrency divided as evenly as possible)."""
+generator gets its share as a job (schedule.split_plan: concurrency divided as evenly as
+possible, requests dealt in proportion to each share, with their global release offsets)."""
 
 from __future__ import annotations
 

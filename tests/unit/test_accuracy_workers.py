@@ -11,6 +11,7 @@ from servebench.run.calibrate import run_plan
 from servebench.emulator import held, start_emulator
 from servebench.records import RequestRecord
 from servebench.transport.http import HttpTransport
+from servebench.load.schedule import split_plan
 from servebench.load.split import SplitLoad
 from servebench.load.workers import WorkerError, run_split
 
@@ -31,6 +32,26 @@ def test_concurrency_is_split_and_held_across_workers(tmp_path):
     assert sorted(int(r["id"]) for r in log) == list(range(30))
     # 3 + 2 slots: the emulator never sees more than 5 at once, and does see 5
     assert held(log)[0] == 5
+
+
+def test_requests_are_dealt_in_proportion_to_each_workers_slots():
+    # 3 slots over 2 workers (2 + 1): the 1-slot worker dealt half the requests would run alone
+    # for the second half of the run, one in flight instead of three
+    parts = split_plan(list(range(60)), list(range(0, 600, 10)), 3, 2)
+    assert [(len(idx), c) for idx, _, c in parts] == [(40, 2), (20, 1)]
+    assert sorted(i for idx, _, _ in parts for i in idx) == list(range(60))
+    assert all(offs == [10 * i for i in idx] for idx, offs, _ in parts)  # global release times kept
+    assert [len(idx) for idx, _, _ in split_plan(list(range(9)), None, 4, 2)] == [5, 4]  # even: round-robin
+    assert [idx for idx, _, _ in split_plan(list(range(4)), None, None, 2)] == [[0, 2], [1, 3]]
+
+
+def test_an_uneven_split_still_holds_its_concurrency_to_the_end(tmp_path):
+    with start_emulator("openai", 20, 5, log=tmp_path / "e.jsonl") as h:
+        recs = run_plan(h.url, 60, concurrency=3, output_tokens=10, workers=2)
+        h.stop()
+        log = h.records()
+    assert all(r.ok for r in recs)
+    assert held(log)[1] > 2.5  # time-weighted mean in flight; 2.0 when shares ignored the slots
 
 
 def test_rate_plan_keeps_global_release_times_from_one_t0(tmp_path):
