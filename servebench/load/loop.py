@@ -127,7 +127,7 @@ async def drive(
     n = len(plan.records)
     end_release = t0_ns + plan.duration_ns if plan.duration_ns else None
     lags = getattr(transport, "read_lag_ns", None)
-    helpers = [asyncio.create_task(_lag_probe(stats))]
+    helpers: list[asyncio.Task] = []
     if progress is not None:
         helpers.append(asyncio.create_task(_ticker(stats, n, progress)))
     tasks: list[asyncio.Task] = []
@@ -141,6 +141,7 @@ async def drive(
     gc.disable()
     try:
         await _sleep_until(t0_ns)
+        helpers.append(asyncio.create_task(_lag_probe(stats)))  # the load's loop, not the wait for t0
         if lags is not None:
             del lags[:]  # the warm-up's reads are not the load's
             if plan.on_lags is not None:

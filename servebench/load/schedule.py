@@ -48,13 +48,18 @@ def most_released_within(offsets_ns: list[int], span_ns: int) -> int:
     return best
 
 
+def workers_used(requests: int, concurrency: int | None, workers: int) -> int:
+    """No more workers than requests, nor than slots: each has at least one of both."""
+    return max(1, min(workers, requests, concurrency or requests))
+
+
 def split_plan(indices: list[int], offsets: list[int] | None, concurrency: int | None, workers: int):
     """Split one global plan across worker processes so the whole still honours it: concurrency
     divided as evenly as possible, and requests dealt in proportion to each worker's slots
     (keeping each one's global release time). Each worker works through its own share, so a
     worker with 1 slot of 3 dealt half the requests would leave one in flight, not three, for
     the second half of the run. Returns [(indices, offsets_or_None, concurrency_or_None)] per worker."""
-    workers = max(1, min(workers, len(indices), concurrency or len(indices)))
+    workers = workers_used(len(indices), concurrency, workers)
     concs = [None if concurrency is None else concurrency // workers + (1 if w < concurrency % workers else 0)
              for w in range(workers)]
     owner = _dealing([c or 1 for c in concs])

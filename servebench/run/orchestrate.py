@@ -288,7 +288,8 @@ async def _drive_async(cfg: RunConfig, kind: str, base_url: str, reqs: Iterator[
             spooled.stop(sp, st.stats, st.warnings, keep_lags=True)  # read by the writer a block at a time
         _mark(st.samplers)
     finally:
-        st.connect_ns.extend(tr.connect_ns)
+        if not (st.workers > 1 or load.ray_workers):  # split: the workers' own connections, not the warm-up's
+            st.connect_ns.extend(tr.connect_ns)
         await tr.close()
     return None
 
@@ -300,6 +301,12 @@ def _drive_workers(plan: SplitLoad, st: RunState, load: LoadConfig) -> None:
         from servebench.load.ray_workers import run_split_ray as split
     else:
         from servebench.load.workers import run_split as split
+    from servebench.load.schedule import workers_used
+
+    used = workers_used(len(plan.records), load.concurrency, plan.workers)
+    if used < plan.workers:  # client.workers is what ran: the client check divides the CPU by it
+        st.workers_reason = f"{plan.workers} asked, {used} with a request and a slot each; {st.workers_reason}".rstrip("; ")
+    st.workers = used
     try:
         split(plan)
         _mark(st.samplers)

@@ -188,3 +188,24 @@ def test_held_is_peak_and_time_weighted_mean_of_open_streams():
     log = [{"arrival_ns": 0, "end_ns": 10}, {"arrival_ns": 5, "end_ns": 15}]
     assert held(log) == (2, pytest.approx(20 / 15))  # 1 open for 10 ns, 2 for 5: area 20 over 15 ns
     assert held([]) == (0, 0.0)
+
+
+def test_the_summary_counts_the_workers_and_connections_the_load_used(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    with start_emulator("openai", 2, 1) as h:
+        p = subprocess.run([sys.executable, "-m", "servebench.cli", "run", "--endpoint", h.url, "--model", "tiny",
+                            "--requests", "8", "--concurrency", "2", "--workers", "4", "--warmup", "2",
+                            "--input-tokens", "16", "--output-tokens", "4", "--no-plots", "--no-telemetry",
+                            "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                           stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    (run_dir,) = [d for d in tmp_path.iterdir() if d.is_dir()]
+    s = json.loads((run_dir / "summary.json").read_text())
+    run = json.loads((run_dir / "run.json").read_text())
+    # 2 slots: 2 processes ran, not the 4 asked (the client check divides CPU by this)
+    assert s["client"]["workers"] == run["workers"]["count"] == 2 and "4 asked" in run["workers"]["reason"]
+    # the workers' own connections, one a slot; the warm-up's were closed before they started
+    assert s["connections"]["opened"] == 2

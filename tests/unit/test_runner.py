@@ -129,3 +129,11 @@ def test_load_loop_runs_realtime_when_permitted_and_restores_policy():
     seen.clear()
     stats = asyncio.run(drive(Probe(0.001), p, perf_counter_ns(), realtime=False))
     assert set(seen) == {os.SCHED_OTHER} and stats.scheduling.startswith("normal")
+
+
+def test_loop_lag_is_sampled_during_the_load_not_while_waiting_for_t0():
+    # ray actors wait 500 ms for a t0 agreed across hosts: an idle loop's samples would dilute
+    # the load's percentiles (~10 of them at one per 50 ms)
+    tr, p = FakeTransport(0.01), plan(1, [0])
+    stats = asyncio.run(drive(tr, p, perf_counter_ns() + 500_000_000))
+    assert stats.done == 1 and len(stats.loop_lag_ns) < 5
