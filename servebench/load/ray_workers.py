@@ -36,6 +36,7 @@ from servebench.load import spooled
 from servebench.load.loop import LoadStats
 from servebench.load.split import Part, SplitLoad, jobs
 from servebench.load.workers import WorkerError, collect
+from servebench.signals import shielded
 
 SAMPLES = 7  # clock exchanges per actor; the shortest round trip is kept
 START_MARGIN_NS = 500_000_000  # t0 this far ahead: one Ray call to every actor must land first
@@ -168,11 +169,14 @@ def wait_actors(ray) -> Callable[[list, float], list]:
         ready, _ = ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0)
         for ref in ready:
             c = by_ref[ref]
-            c.pending = None
-            try:
-                c.buf.extend(ray.get(ref))
-            except Exception as e:  # noqa: BLE001 - ActorDiedError, node lost: the worker is gone
-                c.dead = f"load actor on {c.node}: {first_line(e)}"
+            # the actor's outbox was dequeued by this poll: a Ctrl-C between taking the answer
+            # and keeping it would drop its messages ("done" among them), so it is held till after
+            with shielded():
+                try:
+                    c.buf.extend(ray.get(ref))
+                except Exception as e:  # noqa: BLE001 - ActorDiedError, node lost: the worker is gone
+                    c.dead = f"load actor on {c.node}: {first_line(e)}"
+                c.pending = None
         return [c for c in chans if c.buf or c.dead]
 
     return wait_fn

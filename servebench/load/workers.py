@@ -28,6 +28,7 @@ from time import perf_counter_ns
 from typing import Callable
 
 from servebench.errors import first_line
+from servebench.signals import shielded
 from servebench.records import RequestRecord
 from servebench.load.loop import LoadPlan, LoadStats, drive, new_loop
 from servebench.load.split import Part, SplitLoad, batches, jobs
@@ -131,6 +132,13 @@ class _Collector:
         return [c for c in self.chans if self.state[id(c)] not in ("done", "dead")]
 
     def receive(self, c) -> None:
+        # a Ctrl-C in the middle of a message would leave the rest of it in the socket, and the
+        # next read would take the live worker for dead and its finished requests for lost: the
+        # message is read and placed whole, then the Ctrl-C is raised
+        with shielded():
+            self._receive(c)
+
+    def _receive(self, c) -> None:
         try:
             msg = c.recv()
         except (EOFError, OSError):

@@ -209,3 +209,51 @@ def test_the_summary_counts_the_workers_and_connections_the_load_used(tmp_path):
     assert s["client"]["workers"] == run["workers"]["count"] == 2 and "4 asked" in run["workers"]["reason"]
     # the workers' own connections, one a slot; the warm-up's were closed before they started
     assert s["connections"]["opened"] == 2
+
+
+_HALVES = r'''
+import os, pickle, signal, struct, sys, time
+from multiprocessing.connection import Connection
+from servebench.records import RequestRecord
+from servebench.load.loop import LoadStats
+c = Connection(int(sys.argv[1]))
+job = c.recv()
+c.send(("ready",))
+c.recv()  # t0
+recs = [RequestRecord(index=i, sent_ns=1, end_ns=2, status=200) for i in range(len(job["records"]))]
+data = pickle.dumps(("records", 0, recs))
+os.write(c.fileno(), struct.pack("!i", len(data)) + data[: len(data) // 2])
+time.sleep(0.3)  # the parent is now blocked reading the rest of the message
+os.kill(os.getppid(), signal.SIGINT)  # and gets the user's Ctrl-C there
+time.sleep(0.5)
+os.write(c.fileno(), data[len(data) // 2:])
+c.send(("done", [], LoadStats(done=len(recs)), []))
+time.sleep(0.5)
+'''
+
+
+def test_a_ctrl_c_while_a_message_is_half_read_keeps_that_workers_records():
+    import signal
+    import subprocess
+    import sys
+    from multiprocessing.connection import Connection
+
+    from servebench.load import workers
+
+    n = 40
+    load = SplitLoad("http://127.0.0.1:1", "http", [b""] * n, [RequestRecord(index=i) for i in range(n)],
+                     [0] * n, None, None, 1)
+    parts = load.parts()
+    mine, theirs = socket.socketpair()
+    p = subprocess.Popen([sys.executable, "-c", _HALVES, str(theirs.fileno())], pass_fds=(theirs.fileno(),))
+    theirs.close()
+    ch = workers._Proc(p, Connection(mine.detach()))
+    ch.send(workers.jobs(load, parts)[0])
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):  # answered once every record is in
+            workers.collect([ch], load, parts)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        ch.close()
+    assert all(r.status == 200 for r in load.records)  # none lost with a worker taken for dead
