@@ -124,10 +124,17 @@ def _summary(measured: list[RequestRecord], target_concurrency: int | None, targ
         },
         "rate": {
             "target": target_rate,
-            "achieved": (len(sent) - 1) / ((sent[-1] - sent[0]) / 1e9) if len(sent) > 1 and sent[-1] > sent[0] else None,
+            "achieved": _per_s(sent),
+            # what the schedule itself asked for: a Poisson draw of 30 can ask 8.25/s of a 10/s target
+            "offered": _per_s(sorted(r.scheduled_ns for r in measured if r.scheduled_ns)) if target_rate else None,
         },
         **_client_timing(measured, timed, sent),
     }
+
+
+def _per_s(stamps: list[int]) -> float | None:
+    """(n - 1) / (last - first): the rate of n sorted events."""
+    return (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9) if len(stamps) > 1 and stamps[-1] > stamps[0] else None
 
 
 def _latencies(ok: list[RequestRecord], out_tok: list[int], gaps: ItlFigures) -> dict:

@@ -44,3 +44,10 @@ def test_each_condition_warns():
 def test_rate_within_5_percent_and_tiny_runs_do_not_warn():
     assert warnings(summary(rate={"target": 10.0, "achieved": 9.6})) == []
     assert warnings(summary(completed=5, rate={"target": 10.0, "achieved": 1.0}, concurrency={"target": 4, "mean_in_flight": 1.0})) == []
+
+
+def test_the_rate_is_judged_against_what_the_schedule_offered():
+    # a 30-request Poisson draw offered 8.25/s of a 10/s target, and the client sent it as drawn
+    assert warnings(summary(rate={"target": 10.0, "offered": 8.25, "achieved": 8.25})) == []
+    (w,) = warnings(summary(rate={"target": 10.0, "offered": 9.9, "achieved": 8.0}))
+    assert "achieved 8.00/s (the schedule offered 9.90/s)" in w
