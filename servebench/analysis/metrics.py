@@ -77,6 +77,9 @@ def summarize(records: Sequence[RequestRecord], *, target_concurrency: int | Non
         if win.applied:  # the rate over the window: every completion inside it, wherever sent
             done, start, end = steady.completions(measured, win), win.start_ns, win.end_ns
             _rates(out, done, (end - start) / 1e9)
+            # over the window too, every request in flight in it (one sent before it included)
+            f = in_flight(measured, start, end)
+            out["concurrency"].update(mean_in_flight=f["mean"], max_in_flight=f["max"])
         out["steady_state"] = steady.block(measured, kept, win)
     out["intervals"] = run_intervals.block(ok, start, end, done=done, itl=gaps)
     return out

@@ -57,3 +57,13 @@ def test_client_cpu_is_per_second_of_the_whole_load_under_steady_state(tmp_path)
     assert c["cpu_cores"] == pytest.approx(c["cpu_s"] / whole_s)
     streamed = sum(int(sum(r.token_counts)) for r in recs)
     assert c["cpu_us_per_token"] == pytest.approx(c["cpu_s"] * 1e6 / streamed)
+
+
+def test_mean_in_flight_is_over_the_window_with_every_request_in_flight_in_it():
+    # a closed loop of 2 that always has 2 in flight: over the window it is 2, not less because
+    # requests sent before the window (left out of the latencies) still ran in it
+    t0 = 10**12
+    recs = [_req(2 * k + j, t0 + k * 100 * MS + j * 40 * MS, 100, 3) for k in range(12) for j in range(2)]
+    s = summarize(recs, target_concurrency=2, steady_state=True)
+    assert s["steady_state"]["applied"] and s["steady_state"]["requests_left_out"] > 0
+    assert s["concurrency"]["mean_in_flight"] == pytest.approx(2.0, abs=0.01)
