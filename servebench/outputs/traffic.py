@@ -37,6 +37,13 @@ def lines(s: dict) -> list[str]:
                    f"p50 {_n(req.get('p50'))} p99 {_n(req.get('p99'))}; achieved mean {_n(got.get('mean'), 1)} "
                    f"p50 {_n(got.get('p50'))} p99 {_n(got.get('p99'))}")
     out += _sessions(s)
+    ss = s.get("steady_state") or {}
+    if ss.get("applied"):  # else "completed 37" of --requests 40 reads as 3 lost
+        out.append(f"steady-state window: {ss['requests_kept']} of {ss['requests_kept'] + ss['requests_left_out']} "
+                   f"requests kept ({ss['rule']}), from {ss['start_offset_ns'] / 1e9:.3g} s to "
+                   f"{ss['end_offset_ns'] / 1e9:.3g} s after the first send; every figure is over it")
+    elif ss:
+        out.append(f"steady-state window not applied ({ss['rule']}): figures are over the whole run")
     sc = s.get("schedule")
     if sc and sc.get("send_error_ms", {}).get("n"):
         e = sc["send_error_ms"]

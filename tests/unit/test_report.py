@@ -51,3 +51,15 @@ def test_the_rate_is_judged_against_what_the_schedule_offered():
     assert warnings(summary(rate={"target": 10.0, "offered": 8.25, "achieved": 8.25})) == []
     (w,) = warnings(summary(rate={"target": 10.0, "offered": 9.9, "achieved": 8.0}))
     assert "achieved 8.00/s (the schedule offered 9.90/s)" in w
+
+
+def test_the_report_says_when_its_figures_are_over_a_steady_state_window():
+    from servebench.outputs.traffic import lines
+
+    ss = {"applied": True, "rule": "concurrency reached 4", "start_offset_ns": 250_000_000,
+          "end_offset_ns": 996_000_000, "requests_kept": 37, "requests_left_out": 3}
+    (line,) = [x for x in lines({"steady_state": ss}) if "steady" in x]
+    assert "37 of 40 requests kept (concurrency reached 4)" in line and "0.25 s to 0.996 s" in line
+    (line,) = lines({"steady_state": {"applied": False, "rule": "never reached 4 in flight"}})
+    assert "not applied (never reached 4 in flight)" in line
+    assert not [x for x in lines({}) if "steady" in x]
