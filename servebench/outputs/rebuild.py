@@ -16,9 +16,10 @@ from servebench.store import runfiles
 from servebench.analysis import turns
 from servebench.analysis.metrics import summarize
 
-# "sessions" too: the old one also counted the turns never sent, which requests.parquet lacks
-_CARRIED = ("warnings", "not_released", "loop_lag_ms", "connections", "client", "telemetry", "workload", "schedule",
-            "sessions")
+# "sessions" too: the old one also counted the turns never sent, which requests.parquet lacks;
+# "read_lag_ms" came from the load's spool files, removed once the records were written
+_CARRIED = ("warnings", "not_released", "loop_lag_ms", "read_lag_ms", "connections", "client", "telemetry",
+            "workload", "schedule", "sessions", "efficiency")
 
 
 def rebuild(run_dir: Path, plots: bool = True) -> list[str]:

@@ -34,7 +34,7 @@ def make_run(tmp_path: Path, n: int = 8, prompts_file: str | None = None) -> Pat
     recs[-1].status, recs[-1].error, recs[-1].token_ns, recs[-1].token_counts = 500, "HTTP 500: boom", [], []
     store.write_records(run_dir / "requests.parquet", recs)
     s = summarize(recs, target_concurrency=2)
-    s.update(status="complete", error=None, warnings=[], loop_lag_ms={"p99": 0.5})
+    s.update(status="complete", error=None, warnings=[], loop_lag_ms={"p99": 0.5}, read_lag_ms={"p99": 0.25})
     store.write_summary(run_dir, s)
     wl = {"input_tokens": 512, "output_tokens": 128, "prompts_file": prompts_file}
     store.write_json(run_dir / "run.json", {"status": "complete", "error": None, "engine": {"name": "vllm"},
@@ -117,6 +117,7 @@ def test_rebuild_overwrites_a_damaged_summary_and_keeps_what_records_cannot_hold
     assert res.exit_code == 0, res.output
     after = json.loads((run_dir / "summary.json").read_text())
     assert after["completed"] == 7 and after["loop_lag_ms"] == {"p99": 0.5}
+    assert after["read_lag_ms"] == {"p99": 0.25}  # from the spool, gone once the records were written
 
 
 def test_rebuild_without_records_is_one_line(tmp_path):
