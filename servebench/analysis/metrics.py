@@ -129,7 +129,7 @@ def _summary(measured: list[RequestRecord], target_concurrency: int | None, targ
             "target": target_rate,
             "achieved": _per_s(sent),
             # what the schedule itself asked for: a Poisson draw of 30 can ask 8.25/s of a 10/s target
-            "offered": _per_s(sorted(r.scheduled_ns for r in measured if r.scheduled_ns)) if target_rate else None,
+            **({"offered": _per_s(sorted(r.scheduled_ns for r in measured if r.scheduled_ns))} if target_rate else {}),
         },
         **_client_timing(measured, timed, sent),
     }

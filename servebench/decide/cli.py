@@ -203,7 +203,7 @@ def report(dirs, fmt, output, rebuild, **opts):
     from servebench.outputs.summary_tables import comparison_table, metadata, runs_table
 
     df, rec, ranked = analyse(dirs, o)
-    comp = comparison_table(df)
+    comp = comparison_table(ranked)  # repeats averaged on both sides, as the ranking reads them
     meta_table, meta = metadata(df)
     tables = [t for t in (comp, runs_table(df)) if t is not None] + rec + [meta_table]
     title = "servebench report: " + ", ".join(Path(d.split("=", 1)[-1] if "=" in d and not Path(d).exists() else d).name for d in dirs)

@@ -67,8 +67,19 @@ def _verdict(deltas: dict[str, float], tie: dict[str, str | None]) -> str:
                                  ("tie: " + ", ".join(tied)) if tied else "") if x) or "-"
 
 
+def _not_complete(x) -> str:
+    """Why a run's figures cover only part of its load ('' when complete): such a run is listed,
+    never compared, as the ranking never ranks it."""
+    st = x.get("status")
+    if st in (None, "complete") or st != st:
+        return ""
+    failed, done = x.get("failed"), x.get("completed")
+    n = f" ({failed:.0f} of {failed + done:.0f} requests failed)" if failed == failed and done == done and failed else ""
+    return f"{x['source']} {x['config']} {st}{n}"
+
+
 def _compare_row(r, b) -> dict:
-    mismatch = _mismatch(r, b)
+    mismatch = _not_complete(r) or _not_complete(b) or _mismatch(r, b)
 
     def pct(col: str) -> float:
         x, y = r.get(col), b.get(col)

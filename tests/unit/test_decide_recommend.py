@@ -415,3 +415,46 @@ def test_a_tie_shows_the_best_measured_row_and_the_note_says_so():
     assert cost.notes[0].endswith("(shown: A, the best measured)")
     text = words.reason(cost, cost.df.iloc[0], df).text
     assert "next: B @ 4 concurrent, $3.05 (2% lower); a tie within the 95 % intervals" in text
+
+
+def test_a_failed_run_is_listed_against_the_baseline_but_never_compared(tmp_path):
+    from servebench.analysis import metrics
+    from servebench.outputs.summary_tables import comparison_table
+    from servebench.store import runfiles as store
+    from tests.fixtures.decide.make_sweep import records
+
+    for name, status, errors in (("A", "complete", 0), ("B", "failed", 3)):
+        recs = records((60.0, 20.0, 0.06), 4, 7, errors=errors)
+        d = tmp_path / name
+        d.mkdir()
+        store.write_records(d / "requests.parquet", recs)
+        s = metrics.summarize(recs, target_concurrency=4)
+        s.update(status=status, error=None if errors == 0 else "3 of 14 requests failed", warnings=[])
+        store.write_summary(d, s)
+        store.write_json(d / "run.json", {"status": status, "model": "m", "engine": {"name": "vllm"},
+                                          "config": {"backend": "vllm", "model": "m", "launcher": "process",
+                                                     "load": {"concurrency": 4, "requests": 14},
+                                                     "workload": {"input_tokens": 128, "output_tokens": 50}},
+                                          "host": {"gpus": []}})
+    df = add_costs(load_dirs([f"A={tmp_path / 'A'}", f"B={tmp_path / 'B'}"]), price_book(["cpu=1"]))
+    row = comparison_table(df).df.iloc[0]
+    assert row["comparable"].startswith("no: B ") and "failed (3 of 14 requests failed)" in row["comparable"]
+    assert math.isnan(row["delta_throughput_pct"]) and row["verdict"] == "-"
+
+
+def test_repeats_are_compared_as_their_means_on_both_sides():
+    from servebench.decide.load import merge_repeats
+    from servebench.outputs.summary_tables import comparison_table
+
+    d = add_costs(load_dir(SWEEP), price_book())
+    two = d[d["cell"].isin(["g00-c005-r0", "g02-c005-r0"])]
+    rows = []
+    for src, cell in (("A", "g00-c005-r0"), ("B", "g02-c005-r0")):
+        for k, f in enumerate((0.9, 1.1)):  # two repeats: 90 % and 110 % of the measured throughput
+            r = two[two["cell"] == cell].iloc[0].copy()
+            r["source"], r["baseline"], r["repeat"] = src, src == "A", k
+            r["output_token_throughput"] *= f
+            rows.append(r)
+    t = comparison_table(merge_repeats(pd.DataFrame(rows)))
+    a, b = (two[two["cell"] == c].iloc[0]["output_token_throughput"] for c in ("g00-c005-r0", "g02-c005-r0"))
+    assert len(t.df) == 1 and t.df.iloc[0]["delta_throughput_pct"] == pytest.approx((b / a - 1) * 100)
