@@ -220,6 +220,8 @@ def print_tables(tabs, console) -> None:
                 s = fmt(r.values[j], digits)
                 cells.append(f"[bold green]{s}[/]" if r.label in tab.winners.get(name, []) else s)
             t.add_row(r.label, *cells, r.note)
-        if tab.ties:  # green on several rows: their 95 % intervals overlap
-            t.caption = "intervals overlap (no winner): " + "; ".join(f"{k} {v}" for k, v in tab.ties.items())
+        shown = {c[0] for _, c in cols}  # the ties of columns this table shows, not of those it hides
+        ties = {k: v for k, v in tab.ties.items() if k in shown}
+        if ties:  # green on several rows: their 95 % intervals overlap
+            t.caption = "intervals overlap (no winner): " + "; ".join(f"{k} {v}" for k, v in ties.items())
         console.print(t)

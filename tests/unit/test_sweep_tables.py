@@ -25,3 +25,17 @@ def test_limit_search_probes_are_not_averaged_into_the_configured_levels(tmp_pat
     assert [t.level for t in tabs] == ["c=1"]  # no table of probe levels alone
     row = tabs[0].rows[0]
     assert row.values[0] == 2.0 and "repeats" not in row.note
+
+
+def test_the_console_caption_names_only_the_ties_of_columns_it_shows():
+    from rich.console import Console
+
+    from servebench.sweep.compare import COLUMNS, LevelTable, Row
+    from servebench.sweep.console import print_tables
+
+    rows = [Row(label, "done", [1.0] * len(COLUMNS)) for label in ("a", "b")]
+    tab = LevelTable("c=4", [c[0] for c in COLUMNS], rows, {}, {"TTFT p50": "tie (±3 %)", "TPOT p99": "tie (±9 %)"})
+    con = Console(record=True, width=300)
+    print_tables([tab], con)
+    out = con.export_text()
+    assert "TTFT p50 tie (±3 %)" in out and "TPOT p99" not in out  # TPOT p99 is not a console column
