@@ -144,7 +144,10 @@ def repeats_ci(values: Sequence[float], level: float = LEVEL) -> Interval:
     t = _T975[n - 2] if level == LEVEL and n - 1 <= len(_T975) else _t(level, n - 1)
     half = t * float(a.std(ddof=1)) / math.sqrt(n)
     m = float(a.mean())
-    return Interval(m - half, m + half, "repeats", n, level)
+    # the mean of values none of which is negative (a rate, a latency) is not negative either:
+    # a t-interval wide enough to reach below 0 is cut there, not read as "±1187 %"
+    low = max(m - half, 0.0) if float(a.min()) >= 0 else m - half
+    return Interval(low, m + half, "repeats", n, level)
 
 
 def overlap(a: Interval, b: Interval) -> bool:

@@ -44,10 +44,14 @@ def test_bootstrap_mean_is_deterministic_and_covers():
 
 
 def test_repeats_use_student_t():
-    iv = repeats_ci([10.0, 12.0])
-    # mean 11, s = 1.414, t(1) = 12.706: half-width 12.706 * 1.414 / 1.414
-    assert iv.low == pytest.approx(11 - 12.706) and iv.high == pytest.approx(11 + 12.706)
+    iv = repeats_ci([100.0, 102.0])
+    # mean 101, s = 1.414, t(1) = 12.706: half-width 12.706 * 1.414 / 1.414
+    assert iv.low == pytest.approx(101 - 12.706) and iv.high == pytest.approx(101 + 12.706)
     assert repeats_ci([5.0]).low is None
+    # rates: two repeats far apart would reach below 0 (t = 12.7 at n = 2); a mean of rates cannot
+    wide = repeats_ci([10.0, 300.0])
+    assert wide.low == 0.0 and wide.high > 300.0
+    assert repeats_ci([-10.0, 300.0]).low < 0  # a difference may well be negative
 
 
 def test_empty_samples_give_no_interval():
