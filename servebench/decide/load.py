@@ -236,6 +236,9 @@ def load_dir(path: Path, source: str | None = None) -> pd.DataFrame:
     else:
         rows = load_sweep(path, source)
     df = pd.DataFrame(rows)
+    for col in _metrics({}):  # no cell measured anything (every server failed to start): still a frame to report
+        if col not in df:
+            df[col] = float("nan")
     df["kind"] = k
     return df
 

@@ -133,3 +133,14 @@ def test_recommend_and_report_on_a_fresh_compare(tmp_path):
     assert df[(df["table"] == "cost_slo:note")]["note"].str.contains("slower/tiny: never met the SLO").any()
     p = sb("report", d, "--format", "md", "--price", "cpu=0.2")
     assert p.returncode == 0 and p.stdout.count("| cmp |") == 2 * 4, p.stdout[-2000:]  # all runs + metadata
+
+
+def test_a_sweep_whose_every_server_failed_is_reported_not_a_traceback(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        f"name: dead\nresults_dir: {tmp_path}\nservers: [{{engine: vllm, endpoint: 'http://127.0.0.1:1'}}]\n"
+        "load: {concurrency: [1], requests: 2, warmup: 0}\ntelemetry: false\n")
+    assert sb("sweep", str(tmp_path / "s.yaml")).returncode == 1
+    for cmd in ("report", "recommend", "cost"):
+        p = sb(cmd, str(tmp_path / "dead"))
+        assert "Traceback" not in p.stderr and p.returncode == 0, (cmd, p.stderr[-500:])
+    assert "no measured run to rank" in sb("recommend", str(tmp_path / "dead")).stdout
