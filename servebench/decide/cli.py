@@ -82,7 +82,9 @@ class Analysis:
     trace_growth: float | None = None
 
     def any_set(self) -> bool:
-        return any((self.slo, self.target_rps, self.goodput, self.prices, self.onprem, self.at, self.trace_growth))
+        # `is not None` for the numbers: --target-rps 0 is given (and refused), not absent
+        return any((self.slo, self.goodput, self.prices, self.onprem, self.at)) or any(
+            v is not None for v in (self.target_rps, self.trace_growth))
 
 
 def analyse(dirs, o: Analysis):
@@ -108,6 +110,8 @@ def analyse(dirs, o: Analysis):
             raise SloError("a goodput bound in --slo needs --goodput (e.g. --goodput ttft:500 tpot:50)")
         if o.target_rps is not None and not o.target_rps > 0:
             raise SloError("--target-rps must be > 0")
+        if o.max_error_rate is not None and not 0 <= o.max_error_rate <= 1:
+            raise SloError(f"--max-error-rate must be between 0 and 1 (a share of requests), got {o.max_error_rate:g}")
         if o.trace_growth is not None and not 0 < o.trace_growth < float("inf"):
             raise SloError("--trace-growth must be > 0 (a multiple of the trace's traffic, e.g. 10)")
         raw = load_dirs(list(dirs))
@@ -196,6 +200,8 @@ def report(dirs, fmt, output, rebuild, **opts):
     DIRS: run, compare or sweep directories; NAME=DIR gives a display name."""
     _refuse_own(output)
     o = Analysis(**opts)
+    if not 0 <= o.max_error_rate <= 1:  # checked here too: a lone run's report never reaches analyse()
+        _fail(f"--max-error-rate must be between 0 and 1 (a share of requests), got {o.max_error_rate:g}", 2)
     dirs, o.goodput = split_goodput(dirs, o.goodput)
     if len(dirs) == 1 and fmt == "console" and not o.any_set() and _single_run(Path(dirs[0]), rebuild):
         return

@@ -168,6 +168,8 @@ def load_price_file(path: Path) -> dict:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         raise PriceError(f"cannot read price file {path}: {first_line(e)}") from None
+    except UnicodeDecodeError as e:
+        raise PriceError(f"price file {path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
     if not isinstance(data, dict):
         raise PriceError(f"price file {path}: expected a mapping with instances/gpus/onprem")
     return data

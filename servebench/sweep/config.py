@@ -175,6 +175,8 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> tuple[Sw
         text = path.read_text()
     except OSError as e:
         raise SweepConfigError(f"cannot read sweep config {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise SweepConfigError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
     try:
         data = yaml.safe_load(text)
         root = yaml.compose(text)

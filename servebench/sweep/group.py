@@ -57,9 +57,9 @@ class LimitSpec:
 
 def run_group(cfg: SweepConfig, group: Group, host: GroupHost, limit: LimitSpec | None = None) -> dict[str, Any]:
     """Measure the group's cells (then the limit search, if asked); returns the group row."""
-    first = run_config(cfg, group.server, group.cells[0].load if group.cells else
-                       search_point(cfg, 1, 0, "speed" if cfg.load.trace else "concurrency"), Path("."), "probe")
-    try:
+    try:  # a config the sweep's own check let through (pydantic's ValidationError is a ValueError)
+        first = run_config(cfg, group.server, group.cells[0].load if group.cells else
+                           search_point(cfg, 1, 0, "speed" if cfg.load.trace else "concurrency"), Path("."), "probe")
         p0 = prepare(first)  # fails the group before any server starts (bad tokenizer, prompts file)
     except (ValueError, OSError, RuntimeError) as e:
         return _fail_all(group, host, f"cannot prepare: {first_line(e)}")

@@ -101,7 +101,7 @@ class LoadSpace(_Strict):
     rate: list[float] = Field(default_factory=list)
     burst: bool = False
     requests: int = Field(100, ge=1)  # with a trace: the first N of its window (default: all of them)
-    duration_s: float | None = Field(None, gt=0)
+    duration_s: float | None = Field(None, gt=0, allow_inf_nan=False)
     # a number, or a distribution as `run` takes it: lognormal:mean=M,sd=S | normal:... | uniform:LO-HI | empirical:FILE
     input_tokens: int | str = 512
     output_tokens: int | str = 128
@@ -114,8 +114,8 @@ class LoadSpace(_Strict):
     repeats: int = Field(1, ge=1)
     seed: int = 0
     arrival: str = "poisson"
-    request_timeout_s: float = Field(600.0, gt=0)
-    max_error_rate: float = Field(1.0, ge=0, le=1)  # a cell with errors is still a measured cell
+    request_timeout_s: float = Field(600.0, gt=0, allow_inf_nan=False)
+    max_error_rate: float = Field(1.0, ge=0, le=1, allow_inf_nan=False)  # a cell with errors is still a measured cell
 
     @field_validator("concurrency", "rate", mode="before")
     @classmethod

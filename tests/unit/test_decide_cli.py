@@ -85,6 +85,11 @@ def test_sweep_console_report_and_html_default_name(tmp_path):
     (("recommend", SWEEP, "--target-rps", "0"), "target-rps"),
     (("report", SWEEP, "--at", "speed=3"), "--at"),
     (("report", "/no/such/dir", "--format", "md"), "not a directory"),
+    (("report", RUN, "--target-rps", "0"), "--target-rps must be > 0"),  # 0 is given, not absent
+    (("report", RUN, "--trace-growth", "0"), "--trace-growth must be > 0"),
+    (("report", RUN, "--max-error-rate", "5"), "--max-error-rate must be between 0 and 1"),
+    (("report", RUN, "--price", ROOT / "tests/fixtures/decide/not-utf8.yaml"), "not UTF-8 text (byte 0xff at offset 0)"),
+    (("sweep", ROOT / "tests/fixtures/decide/not-utf8.yaml", "--dry-run"), "not UTF-8 text (byte 0xff at offset 0)"),
 ])
 def test_bad_input_is_one_line(args, msg):
     p = sb(*args)
