@@ -223,7 +223,8 @@ def _run_config(o: dict):
         )
     except ValidationError as e:
         err = e.errors()[0]
-        _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg'].removeprefix('Value error, ')}", 2)
+        where = ".".join(map(str, err["loc"]))  # empty for a check across options: the message names them
+        _fail(f"{f'invalid option {where}: ' if where else ''}{err['msg'].removeprefix('Value error, ')}", 2)
 
 
 def _workload(o: dict) -> dict:

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def check_seconds(options: dict[str, str]) -> dict[str, str]:
+    """Launcher options in seconds (`*_s`: ready_timeout_s, pull_timeout_s, stop_grace_s, ...)
+    are finite numbers, time-outs above 0: a NaN or a word surfaced after the server had started."""
+    for k, v in options.items():
+        if not k.endswith("_s"):
+            continue
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"launcher option {k}={v!r} is not a number of seconds") from None
+        if not math.isfinite(f) or f < 0 or (f == 0 and "timeout" in k):
+            raise ValueError(f"launcher option {k}={v!r}: expected a finite number of seconds"
+                             + (" above 0" if "timeout" in k else ", 0 or more"))
+    return options
 
 
 def check_env(env: dict) -> dict[str, str]:
@@ -215,6 +232,11 @@ class RunConfig(BaseModel):
     def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
         return check_env(v)
 
+    @field_validator("launcher_options")
+    @classmethod
+    def _option_seconds(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_seconds(v)
+
     @field_validator("endpoint")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
@@ -250,4 +272,6 @@ class RunConfig(BaseModel):
     def _endpoint_means_external(self) -> "RunConfig":
         if self.endpoint is not None:
             self.launcher = "external"
+        elif self.launcher == "external":  # refused here, before a run dir exists
+            raise ValueError("--launcher external benchmarks a server that is already up: give --endpoint URL")
         return self

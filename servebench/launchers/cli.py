@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,13 @@ class LaunchOptions:
         return {k: v for k, v in named.items() if v is not None}
 
 
+def _seconds(v: float | None) -> float | None:
+    """A time-out is finite and above 0: NaN reached the HTTP client's settimeout as a traceback."""
+    if v is not None and not (math.isfinite(v) and v > 0):
+        raise click.BadParameter(f"expected a finite number of seconds above 0, got {v:g}")
+    return v
+
+
 @click.command(context_settings={"ignore_unknown_options": True})
 @click.argument("engine")
 @click.option("--model", "-m", required=True, help="Preset name, model directory, or hub id.")
@@ -93,7 +101,7 @@ class LaunchOptions:
 @click.option("--quantize", help="Quantization method, passed with the engine's own flag.")
 @click.option("--max-input-tokens", type=int)
 @click.option("--max-total-tokens", type=int)
-@click.option("--ready-timeout", type=float, default=None,
+@click.option("--ready-timeout", type=float, default=None, callback=lambda ctx, p, v: _seconds(v),
               help="Seconds to wait for start-up (default: sized for the model's weights, docs/first-gpu-run.md).")
 @click.option("--run-dir", type=click.Path(path_type=Path), help="Where server.log goes (default: a temp dir).")
 @click.option("--image", help="docker: image reference instead of the spec's image:tag.")

@@ -130,7 +130,8 @@ def compare(**opts) -> None:
         cfg = SweepConfig.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        _fail(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}", 2)
+        where = ".".join(map(str, err["loc"]))  # empty for a check across options: the message names them
+        _fail(f"{f'invalid option {where}: ' if where else ''}{err['msg'].removeprefix('Value error, ')}", 2)
     import yaml
 
     execute(cfg, yaml.safe_dump(data, sort_keys=False), "compare", Path(o.results_dir) / name)

@@ -44,6 +44,13 @@ class ServerPoint(_Strict):
     api: str | None = None
     resources: dict[str, float] = Field(default_factory=dict)  # executor placement hints
 
+    @field_validator("launcher_options")
+    @classmethod
+    def _option_seconds(cls, v: dict[str, str]) -> dict[str, str]:
+        from servebench.config import check_seconds
+
+        return check_seconds(v)
+
     @field_validator("quantization", mode="before")
     @classmethod
     def _none(cls, v: Any) -> Any:

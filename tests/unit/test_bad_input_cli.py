@@ -152,3 +152,18 @@ def test_a_sweep_servers_endpoint_is_checked_like_runs(tmp_path):
     p = sb("sweep", str(f), "--dry-run", "--results-dir", str(tmp_path / "r"))
     assert p.returncode == 2, p.stderr
     assert f"{f}: servers[0]: endpoint (line 4): http://:18001 has no host" in one_error(p)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--launcher-opt", "ready_timeout_s=nan"], "ready_timeout_s='nan': expected a finite number of seconds above 0"),
+    (["--launcher-opt", "ready_timeout_s=abc"], "ready_timeout_s='abc' is not a number of seconds"),
+    (["--launcher-opt", "stop_grace_s=-1"], "stop_grace_s='-1': expected a finite number of seconds, 0 or more"),
+    (["--launcher", "external"], "--launcher external benchmarks a server that is already up: give --endpoint URL"),
+])
+def test_launch_settings_that_would_fail_only_after_the_server_started_are_refused_first(tmp_path, args, needle):
+    res = tmp_path / "r"
+    p = sb("run", "--model", "tiny", "--requests", "2", "--results-dir", str(res), *args)
+    assert p.returncode == 2, p.stderr
+    err = one_error(p)
+    assert needle in err and "invalid option :" not in err, err
+    assert not res.exists()  # nothing started, no run dir

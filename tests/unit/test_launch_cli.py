@@ -80,3 +80,11 @@ def test_dry_run_prints_the_exact_commands_and_starts_nothing(tmp_path, monkeypa
     assert not list(tmp_path.rglob("*.json"))  # no ledger: nothing was created
     r = run(launch, ["vllm", "-m", "org/m", "--env", "NO-EQUALS", "--dry-run"])
     assert r.exit_code == 1 and "--env: expected NAME=VALUE" in r.output
+
+
+def test_a_ready_timeout_that_is_no_number_of_seconds_is_refused_before_anything_starts(tmp_path):
+    for bad in ("nan", "0", "-1"):
+        r = subprocess.run(CLI + ["vllm", "--model", "tiny", "--ready-timeout", bad, "--run-dir", str(tmp_path / bad)],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "expected a finite number of seconds above 0" in r.stderr and not (tmp_path / bad).exists()
