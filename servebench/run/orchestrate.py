@@ -70,7 +70,7 @@ def prepare(cfg: RunConfig, on_phase: Callable[[str], None] | None = None,
     spec = load_spec(cfg.backend)
     api = cfg.api or spec.adapter
     if api not in ADAPTERS:
-        raise RunError(f"unknown api {api!r} (known: {', '.join(sorted(ADAPTERS))})")
+        raise RunError(f"unknown api {api!r} (known: {', '.join(sorted(ADAPTERS))})", code=2)
     model_dir = _model_dir(cfg)
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg.workload.tokenizer or model_dir or cfg.model)
@@ -84,7 +84,10 @@ def run(cfg: RunConfig, progress: Callable[[int, int], None] | None = None, on_p
     from servebench.run.session import ServerSession
 
     p = prepare(cfg, on_phase)
-    run_dir = runfiles.new_run_dir(cfg.results_dir, cfg.name, cfg.backend)
+    try:
+        run_dir = runfiles.new_run_dir(cfg.results_dir, cfg.name, cfg.backend)
+    except OSError as e:  # a read-only disk, a path under /proc: nothing was started
+        raise RunError(f"cannot write the run to {cfg.results_dir} ({e.strerror or e}); nothing was started", code=2) from None
     session = ServerSession(cfg, p.spec, p.api, p.model_dir, log_dir=run_dir, in_flight=most_in_flight(cfg))
     return measure(cfg, p, session, run_dir, progress, on_phase, own_session=True).run_dir
 

@@ -167,3 +167,13 @@ def test_launch_settings_that_would_fail_only_after_the_server_started_are_refus
     err = one_error(p)
     assert needle in err and "invalid option :" not in err, err
     assert not res.exists()  # nothing started, no run dir
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--api", "bogus", "--results-dir", "{tmp}/r"], "unknown api 'bogus'"),
+    (["--results-dir", "/proc/servebench-none"], "cannot write the run to /proc/servebench-none"),
+])
+def test_an_unknown_api_or_an_unwritable_results_dir_is_bad_input(tmp_path, args, needle):
+    p = sb("run", "--model", "tiny", "--requests", "2", *[a.format(tmp=tmp_path) for a in args])
+    assert p.returncode == 2, p.stderr
+    assert needle in one_error(p) and not (tmp_path / "r").exists()
