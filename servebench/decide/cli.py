@@ -255,6 +255,8 @@ def _single_run(path: Path, rebuild: bool) -> bool:
         run_report.render(path, Console())
     except (FileNotFoundError, ValueError, KeyError) as e:
         _fail(first_line(e))
+    except OSError as e:  # a read-only run dir: --rebuild cannot write what it made
+        _fail(f"cannot write in {path}: {e.strerror or e}", 2 if rebuild else 1)
     if problems:
         _fail(problems[0])
     return True

@@ -262,3 +262,5 @@ def plot(run_dir: Path) -> None:
             click.echo(p)
     except PlotError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # a read-only run dir
+        raise click.ClickException(f"cannot write the plots in {run_dir}: {e.strerror or e}") from None

@@ -92,7 +92,10 @@ def write_json(path: Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
         tmp.replace(path)  # a reader never sees half a file, even after Ctrl-C
     except BaseException:
-        tmp.unlink(missing_ok=True)  # a full disk leaves no empty .tmp behind
+        try:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no empty .tmp behind
+        except OSError:  # a read-only dir refuses this too: the first error is the one to tell
+            pass
         raise
 
 
@@ -108,6 +111,8 @@ def read_json(path: Path) -> dict:
         raise DamagedFile(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except UnicodeDecodeError:
         raise DamagedFile(f"{path}: not valid JSON (not UTF-8 text)") from None
+    except IsADirectoryError:
+        raise DamagedFile(f"{path}: a directory, not a file") from None
     if not isinstance(data, dict):
         raise DamagedFile(f"{path}: expected a JSON object, found {type(data).__name__}") from None
     return data

@@ -133,3 +133,27 @@ def test_report_header_shows_prompt_file_lengths_not_the_defaults(tmp_path):
     render(run_dir, con)
     head = con.export_text().splitlines()[0]
     assert "prompts chat.jsonl (mean 16.0→4.0 tokens)" in head and "512" not in head
+
+
+def test_a_summary_that_is_a_directory_is_named_not_a_traceback(tmp_path):
+    run_dir = make_run(tmp_path)
+    (run_dir / "summary.json").unlink()
+    (run_dir / "summary.json").mkdir()
+    res = report(str(run_dir))
+    assert res.exit_code != 0 and "summary.json: a directory, not a file" in res.stderr
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_rebuild_and_plot_on_a_read_only_run_dir_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    run_dir = make_run(tmp_path)
+    py = f"{sys.executable} -m servebench.cli"
+    # a read-only bind mount in a private mount namespace (root writes through chmod)
+    sh = (f"mount --bind {run_dir} {run_dir} && mount -o remount,ro,bind {run_dir} && "
+          f"{py} report --rebuild {run_dir}; echo rc=$?; {py} plot {run_dir}; echo rc=$?")
+    p = subprocess.run(["unshare", "-rm", "sh", "-c", sh], capture_output=True, text=True, timeout=180)
+    assert "Traceback" not in p.stderr, p.stderr
+    assert f"error: cannot write in {run_dir}: Read-only file system" in p.stderr and "rc=2" in p.stdout
+    assert f"cannot write the plots in {run_dir}: Read-only file system" in p.stderr and "rc=1" in p.stdout
