@@ -59,7 +59,10 @@ def redact_env(env: dict[str, str]) -> dict[str, str]:
 def log_dir(req: LaunchRequest, engine: str) -> Path:
     """Where server.log goes: the run dir, or a fresh temp dir (never the caller's cwd)."""
     d = Path(req.run_dir) if req.run_dir else Path(tempfile.mkdtemp(prefix=f"servebench-{engine}-"))
-    d.mkdir(parents=True, exist_ok=True)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the way, a read-only disk: before anything starts
+        raise LaunchError(f"cannot make the server's log dir {d}: {e.strerror or e}") from None
     return d
 
 

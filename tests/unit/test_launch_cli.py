@@ -88,3 +88,11 @@ def test_a_ready_timeout_that_is_no_number_of_seconds_is_refused_before_anything
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert "expected a finite number of seconds above 0" in r.stderr and not (tmp_path / bad).exists()
+
+
+def test_a_run_dir_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r = subprocess.run(CLI + ["vllm", "--model", "tiny", "--run-dir", str(tmp_path / "afile")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"Error: cannot make the server's log dir {tmp_path / 'afile'}: File exists"
