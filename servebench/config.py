@@ -271,6 +271,9 @@ class RunConfig(BaseModel):
     @model_validator(mode="after")
     def _endpoint_means_external(self) -> "RunConfig":
         if self.endpoint is not None:
+            if self.launcher not in ("process", "external"):  # process: the default, not a choice
+                raise ValueError(f"--endpoint benchmarks a server that is already up; --launcher {self.launcher} "
+                                 "would start one: give one or the other")
             self.launcher = "external"
         elif self.launcher == "external":  # refused here, before a run dir exists
             raise ValueError("--launcher external benchmarks a server that is already up: give --endpoint URL")

@@ -159,6 +159,7 @@ def test_a_sweep_servers_endpoint_is_checked_like_runs(tmp_path):
     (["--launcher-opt", "ready_timeout_s=abc"], "ready_timeout_s='abc' is not a number of seconds"),
     (["--launcher-opt", "stop_grace_s=-1"], "stop_grace_s='-1': expected a finite number of seconds, 0 or more"),
     (["--launcher", "external"], "--launcher external benchmarks a server that is already up: give --endpoint URL"),
+    (["--launcher", "docker", "--endpoint", "http://127.0.0.1:9"], "--launcher docker would start one"),
 ])
 def test_launch_settings_that_would_fail_only_after_the_server_started_are_refused_first(tmp_path, args, needle):
     res = tmp_path / "r"
