@@ -58,8 +58,15 @@ def _trace_conflict(o: dict) -> str | None:
     return f"{', '.join(needs)}: only with --trace" if needs else None
 
 
+# A level simulates 8x its value in requests: 10,000 takes about 5 s, 100,000 over a minute and
+# 340 MB, and 100,000,000 never ends, so the cap keeps every accepted level to seconds.
+MAX_LEVEL = 10_000
+
+
 def _bad_numbers(o: dict) -> str | None:
     """The option that would make the estimate impossible (negative cost, >100 % memory), if any."""
+    if max(o["levels"]) > MAX_LEVEL:
+        return f"--concurrency {max(o['levels']):,}: at most {MAX_LEVEL:,} (users, burst size or req/s per level)"
     if (o["gpus"] is not None and o["gpus"] < 1) or o["input_tokens"] < 1 or o["output_tokens"] < 1:
         return "--gpus, --input-tokens and --output-tokens must be >= 1"
     if o["max_num_seqs"] is not None and o["max_num_seqs"] < 1:

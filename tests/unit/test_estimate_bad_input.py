@@ -1,0 +1,39 @@
+"""Bad input to `servebench estimate` and `servebench profile`: one `error:` line and exit 2,
+before any simulation or forward pass (docs/faults.md). The work itself is replaced by a stub
+that fails the test, so a check that comes too late fails fast instead of running for minutes."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from servebench.cli import main
+
+
+def _no_work(*a, **k):
+    raise AssertionError("the work started: the bad input was not refused first")
+
+
+@pytest.fixture
+def no_sim(monkeypatch):
+    from servebench.estimate import predict, trace
+
+    monkeypatch.setattr(predict, "estimate", _no_work)
+    monkeypatch.setattr(trace, "estimate", _no_work)
+
+
+def one_error(r) -> str:
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+def estimate(*args: str):
+    return CliRunner().invoke(main, ["estimate", "--model", "tiny", "--gpu", "a10g", *args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("levels", ["100000000", "1,10001", "10001"])
+def test_estimate_refuses_a_level_past_the_cap_before_simulating(no_sim, levels):
+    err = one_error(estimate("--concurrency", levels))
+    assert "--concurrency" in err and "at most 10,000" in err
