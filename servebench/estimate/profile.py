@@ -75,16 +75,30 @@ def check_positions(cfg: dict, name: str, phase: str, seq: int) -> None:
                          f"(max_position_embeddings): use --seq {limit - 1 if phase == 'decode' else limit} or less")
 
 
-def _check_memory(cfg: dict, name: str, device: str, dtype: str | None, layers: int | None) -> None:
-    """Refuse up front what would exhaust memory (an OOM kill leaves no error line)."""
+def _working_set(shape, batch: int, seq: int, dbytes: int) -> float:
+    """Bytes a forward holds beside the weights, roughly: the token ids (int64), one layer's
+    activations at a time (hidden states, the MLP's three intermediates, the attention scores
+    where SDPA falls back to the plain kernel) and the KV cache a decode keeps for every layer.
+    Decode runs the prefill that fills its cache, so both phases pay the prefill's share."""
+    tokens = batch * seq
+    per_token = 4 * shape.hidden + 3 * shape.intermediate + shape.heads * seq
+    kv = 2 * shape.layers * shape.kv_heads * shape.head_dim  # counted for a prefill too: a little over
+    return tokens * (8 + (per_token + kv) * dbytes)
+
+
+def _check_memory(cfg: dict, name: str, device: str, dtype: str | None, layers: int | None,
+                  batch: int = 1, seq: int = 1) -> None:
+    """Refuse up front what would exhaust memory (an OOM kill leaves no error line; a batch of
+    100,000,000 allocated until the host swapped, with no end in sight)."""
     import torch
 
     from servebench.estimate import models
 
     shape = models.shape(dict(cfg, **({"num_hidden_layers": layers} if layers else {})), name)
-    nbytes = shape.params * (4 if (dtype or ("float32" if device == "cpu" else "bfloat16")) == "float32" else 2)
+    dbytes = 4 if (dtype or ("float32" if device == "cpu" else "bfloat16")) == "float32" else 2
+    nbytes = shape.params * dbytes
     if device.startswith("cuda"):
-        free = torch.cuda.mem_get_info()[0]
+        free = torch.cuda.mem_get_info(torch.device(device))[0]
     else:
         import psutil
 
@@ -92,6 +106,11 @@ def _check_memory(cfg: dict, name: str, device: str, dtype: str | None, layers: 
     if nbytes > 0.7 * free:
         raise ValueError(f"{name} needs {nbytes / 2**30:.1f} GiB of weights, {free / 2**30:.1f} GiB free on {device}: "
                          f"use --layers N (e.g. --layers {max(1, int(shape.layers * 0.7 * free / nbytes))}) or a smaller model")
+    work = _working_set(shape, batch, seq, dbytes)
+    if nbytes + work > 0.7 * free:
+        raise ValueError(f"--batch {batch:,} --seq {seq:,} needs about {work / 2**30:,.1f} GiB of activations and KV cache "
+                         f"beside {nbytes / 2**30:.1f} GiB of weights, {free / 2**30:.1f} GiB free on {device}: "
+                         "use a smaller --batch or --seq")
 
 
 @click.command("profile")
@@ -124,7 +143,7 @@ def profile(**o) -> None:
     try:
         name, cfg = models.find_config(o["model"])
         check_positions(cfg, name, o["phase"], o["seq"])
-        _check_memory(cfg, name, o["device"], o["dtype"], o["layers"])
+        _check_memory(cfg, name, o["device"], o["dtype"], o["layers"], o["batch"], o["seq"])
         result = run_profile(cfg, name, o["phase"], o["batch"], o["seq"], device=o["device"], dtype=o["dtype"],
                              repeats=o["repeats"], layers=o["layers"])
     except (KeyError, ValueError) as e:

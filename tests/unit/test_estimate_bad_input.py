@@ -37,3 +37,20 @@ def estimate(*args: str):
 def test_estimate_refuses_a_level_past_the_cap_before_simulating(no_sim, levels):
     err = one_error(estimate("--concurrency", levels))
     assert "--concurrency" in err and "at most 10,000" in err
+
+
+@pytest.fixture
+def no_forward(monkeypatch):
+    from servebench.estimate import profile
+
+    monkeypatch.setattr(profile, "run_profile", _no_work)
+
+
+def profile(*args: str):
+    return CliRunner().invoke(main, ["profile", "--model", "tiny", "--repeats", "1", *args], catch_exceptions=False)
+
+
+def test_profile_refuses_a_batch_that_cannot_fit_in_memory(no_forward, tmp_path):
+    err = one_error(profile("--batch", "100000000", "--seq", "8", "--out", str(tmp_path / "p")))
+    assert "--batch 100,000,000 --seq 8 needs about" in err and "GiB free on cpu" in err
+    assert not (tmp_path / "p").exists()
