@@ -5,9 +5,12 @@ Measurement in forward.py; here the command, the tables and the chart.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -113,6 +116,45 @@ def _check_memory(cfg: dict, name: str, device: str, dtype: str | None, layers: 
                          "use a smaller --batch or --seq")
 
 
+def _fail(msg: str, code: int) -> NoReturn:
+    click.echo(f"error: {msg}", err=True)
+    raise SystemExit(code)
+
+
+def _make_out(out: Path) -> bool:
+    """Create --out before the forward pass, so an unwritable one is refused before minutes of
+    profiling; True when this call created it (it is removed again if the profile fails)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: a file, not a directory")
+    made = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot create the directory ({e.strerror or first_line(e)})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: the directory is not writable")
+    return made
+
+
+def _measure(o: dict) -> tuple[dict, Path]:
+    """The checks that need the model's config, then --out, then the forward pass."""
+    from servebench.estimate import models
+
+    name, cfg = models.find_config(o["model"])
+    check_positions(cfg, name, o["phase"], o["seq"])
+    _check_memory(cfg, name, o["device"], o["dtype"], o["layers"], o["batch"], o["seq"])
+    out = o["out"] or Path("results") / time.strftime("profile-%Y%m%d-%H%M%S")
+    made = _make_out(out)
+    try:
+        return run_profile(cfg, name, o["phase"], o["batch"], o["seq"], device=o["device"], dtype=o["dtype"],
+                           repeats=o["repeats"], layers=o["layers"]), out
+    except BaseException:
+        if made:  # no empty directory left behind by a profile that failed
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
 @click.command("profile")
 @click.option("--model", default="tiny", show_default=True, help="tiny | small | config.json | model dir | shipped model id.")
 @click.option("--phase", default="decode", show_default=True, type=click.Choice(["prefill", "decode"]))
@@ -128,8 +170,6 @@ def profile(**o) -> None:
     """Time per module and per operator of one forward pass, each beside its own floor."""
     from rich.console import Console
 
-    from servebench.estimate import models
-
     if o["batch"] < 1 or o["seq"] < 1 or o["repeats"] < 1:
         raise click.UsageError("--batch, --seq and --repeats must be >= 1")
     try:
@@ -141,21 +181,16 @@ def profile(**o) -> None:
         click.echo("error: --device cuda but torch sees no CUDA device", err=True)
         raise SystemExit(1)
     try:
-        name, cfg = models.find_config(o["model"])
-        check_positions(cfg, name, o["phase"], o["seq"])
-        _check_memory(cfg, name, o["device"], o["dtype"], o["layers"], o["batch"], o["seq"])
-        result = run_profile(cfg, name, o["phase"], o["batch"], o["seq"], device=o["device"], dtype=o["dtype"],
-                             repeats=o["repeats"], layers=o["layers"])
+        result, out = _measure(o)
     except (KeyError, ValueError) as e:
-        click.echo(f"error: {e.args[0] if e.args else e}", err=True)
-        raise SystemExit(2)
+        _fail(str(e.args[0] if e.args else e), 2)
     except RuntimeError as e:  # out of memory, unsupported dtype on this device
-        click.echo(f"error: {first_line(e)}", err=True)
-        raise SystemExit(1)
-    out = o["out"] or Path("results") / time.strftime("profile-%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
-    chart(result, out / "profile.png")
+        _fail(first_line(e), 1)
+    try:
+        (out / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
+        chart(result, out / "profile.png")
+    except OSError as e:  # checked writable before the forward: a fault now (disk full), not bad input
+        _fail(f"cannot write the profile to {out}: {e.strerror or first_line(e)}", 1)
     if o["as_json"]:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -4,6 +4,8 @@ that fails the test, so a check that comes too late fails fast instead of runnin
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from click.testing import CliRunner
 
@@ -54,3 +56,31 @@ def test_profile_refuses_a_batch_that_cannot_fit_in_memory(no_forward, tmp_path)
     err = one_error(profile("--batch", "100000000", "--seq", "8", "--out", str(tmp_path / "p")))
     assert "--batch 100,000,000 --seq 8 needs about" in err and "GiB free on cpu" in err
     assert not (tmp_path / "p").exists()
+
+
+def test_profile_refuses_an_out_it_cannot_write_before_profiling(no_forward, tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert one_error(profile("--seq", "8", "--out", str(f))) == f"error: --out {f}: a file, not a directory"
+    err = one_error(profile("--seq", "8", "--out", str(f / "below")))
+    assert err.startswith(f"error: --out {f / 'below'}: cannot create the directory (")
+    err = one_error(profile("--seq", "8", "--out", "/proc/x"))
+    assert err.startswith("error: --out /proc/x: cannot create the directory (")
+    assert f.read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a mode-555 directory")
+def test_profile_refuses_a_read_only_out(no_forward, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    assert "not writable" in one_error(profile("--seq", "8", "--out", str(ro)))
+    assert "cannot create the directory" in one_error(profile("--seq", "8", "--out", str(ro / "sub")))
+
+
+def test_profile_that_fails_leaves_no_empty_out_behind(tmp_path, monkeypatch):
+    from servebench.estimate import profile as mod
+
+    monkeypatch.setattr(mod, "run_profile", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    r = profile("--seq", "8", "--out", str(tmp_path / "p" / "q"))
+    assert r.exit_code == 1 and r.stderr.strip() == "error: out of memory"
+    assert not (tmp_path / "p" / "q").exists()
