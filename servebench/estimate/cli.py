@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import click
@@ -78,6 +79,32 @@ def _bad_numbers(o: dict) -> str | None:
     return None
 
 
+def _out_problem(out: Path | None) -> str | None:
+    """Why --out cannot take the JSON, if it cannot: checked before the estimate, since a
+    directory or a missing folder was a traceback after the work was done and printed."""
+    if out is None:
+        return None
+    if out.is_dir():
+        return f"--out {out}: a directory; give a file name (e.g. {out / 'estimate.json'})"
+    if not out.parent.is_dir():
+        return f"--out {out}: {out.parent} " + ("is not a directory" if out.parent.exists() else "does not exist")
+    if out.exists():
+        return None if os.access(out, os.W_OK) else f"--out {out}: the file is not writable"
+    try:  # creating it is the only sure test (root's os.access says yes to /proc and to read-only folders)
+        out.touch(exist_ok=False)
+        out.unlink()
+    except OSError as e:
+        return f"--out {out}: cannot write there ({e.strerror or first_line(e)})"
+    return None
+
+
+def _write_out(out: Path, text: str) -> None:
+    try:
+        out.write_text(text + "\n")
+    except OSError as e:  # the path was checked before the work: a fault now (disk full), not bad input
+        _fail(f"cannot write {out}: {e.strerror or first_line(e)} (the estimate above is complete)", 1)
+
+
 def load_calibration(paths: list[Path], hw_override: str | None, warn):
     """Run/sweep dirs -> fit.Calibration; unplaceable runs are skipped with a warning."""
     from servebench.estimate import efficiency, fit
@@ -147,7 +174,7 @@ def estimate(**o) -> None:
     from servebench.estimate.roofline import ADMITS, SCHEDULES, Deployment
 
     warn = lambda m: click.echo(f"warning: {m}", err=True)  # noqa: E731
-    bad = _trace_conflict(o) or _bad_numbers(o)
+    bad = _trace_conflict(o) or _bad_numbers(o) or _out_problem(o["out"])
     if bad:
         _fail(bad, 2)
     try:
@@ -190,14 +217,14 @@ def estimate(**o) -> None:
     if catalog.instance(o["gpu"]):
         result["instance_type"] = o["gpu"]
     text = json.dumps(result, indent=2, default=str)
-    if o["out"]:
-        Path(o["out"]).write_text(text + "\n")
     if o["as_json"]:
         click.echo(text)
     else:
         from servebench.estimate.render import render
 
         render(result)
+    if o["out"]:  # after the output, so that a write fault loses nothing computed
+        _write_out(o["out"], text)
 
 
 def _one_line(e: Exception) -> str:

@@ -84,3 +84,35 @@ def test_profile_that_fails_leaves_no_empty_out_behind(tmp_path, monkeypatch):
     r = profile("--seq", "8", "--out", str(tmp_path / "p" / "q"))
     assert r.exit_code == 1 and r.stderr.strip() == "error: out of memory"
     assert not (tmp_path / "p" / "q").exists()
+
+
+def test_estimate_refuses_an_out_it_cannot_write_before_simulating(no_sim, tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    cases = [(tmp_path, "a directory; give a file name"), (f / "y.json", f"{f} is not a directory"),
+             (tmp_path / "nodir" / "y.json", f"{tmp_path / 'nodir'} does not exist"),
+             ("/proc/x/y.json", "/proc/x does not exist"), ("/proc/y.json", "cannot write there (")]
+    for out, needle in cases:
+        err = one_error(estimate("--out", str(out)))
+        assert err.startswith(f"error: --out {out}: ") and needle in err, err
+    assert f.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_estimate_write_fault_after_the_work_is_one_line_exit_1(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    def full(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    r = estimate("--concurrency", "1", "--json", "--out", str(tmp_path / "e.json"))
+    assert r.exit_code == 1 and '"levels"' in r.stdout  # the estimate was printed before the write
+    assert r.stderr.strip() == f"error: cannot write {tmp_path / 'e.json'}: No space left on device " \
+                               "(the estimate above is complete)"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a mode-555 directory")
+def test_estimate_refuses_a_read_only_out(no_sim, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o555)
+    assert "cannot write there (Permission denied)" in one_error(estimate("--out", str(ro / "e.json")))
