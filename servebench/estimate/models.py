@@ -144,18 +144,34 @@ def find_config(name: str) -> tuple[str, dict]:
                    f"({', '.join(sorted(PRESETS))}) or one of: {', '.join(shipped_names())}")
 
 
+_DIMS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+
+
+def _positive(cfg: dict, key: str, name: str) -> int:
+    """A dimension as an int; 0 or less divided by zero (heads) or priced a model at 0 bytes."""
+    v = cfg[key]
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name}: {key} must be a positive integer, got {v!r}")
+    return v
+
+
+def _dims(cfg: dict, name: str) -> tuple[int, ...]:
+    missing = [k for k in _DIMS if k not in cfg]
+    if missing:
+        raise ValueError(f"config of {name} lacks {missing[0]} (a decoder-only transformer config is needed)")
+    return tuple(_positive(cfg, k, name) for k in _DIMS)
+
+
 def shape(config: dict, name: str = "model", quant: str | None = None, dtype: str | None = None,
           kv_dtype: str | None = None) -> ModelShape:
     """HF config dict -> ModelShape. dtype overrides the config's torch_dtype (e.g. a run
     served with --dtype); quant is one of QUANT."""
     cfg = config.get("text_config", config)  # multimodal wrappers keep the LM inside
-    try:
-        hidden, layers, heads = int(cfg["hidden_size"]), int(cfg["num_hidden_layers"]), int(cfg["num_attention_heads"])
-        inter, vocab = int(cfg["intermediate_size"]), int(cfg["vocab_size"])
-    except KeyError as e:
-        raise ValueError(f"config of {name} lacks {e.args[0]} (a decoder-only transformer config is needed)") from None
-    kv_heads = int(cfg.get("num_key_value_heads") or heads)
-    head_dim = int(cfg.get("head_dim") or hidden // heads)
+    hidden, layers, heads, inter, vocab = _dims(cfg, name)
+    kv_heads = _positive(cfg, "num_key_value_heads", name) if cfg.get("num_key_value_heads") is not None else heads
+    head_dim = _positive(cfg, "head_dim", name) if cfg.get("head_dim") is not None else hidden // heads
     dbytes = _DTYPE_BYTES.get(str(dtype or cfg.get("torch_dtype") or "float16").replace("torch.", ""), 2)
     q = (quant or "none").lower()
     if q not in QUANT:

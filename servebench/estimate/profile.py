@@ -141,6 +141,7 @@ def _measure(o: dict) -> tuple[dict, Path]:
     from servebench.estimate import models
 
     name, cfg = models.find_config(o["model"])
+    models.shape(cfg, name)  # a broken config (0 heads) first: the other checks read its dimensions
     check_positions(cfg, name, o["phase"], o["seq"])
     _check_memory(cfg, name, o["device"], o["dtype"], o["layers"], o["batch"], o["seq"])
     out = o["out"] or Path("results") / time.strftime("profile-%Y%m%d-%H%M%S")

@@ -116,3 +116,21 @@ def test_estimate_refuses_a_read_only_out(no_sim, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o555)
     assert "cannot write there (Permission denied)" in one_error(estimate("--out", str(ro / "e.json")))
+
+
+LLAMA = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 2,
+         "vocab_size": 256, "intermediate_size": 128, "max_position_embeddings": 128}
+
+
+@pytest.mark.parametrize("key,value", [("num_attention_heads", 0), ("hidden_size", -5), ("num_hidden_layers", 0),
+                                       ("vocab_size", -1), ("intermediate_size", 0), ("num_key_value_heads", 0),
+                                       ("hidden_size", 64.5), ("num_attention_heads", "4")])
+@pytest.mark.parametrize("command", ["estimate", "profile"])
+def test_a_config_with_a_dimension_that_is_no_positive_integer_is_named(no_sim, no_forward, tmp_path, command, key, value):
+    import json
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(LLAMA | {key: value}))
+    args = ["--model", str(cfg), "--out", str(tmp_path / "o")]
+    r = (estimate if command == "estimate" else profile)(*args)
+    assert one_error(r) == f"error: {cfg}: {key} must be a positive integer, got {value!r}"
