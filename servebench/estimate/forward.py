@@ -63,7 +63,7 @@ def build(config: dict, device: str, dtype: str, layers: int | None = None):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = {k: v for k, v in config.items() if k not in ("architectures", "torch_dtype", "dtype")}
-    if layers:
+    if layers is not None:
         cfg["num_hidden_layers"] = layers
     c = LlamaConfig(**cfg)
     c._attn_implementation = "sdpa"

@@ -97,7 +97,7 @@ def _check_memory(cfg: dict, name: str, device: str, dtype: str | None, layers: 
 
     from servebench.estimate import models
 
-    shape = models.shape(dict(cfg, **({"num_hidden_layers": layers} if layers else {})), name)
+    shape = models.shape(dict(cfg, **({"num_hidden_layers": layers} if layers is not None else {})), name)
     dbytes = 4 if (dtype or ("float32" if device == "cpu" else "bfloat16")) == "float32" else 2
     nbytes = shape.params * dbytes
     if device.startswith("cuda"):
@@ -119,6 +119,14 @@ def _check_memory(cfg: dict, name: str, device: str, dtype: str | None, layers: 
 def _fail(msg: str, code: int) -> NoReturn:
     click.echo(f"error: {msg}", err=True)
     raise SystemExit(code)
+
+
+def _bad_options(o: dict) -> str | None:
+    if o["batch"] < 1 or o["seq"] < 1 or o["repeats"] < 1:
+        return "--batch, --seq and --repeats must be >= 1"
+    if o["layers"] is not None and o["layers"] < 1:  # 0 once read as "not given": the full model ran
+        return f"--layers {o['layers']}: at least 1 decoder layer"
+    return None
 
 
 def _make_out(out: Path) -> bool:
@@ -171,8 +179,9 @@ def profile(**o) -> None:
     """Time per module and per operator of one forward pass, each beside its own floor."""
     from rich.console import Console
 
-    if o["batch"] < 1 or o["seq"] < 1 or o["repeats"] < 1:
-        raise click.UsageError("--batch, --seq and --repeats must be >= 1")
+    bad = _bad_options(o)
+    if bad:
+        _fail(bad, 2)
     try:
         import torch
     except ImportError:

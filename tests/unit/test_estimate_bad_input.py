@@ -134,3 +134,8 @@ def test_a_config_with_a_dimension_that_is_no_positive_integer_is_named(no_sim, 
     args = ["--model", str(cfg), "--out", str(tmp_path / "o")]
     r = (estimate if command == "estimate" else profile)(*args)
     assert one_error(r) == f"error: {cfg}: {key} must be a positive integer, got {value!r}"
+
+
+@pytest.mark.parametrize("layers", ["0", "-1"])
+def test_profile_refuses_fewer_than_one_layer(no_forward, layers):
+    assert one_error(profile("--seq", "8", "--layers", layers)) == f"error: --layers {layers}: at least 1 decoder layer"
