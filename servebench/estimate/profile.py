@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import NoReturn
@@ -126,6 +127,8 @@ def _bad_options(o: dict) -> str | None:
         return "--batch, --seq and --repeats must be >= 1"
     if o["layers"] is not None and o["layers"] < 1:  # 0 once read as "not given": the full model ran
         return f"--layers {o['layers']}: at least 1 decoder layer"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", o["device"]):  # torch's own error lists its 20 device types
+        return f"--device {o['device']}: cpu, cuda or cuda:N"
     return None
 
 

@@ -139,3 +139,8 @@ def test_a_config_with_a_dimension_that_is_no_positive_integer_is_named(no_sim, 
 @pytest.mark.parametrize("layers", ["0", "-1"])
 def test_profile_refuses_fewer_than_one_layer(no_forward, layers):
     assert one_error(profile("--seq", "8", "--layers", layers)) == f"error: --layers {layers}: at least 1 decoder layer"
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:abc", "cuda:", "gpu", "cpu:0"])
+def test_profile_refuses_a_device_it_does_not_know(no_forward, device):
+    assert one_error(profile("--seq", "8", "--device", device)) == f"error: --device {device}: cpu, cuda or cuda:N"
