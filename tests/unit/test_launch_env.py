@@ -21,8 +21,9 @@ STUDY = Path(__file__).resolve().parents[2] / "studies" / "arxiv-2311.03687.yaml
 
 def test_sweep_group_env_reaches_the_launch_request(tmp_path):
     f = tmp_path / "s.yaml"
-    f.write_text("name: s\nservers:\n  - {engine: vllm, model: m, launcher: docker, env: {NCCL_P2P_DISABLE: 1}}\n"
-                 "  - {engine: vllm, model: m, launcher: docker}\n")
+    # named: two servers that differ only in env would share a label (refused, sweep/plan.py)
+    f.write_text("name: s\nservers:\n  - {name: p2p-off, engine: vllm, model: m, launcher: docker, env: {NCCL_P2P_DISABLE: 1}}\n"
+                 "  - {name: p2p-on, engine: vllm, model: m, launcher: docker}\n")
     cfg, _ = load_config(f)
     plan = expand(cfg)
     reqs = []
