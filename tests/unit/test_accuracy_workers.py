@@ -46,12 +46,15 @@ def test_requests_are_dealt_in_proportion_to_each_workers_slots():
 
 
 def test_an_uneven_split_still_holds_its_concurrency_to_the_end(tmp_path):
-    with start_emulator("openai", 20, 5, log=tmp_path / "e.jsonl") as h:
-        recs = run_plan(h.url, 60, concurrency=3, output_tokens=10, workers=2)
-        h.stop()
-        log = h.records()
-    assert all(r.ok for r in recs)
-    assert held(log)[1] > 2.5  # time-weighted mean in flight; 2.0 when shares ignored the slots
+    means = []
+    for w in (1, 2):  # side by side on this host: no absolute figure that depends on its speed
+        with start_emulator("openai", 20, 5, log=tmp_path / f"e{w}.jsonl") as h:
+            recs = run_plan(h.url, 60, concurrency=3, output_tokens=10, workers=w)
+            h.stop()
+            log = h.records()
+        assert all(r.ok for r in recs)
+        means.append(held(log)[1])  # time-weighted mean in flight
+    assert means[1] > 0.9 * means[0]  # 2.0 against 3.0 when the shares ignored the slots
 
 
 def test_rate_plan_keeps_global_release_times_from_one_t0(tmp_path):

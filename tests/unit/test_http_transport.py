@@ -191,8 +191,8 @@ def test_a_body_that_ends_with_the_connection_is_whole_on_a_close_and_cut_on_a_r
 
 
 def test_a_timeout_in_the_pass_where_the_response_ended_leaves_the_next_request_alone():
-    # the response (at 100 ms) and its 200 ms deadline fall due in one loop pass (the loop was
-    # blocked); the connection went back to the pool and the next request took it meanwhile
+    # the response (at 100 ms) and its 400 ms deadline fall due in one loop pass (the loop was
+    # blocked for 500 ms); the connection went back to the pool and the next request took it
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen()
@@ -216,7 +216,7 @@ def test_a_timeout_in_the_pass_where_the_response_ended_leaves_the_next_request_
     wire = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
 
     async def go():
-        tr = HttpTransport("http://127.0.0.1:%d" % lsock.getsockname()[1], timeout_s=0.2)
+        tr = HttpTransport("http://127.0.0.1:%d" % lsock.getsockname()[1], timeout_s=0.4)
         await tr.prepare(1)
         go_b = asyncio.Event()
         a, b = RequestRecord(index=0), RequestRecord(index=1)
@@ -227,7 +227,7 @@ def test_a_timeout_in_the_pass_where_the_response_ended_leaves_the_next_request_
 
         async def busy():
             await asyncio.sleep(0.05)
-            time.sleep(0.25)  # a's bytes and a's deadline are both due now
+            time.sleep(0.5)  # a's bytes and a's deadline are both due now
             await asyncio.sleep(0)
             go_b.set()
 
@@ -237,7 +237,7 @@ def test_a_timeout_in_the_pass_where_the_response_ended_leaves_the_next_request_
 
     a, b = run(go())
     lsock.close()
-    assert b.ok and b.error is None and b.end_ns - b.sent_ns < 0.2e9, b.error
+    assert a.ok and b.ok and b.error is None, b.error  # b was failed with a's timeout
 
 
 def test_timeout_marks_request_and_does_not_hang():

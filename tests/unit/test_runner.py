@@ -135,5 +135,7 @@ def test_loop_lag_is_sampled_during_the_load_not_while_waiting_for_t0():
     # ray actors wait 500 ms for a t0 agreed across hosts: an idle loop's samples would dilute
     # the load's percentiles (~10 of them at one per 50 ms)
     tr, p = FakeTransport(0.01), plan(1, [0])
-    stats = asyncio.run(drive(tr, p, perf_counter_ns() + 500_000_000))
-    assert stats.done == 1 and len(stats.loop_lag_ns) < 5
+    t0 = perf_counter_ns() + 500_000_000
+    stats = asyncio.run(drive(tr, p, t0))
+    load_ms = (p.records[0].end_ns - t0) / 1e6  # however slow the host: at most one sample a 50 ms of it
+    assert stats.done == 1 and len(stats.loop_lag_ns) <= load_ms / 50 + 1
