@@ -43,6 +43,30 @@ class _Group(click.Group):
                 return None
         return cmd
 
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Click's own errors in one `error:` line, as servebench's: a wrong flag type printed
+        Usage / Try / Error over three lines in every command."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            where = f"{e.ctx.command_path}: " if e.ctx is not None else ""
+            click.echo(f"error: {where}{_one_line(e.format_message())} (see --help)", err=True)
+            raise SystemExit(e.exit_code) from None
+        except click.ClickException as e:
+            click.echo(f"error: {_one_line(e.format_message())}", err=True)
+            raise SystemExit(e.exit_code) from None
+        except click.exceptions.Abort:
+            click.echo("Aborted!", err=True)
+            raise SystemExit(1) from None
+        # without standalone mode click returns ctx.exit()'s code (--help, --version: 0)
+        raise SystemExit(rv if isinstance(rv, int) else 0)
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(part.strip() for part in msg.splitlines() if part.strip())
+
 
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="servebench")
@@ -142,6 +166,7 @@ def run(**o) -> None:
     from servebench.outputs.console import render as render_report
     from servebench.run import orchestrate
 
+    _no_ignored_lengths(o)
     cfg = _run_config(o)
     from servebench.launchers import LAUNCHERS
 
@@ -244,6 +269,22 @@ def _workload(o: dict) -> dict:
                 tokenizer=o["tokenizer"], max_input_tokens=o["max_input_tokens"],
                 max_output_tokens=o["max_output_tokens"], prefix_share=o["prefix_share"],
                 prefix_tokens=o["prefix_tokens"], trace=trace, sessions=sessions)
+
+
+def _no_ignored_lengths(o: dict) -> None:
+    """A length the workload does not read is refused, not dropped: `--prompts-file p
+    --input-tokens 2048` measured the file's lengths while the user believed it was 2048."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    given = lambda name: ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)  # noqa: E731
+    brings = {"input_tokens": [("--trace", o["trace"]), ("--prompts-file", o["prompts_file"]),
+                               ("--sessions FILE", o["sessions"] not in (None, "synthetic"))],
+              "output_tokens": [("--trace", o["trace"])]}
+    for name, sources in brings.items():
+        source = next((flag for flag, on in sources if on), None)
+        if source and given(name):
+            _fail(f"--{name.replace('_', '-')} is not read with {source}, which brings its own lengths", 2)
 
 
 def _kv(pairs, hint: str = "--launcher-opt") -> dict[str, str]:

@@ -9,9 +9,15 @@ from pathlib import Path
 
 import click
 
-from servebench.signals import interruptible
+from servebench.signals import interrupt_cause, interruptible
 from servebench.launchers import LAUNCHERS, LaunchError, LaunchRequest, get_launcher
 from servebench.engines.specs import load_spec
+
+
+class BadInput(click.ClickException):
+    """Bad input exits 2, as `servebench run` does; a server that fails exits 1."""
+
+    exit_code = 2
 
 
 def _gpus(_ctx, _param, value: str | None) -> list[int] | None:
@@ -122,18 +128,22 @@ def launch(engine, server_args, **opts):
                             extra_args=list(server_args), ready_timeout_s=o.ready_timeout, run_dir=o.run_dir,
                             options=o.launcher_options(), env=_env(o.env))
     except ValueError as e:
-        raise click.ClickException(str(e)) from None
+        raise BadInput(str(e)) from None
     launcher = get_launcher(launcher_name)
     if o.dry_run:
         try:
             click.echo(launcher.dry_run(req))
-        except (LaunchError, ValueError) as e:
+        except ValueError as e:
+            raise BadInput(str(e)) from None
+        except LaunchError as e:
             raise click.ClickException(str(e)) from None
         return
     interruptible()  # SIGTERM (a supervisor) and SIGINT (even in a background job) tear down
+    ready = False
     try:
         click.echo(f"starting {engine} with the {launcher_name} launcher ...", err=True)
         server = launcher.start(req)
+        ready = True
         click.echo(f"{engine} ready in {server.time_to_ready_s or 0:.1f}s; log: {server.info.get('log', '-')}", err=True)
         if "command" in server.info:
             click.echo(f"command: {server.info['command']}", err=True)
@@ -143,13 +153,15 @@ def launch(engine, server_args, **opts):
     except LaunchError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
-        click.echo("stopping ...", err=True)
+        click.echo("stopping ..." if ready else "interrupted during start-up; stopping ...", err=True)
     finally:
         try:
             launcher.stop()
         except KeyboardInterrupt:  # pressed again during the stop: held until it ended, and stopping is the answer
             pass
     click.echo("stopped", err=True)
+    if not ready:  # the server never served: a script waiting on it must not read success
+        raise SystemExit(interrupt_cause()[1])
 
 
 def _hold(launcher) -> None:

@@ -148,6 +148,9 @@ class LoadSpace(_Strict):
             if given:
                 raise ValueError(f"{', '.join(given)}: sessions are a workload of their own (their load points are "
                                  "concurrency, live sessions, or rate, session starts per second)")
+        if "input_tokens" in self.model_fields_set and (
+                self.prompts_file is not None or (self.sessions is not None and self.sessions.source != "synthetic")):
+            raise ValueError("input_tokens: not read with prompts_file or a sessions file, which bring their own prompts")
         if self.trace is not None:
             given = sorted({"concurrency", "rate", "burst", "input_tokens", "output_tokens", "prompts_file"}
                            & self.model_fields_set)

@@ -63,7 +63,8 @@ def test_prompts_file_with_invalid_utf8_names_file_and_line(tmp_path):
 def test_launch_refuses_an_impossible_port_before_starting_anything():
     p = sb("launch", "vllm", "--model", "tiny", "--port", "99999", timeout=60)
     assert p.returncode == 2, p.stderr
-    assert "99999 is not a TCP port (1-65535)" in one_error(p, "Error:")
+    assert "99999 is not a TCP port (1-65535)" in one_error(p)
+    assert p.stderr.count("\n") == 1, p.stderr  # Usage / Try / Error once took three lines
     assert "starting" not in p.stderr
 
 
@@ -178,3 +179,29 @@ def test_an_unknown_api_or_an_unwritable_results_dir_is_bad_input(tmp_path, args
     p = sb("run", "--model", "tiny", "--requests", "2", *[a.format(tmp=tmp_path) for a in args])
     assert p.returncode == 2, p.stderr
     assert needle in one_error(p) and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--prompts-file", "PF", "--input-tokens", "2048"], "--input-tokens is not read with --prompts-file"),
+    (["--trace", "azure-conv-2023", "--output-tokens", "5"], "--output-tokens is not read with --trace"),
+    (["--trace", "azure-conv-2023", "--input-tokens", "64"], "--input-tokens is not read with --trace"),
+    (["--sessions", "PF", "--input-tokens", "64"], "--input-tokens is not read with --sessions FILE"),
+])
+def test_a_length_the_workload_does_not_read_is_refused_not_dropped(tmp_path, args, msg):
+    pf = tmp_path / "p.jsonl"
+    pf.write_text('{"prompt": "hello"}\n')
+    res = tmp_path / "r"
+    p = sb("run", "--endpoint", "http://127.0.0.1:9", "--model", "tiny", "--results-dir", str(res),
+           *[str(pf) if a == "PF" else a for a in args])
+    assert p.returncode == 2 and msg in one_error(p) and not res.exists(), p.stderr
+
+
+def test_lengths_the_workload_reads_still_pass_with_a_file(tmp_path):
+    """--output-tokens is the default for prompts-file lines without one, and --input-tokens
+    sizes synthetic sessions' turns: neither is refused there."""
+    pf = tmp_path / "p.jsonl"
+    pf.write_text('{"prompt": "hello"}\n')
+    for args in (["--prompts-file", str(pf), "--output-tokens", "4"], ["--sessions", "synthetic", "--input-tokens", "16"]):
+        p = sb("run", "--endpoint", "http://127.0.0.1:9", "--model", "tiny", "--requests", "1",
+               "--results-dir", str(tmp_path / "r"), *args)
+        assert "is not read with" not in p.stderr and "unreachable" in p.stderr, p.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import psutil
@@ -33,14 +34,45 @@ def test_launch_holds_until_ctrl_c(tmp_path):
     assert not any(psutil.pid_exists(x) and psutil.Process(x).status() != psutil.STATUS_ZOMBIE for x in pids)
 
 
+def test_ctrl_c_during_start_up_stops_the_server_and_is_no_success(tmp_path):
+    """A script that waits on `launch` must not read exit 0 from a server that never served."""
+    spec = fake_spec(tmp_path, "serve.py", ["--healthy-after", "600", "--pidfile", str(tmp_path / "pids")])
+    p = subprocess.Popen(CLI + [spec, "--model", str(tmp_path), "--run-dir", str(tmp_path), "--ready-timeout", "300"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "pids").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        pids = [int(x) for x in (tmp_path / "pids").read_text().split()]
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 130, err
+    assert out == "" and "interrupted during start-up" in err and "stopped" in err
+    assert not any(psutil.pid_exists(x) and psutil.Process(x).status() != psutil.STATUS_ZOMBIE for x in pids)
+
+
+def test_click_usage_errors_are_one_line_too():
+    r = subprocess.run([sys.executable, "-m", "servebench.cli", "run", "--concurrency", "x"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("error: ") and "--concurrency" in r.stderr and "not a valid integer" in r.stderr
+    r = subprocess.run(CLI + ["vllm", "--model", "tiny", "--port", "x"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--port" in r.stderr, r.stderr
+
+
 def test_launch_errors_are_one_line(tmp_path):
     r = subprocess.run(CLI + ["nope", "--model", "m"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("Error: unknown engine 'nope'")
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()]  # bad input: one line, exit 2 as run
+    assert r.stderr.startswith("error: unknown engine 'nope'")
     assert "Traceback" not in r.stderr
     spec = fake_spec(tmp_path, "crash.py")
     r = subprocess.run(CLI + [spec, "--model", str(tmp_path), "--run-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith("Error: fake exited with code 3 during start-up")
+    assert r.stderr.strip().splitlines()[-1].startswith("error: fake exited with code 3 during start-up")
 
 
 def test_dry_run_prints_the_exact_commands_and_starts_nothing(tmp_path, monkeypatch):
@@ -79,7 +111,7 @@ def test_dry_run_prints_the_exact_commands_and_starts_nothing(tmp_path, monkeypa
     assert plan["endpoint_config"]["ProductionVariants"][0]["ContainerStartupHealthCheckTimeoutInSeconds"] == 3400
     assert not list(tmp_path.rglob("*.json"))  # no ledger: nothing was created
     r = run(launch, ["vllm", "-m", "org/m", "--env", "NO-EQUALS", "--dry-run"])
-    assert r.exit_code == 1 and "--env: expected NAME=VALUE" in r.output
+    assert r.exit_code == 2 and "--env: expected NAME=VALUE" in r.output
 
 
 def test_a_ready_timeout_that_is_no_number_of_seconds_is_refused_before_anything_starts(tmp_path):
@@ -95,4 +127,4 @@ def test_a_run_dir_that_is_a_file_is_one_line(tmp_path):
     r = subprocess.run(CLI + ["vllm", "--model", "tiny", "--run-dir", str(tmp_path / "afile")],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1] == f"Error: cannot make the server's log dir {tmp_path / 'afile'}: File exists"
+    assert r.stderr.strip().splitlines()[-1] == f"error: cannot make the server's log dir {tmp_path / 'afile'}: File exists"

@@ -88,6 +88,9 @@ def test_distribution_lengths_pass_through_and_old_index_rows_line_up(tmp_path):
     ({"sessions": {**SESSIONS, "turns": 0}, "concurrency": [1]}, "greater than or equal to 1"),
     ({"sessions": {"turns": 2}, "concurrency": [1]}, "source"),
     ({"trace": {"source": "azure-conv-2023"}, "input_tokens": "uniform:1-9"}, "a trace brings its own"),
+    # a length the workload would not read is refused, not dropped
+    ({"concurrency": [1], "prompts_file": "p.jsonl", "input_tokens": 2048}, "not read with prompts_file"),
+    ({"sessions": {**SESSIONS, "source": "s.jsonl"}, "concurrency": [1], "input_tokens": 64}, "or a sessions file"),
     ({"concurrency": [1], "input_tokens": "gamma:3"}, "expected a number of tokens or a distribution"),
     ({"concurrency": [1], "output_tokens": 0}, "at least 1 token"),
 ])
