@@ -46,12 +46,20 @@ def in_flight(records: Iterable[RequestRecord], start_ns: int, end_ns: int) -> d
     level = peak = 0
     area = 0
     prev = start_ns
+    entered = False
     for t, d in events:
-        tc = min(max(t, start_ns), end_ns)
+        if t >= end_ns:  # a level from the window's end on is held for no time inside it
+            break
+        if t >= start_ns and not entered:
+            peak, entered = level, True  # held at the window's start: a level only before it is not its peak
+        tc = max(t, start_ns)
         area += level * (tc - prev)
         prev = tc
         level += d
-        peak = max(peak, level)
+        if entered:
+            peak = max(peak, level)
+    if not entered:
+        peak = level
     area += level * (end_ns - prev)
     return {"mean": area / (end_ns - start_ns), "max": peak}
 

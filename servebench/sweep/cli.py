@@ -220,7 +220,7 @@ def execute(cfg: SweepConfig, text: str, kind: str, sweep_dir: Path, how: Execut
         _fail(f"--only {only!r} matches no cell" if only else "the config gives no server to run", 2)
     if how.executor not in EXECUTORS:
         _fail(_executor_hint(how.executor), 2)
-    _check_servers(sub)
+    _check_servers(sub, local=how.executor == "local")
     if how.dry_run:
         out.print_plan(sub, sweep_dir, limit, console)
         return
@@ -275,8 +275,9 @@ def _open_index(sweep_dir: Path, exists: bool, kind: str, cfg: SweepConfig, full
     return index
 
 
-def _check_servers(plan) -> None:
-    """Typos fail before anything is launched: every engine spec and launcher must exist."""
+def _check_servers(plan, local: bool = True) -> None:
+    """Typos fail before anything is launched: every engine spec and launcher must exist, and on
+    this host every model path (on Ray a path names a directory on the node that runs it)."""
     from servebench.launchers import LAUNCHERS
     from servebench.engines.specs import SpecError, load_spec
 
@@ -287,6 +288,21 @@ def _check_servers(plan) -> None:
             _fail(f"{g.id}: {e}", 2)
         if g.server.launcher not in LAUNCHERS and not g.server.endpoint:
             _fail(f"{g.id}: unknown launcher {g.server.launcher!r} (known: {', '.join(sorted(LAUNCHERS))})", 2)
+        if local and _missing_model(g.server):
+            from servebench.engines.presets import PRESETS
+
+            _fail(f"{g.id}: model path not found: {g.server.model} (presets: {', '.join(sorted(PRESETS))})", 2)
+
+
+def _missing_model(server) -> bool:
+    """What a run of this server would refuse (run/orchestrate.py _model_dir): the process
+    launcher loads a preset or a local directory; any launcher takes a hub id, not a path."""
+    from servebench.engines.presets import PRESETS
+
+    model = server.model
+    if model in PRESETS or Path(model).expanduser().is_dir():
+        return False
+    return (server.launcher == "process" and not server.endpoint) or model.startswith((".", "/", "~"))
 
 
 def _executor_hint(name: str) -> str:

@@ -109,8 +109,15 @@ def finish(index, sweep_dir: Path, kind: str, interrupted: bool, console,
             _write_text(sweep_dir / f"{kind}.md", cmp.markdown(tabs) + assumed_markdown(index.data.get("assumptions")))
         except Exception as e:  # noqa: BLE001 - the index is already safe on disk
             console.print(f"could not build the comparison tables: {e}", markup=False)
+    chosen, _ = _chosen(index, selected)
+    if selected is not None:  # another host's --only cells are not pending on this one
+        counts = index.counts(chosen)
     parts = [f"{counts.get(s, 0)} {s}" for s in ("done", "failed", "interrupted", "pending") if counts.get(s)]
+    if counts.get("superseded"):
+        parts.append(f"{counts['superseded']} failed probe(s) the last search did not use")
     line = f"{kind}: {', '.join(parts) or 'no cells'} of {total} cell(s)"
+    if selected is not None:
+        line = f"{kind}: {', '.join(parts) or 'no cells'} of {len(chosen)} cell(s) --only picked ({total} in the sweep)"
     if share is not None:
         line += overhead_line(t)
     console.print(line, markup=False)
@@ -135,14 +142,20 @@ def selection(plan) -> tuple[set[str], set[str]]:
     return {c.id for c in plan.cells}, {g.id for g in plan.groups}
 
 
-def _exit_status(index, selected: tuple[set[str], set[str]] | None) -> None:
-    """Exit 1 naming the first cell (or group) not done, among those selected: cells another
-    host's `--only` is for are not this run's failure."""
+def _chosen(index, selected: tuple[set[str], set[str]] | None) -> tuple[list[dict], list[dict]]:
     cells, groups = index.data["cells"], index.data["groups"]
     if selected is not None:
         ids, gids = selected
         cells = [c for c in cells if c["id"] in ids or (c.get("search") and c["group"] in gids)]
         groups = [g for g in groups if g["id"] in gids]
+    return cells, groups
+
+
+def _exit_status(index, selected: tuple[set[str], set[str]] | None) -> None:
+    """Exit 1 naming the first cell (or group) not done, among those selected: cells another
+    host's `--only` is for are not this run's failure."""
+    cells, groups = _chosen(index, selected)
+    cells = [c for c in cells if not index.superseded(c)]
     left = [c for c in cells if c["status"] in ("failed", "interrupted", "pending")]
     if left:
         first = next(c for c in cells if c["status"] != "done")

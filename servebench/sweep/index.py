@@ -175,10 +175,22 @@ class SweepIndex:
         level judged on a load that did not complete). Not by the group's status: a group done
         measuring its configured cells has not searched."""
         def left(g: Group) -> bool:
-            unsettled = any(c["group"] == g.id and c.get("search") and c["status"] != DONE for c in self.data["cells"])
+            unsettled = any(c["group"] == g.id and c.get("search") and c["status"] != DONE and not self.superseded(c)
+                            for c in self.data["cells"])
             return unsettled or not _answers((self.group(g.id) or {}).get("limit"), limit)
 
         return Plan(plan.config, [g for g in plan.groups if left(g)])
+
+    def superseded(self, cell: dict) -> bool:
+        """A probe not done that the group's last search did not use: a level an earlier search
+        tried (and failed at) and the last one never reached. It stays in the index with its
+        error; it neither fails the sweep nor sends every resume into the search again."""
+        block = (self.group(cell["group"]) or {}).get("limit") if cell.get("search") else None
+        if not block or "tried" not in block or cell["status"] == DONE:
+            return False
+        load = cell.get("load") or {}
+        level, repeat = load.get(block.get("by")), int(load.get("repeat") or 0)
+        return not any(t["level"] == level and repeat < t.get("runs", 1) for t in block.get("tried") or [])
 
     def cell_dir(self, cid: str) -> Path:
         """A fresh run directory for the cell; an earlier attempt's is kept beside it."""
@@ -208,10 +220,11 @@ class SweepIndex:
         row.update(fields)
         self.save()
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, cells: list[dict] | None = None) -> dict[str, int]:
         out: dict[str, int] = {}
-        for c in self.data["cells"]:
-            out[c["status"]] = out.get(c["status"], 0) + 1
+        for c in self.data["cells"] if cells is None else cells:
+            st = "superseded" if self.superseded(c) else c["status"]
+            out[st] = out.get(st, 0) + 1
         return out
 
 

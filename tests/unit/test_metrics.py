@@ -83,3 +83,15 @@ def test_in_flight_clips_to_window():
     recs = [rec(0, B, [], B + 100), rec(1, B + 50, [], B + 150)]
     f = in_flight(recs, B, B + 150)
     assert f["max"] == 2 and f["mean"] == pytest.approx(200 / 150)
+
+
+def test_in_flight_peak_is_the_windows_own():
+    """A steady-state window's max in flight counted a level reached only before it (the ramp's
+    overlap of early requests) or at its end: 3 here, where the window never held more than 2."""
+    recs = [rec(0, B, [], B + 150), rec(1, B + 10, [], B + 90), rec(2, B + 50, [], B + 120),
+            rec(3, B + 200, [], B + 300), rec(4, B + 200, [], B + 300)]
+    f = in_flight(recs, B + 100, B + 200)
+    assert f["max"] == 2  # the first and third at the window's start
+    assert f["mean"] == pytest.approx((2 * 20 + 1 * 30) / 100)
+    assert in_flight(recs, B + 130, B + 140)["max"] == 1  # held all through, no event inside
+    assert in_flight(recs, B, B + 400)["max"] == 3

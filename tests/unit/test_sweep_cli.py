@@ -144,6 +144,27 @@ def test_dry_run_prints_the_plan_and_writes_nothing(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error: --only: unknown key")
 
 
+def test_a_model_path_that_does_not_exist_is_refused_before_any_server_starts(tmp_path):
+    """Found per group, it failed every cell of the group one launch after another."""
+    data = {"results_dir": str(tmp_path / "r"), "load": {"concurrency": [1], "requests": 2},
+            "servers": [{"engine": str(SPEC), "model": "tiny"}, {"engine": str(SPEC), "model": str(tmp_path / "gone")},
+                        {"engine": "vllm", "model": "./also-gone", "launcher": "docker"},
+                        {"engine": "vllm", "model": "meta-llama/Llama-2-7b-hf", "launcher": "docker"}]}
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    p = sb("sweep", str(cfg), "--dry-run")
+    assert p.returncode == 2 and p.stderr.startswith("error: g0") and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.endswith(f": model path not found: {tmp_path / 'gone'} (presets: small, tiny)\n")
+    data["servers"][1]["model"] = str(tmp_path)  # a directory: what the process launcher loads
+    cfg.write_text(yaml.safe_dump(data))
+    p = sb("sweep", str(cfg), "--dry-run")
+    assert p.returncode == 2 and p.stderr.endswith(": model path not found: ./also-gone (presets: small, tiny)\n"), p.stderr
+    del data["servers"][2]  # a hub id with docker is the server's to fetch
+    cfg.write_text(yaml.safe_dump(data))
+    p = sb("sweep", str(cfg), "--dry-run")
+    assert p.returncode == 0 and not (tmp_path / "r").exists(), p.stderr
+
+
 def test_bad_limit_search_values_are_one_line_errors(tmp_path):
     cfg = write_config(tmp_path, "lim")
     for args, msg in ((["--max-level", "0"], "error: --max-level must be > 0 (the highest load the limit search tries), got 0"),

@@ -116,6 +116,33 @@ def test_a_resumed_search_runs_again_where_a_probe_cell_failed(tmp_path):
     assert [g.id for g in idx.to_search(p, _limit()).groups] == []
 
 
+def test_a_failed_probe_the_last_search_did_not_use_neither_fails_the_sweep_nor_resumes_it(tmp_path, capsys):
+    """c=4 failed in an earlier search; the last one (another SLO) answered from 1, 2 and 3 and
+    never reached 4. That cell kept every resume searching again and the sweep exiting 1."""
+    import io
+
+    from rich.console import Console
+
+    from servebench.sweep import console as out
+
+    idx, p = _searched(tmp_path, "done", "failed")
+    tried = [{"level": lv, "verdict": "met", "met": True, "runs": 1, "bounds": []} for lv in (1, 2, 3)]
+    for gid in ("g00", "g01"):
+        idx.mark_group(gid, status="done", limit={"slo": "ttft_p99<=1s", "by": "concurrency", "low": 3, "tried": tried})
+    assert idx.to_search(p, _limit()).groups == []
+    shown = io.StringIO()
+    out.finish(idx, tmp_path, "sweep", False, Console(file=shown, width=200), None)  # exits 0
+    assert "error:" not in capsys.readouterr().err
+    assert "1 failed probe(s) the last search did not use" in shown.getvalue()
+    # the last search tried 4 (twice: a repeat) and that probe failed: it is the answer's, so it counts
+    tried.append({"level": 4, "verdict": "missed", "met": False, "runs": 2, "bounds": []})
+    idx.mark_group("g00", limit={"slo": "ttft_p99<=1s", "by": "concurrency", "low": 3, "tried": tried})
+    assert [g.id for g in idx.to_search(p, _limit()).groups] == ["g00"]
+    with pytest.raises(SystemExit) as e:
+        out.finish(idx, tmp_path, "sweep", False, Console(file=io.StringIO()), None)
+    assert e.value.code == 1 and "g00-lim-c0004" in capsys.readouterr().err
+
+
 def test_a_resumed_search_runs_where_no_answer_is_there_for_this_slo(tmp_path):
     idx, p = _searched(tmp_path, "done", "done")
     idx.data["groups"][0].pop("limit", None)
@@ -193,8 +220,11 @@ def test_only_counts_its_own_cells_for_the_exit_status(tmp_path, capsys):
     mine = only(p, "engine=vllm")
     for c in mine.cells:
         idx.mark_cell(c.id, "done")
-    out.finish(idx, tmp_path, "sweep", False, Console(file=io.StringIO()), out.selection(mine))  # exits 0
+    shown = io.StringIO()
+    out.finish(idx, tmp_path, "sweep", False, Console(file=shown, width=200), out.selection(mine))  # exits 0
     assert "error:" not in capsys.readouterr().err
+    total = len(idx.data["cells"])
+    assert total > 3 and f"sweep: 3 done of 3 cell(s) --only picked ({total} in the sweep)" in shown.getvalue()
     idx.mark_cell("g00-c0002-r0", "failed", error="boom")
     with pytest.raises(SystemExit) as e:
         out.finish(idx, tmp_path, "sweep", False, Console(file=io.StringIO()), out.selection(mine))
