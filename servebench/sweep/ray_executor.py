@@ -183,7 +183,8 @@ class _Driver:
         want = demand(group, self.opts.num_cpus, self.opts.accelerator_types)
         gpus = want.pop("GPU", 0.0)
         cpus = want.pop("CPU")
-        done = {c["id"]: s for c in self.index.data["cells"]
+        # with the load each was measured under: the node reuses one only for the same load (local.py)
+        done = {c["id"]: {"load": c["load"], "summary": s} for c in self.index.data["cells"]
                 if c["group"] == group.id and c.get("search") and (s := self.host.done_summary(_cell(c)))}
         ref = self.task_fn.options(num_cpus=cpus, num_gpus=gpus, resources=want or None, max_retries=0,
                                    name=f"servebench:{group.id}").remote(self.plan.config, group, self.limit,

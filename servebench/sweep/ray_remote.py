@@ -75,7 +75,10 @@ class RemoteHost:
         self._send("finished", cell, status, error, run_dir is not None, files, summary, self.node)
 
     def done_summary(self, cell: Cell) -> dict | None:
-        return self.done.get(cell.id)
+        got = self.done.get(cell.id)
+        if not got or got["load"] != cell.as_dict()["load"]:
+            return None  # a probe of another load is no answer for this one
+        return got["summary"]
 
     def group_update(self, group: Group, **fields: Any) -> None:
         self._send("group", group.id, fields)

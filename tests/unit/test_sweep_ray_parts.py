@@ -39,6 +39,22 @@ def test_unmet_needs_one_node_holding_everything():
     assert "gpu:a800" in why.split("resources there:")[1]
 
 
+def test_the_node_reuses_a_probe_only_for_the_load_it_was_measured_under(tmp_path):
+    """The driver sends the probes already done; the node's search asks by cell id, and an id
+    names a level, not its requests or lengths: a reused probe of another load mixed two workloads."""
+    from servebench.sweep.plan import Cell, LoadPoint
+    from servebench.sweep.ray_remote import RemoteHost
+
+    cell = Cell("g00-lim-c0004", "g00", LoadPoint("concurrency", 4, None, 10, None, 512, 128, 0, 10004000), search=True)
+    summary = {"completed": 10}
+    host = RemoteHost(None, Group("g00", ServerPoint(engine="vllm")), tmp_path, True, {},
+                      {cell.id: {"load": cell.as_dict()["load"], "summary": summary}})
+    assert host.done_summary(cell) is summary
+    other = Cell(cell.id, "g00", LoadPoint("concurrency", 4, None, 10, None, 16, 128, 0, 10004000), search=True)
+    assert host.done_summary(other) is None
+    assert host.done_summary(Cell("g00-lim-c0008", "g00", cell.load, search=True)) is None
+
+
 def test_pack_unpack_round_trip_and_stays_inside(tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
