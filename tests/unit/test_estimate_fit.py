@@ -7,6 +7,7 @@ H200 launch figures. The error bounds asserted here are the ones docs/estimate.m
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -71,9 +72,18 @@ def _synthetic(truth: Factors) -> list[Observation]:
     return out
 
 
+TRUTH = Factors(eta_mem=0.45, eta_compute=0.35, step_ms=4.0, alpha_us=40.0, eta_link=0.5)
+
+
+@functools.cache
+def _calibrated() -> fit.Calibration:
+    """One calibration on the synthetic runs for both tests that read one: each fit with its
+    leave-one-out refits takes minutes on 2 cores (the suite's time budget)."""
+    return fit.calibrate(_synthetic(TRUTH))
+
+
 def test_calibration_recovers_known_factors_and_loo_error_is_small():
-    truth = Factors(eta_mem=0.45, eta_compute=0.35, step_ms=4.0, alpha_us=40.0, eta_link=0.5)
-    cal = fit.calibrate(_synthetic(truth))
+    cal = _calibrated()
     f = cal.factors
     # the efficiencies are pinned by the data; step overhead and collective latency both add
     # time per step and trade against each other, so only their effect is checked (errors)
@@ -92,7 +102,8 @@ def test_calibration_recovers_known_factors_and_loo_error_is_small():
 
 
 def test_bands_widen_for_unmeasured_hardware_and_engines():
-    cal = fit.calibrate(_synthetic(Factors(eta_mem=0.5)))
+    cal = _calibrated()
+    assert cal.hardware == [catalog.lookup("a100-80gb").key] and cal.n_runs == 12
     same = cal.sigma_for(catalog.lookup("a100-80gb"), "vllm")
     assert cal.sigma_for(catalog.lookup("a800"), "vllm") > same  # same architecture
     assert cal.sigma_for(catalog.lookup("h200"), "vllm") > cal.sigma_for(catalog.lookup("a800"), "vllm")
