@@ -41,9 +41,11 @@ def check_run(run_dir, n: int):
     assert (m["input_tokens"] == INPUT).all() and (m["server_input_tokens"] == INPUT).all()
     assert (m["output_tokens"] == OUTPUT).all() and (m["server_output_tokens"] == OUTPUT).all()
     assert (m["finish_reason"] == "length").all()
-    # every generated token is in a timed stream event (under load vLLM may put 2 in one)
+    # every generated token is in a timed stream event. How many vLLM puts in one event depends
+    # on how far its output processing lags, that is on host speed (a 100-burst on a busy 2-core
+    # host: 61 events for 128 tokens), so only streaming itself is asserted: more than one event
     assert m["token_counts"].map(lambda c: int(np.sum(c))).eq(OUTPUT).all()
-    assert (m["token_counts"].map(len) > OUTPUT // 2).all()
+    assert (m["token_counts"].map(len) > 1).all() and (m["token_ns"].map(len) == m["token_counts"].map(len)).all()
     for r in m.itertuples():
         t = np.asarray(r.token_ns)
         assert r.scheduled_ns <= r.sent_ns < r.first_byte_ns <= t[0] and t[-1] <= r.end_ns
