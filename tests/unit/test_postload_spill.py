@@ -58,7 +58,7 @@ def test_decoded_arrays_are_not_kept_once_spilled(tmp_path):
     key, records = reference_records("vllm_completions", 1)
     template = records[0]
     many = []
-    for i in range(300):  # 300 requests of ~2,000 events each: 600,000 tokens
+    for i in range(80):  # 80 requests of ~2,000 events each: 160,000 tokens (arrays kept: 1.9 MB)
         r = copy.deepcopy(template)
         r.index = i
         body = b"".join(c for _, c in r.chunks)
@@ -76,7 +76,7 @@ def test_decoded_arrays_are_not_kept_once_spilled(tmp_path):
     finally:
         tracemalloc.stop()
     streamed = sum(r.tok.streamed for r in many)
-    assert streamed >= 500_000 and all(r.ok for r in many)
+    assert streamed >= 150_000 and all(r.ok for r in many)
     assert all(len(r.token_ns) == 0 for r in many)
     assert kept_bytes / streamed < 1.0  # arrays kept: >= 12 B a token
     ns, counts = token_arrays(many[7])  # read back from disk
