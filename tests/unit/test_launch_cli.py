@@ -15,44 +15,45 @@ from tests.unit.test_launch_process import fake_spec
 CLI = [sys.executable, "-m", "servebench.cli", "launch"]
 
 
-def test_launch_holds_until_ctrl_c(tmp_path):
-    spec = fake_spec(tmp_path, "serve.py", ["--spawn-child", "--pidfile", str(tmp_path / "pids")])
-    p = subprocess.Popen(CLI + [spec, "--model", str(tmp_path), "--run-dir", str(tmp_path), "--ready-timeout", "30"],
+def _ctrl_c(tmp_path, engine_args: list[str], ready_timeout: str, when) -> tuple[int, str, str, list[int]]:
+    """Launch the fake engine, send SIGINT once `when(proc)` returns; (exit code, stdout
+    after that, stderr, the engine's pids)."""
+    spec = fake_spec(tmp_path, "serve.py", [*engine_args, "--pidfile", str(tmp_path / "pids")])
+    p = subprocess.Popen(CLI + [spec, "--model", str(tmp_path), "--run-dir", str(tmp_path), "--ready-timeout", ready_timeout],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        url = p.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:")
-        assert httpx.get(url + "/health").status_code == 200
-        pids = [int(x) for x in (tmp_path / "pids").read_text().split()]
-        p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=30)
-    finally:
-        if p.poll() is None:
-            p.kill()
-    assert p.returncode == 0, err
-    assert "stopped" in err
-    assert not any(psutil.pid_exists(x) and psutil.Process(x).status() != psutil.STATUS_ZOMBIE for x in pids)
-
-
-def test_ctrl_c_during_start_up_stops_the_server_and_is_no_success(tmp_path):
-    """A script that waits on `launch` must not read exit 0 from a server that never served."""
-    spec = fake_spec(tmp_path, "serve.py", ["--healthy-after", "600", "--pidfile", str(tmp_path / "pids")])
-    p = subprocess.Popen(CLI + [spec, "--model", str(tmp_path), "--run-dir", str(tmp_path), "--ready-timeout", "300"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "pids").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)
+        when(p)
         pids = [int(x) for x in (tmp_path / "pids").read_text().split()]
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
     finally:
         if p.poll() is None:
             p.kill()
-    assert p.returncode == 130, err
-    assert out == "" and "interrupted during start-up" in err and "stopped" in err
     assert not any(psutil.pid_exists(x) and psutil.Process(x).status() != psutil.STATUS_ZOMBIE for x in pids)
+    return p.returncode, out, err, pids
+
+
+def test_launch_holds_until_ctrl_c(tmp_path):
+    def serving(p):
+        url = p.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        assert httpx.get(url + "/health").status_code == 200
+
+    code, _, err, pids = _ctrl_c(tmp_path, ["--spawn-child"], "30", serving)
+    assert code == 0 and "stopped" in err and len(pids) == 2, err
+
+
+def test_ctrl_c_during_start_up_stops_the_server_and_is_no_success(tmp_path):
+    """A script that waits on `launch` must not read exit 0 from a server that never served."""
+    def starting(_p):
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "pids").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+
+    code, out, err, _ = _ctrl_c(tmp_path, ["--healthy-after", "600"], "300", starting)
+    assert code == 130, err
+    assert out == "" and "interrupted during start-up" in err and "stopped" in err
 
 
 def test_click_usage_errors_are_one_line_too():
