@@ -82,6 +82,16 @@ def resolve_model(name_or_dir: str | os.PathLike[str]) -> Path:
     )
 
 
+def served_by_name(name: str, launcher: str) -> bool:
+    """Whether a model that is no preset and no local directory is still one to serve: a hub
+    id (org/name), which the engine fetches itself, under any launcher; any name that is no
+    path (a served alias) for a server not started as a local process. A path (./x, /x, ~/x)
+    that is not there is never one, nor, for the process launcher, a bare word (a preset's typo)."""
+    if name.startswith((".", "/", "~")):
+        return False
+    return launcher != "process" or "/" in name
+
+
 def generate(preset: str, dest: Path) -> Path:
     """Write the preset's HF model dir to dest atomically (a temp dir renamed into place),
     so a concurrent or interrupted generation never leaves a half-written model behind."""

@@ -48,13 +48,13 @@ def _env(pairs) -> dict[str, str]:
 def _model(model: str, launcher: str) -> str:
     """A preset name or local dir becomes a path; anything else (a hub id) passes through."""
     try:
-        from servebench.engines.presets import resolve_model
+        from servebench.engines.presets import resolve_model, served_by_name
     except ImportError:
         return model
     try:
         return str(resolve_model(model))
     except ValueError:
-        if launcher == "process" and not Path(model).exists() and "/" not in model:
+        if not served_by_name(model, launcher):
             raise
         return model
 

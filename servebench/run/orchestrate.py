@@ -178,12 +178,12 @@ def _session_info(session) -> dict:
 
 def _model_dir(cfg: RunConfig) -> Path | None:
     """A preset name or local dir; None for a hub id benchmarked through an endpoint."""
-    from servebench.engines.presets import resolve_model
+    from servebench.engines.presets import resolve_model, served_by_name
 
     try:
         return resolve_model(cfg.model)
     except ValueError:
-        if cfg.launcher != "process" and not cfg.model.startswith((".", "/", "~")):
+        if served_by_name(cfg.model, cfg.launcher):
             # a name the server knows (meta-llama/Llama-2-13b-hf, a served alias): the server
             # loads it; prompts need its tokenizer here (--tokenizer, else the name itself)
             return None

@@ -295,14 +295,13 @@ def _check_servers(plan, local: bool = True) -> None:
 
 
 def _missing_model(server) -> bool:
-    """What a run of this server would refuse (run/orchestrate.py _model_dir): the process
-    launcher loads a preset or a local directory; any launcher takes a hub id, not a path."""
-    from servebench.engines.presets import PRESETS
+    """What a run of this server would refuse (run/orchestrate.py _model_dir)."""
+    from servebench.engines.presets import PRESETS, served_by_name
 
     model = server.model
     if model in PRESETS or Path(model).expanduser().is_dir():
         return False
-    return (server.launcher == "process" and not server.endpoint) or model.startswith((".", "/", "~"))
+    return not served_by_name(model, "external" if server.endpoint else server.launcher)
 
 
 def _executor_hint(name: str) -> str:

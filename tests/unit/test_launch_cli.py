@@ -129,3 +129,14 @@ def test_a_run_dir_that_is_a_file_is_one_line(tmp_path):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == f"error: cannot make the server's log dir {tmp_path / 'afile'}: File exists"
+
+
+def test_launch_refuses_a_model_path_that_is_not_there_as_run_does(tmp_path):
+    from click.testing import CliRunner
+
+    from servebench.launchers.cli import launch
+
+    r = CliRunner().invoke(launch, ["vllm", "-m", str(tmp_path / "gone"), "--dry-run"])
+    assert r.exit_code == 2 and f"model path not found: {tmp_path / 'gone'}" in r.output  # it reached the engine
+    r = CliRunner().invoke(launch, ["vllm", "-m", "org/some-model", "--dry-run"])
+    assert r.exit_code == 0 and "--model org/some-model" in r.output

@@ -55,6 +55,25 @@ def test_directory_and_missing_path(tiny, tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_a_hub_id_is_served_under_every_launcher_and_a_missing_path_under_none(tmp_path):
+    """`run --launcher process --model meta-llama/Llama-2-7b-hf` on a GPU host with vLLM
+    installed was refused as "model path not found" while `launch` served it."""
+    from servebench.config import RunConfig
+    from servebench.engines.presets import served_by_name
+    from servebench.run.orchestrate import _model_dir
+
+    for launcher in ("process", "docker", "sagemaker", "external"):
+        assert served_by_name("meta-llama/Llama-2-7b-hf", launcher)
+        assert _model_dir(RunConfig(model="meta-llama/Llama-2-7b-hf", launcher=launcher,
+                                    **({"endpoint": "http://127.0.0.1:9"} if launcher == "external" else {}))) is None
+        for path in (str(tmp_path / "nope"), "./nope", "~/nope"):
+            assert not served_by_name(path, launcher)
+    assert not served_by_name("tyni", "process")  # a preset's typo: no hub id names no org
+    assert served_by_name("my-alias", "external")  # the name a running server answers to
+    with pytest.raises(ValueError, match="model path not found: tyni"):
+        _model_dir(RunConfig(model="tyni"))
+
+
 def test_tokenizer_loads_with_transformers_and_matches_config(tiny):
     from transformers import AutoTokenizer
 

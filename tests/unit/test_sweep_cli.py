@@ -159,7 +159,12 @@ def test_a_model_path_that_does_not_exist_is_refused_before_any_server_starts(tm
     cfg.write_text(yaml.safe_dump(data))
     p = sb("sweep", str(cfg), "--dry-run")
     assert p.returncode == 2 and p.stderr.endswith(": model path not found: ./also-gone (presets: small, tiny)\n"), p.stderr
-    del data["servers"][2]  # a hub id with docker is the server's to fetch
+    data["servers"][2] = {"engine": str(SPEC), "model": "tyni"}  # a bare word no preset is: a typo of one
+    cfg.write_text(yaml.safe_dump(data))
+    p = sb("sweep", str(cfg), "--dry-run")
+    assert p.returncode == 2 and p.stderr.endswith(": model path not found: tyni (presets: small, tiny)\n"), p.stderr
+    # a hub id is the server's to fetch, with docker or as a process (vLLM installed on a GPU host)
+    data["servers"][2] = {"engine": "vllm", "model": "meta-llama/Llama-2-7b-hf", "name": "as-a-process"}
     cfg.write_text(yaml.safe_dump(data))
     p = sb("sweep", str(cfg), "--dry-run")
     assert p.returncode == 0 and not (tmp_path / "r").exists(), p.stderr
