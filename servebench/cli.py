@@ -29,6 +29,10 @@ _EXTERNAL = {
 }
 
 
+# click >= 8.2 raises the help of a bare group as a usage error of its own
+_NO_ARGS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _Group(click.Group):
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(_EXTERNAL))
@@ -50,6 +54,9 @@ class _Group(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_HELP as e:  # `servebench` alone: the help, as click prints it
+            e.show()
+            raise SystemExit(e.exit_code) from None
         except click.UsageError as e:
             where = f"{e.ctx.command_path}: " if e.ctx is not None else ""
             click.echo(f"error: {where}{_one_line(e.format_message())} (see --help)", err=True)

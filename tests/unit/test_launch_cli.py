@@ -61,6 +61,8 @@ def test_click_usage_errors_are_one_line_too():
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert r.stderr.startswith("error: ") and "--concurrency" in r.stderr and "not a valid integer" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "servebench.cli"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "error:" not in r.stderr and "Commands:" in r.stderr  # the bare group's help stays help
     r = subprocess.run(CLI + ["vllm", "--model", "tiny", "--port", "x"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--port" in r.stderr, r.stderr
 
