@@ -199,9 +199,12 @@ def test_a_length_the_workload_does_not_read_is_refused_not_dropped(tmp_path, ar
 def test_lengths_the_workload_reads_still_pass_with_a_file(tmp_path):
     """--output-tokens is the default for prompts-file lines without one, and --input-tokens
     sizes synthetic sessions' turns: neither is refused there."""
+    from servebench.cli import run
+    from servebench.run.options import no_ignored_lengths
+
     pf = tmp_path / "p.jsonl"
     pf.write_text('{"prompt": "hello"}\n')
-    for args in (["--prompts-file", str(pf), "--output-tokens", "4"], ["--sessions", "synthetic", "--input-tokens", "16"]):
-        p = sb("run", "--endpoint", "http://127.0.0.1:9", "--model", "tiny", "--requests", "1",
-               "--results-dir", str(tmp_path / "r"), *args)
-        assert "is not read with" not in p.stderr and "unreachable" in p.stderr, p.stderr
+    for args in (["--prompts-file", str(pf), "--output-tokens", "4"], ["--sessions", "synthetic", "--input-tokens", "16"],
+                 ["--trace", "azure-conv-2023", "--max-input-tokens", "64"]):
+        with run.make_context("run", args) as ctx:  # parsed as the command line is: defaults known as defaults
+            no_ignored_lengths(ctx.params)

@@ -246,7 +246,9 @@ def test_the_prefix_cache_matches_vllms_own_count_on_a_recorded_replay():
     fix = Path(__file__).parents[1] / "fixtures/estimate_cpu/traces-20261207"
     run = next(fix.glob("*-mooncake"))
     measured = json.loads((run / "summary.json").read_text())["telemetry"]["server_metrics"]["prefix_cache_hit_rate"]
-    calib = [x for d in sorted(fix.glob("*-c*")) + sorted(fix.glob("*-burst")) for x in ("--calibrate", str(d))]
+    # three of the six recorded runs (c1, c4, the burst): enough to fit, half the suite's time
+    calib = [x for d in sorted(fix.glob("*-c1")) + sorted(fix.glob("*-c4")) + sorted(fix.glob("*-burst"))
+             for x in ("--calibrate", str(d))]
     r = CliRunner().invoke(estimate, ["--model", "tiny", "--gpu", "cpu", *calib, "--trace", "mooncake-conversation",
                                       "--trace-window", "0:120", "--trace-scale-lengths", "0.25", "--trace-speed", "2",
                                       "--json"])
@@ -257,7 +259,7 @@ def test_the_prefix_cache_matches_vllms_own_count_on_a_recorded_replay():
     # the same requests as the replay: count, clipping to tiny's 2,048-token context, ideal reuse
     assert w["requests"] == recorded["trace"]["requests"] and w["clipped"]["input"] == recorded["clipped"]["input"]
     assert w["prefix"]["share"] == pytest.approx(recorded["prefix"]["share"], abs=0.005)
-    assert d["calibration"]["runs"] == 6
+    assert d["calibration"]["runs"] == 3
     assert d["levels"][0]["prefix_hit_rate"] == pytest.approx(measured, abs=0.01)
 
 
