@@ -287,6 +287,18 @@ def _frontend_s(f: Factors, c: float, b: float, cycle: float, lockstep: bool) ->
     return fe / (1 - min(rho, 0.95))
 
 
+def batch_cap(d: Deployment, n_in: float, n_out: float) -> float | dict:
+    """The running batch the KV cache and max_num_seqs allow for these lengths, or serve()'s
+    answer when one sequence does not fit. Independent of the factors."""
+    cap = capacity(d, int(n_in + max(n_out, 1.0)))
+    if not cap["fits"]:
+        return {"fits": False, "why": cap["why"]}
+    return cap.get("max_batch") or 0
+
+
+batch_cap_of = batch_cap  # serve()'s parameter of the same name hides the function there
+
+
 def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Factors,
           batch_cap: float | None = None, lockstep: bool = False) -> dict:
     """Predicted metrics of a closed loop at `concurrency` (see module doc). batch_cap: a
@@ -294,21 +306,21 @@ def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Facto
     every request has the same lengths and the loop starts them together (servebench's
     fixed-length runs, offline batches), so they stay in waves: the batch prefills together
     (TTFT = one prefill of B prompts) and then decodes with no prompt riding along."""
-    n_out = max(n_out, 1.0)
     if batch_cap is None:
-        cap = capacity(d, int(n_in + n_out))
-        batch_cap = cap.get("max_batch") or 0
-        if not cap["fits"]:
-            return {"fits": False, "why": cap["why"]}
+        cap = batch_cap_of(d, n_in, n_out)
+        if isinstance(cap, dict):
+            return cap
+        batch_cap = cap
+    n_out = max(n_out, 1.0)
     b = max(min(concurrency, batch_cap), 1.0)
     ctx = n_in + n_out / 2
     step = decode_step(d, b, ctx, f)
-    pf = prefill(d, n_in, n_in, f)
     if lockstep:
         pf = prefill(d, b * n_in, n_in, f)
         t_pf = ttft0 = pf["s"]
         tpot = t_dec = step["s"]
     elif d.schedule == "mixed":
+        pf = prefill(d, n_in, n_in, f)
         host, comm, seq = step["host_s"], step["comm_s"] + kernels_s(d.model, f), step["seq_s"]
         ride = b / (n_out - 1) if n_out > 1 else b
         t_dec = step_s(max(step["memory_s"], step["compute_s"] + ride * pf["compute_s"]) + comm, host, f, seq)
@@ -320,6 +332,7 @@ def serve(d: Deployment, concurrency: float, n_in: float, n_out: float, f: Facto
         tpot = t_dec
         t_pf = ttft0
     else:
+        pf = prefill(d, n_in, n_in, f)
         t_pf, t_dec = pf["s"], step["s"]
         ttft0 = t_pf + (t_dec / 2 if b > 1 else 0.0)
         tpot = t_dec + ((b - 1) * t_pf / (n_out - 1) if n_out > 1 else 0.0)
