@@ -160,3 +160,21 @@ def test_of_observation_flags_impossible_floors():
     rows only stay below 1 with their FP8 KV cache, which the data set records."""
     for o in published.observations("trtllm-h200"):
         assert of_observation(o)["efficiency"]["throughput"] < 1.0
+
+
+def test_an_observation_predicts_anew_when_its_inputs_change():
+    """predict keeps the deployment and KV capacity between calls (a fit makes ~10^5): a
+    changed input must not be answered from them (holdout.held sets `hw` after loading)."""
+    def obs(hw: str, n_in: float = 512) -> Observation:
+        return Observation(label="x", model=models.load("llama-2-13b"), hw=catalog.lookup(hw), tp=1, concurrency=64,
+                           n_in=n_in, n_out=128, measured={})
+
+    f = Factors()
+    o = obs("a10g")
+    assert o.predict(f) == obs("a10g").predict(f) and not o.predict(f)["fits"]  # 26 GB of fp16 on 24 GB
+    o.hw = catalog.lookup("h100-sxm")
+    assert o.predict(f) == obs("h100-sxm").predict(f) and o.predict(f)["fits"]
+    o.n_in = 3000
+    assert o.predict(f) == obs("h100-sxm", 3000).predict(f) != obs("h100-sxm").predict(f)
+    o.batch_cap = 8
+    assert o.predict(f)["batch"] == 8
